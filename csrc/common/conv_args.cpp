@@ -1,0 +1,122 @@
+#include "common/conv_args.h"
+
+#include <c10/util/Exception.h>
+
+namespace xsep {
+
+Activation parse_activation(const char* op, const char* arg, std::string_view name,
+                            bool input_side) {
+  if (name == "none") return Activation::none;
+  if (name == "relu") return Activation::relu;
+  if (!input_side) {
+    if (name == "relu6") return Activation::relu6;
+    if (name == "elu") return Activation::elu;
+  }
+  TORCH_CHECK_VALUE(false, op, ": unknown ", arg, " '", std::string(name), "'; expected ",
+                    input_side ? "'none' or 'relu'" : "'none', 'relu', 'relu6' or 'elu'");
+}
+
+void check_float_dtype(const char* op, const char* arg, const at::Tensor& t) {
+  const auto dt = t.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
+                   op, ": ", arg, " has dtype ", dt,
+                   "; supported are float32, float64, float16 and bfloat16");
+}
+
+static void check_same_device_dtype(const char* op, const char* arg, const at::Tensor& t,
+                                    const at::Tensor& input) {
+  TORCH_CHECK(t.device() == input.device(), op, ": ", arg, " is on ", t.device(),
+              " but input is on ", input.device(), "; all tensors must be on one device");
+  TORCH_CHECK_TYPE(t.scalar_type() == input.scalar_type(), op, ": ", arg, " has dtype ",
+                   t.scalar_type(), " but input has dtype ", input.scalar_type(),
+                   "; all tensors must have one dtype");
+}
+
+static void check_input(const char* op, const at::Tensor& input) {
+  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be a 4-D tensor [N, C, H, W], got ",
+                    input.dim(), "-D with shape ", input.sizes());
+  TORCH_CHECK_VALUE(input.size(1) > 0, op, ": input must have at least one channel, got shape ",
+                    input.sizes());
+  check_float_dtype(op, "input", input);
+}
+
+DepthwiseGeometry check_depthwise(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
+                                  c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                                  std::string_view input_activation) {
+  check_input(op, input);
+  check_same_device_dtype(op, "weight", weight, input);
+  DepthwiseGeometry g{};
+  g.N = input.size(0);
+  g.C = input.size(1);
+  g.H = input.size(2);
+  g.W = input.size(3);
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == 1 && weight.size(0) > 0 &&
+                        weight.size(0) % g.C == 0 && weight.size(2) > 0 && weight.size(3) > 0,
+                    op, ": weight must have shape [C * M, 1, kh, kw] for input channels C = ", g.C,
+                    " and a depth multiplier M >= 1, got ", weight.sizes());
+  g.OC = weight.size(0);
+  g.M = g.OC / g.C;
+  g.kh = weight.size(2);
+  g.kw = weight.size(3);
+  if (bias.has_value() && bias->defined()) {
+    check_same_device_dtype(op, "bias", *bias, input);
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == g.OC, op, ": bias must have shape [",
+                      g.OC, "], got ", bias->sizes());
+  }
+  TORCH_CHECK_VALUE(stride.size() == 2 && stride[0] > 0 && stride[1] > 0, op,
+                    ": stride must be two positive ints, got ", stride);
+  TORCH_CHECK_VALUE(padding.size() == 4 && padding[0] >= 0 && padding[1] >= 0 &&
+                        padding[2] >= 0 && padding[3] >= 0,
+                    op, ": padding must be four non-negative ints (top, bottom, left, right), got ",
+                    padding);
+  TORCH_CHECK_VALUE(dilation.size() == 2 && dilation[0] > 0 && dilation[1] > 0, op,
+                    ": dilation must be two positive ints, got ", dilation);
+  g.sh = stride[0];
+  g.sw = stride[1];
+  g.pad_top = padding[0];
+  g.pad_bottom = padding[1];
+  g.pad_left = padding[2];
+  g.pad_right = padding[3];
+  g.dil_h = dilation[0];
+  g.dil_w = dilation[1];
+  const int64_t span_h = g.dil_h * (g.kh - 1) + 1, span_w = g.dil_w * (g.kw - 1) + 1;
+  const int64_t padded_h = g.H + g.pad_top + g.pad_bottom, padded_w = g.W + g.pad_left + g.pad_right;
+  TORCH_CHECK_VALUE(span_h <= padded_h && span_w <= padded_w, op, ": the kernel (", g.kh, "x", g.kw,
+                    ", dilation ", dilation, ", spanning ", span_h, "x", span_w,
+                    ") is larger than the padded input (", padded_h, "x", padded_w, ")");
+  g.Ho = (padded_h - span_h) / g.sh + 1;
+  g.Wo = (padded_w - span_w) / g.sw + 1;
+  g.relu_input =
+      parse_activation(op, "input_activation", input_activation, /*input_side=*/true) ==
+      Activation::relu;
+  return g;
+}
+
+void check_pointwise(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                     const c10::optional<at::Tensor>& bias) {
+  check_input(op, input);
+  check_same_device_dtype(op, "weight", weight, input);
+  const bool shape_ok = (weight.dim() == 4 && weight.size(2) == 1 && weight.size(3) == 1) ||
+                        weight.dim() == 2;
+  TORCH_CHECK_VALUE(shape_ok && weight.size(1) == input.size(1) && weight.size(0) > 0, op,
+                    ": weight must have shape [O, C, 1, 1] for input channels C = ", input.size(1),
+                    ", got ", weight.sizes());
+  if (bias.has_value() && bias->defined()) {
+    check_same_device_dtype(op, "bias", *bias, input);
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
+                      ": bias must have shape [", weight.size(0), "], got ", bias->sizes());
+  }
+}
+
+void check_grad_output(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
+                       int64_t channels, int64_t Ho, int64_t Wo) {
+  check_same_device_dtype(op, "grad_output", grad_output, input);
+  TORCH_CHECK_VALUE(grad_output.dim() == 4 && grad_output.size(0) == input.size(0) &&
+                        grad_output.size(1) == channels && grad_output.size(2) == Ho &&
+                        grad_output.size(3) == Wo,
+                    op, ": grad_output must have shape [", input.size(0), ", ", channels, ", ", Ho,
+                    ", ", Wo, "], got ", grad_output.sizes());
+}
+
+}  // namespace xsep

@@ -1,0 +1,194 @@
+// Fused depthwise-separable convolution on CPU, channels-last.
+//
+// Forward: the output pixels are cut into tiles; for each tile the depthwise result (plus the mid
+// activation) is computed by all threads into a cache-sized float buffer, which goes straight into
+// the pointwise GEMM (BLAS, itself multi-threaded), so the [N, C*M, Ho, Wo] intermediate never
+// exists in memory. Tiles run one after another: calling BLAS from inside a parallel region made
+// the GEMM 40x slower here (nested thread pools), and a tile is large enough to use every core.
+// Backward: the same tiles recompute the depthwise output, giving the pointwise weight gradient
+// (accumulated tile after tile, in a fixed order) and the gradient of the depthwise output, which
+// then goes through the depthwise backward kernels.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "common/conv_args.h"
+#include "cpu/host.h"
+#include "cpu/kernels.h"
+
+namespace xsep::cpu {
+namespace {
+
+// Pixels per tile: the depthwise tile buffer (tile x C*M floats) is about 1 MB, which stays in
+// the caches between being written and being read by the GEMM, and gives the GEMM enough rows.
+int64_t tile_pixels(int64_t mid_channels, int64_t pixels) {
+  return std::max<int64_t>(1, std::min(std::max<int64_t>(256, (int64_t(1) << 18) / mid_channels), pixels));
+}
+
+// Runs fn(begin, end) over [0, n) on all threads, in pieces of at least `grain`.
+template <typename F>
+void parallel(int64_t n, int64_t grain, const F& fn) {
+  at::parallel_for(0, n, std::max<int64_t>(1, grain), fn);
+}
+
+void check_pointwise_weight(const char* op, const DepthwiseGeometry& g, const at::Tensor& input,
+                            const at::Tensor& pw_weight, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(pw_weight.device() == input.device(), op, ": pointwise_weight is on ",
+              pw_weight.device(), " but input is on ", input.device());
+  TORCH_CHECK_TYPE(pw_weight.scalar_type() == input.scalar_type(), op,
+                   ": pointwise_weight has dtype ", pw_weight.scalar_type(),
+                   " but input has dtype ", input.scalar_type());
+  TORCH_CHECK_VALUE(pw_weight.dim() == 4 && pw_weight.size(1) == g.OC && pw_weight.size(2) == 1 &&
+                        pw_weight.size(3) == 1 && pw_weight.size(0) > 0,
+                    op, ": pointwise_weight must have shape [O, ", g.OC, ", 1, 1], got ",
+                    pw_weight.sizes());
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->device() == input.device(), op, ": bias is on ", bias->device(),
+                " but input is on ", input.device());
+    TORCH_CHECK_TYPE(bias->scalar_type() == input.scalar_type(), op, ": bias has dtype ",
+                     bias->scalar_type(), " but input has dtype ", input.scalar_type());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == pw_weight.size(0), op,
+                      ": bias must have shape [", pw_weight.size(0), "], got ", bias->sizes());
+  }
+}
+
+at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight,
+                                const at::Tensor& pw_weight, const c10::optional<at::Tensor>& bias,
+                                c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                c10::IntArrayRef dilation, c10::string_view input_activation,
+                                c10::string_view mid_activation) {
+  constexpr const char* op = "xsep.separable_conv2d";
+  const auto g = check_depthwise(op, input, dw_weight, c10::nullopt, stride, padding, dilation,
+                                 input_activation);
+  check_pointwise_weight(op, g, input, pw_weight, bias);
+  check_cpu(op, input);
+  const auto mid = static_cast<Act>(parse_activation(op, "mid_activation", mid_activation, false));
+  const int64_t O = pw_weight.size(0);
+  auto out = at::empty({g.N, O, g.Ho, g.Wo}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const int64_t P = g.N * g.Ho * g.Wo;
+  if (P == 0) return out.contiguous(input.suggest_memory_format());
+
+  const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const DwShape shape = to_dw_shape(g);
+  const auto acc = acc_dtype(input.scalar_type());
+  const auto w_dw = tap_major(dw_weight);
+  const auto w_pw_t = pw_weight.reshape({O, g.OC}).to(acc).t();  // [C*M, O]
+  const auto b = bias.has_value() && bias->defined() ? c10::optional<at::Tensor>(bias->to(acc))
+                                                     : c10::nullopt;
+  const int64_t T = tile_pixels(g.OC, P);
+  auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
+    using acc_t = typename acc_type<scalar_t>::type;
+    constexpr bool out_is_acc = std::is_same_v<scalar_t, acc_t>;
+    const auto& k = depthwise_kernels<scalar_t>();
+    const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
+    const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
+    acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
+    scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+    const auto out_rows = out.permute({0, 2, 3, 1}).view({P, O});
+    auto y_buf = out_is_acc ? at::Tensor() : at::empty({T, O}, x.options().dtype(acc));
+    const int64_t grain = 16384 / (g.OC * g.kh * g.kw) + 1;  // pixels per task
+    for (int64_t p0 = 0; p0 < P; p0 += T) {
+      const int64_t n = std::min(T, P - p0);
+      parallel(n, grain, [&](int64_t q0, int64_t q1) {
+        k.forward_acc(shape, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
+        if (mid != Act::none) k.activation(mid, d_ptr + q0 * g.OC, d_ptr + q0 * g.OC, (q1 - q0) * g.OC);
+      });
+      const auto d = d_buf.narrow(0, 0, n);
+      auto y = out_is_acc ? out_rows.narrow(0, p0, n) : y_buf.narrow(0, 0, n);
+      if (b.has_value()) {
+        at::addmm_out(y, *b, d, w_pw_t);
+      } else {
+        at::mm_out(y, d, w_pw_t);
+      }
+      if constexpr (!out_is_acc) {
+        const acc_t* y_ptr = y.const_data_ptr<acc_t>();
+        parallel(n * O, 16384, [&](int64_t i0, int64_t i1) {
+          k.from_acc(y_ptr + i0, out_ptr + p0 * O + i0, i1 - i0);
+        });
+      }
+    }
+  });
+  return out.contiguous(input.suggest_memory_format());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight,
+    const at::Tensor& pw_weight, c10::IntArrayRef stride, c10::IntArrayRef padding,
+    c10::IntArrayRef dilation, c10::string_view input_activation, c10::string_view mid_activation) {
+  constexpr const char* op = "xsep.separable_conv2d_backward";
+  const auto g = check_depthwise(op, input, dw_weight, c10::nullopt, stride, padding, dilation,
+                                 input_activation);
+  check_pointwise_weight(op, g, input, pw_weight, c10::nullopt);
+  check_cpu(op, input);
+  const int64_t O = pw_weight.size(0);
+  check_grad_output(op, grad_output, input, O, g.Ho, g.Wo);
+  const auto mid = static_cast<Act>(parse_activation(op, "mid_activation", mid_activation, false));
+
+  const int64_t P = g.N * g.Ho * g.Wo;
+  const auto acc = acc_dtype(input.scalar_type());
+  const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto go = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
+  const DwShape shape = to_dw_shape(g);
+  const auto w_dw = tap_major(dw_weight);
+  const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc);  // [O, C*M]
+  // Gradient with respect to the depthwise output (before the mid activation), [P, C*M].
+  auto grad_mid = at::empty({P, g.OC}, x.options().dtype(acc));
+
+  auto grad_pw = at::zeros({O, g.OC}, x.options().dtype(acc));
+  const int64_t T = tile_pixels(g.OC, std::max<int64_t>(P, 1));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
+    using acc_t = typename acc_type<scalar_t>::type;
+    constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
+    const auto& k = depthwise_kernels<scalar_t>();
+    const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
+    const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
+    const scalar_t* go_ptr = go.const_data_ptr<scalar_t>();
+    const auto go_rows = go.permute({0, 2, 3, 1}).view({P, O});
+    auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
+    auto m_buf = mid == Act::none ? d_buf : at::empty({T, g.OC}, x.options().dtype(acc));
+    auto gy_buf = go_is_acc ? at::Tensor() : at::empty({T, O}, x.options().dtype(acc));
+    acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
+    acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
+    acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
+    const int64_t grain = 16384 / (g.OC * g.kh * g.kw) + 1;
+    for (int64_t p0 = 0; p0 < P; p0 += T) {
+      const int64_t n = std::min(T, P - p0);
+      parallel(n, grain, [&](int64_t q0, int64_t q1) {
+        k.forward_acc(shape, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
+        if (mid != Act::none) k.activation(mid, d_ptr + q0 * g.OC, m_ptr + q0 * g.OC, (q1 - q0) * g.OC);
+        if constexpr (!go_is_acc) {
+          k.to_acc(go_ptr + (p0 + q0) * O, gy_buf.mutable_data_ptr<acc_t>() + q0 * O, (q1 - q0) * O);
+        }
+      });
+      const auto gy = go_is_acc ? go_rows.narrow(0, p0, n) : gy_buf.narrow(0, 0, n);
+      grad_pw.addmm_(gy.t(), m_buf.narrow(0, 0, n));  // tile after tile: a fixed summation order
+      auto gm = grad_mid.narrow(0, p0, n);
+      at::mm_out(gm, gy, w_pw);
+      if (mid != Act::none) {
+        parallel(n, grain, [&](int64_t q0, int64_t q1) {
+          k.activation_grad(mid, d_ptr + q0 * g.OC, gm_ptr + (p0 + q0) * g.OC, (q1 - q0) * g.OC);
+        });
+      }
+    }
+  });
+  auto [grad_input, grad_dw] = depthwise_backward_from_acc(shape, input, x, grad_mid, dw_weight, w_dw);
+  return {grad_input, grad_dw, grad_pw.to(pw_weight.scalar_type()).reshape(pw_weight.sizes()).contiguous()};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(xsep, CPU, m) {
+  m.impl("separable_conv2d", &separable_conv2d_cpu);
+  m.impl("separable_conv2d_backward", &separable_conv2d_backward_cpu);
+}
+
+}  // namespace xsep::cpu

@@ -1,0 +1,139 @@
+"""What the xsep._C library is built from, shared by setup.py (ahead of time) and the
+just-in-time build in xsep/_extension.py, so the two can never disagree.
+
+Knobs (environment variables):
+  XSEP_FORCE_CUDA=1   fail if the CUDA sources cannot be built
+  XSEP_SKIP_CUDA=1    build the CPU kernels only
+  TORCH_CUDA_ARCH_LIST  CUDA architectures (default: "8.0;9.0", plus 9.0a for Hopper-only code)
+  MAX_JOBS            parallel compile jobs (default: from cores and memory)
+  CUDA_HOME           the CUDA toolkit; found from `nvcc` when unset
+
+Importing this module must stay cheap and torch-free: setup.py loads it by path.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CSRC = os.path.join(ROOT, "csrc")
+DEFAULT_CUDA_ARCHS = "8.0;9.0"
+
+
+def _rel(paths: list[str]) -> list[str]:
+    return sorted(os.path.relpath(p, ROOT) for p in paths)
+
+
+def cpp_sources() -> list[str]:
+    """Every C++ source, relative to the repository root."""
+    return _rel(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
+
+
+def cuda_sources() -> list[str]:
+    return _rel(glob.glob(os.path.join(CSRC, "**", "*.cu"), recursive=True))
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def find_cuda_home() -> str | None:
+    """The CUDA toolkit folder. torch guesses it from `which nvcc`, which is wrong when nvcc is a
+    wrapper script outside the toolkit; nvcc's own dry run names its real folder."""
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return "/usr/local/cuda" if os.path.exists("/usr/local/cuda/bin/nvcc") else None
+    try:
+        out = subprocess.run(
+            [nvcc, "--dryrun", "-c", "x.cu", "-o", os.devnull],
+            capture_output=True, text=True, timeout=60,
+        ).stderr
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    m = re.search(r"^#\$ TOP=(.+)$", out, re.MULTILINE)
+    if m:
+        return os.path.realpath(m.group(1).strip())
+    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+
+
+def cuda_build_decision() -> tuple[bool, str]:
+    """(build CUDA?, why). Decided by toolkit + CUDA-enabled torch, never by whether a GPU is
+    present: CI compile-checks the CUDA code on a machine without one."""
+    import torch  # only when building
+
+    if _env_flag("XSEP_SKIP_CUDA"):
+        return False, "XSEP_SKIP_CUDA is set"
+    reasons = []
+    if not cuda_sources():
+        reasons.append("there are no CUDA sources")
+    if torch.version.cuda is None:
+        reasons.append(f"torch {torch.__version__} is not a CUDA build")
+    cuda_home = find_cuda_home()
+    if cuda_home is None or not os.path.exists(os.path.join(cuda_home, "bin", "nvcc")):
+        reasons.append("no CUDA toolkit (nvcc) was found; set CUDA_HOME")
+    if reasons:
+        if _env_flag("XSEP_FORCE_CUDA"):
+            raise RuntimeError("XSEP_FORCE_CUDA is set but CUDA cannot be built: " + "; ".join(reasons))
+        return False, "; ".join(reasons)
+    return True, f"CUDA {torch.version.cuda} toolkit at {cuda_home}"
+
+
+def cuda_arch_list() -> str:
+    return os.environ.get("TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCHS
+
+
+def prepare_cuda_env() -> None:
+    """Point torch's extension builder at the real toolkit and the archs we want."""
+    cuda_home = find_cuda_home()
+    if cuda_home:
+        os.environ["CUDA_HOME"] = cuda_home
+        if "torch.utils.cpp_extension" in sys.modules:  # already computed its CUDA_HOME
+            sys.modules["torch.utils.cpp_extension"].CUDA_HOME = cuda_home
+    os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list()
+
+
+def include_dirs(with_cuda: bool) -> list[str]:
+    dirs = [CSRC]
+    if with_cuda:
+        # The CUDA wheels' headers (cusparse.h and friends), which torch's CUDA headers include.
+        import torch
+
+        site = os.path.dirname(os.path.dirname(torch.__file__))
+        dirs += sorted(glob.glob(os.path.join(site, "nvidia", "cu[0-9]*", "include")))
+    return dirs
+
+
+def _defines(with_cuda: bool) -> list[str]:
+    flags = [f"-DXSEP_WITH_CUDA={1 if with_cuda else 0}"]
+    if with_cuda:
+        # A bare token (no quotes or ';' to survive shells and ninja), stringified in csrc/xsep.cpp.
+        archs = re.sub(r"[;\s]+", "_", cuda_arch_list().strip())
+        flags.append(f"-DXSEP_CUDA_ARCHS={archs}")
+    return flags
+
+
+def cxx_flags(with_cuda: bool) -> list[str]:
+    return ["-O3", "-fno-math-errno"] + _defines(with_cuda)
+
+
+def nvcc_flags() -> list[str]:
+    return ["-O3", "--expt-relaxed-constexpr", "-lineinfo"] + _defines(True)
+
+
+def max_jobs() -> int:
+    """Parallel compile jobs: one per core, at most one per 3 GiB of memory (nvcc is hungry)."""
+    if os.environ.get("MAX_JOBS"):
+        return int(os.environ["MAX_JOBS"])
+    cores = os.cpu_count() or 1
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem_gib = 8
+    return max(1, min(cores, int(mem_gib // 3)))

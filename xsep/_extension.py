@@ -1,0 +1,110 @@
+"""Loads the compiled library that defines torch.ops.xsep: the prebuilt xsep._C when setup.py built
+one, else a just-in-time build with ninja from the same sources (xsep/_build.py). XSEP_JIT=1 uses
+the just-in-time build even when a prebuilt library exists (handy while editing kernels: ninja
+rebuilds only what changed).
+
+Nothing here raises at import: `load()` returns whether the ops exist and `load_error()` says why
+not, so the pure-PyTorch parts of xsep work without a compiler.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import torch
+
+from xsep import _build
+
+_lock = threading.Lock()
+_state: dict = {"loaded": False, "error": None, "how": None, "path": None}
+
+
+def _prebuilt_path() -> str | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("xsep._C")
+    return spec.origin if spec is not None and spec.origin else None
+
+
+def _jit_build() -> str:
+    from torch.utils import cpp_extension
+
+    if not os.path.isdir(_build.CSRC):
+        raise RuntimeError(
+            f"xsep._C is not built and the C++ sources are not at {_build.CSRC}: install xsep from a "
+            "source checkout with `pip install --no-build-isolation -e .`"
+        )
+    with_cuda, why = _build.cuda_build_decision()
+    if with_cuda:
+        _build.prepare_cuda_env()
+    sources = [os.path.join(_build.ROOT, s) for s in _build.cpp_sources()]
+    if with_cuda:
+        sources += [os.path.join(_build.ROOT, s) for s in _build.cuda_sources()]
+    build_dir = os.environ.get("XSEP_BUILD_DIR") or os.path.join(
+        cpp_extension._get_build_directory("xsep_C", verbose=False)
+    )
+    os.makedirs(build_dir, exist_ok=True)
+    os.environ.setdefault("MAX_JOBS", str(_build.max_jobs()))
+    print(
+        f"xsep: compiling the C++{'/CUDA' if with_cuda else ''} library in {build_dir} "
+        f"(first use; this takes a few minutes; CUDA: {why}) ...",
+        file=sys.stderr, flush=True,
+    )
+    cpp_extension.load(
+        name="xsep_C",
+        sources=sources,
+        extra_include_paths=_build.include_dirs(with_cuda),
+        extra_cflags=_build.cxx_flags(with_cuda),
+        extra_cuda_cflags=_build.nvcc_flags() if with_cuda else None,
+        build_directory=build_dir,
+        with_cuda=with_cuda,
+        is_python_module=False,
+        verbose=os.environ.get("XSEP_VERBOSE_BUILD", "") == "1",
+    )
+    print("xsep: compiled.", file=sys.stderr, flush=True)
+    return os.path.join(build_dir, "xsep_C.so")
+
+
+def load(jit: bool = True) -> bool:
+    """Makes torch.ops.xsep available; True on success. Compiles on first use if needed
+    (unless jit=False). Registers the Python side of the ops (fake kernels, autograd) once."""
+    with _lock:
+        if _state["loaded"]:
+            return True
+        if _state["error"] is not None and _state["how"] == "failed":
+            return False
+        try:
+            path = None if os.environ.get("XSEP_JIT") == "1" else _prebuilt_path()
+            if path is not None:
+                torch.ops.load_library(path)
+                _state["how"] = "prebuilt"
+            elif not jit:
+                return False
+            else:
+                path = _jit_build()
+                _state["how"] = "just-in-time"
+            _state["path"] = path
+            from xsep.ops import _register
+
+            _register.register_all()
+            _state["loaded"] = True
+        except Exception as exc:  # reported by load_error(), `python -m xsep info`, backends
+            _state["error"] = f"{type(exc).__name__}: {exc}"
+            _state["how"] = "failed"
+        return _state["loaded"]
+
+
+def load_error() -> str | None:
+    return _state["error"]
+
+
+def build_info() -> dict:
+    """What the loaded library was built with (from the library itself)."""
+    if not load():
+        return {"loaded": False, "error": load_error()}
+    info = dict(item.split("=", 1) for item in torch.ops.xsep._build_info().split(";") if item)
+    info["cuda_archs"] = info.get("cuda_archs", "").replace("_", ";")
+    info.update(loaded=True, how=_state["how"], path=_state["path"])
+    return info

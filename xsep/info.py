@@ -1,0 +1,61 @@
+"""`python -m xsep info`: versions, what the library was built with, and which backend runs where."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+import xsep
+from xsep import _extension, backends
+
+
+def _devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def collect() -> dict:
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    info = {
+        "xsep": xsep.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "triton": triton_version,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "build": _extension.build_info(),
+        "backends": {},
+    }
+    for device in ("cpu", "cuda"):
+        for name in backends.BACKENDS:
+            if device == "cuda" and not torch.cuda.is_available():
+                reason = "no CUDA device is visible"
+            else:
+                reason = backends.unavailable_reason(name, device)
+            info["backends"][f"{name}/{device}"] = reason
+    return info
+
+
+def main() -> int:
+    info = collect()
+    print(f"xsep {info['xsep']}  python {info['python']}  torch {info['torch']} (CUDA {info['torch_cuda']})  "
+          f"triton {info['triton']}")
+    print(f"GPU: {info['gpu'] or 'none visible'}")
+    build = info["build"]
+    if build.get("loaded"):
+        cuda = f"CPU + CUDA (archs {build['cuda_archs']})" if build["cuda"] == "1" else "CPU only"
+        print(f"library: {cuda}; CPU kernels use {build['cpu_isa']}; {build['compiler']}; {build['how']} "
+              f"at {build['path']}")
+    else:
+        print(f"library: not loaded: {build['error']}")
+    print("backends:")
+    for key, reason in info["backends"].items():
+        print(f"  {key:<12} {'available' if reason is None else 'unavailable: ' + reason}")
+    for device in _devices():
+        print(f"automatic choice on {device}: {backends.select(None, device)}")
+    return 0

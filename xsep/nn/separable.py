@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from xsep import backends
+from xsep import functional as F
+from xsep.nn._common import check_channels, conv_args, conv_init_, conv_repr
+
+
+class _Weights(nn.Module):
+    """Holds one half's parameters under the names nn.Conv2d uses (`weight`, `bias`)."""
+
+    def __init__(self, shape, bias_channels: int | None, factory):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(*shape, **factory))
+        self.bias = nn.Parameter(torch.empty(bias_channels, **factory)) if bias_channels else None
+
+    def extra_repr(self) -> str:
+        return f"weight={tuple(self.weight.shape)}" + (", bias" if self.bias is not None else "")
+
+
+class SeparableConv2d(nn.Module):
+    """Fused depthwise-separable convolution, a drop-in for the pair
+
+        nn.Sequential(depthwise=nn.Conv2d(in, in * M, kernel_size, stride, padding, dilation, groups=in, bias=False),
+                      pointwise=nn.Conv2d(in * M, out, 1, bias=bias))
+
+    with parameters at `depthwise.weight`, `pointwise.weight` and `pointwise.bias`, so that pair's
+    state_dict loads unchanged; nn.Conv2d's initialisation. Optional `input_activation` ('relu',
+    applied as the input is loaded) and `mid_activation` ('relu', 'relu6', 'elu') between halves.
+    `padding` also takes (top, bottom, left, right) and TensorFlow-style 'same' (any stride)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 depth_multiplier: int = 1, bias: bool = True, input_activation: str | None = None,
+                 mid_activation: str | None = None, backend: str | None = None, device=None, dtype=None):
+        super().__init__()
+        self.in_channels = check_channels(in_channels, "in_channels")
+        self.out_channels = check_channels(out_channels, "out_channels")
+        self.depth_multiplier = check_channels(depth_multiplier, "depth_multiplier")
+        self.kernel_size, self.stride, self.padding, self.dilation = conv_args(kernel_size, stride, padding, dilation)
+        self.input_activation = F._activation(input_activation, "input_activation", F.INPUT_ACTIVATIONS)
+        self.mid_activation = F._activation(mid_activation, "mid_activation", F.MID_ACTIVATIONS)
+        if backend is not None:
+            backends.check_name(backend)  # a typo fails here; availability is known only at forward time
+        self.backend = backend
+        factory = {"device": device, "dtype": dtype}
+        mid = in_channels * depth_multiplier
+        self.depthwise = _Weights((mid, 1, *self.kernel_size), None, factory)
+        self.pointwise = _Weights((out_channels, mid, 1, 1), out_channels if bias else None, factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        conv_init_(self.depthwise.weight, None)
+        conv_init_(self.pointwise.weight, self.pointwise.bias)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.separable_conv2d(input, self.depthwise.weight, self.pointwise.weight, self.pointwise.bias,
+                                  self.stride, self.padding, self.dilation, self.input_activation,
+                                  self.mid_activation, self.backend)
+
+    def __repr__(self) -> str:  # one line, like nn.Conv2d
+        s = conv_repr(self, f"{self.in_channels}, {self.out_channels}")
+        if self.pointwise.bias is None:
+            s += ", bias=False"
+        for name in ("input_activation", "mid_activation"):
+            if getattr(self, name) != "none":
+                s += f", {name}={getattr(self, name)!r}"
+        if self.backend is not None:
+            s += f", backend={self.backend!r}"
+        return f"{type(self).__name__}({s})"

@@ -1,0 +1,68 @@
+"""The pure-PyTorch implementation of every xsep op: the test oracle, the `torch` backend, and the
+baseline the benchmarks compare against (cuDNN on GPUs, oneDNN on CPUs).
+
+Arguments are already normalised (see xsep/functional.py): stride and dilation are pairs, padding
+is (top, bottom, left, right), activations are names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+MID_ACTIVATIONS = ("none", "relu", "relu6", "elu")
+INPUT_ACTIVATIONS = ("none", "relu")
+
+
+def activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "none":
+        return x
+    if name == "relu":
+        return F.relu(x)
+    if name == "relu6":
+        return F.relu6(x)
+    if name == "elu":
+        return F.elu(x)
+    raise ValueError(f"unknown activation '{name}'; expected one of {MID_ACTIVATIONS}")
+
+
+def depthwise_conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    input_activation: str = "none",
+) -> torch.Tensor:
+    top, bottom, left, right = padding
+    x = activation(input, input_activation)
+    if top == bottom and left == right:  # conv2d pads symmetrically itself: no extra copy
+        conv_padding = (top, left)
+    else:
+        x = F.pad(x, (left, right, top, bottom))
+        conv_padding = (0, 0)
+    return F.conv2d(x, weight, bias, tuple(stride), conv_padding, tuple(dilation), groups=input.shape[1])
+
+
+def pointwise_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if weight.dim() == 2:
+        weight = weight[:, :, None, None]
+    return F.conv2d(input, weight, bias)
+
+
+def separable_conv2d(
+    input: torch.Tensor,
+    depthwise_weight: torch.Tensor,
+    pointwise_weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    input_activation: str = "none",
+    mid_activation: str = "none",
+) -> torch.Tensor:
+    mid = depthwise_conv2d(input, depthwise_weight, None, stride, padding, dilation, input_activation)
+    return pointwise_conv2d(activation(mid, mid_activation), pointwise_weight, bias)
