@@ -38,6 +38,7 @@ def extension_setup():
         sources=sources,
         include_dirs=build.include_dirs(with_cuda),
         extra_compile_args={"cxx": build.cxx_flags(with_cuda), "nvcc": build.nvcc_flags()},
+        extra_link_args=build.link_flags(),
     )
     ext = CUDAExtension(**kwargs) if with_cuda else CppExtension(**kwargs)
     os.environ.setdefault("MAX_JOBS", str(build.max_jobs()))

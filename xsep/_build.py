@@ -120,11 +120,16 @@ def _defines(with_cuda: bool) -> list[str]:
 
 
 def cxx_flags(with_cuda: bool) -> list[str]:
-    return ["-O3", "-fno-math-errno"] + _defines(with_cuda)
+    # -fopenmp: at::parallel_for is inline in torch's headers and runs serially without it.
+    return ["-O3", "-fno-math-errno", "-fopenmp"] + _defines(with_cuda)
+
+
+def link_flags() -> list[str]:
+    return ["-fopenmp"]  # the same libgomp torch itself loads
 
 
 def nvcc_flags() -> list[str]:
-    return ["-O3", "--expt-relaxed-constexpr", "-lineinfo"] + _defines(True)
+    return ["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-Xcompiler", "-fopenmp"] + _defines(True)
 
 
 def max_jobs() -> int:

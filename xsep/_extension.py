@@ -58,6 +58,7 @@ def _jit_build() -> str:
         extra_include_paths=_build.include_dirs(with_cuda),
         extra_cflags=_build.cxx_flags(with_cuda),
         extra_cuda_cflags=_build.nvcc_flags() if with_cuda else None,
+        extra_ldflags=_build.link_flags(),
         build_directory=build_dir,
         with_cuda=with_cuda,
         is_python_module=False,

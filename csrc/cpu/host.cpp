@@ -3,10 +3,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
-
-#include <algorithm>
-#include <vector>
 
 namespace xsep::cpu {
 
@@ -29,26 +25,6 @@ at::Tensor from_tap_major(const at::Tensor& taps, const at::Tensor& like) {
   return taps.t().reshape(like.sizes()).to(like.scalar_type()).contiguous();
 }
 
-at::Tensor chunked_sum(int64_t n, at::IntArrayRef sizes, at::ScalarType dtype,
-                       const std::function<void(at::Tensor&, int64_t, int64_t)>& fn) {
-  int64_t numel = 1;
-  for (auto s : sizes) numel *= s;
-  // Enough chunks to keep a many-core machine busy, few enough that the partials stay within
-  // about 64 MB.
-  const int64_t bytes = std::max<int64_t>(1, numel * static_cast<int64_t>(c10::elementSize(dtype)));
-  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>({n, 32, (int64_t(64) << 20) / bytes}));
-  std::vector<at::Tensor> partials(n_chunks);
-  const auto options = at::TensorOptions().dtype(dtype).device(at::kCPU);
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      partials[c] = at::zeros(sizes, options);
-      fn(partials[c], n * c / n_chunks, n * (c + 1) / n_chunks);
-    }
-  });
-  for (int64_t c = 1; c < n_chunks; ++c) partials[0].add_(partials[c]);
-  return partials[0];
-}
-
 std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DwShape& shape,
                                                                const at::Tensor& input,
                                                                const at::Tensor& x,
@@ -69,10 +45,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DwShape& sh
         k.grad_input_acc(shape, go, w, x_ptr, gi, r0, r1);
       });
     }
-    grad_taps = chunked_sum(shape.N * shape.Ho, {shape.kh * shape.kw, shape.OC()}, grad_out_acc.scalar_type(),
-                            [&](at::Tensor& partial, int64_t r0, int64_t r1) {
-                              k.grad_weight_acc(shape, go, x_ptr, partial.mutable_data_ptr<acc_t>(), r0, r1);
-                            });
+    grad_taps = depthwise_grad_weight_taps<scalar_t, acc_t>(shape, go, x_ptr);
   });
   return {grad_input.contiguous(input.suggest_memory_format()), from_tap_major(grad_taps, weight)};
 }

@@ -1,10 +1,14 @@
 // Host-side helpers shared by the CPU ops: layouts, weight packing, deterministic reductions.
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
-#include <functional>
+#include <algorithm>
 #include <tuple>
+#include <type_traits>
 
 #include "common/conv_args.h"
 #include "cpu/kernels.h"
@@ -23,12 +27,46 @@ at::Tensor tap_major(const at::Tensor& weight);
 // And back: tap-major [kh*kw, C*M] -> [C*M, 1, kh, kw] in `like`'s dtype.
 at::Tensor from_tap_major(const at::Tensor& taps, const at::Tensor& like);
 
-// Sum of per-chunk partial results over the items [0, n): `fn(partial, begin, end)` adds the
-// contribution of items [begin, end) into `partial` (zeroed, shape `sizes`). Chunk boundaries
-// depend only on n and the partial's size, never on the thread count, and partials are added in
-// chunk order, so the result is bitwise reproducible. Chunks run in parallel.
-at::Tensor chunked_sum(int64_t n, at::IntArrayRef sizes, at::ScalarType dtype,
-                       const std::function<void(at::Tensor&, int64_t, int64_t)>& fn);
+// Depthwise weight gradient, tap-major [kh*kw, C*M] in acc_t, from grad_output `go` (NHWC, type
+// T or acc_t) and the channels-last input `x`. Deterministic: the output rows are cut into chunks
+// whose size depends only on the shape, each chunk sums into its own buffer, and the buffers are
+// added in chunk order, so the result is the same bit for bit whatever the number of threads.
+template <typename T, typename GT>
+at::Tensor depthwise_grad_weight_taps(const DwShape& s, const GT* go, const T* x) {
+  using acc_t = typename acc_type<T>::type;
+  static_assert(std::is_same_v<GT, T> || std::is_same_v<GT, acc_t>);
+  const auto& k = depthwise_kernels<T>();
+  const int64_t rows = s.N * s.Ho, size = s.kh * s.kw * s.OC();
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  if (rows == 0 || s.Wo == 0) return at::zeros({s.kh * s.kw, s.OC()}, options);
+  // A chunk of at least 32 output pixels makes the per-chunk zeroing and summing (~2 * size)
+  // cheap next to its multiply-adds (pixels * size); at most kMaxChunks bounds the buffers.
+  constexpr int64_t kMinChunkPixels = 32, kMaxChunks = 256;
+  const int64_t chunk_rows = std::max((kMinChunkPixels + s.Wo - 1) / s.Wo, (rows + kMaxChunks - 1) / kMaxChunks);
+  const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
+  auto partial = at::empty({chunks, size}, options);
+  auto total = at::empty({s.kh * s.kw, s.OC()}, options);
+  acc_t* part = partial.template mutable_data_ptr<acc_t>();
+  acc_t* tot = total.template mutable_data_ptr<acc_t>();
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      acc_t* buf = part + c * size;
+      std::fill(buf, buf + size, acc_t(0));
+      const int64_t r0 = c * chunk_rows, r1 = std::min(rows, (c + 1) * chunk_rows);
+      if constexpr (std::is_same_v<GT, T>) {
+        k.grad_weight(s, go, x, buf, r0, r1);
+      } else {
+        k.grad_weight_acc(s, go, x, buf, r0, r1);
+      }
+    }
+  });
+  // Threads take disjoint slices of the result; each element is summed in chunk order.
+  at::parallel_for(0, size, 4096, [&](int64_t e0, int64_t e1) {
+    std::copy(part + e0, part + e1, tot + e0);
+    for (int64_t c = 1; c < chunks; ++c) k.add_into(part + c * size + e0, tot + e0, e1 - e0);
+  });
+  return total;
+}
 
 // Depthwise backward given the gradient of its output as an accumulation-dtype NHWC buffer
 // [N*Ho*Wo, C*M] (the fused backward's intermediate): (grad_input in input's dtype and memory

@@ -1,6 +1,7 @@
 // Pointwise (1x1) convolution on CPU: in channels-last layout the op is a plain GEMM over pixels,
 // [P, C] x [C, O], which BLAS (MKL/oneDNN through at::mm) does near the machine's peak. Low
 // precision is computed in float32 and rounded once, as the other xsep kernels do.
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
@@ -34,6 +35,8 @@ at::Tensor pointwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
                                 const c10::optional<at::Tensor>& bias) {
   check_pointwise(kForward, input, weight, bias);
   check_cpu(kForward, input);
+  // The ATen calls below compute values, not graphs, even when the inputs require grad.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const auto x = pixels(input);
   const auto w = weight_2d(weight);
   const auto y = bias.has_value() && bias->defined()
@@ -47,6 +50,8 @@ at::Tensor pointwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   constexpr const char* op = "xsep.pointwise_conv2d_grad_input";
   check_pointwise(op, input, weight, c10::nullopt);
   check_cpu(op, input);
+  // The ATen calls below compute values, not graphs, even when the inputs require grad.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_grad_output(op, grad_output, input, weight.size(0), input.size(2), input.size(3));
   return from_pixels(at::mm(pixels(grad_output), weight_2d(weight)), input, input.size(1));
 }
@@ -56,6 +61,8 @@ at::Tensor pointwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const
   constexpr const char* op = "xsep.pointwise_conv2d_grad_weight";
   check_pointwise(op, input, weight, c10::nullopt);
   check_cpu(op, input);
+  // The ATen calls below compute values, not graphs, even when the inputs require grad.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_grad_output(op, grad_output, input, weight.size(0), input.size(2), input.size(3));
   const auto gw = at::mm(pixels(grad_output).t(), pixels(input));
   return gw.to(weight.scalar_type()).reshape(weight.sizes()).contiguous();

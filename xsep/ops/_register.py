@@ -159,6 +159,16 @@ def _backward_separable(ctx, grad_output):
     return tuple(grads)
 
 
+def _no_double_backward(name: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"xsep.{name} has no derivative: double backward (create_graph=True through xsep ops) "
+                           "is not supported")
+    return backward
+
+
+BACKWARD_OPS = ("depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight", "pointwise_conv2d_grad_input",
+                "pointwise_conv2d_grad_weight", "separable_conv2d_backward")
+
 _registered = False
 
 
@@ -181,4 +191,8 @@ def register_all() -> None:
     torch.library.register_autograd(lib + "depthwise_conv2d", _backward_depthwise, setup_context=_setup_depthwise)
     torch.library.register_autograd(lib + "pointwise_conv2d", _backward_pointwise, setup_context=_setup_pointwise)
     torch.library.register_autograd(lib + "separable_conv2d", _backward_separable, setup_context=_setup_separable)
+    # Backpropagating through a backward op (a second derivative) raises, rather than PyTorch's
+    # default for ops without a formula: a warning and silently missing gradients.
+    for name in BACKWARD_OPS:
+        torch.library.register_autograd(lib + name, _no_double_backward(name))
     _registered = True

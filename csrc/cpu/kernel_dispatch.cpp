@@ -1,0 +1,91 @@
+// Picks the instruction-set build of the depthwise kernels once per process: the best one the CPU
+// supports, unless XSEP_CPU_ISA=avx512|avx2|default asks for a specific one.
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <string_view>
+
+#include "cpu/isa_tables.h"
+#include "cpu/kernels.h"
+
+namespace xsep::cpu {
+namespace {
+
+enum class Isa { avx512, avx2, baseline };
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    case Isa::baseline: break;
+  }
+  return "default";
+}
+
+bool cpu_supports(Isa isa) {
+#if XSEP_CPU_X86_ISAS
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    case Isa::avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+    case Isa::baseline: break;
+  }
+#endif
+  return isa == Isa::baseline;
+}
+
+Isa select_isa() {
+  const char* env = std::getenv("XSEP_CPU_ISA");
+  if (env != nullptr && *env != '\0') {
+    const std::string_view name(env);
+    Isa isa;
+    if (name == "avx512") isa = Isa::avx512;
+    else if (name == "avx2") isa = Isa::avx2;
+    else if (name == "default") isa = Isa::baseline;
+    else TORCH_CHECK(false, "XSEP_CPU_ISA='", name, "' is not one of 'avx512', 'avx2', 'default'");
+    TORCH_CHECK(cpu_supports(isa), "XSEP_CPU_ISA=", name, ": this CPU (or this build) does not ",
+                "support that instruction set");
+    return isa;
+  }
+  for (Isa isa : {Isa::avx512, Isa::avx2})
+    if (cpu_supports(isa)) return isa;
+  return Isa::baseline;
+}
+
+// Thrown errors (a bad XSEP_CPU_ISA) leave the static uninitialised, so each call reports them.
+Isa active_isa() {
+  static const Isa isa = select_isa();
+  return isa;
+}
+
+template <typename T>
+DepthwiseKernels<T> make_table(Isa isa) {
+  switch (isa) {
+#if XSEP_CPU_X86_ISAS
+    case Isa::avx512: return avx512::make_table<T>();
+    case Isa::avx2: return avx2::make_table<T>();
+#endif
+    default: return baseline::make_table<T>();
+  }
+}
+
+}  // namespace
+
+template <typename T>
+const DepthwiseKernels<T>& depthwise_kernels() {
+  static const DepthwiseKernels<T> table = make_table<T>(active_isa());
+  return table;
+}
+
+template const DepthwiseKernels<float>& depthwise_kernels<float>();
+template const DepthwiseKernels<double>& depthwise_kernels<double>();
+template const DepthwiseKernels<c10::BFloat16>& depthwise_kernels<c10::BFloat16>();
+template const DepthwiseKernels<c10::Half>& depthwise_kernels<c10::Half>();
+
+const char* kernel_isa() { return isa_name(active_isa()); }
+
+}  // namespace xsep::cpu

@@ -1,0 +1,814 @@
+// The depthwise convolution inner loops, written once with GCC vector extensions and compiled once
+// per instruction set. isa_*.cpp include this file between `#pragma GCC push_options` + `target`
+// and `pop_options`, after defining
+//   XSEP_ISA_NS     the namespace everything goes in (one per instruction set), and
+//   XSEP_VEC_BYTES  the vector width in bytes (64 for AVX-512, 32 for AVX2, 16 for the baseline).
+// It includes no headers on purpose: an inline function first defined inside the target region
+// would be compiled for that instruction set, and the linker could then pick that copy for every
+// translation unit. Everything needed comes from cpu/kernels.h, included before the region;
+// c10::Half and c10::BFloat16 are only handled as raw 16-bit patterns, and the only calls are to
+// compiler builtins.
+//
+// Layout (see kernels.h): NHWC activations, tap-major weights w[(i * kw + j) * OC + oc] in acc_t.
+// The M == 1 kernels vectorise along channels: a tile of kP output pixels x kNV vectors of
+// channels keeps its accumulators in registers over all taps, and a tile does all its channels
+// before the next tile (reading NHWC memory in order, with software prefetch of the next tile:
+// each pixel is its own stream, more than the hardware prefetchers follow). Every output element
+// is summed in the same order (bias, then the taps in (i, j) order) whichever tile computes it, so
+// results do not depend on how the host splits the work. M > 1 takes simpler, slower loops.
+
+namespace XSEP_ISA_NS {
+
+#define XSEP_INLINE inline __attribute__((always_inline))
+
+using i64 = int64_t;
+using ::xsep::cpu::Act;
+using ::xsep::cpu::DepthwiseKernels;
+using ::xsep::cpu::DwShape;
+
+// ---------------------------------------------------------------------------------------------
+// Vectors and conversions
+
+typedef float VF __attribute__((vector_size(XSEP_VEC_BYTES)));
+typedef double VD __attribute__((vector_size(XSEP_VEC_BYTES)));
+typedef unsigned int VU __attribute__((vector_size(XSEP_VEC_BYTES)));
+// As many 16-bit lanes as VF has floats.
+typedef unsigned short VH __attribute__((vector_size(XSEP_VEC_BYTES / 2)));
+
+template <typename A> struct VecOf;
+template <> struct VecOf<float> { using type = VF; };
+template <> struct VecOf<double> { using type = VD; };
+template <typename A> using Vec = typename VecOf<A>::type;
+template <typename A> constexpr int kLanes = XSEP_VEC_BYTES / sizeof(A);
+
+// The accumulation type of a storage type (float for all but double).
+template <typename S> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+template <typename S> using Acc = typename AccOf<S>::type;
+
+// Interior tiles: kP pixels x kNV vectors of channels; 2 x 4 accumulators fit the 16 AVX2
+// registers with room for the weights and the loaded inputs.
+constexpr int kNV = 2;
+constexpr int kP = 4;
+// Single pixels (image borders) take kNVWide vectors of channels at a time instead, so that
+// enough independent accumulators hide the latency of the multiply-adds.
+constexpr int kNVWide = 8;
+// Local buffers of the general (M > 1) kernels, in elements.
+constexpr i64 kChunk = 256;
+
+template <bool B> struct BoolTag { static constexpr bool value = B; };
+
+template <typename To, typename From>
+XSEP_INLINE To bit_cast(const From& from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between different sizes");
+  To to;
+  __builtin_memcpy(&to, &from, sizeof to);
+  return to;
+}
+
+XSEP_INLINE i64 min_(i64 a, i64 b) { return a < b ? a : b; }
+XSEP_INLINE i64 clamp_(i64 v, i64 lo, i64 hi) { return v < lo ? lo : v > hi ? hi : v; }
+// Floor division for any sign of a, b > 0.
+XSEP_INLINE i64 floor_div(i64 a, i64 b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+XSEP_INLINE i64 gcd_(i64 a, i64 b) {
+  while (b != 0) {
+    const i64 t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+// Unaligned loads and stores of one vector, converting the storage type to / from acc_t.
+template <typename V, typename S>
+XSEP_INLINE V load_raw(const S* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+XSEP_INLINE VF load(const float* p) { return load_raw<VF>(p); }
+XSEP_INLINE VD load(const double* p) { return load_raw<VD>(p); }
+XSEP_INLINE void store(float* p, VF v) { __builtin_memcpy(p, &v, sizeof v); }
+XSEP_INLINE void store(double* p, VD v) { __builtin_memcpy(p, &v, sizeof v); }
+
+XSEP_INLINE VU load_u16(const void* p) { return __builtin_convertvector(load_raw<VH>(p), VU); }
+XSEP_INLINE void store_u16(void* p, VU bits) {
+  const VH h = __builtin_convertvector(bits, VH);
+  __builtin_memcpy(p, &h, sizeof h);
+}
+
+// bfloat16 is the top half of a float.
+XSEP_INLINE VF load(const c10::BFloat16* p) { return bit_cast<VF>(load_u16(p) << 16); }
+// Round to nearest even; NaN becomes the canonical 0x7FC0 (as c10::BFloat16 does).
+XSEP_INLINE void store(c10::BFloat16* p, VF v) {
+  const VU u = bit_cast<VU>(v);
+  const VU rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  store_u16(p, v != v ? VU{} + 0x7FC0u : rounded);
+}
+
+// IEEE half -> float, exact. Normal numbers rebias the exponent (112 = 127 - 15); subnormals are
+// m * 2^-24, computed exactly as (0.5 + m * 2^-24) - 0.5; infinities and NaNs get exponent 255.
+XSEP_INLINE VF load(const c10::Half* p) {
+  const VU h = load_u16(p);
+  const VU exp = h & 0x7C00u, sign = (h & 0x8000u) << 16;
+  VU normal = ((h & 0x7FFFu) << 13) + 0x38000000u;
+  normal = exp == 0x7C00u ? normal + 0x38000000u : normal;
+  const VU subnormal = bit_cast<VU>(bit_cast<VF>((h & 0x3FFu) | 0x3F000000u) - 0.5f);
+  return bit_cast<VF>((exp == 0u ? subnormal : normal) | sign);
+}
+// float -> IEEE half, round to nearest even; overflow gives infinity, NaN gives 0x7E00 (as
+// c10::Half does). Normal results round the rebiased bits; subnormal results are
+// round(|v| * 2^24), obtained exactly from the float addition |v| + 0.5 (whose ulp is 2^-24).
+XSEP_INLINE void store(c10::Half* p, VF v) {
+  const VU u = bit_cast<VU>(v);
+  const VU sign = (u >> 16) & 0x8000u, mag = u & 0x7FFFFFFFu;
+  VU normal = ((mag - 0x38000000u) + 0xFFFu + ((mag >> 13) & 1u)) >> 13;
+  normal = normal > 0x7C00u ? VU{} + 0x7C00u : normal;
+  const VU subnormal = bit_cast<VU>(bit_cast<VF>(mag) + 0.5f) - 0x3F000000u;
+  VU h = mag < 0x38800000u ? subnormal : normal;
+  h = mag > 0x7F800000u ? VU{} + 0x7E00u : h;
+  store_u16(p, h | sign);
+}
+
+// The first n < lanes elements, through a zero-padded buffer (channel tails only).
+template <typename S>
+XSEP_INLINE Vec<Acc<S>> load_n(const S* p, int n) {
+  S buf[kLanes<Acc<S>>];
+  __builtin_memset(buf, 0, sizeof buf);
+  __builtin_memcpy(buf, p, n * sizeof(S));
+  return load(buf);
+}
+template <typename S, typename V>
+XSEP_INLINE void store_n(S* p, V v, int n) {
+  S buf[kLanes<Acc<S>>];
+  store(buf, v);
+  __builtin_memcpy(p, buf, n * sizeof(S));
+}
+
+// A whole vector, or its first n lanes.
+template <bool Partial, typename S>
+XSEP_INLINE Vec<Acc<S>> ld(const S* p, int n) {
+  if constexpr (Partial) return load_n(p, n);
+  else return load(p);
+}
+template <bool Partial, typename S, typename V>
+XSEP_INLINE void st(S* p, V v, int n) {
+  if constexpr (Partial) store_n(p, v, n);
+  else store(p, v);
+}
+
+// max(v, 0), keeping NaN.
+template <typename V>
+XSEP_INLINE V relu(V v) { return v < V{} ? V{} : v; }
+
+XSEP_INLINE float expm1_(float v) { return __builtin_expm1f(v); }
+XSEP_INLINE double expm1_(double v) { return __builtin_expm1(v); }
+XSEP_INLINE float exp_(float v) { return __builtin_expf(v); }
+XSEP_INLINE double exp_(double v) { return __builtin_exp(v); }
+
+// Calls f(BoolTag<partial>{}, k, m) on [0, n) in whole vectors of L, then one partial vector.
+template <int L, typename F>
+XSEP_INLINE void for_vectors(i64 n, F&& f) {
+  i64 k = 0;
+  for (; k + L <= n; k += L) f(BoolTag<false>{}, k, L);
+  if (k < n) f(BoolTag<true>{}, k, int(n - k));
+}
+
+// Channel blocks: calls f(Block<NV, partial>{}, c0, nc) on [0, C) in blocks of NVmax vectors,
+// then of kNV vectors (if fewer), then single vectors, then one partial vector.
+template <int NV_, bool Partial_> struct Block {
+  static constexpr int NV = NV_;
+  static constexpr bool partial = Partial_;
+};
+template <typename A, int NVmax, typename F>
+XSEP_INLINE void for_channel_blocks(i64 C, F&& f) {
+  constexpr int L = kLanes<A>;
+  i64 c = 0;
+  for (; c + NVmax * L <= C; c += NVmax * L) f(Block<NVmax, false>{}, c, NVmax * L);
+  if constexpr (NVmax > kNV)
+    for (; c + kNV * L <= C; c += kNV * L) f(Block<kNV, false>{}, c, kNV * L);
+  for (; c + L <= C; c += L) f(Block<1, false>{}, c, L);
+  if (c < C) f(Block<1, true>{}, c, int(C - c));
+}
+
+template <int P> struct IntTag { static constexpr int value = P; };
+
+// A row of npix pixels in tiles: calls f(IntTag<kP>{}, q) for q = 0, kP, ..., then
+// f(IntTag<1>{}, q) for each of the pixels left.
+template <typename F>
+XSEP_INLINE void for_tiles(i64 npix, F&& f) {
+  i64 q = 0;
+  for (; q + kP <= npix; q += kP) f(IntTag<kP>{}, q);
+  for (; q < npix; ++q) f(IntTag<1>{}, q);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Array loops
+
+// dst[k] = src[k] for k < n, converting; with Mask, zero where mask[k] <= 0 (or NaN).
+template <bool Mask, typename D, typename S, typename T>
+XSEP_INLINE void convert_n(D* dst, const S* src, i64 n, const T* mask) {
+  using A = Acc<S>;
+  for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
+    constexpr bool P = decltype(partial)::value;
+    Vec<A> v = ld<P>(src + k, m);
+    if constexpr (Mask) v = ld<P>(mask + k, m) > Vec<A>{} ? v : Vec<A>{};
+    st<P>(dst + k, v, m);
+  });
+}
+
+// acc[k] += act(a[k]) * b[k] for k < n.
+template <bool Relu, typename Sa, typename Sb, typename A>
+XSEP_INLINE void fma_n(A* acc, const Sa* a, const Sb* b, i64 n) {
+  for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
+    constexpr bool P = decltype(partial)::value;
+    Vec<A> av = ld<P>(a + k, m);
+    if constexpr (Relu) av = relu(av);
+    st<P>(acc + k, ld<P>(acc + k, m) + av * ld<P>(b + k, m), m);
+  });
+}
+
+// dst[k] = src[(o0 + k) / M] for k < n: input channels repeated for their M output channels.
+template <typename T>
+XSEP_INLINE void expand(T* dst, const T* src, i64 o0, i64 M, i64 n) {
+  i64 c = o0 / M, m = o0 % M;
+  for (i64 k = 0; k < n; ++k) {
+    dst[k] = src[c];
+    if (++m == M) {
+      m = 0;
+      ++c;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tap geometry
+
+// Taps first, first + step, ..., count of them.
+struct Taps {
+  i64 first, count, step;
+};
+
+// Forward direction: the taps t < k whose input coordinate base + t * d lies in [0, n).
+XSEP_INLINE Taps fwd_taps(i64 base, i64 k, i64 d, i64 n) {
+  const i64 lo = base >= 0 ? 0 : (-base + d - 1) / d;
+  const i64 hi = min_(k - 1, floor_div(n - 1 - base, d));
+  return {lo, hi >= lo ? hi - lo + 1 : 0, 1};
+}
+
+// Backward direction: the taps t < k that reach an output, i.e. base - t * d = o * s with
+// 0 <= o < n (base = input coordinate + padding). They form a progression of step s / gcd(s, d).
+XSEP_INLINE Taps back_taps(i64 base, i64 k, i64 d, i64 s, i64 n) {
+  const i64 top = base - (n - 1) * s;  // o <= n - 1  <=>  t * d >= top
+  const i64 lo = top <= 0 ? 0 : (top + d - 1) / d;
+  const i64 hi = min_(k - 1, floor_div(base, d));
+  const i64 step = s / gcd_(s, d);
+  for (i64 t = lo; t < lo + step && t <= hi; ++t)
+    if ((base - t * d) % s == 0) return {t, (hi - t) / step + 1, step};
+  return {0, 0, step};
+}
+
+// A grid of taps for the conv tiles: ni rows x nj columns, with the element offsets of the source
+// and of the weights between consecutive tap rows / columns.
+struct Walk {
+  i64 ni, nj;
+  i64 src_di, src_dj;
+  i64 w_di, w_dj;
+};
+
+// acc[p][v] += act(src[p * src_ps + tap offset + v * L]) * w[tap offset + v * L] over the walk.
+template <int P, int NV, bool Partial, bool Relu, typename S, typename A>
+XSEP_INLINE void accumulate(Vec<A> (&acc)[P][NV], const S* src, i64 src_ps, const A* w,
+                            const Walk& k, int n) {
+  constexpr int L = kLanes<A>;
+  for (i64 a = 0; a < k.ni; ++a) {
+    for (i64 b = 0; b < k.nj; ++b) {
+      const S* s = src + a * k.src_di + b * k.src_dj;
+      const A* wt = w + a * k.w_di + b * k.w_dj;
+      Vec<A> wv[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) wv[v] = ld<Partial>(wt + v * L, n);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+          Vec<A> xv = ld<Partial>(s + p * src_ps + v * L, n);
+          if constexpr (Relu) xv = relu(xv);
+          acc[p][v] += xv * wv[v];
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+// P output pixels (out_ps apart) x NV vectors of channels: bias + sum over the walk.
+template <int P, int NV, bool Partial, bool Relu, typename S, typename O, typename A>
+inline void fwd_tile(const S* src, i64 src_ps, const A* w, const Walk& k, const A* bias, O* out,
+                     i64 out_ps, int n) {
+  constexpr int L = kLanes<A>;
+  Vec<A> acc[P][NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const Vec<A> b = bias != nullptr ? ld<Partial>(bias + v * L, n) : Vec<A>{};
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) acc[p][v] = b;
+  }
+  accumulate<P, NV, Partial, Relu>(acc, src, src_ps, w, k, n);
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) st<Partial>(out + p * out_ps + v * L, acc[p][v], n);
+  }
+}
+
+// M == 1: output pixels [p0, p1), one output row segment at a time. Border pixels (some tap
+// columns in the padding) go one by one; the interior in tiles of kP pixels. Either way all the
+// channels of a pixel (or tile) are done before the next: that reads NHWC memory in order.
+template <bool Relu, typename T, typename O, typename A>
+void forward_m1(const DwShape& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
+  const i64 C = s.C;
+  // Output columns whose taps all lie inside the input.
+  const i64 in_lo = clamp_((s.pad_left + s.sw - 1) / s.sw, 0, s.Wo);
+  const i64 in_hi =
+      clamp_(floor_div(s.W - 1 + s.pad_left - (s.kw - 1) * s.dil_w, s.sw) + 1, in_lo, s.Wo);
+  for (i64 p = p0; p < p1;) {
+    const i64 r = p / s.Wo, wo0 = p % s.Wo, wo1 = min_(s.Wo, wo0 + (p1 - p));
+    const i64 n = r / s.Ho, ho = r % s.Ho;
+    const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
+    // The input row of the first valid tap row.
+    const T* xr = x + (n * s.H + (ti.count ? ho * s.sh - s.pad_top + ti.first * s.dil_h : 0)) *
+                          s.W * C;
+    O* o = out + (p - p0) * C;  // output pixel wo0
+    auto border = [&](i64 wo) {
+      const Taps tj = fwd_taps(wo * s.sw - s.pad_left, s.kw, s.dil_w, s.W);
+      const Walk k{ti.count, tj.count, s.dil_h * s.W * C, s.dil_w * C, s.kw * C, C};
+      const T* src = xr + (tj.count ? wo * s.sw - s.pad_left + tj.first * s.dil_w : 0) * C;
+      const A* wt = w + (ti.first * s.kw + tj.first) * C;
+      for_channel_blocks<A, kNVWide>(C, [&](auto blk, i64 c0, int nc) {
+        constexpr int NV = decltype(blk)::NV;
+        constexpr bool Pa = decltype(blk)::partial;
+        fwd_tile<1, NV, Pa, Relu>(src + c0, 0, wt + c0, k, bias ? bias + c0 : nullptr,
+                                  o + (wo - wo0) * C + c0, 0, nc);
+      });
+    };
+    const i64 lo = clamp_(in_lo, wo0, wo1), hi = clamp_(in_hi, lo, wo1);
+    for (i64 wo = wo0; wo < lo; ++wo) border(wo);
+    if (lo < hi) {
+      const T* src = xr + (lo * s.sw - s.pad_left) * C;
+      const Walk k{ti.count, s.kw, s.dil_h * s.W * C, s.dil_w * C, s.kw * C, C};
+      const A* wt = w + ti.first * s.kw * C;
+      for_tiles(hi - lo, [&](auto tile, i64 q) {
+        constexpr int P = decltype(tile)::value;
+        for_channel_blocks<A, kNV>(C, [&](auto blk, i64 c0, int nc) {
+          constexpr int NV = decltype(blk)::NV;
+          constexpr bool Pa = decltype(blk)::partial;
+          if constexpr (P == kP) {
+            // This block of the next tile's new input columns and of its outputs (a pixel is a
+            // separate stream for the hardware prefetchers; prefetching past the end is harmless).
+            const T* nx = src + ((q + kP) * s.sw + (s.kw - 1) * s.dil_w) * C + c0;
+            for (i64 a = 0; a < ti.count; ++a)
+              for (i64 pp = 0; pp < kP * s.sw; ++pp) __builtin_prefetch(nx + a * k.src_di + pp * C);
+            for (int pp = 0; pp < kP; ++pp)
+              __builtin_prefetch(o + (lo - wo0 + q + kP + pp) * C + c0, 1);
+          }
+          fwd_tile<P, NV, Pa, Relu>(src + q * s.sw * C + c0, s.sw * C, wt + c0, k,
+                                    bias ? bias + c0 : nullptr, o + (lo - wo0 + q) * C + c0, C,
+                                    nc);
+        });
+      });
+    }
+    for (i64 wo = hi; wo < wo1; ++wo) border(wo);
+    p += wo1 - wo0;
+  }
+}
+
+// M > 1: one output pixel at a time, output channels in chunks; the input channels are first
+// repeated M times so that the multiply-adds run on contiguous vectors.
+template <bool Relu, typename T, typename O, typename A>
+void forward_general(const DwShape& s, const T* x, const A* w, const A* bias, O* out, i64 p0,
+                     i64 p1) {
+  const i64 OC = s.OC();
+  A acc[kChunk];
+  T xe[kChunk];
+  for (i64 p = p0; p < p1; ++p) {
+    const i64 wo = p % s.Wo, r = p / s.Wo, ho = r % s.Ho, n = r / s.Ho;
+    const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
+    const Taps tj = fwd_taps(wo * s.sw - s.pad_left, s.kw, s.dil_w, s.W);
+    for (i64 o0 = 0; o0 < OC; o0 += kChunk) {
+      const i64 nb = min_(kChunk, OC - o0);
+      for (i64 k = 0; k < nb; ++k) acc[k] = bias ? bias[o0 + k] : A(0);
+      for (i64 i = ti.first; i < ti.first + ti.count; ++i) {
+        const i64 h = ho * s.sh - s.pad_top + i * s.dil_h;
+        for (i64 j = tj.first; j < tj.first + tj.count; ++j) {
+          const i64 col = wo * s.sw - s.pad_left + j * s.dil_w;
+          expand(xe, x + ((n * s.H + h) * s.W + col) * s.C, o0, s.M, nb);
+          fma_n<Relu>(acc, xe, w + (i * s.kw + j) * OC + o0, nb);
+        }
+      }
+      convert_n<false>(out + (p - p0) * OC + o0, acc, nb, static_cast<const T*>(nullptr));
+    }
+  }
+}
+
+template <typename T, typename O, typename A>
+void forward_any(const DwShape& s, const T* x, const A* w, const A* bias, O* out, i64 p0,
+                 i64 p1) {
+  if (s.M == 1) {
+    if (s.relu_input) forward_m1<true>(s, x, w, bias, out, p0, p1);
+    else forward_m1<false>(s, x, w, bias, out, p0, p1);
+  } else {
+    if (s.relu_input) forward_general<true>(s, x, w, bias, out, p0, p1);
+    else forward_general<false>(s, x, w, bias, out, p0, p1);
+  }
+}
+
+template <typename T>
+void forward(const DwShape& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 p0,
+             i64 p1) {
+  forward_any(s, x, w, bias, out, p0, p1);
+}
+
+template <typename T>
+void forward_acc(const DwShape& s, const T* x, const Acc<T>* w, Acc<T>* out, i64 p0, i64 p1) {
+  forward_any(s, x, w, static_cast<const Acc<T>*>(nullptr), out, p0, p1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient of the input
+
+// P input pixels (gi_ps apart) x NV vectors of channels: sum over the walk of go * w, zeroed
+// where x <= 0 unless x is null.
+template <int P, int NV, bool Partial, typename S, typename T, typename A>
+inline void gi_tile(const S* go, i64 go_ps, const A* w, const Walk& k, const T* x, T* gi,
+                    i64 gi_ps, int n) {
+  constexpr int L = kLanes<A>;
+  Vec<A> acc[P][NV] = {};
+  accumulate<P, NV, Partial, false>(acc, go, go_ps, w, k, n);
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      Vec<A> g = acc[p][v];
+      if (x != nullptr) g = ld<Partial>(x + p * gi_ps + v * L, n) > Vec<A>{} ? g : Vec<A>{};
+      st<Partial>(gi + p * gi_ps + v * L, g, n);
+    }
+  }
+}
+
+// M == 1: input rows [r0, r1). A correlation of go with the flipped kernel, restricted to the taps
+// whose stride phase matches. Columns where some tap column misses the output go one by one; the
+// others come in residue classes modulo the stride (columns col0, col0 + sw, ...), which share
+// their taps and read consecutive output pixels, in tiles of kP.
+template <typename S, typename T, typename A>
+void grad_input_m1(const DwShape& s, const S* go, const A* w, const T* x, T* gi, i64 r0, i64 r1) {
+  const i64 C = s.C, WoC = s.Wo * C;
+  // Input columns all of whose tap columns land inside the output's columns (if in phase).
+  const i64 in_lo = clamp_((s.kw - 1) * s.dil_w - s.pad_left, 0, s.W);
+  const i64 in_hi = clamp_(s.Wo * s.sw - s.pad_left, in_lo, s.W);
+  for (i64 r = r0; r < r1; ++r) {
+    const i64 n = r / s.H, h = r % s.H;
+    T* gr = gi + r * s.W * C;
+    const T* xr = s.relu_input ? x + r * s.W * C : nullptr;  // the relu mask
+    const Taps ti = back_taps(h + s.pad_top, s.kh, s.dil_h, s.sh, s.Ho);
+    if (ti.count == 0) {
+      __builtin_memset(gr, 0, s.W * C * sizeof(T));
+      continue;
+    }
+    // Output row of the first tap row; the next tap row reads go_di elements further.
+    const S* gor = go + (n * s.Ho + (h + s.pad_top - ti.first * s.dil_h) / s.sh) * WoC;
+    const i64 go_di = -(ti.step * s.dil_h / s.sh) * WoC;
+    // Tap columns of input column col: the taps, and the go pixel its first tap reads.
+    struct Cols {
+      Taps tj;
+      const S* src;
+    };
+    auto cols = [&](i64 col) {
+      const Taps tj = back_taps(col + s.pad_left, s.kw, s.dil_w, s.sw, s.Wo);
+      const i64 wo = tj.count ? (col + s.pad_left - tj.first * s.dil_w) / s.sw : 0;
+      return Cols{tj, gor + wo * C};
+    };
+    auto walk = [&](const Taps& tj) {
+      return Walk{ti.count, tj.count, go_di, -(tj.step * s.dil_w / s.sw) * C, ti.step * s.kw * C,
+                  tj.step * C};
+    };
+    auto first_tap = [&](const Taps& tj) { return ti.first * s.kw + tj.first; };
+    auto border = [&](i64 col) {
+      const Cols t = cols(col);
+      const Walk k = walk(t.tj);
+      const A* wt = w + first_tap(t.tj) * C;
+      for_channel_blocks<A, kNVWide>(C, [&](auto blk, i64 c0, int nc) {
+        constexpr int NV = decltype(blk)::NV;
+        constexpr bool Pa = decltype(blk)::partial;
+        gi_tile<1, NV, Pa>(t.src + c0, 0, wt + c0, k, xr ? xr + col * C + c0 : nullptr,
+                           gr + col * C + c0, 0, nc);
+      });
+    };
+    for (i64 col = 0; col < in_lo; ++col) border(col);
+    // The columns of each residue class modulo the stride (col0, col0 + sw, ...) share their taps
+    // and read consecutive output pixels: tiles of kP.
+    for (i64 col0 = in_lo; col0 < min_(in_hi, in_lo + s.sw); ++col0) {
+      const Cols t = cols(col0);
+      const Walk k = walk(t.tj);
+      const A* wt = w + first_tap(t.tj) * C;
+      const i64 npix = (in_hi - col0 + s.sw - 1) / s.sw;
+      const i64 gi_ps = s.sw * C;
+      for_tiles(npix, [&](auto tile, i64 q) {
+        constexpr int P = decltype(tile)::value;
+        const i64 off = col0 * C + q * gi_ps;
+        for_channel_blocks<A, kNV>(C, [&](auto blk, i64 c0, int nc) {
+          constexpr int NV = decltype(blk)::NV;
+          constexpr bool Pa = decltype(blk)::partial;
+          if constexpr (P == kP) {
+            // The next tile's new output-gradient columns (the highest it reads), and its pixels.
+            for (i64 a = 0; a < ti.count; ++a)
+              for (int pp = 0; pp < kP; ++pp)
+                __builtin_prefetch(t.src + a * go_di + (q + kP + pp) * C + c0);
+            for (int pp = 0; pp < kP; ++pp) {
+              __builtin_prefetch(gr + off + (kP + pp) * gi_ps + c0, 1);
+              if (xr) __builtin_prefetch(xr + off + (kP + pp) * gi_ps + c0);
+            }
+          }
+          gi_tile<P, NV, Pa>(t.src + q * C + c0, C, wt + c0, k, xr ? xr + off + c0 : nullptr,
+                             gr + off + c0, gi_ps, nc);
+        });
+      });
+    }
+    for (i64 col = in_hi; col < s.W; ++col) border(col);
+  }
+}
+
+// M > 1: one input pixel at a time. Per chunk of input channels, the products go * w are summed
+// over the taps for each output channel, then over the M output channels of each input channel.
+template <bool Mask, typename S, typename T, typename A>
+void grad_input_general(const DwShape& s, const S* go, const A* w, const T* x, T* gi, i64 r0,
+                        i64 r1) {
+  const i64 C = s.C, M = s.M, OC = s.OC();
+  const i64 c_chunk = M >= kChunk ? 1 : kChunk / M;
+  A acc[kChunk], gacc[kChunk];
+  for (i64 r = r0; r < r1; ++r) {
+    const i64 n = r / s.H, h = r % s.H;
+    const Taps ti = back_taps(h + s.pad_top, s.kh, s.dil_h, s.sh, s.Ho);
+    for (i64 col = 0; col < s.W; ++col) {
+      const Taps tj = back_taps(col + s.pad_left, s.kw, s.dil_w, s.sw, s.Wo);
+      const i64 pix = (r * s.W + col) * C;
+      for (i64 c0 = 0; c0 < C; c0 += c_chunk) {
+        const i64 cn = min_(c_chunk, C - c0);
+        for (i64 k = 0; k < cn; ++k) gacc[k] = 0;
+        for (i64 o0 = c0 * M; o0 < (c0 + cn) * M; o0 += kChunk) {
+          const i64 nb = min_(kChunk, (c0 + cn) * M - o0);
+          for (i64 k = 0; k < nb; ++k) acc[k] = 0;
+          for (i64 a = 0; a < ti.count; ++a) {
+            const i64 i = ti.first + a * ti.step, ho = (h + s.pad_top - i * s.dil_h) / s.sh;
+            for (i64 b = 0; b < tj.count; ++b) {
+              const i64 j = tj.first + b * tj.step, wo = (col + s.pad_left - j * s.dil_w) / s.sw;
+              fma_n<false>(acc, go + ((n * s.Ho + ho) * s.Wo + wo) * OC + o0,
+                           w + (i * s.kw + j) * OC + o0, nb);
+            }
+          }
+          i64 c = o0 / M - c0, m = o0 % M;
+          for (i64 k = 0; k < nb; ++k) {
+            gacc[c] += acc[k];
+            if (++m == M) {
+              m = 0;
+              ++c;
+            }
+          }
+        }
+        convert_n<Mask>(gi + pix + c0, gacc, cn, Mask ? x + pix + c0 : nullptr);
+      }
+    }
+  }
+}
+
+template <typename S, typename T>
+void grad_input(const DwShape& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 r0,
+                i64 r1) {
+  if (s.M == 1) {
+    grad_input_m1(s, go, w, x, gi, r0, r1);
+  } else {
+    if (s.relu_input) grad_input_general<true>(s, go, w, x, gi, r0, r1);
+    else grad_input_general<false>(s, go, w, x, gi, r0, r1);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient of the weights
+
+// For J consecutive tap columns and NV vectors of channels:
+// gw[j * gw_dj + c] += sum_{p < npix} go[p * go_ps + c] * act(x[p * x_ps + j * x_dj + c]).
+template <int J, int NV, bool Partial, bool Relu, typename S, typename T, typename A>
+inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 npix, A* gw,
+                    i64 gw_dj, int n) {
+  constexpr int L = kLanes<A>;
+  Vec<A> acc[J][NV] = {};
+  for (i64 p = 0; p < npix; ++p) {
+    // Pixels are C elements or more apart: prefetch this block's lines a few pixels ahead.
+    __builtin_prefetch(go + (p + 4) * go_ps);
+    __builtin_prefetch(x + (p + 4) * x_ps + (J - 1) * x_dj);
+    Vec<A> g[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) g[v] = ld<Partial>(go + p * go_ps + v * L, n);
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        Vec<A> xv = ld<Partial>(x + p * x_ps + j * x_dj + v * L, n);
+        if constexpr (Relu) xv = relu(xv);
+        acc[j][v] += g[v] * xv;
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < J; ++j) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      A* d = gw + j * gw_dj + v * L;
+      st<Partial>(d, ld<Partial>(d, n) + acc[j][v], n);
+    }
+  }
+}
+
+// One tap row, nj tap columns (x_dj apart in x, C apart in gw), npix pixels, all C channels;
+// columns go three at a time.
+template <bool Relu, typename S, typename T, typename A>
+void gw_columns(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 nj, i64 npix, A* gw,
+                i64 C) {
+  for_channel_blocks<A, kNV>(C, [&](auto blk, i64 c0, int nc) {
+    constexpr int NV = decltype(blk)::NV;
+    constexpr bool Pa = decltype(blk)::partial;
+    for (i64 j = 0; j < nj; j += 3) {
+      const T* xj = x + j * x_dj + c0;
+      A* gj = gw + j * C + c0;
+      const S* g = go + c0;
+      if (nj - j >= 3) gw_tile<3, NV, Pa, Relu>(g, go_ps, xj, x_ps, x_dj, npix, gj, C, nc);
+      else if (nj - j == 2) gw_tile<2, NV, Pa, Relu>(g, go_ps, xj, x_ps, x_dj, npix, gj, C, nc);
+      else gw_tile<1, NV, Pa, Relu>(g, go_ps, xj, x_ps, x_dj, npix, gj, C, nc);
+    }
+  });
+}
+
+// M == 1: output rows [r0, r1); per tap row, the interior columns (all tap columns inside the
+// input) run as one stretch of pixels, the border columns one by one.
+template <bool Relu, typename S, typename T, typename A>
+void grad_weight_m1(const DwShape& s, const S* go, const T* x, A* gw, i64 r0, i64 r1) {
+  const i64 C = s.C;
+  const i64 in_lo = clamp_((s.pad_left + s.sw - 1) / s.sw, 0, s.Wo);
+  const i64 in_hi =
+      clamp_(floor_div(s.W - 1 + s.pad_left - (s.kw - 1) * s.dil_w, s.sw) + 1, in_lo, s.Wo);
+  for (i64 r = r0; r < r1; ++r) {
+    const i64 n = r / s.Ho, ho = r % s.Ho;
+    const S* gor = go + r * s.Wo * C;
+    const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
+    for (i64 i = ti.first; i < ti.first + ti.count; ++i) {
+      const T* xr = x + (n * s.H + ho * s.sh - s.pad_top + i * s.dil_h) * s.W * C;
+      A* gwr = gw + i * s.kw * C;
+      auto border = [&](i64 wo) {
+        const Taps tj = fwd_taps(wo * s.sw - s.pad_left, s.kw, s.dil_w, s.W);
+        if (tj.count == 0) return;
+        gw_columns<Relu>(gor + wo * C, 0, xr + (wo * s.sw - s.pad_left + tj.first * s.dil_w) * C,
+                         0, s.dil_w * C, tj.count, 1, gwr + tj.first * C, C);
+      };
+      for (i64 wo = 0; wo < in_lo; ++wo) border(wo);
+      if (in_lo < in_hi)
+        gw_columns<Relu>(gor + in_lo * C, C, xr + (in_lo * s.sw - s.pad_left) * C, s.sw * C,
+                         s.dil_w * C, s.kw, in_hi - in_lo, gwr, C);
+      for (i64 wo = in_hi; wo < s.Wo; ++wo) border(wo);
+    }
+  }
+}
+
+// M > 1: per output pixel and tap, the input channels repeated M times times go, added to gw.
+template <bool Relu, typename S, typename T, typename A>
+void grad_weight_general(const DwShape& s, const S* go, const T* x, A* gw, i64 r0, i64 r1) {
+  const i64 OC = s.OC();
+  T xe[kChunk];
+  for (i64 r = r0; r < r1; ++r) {
+    const i64 n = r / s.Ho, ho = r % s.Ho;
+    const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
+    for (i64 wo = 0; wo < s.Wo; ++wo) {
+      const Taps tj = fwd_taps(wo * s.sw - s.pad_left, s.kw, s.dil_w, s.W);
+      const S* g = go + (r * s.Wo + wo) * OC;
+      for (i64 i = ti.first; i < ti.first + ti.count; ++i) {
+        const i64 h = ho * s.sh - s.pad_top + i * s.dil_h;
+        for (i64 j = tj.first; j < tj.first + tj.count; ++j) {
+          const T* xp = x + ((n * s.H + h) * s.W + wo * s.sw - s.pad_left + j * s.dil_w) * s.C;
+          A* gt = gw + (i * s.kw + j) * OC;
+          for (i64 o0 = 0; o0 < OC; o0 += kChunk) {
+            const i64 nb = min_(kChunk, OC - o0);
+            expand(xe, xp, o0, s.M, nb);
+            fma_n<Relu>(gt + o0, xe, g + o0, nb);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename S, typename T>
+void grad_weight(const DwShape& s, const S* go, const T* x, Acc<T>* gw, i64 r0, i64 r1) {
+  if (s.M == 1) {
+    if (s.relu_input) grad_weight_m1<true>(s, go, x, gw, r0, r1);
+    else grad_weight_m1<false>(s, go, x, gw, r0, r1);
+  } else {
+    if (s.relu_input) grad_weight_general<true>(s, go, x, gw, r0, r1);
+    else grad_weight_general<false>(s, go, x, gw, r0, r1);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise helpers
+
+template <typename T>
+void to_acc(const T* src, Acc<T>* dst, i64 n) {
+  convert_n<false>(dst, src, n, static_cast<const T*>(nullptr));
+}
+
+template <typename T>
+void from_acc(const Acc<T>* src, T* dst, i64 n) {
+  convert_n<false>(dst, src, n, static_cast<const T*>(nullptr));
+}
+
+template <typename A>
+void activation(Act act, const A* src, A* dst, i64 n) {
+  using V = Vec<A>;
+  switch (act) {
+    case Act::none:
+      if (dst != src) convert_n<false>(dst, src, n, static_cast<const A*>(nullptr));
+      break;
+    case Act::relu:
+      for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
+        constexpr bool P = decltype(partial)::value;
+        st<P>(dst + k, relu(ld<P>(src + k, m)), m);
+      });
+      break;
+    case Act::relu6:
+      for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
+        constexpr bool P = decltype(partial)::value;
+        const V v = relu(ld<P>(src + k, m));
+        st<P>(dst + k, v > A(6) ? V{} + A(6) : v, m);
+      });
+      break;
+    case Act::elu:
+      for (i64 k = 0; k < n; ++k) dst[k] = src[k] > 0 ? src[k] : expm1_(src[k]);
+      break;
+  }
+}
+
+template <typename A>
+void activation_grad(Act act, const A* pre, A* grad, i64 n) {
+  using V = Vec<A>;
+  switch (act) {
+    case Act::none:
+      break;
+    case Act::relu:
+      for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
+        constexpr bool P = decltype(partial)::value;
+        st<P>(grad + k, ld<P>(pre + k, m) > V{} ? ld<P>(grad + k, m) : V{}, m);
+      });
+      break;
+    case Act::relu6:
+      for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
+        constexpr bool P = decltype(partial)::value;
+        const V x = ld<P>(pre + k, m);
+        st<P>(grad + k, (x > V{}) & (x < A(6)) ? ld<P>(grad + k, m) : V{}, m);
+      });
+      break;
+    case Act::elu:
+      for (i64 k = 0; k < n; ++k)
+        if (!(pre[k] > 0)) grad[k] *= exp_(pre[k]);
+      break;
+  }
+}
+
+template <typename A>
+void add_into(const A* src, A* dst, i64 n) {
+  for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
+    constexpr bool P = decltype(partial)::value;
+    st<P>(dst + k, ld<P>(dst + k, m) + ld<P>(src + k, m), m);
+  });
+}
+
+template <typename T>
+DepthwiseKernels<T> make_table() {
+  using A = Acc<T>;
+  DepthwiseKernels<T> t;
+  t.forward = &forward<T>;
+  t.forward_acc = &forward_acc<T>;
+  t.grad_input = &grad_input<T, T>;
+  t.grad_input_acc = &grad_input<A, T>;
+  t.grad_weight = &grad_weight<T, T>;
+  t.grad_weight_acc = &grad_weight<A, T>;
+  t.to_acc = &to_acc<T>;
+  t.from_acc = &from_acc<T>;
+  t.activation = &activation<A>;
+  t.activation_grad = &activation_grad<A>;
+  t.add_into = &add_into<A>;
+  return t;
+}
+
+#undef XSEP_INLINE
+
+}  // namespace XSEP_ISA_NS

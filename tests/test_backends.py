@@ -1,0 +1,109 @@
+"""xsep.backends: how a backend is chosen (explicit > XSEP_BACKEND > automatic) and why one cannot run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import xsep.functional as F
+from xsep import _extension, backends
+from conftest import dispatched_ops, native_available, require_native
+
+
+@pytest.fixture
+def library_missing(monkeypatch):
+    """As if the compiled library failed to load (e.g. no compiler on the machine)."""
+    monkeypatch.setattr(_extension, "load", lambda jit=True: False)
+    monkeypatch.setattr(_extension, "load_error", lambda: "RuntimeError: no C++ compiler (simulated)")
+
+
+def test_names():
+    # The three documented backends, in automatic-preference order.
+    assert backends.BACKENDS == ("native", "triton", "torch")
+
+
+@pytest.mark.usefixtures("no_backend_env")
+def test_automatic_is_native_on_cpu_when_the_library_loads():
+    # With the library, CPU tensors get the compiled kernels; without it, the reference.
+    expected = "native" if native_available() else "torch"
+    assert backends.select(None, "cpu") == expected
+    assert backends.select(None, torch.device("cpu")) == expected
+
+
+@pytest.mark.usefixtures("no_backend_env", "library_missing")
+def test_automatic_falls_back_to_torch_without_the_library():
+    # A machine without a compiler still works, on the reference; the native reason carries the
+    # load error so `python -m xsep info` can show it.
+    assert backends.select(None, "cpu") == "torch"
+    reason = backends.unavailable_reason("native", "cpu")
+    assert "could not be loaded" in reason and "no C++ compiler (simulated)" in reason
+
+
+@pytest.mark.usefixtures("no_backend_env")
+def test_automatic_on_a_device_without_kernels():
+    # Meta tensors (shape inference): no native or Triton kernels there, so the reference.
+    assert backends.select(None, "meta") == "torch"
+
+
+def test_env_overrides_automatic(monkeypatch):
+    # XSEP_BACKEND replaces the automatic choice...
+    monkeypatch.setenv("XSEP_BACKEND", "torch")
+    assert backends.select(None, "cpu") == "torch"
+
+
+def test_explicit_overrides_env(monkeypatch):
+    # ...and an explicit backend= wins over XSEP_BACKEND, which is not even consulted (an
+    # unavailable or misspelt value there does not matter).
+    monkeypatch.setenv("XSEP_BACKEND", "triton")
+    assert backends.select("torch", "cpu") == "torch"
+    monkeypatch.setenv("XSEP_BACKEND", "no-such-backend")
+    assert backends.select("torch", "cpu") == "torch"
+
+
+def test_empty_env_means_automatic(monkeypatch):
+    # XSEP_BACKEND= (set but empty, as CI templates often leave it) is the same as unset.
+    monkeypatch.setenv("XSEP_BACKEND", "")
+    assert backends.select(None, "cpu") == ("native" if native_available() else "torch")
+
+
+def test_env_native_selects_native(monkeypatch):
+    # XSEP_BACKEND=native runs the compiled ops (seen at the dispatcher).
+    require_native()
+    monkeypatch.setenv("XSEP_BACKEND", "native")
+    x, w = torch.randn(1, 3, 5, 5), torch.randn(3, 1, 3, 3)
+    assert "xsep::depthwise_conv2d" in dispatched_ops(F.depthwise_conv2d, x, w)
+    monkeypatch.setenv("XSEP_BACKEND", "torch")
+    ran = dispatched_ops(F.depthwise_conv2d, x, w)
+    assert "aten::convolution" in ran and not any(op.startswith("xsep::") for op in ran)
+
+
+@pytest.mark.usefixtures("library_missing")
+def test_explicit_native_without_library_raises_with_the_load_error():
+    # Asking for native when it cannot load is an error naming the load failure, never a silent
+    # fallback to the (slower) reference.
+    with pytest.raises(RuntimeError, match=r"xsep backend 'native' \(backend\) cannot run on cpu: the compiled "
+                                           r"library could not be loaded \(RuntimeError: no C\+\+ compiler"):
+        backends.select("native", "cpu")
+
+
+@pytest.mark.parametrize("name", backends.BACKENDS)
+@pytest.mark.parametrize("device", ["cpu", "meta", "cuda"])
+def test_reasons_are_none_or_sentences(name, device):
+    # unavailable_reason is None (available) or a non-empty string, for every backend and device,
+    # including CUDA on a machine without one; it never raises.
+    reason = backends.unavailable_reason(name, device)
+    assert reason is None or (isinstance(reason, str) and reason.strip())
+
+
+def test_known_availability_on_cpu():
+    # The reference runs everywhere; Triton has no CPU kernels; native runs on CPU exactly when
+    # the library loads.
+    assert backends.unavailable_reason("torch", "cpu") is None
+    assert backends.unavailable_reason("triton", "cpu") is not None
+    assert (backends.unavailable_reason("native", "cpu") is None) == native_available()
+
+
+def test_unknown_name():
+    # check_name / unavailable_reason reject unknown names with the list of known ones.
+    with pytest.raises(ValueError, match="unknown backend 'cudnn'; expected one of native, triton, torch"):
+        backends.unavailable_reason("cudnn", "cpu")

@@ -1,0 +1,489 @@
+"""xsep.functional: every op on every CPU backend against the float64 reference (forward and
+backward), 'same' padding arithmetic, argument forms, memory formats, dtypes and autocast."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import pytest
+import torch
+import torch.nn.functional as torch_F
+
+import xsep.functional as F
+from xsep.ops import reference
+from conftest import (DTYPE_NAMES, FIXED_TOLERANCE, LAYOUTS, LOW_PRECISION, low_precision_tolerance,
+                      memory_format_of, pairwise, poisoned, rel_error)
+
+
+# --------------------------------------------------------------------------------------------------
+# Case descriptions
+
+
+class Shape(NamedTuple):
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int  # pointwise output channels
+
+    def __str__(self):
+        return f"n{self.n}c{self.c}h{self.h}w{self.w}o{self.o}"
+
+
+SHAPES = (
+    Shape(2, 3, 9, 11, 7),   # odd spatial sizes, H != W, few channels
+    Shape(1, 13, 8, 8, 5),   # even input (TF 'same' with stride 2 is asymmetric), 13 channels
+    Shape(0, 5, 7, 6, 3),    # empty batch
+    Shape(2, 3, 1, 1, 4),    # 1x1 spatial: every tap but the centre reads padding
+    Shape(1, 19, 6, 5, 21),  # 19 channels (38 with M = 2): a full vector plus a ragged tail
+)
+DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
+def _as_pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _span(kernel, dilation):
+    (kh, kw), (dh, dw) = _as_pair(kernel), _as_pair(dilation)
+    return dh * (kh - 1) + 1, dw * (kw - 1) + 1
+
+
+def padding_argument(kind: str, kernel, dilation):
+    """The `padding` argument for a padding kind, and the (top, bottom, left, right) it must mean
+    (None for 'same': computed by same_padding, tested on its own below). Every kind fits any input
+    size: each side pads at least half the kernel's span."""
+    sh, sw = _span(kernel, dilation)
+    if kind == "sym":  # an int when both sides agree, else an (h, w) pair: both forms are exercised
+        ph, pw = sh // 2, sw // 2
+        return (ph if ph == pw else (ph, pw)), (ph, ph, pw, pw)
+    if kind == "asym":  # every side different from its opposite, and H's from W's
+        pad = (sh // 2 + 1, sh // 2, sw // 2, sw // 2 + 2)
+        return pad, pad
+    if kind == "same":
+        return "same", None
+    if kind == "valid":
+        return "valid", (0, 0, 0, 0)
+    raise ValueError(kind)
+
+
+def expected_padding(kind, kernel, stride, dilation, shape: Shape):
+    arg, pad = padding_argument(kind, kernel, dilation)
+    if pad is None:
+        (kh, kw), (s_h, s_w), (dh, dw) = _as_pair(kernel), _as_pair(stride), _as_pair(dilation)
+        pad = (*F.same_padding(shape.h, kh, s_h, dh), *F.same_padding(shape.w, kw, s_w, dw))
+    return arg, pad
+
+
+def case_id(case: dict) -> str:
+    parts = []
+    for key, value in case.items():
+        if key == "kernel":
+            kh, kw = _as_pair(value)
+            parts.append(f"k{kh}x{kw}")
+        elif key in ("stride", "dilation"):
+            parts.append(f"{key[0]}{'x'.join(map(str, _as_pair(value)))}")
+        elif key == "padding":
+            parts.append(f"pad_{value}")
+        elif key == "multiplier":
+            parts.append(f"M{value}")
+        elif key == "bias":
+            parts.append("bias" if value else "nobias")
+        elif key in ("input_activation", "mid_activation"):
+            parts.append(f"{key.split('_')[0]}_{value or 'none'}")
+        elif key == "dtype":
+            parts.append(DTYPE_NAMES[value])
+        elif key == "note":
+            parts.append(value)
+        else:
+            parts.append(str(value))
+    return "-".join(parts)
+
+
+# A covering design: every pair of values of any two parameters occurs in at least one case
+# (~30 cases instead of the ~300,000 of the full product).
+_GEOMETRY = dict(
+    kernel=(1, 3, 5, 7, (3, 5)),
+    stride=(1, 2, (2, 1)),
+    dilation=(1, 2, (1, 2)),
+    padding=("sym", "asym", "same"),
+    multiplier=(1, 2),
+    bias=(True, False),
+    input_activation=(None, "relu"),
+)
+_DATA = dict(layout=LAYOUTS, dtype=DTYPES, shape=SHAPES)
+
+# Hand-picked cases on top, for what matters as a triple or was seen to break elsewhere.
+_EXTRA_GEOMETRY = [
+    # TF 'same', stride 2, even input: total padding odd, the extra pixel at the bottom/right.
+    dict(kernel=3, stride=2, dilation=1, padding="same", multiplier=1, bias=True, input_activation=None,
+         layout="contiguous", dtype=torch.float32, shape=SHAPES[1], note="tf_same_s2_even"),
+    # The same, channels_last and low precision (the layout the fused kernels prefer).
+    dict(kernel=5, stride=2, dilation=1, padding="same", multiplier=2, bias=False, input_activation="relu",
+         layout="channels_last", dtype=torch.bfloat16, shape=SHAPES[1], note="tf_same_s2_even"),
+    # An even kernel: 'same' is asymmetric even at stride 1.
+    dict(kernel=2, stride=1, dilation=1, padding="same", multiplier=1, bias=True, input_activation=None,
+         layout="contiguous", dtype=torch.float64, shape=SHAPES[0], note="even_kernel"),
+    # 'valid' (no padding) with a kernel that just fits the 9x11 input.
+    dict(kernel=(9, 11), stride=1, dilation=1, padding="valid", multiplier=1, bias=True,
+         input_activation=None, layout="contiguous", dtype=torch.float64, shape=SHAPES[0], note="valid_full"),
+    dict(kernel=3, stride=(1, 2), dilation=(2, 1), padding="valid", multiplier=2, bias=False,
+         input_activation="relu", layout="sliced", dtype=torch.float32, shape=SHAPES[0], note="valid"),
+]
+
+DEPTHWISE_CASES = pairwise({**_GEOMETRY, **_DATA}) + _EXTRA_GEOMETRY
+SEPARABLE_CASES = pairwise({**_GEOMETRY, "mid_activation": (None, "relu", "relu6", "elu"), **_DATA}) + [
+    {**c, "mid_activation": m} for c, m in zip(_EXTRA_GEOMETRY, ("relu6", "elu", None, "relu", "relu6"))
+]
+POINTWISE_CASES = pairwise(dict(bias=(True, False), **_DATA))
+
+
+# --------------------------------------------------------------------------------------------------
+# Running a case
+
+
+def _forward_backward(fn, tensors, grad_output=None):
+    """fn(*tensors) and the gradients of <output, grad_output> with respect to every tensor (not
+    None); grad_output is drawn at random (float64, cast to the output's dtype) when not given."""
+    leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    if grad_output is None:
+        grad_output = torch.randn(out.shape, dtype=torch.float64).to(out.dtype)
+    grads = torch.autograd.grad(out, [t for t in leaves if t is not None], grad_output.to(out.dtype))
+    return out.detach(), list(grads), grad_output
+
+
+def check_against_reference(run, ref, tensors, names, *, grad_layout=None):
+    """Compares run(*tensors) and its gradients with ref (the reference on normalised arguments)
+    on float64 copies of the same values. At low precision the tolerance comes from PyTorch's own
+    error: ref run at that dtype. Returns the output for further checks."""
+    dtype = tensors[0].dtype
+    out, grads, grad_output = _forward_backward(run, tensors)
+    if grad_layout is not None:
+        grad_output = poisoned(grad_output, grad_layout)
+        out, grads, _ = _forward_backward(run, tensors, grad_output)
+    assert out.dtype == dtype
+    ref_out, ref_grads, _ = _forward_backward(
+        ref, [None if t is None else t.detach().to(torch.float64) for t in tensors], grad_output.to(torch.float64))
+    assert out.shape == ref_out.shape
+    if dtype in LOW_PRECISION:
+        lp_out, lp_grads, _ = _forward_backward(ref, [None if t is None else t.detach().clone() for t in tensors],
+                                                grad_output)
+    failures = []
+    present = [n for n, t in zip(names, tensors) if t is not None]
+    for i, (name, got, want) in enumerate(zip(["output"] + [f"grad of {n}" for n in present],
+                                              [out] + grads, [ref_out] + ref_grads)):
+        err = rel_error(got, want)
+        if dtype in LOW_PRECISION:
+            torch_err = rel_error(([lp_out] + lp_grads)[i], want)
+            tol = low_precision_tolerance(dtype, torch_err)
+            detail = f"PyTorch's own error at {dtype}: {torch_err:.3g}"
+        else:
+            tol, detail = FIXED_TOLERANCE[dtype], f"fixed for {dtype}"
+        if not err <= tol:
+            failures.append(f"{name}: relative error {err:.3g} > tolerance {tol:.3g} ({detail})")
+    assert not failures, "\n".join(failures)
+    return out, grads
+
+
+def check_memory_formats(x, out, grad_x):
+    """Output and input gradient take the input's memory format (NCHW in -> NCHW out,
+    channels_last in -> channels_last out), where the input's format is unambiguous."""
+    fmt = memory_format_of(x)
+    if fmt is None:
+        return
+    assert out.is_contiguous(memory_format=fmt), f"input is {fmt} but the output has strides {out.stride()}"
+    assert grad_x.is_contiguous(memory_format=fmt), f"input is {fmt} but its gradient has strides {grad_x.stride()}"
+
+
+def _input(shape: Shape, case) -> torch.Tensor:
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, dtype=torch.float64)
+    return poisoned(x.to(case["dtype"]), case["layout"])
+
+
+def _weight(*size, dtype) -> torch.Tensor:
+    # nn.Conv2d-like scale (uniform in +-1/sqrt(fan_in)) keeps outputs O(1): relu6 clips some.
+    fan_in = math.prod(size[1:])
+    return ((torch.rand(*size, dtype=torch.float64) * 2 - 1) * 3 / math.sqrt(fan_in)).to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# The sweep
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=[case_id(c) for c in DEPTHWISE_CASES])
+def test_depthwise_matches_reference(backend, case):
+    # The depthwise op over the covering design: forward, and gradients of input, weight and bias.
+    shape, dtype = case["shape"], case["dtype"]
+    kh, kw = _as_pair(case["kernel"])
+    arg, pad = expected_padding(case["padding"], case["kernel"], case["stride"], case["dilation"], shape)
+    x = _input(shape, case)
+    weight = _weight(shape.c * case["multiplier"], 1, kh, kw, dtype=dtype)
+    bias = _weight(shape.c * case["multiplier"], 1, dtype=dtype)[:, 0] if case["bias"] else None
+    act = case["input_activation"]
+
+    def run(x, weight, bias):
+        return F.depthwise_conv2d(x, weight, bias, case["stride"], arg, case["dilation"], act, backend=backend)
+
+    def ref(x, weight, bias):
+        return reference.depthwise_conv2d(x, weight, bias, _as_pair(case["stride"]), pad,
+                                          _as_pair(case["dilation"]), act or "none")
+
+    out, grads = check_against_reference(run, ref, [x, weight, bias], ["input", "weight", "bias"])
+    check_memory_formats(x, out, grads[0])
+
+
+@pytest.mark.parametrize("case", SEPARABLE_CASES, ids=[case_id(c) for c in SEPARABLE_CASES])
+def test_separable_matches_reference(backend, case):
+    # The fused op over the covering design (mid activations included): forward, and gradients of
+    # input, both weights and bias.
+    shape, dtype = case["shape"], case["dtype"]
+    kh, kw = _as_pair(case["kernel"])
+    arg, pad = expected_padding(case["padding"], case["kernel"], case["stride"], case["dilation"], shape)
+    mid = shape.c * case["multiplier"]
+    x = _input(shape, case)
+    dw = _weight(mid, 1, kh, kw, dtype=dtype)
+    pw = _weight(shape.o, mid, 1, 1, dtype=dtype)
+    bias = _weight(shape.o, 1, dtype=dtype)[:, 0] if case["bias"] else None
+    in_act, mid_act = case["input_activation"], case["mid_activation"]
+
+    def run(x, dw, pw, bias):
+        return F.separable_conv2d(x, dw, pw, bias, case["stride"], arg, case["dilation"], in_act, mid_act,
+                                  backend=backend)
+
+    def ref(x, dw, pw, bias):
+        return reference.separable_conv2d(x, dw, pw, bias, _as_pair(case["stride"]), pad,
+                                          _as_pair(case["dilation"]), in_act or "none", mid_act or "none")
+
+    out, grads = check_against_reference(run, ref, [x, dw, pw, bias],
+                                         ["input", "depthwise_weight", "pointwise_weight", "bias"])
+    check_memory_formats(x, out, grads[0])
+
+
+@pytest.mark.parametrize("case", POINTWISE_CASES, ids=[case_id(c) for c in POINTWISE_CASES])
+def test_pointwise_matches_reference(backend, case):
+    # The 1x1 op over its (smaller) design: forward, and gradients of input, weight and bias.
+    shape, dtype = case["shape"], case["dtype"]
+    x = _input(shape, case)
+    weight = _weight(shape.o, shape.c, 1, 1, dtype=dtype)
+    bias = _weight(shape.o, 1, dtype=dtype)[:, 0] if case["bias"] else None
+
+    def run(x, weight, bias):
+        return F.pointwise_conv2d(x, weight, bias, backend=backend)
+
+    out, grads = check_against_reference(run, reference.pointwise_conv2d, [x, weight, bias],
+                                         ["input", "weight", "bias"])
+    check_memory_formats(x, out, grads[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# Layouts of the other tensors
+
+
+OPS = ("depthwise", "pointwise", "separable")
+
+
+def _op_case(op: str, dtype=torch.float64, shape=Shape(2, 6, 7, 9, 5), multiplier=2):
+    """(run(backend) -> callable, reference callable, tensors, names) for a small fixed case with
+    asymmetric padding, stride 2 and both activations."""
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, dtype=dtype)
+    mid = shape.c * multiplier
+    pad = (1, 2, 0, 1)
+    if op == "depthwise":
+        tensors = [x, _weight(mid, 1, 3, 3, dtype=dtype), _weight(mid, 1, dtype=dtype)[:, 0]]
+        names = ["input", "weight", "bias"]
+
+        def run(backend):
+            return lambda x, w, b: F.depthwise_conv2d(x, w, b, 2, pad, 1, "relu", backend=backend)
+
+        def ref(x, w, b):
+            return reference.depthwise_conv2d(x, w, b, (2, 2), pad, (1, 1), "relu")
+    elif op == "pointwise":
+        tensors = [x, _weight(shape.o, shape.c, 1, 1, dtype=dtype), _weight(shape.o, 1, dtype=dtype)[:, 0]]
+        names = ["input", "weight", "bias"]
+
+        def run(backend):
+            return lambda x, w, b: F.pointwise_conv2d(x, w, b, backend=backend)
+
+        ref = reference.pointwise_conv2d
+    else:
+        tensors = [x, _weight(mid, 1, 3, 3, dtype=dtype), _weight(shape.o, mid, 1, 1, dtype=dtype),
+                   _weight(shape.o, 1, dtype=dtype)[:, 0]]
+        names = ["input", "depthwise_weight", "pointwise_weight", "bias"]
+
+        def run(backend):
+            return lambda x, dw, pw, b: F.separable_conv2d(x, dw, pw, b, 2, pad, 1, "relu", "elu", backend=backend)
+
+        def ref(x, dw, pw, b):
+            return reference.separable_conv2d(x, dw, pw, b, (2, 2), pad, (1, 1), "relu", "elu")
+    return run, ref, tensors, names
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_strided_weights_and_bias(backend, op):
+    # Weights and bias that are strided views into NaN-filled buffers (e.g. slices of a bigger
+    # parameter): the kernels must honour their strides and offsets, and never read around them.
+    run, ref, tensors, names = _op_case(op)
+    tensors = [tensors[0]] + [poisoned(t, "sliced") for t in tensors[1:]]
+    check_against_reference(run(backend), ref, tensors, names)
+
+
+@pytest.mark.parametrize("grad_layout", ["sliced", "transposed", "channels_last"])
+@pytest.mark.parametrize("op", OPS)
+def test_non_contiguous_grad_output(backend, op, grad_layout):
+    # Autograd hands backward whatever strides the next op produced: views, channels_last, ...
+    run, ref, tensors, names = _op_case(op)
+    check_against_reference(run(backend), ref, tensors, names, grad_layout=grad_layout)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_expanded_grad_output(backend, op):
+    # y.sum().backward() passes a grad_output of stride 0 everywhere (an expanded scalar).
+    run, ref, tensors, names = _op_case(op)
+    leaves = [t.detach().requires_grad_() for t in tensors]
+    run(backend)(*leaves).sum().backward()
+    ref_leaves = [t.detach().requires_grad_() for t in tensors]
+    ref(*ref_leaves).sum().backward()
+    for name, got, want in zip(names, leaves, ref_leaves):
+        assert rel_error(got.grad, want.grad) <= FIXED_TOLERANCE[torch.float64], name
+
+
+@pytest.mark.parametrize("op", ["depthwise", "separable"])
+def test_input_activation_leaves_input_untouched(backend, op):
+    # input_activation='relu' is applied as the input is loaded: the caller's tensor keeps its
+    # negative values, through forward and backward.
+    run, _, tensors, _ = _op_case(op, dtype=torch.float32)
+    x = tensors[0].requires_grad_()
+    before = x.detach().clone()
+    assert (before < 0).any()
+    run(backend)(x, *tensors[1:]).square().sum().backward()
+    assert torch.equal(x.detach(), before)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_input_gradient_only(backend, op):
+    # Frozen weights (requires_grad=False): only the input gradient is asked for, and it must not
+    # depend on whether the weight gradients are computed too.
+    run, ref, tensors, names = _op_case(op)
+    x = tensors[0].detach().requires_grad_()
+    run(backend)(x, *tensors[1:]).square().sum().backward()
+    x_ref = tensors[0].detach().requires_grad_()
+    ref(x_ref, *tensors[1:]).square().sum().backward()
+    assert rel_error(x.grad, x_ref.grad) <= FIXED_TOLERANCE[torch.float64]
+
+
+# --------------------------------------------------------------------------------------------------
+# Autocast
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_autocast_cpu_bfloat16(backend, op):
+    # Under torch.autocast('cpu', bfloat16) xsep computes in bfloat16 like nn.Conv2d (float32 in,
+    # bfloat16 out), gradients of the float32 leaves come back in float32, and the values are as
+    # accurate as PyTorch's bfloat16 convolution on the same rounded inputs.
+    run, ref, tensors, names = _op_case(op, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv_dtype = torch.nn.Conv2d(3, 4, 1)(torch.randn(1, 3, 2, 2)).dtype
+        out, grads, grad_output = _forward_backward(run(backend), tensors)
+    assert conv_dtype == torch.bfloat16
+    assert out.dtype == conv_dtype
+    assert all(g.dtype == torch.float32 for g in grads)
+    rounded = [t.to(torch.bfloat16) for t in tensors]
+    ref_out, ref_grads, _ = _forward_backward(ref, [t.double() for t in rounded], grad_output.double())
+    lp_out, lp_grads, _ = _forward_backward(ref, rounded, grad_output)
+    for name, got, lp, want in zip(["output"] + names, [out] + grads, [lp_out] + lp_grads, [ref_out] + ref_grads):
+        tol = low_precision_tolerance(torch.bfloat16, rel_error(lp, want))
+        assert rel_error(got, want) <= tol, name
+
+
+def test_autocast_accepts_mixed_dtypes(backend):
+    # Under autocast, a float32 input with bfloat16 weights (a half-converted model) is accepted:
+    # everything is cast to the autocast dtype, as for nn.Conv2d.
+    x = torch.randn(1, 4, 6, 6)
+    dw, pw = _weight(4, 1, 3, 3, dtype=torch.bfloat16), _weight(8, 4, 1, 1, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = F.separable_conv2d(x, dw, pw, None, padding=1, backend=backend)
+    args = (None, (1, 1), (1, 1, 1, 1), (1, 1))
+    want = reference.separable_conv2d(x.to(torch.bfloat16).double(), dw.double(), pw.double(), *args)
+    torch_err = rel_error(reference.separable_conv2d(x.to(torch.bfloat16), dw, pw, *args), want)
+    assert y.dtype == torch.bfloat16
+    assert rel_error(y, want) <= low_precision_tolerance(torch.bfloat16, torch_err)
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument normalisation
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, dilation, expected",
+    [
+        (5, 3, 1, 1, (1, 1)),  # the textbook case: symmetric, like padding=1
+        (7, 2, 1, 1, (0, 1)),  # even kernel: the odd pixel goes after (bottom/right), as in TF
+        (5, 4, 1, 1, (1, 2)),
+        (8, 3, 2, 1, (0, 1)),  # stride 2, even input: ceil(8/2)=4 outputs need 1 pixel, after
+        (7, 3, 2, 1, (1, 1)),  # stride 2, odd input: symmetric
+        (10, 5, 3, 1, (2, 2)),  # stride 3: 4 outputs, (4-1)*3+5-10 = 4
+        (9, 3, 1, 2, (2, 2)),  # dilation 2: span 5
+        (8, 3, 2, 3, (2, 3)),  # dilation 3 with stride 2: span 7, (4-1)*2+7-8 = 5
+        (1, 7, 2, 1, (3, 3)),  # 1-pixel input, big kernel: padding on both sides
+        (8, 1, 2, 1, (0, 0)),  # negative "total" clamps to 0
+        (6, 2, 2, 1, (0, 0)),  # stride = kernel: no padding
+        (11, 4, 4, 1, (0, 1)),  # ceil(11/4)=3 outputs, (3-1)*4+4-11 = 1
+    ],
+)
+def test_same_padding_hand_computed(size, kernel, stride, dilation, expected):
+    # TensorFlow's 'same': total = max((ceil(size/stride) - 1) * stride + span - size, 0),
+    # before = total // 2, after = the rest. Worked out by hand, independently of the implementation.
+    assert F.same_padding(size, kernel, stride, dilation) == expected
+
+
+def test_same_padding_gives_ceil_output():
+    # The defining property of TF 'same': output size ceil(size / stride), padding split with at
+    # most one more pixel after than before; checked against PyTorch's own output-size arithmetic.
+    for size in range(1, 12):
+        for kernel in (1, 2, 3, 4, 5, 7):
+            for stride in (1, 2, 3):
+                for dilation in (1, 2):
+                    before, after = F.same_padding(size, kernel, stride, dilation)
+                    assert 0 <= after - before <= 1
+                    x = torch.empty(1, 1, size + before + after, 1, device="meta")
+                    w = torch.empty(1, 1, kernel, 1, device="meta")
+                    out = torch_F.conv2d(x, w, stride=(stride, 1), dilation=(dilation, 1))
+                    assert out.shape[2] == math.ceil(size / stride), (size, kernel, stride, dilation)
+
+
+@pytest.mark.parametrize(
+    "padding, expected",
+    [
+        (0, (0, 0, 0, 0)),
+        (2, (2, 2, 2, 2)),
+        ((1, 3), (1, 1, 3, 3)),  # (h, w), as in F.conv2d
+        ([1, 3], (1, 1, 3, 3)),  # any sequence
+        ((1, 2, 3, 4), (1, 2, 3, 4)),  # (top, bottom, left, right)
+        ("valid", (0, 0, 0, 0)),
+        # 8x9 input, 3x5 kernel, stride 2: H: (4-1)*2+3-8 = 1 -> (0, 1); W: (5-1)*2+5-9 = 4 -> (2, 2)
+        ("same", (0, 1, 2, 2)),
+    ],
+    ids=["int0", "int", "pair", "list", "4-tuple", "valid", "same"],
+)
+def test_normalize_padding_forms(padding, expected):
+    # Every accepted form of `padding` becomes (top, bottom, left, right).
+    assert F.normalize_padding(padding, (8, 9), (3, 5), (2, 2), (1, 1)) == expected
+
+
+def test_padding_forms_agree(backend):
+    # The forms are interchangeable in the ops: int, pair, 4-tuple and a list give one result.
+    x, w = torch.randn(1, 3, 6, 7), _weight(3, 1, 3, 3, dtype=torch.float32)
+    outs = [F.depthwise_conv2d(x, w, padding=p, backend=backend) for p in (1, (1, 1), (1, 1, 1, 1), [1, 1, 1, 1])]
+    for out in outs[1:]:
+        assert torch.equal(out, outs[0])
+
+
+def test_stride_and_dilation_forms(backend):
+    # stride/dilation: an int or an (h, w) pair (a list too), like F.conv2d; the result matches
+    # PyTorch's own depthwise convolution for the same arguments.
+    x, w = torch.randn(1, 3, 9, 10, dtype=torch.float64), _weight(6, 1, 3, 2, dtype=torch.float64)
+    y = F.depthwise_conv2d(x, w, None, [2, 1], (1, 2), (2, 1), backend=backend)
+    want = torch_F.conv2d(x, w, None, (2, 1), (1, 2), (2, 1), groups=3)
+    assert rel_error(y, want) <= FIXED_TOLERANCE[torch.float64]

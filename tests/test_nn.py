@@ -1,0 +1,279 @@
+"""xsep.SeparableConv2d and xsep.DepthwiseConv2d as drop-ins for their nn.Conv2d equivalents:
+outputs, gradients, state_dicts, initialisation, repr, factory kwargs, torch.compile, backends."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+import xsep
+from xsep import functional as F
+from conftest import FIXED_TOLERANCE, dispatched_ops, rel_error, require_native
+
+
+def conv_pair(c, o, k, stride=1, padding=0, dilation=1, m=1, bias=True, **factory):
+    """The module pair SeparableConv2d replaces, with the parameter names it promises."""
+    return nn.Sequential(OrderedDict(
+        depthwise=nn.Conv2d(c, c * m, k, stride, padding, dilation, groups=c, bias=False, **factory),
+        pointwise=nn.Conv2d(c * m, o, 1, bias=bias, **factory),
+    ))
+
+
+def assert_same_outputs_and_grads(ours: nn.Module, theirs: nn.Module, x: torch.Tensor, tol: float):
+    """Same output for x, same input gradient and same parameter gradients (matched by name; the
+    modules must not share parameters)."""
+    ours.zero_grad(set_to_none=True)
+    theirs.zero_grad(set_to_none=True)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ours(x1), theirs(x2)
+    assert y1.shape == y2.shape
+    assert rel_error(y1, y2) <= tol
+    g = torch.randn_like(y1)
+    y1.backward(g)
+    y2.backward(g)
+    assert rel_error(x1.grad, x2.grad) <= tol
+    theirs_params = dict(getattr(theirs, "_orig_mod", theirs).named_parameters())
+    for name, p in getattr(ours, "_orig_mod", ours).named_parameters():
+        assert rel_error(p.grad, theirs_params[name].grad) <= tol, name
+
+
+SEPARABLE_CONFIGS = [
+    # (in, out, kernel, stride, padding, dilation, depth_multiplier, bias)
+    pytest.param(3, 8, 3, 1, 1, 1, 1, True, id="k3-pad1"),
+    pytest.param(5, 7, (3, 5), 2, (1, 2), 1, 2, False, id="k3x5-s2-pad_pair-M2-nobias"),
+    pytest.param(4, 6, 3, (2, 1), 2, 2, 1, True, id="k3-s2x1-d2"),
+    pytest.param(6, 4, 1, 1, 0, 1, 3, True, id="k1-M3"),
+]
+
+
+@pytest.mark.parametrize("c, o, k, stride, padding, dilation, m, bias", SEPARABLE_CONFIGS)
+def test_separable_equals_conv_pair(backend, c, o, k, stride, padding, dilation, m, bias):
+    # The promise of the class: load the nn.Conv2d pair's state_dict (same keys, strict) and get
+    # the pair's outputs and gradients; and the other way round, its state_dict loads into the pair.
+    pair = conv_pair(c, o, k, stride, padding, dilation, m, bias, dtype=torch.float64)
+    ours = xsep.SeparableConv2d(c, o, k, stride, padding, dilation, m, bias, backend=backend, dtype=torch.float64)
+    assert list(ours.state_dict()) == list(pair.state_dict())
+    ours.load_state_dict(pair.state_dict())
+    x = torch.randn(2, c, 9, 8, dtype=torch.float64)
+    assert_same_outputs_and_grads(ours, pair, x, FIXED_TOLERANCE[torch.float64])
+
+    # Round trip the other way: a trained xsep module exported to plain PyTorch.
+    other = xsep.SeparableConv2d(c, o, k, stride, padding, dilation, m, bias, dtype=torch.float64)
+    back = conv_pair(c, o, k, stride, padding, dilation, m, bias, dtype=torch.float64)
+    back.load_state_dict(other.state_dict())
+    for name, t in other.state_dict().items():
+        assert torch.equal(back.state_dict()[name], t)
+
+
+@pytest.mark.parametrize("c, k, stride, padding, dilation, m, bias", [
+    pytest.param(3, 3, 1, 1, 1, 1, False, id="k3-pad1"),
+    pytest.param(4, (5, 3), (1, 2), (2, 0), (1, 2), 2, True, id="k5x3-s1x2-d1x2-M2-bias"),
+    pytest.param(13, 7, 2, 3, 1, 1, True, id="k7-s2-c13"),
+])
+def test_depthwise_equals_grouped_conv(backend, c, k, stride, padding, dilation, m, bias):
+    # DepthwiseConv2d is nn.Conv2d(c, c * m, ..., groups=c): same state_dict, outputs and gradients.
+    conv = nn.Conv2d(c, c * m, k, stride, padding, dilation, groups=c, bias=bias, dtype=torch.float64)
+    ours = xsep.DepthwiseConv2d(c, k, stride, padding, dilation, m, bias, backend=backend, dtype=torch.float64)
+    assert list(ours.state_dict()) == list(conv.state_dict())
+    ours.load_state_dict(conv.state_dict())
+    assert_same_outputs_and_grads(ours, conv, torch.randn(2, c, 10, 9, dtype=torch.float64),
+                                  FIXED_TOLERANCE[torch.float64])
+    back = nn.Conv2d(c, c * m, k, stride, padding, dilation, groups=c, bias=bias, dtype=torch.float64)
+    back.load_state_dict(ours.state_dict())
+
+
+@pytest.mark.parametrize("padding", ["same", (1, 0, 2, 1)], ids=["same", "4-tuple"])
+def test_padding_modes_equal_explicit_zero_padding(backend, padding):
+    # padding='same' at stride 2 on an even input (TF semantics: the extra pixel at the bottom/
+    # right, which PyTorch's own 'same' refuses at stride 2) and a (top, bottom, left, right)
+    # tuple equal nn.ZeroPad2d followed by the unpadded pair.
+    h, w, k, stride = 8, 10, 3, 2
+    if padding == "same":
+        top, bottom = F.same_padding(h, k, stride, 1)
+        left, right = F.same_padding(w, k, stride, 1)
+        assert (top, bottom, left, right) == (0, 1, 0, 1)
+    else:
+        top, bottom, left, right = padding
+    pair = conv_pair(4, 6, k, stride, 0, dtype=torch.float64)
+    ours = xsep.SeparableConv2d(4, 6, k, stride, padding, backend=backend, dtype=torch.float64)
+    ours.load_state_dict(pair.state_dict())
+    padded = nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), pair)
+    x = torch.randn(2, 4, h, w, dtype=torch.float64)
+    y = ours(x)
+    if padding == "same":
+        assert y.shape[2:] == (math.ceil(h / stride), math.ceil(w / stride))
+    assert rel_error(y, padded(x)) <= FIXED_TOLERANCE[torch.float64]
+
+    dw = xsep.DepthwiseConv2d(4, k, stride, padding, backend=backend, dtype=torch.float64)
+    dw.load_state_dict(pair.depthwise.state_dict())
+    want = pair.depthwise(nn.functional.pad(x, (left, right, top, bottom)))
+    assert rel_error(dw(x), want) <= FIXED_TOLERANCE[torch.float64]
+
+
+def test_activations_equal_activation_modules(backend):
+    # input_activation / mid_activation are nn.ReLU before the pair and the activation module
+    # between its halves, without modifying the input.
+    ours = xsep.SeparableConv2d(3, 5, 3, padding=1, input_activation="relu", mid_activation="relu6",
+                                backend=backend, dtype=torch.float64)
+    pair = conv_pair(3, 5, 3, padding=1, dtype=torch.float64)
+    pair.load_state_dict(ours.state_dict())
+    # Scale the depthwise weights so that some depthwise outputs exceed 6 and relu6 clips them.
+    with torch.no_grad():
+        ours.depthwise.weight.mul_(8)
+        pair.depthwise.weight.mul_(8)
+    unfused = nn.Sequential(nn.ReLU(), pair.depthwise, nn.ReLU6(), pair.pointwise)
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    assert (pair.depthwise(x.relu()) > 6).any()
+    assert rel_error(ours(x), unfused(x)) <= FIXED_TOLERANCE[torch.float64]
+
+
+# --------------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def test_initialisation_matches_conv2d_under_same_seed():
+    # reset_parameters draws exactly what nn.Conv2d draws (Kaiming-uniform weights, then bias),
+    # in the same order: with one seed, identical parameters to the pair / grouped conv.
+    torch.manual_seed(1)
+    ours = xsep.SeparableConv2d(6, 10, 3, depth_multiplier=2)
+    torch.manual_seed(1)
+    pair = conv_pair(6, 10, 3, m=2)
+    for (name, a), (_, b) in zip(ours.state_dict().items(), pair.state_dict().items()):
+        assert torch.equal(a, b), name
+    torch.manual_seed(2)
+    dw = xsep.DepthwiseConv2d(6, 5, bias=True)
+    torch.manual_seed(2)
+    conv = nn.Conv2d(6, 6, 5, groups=6, bias=True)
+    assert torch.equal(dw.weight, conv.weight) and torch.equal(dw.bias, conv.bias)
+
+
+def test_initialisation_statistics():
+    # The distributions themselves: uniform in +-1/sqrt(fan_in) (fan_in = kh*kw for the depthwise
+    # weight, C*M for the pointwise weight and the bias), filling the interval, mean ~0, and the
+    # uniform's standard deviation bound/sqrt(3). Independent of the seed-matching test above.
+    # Sample-size-aware limits: 6 standard errors (a uniform's kurtosis is 1.8, hence the 0.8).
+    m = xsep.SeparableConv2d(64, 256, 3, depth_multiplier=2)
+    for name, t, fan_in in [("depthwise.weight", m.depthwise.weight, 9),
+                            ("pointwise.weight", m.pointwise.weight, 128),
+                            ("pointwise.bias", m.pointwise.bias, 128)]:
+        bound, n = 1 / math.sqrt(fan_in), t.numel()
+        t = t.detach().double()
+        assert t.abs().max() <= bound, name
+        assert t.abs().max() >= 0.95 * bound, name
+        assert abs(t.mean()) <= 6 * bound / math.sqrt(3 * n), name
+        assert abs(t.std() / (bound / math.sqrt(3)) - 1) <= 6 * math.sqrt(0.8 / (4 * n)), name
+    dw = xsep.DepthwiseConv2d(512, 3, depth_multiplier=2, bias=True)
+    assert dw.weight.abs().max() <= 1 / 3 and dw.bias.abs().max() <= 1 / 3
+
+
+def test_reset_parameters_redraws():
+    # reset_parameters re-initialises in place (as after nn.Module.to_empty()).
+    m = xsep.SeparableConv2d(4, 4, 3)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.reset_parameters()
+    assert all(not torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+# --------------------------------------------------------------------------------------------------
+# repr and factory kwargs
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    ((3, 16, 3), {}),
+    ((3, 16, 3), dict(padding=1, bias=False)),
+    ((8, 4, (3, 5)), dict(stride=2, padding=(1, 2), dilation=2)),
+    ((8, 4, 5), dict(stride=(2, 1), padding=0)),
+], ids=["default", "pad-nobias", "stride-pad_pair-dilation", "zero_padding"])
+def test_separable_repr_like_conv2d(args, kwargs):
+    # Printed like nn.Conv2d (one line, the non-default arguments): for what the two share, the
+    # very same text.
+    ours = xsep.SeparableConv2d(*args, **kwargs)
+    assert repr(ours) == repr(nn.Conv2d(*args, **kwargs)).replace("Conv2d(", "SeparableConv2d(", 1)
+
+
+def test_repr_shows_xsep_arguments():
+    # xsep's own arguments appear when not at their defaults, still on one line.
+    m = xsep.SeparableConv2d(3, 16, 3, padding="same", depth_multiplier=2, input_activation="relu",
+                             mid_activation="elu", backend="torch")
+    assert repr(m) == ("SeparableConv2d(3, 16, kernel_size=(3, 3), stride=(1, 1), padding='same', "
+                       "depth_multiplier=2, input_activation='relu', mid_activation='elu', backend='torch')")
+    assert repr(xsep.SeparableConv2d(3, 4, 3, padding=(0, 1, 0, 1))) == (
+        "SeparableConv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(0, 1, 0, 1))")
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(stride=2, padding=(1, 2), dilation=2)], ids=["default", "args"])
+def test_depthwise_repr_like_conv2d(kwargs):
+    # DepthwiseConv2d prints like the grouped nn.Conv2d it replaces, minus what it implies
+    # (out_channels = in_channels * depth_multiplier, groups = in_channels).
+    conv = repr(nn.Conv2d(5, 5, 3, groups=5, bias=False, **kwargs))
+    expected = conv.replace("Conv2d(5, 5, ", "DepthwiseConv2d(5, ").replace(", groups=5, bias=False", "")
+    assert repr(xsep.DepthwiseConv2d(5, 3, **kwargs)) == expected
+    assert repr(xsep.DepthwiseConv2d(5, 3, depth_multiplier=2, bias=True)) == (
+        "DepthwiseConv2d(5, kernel_size=(3, 3), stride=(1, 1), depth_multiplier=2, bias=True)")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["f64", "bf16"])
+def test_factory_kwargs(dtype):
+    # device= and dtype= create the parameters there, as for nn.Conv2d.
+    for m in (xsep.SeparableConv2d(4, 6, 3, dtype=dtype, device="cpu"),
+              xsep.DepthwiseConv2d(4, 3, bias=True, dtype=dtype, device="cpu")):
+        assert {(p.dtype, p.device.type) for p in m.parameters()} == {(dtype, "cpu")}
+        assert m(torch.randn(1, 4, 5, 5, dtype=dtype)).dtype == dtype
+
+
+def test_meta_device_shape_inference():
+    # device='meta' builds the module without memory (large-model initialisation); it runs on meta
+    # inputs (through the torch backend, the automatic choice for meta tensors), giving shapes.
+    m = xsep.SeparableConv2d(4, 6, 3, stride=2, padding="same", device="meta", dtype=torch.float64)
+    assert {(p.device.type, p.dtype) for p in m.parameters()} == {("meta", torch.float64)}
+    y = m(torch.empty(2, 4, 9, 8, device="meta", dtype=torch.float64))
+    assert y.device.type == "meta" and y.shape == (2, 6, 5, 4)
+    d = xsep.DepthwiseConv2d(4, 3, device="meta")
+    assert d.weight.device.type == "meta"
+
+
+# --------------------------------------------------------------------------------------------------
+# Backends and torch.compile
+
+
+@pytest.mark.parametrize("module", ["separable", "depthwise"])
+def test_backend_argument_honoured(backend, module, monkeypatch):
+    # backend= picks the implementation that actually runs (seen at the dispatcher), whatever
+    # XSEP_BACKEND says.
+    monkeypatch.setenv("XSEP_BACKEND", "torch" if backend != "torch" else "native")
+    m = (xsep.SeparableConv2d(3, 4, 3, backend=backend) if module == "separable"
+         else xsep.DepthwiseConv2d(3, 3, backend=backend))
+    ran = dispatched_ops(m, torch.randn(1, 3, 6, 6))
+    xsep_ops = {op for op in ran if op.startswith("xsep::")}
+    if backend == "native":
+        assert xsep_ops == {f"xsep::{module}_conv2d"}
+        assert "aten::convolution" not in ran
+    else:
+        assert not xsep_ops and "aten::convolution" in ran
+
+
+def test_unavailable_backend_argument_raises():
+    # An explicit backend that cannot run says so at forward time (the device is known only then).
+    m = xsep.SeparableConv2d(3, 4, 3, backend="triton")
+    with pytest.raises(RuntimeError, match="xsep backend 'triton' .*cannot run on cpu: .+"):
+        m(torch.randn(1, 3, 6, 6))
+
+
+def test_torch_compile_fullgraph():
+    # torch.compile(fullgraph=True) (Inductor, CPU) traces the module without a graph break (the
+    # op is opaque, its fake kernel gives shapes) and gives eager's outputs and gradients, also
+    # after a recompile for a second input size (TF 'same' padding depends on it).
+    require_native()
+    torch._dynamo.reset()
+    m = xsep.SeparableConv2d(4, 8, 3, stride=2, padding="same", input_activation="relu",
+                             mid_activation="relu6", backend="native")
+    compiled = torch.compile(copy.deepcopy(m), fullgraph=True)
+    for shape in ((2, 4, 9, 8), (1, 4, 12, 11)):
+        x = torch.randn(shape)
+        assert_same_outputs_and_grads(compiled, m, x, FIXED_TOLERANCE[torch.float32])
+    torch._dynamo.reset()

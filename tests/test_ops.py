@@ -1,0 +1,378 @@
+"""The registered operators torch.ops.xsep.* of the compiled library, called directly: numerical
+gradients, torch.library.opcheck (schemas, fake kernels, autograd registration, AOT dispatch),
+fake/real agreement, determinism and empty batches. Native only: every test skips, saying why, when
+the library does not load (or fails under XSEP_REQUIRE_NATIVE=1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from xsep.ops import reference
+from conftest import memory_format_of, rel_error
+
+pytestmark = pytest.mark.usefixtures("native")
+
+# Normalised geometry used throughout: stride 2 x 1, asymmetric padding, dilation 1 x 2.
+STRIDE, PADDING, DILATION = (2, 1), (1, 0, 2, 1), (1, 2)
+
+
+def ops():
+    return torch.ops.xsep
+
+
+def away_from_zero(*size, margin=0.1, dtype=torch.float64):
+    """Random values with |v| >= margin: relu's kink at 0 is out of reach of gradcheck's
+    perturbations (eps = 1e-6)."""
+    v = torch.randn(*size, dtype=dtype)
+    return torch.where(v < 0, v - margin, v + margin)
+
+
+def separable_inputs(n=2, c=3, h=6, w=5, m=2, o=4, *, input_activation="none", mid_activation="none",
+                     dtype=torch.float64, requires_grad=False):
+    """(input, depthwise_weight, pointwise_weight, bias) for the fused op, with the depthwise output
+    (where the mid activation applies) at least 1e-3 away from the activation's kinks (0, and 6
+    for relu6) and spread across them (relu6: values below 0, in (0, 6) and above 6)."""
+    for _ in range(100):
+        x = away_from_zero(n, c, h, w, dtype=dtype)
+        dw = torch.randn(c * m, 1, 3, 3, dtype=dtype) * (2.5 if mid_activation == "relu6" else 1.0)
+        pw = torch.randn(o, c * m, 1, 1, dtype=dtype)
+        bias = torch.randn(o, dtype=dtype)
+        mid = reference.depthwise_conv2d(x, dw, None, STRIDE, PADDING, DILATION, input_activation)
+        kinks = {"none": [], "relu": [0.0], "relu6": [0.0, 6.0], "elu": []}[mid_activation]
+        if all((mid - k).abs().min() > 1e-3 for k in kinks) and (
+                mid_activation != "relu6" or ((mid < 0).any() and (mid > 6).any())):
+            break
+    else:
+        raise AssertionError("could not draw inputs away from the activation's kinks")
+    return [t.requires_grad_(requires_grad) for t in (x, dw, pw, bias)]
+
+
+def depthwise_inputs(n=2, c=3, h=6, w=5, m=2, dtype=torch.float64, requires_grad=False):
+    x = away_from_zero(n, c, h, w, dtype=dtype)
+    weight = torch.randn(c * m, 1, 3, 3, dtype=dtype)
+    bias = torch.randn(c * m, dtype=dtype)
+    return [t.requires_grad_(requires_grad) for t in (x, weight, bias)]
+
+
+def pointwise_inputs(n=2, c=3, h=4, w=5, o=4, dtype=torch.float64, requires_grad=False):
+    return [torch.randn(*s, dtype=dtype).requires_grad_(requires_grad) for s in ((n, c, h, w), (o, c, 1, 1), (o,))]
+
+
+def _depthwise_out_shape(x, weight):
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    ho = (h + PADDING[0] + PADDING[1] - DILATION[0] * (kh - 1) - 1) // STRIDE[0] + 1
+    wo = (w + PADDING[2] + PADDING[3] - DILATION[1] * (kw - 1) - 1) // STRIDE[1] + 1
+    return n, weight.shape[0], ho, wo
+
+
+# --------------------------------------------------------------------------------------------------
+# Numerical gradients
+
+
+@pytest.mark.parametrize("input_activation", ["none", "relu"])
+def test_gradcheck_depthwise(input_activation):
+    # Autograd of depthwise_conv2d (its grad_input / grad_weight ops and the bias sum) against
+    # finite differences, with and without the input relu (inputs kept away from 0).
+    x, weight, bias = depthwise_inputs(requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: ops().depthwise_conv2d(x, w, b, STRIDE, PADDING, DILATION, input_activation),
+        (x, weight, bias))
+
+
+def test_gradcheck_pointwise():
+    # Autograd of pointwise_conv2d (grad_input / grad_weight ops, bias sum) against finite differences.
+    assert torch.autograd.gradcheck(ops().pointwise_conv2d, tuple(pointwise_inputs(requires_grad=True)))
+
+
+@pytest.mark.parametrize("input_activation, mid_activation",
+                         [("none", "none"), ("relu", "relu"), ("none", "relu6"), ("relu", "elu"), ("relu", "none")])
+def test_gradcheck_separable(input_activation, mid_activation):
+    # Autograd of the fused op (its one-pass separable_conv2d_backward) against finite differences,
+    # for each mid activation (inputs drawn away from its kinks) and the input relu.
+    tensors = separable_inputs(input_activation=input_activation, mid_activation=mid_activation,
+                               requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, dw, pw, b: ops().separable_conv2d(x, dw, pw, b, STRIDE, PADDING, DILATION,
+                                                    input_activation, mid_activation),
+        tuple(tensors))
+
+
+def test_gradcheck_channels_last():
+    # The same through channels_last inputs (the kernels' native layout; gradients come back in it).
+    x, dw, pw, b = separable_inputs(mid_activation="elu")
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, dw, pw, b: ops().separable_conv2d(x, dw, pw, b, STRIDE, PADDING, DILATION, "relu", "elu"),
+        (x, dw.requires_grad_(), pw.requires_grad_(), b.requires_grad_()))
+
+
+# --------------------------------------------------------------------------------------------------
+# opcheck: every op, backward ops included
+
+
+def _opcheck_cases():
+    """(op name, args builder) for every op in the library; builders run inside the test (seeded)."""
+    def dw_fwd(act):
+        def build():
+            x, w, b = depthwise_inputs(requires_grad=True)
+            return (x, w, b, STRIDE, PADDING, DILATION, act)
+        return build
+
+    def dw_bwd():
+        x, w, _ = depthwise_inputs(requires_grad=True)
+        go = torch.randn(_depthwise_out_shape(x, w), dtype=x.dtype, requires_grad=True)
+        return (go, x, w, STRIDE, PADDING, DILATION, "relu")
+
+    def pw_fwd():
+        return tuple(pointwise_inputs(requires_grad=True))
+
+    def pw_bwd():
+        x, w, _ = pointwise_inputs(requires_grad=True)
+        return (torch.randn(x.shape[0], w.shape[0], *x.shape[2:], dtype=x.dtype, requires_grad=True), x, w)
+
+    def sep_fwd(in_act, mid_act):
+        def build():
+            x, dw, pw, b = separable_inputs(input_activation=in_act, mid_activation=mid_act, requires_grad=True)
+            return (x, dw, pw, b, STRIDE, PADDING, DILATION, in_act, mid_act)
+        return build
+
+    def sep_bwd():
+        x, dw, pw, _ = separable_inputs(input_activation="relu", mid_activation="relu6", requires_grad=True)
+        n, _, ho, wo = _depthwise_out_shape(x, dw)
+        go = torch.randn(n, pw.shape[0], ho, wo, dtype=x.dtype, requires_grad=True)
+        return (go, x, dw, pw, STRIDE, PADDING, DILATION, "relu", "relu6")
+
+    return [
+        ("depthwise_conv2d", "relu", dw_fwd("relu")),
+        ("depthwise_conv2d", "none", dw_fwd("none")),
+        ("depthwise_conv2d_grad_input", "relu", dw_bwd),
+        ("depthwise_conv2d_grad_weight", "relu", dw_bwd),
+        ("pointwise_conv2d", "", pw_fwd),
+        ("pointwise_conv2d_grad_input", "", pw_bwd),
+        ("pointwise_conv2d_grad_weight", "", pw_bwd),
+        ("separable_conv2d", "relu-relu6", sep_fwd("relu", "relu6")),
+        ("separable_conv2d", "none-elu", sep_fwd("none", "elu")),
+        ("separable_conv2d_backward", "relu-relu6", sep_bwd),
+    ]
+
+
+OPCHECK_CASES = _opcheck_cases()
+
+
+def _is_backward_op(name: str) -> bool:
+    return "grad" in name or "backward" in name
+
+
+@pytest.mark.parametrize("name, build", [pytest.param(n, b, id=f"{n}-{v}" if v else n) for n, v, b in OPCHECK_CASES])
+def test_opcheck(name, build):
+    # torch.library.opcheck with its default checks: the schema matches what the kernel does (no
+    # hidden mutation or aliasing), the fake kernel agrees with the real one, autograd is
+    # registered at the autograd key (not in the CPU kernel), and AOT autograd can trace the op
+    # with dynamic shapes (what torch.compile relies on). The backward ops have no derivative
+    # (their autograd formula raises, see below), so they are checked with inputs that do not
+    # require grad.
+    args = build()
+    if _is_backward_op(name):
+        args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(getattr(ops(), name).default, args)
+
+
+@pytest.mark.parametrize("name, build", [pytest.param(n, b, id=f"{n}-{v}" if v else n) for n, v, b in OPCHECK_CASES
+                                          if _is_backward_op(n)])
+def test_backward_ops_run_below_autograd(name, build):
+    # The backward ops get inputs that require grad whenever a user asks for create_graph=True
+    # (gradient penalties) or calls them directly. Their kernels must then neither fail inside
+    # (ATen's out= ops refuse inputs that require grad) nor record autograd history of their
+    # internal steps (a silently wrong second derivative): a C++ kernel that calls ATen ops needs
+    # an at::AutoDispatchBelowADInplaceOrView guard. Backpropagating through them must raise a
+    # clear error (xsep has no double backward), never yield missing or wrong gradients.
+    outputs = getattr(ops(), name)(*build())
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    for i, t in enumerate(outputs):
+        assert t.grad_fn is not None, f"output {i} is detached from its inputs"
+        assert not any(word in t.grad_fn.name() for word in ("Mm", "Addmm", "Clone", "View", "Copy")), (
+            f"output {i} records autograd through the kernel's internals ({t.grad_fn.name()})")
+    with pytest.raises(RuntimeError, match="double backward"):
+        sum(t.sum() for t in outputs).backward()
+
+
+FAKE_CHECK_CASES = {n: b for n, v, b in OPCHECK_CASES if v in ("relu", "", "relu-relu6")}  # one per op
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("name", list(FAKE_CHECK_CASES))
+def test_fake_kernel_strides_match(name, layout):
+    # The fake (meta) kernels promise the real kernels' memory formats (outputs and input
+    # gradients follow the input, weight gradients are contiguous): compiled graphs rely on it.
+    args = [a.detach() if isinstance(a, torch.Tensor) else a for a in FAKE_CHECK_CASES[name]()]
+    if layout == "channels_last":  # the input, and grad_output for the backward ops
+        for i in (0, 1) if ("grad" in name or "backward" in name) else (0,):
+            args[i] = args[i].contiguous(memory_format=torch.channels_last)
+    real = getattr(ops(), name)(*args)
+    fake = getattr(ops(), name)(*[a.to("meta") if isinstance(a, torch.Tensor) else a for a in args])
+    real, fake = (t if isinstance(t, tuple) else (t,) for t in (real, fake))
+    for r, f in zip(real, fake):
+        assert (r.shape, r.dtype, _strides(r)) == (f.shape, f.dtype, _strides(f))
+
+
+def _strides(t):
+    """Strides of the dimensions that have more than one element (the others' are arbitrary)."""
+    return tuple(s if n > 1 else None for s, n in zip(t.stride(), t.shape))
+
+
+# --------------------------------------------------------------------------------------------------
+# Determinism
+
+
+def _all_results(dtype=torch.float32, n=4, c=16, h=33, w=30, m=2, o=24):
+    """Every op's output (forward and backward ops) on one fixed, largish problem: enough rows and
+    pixels that the work is split into many chunks and tiles."""
+    x = torch.randn(n, c, h, w, dtype=dtype)
+    dw = torch.randn(c * m, 1, 3, 3, dtype=dtype)
+    pw = torch.randn(o, c * m, 1, 1, dtype=dtype)
+    pw1 = torch.randn(o, c, 1, 1, dtype=dtype)
+    b = torch.randn(c * m, dtype=dtype)
+    geometry = ((1, 1), (1, 1, 1, 1), (1, 1))
+    y_dw = ops().depthwise_conv2d(x, dw, b, *geometry, "relu")
+    y_sep = ops().separable_conv2d(x, dw, pw, None, *geometry, "relu", "relu6")
+    y_pw = ops().pointwise_conv2d(x, pw1, None)
+    g_dw, g_sep, g_pw = (torch.randn_like(y) for y in (y_dw, y_sep, y_pw))
+    sep_grads = ops().separable_conv2d_backward(g_sep, x, dw, pw, *geometry, "relu", "relu6")
+    return {
+        "depthwise_conv2d": y_dw,
+        "separable_conv2d": y_sep,
+        "pointwise_conv2d": y_pw,
+        "depthwise_conv2d_grad_input": ops().depthwise_conv2d_grad_input(g_dw, x, dw, *geometry, "relu"),
+        "pointwise_conv2d_grad_input": ops().pointwise_conv2d_grad_input(g_pw, x, pw1),
+        "separable_conv2d_backward[grad_input]": sep_grads[0],
+        "depthwise_conv2d_grad_weight": ops().depthwise_conv2d_grad_weight(g_dw, x, dw, *geometry, "relu"),
+        "pointwise_conv2d_grad_weight": ops().pointwise_conv2d_grad_weight(g_pw, x, pw1),
+        "separable_conv2d_backward[grad_depthwise_weight]": sep_grads[1],
+        "separable_conv2d_backward[grad_pointwise_weight]": sep_grads[2],
+    }
+
+
+def _seeded_results(**kwargs):
+    torch.manual_seed(0)
+    return _all_results(**kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_deterministic_across_runs(dtype):
+    # The same inputs twice give bitwise-identical outputs and gradients (no atomics, no
+    # order-dependent reductions): training runs reproduce.
+    first, second = _seeded_results(dtype=dtype), _seeded_results(dtype=dtype)
+    different = [k for k in first if not torch.equal(first[k], second[k])]
+    assert not different, f"not bitwise reproducible: {different}"
+
+
+def test_weight_gradients_independent_of_thread_count():
+    # Weight gradients are reductions over every pixel; xsep splits them into chunks fixed by the
+    # problem, not by the thread count, so 1 and 2 threads give bitwise-identical results. The other
+    # results must agree too (to rounding): this is also where the multi-threaded paths of every
+    # kernel are checked against the single-threaded ones the rest of the suite uses.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _seeded_results()
+        torch.set_num_threads(2)
+        two = _seeded_results()
+    finally:
+        torch.set_num_threads(threads)
+    weight_grads = [k for k in one if "weight" in k]
+    assert len(weight_grads) == 4
+    different = [k for k in weight_grads if not torch.equal(one[k], two[k])]
+    assert not different, f"depend on the thread count: {different}"
+    for k in one:
+        assert rel_error(two[k], one[k]) <= 1e-6, k
+
+
+# --------------------------------------------------------------------------------------------------
+# Empty batches
+
+
+def test_empty_batch():
+    # N = 0 is legal (e.g. an empty last batch): every op returns correctly shaped empty outputs,
+    # and zero weight gradients, rather than failing or reading garbage.
+    results = _all_results(n=0, c=5, h=7, w=6, o=3)
+    for name, t in results.items():
+        if "weight" in name:
+            assert t.numel() > 0 and torch.equal(t, torch.zeros_like(t)), name
+        else:
+            assert t.shape[0] == 0 and t.dim() == 4, name
+    assert results["depthwise_conv2d"].shape == (0, 10, 7, 6)
+    assert results["separable_conv2d"].shape == (0, 3, 7, 6)
+    assert results["pointwise_conv2d"].shape == (0, 3, 7, 6)
+    assert results["separable_conv2d_backward[grad_input]"].shape == (0, 5, 7, 6)
+
+
+def test_empty_batch_autograd():
+    # The same through autograd: backward of an empty batch gives zero weight and bias gradients.
+    x = torch.randn(0, 3, 5, 5)
+    dw, pw, b = (torch.randn(*s, requires_grad=True) for s in ((6, 1, 3, 3), (4, 6, 1, 1), (4,)))
+    y = ops().separable_conv2d(x, dw, pw, b, (2, 2), (1, 1, 1, 1), (1, 1), "relu", "elu")
+    assert y.shape == (0, 4, 3, 3)
+    y.sum().backward()
+    for t in (dw, pw, b):
+        assert torch.equal(t.grad, torch.zeros_like(t))
+
+
+def test_output_memory_format_follows_input():
+    # The ops' own memory-format rule (see xsep/ops/_register.py), on unambiguous inputs.
+    x, dw, pw, b = separable_inputs(dtype=torch.float32)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xf = x.contiguous(memory_format=fmt)
+        assert memory_format_of(xf) == fmt
+        y = ops().separable_conv2d(xf, dw, pw, b, STRIDE, PADDING, DILATION, "none", "none")
+        gi, gdw, gpw = ops().separable_conv2d_backward(torch.randn_like(y), xf, dw, pw, STRIDE, PADDING, DILATION,
+                                                       "none", "none")
+        assert y.is_contiguous(memory_format=fmt) and gi.is_contiguous(memory_format=fmt)
+        assert gdw.is_contiguous() and gpw.is_contiguous()
+
+
+# --------------------------------------------------------------------------------------------------
+# Every instruction set
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+_ISA_FLAGS = {"default": set(), "avx2": {"avx2", "fma", "f16c"},
+              "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq"}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", list(_ISA_FLAGS))
+def test_every_cpu_isa(isa):
+    # The depthwise kernels are compiled once per instruction set and the best one the CPU has is
+    # used, so the rest of the suite tests only that one. XSEP_CPU_ISA forces another: rerun the
+    # reference sweep and the gradchecks under each other one this CPU can run (a fresh process,
+    # as the choice is made once per process).
+    active = torch.ops.xsep._build_info().split("cpu_isa=")[1].split(";")[0]
+    if isa == active:
+        pytest.skip(f"{isa} is the active instruction set, tested by the rest of the suite")
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("cannot read the CPU's flags (/proc/cpuinfo)")
+    if not _ISA_FLAGS[isa] <= flags:
+        pytest.skip(f"this CPU lacks {sorted(_ISA_FLAGS[isa] - flags)}")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "XSEP_CPU_ISA": isa, "XSEP_REQUIRE_NATIVE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_functional.py",
+         "tests/test_ops.py", "-k", "(native and matches_reference) or gradcheck"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
