@@ -25,6 +25,17 @@ from xsep import functional as XF
 from xsep.bench.shapes import unique_layers, xception_separable_layers
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def timeit(fn, repeats: int, warmup: int = 2) -> float:
     """Median seconds per call."""
     for _ in range(warmup):
@@ -88,7 +99,7 @@ def main():
     print("geometric mean over distinct layers (torch time / native time): "
           + ", ".join(f"{k.removesuffix('_speedup')} {v:.2f}x" for k, v in geo.items()))
     result = {
-        "date": datetime.date.today().isoformat(), "device": platform.processor() or platform.machine(),
+        "date": datetime.date.today().isoformat(), "device": cpu_name(),
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "xsep": xsep.__version__,
         "batch": args.batch, "dtype": args.dtype, "layout": args.layout, "baseline": "torch (oneDNN)",
         "layers": rows, "geomean": geo,
