@@ -3,9 +3,10 @@ layer shapes, measured side by side in one process.
 
     python benchmarks/cpu_speed.py [--batch 8] [--dtype float32] [--layout channels_last] [--out FILE]
 
-Prints per-layer times and ratios (baseline time / native time, > 1 means xsep is faster) and the
-geometric means; --out writes the same as JSON. The full benchmark suite (pytest-benchmark, GPU,
-plots) is separate work; this is the measurement behind the CPU targets.
+Prints per-layer times (minimum of interleaved calls) and ratios (baseline time / native time,
+> 1 means xsep is faster) and the geometric means; --out writes the same as JSON. The full
+benchmark suite (pytest-benchmark, GPU, plots) is separate work; this is the measurement behind the
+CPU targets.
 """
 
 from __future__ import annotations
@@ -36,16 +37,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def timeit(fn, repeats: int, warmup: int = 2) -> float:
-    """Median seconds per call."""
+def time_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
+    """Seconds per call for each of `fns`, calls interleaved (a, b, a, b, ...) so that both sides
+    see the same machine state; the minimum over repeats, since this shared VM adds large, random
+    delays (page faults, neighbours) that the minimum filters out."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def bench_layer(layer, batch, dtype, layout, repeats):
@@ -60,16 +65,20 @@ def bench_layer(layer, batch, dtype, layout, repeats):
     }
     with torch.no_grad():
         for op, fn in cases.items():
-            for backend in ("torch", "native"):
-                row[f"{op}_{backend}_ms"] = 1e3 * timeit(lambda: fn(backend), repeats)
+            t = time_interleaved({b: (lambda b=b: fn(b)) for b in ("torch", "native")}, repeats)
+            for backend, seconds in t.items():
+                row[f"{op}_{backend}_ms"] = 1e3 * seconds
             row[f"{op}_speedup"] = row[f"{op}_torch_ms"] / row[f"{op}_native_ms"]
     # forward + backward of the fused op
     xg, dwg, pwg = (t.clone().requires_grad_() for t in (x, dw, pw))
-    for backend in ("torch", "native"):
-        def step():
-            y = XF.separable_conv2d(xg, dwg, pwg, None, 1, 1, backend=backend)
-            y.backward(torch.ones_like(y))
-        row[f"separable_fwdbwd_{backend}_ms"] = 1e3 * timeit(step, max(1, repeats // 2), warmup=1)
+
+    def step(backend):
+        y = XF.separable_conv2d(xg, dwg, pwg, None, 1, 1, backend=backend)
+        y.backward(torch.ones_like(y))
+
+    t = time_interleaved({b: (lambda b=b: step(b)) for b in ("torch", "native")}, max(2, repeats // 2), warmup=1)
+    for backend, seconds in t.items():
+        row[f"separable_fwdbwd_{backend}_ms"] = 1e3 * seconds
     row["separable_fwdbwd_speedup"] = row["separable_fwdbwd_torch_ms"] / row["separable_fwdbwd_native_ms"]
     return row
 
@@ -79,7 +88,7 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
     p.add_argument("--layout", default="channels_last", choices=["channels_last", "nchw"])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--out")
     args = p.parse_args()
     dtype = getattr(torch, args.dtype)
@@ -102,6 +111,7 @@ def main():
         "date": datetime.date.today().isoformat(), "device": cpu_name(),
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "xsep": xsep.__version__,
         "batch": args.batch, "dtype": args.dtype, "layout": args.layout, "baseline": "torch (oneDNN)",
+        "statistic": f"min of {args.repeats} interleaved calls ({max(2, args.repeats // 2)} for fwd+bwd)",
         "layers": rows, "geomean": geo,
     }
     if args.out:

@@ -28,10 +28,14 @@ namespace xsep::cpu {
 namespace {
 
 // Pixels per tile: the depthwise tile buffer (tile x C*M floats) is about 1 MB, which stays in
-// the caches between being written and being read by the GEMM, and gives the GEMM enough rows.
+// the caches between being written and being read by the GEMM; at least 512 rows keep the GEMM
+// efficient on wide layers. Tiles are then evened out so that no small last tile runs a
+// poorly shaped GEMM.
 int64_t tile_pixels(int64_t mid_channels, int64_t pixels) {
-  constexpr int64_t kTileFloats = int64_t(1) << 18;  // 1 MB; 4x larger or smaller measured no better
-  return std::max<int64_t>(1, std::min(std::max<int64_t>(256, kTileFloats / mid_channels), pixels));
+  constexpr int64_t kTileFloats = int64_t(1) << 18, kMinRows = 512;
+  const int64_t target = std::max(kMinRows, kTileFloats / mid_channels);
+  const int64_t tiles = std::max<int64_t>(1, (pixels + target - 1) / target);
+  return std::max<int64_t>(1, (pixels + tiles - 1) / tiles);
 }
 
 // Runs fn(begin, end) over [0, n) on all threads, in pieces of at least `grain`.
