@@ -25,13 +25,6 @@
 namespace xsep::cpu {
 namespace {
 
-// Enough multiply-adds per parallel task to amortise handing it out.
-constexpr int64_t kTaskWork = 32768;
-
-int64_t grain(int64_t work_per_item) {
-  return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work_per_item));
-}
-
 // An uninitialised [N, C, H, W] tensor laid out NHWC.
 at::Tensor empty_nhwc(at::IntArrayRef sizes, const at::Tensor& like) {
   return at::empty(sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));

@@ -17,6 +17,13 @@ namespace xsep::cpu {
 
 void check_cpu(const char* op, const at::Tensor& input);
 
+// at::parallel_for grain: items per task so that each task does enough multiply-adds (about
+// 32K) to amortise handing it out.
+inline int64_t grain(int64_t work_per_item) {
+  constexpr int64_t kTaskWork = 32768;
+  return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work_per_item));
+}
+
 // float32 for every dtype but float64.
 at::ScalarType acc_dtype(at::ScalarType t);
 

@@ -38,12 +38,6 @@ int64_t tile_pixels(int64_t mid_channels, int64_t pixels) {
   return std::max<int64_t>(1, (pixels + tiles - 1) / tiles);
 }
 
-// Runs fn(begin, end) over [0, n) on all threads, in pieces of at least `grain`.
-template <typename F>
-void parallel(int64_t n, int64_t grain, const F& fn) {
-  at::parallel_for(0, n, std::max<int64_t>(1, grain), fn);
-}
-
 void check_pointwise_weight(const char* op, const DepthwiseGeometry& g, const at::Tensor& input,
                             const at::Tensor& pw_weight, const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK(pw_weight.device() == input.device(), op, ": pointwise_weight is on ",
@@ -103,10 +97,10 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
     const auto out_rows = out.permute({0, 2, 3, 1}).view({P, O});
     auto y_buf = out_is_acc ? at::Tensor() : at::empty({T, O}, x.options().dtype(acc));
-    const int64_t grain = 16384 / (g.OC * g.kh * g.kw) + 1;  // pixels per task
+    const int64_t pixel_grain = grain(g.OC * g.kh * g.kw);
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
-      parallel(n, grain, [&](int64_t q0, int64_t q1) {
+      at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
         k.forward_acc(shape, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
         if (mid != Act::none) k.activation(mid, d_ptr + q0 * g.OC, d_ptr + q0 * g.OC, (q1 - q0) * g.OC);
       });
@@ -119,7 +113,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
       }
       if constexpr (!out_is_acc) {
         const acc_t* y_ptr = y.const_data_ptr<acc_t>();
-        parallel(n * O, 16384, [&](int64_t i0, int64_t i1) {
+        at::parallel_for(0, n * O, 16384, [&](int64_t i0, int64_t i1) {
           k.from_acc(y_ptr + i0, out_ptr + p0 * O + i0, i1 - i0);
         });
       }
@@ -169,10 +163,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
     acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
     acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
     acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
-    const int64_t grain = 16384 / (g.OC * g.kh * g.kw) + 1;
+    const int64_t pixel_grain = grain(g.OC * g.kh * g.kw);
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
-      parallel(n, grain, [&](int64_t q0, int64_t q1) {
+      at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
         k.forward_acc(shape, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
         if (mid != Act::none) k.activation(mid, d_ptr + q0 * g.OC, m_ptr + q0 * g.OC, (q1 - q0) * g.OC);
         if constexpr (!go_is_acc) {
@@ -184,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
       auto gm = grad_mid.narrow(0, p0, n);
       at::mm_out(gm, gy, w_pw);
       if (mid != Act::none) {
-        parallel(n, grain, [&](int64_t q0, int64_t q1) {
+        at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
           k.activation_grad(mid, d_ptr + q0 * g.OC, gm_ptr + (p0 + q0) * g.OC, (q1 - q0) * g.OC);
         });
       }
