@@ -13,12 +13,37 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import sys
 import zlib
 
 import pytest
 import torch
 
-from xsep import _extension, backends
+
+def _import_triton_for_the_interpreter() -> None:
+    """Triton's interpreter works only when triton.language was imported with TRITON_INTERPRET=1
+    (its library functions are defined interpreted then), and importing xsep imports Triton (via
+    torch._dynamo). Without a GPU, import it that way now, then restore the environment: the
+    variable itself is set only while a Triton test runs (fixture triton_device), so that other
+    tests see the triton backend unavailable on CPU, as users without it do."""
+    if torch.cuda.is_available() or "triton" in sys.modules:
+        return
+    saved = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    except Exception:  # no Triton: its tests skip, saying why
+        pass
+    finally:
+        if saved is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = saved
+
+
+_import_triton_for_the_interpreter()
+
+from xsep import _extension, backends  # noqa: E402  (after the Triton import above)
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 DTYPE_NAMES = {torch.float64: "f64", torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
@@ -49,13 +74,10 @@ def require_native() -> None:
 
 
 def _cpu_backends() -> list[str]:
-    # 'triton' is listed only where it can run on CPU tensors (never, so far); 'native' is always
-    # listed and skips at run time when the library does not load, so that the skip (and its
-    # reason) is visible in the report rather than the case silently disappearing.
-    names = ["native", "torch"]
-    if backends.unavailable_reason("triton", "cpu") is None:
-        names.insert(1, "triton")
-    return names
+    # 'native' is always listed and skips at run time when the library does not load, so that the
+    # skip (and its reason) is visible in the report rather than the case silently disappearing.
+    # 'triton' runs CPU tensors only in Triton's (slow) interpreter: its own tests are in tests/triton.
+    return ["native", "torch"]
 
 
 CPU_BACKENDS = _cpu_backends()
@@ -73,6 +95,32 @@ def backend(request) -> str:
 def native() -> None:
     """For tests of the compiled library itself."""
     require_native()
+
+
+@pytest.fixture
+def triton_device(monkeypatch) -> str:
+    """The device for the Triton backend's tests: 'cuda' where a GPU is visible (the kernels are
+    compiled), else 'cpu' with Triton's interpreter. TRITON_INTERPRET=1 is set for the test only
+    (other tests must see the triton backend unavailable on CPU); the kernel modules are imported
+    lazily, so they are defined interpreted. On a GPU autotuning is off (XSEP_TRITON_AUTOTUNE=0).
+    Every buffer the launchers allocate starts NaN-filled."""
+    if torch.cuda.is_available():
+        device = "cuda"
+        # One fixed configuration per kernel: autotuning would compile and time every one for
+        # every shape (the benchmark verifies the autotuned kernels on real layers).
+        monkeypatch.setenv("XSEP_TRITON_AUTOTUNE", "0")
+    elif _env_flag("XSEP_REQUIRE_CUDA"):
+        pytest.fail("XSEP_REQUIRE_CUDA=1 but no CUDA device is visible")
+    else:
+        device = "cpu"
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    reason = backends.unavailable_reason("triton", device)
+    if reason is not None:
+        pytest.skip(f"the triton backend cannot run on {device}: {reason}")
+    from xsep.triton import _common
+
+    monkeypatch.setattr(_common, "poison_buffers", True)
+    return device
 
 
 @pytest.fixture

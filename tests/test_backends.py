@@ -107,3 +107,24 @@ def test_unknown_name():
     # check_name / unavailable_reason reject unknown names with the list of known ones.
     with pytest.raises(ValueError, match="unknown backend 'cudnn'; expected one of native, triton, torch"):
         backends.unavailable_reason("cudnn", "cpu")
+
+
+def test_cuda_auto_choice_skips_backends_not_yet_verified_on_a_gpu(monkeypatch, no_backend_env):
+    # Even where the native and Triton kernels could run CUDA tensors, the automatic choice keeps
+    # cuDNN until the GPU check has verified them; asking by name still gets them.
+    monkeypatch.setitem(backends._REASONS, "native", lambda device_type, op: None)
+    monkeypatch.setitem(backends._REASONS, "triton", lambda device_type, op: None)
+    assert backends.NOT_YET_VERIFIED_ON_GPU == {"native", "triton"}
+    assert backends.select(None, "cuda") == "torch"
+    assert backends.select("triton", "cuda") == "triton"
+    monkeypatch.setattr(backends, "NOT_YET_VERIFIED_ON_GPU", frozenset({"native"}))
+    assert backends.select(None, "cuda", "depthwise_conv2d") == "triton"
+
+
+def test_availability_is_per_op(monkeypatch):
+    monkeypatch.setitem(backends._REASONS, "native",
+                        lambda device_type, op: None if op == "depthwise_conv2d" else f"no {op}")
+    assert backends.unavailable_reason("native", "cuda", "depthwise_conv2d") is None
+    assert backends.unavailable_reason("native", "cuda") == "no separable_conv2d"
+    with pytest.raises(ValueError, match="unknown op 'conv2d'"):
+        backends.unavailable_reason("native", "cuda", "conv2d")

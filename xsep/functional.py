@@ -139,14 +139,14 @@ def _autocast(input: torch.Tensor, *tensors: torch.Tensor | None):
 
 
 @torch.compiler.assume_constant_result
-def _select_backend(backend: str | None, device: torch.device) -> str:
+def _select_backend(backend: str | None, device: torch.device, op: str) -> str:
     """backends.select, which torch.compile runs once while tracing and bakes into the graph (it
     takes a lock, reads the environment and asks the dispatcher: nothing for Dynamo to trace)."""
-    return backends.select(backend, device)
+    return backends.select(backend, device, op)
 
 
 def _run(op: str, backend: str | None, input: torch.Tensor, *args):
-    impl = implementation(_select_backend(backend, input.device))
+    impl = implementation(_select_backend(backend, input.device, op))
     if _autocasting(input):
         n_tensors = {"depthwise_conv2d": 3, "pointwise_conv2d": 3, "separable_conv2d": 4}[op]
         tensors = _autocast(input, *args[: n_tensors - 1])

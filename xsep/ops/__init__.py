@@ -34,4 +34,8 @@ def implementation(backend: str):
         return reference
     if backend == "native":
         return _Native
+    if backend == "triton":
+        from xsep.triton._ops import Ops  # registers torch.ops.xsep_triton on first use
+
+        return Ops
     raise ValueError(f"no implementation for backend '{backend}'")

@@ -1,0 +1,244 @@
+"""Shared pieces of the Triton kernels: activations and their derivatives, the depthwise tile that
+the fused kernels compute in registers, launch helpers (dtypes, autotuning, grid sizes).
+
+Imported only when a Triton kernel is about to run (see xsep/triton/__init__.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from xsep.triton import interpreting
+
+MID_ACTIVATIONS = {"none": 0, "relu": 1, "relu6": 2, "elu": 3}
+
+
+def mid_code(name: str) -> int:
+    """The MID_ACT constexpr of an activation name (checked by xsep/triton/_checks.py)."""
+    return MID_ACTIVATIONS[name]
+
+
+def acc_dtype(dtype: torch.dtype):
+    """The accumulator: float32, or float64 for float64 tensors."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def dot_upcast(dtype: torch.dtype) -> bool:
+    """Triton's interpreter computes tl.dot on bfloat16 operands wrongly (Triton 3.8): there the
+    operands go to float32 first (products of bfloat16 values are exact in float32, so only the
+    summation order differs from a bfloat16 tensor-core dot with float32 accumulation)."""
+    return dtype == torch.bfloat16 and interpreting()
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot's input precision: IEEE for float32 (no TF32: results match float32 convolutions
+    within the tests' float32 tolerance) and float64; the default (tensor cores) for 16-bit types."""
+    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
+
+
+@functools.cache
+def num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def splits(total_rows: int, block: int, other_programs: int, device: torch.device) -> tuple[int, int]:
+    """Split a reduction over `total_rows` rows into (count, rows_per_split), rows_per_split a
+    multiple of `block`, so that count * other_programs is about 4 programs per SM on a GPU. Under
+    the interpreter (CPU tensors) blocks of 16 rows and up to 3 splits: tests then see several."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        want = triton.cdiv(4 * num_sms(index), max(1, other_programs))
+    else:
+        block, want = 16, 3
+    blocks = max(1, triton.cdiv(total_rows, block))
+    per = triton.cdiv(blocks, max(1, min(blocks, want)))
+    return triton.cdiv(blocks, per), per * block
+
+
+def autotune_enabled() -> bool:
+    """XSEP_TRITON_AUTOTUNE=0 runs every kernel with one fixed configuration (its first) instead of
+    autotuning: the GPU tests use it (each autotuned shape would compile and time every configuration)."""
+    return os.environ.get("XSEP_TRITON_AUTOTUNE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def tuned(configs: list[dict], key: list[str], interpret_config: dict, warps: list[tuple[int, int]] | None = None):
+    """@triton.jit, plus @triton.autotune over `configs` (each a dict of block sizes, crossed with
+    `warps`, a list of (num_warps, num_stages)) when compiling for a GPU. Under the interpreter the
+    kernel is never autotuned: it runs `interpret_config` (autotuning would time every configuration
+    in the slow interpreter). Launch with `launch(kernel, grid, *args, **constexprs)`."""
+    warps = warps or [(4, 3)]
+
+    def decorate(fn):
+        kernel = triton.jit(fn)
+        if interpreting():
+            kernel.xsep_plain, kernel.xsep_plain_config = kernel, dict(interpret_config)
+            return kernel
+        full = [triton.Config(dict(c), num_warps=w, num_stages=s) for c in configs for w, s in warps]
+        tuned_kernel = triton.autotune(configs=full, key=key)(kernel)
+        tuned_kernel.xsep_plain = kernel
+        tuned_kernel.xsep_plain_config = dict(configs[0], num_warps=warps[0][0], num_stages=warps[0][1])
+        return tuned_kernel
+
+    return decorate
+
+
+def launch(kernel, grid, *args, **kwargs) -> None:
+    """Runs `kernel`: autotuned on a GPU, else (interpreter, XSEP_TRITON_AUTOTUNE=0) with its fixed
+    configuration. `grid` is a function of the chosen meta-parameters."""
+    if kernel.xsep_plain is kernel or not autotune_enabled():
+        config = kernel.xsep_plain_config
+        kernel.xsep_plain[lambda meta: grid(config)](*args, **kwargs, **config)
+    else:
+        kernel[grid](*args, **kwargs)
+
+
+def alignment(counts=(), tensors=(), strides=()) -> int:
+    """The ALIGN constexpr of a launch: the largest of 8, 4, 2, 1 that divides every channel count in
+    `counts`, every batch and spatial stride of the 4-D `tensors` (of dimensions longer than 1) and
+    every stride in `strides` other than 1 (a unit stride is a contiguous dimension). The kernels then
+    tell the compiler that pixel row offsets are multiples of ALIGN and that channel masks are
+    constant over aligned groups of ALIGN channels, which lets it vectorise channels_last loads
+    (Triton's own specialisation only knows multiples of 16, and 728 channels are not one)."""
+    values = list(counts) + [s for s in strides if s != 1]
+    for t in tensors:
+        values += [t.stride(d) for d in (0, 2, 3) if t.shape[d] > 1]
+    for a in (8, 4, 2):
+        if all(v % a == 0 for v in values):
+            return a
+    return 1
+
+
+# Tests set this: every buffer the launchers allocate (outputs, partial sums) starts NaN-filled, so
+# an element a kernel fails to write shows up.
+poison_buffers = False
+
+
+def empty(shape, dtype: torch.dtype, device: torch.device, memory_format=torch.contiguous_format) -> torch.Tensor:
+    t = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+    if poison_buffers:
+        t.fill_(float("nan"))
+    return t
+
+
+def new_like_format(like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
+    """An output in `like`'s suggested memory format (channels_last in, channels_last out)."""
+    from torch._prims_common import suggest_memory_format
+
+    return empty(shape, dtype or like.dtype, like.device, suggest_memory_format(like))
+
+
+# --------------------------------------------------------------------------------------------------
+# Device functions
+
+
+@triton.jit
+def mid_act(x, ACT: tl.constexpr):
+    if ACT == 1:
+        x = tl.maximum(x, 0.0)
+    elif ACT == 2:
+        x = tl.minimum(tl.maximum(x, 0.0), 6.0)
+    elif ACT == 3:
+        x = tl.where(x > 0, x, tl.exp(tl.minimum(x, 0.0)) - 1.0)
+    return x
+
+
+@triton.jit
+def mid_act_grad(g, x, ACT: tl.constexpr):
+    """g * act'(x), with PyTorch's choices at the kinks (relu: 0 at 0; relu6: 0 at 0 and 6; elu: 1 at 0)."""
+    if ACT == 1:
+        g = tl.where(x > 0, g, 0.0)
+    elif ACT == 2:
+        g = tl.where((x > 0) & (x < 6.0), g, 0.0)
+    elif ACT == 3:
+        g = tl.where(x > 0, g, g * tl.exp(tl.minimum(x, 0.0)))
+    return g
+
+
+@triton.jit
+def aligned(offsets, ALIGN: tl.constexpr):
+    """Offsets that are each a multiple of ALIGN (the launcher checked the strides they come from:
+    see alignment()), rewritten as (offsets // ALIGN) * ALIGN so that the compiler can prove it and
+    vectorise the channel loads beside them. (tl.multiple_of hints are lost across the inlining of
+    helper functions; this arithmetic is not.) Never for contiguous index vectors."""
+    if ALIGN > 1:
+        offsets = (offsets // ALIGN) * ALIGN
+    return offsets
+
+
+@triton.jit
+def channel_mask(k, count, ALIGN: tl.constexpr):
+    """k < count, hinted constant over groups of ALIGN channels (count is a multiple of ALIGN)."""
+    mask = k < count
+    if ALIGN > 1:
+        mask = tl.max_constancy(mask, [ALIGN])
+    return mask
+
+
+@triton.jit
+def pixel_offsets(p, HW, W, sn, sh, sw):
+    """Row offsets (int64) of flat pixel indices p = (n * H + h) * W + w in a tensor with strides sn, sh, sw."""
+    p = p.to(tl.int64)
+    n = p // HW
+    r = p - n * HW
+    h = r // W
+    w = r - h * W
+    return n * sn + h * sh + w * sw
+
+
+@triton.jit
+def input_channel(k, M: tl.constexpr):
+    """The input channel of depthwise output channel k (k // M), written so that for M == 1 the
+    compiler still sees k's contiguity (vectorised channels_last loads)."""
+    if M == 1:
+        c = k
+    else:
+        c = k // M
+    return c
+
+
+@triton.jit
+def depthwise_tile(x_ptr, w_ptr, p, p_mask, k, k_mask, M: tl.constexpr, H, W, HWo, Wo,
+                   sxn, sxc, sxh, sxw, swc, swh, sww,
+                   STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
+                   KH: tl.constexpr, KW: tl.constexpr, RELU_IN: tl.constexpr, ACC: tl.constexpr,
+                   ALIGN: tl.constexpr):
+    """The depthwise output (pre-bias, pre-activation) for output pixels p [BP] and output channels
+    k [BK] (channel k reads input channel k // M), accumulated in ACC: a [BP, BK] tile."""
+    p = p.to(tl.int64)
+    n = p // HWo
+    r = p - n * HWo
+    ho = r // Wo
+    wo = r - ho * Wo
+    h0 = ho * STR_H - PAD_T
+    w0 = wo * STR_W - PAD_L
+    n_off = n * sxn
+    c_off = input_channel(k, M).to(tl.int64) * sxc
+    acc = tl.zeros((p.shape[0], k.shape[0]), dtype=ACC)
+    for i in range(KH):
+        hi = h0 + i * DIL_H
+        h_ok = p_mask & (hi >= 0) & (hi < H)
+        for j in range(KW):
+            wi = w0 + j * DIL_W
+            ok = h_ok & (wi >= 0) & (wi < W)
+            rows = aligned(n_off + hi * sxh + wi * sxw, ALIGN)
+            xv = tl.load(x_ptr + rows[:, None] + c_off[None, :], mask=ok[:, None] & k_mask[None, :],
+                         other=0.0).to(ACC)
+            if RELU_IN:
+                xv = tl.maximum(xv, 0.0)
+            wv = tl.load(w_ptr + k * swc + i * swh + j * sww, mask=k_mask, other=0.0).to(ACC)
+            acc += xv * wv[None, :]
+    return acc
+
+
+@triton.jit
+def dot_operand(x, like, UPCAST: tl.constexpr):
+    """x in the dtype of `like` (a tensor of the input dtype), the operand of a tensor-core tl.dot."""
+    x = x.to(like.dtype)
+    if UPCAST:
+        x = x.to(tl.float32)
+    return x
