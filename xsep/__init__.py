@@ -8,11 +8,13 @@ Backends (`backend=` or XSEP_BACKEND): 'native' (compiled C++/CUDA), 'triton', '
 """
 
 from xsep import backends, functional
+from xsep.convert import convert, fuse_for_inference
 from xsep._extension import load as _load
 from xsep.nn import DepthwiseConv2d, SeparableConv2d
 
 __version__ = "0.1.0"
-__all__ = ["DepthwiseConv2d", "SeparableConv2d", "backends", "functional", "__version__"]
+__all__ = ["DepthwiseConv2d", "SeparableConv2d", "backends", "convert", "functional", "fuse_for_inference",
+           "__version__"]
 
 # A prebuilt library loads now (cheap), so torch.ops.xsep exists after `import xsep`; a missing
 # one is compiled on first use of the native backend instead of at import.

@@ -1,0 +1,289 @@
+"""xsep.convert and xsep.fuse_for_inference on real model code (timm, torchvision) and small blocks:
+what gets replaced, what is left alone, and that outputs do not change."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+import xsep
+from conftest import rel_error
+
+TOLERANCE = 1e-5
+
+
+def randomise_batch_norm_(model: nn.Module) -> nn.Module:
+    """BNs away from identity (fresh ones are identities in eval mode, which would hide a wrong fold)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                if module.affine:
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.uniform_(-0.5, 0.5)
+    return model
+
+
+def count(model: nn.Module, kind: type) -> int:
+    return sum(type(m) is kind for m in model.modules())
+
+
+def _is_dw(m: nn.Module) -> bool:
+    return type(m) is nn.Conv2d and m.groups == m.in_channels > 1
+
+
+def assert_same_outputs(original: nn.Module, rewritten: nn.Module, x: torch.Tensor, tol: float = TOLERANCE):
+    with torch.no_grad():
+        assert rel_error(rewritten(x), original(x)) <= tol
+
+
+def separable_pair(c, o, k=3, bias=False, dw_bias=False) -> nn.Sequential:
+    return nn.Sequential(OrderedDict(
+        depthwise=nn.Conv2d(c, c, k, padding=k // 2, groups=c, bias=dw_bias),
+        pointwise=nn.Conv2d(c, o, 1, bias=bias)))
+
+
+# --------------------------------------------------------------------------------------------------
+# convert
+
+
+@pytest.fixture
+def timm():
+    return pytest.importorskip("timm")
+
+
+def test_timm_legacy_xception_pairs_are_fused(timm, native):
+    model = randomise_batch_norm_(timm.create_model("legacy_xception", pretrained=False)).eval()
+    original = copy.deepcopy(model)
+    converted = xsep.convert(model, backend="native")
+    assert converted is model  # in place
+    assert count(converted, xsep.SeparableConv2d) == 34
+    assert count(converted, xsep.DepthwiseConv2d) == 0
+    assert not any(_is_dw(m) for m in converted.modules())
+    assert all(m.backend == "native" for m in converted.modules() if isinstance(m, xsep.SeparableConv2d))
+    assert_same_outputs(original, converted, torch.randn(2, 3, 71, 71))
+
+
+def test_timm_xception41_depthwise_only(timm, native):
+    # Aligned Xception: BN between the depthwise and pointwise halves, so nothing is fused by convert.
+    model = randomise_batch_norm_(timm.create_model("xception41", pretrained=False)).eval()
+    original = copy.deepcopy(model)
+    depthwise = sum(_is_dw(m) for m in model.modules())
+    converted = xsep.convert(model)
+    assert count(converted, xsep.DepthwiseConv2d) == depthwise > 30
+    assert count(converted, xsep.SeparableConv2d) == 0
+    assert_same_outputs(original, converted, torch.randn(1, 3, 64, 64))
+
+
+def test_torchvision_mobilenet_v2_depthwise_only(native):
+    torchvision = pytest.importorskip("torchvision")
+    model = randomise_batch_norm_(torchvision.models.mobilenet_v2()).eval()
+    original = copy.deepcopy(model)
+    converted = xsep.convert(model)
+    assert count(converted, xsep.DepthwiseConv2d) == 17
+    assert count(converted, xsep.SeparableConv2d) == 0
+    x = torch.randn(1, 3, 64, 64)
+    assert_same_outputs(original, converted, x)
+    # Training mode (batch statistics, dropout: same seed) and gradients too.
+    original.train(), converted.train()
+    x = torch.randn(4, 3, 64, 64)
+    for m in (original, converted):
+        torch.manual_seed(0)
+        m(x).sum().backward()
+    for layer in (2, 17):
+        ours, theirs = converted.features[layer].conv[1][0].weight, original.features[layer].conv[1][0].weight
+        assert rel_error(ours.grad, theirs.grad) <= 1e-4
+
+
+def test_convnext_block_7x7_depthwise(native):
+    torchvision = pytest.importorskip("torchvision")
+    from torchvision.models.convnext import CNBlock
+
+    block = CNBlock(32, layer_scale=0.5, stochastic_depth_prob=0.0).eval()
+    original = copy.deepcopy(block)
+    converted = xsep.convert(block)
+    depthwise = converted.block[0]
+    assert type(depthwise) is xsep.DepthwiseConv2d
+    assert depthwise.kernel_size == (7, 7) and depthwise.bias is not None
+    assert_same_outputs(original, converted, torch.randn(2, 32, 14, 14))
+
+
+class BackToBack(nn.Module):
+    """Not a Sequential: forward calls the two convs one after the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(8, 16, 5, stride=2, padding=2, groups=8, bias=True)  # multiplier 2, with a bias
+        self.pw = nn.Conv2d(16, 12, 1, bias=True)
+
+    def forward(self, x):
+        return self.pw(self.dw(x)) * 2
+
+
+def test_back_to_back_forward_with_depthwise_bias_and_multiplier(native):
+    model = BackToBack()
+    original = copy.deepcopy(model)
+    xsep.convert(model)
+    assert type(model.dw) is xsep.SeparableConv2d and type(model.pw) is nn.Identity
+    assert model.dw.depth_multiplier == 2 and model.dw.stride == (2, 2)
+    assert_same_outputs(original, model, torch.randn(2, 8, 15, 15))
+
+
+class ReusedOutput(nn.Module):
+    """The depthwise output also feeds something else: fusing would lose it."""
+
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.pw = nn.Conv2d(8, 8, 1, bias=False)
+
+    def forward(self, x):
+        mid = self.dw(x)
+        return self.pw(mid) + mid
+
+
+class Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pair = separable_pair(8, 8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent: fx cannot trace this forward
+            return self.pw(self.dw(x))
+        return self.pair(x)
+
+
+def test_pairs_that_are_not_immediate_are_not_fused(native):
+    for model, x in ((ReusedOutput(), torch.randn(1, 8, 9, 9)), (Untraceable(), torch.randn(1, 8, 9, 9).abs())):
+        original = copy.deepcopy(model)
+        xsep.convert(model)
+        assert type(model.dw) is xsep.DepthwiseConv2d and type(model.pw) is nn.Conv2d
+        assert_same_outputs(original, model, x)
+    # The Sequential inside the untraceable module is traced on its own, and fused.
+    assert type(model.pair.depthwise) is xsep.SeparableConv2d
+
+
+def test_activation_between_halves_blocks_fusion():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU(), nn.Conv2d(4, 6, 1))
+    xsep.convert(model)
+    assert [type(m) for m in model] == [xsep.DepthwiseConv2d, nn.ReLU, nn.Conv2d]
+
+
+def test_left_alone(native):
+    reflect = nn.Conv2d(4, 4, 3, padding=1, groups=4, padding_mode="reflect")
+    grouped = nn.Conv2d(4, 8, 3, padding=1, groups=2)  # grouped, not depthwise
+    strided_1x1 = nn.Conv2d(8, 6, 1, stride=2)  # not a pointwise conv the fused op can absorb
+    model = nn.Sequential(reflect, grouped, nn.Conv2d(8, 8, 3, padding=1, groups=8), strided_1x1)
+    original = copy.deepcopy(model)
+    xsep.convert(model)
+    assert model[0] is reflect and model[1] is grouped
+    assert type(model[2]) is xsep.DepthwiseConv2d and type(model[3]) is nn.Conv2d
+    assert_same_outputs(original, model, torch.randn(1, 4, 10, 10))
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+def test_padding_strings_and_a_bare_depthwise_conv(native):
+    same = nn.Conv2d(6, 6, 4, padding="same", groups=6)  # even kernel: PyTorch puts the extra pixel last, like TF
+    converted = xsep.convert(copy.deepcopy(same))
+    assert type(converted) is xsep.DepthwiseConv2d
+    assert_same_outputs(same, converted, torch.randn(1, 6, 9, 9))
+    with pytest.raises(ValueError, match="backend"):
+        xsep.convert(same, backend="nope")
+    with pytest.raises(TypeError, match="model"):
+        xsep.convert("model")
+
+
+def test_module_list_targets(native):
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), nn.Conv2d(4, 5, 1)])
+
+        def forward(self, x):
+            return self.layers[1](self.layers[0](x))
+
+    model = Stack()
+    original = copy.deepcopy(model)
+    xsep.convert(model)
+    assert type(model.layers[0]) is xsep.SeparableConv2d and type(model.layers[1]) is nn.Identity
+    assert_same_outputs(original, model, torch.randn(1, 4, 8, 8))
+
+
+def test_converted_model_trains_like_the_original(native):
+    model = nn.Sequential(separable_pair(4, 8, bias=True), nn.BatchNorm2d(8), nn.ReLU())
+    original = copy.deepcopy(model)
+    xsep.convert(model)
+    x = torch.randn(2, 4, 8, 8)
+    for m in (original, model):
+        m(x).square().sum().backward()
+    assert rel_error(model[0].depthwise.depthwise.weight.grad, original[0].depthwise.weight.grad) <= 1e-5
+    assert rel_error(model[0].depthwise.pointwise.weight.grad, original[0].pointwise.weight.grad) <= 1e-5
+
+
+# --------------------------------------------------------------------------------------------------
+# fuse_for_inference
+
+
+def test_fuse_for_inference_timm_legacy_xception(timm, native):
+    model = randomise_batch_norm_(timm.create_model("legacy_xception", pretrained=False)).eval()
+    original = copy.deepcopy(model)
+    fused = xsep.fuse_for_inference(model)
+    assert count(fused, nn.BatchNorm2d) == 0
+    assert count(fused, xsep.SeparableConv2d) == 34
+    assert_same_outputs(original, fused, torch.randn(2, 3, 71, 71))
+
+
+def test_fuse_for_inference_folds_bn_between_halves(timm, native):
+    # Aligned Xception's separable convs are DW -> BN -> PW -> BN: all of it becomes one fused op.
+    model = randomise_batch_norm_(timm.create_model("xception41", pretrained=False)).eval()
+    original = copy.deepcopy(model)
+    fused = xsep.fuse_for_inference(model)
+    assert count(fused, xsep.SeparableConv2d) == 36
+    # The exit module's three have a ReLU after the depthwise BN: BN folded, halves kept apart (a ReLU
+    # after a depthwise bias is not something the fused op's mid_activation can express).
+    assert count(fused, xsep.DepthwiseConv2d) == 3
+    assert count(fused, nn.BatchNorm2d) == 0
+    # Left alone: timm's BatchNormAct2d (a BN subclass that applies an activation) after the stem and shortcuts.
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fused.modules()) == 6
+    assert all(m.pointwise.bias is not None for m in fused.modules() if isinstance(m, xsep.SeparableConv2d))
+    assert_same_outputs(original, fused, torch.randn(1, 3, 64, 64))
+
+
+def test_fuse_for_inference_mobilenet_v2(native):
+    torchvision = pytest.importorskip("torchvision")
+    model = randomise_batch_norm_(torchvision.models.mobilenet_v2()).eval()
+    original = copy.deepcopy(model)
+    fused = xsep.fuse_for_inference(model)
+    assert count(fused, nn.BatchNorm2d) == 0  # every BN follows a conv directly
+    assert count(fused, xsep.SeparableConv2d) == 0  # BN + ReLU6 sit between: folding the BN leaves the ReLU6
+    assert_same_outputs(original, fused, torch.randn(1, 3, 64, 64))
+
+
+def test_fold_batch_norm_math():
+    # Depthwise bias + BN with affine=False and a non-default eps, depth multiplier 2.
+    dw = nn.Conv2d(3, 6, 3, padding=1, groups=3, bias=True)
+    bn = nn.BatchNorm2d(6, eps=1e-3, affine=False)
+    pw = nn.Conv2d(6, 5, 1, bias=False)
+    model = randomise_batch_norm_(nn.Sequential(dw, bn, pw)).eval()
+    original = copy.deepcopy(model)
+    xsep.fuse_for_inference(model)
+    assert type(model[0]) is xsep.SeparableConv2d and type(model[1]) is nn.Identity and type(model[2]) is nn.Identity
+    assert_same_outputs(original, model, torch.randn(2, 3, 7, 7))
+
+
+def test_bn_after_activation_is_not_folded():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4)).eval()
+    xsep.fuse_for_inference(model)
+    assert type(model[2]) is nn.BatchNorm2d
+
+
+def test_fuse_for_inference_needs_eval_mode():
+    with pytest.raises(ValueError, match="eval"):
+        xsep.fuse_for_inference(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
