@@ -32,7 +32,7 @@ def extension_setup():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     print(f"xsep: building xsep._C with {'CPU + CUDA (' + build.cuda_arch_list() + ')' if with_cuda else 'CPU only'}: {why}")
-    sources = build.cpp_sources() + (build.cuda_sources() if with_cuda else [])
+    sources = build.sources(with_cuda)
     kwargs = dict(
         name="xsep._C",
         sources=sources,

@@ -29,13 +29,23 @@ def _rel(paths: list[str]) -> list[str]:
     return sorted(os.path.relpath(p, ROOT) for p in paths)
 
 
-def cpp_sources() -> list[str]:
-    """Every C++ source, relative to the repository root."""
-    return _rel(glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True))
+CUDA_DIR = os.path.join(CSRC, "cuda")
+
+
+def cpp_sources(with_cuda: bool = False) -> list[str]:
+    """The C++ sources, relative to the repository root; the CUDA ops' host code (csrc/cuda/*.cpp,
+    which includes CUDA headers) only when building CUDA."""
+    paths = glob.glob(os.path.join(CSRC, "**", "*.cpp"), recursive=True)
+    return _rel([p for p in paths if with_cuda or not p.startswith(CUDA_DIR + os.sep)])
 
 
 def cuda_sources() -> list[str]:
     return _rel(glob.glob(os.path.join(CSRC, "**", "*.cu"), recursive=True))
+
+
+def sources(with_cuda: bool) -> list[str]:
+    """Everything compiled into xsep._C."""
+    return cpp_sources(with_cuda) + (cuda_sources() if with_cuda else [])
 
 
 def _env_flag(name: str) -> bool:

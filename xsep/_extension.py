@@ -39,9 +39,7 @@ def _jit_build() -> str:
     with_cuda, why = _build.cuda_build_decision()
     if with_cuda:
         _build.prepare_cuda_env()
-    sources = [os.path.join(_build.ROOT, s) for s in _build.cpp_sources()]
-    if with_cuda:
-        sources += [os.path.join(_build.ROOT, s) for s in _build.cuda_sources()]
+    sources = [os.path.join(_build.ROOT, s) for s in _build.sources(with_cuda)]
     build_dir = os.environ.get("XSEP_BUILD_DIR") or os.path.join(
         cpp_extension._get_build_directory("xsep_C", verbose=False)
     )

@@ -1,0 +1,143 @@
+// CUDA depthwise convolution: argument checks, device guard, stream and layout around the kernels
+// of depthwise_conv2d_kernels.cu. The forward has a channels-last (NHWC) and an NCHW kernel; the
+// backward kernels work on channels-last data, so NCHW tensors are converted for them (an extra
+// pass each way). Outputs are returned in the input's memory format.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <string_view>
+
+#include "common/conv_args.h"
+#include "cuda/depthwise_conv2d_kernels.h"
+
+namespace xsep::cuda {
+namespace {
+
+void check_cuda(const char* op, const at::Tensor& input) {
+  TORCH_CHECK(input.device().is_cuda(), op, ": expected CUDA tensors, got ", input.device());
+}
+
+Dtype dtype_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return Dtype::f32;
+    case at::kDouble: return Dtype::f64;
+    case at::kHalf: return Dtype::f16;
+    case at::kBFloat16: return Dtype::bf16;
+    default: TORCH_CHECK(false, "xsep: unsupported dtype ", t.scalar_type());
+  }
+}
+
+at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+DwParams params(const DepthwiseGeometry& g) {
+  return DwParams{g.N,  g.C,  g.H,       g.W,        g.M,     g.OC,    g.kh,  g.kw, g.sh,
+                  g.sw, g.pad_top, g.pad_left, g.dil_h, g.dil_w, g.Ho, g.Wo, g.relu_input};
+}
+
+at::Tensor nhwc(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::ChannelsLast); }
+
+at::Tensor empty_nhwc(at::IntArrayRef sizes, const at::Tensor& like) {
+  return at::empty(sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
+}
+
+// weight [OC, 1, kh, kw] -> [kh * kw, OC] in the accumulation type
+at::Tensor tap_major(const at::Tensor& weight) {
+  return weight.reshape({weight.size(0), -1}).t().contiguous().to(acc_dtype(weight.scalar_type()));
+}
+
+cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation,
+                            std::string_view input_activation) {
+  constexpr const char* op = "xsep.depthwise_conv2d";
+  check_cuda(op, input);
+  const DepthwiseGeometry g =
+      check_depthwise(op, input, weight, bias, stride, padding, dilation, input_activation);
+  const c10::cuda::CUDAGuard guard(input.device());
+  // NCHW inputs run the NCHW kernel; everything else (channels_last, odd strides) runs on a
+  // channels-last copy.
+  const bool nchw = input.suggest_memory_format() == at::MemoryFormat::Contiguous;
+  at::Tensor out = nchw ? at::empty({g.N, g.OC, g.Ho, g.Wo}, input.options())
+                        : empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
+  if (out.numel() > 0) {
+    const at::Tensor w = tap_major(weight);
+    const at::Tensor b = bias.has_value() && bias->defined()
+                             ? bias->to(acc_dtype(input.scalar_type())).contiguous()
+                             : at::Tensor();
+    const void* bp = b.defined() ? b.const_data_ptr() : nullptr;
+    if (nchw) {
+      const at::Tensor x = input.contiguous();
+      depthwise_forward_nchw(params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
+                             out.mutable_data_ptr(), stream());
+    } else {
+      const at::Tensor x = nhwc(input);
+      depthwise_forward_nhwc(params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
+                             out.mutable_data_ptr(), stream());
+    }
+  }
+  return out.contiguous(input.suggest_memory_format());
+}
+
+at::Tensor depthwise_conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& input,
+                                       const at::Tensor& weight, at::IntArrayRef stride,
+                                       at::IntArrayRef padding, at::IntArrayRef dilation,
+                                       std::string_view input_activation) {
+  constexpr const char* op = "xsep.depthwise_conv2d_grad_input";
+  check_cuda(op, input);
+  const DepthwiseGeometry g = check_depthwise(op, input, weight, std::nullopt, stride, padding,
+                                              dilation, input_activation);
+  check_grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo);
+  const c10::cuda::CUDAGuard guard(input.device());
+  at::Tensor gi = empty_nhwc({g.N, g.C, g.H, g.W}, input);
+  if (gi.numel() > 0) {
+    const at::Tensor go = nhwc(grad_output);
+    const at::Tensor x = g.relu_input ? nhwc(input) : at::Tensor();  // only for the relu mask
+    const at::Tensor w = tap_major(weight);
+    depthwise_grad_input_nhwc(params(g), dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
+                              x.defined() ? x.const_data_ptr() : nullptr, gi.mutable_data_ptr(),
+                              stream());
+  }
+  return gi.contiguous(input.suggest_memory_format());
+}
+
+// Deterministic: fixed chunks, partial sums, an ordered second pass (see depthwise_kernels.h).
+at::Tensor depthwise_conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
+                                        const at::Tensor& weight, at::IntArrayRef stride,
+                                        at::IntArrayRef padding, at::IntArrayRef dilation,
+                                        std::string_view input_activation) {
+  constexpr const char* op = "xsep.depthwise_conv2d_grad_weight";
+  check_cuda(op, input);
+  const DepthwiseGeometry g = check_depthwise(op, input, weight, std::nullopt, stride, padding,
+                                              dilation, input_activation);
+  check_grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo);
+  const c10::cuda::CUDAGuard guard(input.device());
+  const auto acc = input.options().dtype(acc_dtype(input.scalar_type()));
+  at::Tensor taps = at::empty({g.kh * g.kw, g.OC}, acc);
+  if (g.N * g.Ho * g.Wo == 0) {
+    taps.zero_();
+  } else {
+    const DwParams p = params(g);
+    const at::Tensor go = nhwc(grad_output);
+    const at::Tensor x = nhwc(input);
+    at::Tensor partials = at::empty({depthwise_grad_weight_chunks(p), g.kh * g.kw, g.OC}, acc);
+    depthwise_grad_weight_nhwc(p, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(),
+                               partials.mutable_data_ptr(), taps.mutable_data_ptr(), stream());
+  }
+  return taps.t().reshape(weight.sizes()).to(weight.scalar_type()).contiguous();
+}
+
+}  // namespace
+}  // namespace xsep::cuda
+
+TORCH_LIBRARY_IMPL(xsep, CUDA, m) {
+  m.impl("depthwise_conv2d", &xsep::cuda::depthwise_conv2d);
+  m.impl("depthwise_conv2d_grad_input", &xsep::cuda::depthwise_conv2d_grad_input);
+  m.impl("depthwise_conv2d_grad_weight", &xsep::cuda::depthwise_conv2d_grad_weight);
+}

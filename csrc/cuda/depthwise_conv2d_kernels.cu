@@ -1,0 +1,467 @@
+// CUDA depthwise kernels (see depthwise_kernels.h). Channels are the vector dimension: a thread
+// owns VEC consecutive channels (16 bytes of data) of TW consecutive output pixels along W, so a
+// warp reads contiguous, 16-byte aligned runs of each pixel's channels; for k = 3, 5, 7 at unit
+// stride along W the input columns of a row are loaded once into registers and reused by the TW
+// outputs and k taps (a sliding window). Accumulation in float (double for double data).
+#include <c10/cuda/CUDAException.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <initializer_list>
+
+#include "cuda/depthwise_conv2d_kernels.h"
+
+namespace xsep::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int TW = 4;  // output pixels per thread along W
+
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Vec {
+  T v[VEC];
+};
+
+template <typename A, typename T, int VEC>
+__device__ __forceinline__ void load(const T* p, A (&out)[VEC], bool relu) {
+  const Vec<T, VEC> v = *reinterpret_cast<const Vec<T, VEC>*>(p);
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) {
+    const A a = static_cast<A>(v.v[i]);
+    out[i] = relu && a < A(0) ? A(0) : a;
+  }
+}
+
+template <typename A, typename T, int VEC>
+__device__ __forceinline__ void store(T* p, const A (&in)[VEC]) {
+  Vec<T, VEC> v;
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) v.v[i] = static_cast<T>(in[i]);
+  *reinterpret_cast<Vec<T, VEC>*>(p) = v;
+}
+
+__device__ __forceinline__ int64_t global_thread() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t thread_stride() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
+
+int blocks_for(int64_t work) {
+  const int64_t b = (work + kThreads - 1) / kThreads;
+  return static_cast<int>(b < 1 ? 1 : (b > (1 << 20) ? (1 << 20) : b));  // grid-stride beyond
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward. K > 0: a k x k kernel known at compile time; K == 0: any kh x kw.
+// VEC > 1 needs M == 1 (then output channel == input channel); VEC == 1 handles any M.
+template <typename T, int VEC, int K>
+__global__ void __launch_bounds__(kThreads)
+forward_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>::type* __restrict__ w,
+               const typename Acc<T>::type* __restrict__ bias, T* __restrict__ y) {
+  using A = typename Acc<T>::type;
+  const int64_t cvecs = p.OC / VEC, wtiles = (p.Wo + TW - 1) / TW;
+  const int64_t total = p.N * p.Ho * wtiles * cvecs;
+  const int kh = K > 0 ? K : static_cast<int>(p.kh), kw = K > 0 ? K : static_cast<int>(p.kw);
+  for (int64_t idx = global_thread(); idx < total; idx += thread_stride()) {
+    const int64_t cv = idx % cvecs;
+    int64_t rest = idx / cvecs;
+    const int64_t wt = rest % wtiles;
+    rest /= wtiles;
+    const int64_t ho = rest % p.Ho, n = rest / p.Ho;
+    const int64_t oc0 = cv * VEC, ic0 = VEC == 1 ? oc0 / p.M : oc0, wo0 = wt * TW;
+    A acc[TW][VEC];
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) {
+      const A b = bias != nullptr ? bias[oc0 + v] : A(0);
+#pragma unroll
+      for (int t = 0; t < TW; ++t) acc[t][v] = b;
+    }
+    for (int r = 0; r < kh; ++r) {
+      const int64_t hi = ho * p.sh - p.pad_top + r * p.dil_h;
+      if (hi < 0 || hi >= p.H) continue;
+      const T* xrow = x + (n * p.H + hi) * p.W * p.C + ic0;
+      const A* wrow = w + static_cast<int64_t>(r) * kw * p.OC + oc0;
+      if constexpr (K > 0) {
+        if (p.sw == 1 && p.dil_w == 1) {  // sliding window: each input column loaded once
+          A xin[TW + K - 1][VEC];
+#pragma unroll
+          for (int j = 0; j < TW + K - 1; ++j) {
+            const int64_t wi = wo0 - p.pad_left + j;
+            if (wi >= 0 && wi < p.W) {
+              load<A, T, VEC>(xrow + wi * p.C, xin[j], p.relu_input);
+            } else {
+#pragma unroll
+              for (int v = 0; v < VEC; ++v) xin[j][v] = A(0);
+            }
+          }
+#pragma unroll
+          for (int s = 0; s < K; ++s) {
+            A wv[VEC];
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) wv[v] = wrow[s * p.OC + v];
+#pragma unroll
+            for (int t = 0; t < TW; ++t)
+#pragma unroll
+              for (int v = 0; v < VEC; ++v) acc[t][v] += xin[t + s][v] * wv[v];
+          }
+          continue;
+        }
+      }
+      for (int s = 0; s < kw; ++s) {
+        A wv[VEC];
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) wv[v] = wrow[s * p.OC + v];
+#pragma unroll
+        for (int t = 0; t < TW; ++t) {
+          const int64_t wi = (wo0 + t) * p.sw - p.pad_left + s * p.dil_w;
+          if (wo0 + t < p.Wo && wi >= 0 && wi < p.W) {
+            A xv[VEC];
+            load<A, T, VEC>(xrow + wi * p.C, xv, p.relu_input);
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) acc[t][v] += xv[v] * wv[v];
+          }
+        }
+      }
+    }
+    T* yp = y + ((n * p.Ho + ho) * p.Wo + wo0) * p.OC + oc0;
+#pragma unroll
+    for (int t = 0; t < TW; ++t)
+      if (wo0 + t < p.Wo) store<A, T, VEC>(yp + t * p.OC, acc[t]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward on NCHW data: a thread owns TW consecutive outputs along W of one (n, oc) plane row, so
+// a warp covers a contiguous run of the row; the same sliding window as above for k = 3, 5, 7 at
+// unit stride along W. Scalar accesses (channels are not contiguous here); L1 serves the overlap
+// between neighbouring threads and rows.
+template <typename T, int K>
+__global__ void __launch_bounds__(kThreads)
+forward_nchw_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>::type* __restrict__ w,
+                    const typename Acc<T>::type* __restrict__ bias, T* __restrict__ y) {
+  using A = typename Acc<T>::type;
+  const int64_t wtiles = (p.Wo + TW - 1) / TW;
+  const int64_t total = p.N * p.OC * p.Ho * wtiles;
+  const int kh = K > 0 ? K : static_cast<int>(p.kh), kw = K > 0 ? K : static_cast<int>(p.kw);
+  for (int64_t idx = global_thread(); idx < total; idx += thread_stride()) {
+    const int64_t wt = idx % wtiles;
+    int64_t rest = idx / wtiles;
+    const int64_t ho = rest % p.Ho;
+    rest /= p.Ho;
+    const int64_t oc = rest % p.OC, n = rest / p.OC;
+    const int64_t wo0 = wt * TW;
+    const T* plane = x + (n * p.C + oc / p.M) * p.H * p.W;
+    A acc[TW];
+    const A b = bias != nullptr ? bias[oc] : A(0);
+#pragma unroll
+    for (int t = 0; t < TW; ++t) acc[t] = b;
+    for (int r = 0; r < kh; ++r) {
+      const int64_t hi = ho * p.sh - p.pad_top + r * p.dil_h;
+      if (hi < 0 || hi >= p.H) continue;
+      const T* xrow = plane + hi * p.W;
+      const A* wrow = w + static_cast<int64_t>(r) * kw * p.OC + oc;
+      if constexpr (K > 0) {
+        if (p.sw == 1 && p.dil_w == 1) {
+          A xin[TW + K - 1];
+#pragma unroll
+          for (int j = 0; j < TW + K - 1; ++j) {
+            const int64_t wi = wo0 - p.pad_left + j;
+            A v = wi >= 0 && wi < p.W ? static_cast<A>(xrow[wi]) : A(0);
+            xin[j] = p.relu_input && v < A(0) ? A(0) : v;
+          }
+#pragma unroll
+          for (int s = 0; s < K; ++s) {
+            const A wv = wrow[s * p.OC];
+#pragma unroll
+            for (int t = 0; t < TW; ++t) acc[t] += xin[t + s] * wv;
+          }
+          continue;
+        }
+      }
+      for (int s = 0; s < kw; ++s) {
+        const A wv = wrow[s * p.OC];
+#pragma unroll
+        for (int t = 0; t < TW; ++t) {
+          const int64_t wi = (wo0 + t) * p.sw - p.pad_left + s * p.dil_w;
+          if (wo0 + t < p.Wo && wi >= 0 && wi < p.W) {
+            const A v = static_cast<A>(xrow[wi]);
+            acc[t] += (p.relu_input && v < A(0) ? A(0) : v) * wv;
+          }
+        }
+      }
+    }
+    T* yrow = y + ((n * p.OC + oc) * p.Ho + ho) * p.Wo;
+#pragma unroll
+    for (int t = 0; t < TW; ++t)
+      if (wo0 + t < p.Wo) yrow[wo0 + t] = static_cast<T>(acc[t]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grad input: the transposed stencil. A thread owns VEC input channels of TW input pixels along W
+// and gathers, for each tap, the output pixel that read it (if the strides line up), summing over
+// the channel's M outputs.
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads)
+grad_input_kernel(const DwParams p, const T* __restrict__ go, const typename Acc<T>::type* __restrict__ w,
+                  const T* __restrict__ x, T* __restrict__ gi) {
+  using A = typename Acc<T>::type;
+  const int64_t cvecs = p.C / VEC, wtiles = (p.W + TW - 1) / TW;
+  const int64_t total = p.N * p.H * wtiles * cvecs;
+  for (int64_t idx = global_thread(); idx < total; idx += thread_stride()) {
+    const int64_t cv = idx % cvecs;
+    int64_t rest = idx / cvecs;
+    const int64_t wt = rest % wtiles;
+    rest /= wtiles;
+    const int64_t hi = rest % p.H, n = rest / p.H;
+    const int64_t c0 = cv * VEC, wi0 = wt * TW;
+    A acc[TW][VEC];
+#pragma unroll
+    for (int t = 0; t < TW; ++t)
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) acc[t][v] = A(0);
+    for (int64_t r = 0; r < p.kh; ++r) {
+      const int64_t num_h = hi + p.pad_top - r * p.dil_h;
+      if (num_h < 0 || num_h % p.sh != 0) continue;
+      const int64_t ho = num_h / p.sh;
+      if (ho >= p.Ho) continue;
+      for (int64_t s = 0; s < p.kw; ++s) {
+#pragma unroll
+        for (int t = 0; t < TW; ++t) {
+          const int64_t num_w = wi0 + t + p.pad_left - s * p.dil_w;
+          if (wi0 + t >= p.W || num_w < 0 || num_w % p.sw != 0) continue;
+          const int64_t wo = num_w / p.sw;
+          if (wo >= p.Wo) continue;
+          const T* gop = go + ((n * p.Ho + ho) * p.Wo + wo) * p.OC;
+          const A* wp = w + (r * p.kw + s) * p.OC;
+          if constexpr (VEC > 1) {  // M == 1
+            A gv[VEC];
+            load<A, T, VEC>(gop + c0, gv, false);
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) acc[t][v] += gv[v] * wp[c0 + v];
+          } else {
+            for (int64_t m = 0; m < p.M; ++m) {
+              const int64_t oc = c0 * p.M + m;
+              acc[t][0] += static_cast<A>(gop[oc]) * wp[oc];
+            }
+          }
+        }
+      }
+    }
+    const int64_t base = ((n * p.H + hi) * p.W + wi0) * p.C + c0;
+#pragma unroll
+    for (int t = 0; t < TW; ++t) {
+      if (wi0 + t >= p.W) continue;
+      if (p.relu_input) {  // d relu(x) / dx = (x > 0)
+        A xv[VEC];
+        load<A, T, VEC>(x + base + t * p.C, xv, false);
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) acc[t][v] = xv[v] > A(0) ? acc[t][v] : A(0);
+      }
+      store<A, T, VEC>(gi + base + t * p.C, acc[t]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grad weight, pass 1: a thread owns VEC output channels of one tap over one chunk of output
+// pixels and writes its partial sum (no atomics).
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads)
+grad_weight_partials_kernel(const DwParams p, int64_t chunks, const T* __restrict__ go,
+                            const T* __restrict__ x, typename Acc<T>::type* __restrict__ partials) {
+  using A = typename Acc<T>::type;
+  const int64_t cvecs = p.OC / VEC, taps = p.kh * p.kw, pixels = p.N * p.Ho * p.Wo;
+  const int64_t per_chunk = (pixels + chunks - 1) / chunks;
+  const int64_t total = chunks * taps * cvecs;
+  for (int64_t idx = global_thread(); idx < total; idx += thread_stride()) {
+    const int64_t cv = idx % cvecs;
+    int64_t rest = idx / cvecs;
+    const int64_t tap = rest % taps, chunk = rest / taps;
+    const int64_t r = tap / p.kw, s = tap % p.kw;
+    const int64_t oc0 = cv * VEC, ic0 = VEC == 1 ? oc0 / p.M : oc0;
+    A acc[VEC];
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) acc[v] = A(0);
+    const int64_t end = (chunk + 1) * per_chunk < pixels ? (chunk + 1) * per_chunk : pixels;
+    for (int64_t px = chunk * per_chunk; px < end; ++px) {
+      const int64_t wo = px % p.Wo, nho = px / p.Wo;
+      const int64_t ho = nho % p.Ho, n = nho / p.Ho;
+      const int64_t hi = ho * p.sh - p.pad_top + r * p.dil_h;
+      const int64_t wi = wo * p.sw - p.pad_left + s * p.dil_w;
+      if (hi < 0 || hi >= p.H || wi < 0 || wi >= p.W) continue;
+      A gv[VEC], xv[VEC];
+      load<A, T, VEC>(go + px * p.OC + oc0, gv, false);
+      load<A, T, VEC>(x + ((n * p.H + hi) * p.W + wi) * p.C + ic0, xv, p.relu_input);
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) acc[v] += gv[v] * xv[v];
+    }
+    A* out = partials + (chunk * taps + tap) * p.OC + oc0;
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) out[v] = acc[v];
+  }
+}
+
+// Grad weight, pass 2: each (tap, channel) sums its chunks in order.
+template <typename A>
+__global__ void __launch_bounds__(kThreads)
+sum_chunks_kernel(int64_t chunks, int64_t width, const A* __restrict__ partials, A* __restrict__ out) {
+  for (int64_t i = global_thread(); i < width; i += thread_stride()) {
+    A acc = A(0);
+    for (int64_t c = 0; c < chunks; ++c) acc += partials[c * width + i];
+    out[i] = acc;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch: data type, vector width, kernel size.
+
+template <typename T>
+constexpr int wide_vec() {
+  return static_cast<int>(16 / sizeof(T));
+}
+
+bool aligned16(const void* ptr) {
+  return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+}
+
+// The widest vector every access of a launch can use: channel counts and base pointers must allow
+// 16-byte accesses, and output channel == input channel (M == 1).
+template <typename T>
+bool can_vectorize(const DwParams& p, std::initializer_list<const void*> ptrs) {
+  if (p.M != 1 || p.C % wide_vec<T>() != 0) return false;
+  for (const void* ptr : ptrs)
+    if (!aligned16(ptr)) return false;
+  return true;
+}
+
+template <typename F>
+void dispatch_dtype(Dtype dt, F&& f) {
+  switch (dt) {
+    case Dtype::f32: f(float{}); break;
+    case Dtype::f64: f(double{}); break;
+    case Dtype::f16: f(c10::Half{}); break;
+    case Dtype::bf16: f(c10::BFloat16{}); break;
+  }
+}
+
+template <typename T, int VEC>
+void launch_forward(const DwParams& p, const T* x, const typename Acc<T>::type* w,
+                    const typename Acc<T>::type* b, T* y, cudaStream_t stream) {
+  const int64_t work = p.N * p.Ho * ((p.Wo + TW - 1) / TW) * (p.OC / VEC);
+  const int blocks = blocks_for(work);
+  const bool square = p.kh == p.kw;
+  if (square && p.kh == 3) {
+    forward_kernel<T, VEC, 3><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
+  } else if (square && p.kh == 5) {
+    forward_kernel<T, VEC, 5><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
+  } else if (square && p.kh == 7) {
+    forward_kernel<T, VEC, 7><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
+  } else {
+    forward_kernel<T, VEC, 0><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void depthwise_forward_nhwc(const DwParams& p, Dtype dt, const void* x, const void* w_taps,
+                            const void* bias, void* y, cudaStream_t stream) {
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Acc<T>::type;
+    const auto* xp = static_cast<const T*>(x);
+    const auto* wp = static_cast<const A*>(w_taps);
+    const auto* bp = static_cast<const A*>(bias);
+    auto* yp = static_cast<T*>(y);
+    if (can_vectorize<T>(p, {x, y})) {
+      launch_forward<T, wide_vec<T>()>(p, xp, wp, bp, yp, stream);
+    } else {
+      launch_forward<T, 1>(p, xp, wp, bp, yp, stream);
+    }
+  });
+}
+
+void depthwise_forward_nchw(const DwParams& p, Dtype dt, const void* x, const void* w_taps,
+                            const void* bias, void* y, cudaStream_t stream) {
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Acc<T>::type;
+    const auto* xp = static_cast<const T*>(x);
+    const auto* wp = static_cast<const A*>(w_taps);
+    const auto* bp = static_cast<const A*>(bias);
+    auto* yp = static_cast<T*>(y);
+    const int blocks = blocks_for(p.N * p.OC * p.Ho * ((p.Wo + TW - 1) / TW));
+    const bool square = p.kh == p.kw;
+    if (square && p.kh == 3) {
+      forward_nchw_kernel<T, 3><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
+    } else if (square && p.kh == 5) {
+      forward_nchw_kernel<T, 5><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
+    } else if (square && p.kh == 7) {
+      forward_nchw_kernel<T, 7><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
+    } else {
+      forward_nchw_kernel<T, 0><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void depthwise_grad_input_nhwc(const DwParams& p, Dtype dt, const void* grad_output,
+                               const void* w_taps, const void* x, void* grad_input,
+                               cudaStream_t stream) {
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Acc<T>::type;
+    const auto* gop = static_cast<const T*>(grad_output);
+    const auto* wp = static_cast<const A*>(w_taps);
+    const auto* xp = static_cast<const T*>(x);
+    auto* gip = static_cast<T*>(grad_input);
+    constexpr int V = wide_vec<T>();
+    if (can_vectorize<T>(p, {grad_output, x, grad_input})) {
+      const int64_t work = p.N * p.H * ((p.W + TW - 1) / TW) * (p.C / V);
+      grad_input_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, gop, wp, xp, gip);
+    } else {
+      const int64_t work = p.N * p.H * ((p.W + TW - 1) / TW) * p.C;
+      grad_input_kernel<T, 1><<<blocks_for(work), kThreads, 0, stream>>>(p, gop, wp, xp, gip);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+int64_t depthwise_grad_weight_chunks(const DwParams& p) {
+  // A split fixed by the shape alone (never by the GPU), so results are bitwise reproducible
+  // everywhere: about 256 output pixels per chunk, at most 1024 chunks.
+  const int64_t pixels = p.N * p.Ho * p.Wo;
+  const int64_t chunks = (pixels + 255) / 256;
+  return chunks < 1 ? 1 : (chunks > 1024 ? 1024 : chunks);
+}
+
+void depthwise_grad_weight_nhwc(const DwParams& p, Dtype dt, const void* grad_output, const void* x,
+                                void* partials, void* grad_taps, cudaStream_t stream) {
+  const int64_t chunks = depthwise_grad_weight_chunks(p);
+  const int64_t width = p.kh * p.kw * p.OC;
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Acc<T>::type;
+    const auto* gop = static_cast<const T*>(grad_output);
+    const auto* xp = static_cast<const T*>(x);
+    auto* part = static_cast<A*>(partials);
+    constexpr int V = wide_vec<T>();
+    if (can_vectorize<T>(p, {grad_output, x})) {
+      const int64_t work = chunks * p.kh * p.kw * (p.OC / V);
+      grad_weight_partials_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, gop, xp, part);
+    } else {
+      const int64_t work = chunks * p.kh * p.kw * p.OC;
+      grad_weight_partials_kernel<T, 1><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, gop, xp, part);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    sum_chunks_kernel<A><<<blocks_for(width), kThreads, 0, stream>>>(chunks, width, part, static_cast<A*>(grad_taps));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace xsep::cuda
