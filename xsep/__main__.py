@@ -1,21 +1,30 @@
-"""Command line: `python -m xsep info`."""
+"""Command line: `python -m xsep {info,bench,train}`.
+
+Each subcommand lives in its own module, which provides `add_parser(subparsers)` (registering its
+options, with `func` set to a callable taking the parsed arguments and returning an exit status).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# Each module imports its heavy dependencies (matplotlib, timm, sklearn, ...) only when run.
+SUBCOMMANDS = {
+    "info": "xsep.info",
+    "bench": "xsep.bench.cli",
+    "train": "xsep.train",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xsep", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m xsep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, build, and which backend is available on which device")
+    for module in SUBCOMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
     args = parser.parse_args(argv)
-    if args.command == "info":
-        from xsep import info
-
-        return info.main()
-    return 2
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""Layer shapes to verify and time: Xception's 34 separable convolutions (Chollet 2017), all 3x3,
-stride 1, 'same' padding, depth multiplier 1, at a 299x299 input."""
+"""Layer shapes to verify and time, derived from the models themselves (not a second hand-written
+list): a forward pass on the meta device (no memory, no compute) records the input size of every
+xsep.SeparableConv2d in network order."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+
+import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -14,25 +19,59 @@ class SeparableLayer:
     out_channels: int
     kernel_size: int = 3
     stride: int = 1
+    depth_multiplier: int = 1
+
+    @property
+    def key(self) -> tuple:
+        """What makes two layers the same benchmark case."""
+        return (self.size, self.in_channels, self.out_channels, self.kernel_size, self.stride, self.depth_multiplier)
+
+    def describe(self) -> str:
+        return f"{self.size}x{self.size} {self.in_channels}->{self.out_channels} k{self.kernel_size}s{self.stride}"
+
+
+def separable_layers(model: nn.Module, image_size: int, in_chans: int = 3) -> list[SeparableLayer]:
+    """Every xsep.SeparableConv2d that `model` runs on a `image_size` square input, in call order.
+    Only square kernels, strides and inputs are described (all the models here have them)."""
+    from xsep.nn import SeparableConv2d
+
+    if any(p.device.type != "meta" for p in model.parameters()):
+        model = copy.deepcopy(model).to("meta")  # leave the caller's model where it is
+    found: list[SeparableLayer] = []
+    names = {module: name for name, module in model.named_modules()}
+
+    def record(module, args):
+        (x,) = args[:1]
+        if x.shape[2] != x.shape[3] or module.kernel_size[0] != module.kernel_size[1] or module.stride[0] != module.stride[1]:
+            raise ValueError(f"{names[module]}: only square layers are described, got input {tuple(x.shape)}")
+        found.append(SeparableLayer(names[module], int(x.shape[2]), module.in_channels, module.out_channels,
+                                    module.kernel_size[0], module.stride[0], module.depth_multiplier))
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, SeparableConv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, in_chans, image_size, image_size, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
 
 
 def xception_separable_layers() -> list[SeparableLayer]:
-    """All 34, in network order: entry flow modules 2-4, middle flow (8 x 3), exit flow 13-14."""
-    layers = []
-    for block, (size, cin, cout) in enumerate([(147, 64, 128), (74, 128, 256), (37, 256, 728)], start=2):
-        layers += [SeparableLayer(f"block{block}.sep1", size, cin, cout),
-                   SeparableLayer(f"block{block}.sep2", size, cout, cout)]
-    for block in range(5, 13):
-        layers += [SeparableLayer(f"block{block}.sep{i}", 19, 728, 728) for i in (1, 2, 3)]
-    layers += [SeparableLayer("block13.sep1", 19, 728, 728), SeparableLayer("block13.sep2", 19, 728, 1024),
-               SeparableLayer("block14.sep1", 10, 1024, 1536), SeparableLayer("block14.sep2", 10, 1536, 2048)]
-    return layers
+    """Xception's 34 separable convolutions at its 299x299 input (Chollet 2017), in network order."""
+    from xsep.models import xception
+
+    with torch.device("meta"):
+        model = xception(backend="torch")
+    return separable_layers(model, 299)
 
 
 def unique_layers(layers: list[SeparableLayer]) -> list[tuple[SeparableLayer, int]]:
-    """Distinct shapes with how often each occurs (for weighting whole-network totals)."""
+    """Distinct shapes (the first layer of each) with how often each occurs, in network order."""
     counts: dict[tuple, list] = {}
     for layer in layers:
-        key = (layer.size, layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride)
-        counts.setdefault(key, [layer, 0])[1] += 1
+        counts.setdefault(layer.key, [layer, 0])[1] += 1
     return [(layer, n) for layer, n in counts.values()]
+
+
+MODELS = {"xception": xception_separable_layers}

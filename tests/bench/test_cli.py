@@ -1,0 +1,74 @@
+"""`python -m xsep bench` on a tiny CPU case, end to end."""
+
+import json
+
+import pytest
+
+from xsep.__main__ import main
+from xsep.bench import cases, models, shapes
+from xsep.bench.shapes import SeparableLayer
+
+TINY = [SeparableLayer("a", 12, 8, 16), SeparableLayer("b", 6, 16, 16), SeparableLayer("c", 6, 16, 16),
+        SeparableLayer("d", 4, 16, 32)]
+
+
+@pytest.fixture
+def tiny_layers(monkeypatch):
+    monkeypatch.setattr(shapes, "xception_separable_layers", lambda: TINY)
+
+
+def _only_file(folder):
+    (device_dir,) = folder.iterdir()
+    (path,) = device_dir.glob("*.json")
+    return path
+
+
+def test_bench_quick_verifies_times_and_writes(native, tiny_layers, tmp_path, capsys):
+    status = main(["bench", "--device", "cpu", "--quick", "--batch", "2", "--repeats", "1",
+                   "--backends", "native", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    path = _only_file(tmp_path)
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "xsep-bench/1" and doc["device"]["type"] == "cpu"
+    assert doc["device"]["copy_bytes_per_s"] > 0 and doc["device"]["matmul_flops_per_s"] > 0
+    rows = doc["layers"]
+    # 3 of the 4 distinct shapes (b and c are one), 3 ops x 2 modes x (native + torch)
+    assert {(r["size"], r["in_channels"], r["out_channels"]) for r in rows} == {(12, 8, 16), (6, 16, 16), (4, 16, 32)}
+    assert len(rows) == 3 * 3 * 2 * 2
+    assert all(r["verified"] and r["seconds"] > 0 and r["speedup"] > 0 for r in rows)
+    assert {r["count"] for r in rows if r["size"] == 6} == {2}
+    assert len(doc["summary"]) == 3 * 2 * 2
+    assert path.with_suffix(".png").exists()
+    assert "geometric mean" in out and "vs oneDNN" in out
+
+
+def test_bench_fails_on_a_wrong_backend(native, tiny_layers, tmp_path, monkeypatch, capsys):
+    real_run = cases.run
+    monkeypatch.setattr(cases, "run", lambda op, b, layer, inputs: real_run(op, b, layer, inputs) * (1.01 if b == "native" else 1))
+    status = main(["bench", "--device", "cpu", "--quick", "--batch", "1", "--repeats", "1", "--backends", "native",
+                   "--ops", "pointwise", "--modes", "forward", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 1 and "WRONG" in out
+    rows = json.loads(_only_file(tmp_path).read_text())["layers"]
+    assert all(r["seconds"] is None for r in rows if r["backend"] == "native")
+
+
+def test_bad_arguments_name_the_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--ops", "separable,conv"])
+    assert "--ops" in capsys.readouterr().err
+
+
+def test_model_throughput_rows(native, monkeypatch):
+    # the whole-model comparison at a small image (the real run uses 299x299)
+    monkeypatch.setattr(models, "IMAGE_SIZE", 71)
+    import torch
+
+    rows = models.bench_models("xception", device=torch.device("cpu"), batch=1, dtype=torch.float32,
+                               layout="channels_last", compile=False, repeats=1, warmup=0, statistic="min")
+    assert {(r["model"], r["mode"]) for r in rows} == {
+        (m, mode) for m in ("xsep xception", "timm legacy_xception") for mode in ("inference", "training")}
+    assert all(r["seconds_per_step"] > 0 for r in rows)
+    assert {r["xsep_speedup"] for r in rows if r["model"] == "xsep xception"} == {1.0}
+    assert "timm legacy_xception" in models.table(rows)

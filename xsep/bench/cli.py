@@ -1,0 +1,171 @@
+"""`python -m xsep bench`: verify every available backend against the float64 reference, then time
+depthwise, pointwise and fused separable convolution, forward and forward+backward, beside the
+`torch` baseline (cuDNN with channels_last and cudnn.benchmark on GPUs, oneDNN on CPUs) on the
+model's layer shapes, in one run on one device. Prints the table and the geometric means, writes
+`<out>/<device>/<date>.json` and a PNG chart beside it. Exit status 1 when a backend gave a wrong
+answer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from xsep.bench.work import MODES, OPS
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+QUICK_LAYERS = 3
+
+
+def _csv(choices):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(choices)}; got {text!r}")
+        return items
+    return parse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="verify and time every backend against cuDNN/oneDNN on real layers",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when a GPU is visible, else cpu")
+    p.add_argument("--dtype", type=_csv(list(DTYPES)), help="comma-separated; default bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--layout", type=_csv(["channels_last", "nchw"]), default=["channels_last"],
+                   help="comma-separated (default channels_last)")
+    p.add_argument("--batch", type=int, help="default 128 on GPU, 8 on CPU")
+    p.add_argument("--backends", type=_csv(["native", "triton"]),
+                   help="backends to compare with the torch baseline (default: every one available on the device)")
+    p.add_argument("--ops", type=_csv(list(OPS)), default=list(OPS))
+    p.add_argument("--modes", type=_csv(list(MODES)), default=list(MODES))
+    p.add_argument("--model", choices=["xception", "inception_v3"],
+                   help="whole-model throughput instead of layers: xsep's Xception vs timm legacy_xception, "
+                        "or vs torchvision Inception V3 training steps (the paper's Table 3)")
+    p.add_argument("--no-compile", action="store_true", help="--model: eager only (skip torch.compile)")
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_LAYERS} layers, fewer repeats (a smoke run)")
+    p.add_argument("--repeats", type=int, help="timed calls per case (default 30 on GPU, 5 on CPU; --quick: 10 / 3)")
+    p.add_argument("--verify-batch", type=int, help="batch for the reference check (default: up to 16 on GPU, 1 on CPU)")
+    p.add_argument("--out", type=Path, default=Path("xsep-bench"), help="results folder (default ./xsep-bench)")
+    p.set_defaults(func=run)
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("xsep bench: --device cuda but no CUDA GPU is visible")
+    return torch.device(name)
+
+
+def _backends(requested: list[str] | None, device: torch.device, ops: list[str]) -> list[str]:
+    """The backends to compare: those asked for, or every one that runs at least one of `ops` on
+    `device` (ops a backend lacks are left out of its rows, see layers.bench_layers)."""
+    from xsep import backends
+
+    chosen = []
+    for b in requested or ["native", "triton"]:
+        reasons = [backends.unavailable_reason(b, device, f"{op}_conv2d") for op in ops]
+        if any(r is None for r in reasons):
+            chosen.append(b)
+            for op, r in zip(ops, reasons):
+                if r is not None:
+                    print(f"(backend '{b}' on {device}: no {op} rows: {r})")
+        elif requested:
+            raise SystemExit(f"xsep bench: backend '{b}' cannot run on {device}: {reasons[-1]}")
+        else:
+            print(f"(skipping backend '{b}' on {device}: {reasons[-1]})")
+    return chosen
+
+
+class _Progress:
+    """A tqdm bar when tqdm is installed, else one line per step."""
+
+    def __init__(self, total: int):
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=sys.stderr, dynamic_ncols=True, leave=False)
+        except ImportError:
+            self.bar, self.n, self.total = None, 0, total
+
+    def __call__(self, what: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(what)
+            self.bar.update(1)
+        else:
+            self.n += 1
+            print(f"[{self.n}/{self.total}] {what}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from xsep.bench import ceilings, layers, models, report, shapes
+
+    device = _device(args.device)
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True  # the baseline at its best: cuDNN picks its fastest algorithm
+    dtypes = [DTYPES[d] for d in (args.dtype or (["bfloat16"] if on_gpu else ["float32"]))]
+    batch = args.batch or (128 if on_gpu else 8)
+    repeats = args.repeats or ((10 if args.quick else 30) if on_gpu else 3 if args.quick else 5)
+    statistic = "median" if on_gpu else "min"  # the minimum filters a shared CPU's random stalls
+    backend_names = _backends(args.backends, device, args.ops)
+    baseline = "cuDNN" if on_gpu else "oneDNN"
+    settings = {"batch": batch, "dtypes": [str(d).removeprefix("torch.") for d in dtypes], "layouts": args.layout,
+                "backends": backend_names, "baseline": f"torch ({baseline})", "repeats": repeats,
+                "statistic": statistic, "quick": args.quick, "model": args.model or "xception layers",
+                "cudnn_benchmark": on_gpu, "command": " ".join(["python -m xsep bench"] + sys.argv[2:])}
+    print(f"xsep bench on {report.device_name(device)}: measuring copy bandwidth and matmul rate ...", flush=True)
+    ceiling = ceilings.measure(device, dtypes[0], quick=args.quick)
+    document = report.new_document(device, settings, ceiling)
+    print(f"copy {ceiling['copy_bytes_per_s'] / 1e9:.1f} GB/s, {ceiling['matmul_dtype']} matmul "
+          f"{ceiling['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s")
+
+    if args.model:
+        progress = _Progress(total=len(dtypes) * len(args.layout) * (2 if args.no_compile else 4) * 2)
+        for dtype in dtypes:
+            for layout in args.layout:
+                document["models"] += models.bench_models(
+                    args.model, device=device, batch=batch, dtype=dtype, layout=layout,
+                    compile=not args.no_compile, repeats=max(3, repeats // 3), warmup=2 if on_gpu else 1,
+                    statistic=statistic, progress=progress)
+        progress.close()
+        print(models.table(document["models"]))
+        failed = 0
+    else:
+        layer_list = shapes.unique_layers(shapes.xception_separable_layers())
+        if args.quick:  # first, middle and last distinct shape: early wide-spatial to late wide-channel
+            layer_list = [layer_list[i] for i in sorted({0, len(layer_list) // 2, len(layer_list) - 1})][:QUICK_LAYERS]
+        progress = _Progress(total=len(dtypes) * len(args.layout) * len(layer_list) * len(args.ops) * len(args.modes))
+        for dtype in dtypes:
+            for layout in args.layout:
+                s = layers.Settings(device=device, dtype=dtype, layout=layout, batch=batch,
+                                    verify_batch=args.verify_batch or (min(batch, 16) if on_gpu else 1), repeats=repeats,
+                                    warmup=5 if on_gpu else 1, statistic=statistic, ceilings=ceiling)
+                document["layers"] += layers.bench_layers(layer_list, args.ops, args.modes, backend_names, s, progress)
+        progress.close()
+        document["summary"] = report.summarize(document["layers"])
+        print(report.table(document["layers"]))
+        print()
+        for line in report.summary_lines(document["summary"], baseline):
+            print(line)
+        failed = sum(not r["verified"] for r in document["layers"])
+
+    path = report.results_path(args.out, document["device"]["slug"], document["date"])
+    report.write_json(path, document)
+    try:
+        png = report.chart(document, path.with_suffix(".png"))
+    except ImportError:
+        png = None
+        print("(no chart: matplotlib is not installed; pip install 'xsep[bench]')")
+    print(f"results: {path}" + (f", chart: {png}" if png else ""))
+    if failed:
+        print(f"xsep bench: {failed} case(s) gave wrong answers (see rel.err); they were not timed")
+        return 1
+    return 0

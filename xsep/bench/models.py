@@ -1,0 +1,112 @@
+"""Whole-model throughput: `--model xception` (xsep's Xception against timm's `legacy_xception`,
+eager and under torch.compile, inference and training step) and `--model inception_v3` (the paper's
+Table 3: training steps per second of Xception against torchvision's Inception V3 at one batch
+size; the paper measured 28 vs 31 steps/s on 60 K80s and expected faster depthwise kernels to flip
+that)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from xsep.bench.timing import summarize, time_calls
+
+IMAGE_SIZE = 299
+
+
+def _xsep_xception(backend: str | None) -> nn.Module:
+    from xsep.models import xception
+
+    return xception(backend=backend)
+
+
+def _timm_xception() -> nn.Module:
+    import timm
+
+    return timm.create_model("legacy_xception", pretrained=False)
+
+
+def _inception_v3() -> nn.Module:
+    import torchvision
+
+    return torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+
+
+def _loss(out, target: torch.Tensor) -> torch.Tensor:
+    if isinstance(out, tuple):  # Inception V3 in training mode: (logits, aux_logits), aux weighted 0.4
+        return nn.functional.cross_entropy(out[0], target) + 0.4 * nn.functional.cross_entropy(out[1], target)
+    return nn.functional.cross_entropy(out, target)
+
+
+def _step_fn(model: nn.Module, mode: str, batch: torch.Tensor, target: torch.Tensor, amp_dtype) -> Callable[[int], None]:
+    device_type = batch.device.type
+    if mode == "inference":
+        model.eval()
+
+        def infer(i: int) -> None:
+            with torch.no_grad(), torch.autocast(device_type, amp_dtype, enabled=amp_dtype is not None):
+                model(batch)
+        return infer
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train_step(i: int) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type, amp_dtype, enabled=amp_dtype is not None):
+            loss = _loss(model(batch), target)
+        loss.backward()
+        optimizer.step()
+    return train_step
+
+
+def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.dtype, layout: str,
+                 compile: bool, repeats: int, warmup: int, statistic: str,
+                 progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Rows of {model, mode, compiled, seconds_per_step, images_per_s, ratio} where `ratio` is the
+    xsep Xception's throughput over the comparison model's (timm's Xception or Inception V3)."""
+    if which == "xception":
+        contenders = {"xsep xception": lambda: _xsep_xception(None), "timm legacy_xception": _timm_xception}
+        modes = ("inference", "training")
+    elif which == "inception_v3":
+        contenders = {"xsep xception": lambda: _xsep_xception(None), "torchvision inception_v3": _inception_v3}
+        modes = ("training",)
+    else:
+        raise ValueError(f"--model must be 'xception' or 'inception_v3', got {which!r}")
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    # The models keep float32 weights and run under autocast at `dtype`, as users train them.
+    amp_dtype = None if dtype == torch.float32 else dtype
+    x = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device).to(memory_format=fmt)
+    target = torch.randint(0, 1000, (batch,), device=device)
+    rows = []
+    for compiled in ((False, True) if compile else (False,)):
+        for mode in modes:
+            fns = {}
+            for name, factory in contenders.items():
+                if progress:
+                    progress(f"{name} {mode}{' compiled' if compiled else ''}")
+                torch.manual_seed(0)
+                model = factory().to(device).to(memory_format=fmt)
+                if compiled:
+                    model = torch.compile(model)
+                fns[name] = _step_fn(model, mode, x, target, amp_dtype)
+            samples = time_calls(fns, device, repeats=repeats, warmup=warmup)
+            seconds = {n: summarize(v, statistic) for n, v in samples.items()}
+            xsep_s = seconds["xsep xception"]
+            for name, s in seconds.items():
+                rows.append({"model": name, "mode": mode, "compiled": compiled, "batch": batch,
+                             "dtype": str(dtype).removeprefix("torch."), "layout": layout,
+                             "seconds_per_step": s, "steps_per_s": 1 / s, "images_per_s": batch / s,
+                             "samples": len(samples[name]),
+                             "xsep_speedup": s / xsep_s})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'model':<26} {'mode':<10} {'compiled':<9} {'ms/step':>10} {'steps/s':>8} {'img/s':>9} {'xsep speedup':>13}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['model']:<26} {r['mode']:<10} {str(r['compiled']):<9} {1e3 * r['seconds_per_step']:10.1f} "
+                     f"{r['steps_per_s']:8.2f} {r['images_per_s']:9.1f} {r['xsep_speedup']:12.2f}x")
+    return "\n".join(lines)

@@ -1,0 +1,219 @@
+"""What a benchmark run leaves behind: the printed table, the geometric-mean summary, the JSON
+results file (`<out>/<device>/<date>.json`, schema below) and a PNG chart of per-layer speedups.
+
+JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings},
+"versions", "settings", "layers": [row, ...] (see layers.bench_case), "models": [row, ...],
+"summary": [{"op", "mode", "backend", "dtype", "layout", "geomean_speedup", "network_speedup", "layers"}]}.
+Every ratio is baseline time / backend time (> 1: faster than the baseline), both measured in the
+same run on the same device.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+SCHEMA = "xsep-bench/1"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_slug(device: torch.device) -> str:
+    """A folder name for the device: 'nvidia-h100-80gb-hbm3', 'cpu-amd-epyc-7b13-2t'."""
+    name = device_name(device).lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"\(r\)|\(tm\)|processor|\d+-core", "", name)).strip("-")
+    if device.type == "cpu":
+        slug = f"cpu-{slug}-{torch.get_num_threads()}t"
+    return slug
+
+
+def geomean(values: list[float]) -> float | None:
+    values = [v for v in values if v]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (op, mode, backend, dtype, layout): the geometric mean of the per-layer speedups over the
+    distinct layers, and the whole-network ratio (sum over all layers, repeats counted, of the
+    baseline's time over the backend's)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["op"], r["mode"], r["backend"], r["dtype"], r["layout"]), []).append(r)
+    out = []
+    for (op, mode, backend, dtype, layout), rs in groups.items():
+        timed = [r for r in rs if r["seconds"] and r["baseline_seconds"]]
+        total = sum(r["count"] * r["seconds"] for r in timed)
+        base = sum(r["count"] * r["baseline_seconds"] for r in timed)
+        out.append({"op": op, "mode": mode, "backend": backend, "dtype": dtype, "layout": layout,
+                    "geomean_speedup": geomean([r["speedup"] for r in timed]),
+                    "network_speedup": base / total if total else None,
+                    "layers": len(timed), "failed": sum(not r["verified"] for r in rs)})
+    return out
+
+
+def _fmt(v, spec: str, missing: str = "-") -> str:
+    return missing if v is None else format(v, spec)
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'layer':<24} {'op':<9} {'mode':<16} {'backend':<7} {'ms':>9} {'speedup':>8} {'GB/s':>8} "
+            f"{'TFLOP/s':>8} {'%floor':>7} {'rel.err':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        shape = f"{r['size']}x{r['size']} {r['in_channels']}->{r['out_channels']}"
+        status = "" if r["verified"] else "  WRONG (not timed)"
+        lines.append(f"{shape:<24} {r['op']:<9} {r['mode']:<16} {r['backend']:<7} "
+                     f"{_fmt(r['seconds'] and 1e3 * r['seconds'], '9.3f')} {_fmt(r['speedup'], '7.2f')}x "
+                     f"{_fmt(r['gbytes_per_s'], '8.1f')} {_fmt(r['tflops_per_s'], '8.3f')} "
+                     f"{_fmt(r['percent_of_floor'], '6.1f')}% {r['rel_error']:8.1e}{status}")
+    return "\n".join(lines)
+
+
+def summary_lines(summary: list[dict], baseline_name: str) -> list[str]:
+    lines = []
+    for s in summary:
+        if s["backend"] == "torch":
+            continue
+        fail = f", {s['failed']} FAILED verification" if s["failed"] else ""
+        lines.append(f"{s['op']} {s['mode']} [{s['backend']} vs {baseline_name}, {s['dtype']}, {s['layout']}]: "
+                     f"geometric mean {_fmt(s['geomean_speedup'], '.2f')}x over {s['layers']} distinct layers, "
+                     f"whole network {_fmt(s['network_speedup'], '.2f')}x{fail}")
+    return lines
+
+
+def results_path(out: Path, slug: str, date: str) -> Path:
+    """`out/slug/date.json`, or date-2.json, date-3.json... when that run's file already exists."""
+    folder = out / slug
+    folder.mkdir(parents=True, exist_ok=True)
+    path, n = folder / f"{date}.json", 2
+    while path.exists():
+        path, n = folder / f"{date}-{n}.json", n + 1
+    return path
+
+
+def write_json(path: Path, document: dict) -> None:
+    path.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def load(path: Path) -> dict:
+    document = json.loads(Path(path).read_text())
+    if document.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not an xsep benchmark results file (schema {document.get('schema')!r}, "
+                         f"expected {SCHEMA!r})")
+    return document
+
+
+def chart(document: dict, path: Path) -> Path | None:
+    """A PNG of per-layer speedups (one panel per op and mode, one bar per backend and layer);
+    None when there is nothing to draw."""
+    rows = [r for r in document["layers"] if r["backend"] != "torch" and r["speedup"]]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["op"], r["mode"], r["dtype"], r["layout"]) for r in rows},
+                    key=lambda p: (p[2], p[3], ["depthwise", "pointwise", "separable"].index(p[0]), p[1]))
+    backends = sorted({r["backend"] for r in rows})
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), squeeze=False)
+    for ax, (op, mode, dtype, layout) in zip(axes[:, 0], panels):
+        panel = [r for r in rows if (r["op"], r["mode"], r["dtype"], r["layout"]) == (op, mode, dtype, layout)]
+        labels = list(dict.fromkeys(f"{r['size']}² {r['in_channels']}→{r['out_channels']}" for r in panel))
+        width = 0.8 / len(backends)
+        for i, b in enumerate(backends):
+            by_label = {f"{r['size']}² {r['in_channels']}→{r['out_channels']}": r["speedup"] for r in panel
+                        if r["backend"] == b}
+            ax.bar([j + i * width for j in range(len(labels))], [by_label.get(lab, 0) for lab in labels],
+                   width, label=b)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("speedup")
+        ax.set_title(f"{op} {mode} ({dtype}, {layout})", fontsize=9)
+        ax.legend(fontsize=7)
+    device = document["device"]
+    fig.suptitle(f"xsep vs {document['settings']['baseline']} on {device['name']}, batch "
+                 f"{document['settings']['batch']}, {document['date']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def new_document(device: torch.device, settings: dict, ceilings: dict) -> dict:
+    import xsep
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "schema": SCHEMA,
+        "date": datetime.date.today().isoformat(),
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": {"type": device.type, "name": device_name(device), "slug": device_slug(device),
+                   "threads": torch.get_num_threads() if device.type == "cpu" else None, **ceilings},
+        "versions": {"xsep": xsep.__version__, "torch": torch.__version__, "cuda": torch.version.cuda,
+                     "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+                     "triton": triton_version, "python": platform.python_version()},
+        "settings": settings,
+        "layers": [],
+        "models": [],
+        "summary": [],
+    }
+
+
+def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
+    """The README's performance tables: per results file, the geometric-mean speedup of each
+    backend per op and mode, naming device, dtype, layout, batch and date, and the whole-model rows."""
+    lines = []
+    for path, doc in documents:
+        settings, device = doc["settings"], doc["device"]
+        rel = path.relative_to(root) if path.is_absolute() else path
+        lines += [f"**{device['name']}** ({device['type']}{', %d threads' % device['threads'] if device.get('threads') else ''}), "
+                  f"batch {settings['batch']}, {doc['date']}, baseline {settings['baseline']}; measured copy "
+                  f"{device['copy_bytes_per_s'] / 1e9:.0f} GB/s, {device['matmul_dtype']} matmul "
+                  f"{device['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s. Data: `{rel}`.", ""]
+        if doc["summary"]:
+            lines += ["| backend | dtype | layout | op | forward | forward+backward |", "|---|---|---|---|---|---|"]
+            cells: dict[tuple, dict] = {}
+            for s in doc["summary"]:
+                if s["backend"] != "torch":
+                    cells.setdefault((s["backend"], s["dtype"], s["layout"], s["op"]), {})[s["mode"]] = s
+            for (backend, dtype, layout, op), modes in cells.items():
+                def cell(mode):
+                    s = modes.get(mode)
+                    if s is None or s["geomean_speedup"] is None:
+                        return "-"
+                    fail = f" ({s['failed']} wrong)" if s["failed"] else ""
+                    return f"{s['geomean_speedup']:.2f}x (network {s['network_speedup']:.2f}x){fail}"
+                lines.append(f"| {backend} | {dtype} | {layout} | {op} | {cell('forward')} | {cell('forward+backward')} |")
+            lines.append("")
+        if doc["models"]:
+            lines += ["| model | mode | compiled | dtype | batch | images/s | xsep Xception vs this model |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in doc["models"]:
+                lines.append(f"| {r['model']} | {r['mode']} | {'yes' if r['compiled'] else 'no'} | {r['dtype']} | "
+                             f"{r['batch']} | {r['images_per_s']:.1f} | {r['xsep_speedup']:.2f}x |")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
