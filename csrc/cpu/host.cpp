@@ -10,19 +10,9 @@ void check_cpu(const char* op, const at::Tensor& input) {
   TORCH_CHECK(input.device().is_cpu(), op, ": expected CPU tensors, got ", input.device());
 }
 
-at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 DwShape to_dw_shape(const DepthwiseGeometry& g) {
   return DwShape{g.N,  g.H,  g.W,  g.C,       g.M,        g.Ho,     g.Wo,     g.kh,
                  g.kw, g.sh, g.sw, g.pad_top, g.pad_left, g.dil_h,  g.dil_w,  g.relu_input};
-}
-
-at::Tensor tap_major(const at::Tensor& weight) {
-  return weight.reshape({weight.size(0), -1}).t().contiguous().to(acc_dtype(weight.scalar_type()));
-}
-
-at::Tensor from_tap_major(const at::Tensor& taps, const at::Tensor& like) {
-  return taps.t().reshape(like.sizes()).to(like.scalar_type()).contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DwShape& shape,

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "common/conv_args.h"
+#include "common/weight_layout.h"
 #include "cpu/kernels.h"
 
 namespace xsep::cpu {
@@ -24,15 +25,7 @@ inline int64_t grain(int64_t work_per_item) {
   return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work_per_item));
 }
 
-// float32 for every dtype but float64.
-at::ScalarType acc_dtype(at::ScalarType t);
-
 DwShape to_dw_shape(const DepthwiseGeometry& g);
-
-// Depthwise weight [C*M, 1, kh, kw] -> tap-major [kh*kw, C*M] in the accumulation dtype.
-at::Tensor tap_major(const at::Tensor& weight);
-// And back: tap-major [kh*kw, C*M] -> [C*M, 1, kh, kw] in `like`'s dtype.
-at::Tensor from_tap_major(const at::Tensor& taps, const at::Tensor& like);
 
 // Depthwise weight gradient, tap-major [kh*kw, C*M] in acc_t, from grad_output `go` (NHWC, type
 // T or acc_t) and the channels-last input `x`. Deterministic: the output rows are cut into chunks

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "common/conv_args.h"
+#include "common/weight_layout.h"
 #include "cuda/depthwise_conv2d_kernels.h"
 
 namespace xsep::cuda {
@@ -32,8 +33,6 @@ Dtype dtype_of(const at::Tensor& t) {
   }
 }
 
-at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 DwParams params(const DepthwiseGeometry& g) {
   return DwParams{g.N,  g.C,  g.H,       g.W,        g.M,     g.OC,    g.kh,  g.kw, g.sh,
                   g.sw, g.pad_top, g.pad_left, g.dil_h, g.dil_w, g.Ho, g.Wo, g.relu_input};
@@ -43,11 +42,6 @@ at::Tensor nhwc(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::Cha
 
 at::Tensor empty_nhwc(at::IntArrayRef sizes, const at::Tensor& like) {
   return at::empty(sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
-}
-
-// weight [OC, 1, kh, kw] -> [kh * kw, OC] in the accumulation type
-at::Tensor tap_major(const at::Tensor& weight) {
-  return weight.reshape({weight.size(0), -1}).t().contiguous().to(acc_dtype(weight.scalar_type()));
 }
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
@@ -130,7 +124,7 @@ at::Tensor depthwise_conv2d_grad_weight(const at::Tensor& grad_output, const at:
     depthwise_grad_weight_nhwc(p, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(),
                                partials.mutable_data_ptr(), taps.mutable_data_ptr(), stream());
   }
-  return taps.t().reshape(weight.sizes()).to(weight.scalar_type()).contiguous();
+  return from_tap_major(taps, weight);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <c10/util/Half.h>
 
 #include <initializer_list>
+#include <type_traits>
 
 #include "cuda/depthwise_conv2d_kernels.h"
 
@@ -349,21 +350,29 @@ void dispatch_dtype(Dtype dt, F&& f) {
   }
 }
 
+// Calls f(std::integral_constant<int, K>) with K = 3, 5 or 7 for those square kernels (compiled
+// with the kernel size fixed), else K = 0 (any kh x kw, read at run time).
+template <typename F>
+void with_kernel_size(const DwParams& p, F&& f) {
+  const int64_t k = p.kh == p.kw ? p.kh : 0;
+  if (k == 3) {
+    f(std::integral_constant<int, 3>{});
+  } else if (k == 5) {
+    f(std::integral_constant<int, 5>{});
+  } else if (k == 7) {
+    f(std::integral_constant<int, 7>{});
+  } else {
+    f(std::integral_constant<int, 0>{});
+  }
+}
+
 template <typename T, int VEC>
 void launch_forward(const DwParams& p, const T* x, const typename Acc<T>::type* w,
                     const typename Acc<T>::type* b, T* y, cudaStream_t stream) {
-  const int64_t work = p.N * p.Ho * ((p.Wo + TW - 1) / TW) * (p.OC / VEC);
-  const int blocks = blocks_for(work);
-  const bool square = p.kh == p.kw;
-  if (square && p.kh == 3) {
-    forward_kernel<T, VEC, 3><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
-  } else if (square && p.kh == 5) {
-    forward_kernel<T, VEC, 5><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
-  } else if (square && p.kh == 7) {
-    forward_kernel<T, VEC, 7><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
-  } else {
-    forward_kernel<T, VEC, 0><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
-  }
+  const int blocks = blocks_for(p.N * p.Ho * ((p.Wo + TW - 1) / TW) * (p.OC / VEC));
+  with_kernel_size(p, [&](auto k) {
+    forward_kernel<T, VEC, decltype(k)::value><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -396,16 +405,9 @@ void depthwise_forward_nchw(const DwParams& p, Dtype dt, const void* x, const vo
     const auto* bp = static_cast<const A*>(bias);
     auto* yp = static_cast<T*>(y);
     const int blocks = blocks_for(p.N * p.OC * p.Ho * ((p.Wo + TW - 1) / TW));
-    const bool square = p.kh == p.kw;
-    if (square && p.kh == 3) {
-      forward_nchw_kernel<T, 3><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
-    } else if (square && p.kh == 5) {
-      forward_nchw_kernel<T, 5><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
-    } else if (square && p.kh == 7) {
-      forward_nchw_kernel<T, 7><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
-    } else {
-      forward_nchw_kernel<T, 0><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
-    }
+    with_kernel_size(p, [&](auto k) {
+      forward_nchw_kernel<T, decltype(k)::value><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

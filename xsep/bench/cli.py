@@ -38,7 +38,8 @@ def add_parser(subparsers) -> None:
                    help="comma-separated (default channels_last)")
     p.add_argument("--batch", type=int, help="default 128 on GPU, 8 on CPU")
     p.add_argument("--backends", type=_csv(["native", "triton"]),
-                   help="backends to compare with the torch baseline (default: every one available on the device)")
+                   help="backends to compare with the torch baseline (default: every one available on the device); "
+                        "with --model, the first one runs the xsep Xception's layers (default: the automatic choice)")
     p.add_argument("--ops", type=_csv(list(OPS)), default=list(OPS))
     p.add_argument("--modes", type=_csv(list(MODES)), default=list(MODES))
     p.add_argument("--model", choices=["xception", "inception_v3"],
@@ -87,7 +88,8 @@ class _Progress:
         try:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, file=sys.stderr, dynamic_ncols=True, leave=False)
+            self.bar = tqdm(total=total, file=sys.stderr, dynamic_ncols=True, leave=False,
+                            disable=None)  # None: no bar when stderr is not a terminal (CI logs)
         except ImportError:
             self.bar, self.n, self.total = None, 0, total
 
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 document["models"] += models.bench_models(
                     args.model, device=device, batch=batch, dtype=dtype, layout=layout,
                     compile=not args.no_compile, repeats=max(3, repeats // 3), warmup=2 if on_gpu else 1,
-                    statistic=statistic, progress=progress)
+                    statistic=statistic, backend=args.backends[0] if args.backends else None, progress=progress)
         progress.close()
         print(models.table(document["models"]))
         failed = 0

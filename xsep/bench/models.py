@@ -62,15 +62,16 @@ def _step_fn(model: nn.Module, mode: str, batch: torch.Tensor, target: torch.Ten
 
 
 def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.dtype, layout: str,
-                 compile: bool, repeats: int, warmup: int, statistic: str,
+                 compile: bool, repeats: int, warmup: int, statistic: str, backend: str | None = None,
                  progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Rows of {model, mode, compiled, seconds_per_step, images_per_s, ratio} where `ratio` is the
-    xsep Xception's throughput over the comparison model's (timm's Xception or Inception V3)."""
+    """Rows of {model, mode, compiled, seconds_per_step, images_per_s, xsep_speedup} where
+    `xsep_speedup` is the xsep Xception's throughput (its layers on `backend`, default: the automatic
+    choice) over that row's model (timm's Xception or Inception V3)."""
     if which == "xception":
-        contenders = {"xsep xception": lambda: _xsep_xception(None), "timm legacy_xception": _timm_xception}
+        contenders = {"xsep xception": lambda: _xsep_xception(backend), "timm legacy_xception": _timm_xception}
         modes = ("inference", "training")
     elif which == "inception_v3":
-        contenders = {"xsep xception": lambda: _xsep_xception(None), "torchvision inception_v3": _inception_v3}
+        contenders = {"xsep xception": lambda: _xsep_xception(backend), "torchvision inception_v3": _inception_v3}
         modes = ("training",)
     else:
         raise ValueError(f"--model must be 'xception' or 'inception_v3', got {which!r}")
@@ -96,6 +97,7 @@ def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.d
             xsep_s = seconds["xsep xception"]
             for name, s in seconds.items():
                 rows.append({"model": name, "mode": mode, "compiled": compiled, "batch": batch,
+                             "xsep_backend": backend or "automatic",
                              "dtype": str(dtype).removeprefix("torch."), "layout": layout,
                              "seconds_per_step": s, "steps_per_s": 1 / s, "images_per_s": batch / s,
                              "samples": len(samples[name]),
