@@ -13,7 +13,8 @@ from xsep import _build, _extension
 
 # The ops with hand-written CUDA kernels so far. Issue 4 ends when this is every op; until then the
 # test below pins exactly which ones a CUDA build registers.
-CUDA_OPS_WRITTEN = {"depthwise_conv2d", "depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight"}
+CUDA_OPS_WRITTEN = {"depthwise_conv2d", "depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight",
+                    "pointwise_conv2d", "pointwise_conv2d_grad_input", "pointwise_conv2d_grad_weight"}
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

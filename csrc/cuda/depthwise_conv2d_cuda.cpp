@@ -6,7 +6,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -14,37 +13,16 @@
 
 #include "common/conv_args.h"
 #include "common/weight_layout.h"
+#include "cuda/cuda_host.h"
 #include "cuda/depthwise_conv2d_kernels.h"
 
 namespace xsep::cuda {
 namespace {
 
-void check_cuda(const char* op, const at::Tensor& input) {
-  TORCH_CHECK(input.device().is_cuda(), op, ": expected CUDA tensors, got ", input.device());
-}
-
-Dtype dtype_of(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return Dtype::f32;
-    case at::kDouble: return Dtype::f64;
-    case at::kHalf: return Dtype::f16;
-    case at::kBFloat16: return Dtype::bf16;
-    default: TORCH_CHECK(false, "xsep: unsupported dtype ", t.scalar_type());
-  }
-}
-
 DwParams params(const DepthwiseGeometry& g) {
   return DwParams{g.N,  g.C,  g.H,       g.W,        g.M,     g.OC,    g.kh,  g.kw, g.sh,
                   g.sw, g.pad_top, g.pad_left, g.dil_h, g.dil_w, g.Ho, g.Wo, g.relu_input};
 }
-
-at::Tensor nhwc(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::ChannelsLast); }
-
-at::Tensor empty_nhwc(at::IntArrayRef sizes, const at::Tensor& like) {
-  return at::empty(sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
-}
-
-cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
@@ -69,11 +47,11 @@ at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
     if (nchw) {
       const at::Tensor x = input.contiguous();
       depthwise_forward_nchw(params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
-                             out.mutable_data_ptr(), stream());
+                             out.mutable_data_ptr(), current_stream());
     } else {
       const at::Tensor x = nhwc(input);
       depthwise_forward_nhwc(params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
-                             out.mutable_data_ptr(), stream());
+                             out.mutable_data_ptr(), current_stream());
     }
   }
   return out.contiguous(input.suggest_memory_format());
@@ -96,7 +74,7 @@ at::Tensor depthwise_conv2d_grad_input(const at::Tensor& grad_output, const at::
     const at::Tensor w = tap_major(weight);
     depthwise_grad_input_nhwc(params(g), dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
                               x.defined() ? x.const_data_ptr() : nullptr, gi.mutable_data_ptr(),
-                              stream());
+                              current_stream());
   }
   return gi.contiguous(input.suggest_memory_format());
 }
@@ -122,7 +100,7 @@ at::Tensor depthwise_conv2d_grad_weight(const at::Tensor& grad_output, const at:
     const at::Tensor x = nhwc(input);
     at::Tensor partials = at::empty({depthwise_grad_weight_chunks(p), g.kh * g.kw, g.OC}, acc);
     depthwise_grad_weight_nhwc(p, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(),
-                               partials.mutable_data_ptr(), taps.mutable_data_ptr(), stream());
+                               partials.mutable_data_ptr(), taps.mutable_data_ptr(), current_stream());
   }
   return from_tap_major(taps, weight);
 }

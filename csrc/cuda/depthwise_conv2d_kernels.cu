@@ -11,15 +11,13 @@
 #include <type_traits>
 
 #include "cuda/depthwise_conv2d_kernels.h"
+#include "cuda/kernel_types.cuh"
 
 namespace xsep::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int TW = 4;  // output pixels per thread along W
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
 
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Vec {
@@ -338,16 +336,6 @@ bool can_vectorize(const DwParams& p, std::initializer_list<const void*> ptrs) {
   for (const void* ptr : ptrs)
     if (!aligned16(ptr)) return false;
   return true;
-}
-
-template <typename F>
-void dispatch_dtype(Dtype dt, F&& f) {
-  switch (dt) {
-    case Dtype::f32: f(float{}); break;
-    case Dtype::f64: f(double{}); break;
-    case Dtype::f16: f(c10::Half{}); break;
-    case Dtype::bf16: f(c10::BFloat16{}); break;
-  }
 }
 
 // Calls f(std::integral_constant<int, K>) with K = 3, 5 or 7 for those square kernels (compiled

@@ -7,9 +7,9 @@
 
 #include <cstdint>
 
-namespace xsep::cuda {
+#include "cuda/dtype.h"
 
-enum class Dtype { f32, f64, f16, bf16 };
+namespace xsep::cuda {
 
 struct DwParams {
   int64_t N, C, H, W;  // input
