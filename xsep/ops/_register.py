@@ -10,9 +10,6 @@ from __future__ import annotations
 import torch
 from torch._prims_common import suggest_memory_format
 
-lib = "xsep::"
-
-
 def _check_like(op: str, input: torch.Tensor, **tensors) -> None:
     """The real kernels' device and dtype checks (csrc/common/conv_args.cpp), so that meta and fake
     tensors are refused as the real ones would be, rather than traced into a graph that fails later."""
@@ -107,34 +104,10 @@ def _setup_depthwise(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
-def _backward_depthwise(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.xsep.depthwise_conv2d_grad_input(grad_output, input, weight, *ctx.conv_args)
-    if ctx.needs_input_grad[1]:
-        grad_weight = torch.ops.xsep.depthwise_conv2d_grad_weight(grad_output, input, weight, *ctx.conv_args)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = _bias_grad(grad_output)
-    return grad_input, grad_weight, grad_bias, None, None, None, None
-
-
 def _setup_pointwise(ctx, inputs, output):
     input, weight, bias = inputs
     ctx.save_for_backward(input, weight)
     ctx.has_bias = bias is not None
-
-
-def _backward_pointwise(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.xsep.pointwise_conv2d_grad_input(grad_output, input, weight)
-    if ctx.needs_input_grad[1]:
-        grad_weight = torch.ops.xsep.pointwise_conv2d_grad_weight(grad_output, input, weight)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = _bias_grad(grad_output)
-    return grad_input, grad_weight, grad_bias
 
 
 def _setup_separable(ctx, inputs, output):
@@ -144,19 +117,49 @@ def _setup_separable(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
-def _backward_separable(ctx, grad_output):
-    input, dw_weight, pw_weight = ctx.saved_tensors
-    grads = [None] * 9
-    if any(ctx.needs_input_grad[:3]):
-        # One fused pass gives all three: the depthwise output is recomputed, never stored.
-        grad_input, grad_dw, grad_pw = torch.ops.xsep.separable_conv2d_backward(
-            grad_output, input, dw_weight, pw_weight, *ctx.conv_args
-        )
-        for i, g in enumerate((grad_input, grad_dw, grad_pw)):
-            grads[i] = g if ctx.needs_input_grad[i] else None
-    if ctx.has_bias and ctx.needs_input_grad[3]:
-        grads[3] = _bias_grad(grad_output)
-    return tuple(grads)
+def _backward_formulas(namespace: str):
+    """The three forward ops' backward formulas, calling the backward ops of `namespace`
+    (torch.ops.xsep for the compiled library, torch.ops.xsep_triton for the Triton backend)."""
+
+    def ops():
+        return getattr(torch.ops, namespace)
+
+    def depthwise(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        grad_input = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_input = ops().depthwise_conv2d_grad_input(grad_output, input, weight, *ctx.conv_args)
+        if ctx.needs_input_grad[1]:
+            grad_weight = ops().depthwise_conv2d_grad_weight(grad_output, input, weight, *ctx.conv_args)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = _bias_grad(grad_output)
+        return grad_input, grad_weight, grad_bias, None, None, None, None
+
+    def pointwise(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        grad_input = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_input = ops().pointwise_conv2d_grad_input(grad_output, input, weight)
+        if ctx.needs_input_grad[1]:
+            grad_weight = ops().pointwise_conv2d_grad_weight(grad_output, input, weight)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = _bias_grad(grad_output)
+        return grad_input, grad_weight, grad_bias
+
+    def separable(ctx, grad_output):
+        input, dw_weight, pw_weight = ctx.saved_tensors
+        grads = [None] * 9
+        if any(ctx.needs_input_grad[:3]):
+            # One fused pass gives all three: the depthwise output is recomputed, never stored.
+            results = ops().separable_conv2d_backward(grad_output, input, dw_weight, pw_weight, *ctx.conv_args)
+            for i, g in enumerate(results):
+                grads[i] = g if ctx.needs_input_grad[i] else None
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grads[3] = _bias_grad(grad_output)
+        return tuple(grads)
+
+    return {"depthwise_conv2d": (depthwise, _setup_depthwise), "pointwise_conv2d": (pointwise, _setup_pointwise),
+            "separable_conv2d": (separable, _setup_separable)}
 
 
 def _no_double_backward(name: str):
@@ -169,30 +172,36 @@ def _no_double_backward(name: str):
 BACKWARD_OPS = ("depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight", "pointwise_conv2d_grad_input",
                 "pointwise_conv2d_grad_weight", "separable_conv2d_backward")
 
+FAKES = {
+    "depthwise_conv2d": _fake_depthwise,
+    "depthwise_conv2d_grad_input": _fake_depthwise_grad_input,
+    "depthwise_conv2d_grad_weight": _fake_depthwise_grad_weight,
+    "pointwise_conv2d": _fake_pointwise,
+    "pointwise_conv2d_grad_input": _fake_pointwise_grad_input,
+    "pointwise_conv2d_grad_weight": _fake_pointwise_grad_weight,
+    "separable_conv2d": _fake_separable,
+    "separable_conv2d_backward": _fake_separable_backward,
+}
+
+
+def register(namespace: str) -> None:
+    """Fake kernels and autograd for the eight ops of `namespace` (defined with xsep's schemas)."""
+    for name, fn in FAKES.items():
+        torch.library.register_fake(f"{namespace}::{name}", fn)
+    for name, (backward, setup) in _backward_formulas(namespace).items():
+        torch.library.register_autograd(f"{namespace}::{name}", backward, setup_context=setup)
+    # Backpropagating through a backward op (a second derivative) raises, rather than PyTorch's
+    # default for ops without a formula: a warning and silently missing gradients.
+    for name in BACKWARD_OPS:
+        torch.library.register_autograd(f"{namespace}::{name}", _no_double_backward(name))
+
+
 _registered = False
 
 
 def register_all() -> None:
+    """register() for the compiled library's ops (torch.ops.xsep), once."""
     global _registered
-    if _registered:
-        return
-    fakes = {
-        "depthwise_conv2d": _fake_depthwise,
-        "depthwise_conv2d_grad_input": _fake_depthwise_grad_input,
-        "depthwise_conv2d_grad_weight": _fake_depthwise_grad_weight,
-        "pointwise_conv2d": _fake_pointwise,
-        "pointwise_conv2d_grad_input": _fake_pointwise_grad_input,
-        "pointwise_conv2d_grad_weight": _fake_pointwise_grad_weight,
-        "separable_conv2d": _fake_separable,
-        "separable_conv2d_backward": _fake_separable_backward,
-    }
-    for name, fn in fakes.items():
-        torch.library.register_fake(lib + name, fn)
-    torch.library.register_autograd(lib + "depthwise_conv2d", _backward_depthwise, setup_context=_setup_depthwise)
-    torch.library.register_autograd(lib + "pointwise_conv2d", _backward_pointwise, setup_context=_setup_pointwise)
-    torch.library.register_autograd(lib + "separable_conv2d", _backward_separable, setup_context=_setup_separable)
-    # Backpropagating through a backward op (a second derivative) raises, rather than PyTorch's
-    # default for ops without a formula: a warning and silently missing gradients.
-    for name in BACKWARD_OPS:
-        torch.library.register_autograd(lib + name, _no_double_backward(name))
-    _registered = True
+    if not _registered:
+        register("xsep")
+        _registered = True

@@ -16,7 +16,7 @@ import contextlib
 
 import torch
 
-from xsep.ops import _register as fakes
+from xsep.ops import _register
 from xsep.triton import _checks as checks
 
 NS = "xsep_triton"
@@ -167,61 +167,7 @@ def separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_we
 # --------------------------------------------------------------------------------------------------
 # Fake kernels (xsep/ops/_register.py's) and autograd (the backward ops of this namespace)
 
-depthwise_conv2d.register_fake(fakes._fake_depthwise)
-depthwise_conv2d_grad_input.register_fake(fakes._fake_depthwise_grad_input)
-depthwise_conv2d_grad_weight.register_fake(fakes._fake_depthwise_grad_weight)
-pointwise_conv2d.register_fake(fakes._fake_pointwise)
-pointwise_conv2d_grad_input.register_fake(fakes._fake_pointwise_grad_input)
-pointwise_conv2d_grad_weight.register_fake(fakes._fake_pointwise_grad_weight)
-separable_conv2d.register_fake(fakes._fake_separable)
-separable_conv2d_backward.register_fake(fakes._fake_separable_backward)
-
-
-def _backward_depthwise(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.xsep_triton.depthwise_conv2d_grad_input(grad_output, input, weight, *ctx.conv_args)
-    if ctx.needs_input_grad[1]:
-        grad_weight = torch.ops.xsep_triton.depthwise_conv2d_grad_weight(grad_output, input, weight, *ctx.conv_args)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = fakes._bias_grad(grad_output)
-    return grad_input, grad_weight, grad_bias, None, None, None, None
-
-
-def _backward_pointwise(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:
-        grad_input = torch.ops.xsep_triton.pointwise_conv2d_grad_input(grad_output, input, weight)
-    if ctx.needs_input_grad[1]:
-        grad_weight = torch.ops.xsep_triton.pointwise_conv2d_grad_weight(grad_output, input, weight)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_bias = fakes._bias_grad(grad_output)
-    return grad_input, grad_weight, grad_bias
-
-
-def _backward_separable(ctx, grad_output):
-    input, dw_weight, pw_weight = ctx.saved_tensors
-    grads = [None] * 9
-    if any(ctx.needs_input_grad[:3]):
-        # One fused backward gives all three: the depthwise output is recomputed, never stored.
-        results = torch.ops.xsep_triton.separable_conv2d_backward(grad_output, input, dw_weight, pw_weight,
-                                                                   *ctx.conv_args)
-        for i, g in enumerate(results):
-            grads[i] = g if ctx.needs_input_grad[i] else None
-    if ctx.has_bias and ctx.needs_input_grad[3]:
-        grads[3] = fakes._bias_grad(grad_output)
-    return tuple(grads)
-
-
-depthwise_conv2d.register_autograd(_backward_depthwise, setup_context=fakes._setup_depthwise)
-pointwise_conv2d.register_autograd(_backward_pointwise, setup_context=fakes._setup_pointwise)
-separable_conv2d.register_autograd(_backward_separable, setup_context=fakes._setup_separable)
-# A second derivative raises, like the native ops (rather than a warning and missing gradients).
-for _op in (depthwise_conv2d_grad_input, depthwise_conv2d_grad_weight, pointwise_conv2d_grad_input,
-            pointwise_conv2d_grad_weight, separable_conv2d_backward):
-    _op.register_autograd(fakes._no_double_backward(_op._name.split("::")[-1]))
+_register.register("xsep_triton")
 
 
 class Ops:
