@@ -54,10 +54,12 @@ def test_bench_fails_on_a_wrong_backend(native, tiny_layers, tmp_path, monkeypat
     assert all(r["seconds"] is None for r in rows if r["backend"] == "native")
 
 
-def test_bad_arguments_name_the_option(capsys):
+@pytest.mark.parametrize("option, value", [("--ops", "separable,conv"), ("--batch", "0"), ("--repeats", "-1"),
+                                           ("--verify-batch", "x"), ("--dtype", "int8"), ("--layout", "")])
+def test_bad_arguments_name_the_option(capsys, option, value):
     with pytest.raises(SystemExit):
-        main(["bench", "--ops", "separable,conv"])
-    assert "--ops" in capsys.readouterr().err
+        main(["bench", option, value])
+    assert option in capsys.readouterr().err
 
 
 def test_model_throughput_rows(native, monkeypatch):

@@ -29,6 +29,16 @@ def _csv(choices):
     return parse
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="verify and time every backend against cuDNN/oneDNN on real layers",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +46,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dtype", type=_csv(list(DTYPES)), help="comma-separated; default bfloat16 on GPU, float32 on CPU")
     p.add_argument("--layout", type=_csv(["channels_last", "nchw"]), default=["channels_last"],
                    help="comma-separated (default channels_last)")
-    p.add_argument("--batch", type=int, help="default 128 on GPU, 8 on CPU")
+    p.add_argument("--batch", type=_positive, help="default 128 on GPU, 8 on CPU")
     p.add_argument("--backends", type=_csv(["native", "triton"]),
                    help="backends to compare with the torch baseline (default: every one available on the device); "
                         "with --model, the first one runs the xsep Xception's layers (default: the automatic choice)")
@@ -47,8 +57,8 @@ def add_parser(subparsers) -> None:
                         "or vs torchvision Inception V3 training steps (the paper's Table 3)")
     p.add_argument("--no-compile", action="store_true", help="--model: eager only (skip torch.compile)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_LAYERS} layers, fewer repeats (a smoke run)")
-    p.add_argument("--repeats", type=int, help="timed calls per case (default 30 on GPU, 5 on CPU; --quick: 10 / 3)")
-    p.add_argument("--verify-batch", type=int, help="batch for the reference check (default: up to 16 on GPU, 1 on CPU)")
+    p.add_argument("--repeats", type=_positive, help="timed calls per case (default 30 on GPU, 5 on CPU; --quick: 10 / 3)")
+    p.add_argument("--verify-batch", type=_positive, help="batch for the reference check (default: up to 16 on GPU, 1 on CPU)")
     p.add_argument("--out", type=Path, default=Path("xsep-bench"), help="results folder (default ./xsep-bench)")
     p.set_defaults(func=run)
 
