@@ -190,6 +190,18 @@ def low_precision_tolerance(dtype: torch.dtype, torch_error: float) -> float:
     return 2 * torch_error + LOW_PRECISION_FLOOR[dtype]
 
 
+def assert_matches_reference(got: dict, want: dict, dtype: torch.dtype, torch_at_dtype: dict | None = None) -> None:
+    """Each named result within tolerance of the float64 reference `want[name]`: fixed for
+    float32/float64, else twice PyTorch's own error `torch_at_dtype[name]` (the same computation in
+    `dtype`) plus the floor."""
+    for name, a in got.items():
+        assert a.shape == want[name].shape, f"{name}: shape {tuple(a.shape)} != {tuple(want[name].shape)}"
+        tol = FIXED_TOLERANCE[dtype] if dtype not in LOW_PRECISION else \
+            low_precision_tolerance(dtype, rel_error(torch_at_dtype[name], want[name]))
+        err = rel_error(a, want[name])
+        assert err <= tol, f"{name}: relative error {err:.3g} > {tol:.3g}"
+
+
 def memory_format_of(t: torch.Tensor) -> torch.memory_format | None:
     """contiguous_format or channels_last when `t` is unambiguously in one of them, else None
     (size-1 or empty dimensions can make a tensor both; other strides make it neither)."""

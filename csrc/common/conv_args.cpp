@@ -119,4 +119,18 @@ void check_grad_output(const char* op, const at::Tensor& grad_output, const at::
                     ", ", Wo, "], got ", grad_output.sizes());
 }
 
+void check_separable_pointwise(const char* op, const DepthwiseGeometry& g, const at::Tensor& input,
+                               const at::Tensor& pw_weight, const c10::optional<at::Tensor>& bias) {
+  check_same_device_dtype(op, "pointwise_weight", pw_weight, input);
+  TORCH_CHECK_VALUE(pw_weight.dim() == 4 && pw_weight.size(1) == g.OC && pw_weight.size(2) == 1 &&
+                        pw_weight.size(3) == 1 && pw_weight.size(0) > 0,
+                    op, ": pointwise_weight must have shape [O, ", g.OC, ", 1, 1], got ",
+                    pw_weight.sizes());
+  if (bias.has_value() && bias->defined()) {
+    check_same_device_dtype(op, "bias", *bias, input);
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == pw_weight.size(0), op,
+                      ": bias must have shape [", pw_weight.size(0), "], got ", bias->sizes());
+  }
+}
+
 }  // namespace xsep

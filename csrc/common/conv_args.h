@@ -35,6 +35,11 @@ DepthwiseGeometry check_depthwise(const char* op, const at::Tensor& input, const
 void check_pointwise(const char* op, const at::Tensor& input, const at::Tensor& weight,
                      const c10::optional<at::Tensor>& bias);
 
+// The separable convolution's pointwise_weight [O, g.OC, 1, 1] and optional bias [O], on input's
+// device with input's dtype.
+void check_separable_pointwise(const char* op, const DepthwiseGeometry& g, const at::Tensor& input,
+                               const at::Tensor& pw_weight, const c10::optional<at::Tensor>& bias);
+
 // grad_output must be 4-D [N, channels, Ho, Wo] on input's device with input's dtype.
 void check_grad_output(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
                        int64_t channels, int64_t Ho, int64_t Wo);

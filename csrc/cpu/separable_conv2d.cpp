@@ -38,27 +38,6 @@ int64_t tile_pixels(int64_t mid_channels, int64_t pixels) {
   return std::max<int64_t>(1, (pixels + tiles - 1) / tiles);
 }
 
-void check_pointwise_weight(const char* op, const DepthwiseGeometry& g, const at::Tensor& input,
-                            const at::Tensor& pw_weight, const c10::optional<at::Tensor>& bias) {
-  TORCH_CHECK(pw_weight.device() == input.device(), op, ": pointwise_weight is on ",
-              pw_weight.device(), " but input is on ", input.device());
-  TORCH_CHECK_TYPE(pw_weight.scalar_type() == input.scalar_type(), op,
-                   ": pointwise_weight has dtype ", pw_weight.scalar_type(),
-                   " but input has dtype ", input.scalar_type());
-  TORCH_CHECK_VALUE(pw_weight.dim() == 4 && pw_weight.size(1) == g.OC && pw_weight.size(2) == 1 &&
-                        pw_weight.size(3) == 1 && pw_weight.size(0) > 0,
-                    op, ": pointwise_weight must have shape [O, ", g.OC, ", 1, 1], got ",
-                    pw_weight.sizes());
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->device() == input.device(), op, ": bias is on ", bias->device(),
-                " but input is on ", input.device());
-    TORCH_CHECK_TYPE(bias->scalar_type() == input.scalar_type(), op, ": bias has dtype ",
-                     bias->scalar_type(), " but input has dtype ", input.scalar_type());
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == pw_weight.size(0), op,
-                      ": bias must have shape [", pw_weight.size(0), "], got ", bias->sizes());
-  }
-}
-
 at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight,
                                 const at::Tensor& pw_weight, const c10::optional<at::Tensor>& bias,
                                 c10::IntArrayRef stride, c10::IntArrayRef padding,
@@ -67,7 +46,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   constexpr const char* op = "xsep.separable_conv2d";
   const auto g = check_depthwise(op, input, dw_weight, c10::nullopt, stride, padding, dilation,
                                  input_activation);
-  check_pointwise_weight(op, g, input, pw_weight, bias);
+  check_separable_pointwise(op, g, input, pw_weight, bias);
   check_cpu(op, input);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -129,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
   constexpr const char* op = "xsep.separable_conv2d_backward";
   const auto g = check_depthwise(op, input, dw_weight, c10::nullopt, stride, padding, dilation,
                                  input_activation);
-  check_pointwise_weight(op, g, input, pw_weight, c10::nullopt);
+  check_separable_pointwise(op, g, input, pw_weight, c10::nullopt);
   check_cpu(op, input);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;

@@ -19,11 +19,6 @@
 namespace xsep::cuda {
 namespace {
 
-DwParams params(const DepthwiseGeometry& g) {
-  return DwParams{g.N,  g.C,  g.H,       g.W,        g.M,     g.OC,    g.kh,  g.kw, g.sh,
-                  g.sw, g.pad_top, g.pad_left, g.dil_h, g.dil_w, g.Ho, g.Wo, g.relu_input};
-}
-
 at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -46,11 +41,11 @@ at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
     const void* bp = b.defined() ? b.const_data_ptr() : nullptr;
     if (nchw) {
       const at::Tensor x = input.contiguous();
-      depthwise_forward_nchw(params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
+      depthwise_forward_nchw(dw_params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
                              out.mutable_data_ptr(), current_stream());
     } else {
       const at::Tensor x = nhwc(input);
-      depthwise_forward_nhwc(params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
+      depthwise_forward_nhwc(dw_params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
                              out.mutable_data_ptr(), current_stream());
     }
   }
@@ -72,7 +67,7 @@ at::Tensor depthwise_conv2d_grad_input(const at::Tensor& grad_output, const at::
     const at::Tensor go = nhwc(grad_output);
     const at::Tensor x = g.relu_input ? nhwc(input) : at::Tensor();  // only for the relu mask
     const at::Tensor w = tap_major(weight);
-    depthwise_grad_input_nhwc(params(g), dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
+    depthwise_grad_input_nhwc(dw_params(g), dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
                               x.defined() ? x.const_data_ptr() : nullptr, gi.mutable_data_ptr(),
                               current_stream());
   }
@@ -95,7 +90,7 @@ at::Tensor depthwise_conv2d_grad_weight(const at::Tensor& grad_output, const at:
   if (g.N * g.Ho * g.Wo == 0) {
     taps.zero_();
   } else {
-    const DwParams p = params(g);
+    const DwParams p = dw_params(g);
     const at::Tensor go = nhwc(grad_output);
     const at::Tensor x = nhwc(input);
     at::Tensor partials = at::empty({depthwise_grad_weight_chunks(p), g.kh * g.kw, g.OC}, acc);

@@ -12,17 +12,13 @@
 
 #include "cuda/depthwise_conv2d_kernels.h"
 #include "cuda/kernel_types.cuh"
+#include "cuda/vec.cuh"
 
 namespace xsep::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int TW = 4;  // output pixels per thread along W
-
-template <typename T, int VEC>
-struct alignas(sizeof(T) * VEC) Vec {
-  T v[VEC];
-};
 
 template <typename A, typename T, int VEC>
 __device__ __forceinline__ void load(const T* p, A (&out)[VEC], bool relu) {
@@ -319,11 +315,6 @@ sum_chunks_kernel(int64_t chunks, int64_t width, const A* __restrict__ partials,
 // ---------------------------------------------------------------------------------------------
 // Dispatch: data type, vector width, kernel size.
 
-template <typename T>
-constexpr int wide_vec() {
-  return static_cast<int>(16 / sizeof(T));
-}
-
 bool aligned16(const void* ptr) {
   return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
 }
@@ -332,7 +323,7 @@ bool aligned16(const void* ptr) {
 // 16-byte accesses, and output channel == input channel (M == 1).
 template <typename T>
 bool can_vectorize(const DwParams& p, std::initializer_list<const void*> ptrs) {
-  if (p.M != 1 || p.C % wide_vec<T>() != 0) return false;
+  if (p.M != 1 || p.C % kVec16<T> != 0) return false;
   for (const void* ptr : ptrs)
     if (!aligned16(ptr)) return false;
   return true;
@@ -376,7 +367,7 @@ void depthwise_forward_nhwc(const DwParams& p, Dtype dt, const void* x, const vo
     const auto* bp = static_cast<const A*>(bias);
     auto* yp = static_cast<T*>(y);
     if (can_vectorize<T>(p, {x, y})) {
-      launch_forward<T, wide_vec<T>()>(p, xp, wp, bp, yp, stream);
+      launch_forward<T, kVec16<T>>(p, xp, wp, bp, yp, stream);
     } else {
       launch_forward<T, 1>(p, xp, wp, bp, yp, stream);
     }
@@ -410,7 +401,7 @@ void depthwise_grad_input_nhwc(const DwParams& p, Dtype dt, const void* grad_out
     const auto* wp = static_cast<const A*>(w_taps);
     const auto* xp = static_cast<const T*>(x);
     auto* gip = static_cast<T*>(grad_input);
-    constexpr int V = wide_vec<T>();
+    constexpr int V = kVec16<T>;
     if (can_vectorize<T>(p, {grad_output, x, grad_input})) {
       const int64_t work = p.N * p.H * ((p.W + TW - 1) / TW) * (p.C / V);
       grad_input_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, gop, wp, xp, gip);
@@ -440,7 +431,7 @@ void depthwise_grad_weight_nhwc(const DwParams& p, Dtype dt, const void* grad_ou
     const auto* gop = static_cast<const T*>(grad_output);
     const auto* xp = static_cast<const T*>(x);
     auto* part = static_cast<A*>(partials);
-    constexpr int V = wide_vec<T>();
+    constexpr int V = kVec16<T>;
     if (can_vectorize<T>(p, {grad_output, x})) {
       const int64_t work = chunks * p.kh * p.kw * (p.OC / V);
       grad_weight_partials_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, gop, xp, part);

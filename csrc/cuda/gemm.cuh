@@ -1,0 +1,274 @@
+// The GEMM core shared by the pointwise and the fused separable kernels:
+//   C[M, N] = A[M, K] . B[K, N]
+// where A and B are *operands* that know how to stage a tile of themselves into shared memory
+// (a strided matrix, or a depthwise convolution computed on the fly), and C goes through an
+// *epilogue* functor (store with bias, store a split's partial sum, ...). The K reduction can be
+// split in fixed chunks over gridDim.z (deterministic: the partials are summed in order after).
+//
+// Tensor cores (float16, bfloat16): a 128 x 64 C tile per block of 4 warps (each warp 64 x 32, as
+// 4 x 4 mma.sync m16n8k16 tiles), K in steps of 32; tiles staged as [row][k] (k contiguous, rows
+// padded by 8 elements against bank conflicts) and read with ldmatrix.
+// FMA units (float32, float64; no TF32): a 64 x 64 tile per block of 256 threads, each computing
+// 4 x 4 outputs from k-major shared-memory tiles.
+#pragma once
+
+#include <c10/cuda/CUDAException.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/kernel_types.cuh"
+#include "cuda/mma.cuh"
+#include "cuda/vec.cuh"
+
+namespace xsep::cuda {
+
+template <typename T>
+constexpr bool uses_tensor_cores() {
+  return std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>;
+}
+
+namespace gemm {
+constexpr int TC_BM = 128, TC_BN = 64, TC_BK = 32, TC_LD = TC_BK + 8, TC_THREADS = 128;
+constexpr int F_BM = 64, F_BN = 64, F_BK = 16, F_THREADS = 256;
+
+// About 4096 of K per split, at most 64 splits: enough blocks for a small M x N (a weight
+// gradient's C is only out x in channels) and an order that depends on the shape only.
+inline int64_t k_splits(int64_t K) {
+  const int64_t splits = (K + 4095) / 4096;
+  return splits < 1 ? 1 : (splits > 64 ? 64 : splits);
+}
+}  // namespace gemm
+
+// ---------------------------------------------------------------------------------------------
+// Warp and thread tiles
+
+// acc[MI][NJ] (16 x 8 tiles) += A[MI*16 rows][KS] . B[NJ*8 rows][KS]^T on tensor cores, from shared
+// memory: `a` points at the warp's first row of A at the current k, rows `lda` elements apart
+// (likewise `b`, rows of B being C's columns). KS is a multiple of 16.
+template <typename T, int MI, int NJ, int KS>
+__device__ __forceinline__ void warp_mma(float (&acc)[MI][NJ][4], const T* a, int lda, const T* b, int ldb,
+                                         int lane) {
+#pragma unroll
+  for (int ks = 0; ks < KS; ks += 16) {
+    uint32_t af[MI][4], bf[NJ][2];
+#pragma unroll
+    for (int i = 0; i < MI; ++i)  // rows lane % 16, k half lane / 16
+      ldmatrix_x4(af[i], a + (i * 16 + lane % 16) * lda + ks + (lane / 16) * 8);
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)  // rows (n) lane % 8, k half (lane / 8) % 2
+      ldmatrix_x2(bf[j], b + (j * 8 + lane % 8) * ldb + ks + ((lane / 8) % 2) * 8);
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) mma_16816<MmaType<T>::bf16>(acc[i][j], af[i], bf[j]);
+  }
+}
+
+// f(row, column, value) for each of this lane's accumulators of warp_mma's tile. The C fragment:
+// c0, c1 at row lane / 4, columns 2 (lane % 4) + {0, 1}; c2, c3 eight rows down.
+template <int MI, int NJ, class F>
+__device__ __forceinline__ void for_each_fragment(const float (&acc)[MI][NJ][4], int lane, F&& f) {
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NJ; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          f(i * 16 + lane / 4 + h * 8, j * 8 + 2 * (lane % 4) + e, acc[i][j][h * 2 + e]);
+}
+
+// f(row, column, value) for each of a thread's thread_fma outputs.
+template <typename T, int TM, int TN, class F>
+__device__ __forceinline__ void for_each_output(const T (&acc)[TM][TN], F&& f) {
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) f(i, j, acc[i][j]);
+}
+
+// acc[TM][TN] += A[k][TM] . B[k][TN] over k < ks, from k-major shared-memory tiles (`a` at this
+// thread's first row, rows of k `lda` apart; likewise `b`).
+template <typename T, int TM, int TN>
+__device__ __forceinline__ void thread_fma(T (&acc)[TM][TN], const T* a, int lda, const T* b, int ldb, int ks) {
+#pragma unroll 4
+  for (int k = 0; k < ks; ++k) {
+    T av[TM], bv[TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) av[i] = a[k * lda + i];
+#pragma unroll
+    for (int j = 0; j < TN; ++j) bv[j] = b[k * ldb + j];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operands and epilogues
+
+// A matrix in memory: element (row, k) at p[row * s_row + k * s_k], rows in [0, rows).
+template <typename T>
+struct StridedOperand {
+  const T* p;
+  int64_t rows, s_row, s_k;
+
+  // Stages rows [r0, r0 + nr) x k [k0, k0 + nk) into s, element (r, k) at s[r * ld + k] (or at
+  // s[k * ld + r] when KMAJOR), zero beyond `rows` or `k_end`. Consecutive threads take
+  // consecutive addresses of whichever index is contiguous in memory, so reads coalesce; along a
+  // contiguous k, 16 bytes at a time when every row starts 16-byte aligned.
+  template <bool KMAJOR>
+  __device__ void stage(T* s, int ld, int nr, int nk, int64_t r0, int64_t k0, int64_t k_end) const {
+    constexpr int V = kVec16<T>;
+    if (s_k == 1 && s_row % V == 0 && k0 % V == 0 && nk % V == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0) {
+      const int kv = nk / V;
+      for (int i = threadIdx.x; i < nr * kv; i += blockDim.x) {
+        const int rr = i / kv, kk = (i % kv) * V;
+        const int64_t r = r0 + rr, k = k0 + kk;
+        Vec<T, V> v;
+        if (r < rows && k + V <= k_end) {
+          v = *reinterpret_cast<const Vec<T, V>*>(p + r * s_row + k);
+        } else {  // the tile's edge
+#pragma unroll
+          for (int e = 0; e < V; ++e) v.v[e] = r < rows && k + e < k_end ? p[r * s_row + k + e] : T(0.0f);
+        }
+#pragma unroll
+        for (int e = 0; e < V; ++e) s[KMAJOR ? (kk + e) * ld + rr : rr * ld + kk + e] = v.v[e];
+      }
+      return;
+    }
+    const bool k_fast = s_k == 1;
+    for (int i = threadIdx.x; i < nr * nk; i += blockDim.x) {
+      const int rr = k_fast ? i / nk : i % nr, kk = k_fast ? i % nk : i / nr;
+      const int64_t r = r0 + rr, k = k0 + kk;
+      s[KMAJOR ? kk * ld + rr : rr * ld + kk] = r < rows && k < k_end ? p[r * s_row + k * s_k] : T(0.0f);
+    }
+  }
+};
+
+// C[m, n] (+ bias[n]) into out[m * ld + n], in the data type.
+template <typename T>
+struct StoreOutput {
+  T* out;
+  int64_t ld;
+  const typename Acc<T>::type* bias;  // may be null
+  template <typename V>
+  __device__ void operator()(int64_t m, int64_t n, V v) const {
+    out[m * ld + n] = static_cast<T>(bias != nullptr ? v + bias[n] : v);
+  }
+};
+
+// This split's partial C into partials[split, M, N], in the accumulation type.
+template <typename A>
+struct StorePartial {
+  A* partials;
+  int64_t M, N;
+  template <typename V>
+  __device__ void operator()(int64_t m, int64_t n, V v) const {
+    partials[(static_cast<int64_t>(blockIdx.z) * M + m) * N + n] = static_cast<A>(v);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+// One block: the C tile at (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z.
+template <typename T, class OpA, class OpB, class Epilogue>
+__global__ void __launch_bounds__(gemm::TC_THREADS)
+gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
+               const Epilogue epilogue) {
+  using namespace gemm;
+  __shared__ __align__(16) T As[TC_BM][TC_LD];
+  __shared__ __align__(16) T Bs[TC_BN][TC_LD];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * TC_BM, n0 = static_cast<int64_t>(blockIdx.y) * TC_BN;
+  const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * k_per_split;
+  const int64_t k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
+  const int wm = (warp / 2) * 64, wn = (warp % 2) * 32;  // this warp's 64 x 32 sub-tile
+  float acc[4][4][4] = {};
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += TC_BK) {
+    a.template stage<false>(&As[0][0], TC_LD, TC_BM, TC_BK, m0, k0, k_end);
+    b.template stage<false>(&Bs[0][0], TC_LD, TC_BN, TC_BK, n0, k0, k_end);
+    __syncthreads();
+    warp_mma<T, 4, 4, TC_BK>(acc, &As[wm][0], TC_LD, &Bs[wn][0], TC_LD, lane);
+    __syncthreads();
+  }
+  for_each_fragment(acc, lane, [&](int r, int c, float v) {
+    const int64_t m = m0 + wm + r, n = n0 + wn + c;
+    if (m < M && n < N) epilogue(m, n, v);
+  });
+}
+
+template <typename T, class OpA, class OpB, class Epilogue>
+__global__ void __launch_bounds__(gemm::F_THREADS)
+gemm_fma_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
+                const Epilogue epilogue) {
+  using namespace gemm;
+  __shared__ T As[F_BK][F_BM + 1];
+  __shared__ T Bs[F_BK][F_BN + 1];
+  const int tm = (threadIdx.x / 16) * 4, tn = (threadIdx.x % 16) * 4;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * F_BM, n0 = static_cast<int64_t>(blockIdx.y) * F_BN;
+  const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * k_per_split;
+  const int64_t k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
+  T acc[4][4] = {};
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += F_BK) {
+    a.template stage<true>(&As[0][0], F_BM + 1, F_BM, F_BK, m0, k0, k_end);
+    b.template stage<true>(&Bs[0][0], F_BN + 1, F_BN, F_BK, n0, k0, k_end);
+    __syncthreads();
+    thread_fma<T, 4, 4>(acc, &As[0][tm], F_BM + 1, &Bs[0][tn], F_BN + 1, F_BK);
+    __syncthreads();
+  }
+  for_each_output(acc, [&](int i, int j, T v) {
+    const int64_t m = m0 + tm + i, n = n0 + tn + j;
+    if (m < M && n < N) epilogue(m, n, v);
+  });
+}
+
+// out[i] = sum over s of partials[s, i], in order (deterministic).
+template <typename A>
+__global__ void ordered_sum_kernel(int64_t splits, int64_t width, const A* __restrict__ partials,
+                                   A* __restrict__ out) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < width;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    A acc = A(0);
+    for (int64_t s = 0; s < splits; ++s) acc += partials[s * width + i];
+    out[i] = acc;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launchers (on `stream`, each followed by a launch check)
+
+// C = A . B over K split in `splits` chunks (gridDim.z), each block's result to the epilogue.
+template <typename T, class OpA, class OpB, class Epilogue>
+void launch_gemm(int64_t M, int64_t N, int64_t K, int64_t splits, const OpA& a, const OpB& b,
+                 const Epilogue& epilogue, cudaStream_t stream) {
+  using namespace gemm;
+  // whole K steps per split, so that every tile starts at a multiple of the step (16-byte loads)
+  const int64_t step = uses_tensor_cores<T>() ? TC_BK : F_BK;
+  const int64_t k_per_split = ((K + splits - 1) / splits + step - 1) / step * step;
+  if constexpr (uses_tensor_cores<T>()) {
+    const dim3 grid((M + TC_BM - 1) / TC_BM, (N + TC_BN - 1) / TC_BN, splits);
+    gemm_tc_kernel<T, OpA, OpB, Epilogue><<<grid, TC_THREADS, 0, stream>>>(M, N, K, k_per_split, a, b, epilogue);
+  } else {
+    const dim3 grid((M + F_BM - 1) / F_BM, (N + F_BN - 1) / F_BN, splits);
+    gemm_fma_kernel<T, OpA, OpB, Epilogue><<<grid, F_THREADS, 0, stream>>>(M, N, K, k_per_split, a, b, epilogue);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// out[width] = the in-order sum of partials[splits, width].
+template <typename A>
+void launch_ordered_sum(int64_t splits, int64_t width, const A* partials, A* out, cudaStream_t stream) {
+  if (width == 0) return;
+  const int64_t blocks = (width + 255) / 256;
+  ordered_sum_kernel<A><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(
+      splits, width, partials, out);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace xsep::cuda

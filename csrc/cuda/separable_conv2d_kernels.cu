@@ -1,0 +1,324 @@
+// CUDA fused depthwise-separable kernels (see separable_conv2d_kernels.h). They are GEMMs (gemm.cuh)
+// whose depthwise operand is a DepthwiseOperand: a tile of act(dw(x)) computed from x on the fly,
+// in the accumulation type, rounded to the data type only where the unfused pair would have
+// rounded its intermediate tensor.
+//
+// Forward: when a block's pixels' whole depthwise rows fit in shared memory (64 pixels x C*M on
+// tensor cores, 32 on FMA units), they are computed once and multiplied by every output channel's
+// weights (a "resident" A operand; its cost is one depthwise pass). Otherwise the general GEMM
+// recomputes the depthwise slice of each tile (once per 64 output channels).
+// Backward: the pointwise weight gradient recomputes the depthwise tile of each (output-channel
+// tile, pixel chunk); the depthwise output's gradient is a GEMM whose epilogue multiplies by the
+// mid activation's derivative, recomputing dw(x) there.
+#include <c10/cuda/CUDAException.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/gemm.cuh"
+#include "cuda/kernel_types.cuh"
+#include "cuda/separable_conv2d_kernels.h"
+#include "cuda/vec.cuh"
+
+namespace xsep::cuda {
+namespace {
+
+enum Act : int { kNone = 0, kRelu = 1, kRelu6 = 2, kElu = 3 };
+
+template <typename A>
+__device__ __forceinline__ A activate(int act, A v) {
+  switch (act) {
+    case kRelu: return v < A(0) ? A(0) : v;
+    case kRelu6: return v < A(0) ? A(0) : (v > A(6) ? A(6) : v);
+    case kElu:
+      if constexpr (std::is_same_v<A, float>) return v > 0.0f ? v : expm1f(v);
+      else return v > 0.0 ? v : expm1(v);
+    default: return v;
+  }
+}
+
+// d(act)/d(pre) * g, as the CPU kernels and PyTorch define it at the kinks (relu'(0) = 0).
+template <typename A>
+__device__ __forceinline__ A activation_grad(int act, A pre, A g) {
+  switch (act) {
+    case kRelu: return pre > A(0) ? g : A(0);
+    case kRelu6: return pre > A(0) && pre < A(6) ? g : A(0);
+    case kElu:
+      if constexpr (std::is_same_v<A, float>) return pre > 0.0f ? g : g * expf(pre);
+      else return pre > 0.0 ? g : g * exp(pre);
+    default: return g;
+  }
+}
+
+// act(dw(x)) as a GEMM operand. pixel_rows: rows are output pixels and k runs over channels (the
+// forward's A); else rows are channels and k runs over pixels (the weight gradient's B). VEC > 1
+// (16-byte loads of VEC channels) needs M == 1 and C % VEC == 0.
+template <typename T, int VEC>
+struct DepthwiseOperand {
+  using A = typename Acc<T>::type;
+  DwParams p;
+  const T* x;  // [N, H, W, C]
+  const A* w;  // tap-major [kh * kw, OC]
+  int act;
+  bool pixel_rows;
+
+  // dw(x) (before the activation) at flat output pixel `pix`, output channels oc0 .. oc0 + V.
+  template <int V>
+  __device__ __forceinline__ void compute(int64_t pix, int64_t oc0, A (&d)[V]) const {
+    const int64_t wo = pix % p.Wo, nh = pix / p.Wo, ho = nh % p.Ho, n = nh / p.Ho;
+#pragma unroll
+    for (int v = 0; v < V; ++v) d[v] = A(0);
+    for (int64_t r = 0; r < p.kh; ++r) {
+      const int64_t hi = ho * p.sh - p.pad_top + r * p.dil_h;
+      if (hi < 0 || hi >= p.H) continue;
+      for (int64_t s = 0; s < p.kw; ++s) {
+        const int64_t wi = wo * p.sw - p.pad_left + s * p.dil_w;
+        if (wi < 0 || wi >= p.W) continue;
+        const T* xp = x + ((n * p.H + hi) * p.W + wi) * p.C;
+        const A* wp = w + (r * p.kw + s) * p.OC + oc0;
+        A xv[V];
+        if constexpr (V > 1) {
+          const Vec<T, V> raw = *reinterpret_cast<const Vec<T, V>*>(xp + oc0);
+#pragma unroll
+          for (int v = 0; v < V; ++v) xv[v] = static_cast<A>(raw.v[v]);
+        } else {
+          xv[0] = static_cast<A>(xp[oc0 / p.M]);
+        }
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+          const A xi = p.relu_input && xv[v] < A(0) ? A(0) : xv[v];
+          d[v] += xi * wp[v];
+        }
+      }
+    }
+  }
+
+  // Stages act(dw(x)) for rows [r0, r0 + nr) x k [k0, k0 + nk) (zero beyond the pixels, the
+  // channels or k_end), like StridedOperand::stage. A thread computes VEC consecutive channels of
+  // one pixel; consecutive threads take consecutive channel groups, so x reads coalesce.
+  template <bool KMAJOR>
+  __device__ void stage(T* s, int ld, int nr, int nk, int64_t r0, int64_t k0, int64_t k_end) const {
+    const int64_t pix0 = pixel_rows ? r0 : k0, ch0 = pixel_rows ? k0 : r0;
+    const int npix = pixel_rows ? nr : nk, cvecs = (pixel_rows ? nk : nr) / VEC;
+    const int64_t pix_end = pixel_rows ? p.N * p.Ho * p.Wo : k_end, ch_end = pixel_rows ? k_end : p.OC;
+    for (int u = threadIdx.x; u < npix * cvecs; u += blockDim.x) {
+      const int pp = u / cvecs, cv = u % cvecs;
+      const int64_t pix = pix0 + pp, c = ch0 + static_cast<int64_t>(cv) * VEC;
+      A d[VEC];
+      if (pix < pix_end && c < ch_end) {
+        compute<VEC>(pix, c, d);
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) d[v] = activate(act, d[v]);
+      } else {
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) d[v] = A(0);
+      }
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) {
+        const int ch = cv * VEC + v, rr = pixel_rows ? pp : ch, kk = pixel_rows ? ch : pp;
+        s[KMAJOR ? kk * ld + rr : rr * ld + kk] = static_cast<T>(d[v]);
+      }
+    }
+  }
+};
+
+// grad_d[m, n] = C[m, n] * act'(dw(x)[m, n]), in the data type (m: pixel, n: channel).
+template <typename T>
+struct StoreGradMid {
+  T* out;
+  DepthwiseOperand<T, 1> dw;
+  template <typename V>
+  __device__ void operator()(int64_t m, int64_t n, V v) const {
+    using A = typename Acc<T>::type;
+    A d[1];
+    dw.template compute<1>(m, n, d);
+    out[m * dw.p.OC + n] = static_cast<T>(activation_grad(dw.act, d[0], static_cast<A>(v)));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Forward with a resident depthwise operand: block = RES pixels, all of their C*M depthwise
+// values in dynamic shared memory, then every output-channel tile of 64 in turn.
+
+constexpr int RES_TC = 64, RES_FMA = 32, RES_BN = 64, RES_THREADS = 128;
+
+__host__ __device__ inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Shared-memory row length of the resident A tile: [RES_TC][lda], k contiguous, padded by 8
+// elements against bank conflicts (16-byte rows for ldmatrix).
+inline int64_t resident_lda_tc(int64_t K) { return round_up(K, gemm::TC_BK) + 8; }
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(RES_THREADS)
+forward_resident_tc_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T* __restrict__ w_pw,
+                           const float* __restrict__ bias, T* __restrict__ y) {
+  using namespace gemm;
+  XSEP_DYNAMIC_SMEM(smem);
+  T* As = reinterpret_cast<T*>(smem);
+  __shared__ __align__(16) T Bs[RES_BN][TC_LD];
+  const int64_t K = dw.p.OC, P = dw.p.N * dw.p.Ho * dw.p.Wo;
+  const int kpad = static_cast<int>(round_up(K, TC_BK)), lda = kpad + 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;  // this warp's 32 x 32 sub-tile
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * RES_TC;
+  dw.template stage<false>(As, lda, RES_TC, kpad, m0, 0, K);
+  const StridedOperand<T> wop{w_pw, O, K, 1};  // B(k, n) = w_pw[n, k]
+  const StoreOutput<T> out{y, O, bias};
+  for (int64_t n0 = 0; n0 < O; n0 += RES_BN) {
+    float acc[2][4][4] = {};
+    for (int k0 = 0; k0 < kpad; k0 += TC_BK) {
+      wop.template stage<false>(&Bs[0][0], TC_LD, RES_BN, TC_BK, n0, k0, K);
+      __syncthreads();  // (the first also publishes the resident A tile)
+      warp_mma<T, 2, 4, TC_BK>(acc, As + wm * lda + k0, lda, &Bs[wn][0], TC_LD, lane);
+      __syncthreads();
+    }
+    for_each_fragment(acc, lane, [&](int r, int c, float v) {
+      const int64_t m = m0 + wm + r, n = n0 + wn + c;
+      if (m < P && n < O) out(m, n, v);
+    });
+  }
+}
+
+// The same on FMA units: the resident tile k-major [kpad][RES_FMA]; each thread 4 pixels x 4
+// output channels of the 32 x 64 tile.
+template <typename T, int VEC>
+__global__ void __launch_bounds__(RES_THREADS)
+forward_resident_fma_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T* __restrict__ w_pw,
+                            const T* __restrict__ bias, T* __restrict__ y) {
+  using namespace gemm;
+  XSEP_DYNAMIC_SMEM(smem);
+  T* As = reinterpret_cast<T*>(smem);
+  __shared__ T Bs[F_BK][RES_BN + 1];
+  const int64_t K = dw.p.OC, P = dw.p.N * dw.p.Ho * dw.p.Wo;
+  const int kpad = static_cast<int>(round_up(K, F_BK));
+  const int tm = (threadIdx.x / 16) * 4, tn = (threadIdx.x % 16) * 4;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * RES_FMA;
+  dw.template stage<true>(As, RES_FMA, RES_FMA, kpad, m0, 0, K);
+  const StridedOperand<T> wop{w_pw, O, K, 1};
+  const StoreOutput<T> out{y, O, bias};
+  for (int64_t n0 = 0; n0 < O; n0 += RES_BN) {
+    T acc[4][4] = {};
+    for (int k0 = 0; k0 < kpad; k0 += F_BK) {
+      wop.template stage<true>(&Bs[0][0], RES_BN + 1, RES_BN, F_BK, n0, k0, K);
+      __syncthreads();
+      thread_fma<T, 4, 4>(acc, As + k0 * RES_FMA + tm, RES_FMA, &Bs[0][tn], RES_BN + 1, F_BK);
+      __syncthreads();
+    }
+    for_each_output(acc, [&](int i, int j, T v) {
+      const int64_t m = m0 + tm + i, n = n0 + tn + j;
+      if (m < P && n < O) out(m, n, v);
+    });
+  }
+}
+
+// The widest channel vector the depthwise operand can load: 16 bytes when M == 1, the channels
+// come in whole vectors and x is 16-byte aligned (then every pixel row is).
+template <typename T>
+bool vectorizable(const DwParams& p, const void* x) {
+  return p.M == 1 && p.C % kVec16<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+}
+
+// f(std::integral_constant<int, VEC>) with the widest usable VEC.
+template <typename T, typename F>
+void with_vec(const DwParams& p, const void* x, F&& f) {
+  if (vectorizable<T>(p, x)) {
+    f(std::integral_constant<int, kVec16<T>>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
+  }
+}
+
+template <typename T, int VEC>
+DepthwiseOperand<T, VEC> depthwise_operand(const SepParams& sp, const void* x, const void* w_taps,
+                                           bool pixel_rows) {
+  using A = typename Acc<T>::type;
+  return DepthwiseOperand<T, VEC>{sp.dw, static_cast<const T*>(x), static_cast<const A*>(w_taps),
+                                  sp.mid_activation, pixel_rows};
+}
+
+}  // namespace
+
+void separable_forward_nhwc(const SepParams& sp, Dtype dt, const void* x, const void* w_taps,
+                            const void* w_pw, const void* bias, void* y, int64_t smem_per_block,
+                            cudaStream_t stream) {
+  const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Acc<T>::type;
+    with_vec<T>(sp.dw, x, [&](auto vec) {
+      constexpr int VEC = decltype(vec)::value;
+      const auto dw = depthwise_operand<T, VEC>(sp, x, w_taps, /*pixel_rows=*/true);
+      const T* wp = static_cast<const T*>(w_pw);
+      const A* b = static_cast<const A*>(bias);
+      T* out = static_cast<T*>(y);
+      constexpr bool tc = uses_tensor_cores<T>();
+      const int64_t rows = tc ? RES_TC : RES_FMA;
+      // the resident tile (dynamic) plus the kernel's static B tile
+      const int64_t smem = tc ? rows * resident_lda_tc(K) * static_cast<int64_t>(sizeof(T))
+                              : rows * round_up(K, gemm::F_BK) * static_cast<int64_t>(sizeof(T));
+      const int64_t b_tile = tc ? RES_BN * gemm::TC_LD * static_cast<int64_t>(sizeof(T))
+                                : gemm::F_BK * (RES_BN + 1) * static_cast<int64_t>(sizeof(T));
+      if (smem + b_tile <= smem_per_block) {
+        const unsigned blocks = static_cast<unsigned>((P + rows - 1) / rows);
+        if constexpr (tc) {
+          auto kernel = forward_resident_tc_kernel<T, VEC>;
+          allow_dynamic_smem(kernel, smem);
+          kernel<<<blocks, RES_THREADS, smem, stream>>>(O, dw, wp, b, out);
+        } else {
+          auto kernel = forward_resident_fma_kernel<T, VEC>;
+          allow_dynamic_smem(kernel, smem);
+          kernel<<<blocks, RES_THREADS, smem, stream>>>(O, dw, wp, b, out);
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      } else {
+        launch_gemm<T>(P, O, K, 1, dw, StridedOperand<T>{wp, O, K, 1}, StoreOutput<T>{out, O, b}, stream);
+      }
+    });
+  });
+}
+
+int64_t separable_grad_pw_splits(const SepParams& sp) {
+  return gemm::k_splits(sp.dw.N * sp.dw.Ho * sp.dw.Wo);
+}
+
+void separable_grad_pointwise_weight_nhwc(const SepParams& sp, Dtype dt, const void* grad_output,
+                                          const void* x, const void* w_taps, void* partials,
+                                          void* grad_pw, cudaStream_t stream) {
+  const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
+  const int64_t splits = separable_grad_pw_splits(sp);
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Acc<T>::type;
+    with_vec<T>(sp.dw, x, [&](auto vec) {
+      constexpr int VEC = decltype(vec)::value;
+      // GW[o, c] = sum_p GY[p, o] act(d)[p, c]: A(o, p) = GY[p * O + o], B rows are channels.
+      const StridedOperand<T> gy{static_cast<const T*>(grad_output), O, 1, O};
+      const auto d = depthwise_operand<T, VEC>(sp, x, w_taps, /*pixel_rows=*/false);
+      launch_gemm<T>(O, K, P, splits, gy, d, StorePartial<A>{static_cast<A*>(partials), O, K}, stream);
+    });
+    launch_ordered_sum<A>(splits, O * K, static_cast<const A*>(partials), static_cast<A*>(grad_pw), stream);
+  });
+}
+
+void separable_grad_mid_nhwc(const SepParams& sp, Dtype dt, const void* grad_output, const void* x,
+                             const void* w_taps, const void* w_pw, void* grad_mid, cudaStream_t stream) {
+  const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    // GD[p, c] = sum_o GY[p, o] W[o, c]: B(o, c) = W[o * K + c], its rows (c) with stride 1.
+    const StridedOperand<T> gy{static_cast<const T*>(grad_output), P, O, 1};
+    const StridedOperand<T> w{static_cast<const T*>(w_pw), K, 1, K};
+    T* out = static_cast<T*>(grad_mid);
+    if (sp.mid_activation == kNone) {
+      launch_gemm<T>(P, K, O, 1, gy, w, StoreOutput<T>{out, K, nullptr}, stream);
+    } else {
+      const StoreGradMid<T> epilogue{out, depthwise_operand<T, 1>(sp, x, w_taps, /*pixel_rows=*/true)};
+      launch_gemm<T>(P, K, O, 1, gy, w, epilogue, stream);
+    }
+  });
+}
+
+}  // namespace xsep::cuda
