@@ -21,6 +21,17 @@ template <typename T> struct MmaType;
 template <> struct MmaType<c10::Half> { static constexpr bool bf16 = false; };
 template <> struct MmaType<c10::BFloat16> { static constexpr bool bf16 = true; };
 
+#ifdef XSEP_CUDA_EMU
+// The tests' CPU emulator (tests/cuda_emu) implements these warp-collective operations itself.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) { ::xsep_emu::ldmatrix_x4(r, p); }
+
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* p) { ::xsep_emu::ldmatrix_x2(r, p); }
+
+template <bool BF16>
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  ::xsep_emu::mma_16816(BF16, c, a, b);
+}
+#else
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -53,5 +64,6 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
 }
+#endif  // XSEP_CUDA_EMU
 
 }  // namespace xsep::cuda

@@ -1,0 +1,468 @@
+// The emulator's scheduler and warp-collective operations (see cuda_emu.h for the model).
+#include "cuda_emu.h"
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+namespace xsep_emu {
+namespace {
+
+constexpr int kWarp = 32;
+// Kernels keep only small arrays on their stacks, but an exception thrown in a fiber unwinds there.
+constexpr size_t kStackBytes = 256 * 1024;
+
+enum class State { runnable, at_syncthreads, at_warp_op, exited };
+
+struct Fiber {
+  ThreadContext vars;  // what threadIdx and friends read
+  ucontext_t context;
+  State state;
+  // Where it waits: the __syncthreads call site, or the name of the warp operation.
+  const char* wait_file;
+  int wait_line;
+};
+
+// A warp's mailbox for its collective operations: each lane deposits its operands, the lanes meet,
+// each reads what it needs, and they meet again before the mailbox can be reused.
+struct WarpScratch {
+  int arrived;
+  const void* rows[kWarp];
+  uint32_t a[kWarp][4], b[kWarp][2];
+  bool decoded;  // A and B below hold this mma's operands
+  float A[16][16], B[16][8];
+};
+
+// Fiber stacks, kept for the process's life and reused by every block; each with an inaccessible
+// guard page below it, so an overflow faults instead of corrupting a neighbour.
+class Stacks {
+ public:
+  char* get(size_t i) {
+    while (stacks_.size() <= i) {
+      const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+      void* base = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (base == MAP_FAILED) throw std::runtime_error("cuda_emu: cannot map a fiber stack");
+      mprotect(base, page, PROT_NONE);
+      stacks_.push_back(static_cast<char*>(base) + page);
+    }
+    return stacks_[i];
+  }
+
+ private:
+  std::vector<char*> stacks_;
+};
+
+struct Emulator {
+  std::mutex mutex;  // one launch at a time: shared memory is function-static
+  std::mt19937_64 rng{0};
+  std::string launch_error;  // pending, as cudaGetLastError would return it
+  Stacks stacks;
+
+  // The launch and block being run.
+  const Site* site = nullptr;
+  const std::function<void()>* body = nullptr;
+  std::vector<Fiber> fibers;
+  std::vector<WarpScratch> warps;
+  std::vector<int> runnable;  // run from the back
+  int running = -1;
+  int exited = 0, at_syncthreads = 0;
+  std::exception_ptr fiber_error;
+  ucontext_t scheduler;
+  // Set by on_fault: whether a fiber runs (its faults are the kernel's), and the fault it had.
+  volatile sig_atomic_t in_fiber = 0, fault_signal = 0;
+  void* volatile fault_address = nullptr;
+  std::unique_ptr<unsigned char, decltype(&std::free)> dynamic_smem{nullptr, &std::free};
+  size_t dynamic_smem_bytes = 0;
+  std::map<void*, size_t> shared_arrays;  // every __shared__ array met so far
+};
+
+Emulator& emu() {
+  static Emulator e;
+  return e;
+}
+
+// A memory fault in a kernel (on x86 a misaligned 16-byte vector access faults, as it does on a
+// GPU; an overflowing fiber stack hits its guard page) leaves its fiber for the scheduler, which
+// reports it like any error in the kernel; a fault outside the fibers goes to the previous handler.
+struct sigaction previous_segv, previous_bus;
+
+void on_fault(int sig, siginfo_t* info, void*) {
+  Emulator& e = emu();
+  if (!e.in_fiber) {  // not the kernel's: restored, the previous handler gets the repeated fault
+    sigaction(sig, sig == SIGSEGV ? &previous_segv : &previous_bus, nullptr);
+    return;
+  }
+  e.in_fiber = 0;
+  e.fault_signal = sig;
+  e.fault_address = info->si_addr;
+  setcontext(&e.scheduler);  // restores the scheduler's signal mask too
+}
+
+// Installs on_fault while a launch runs.
+class FaultHandler {
+ public:
+  FaultHandler() {
+    stack_t alt;
+    sigaltstack(nullptr, &alt);
+    if (alt.ss_flags & SS_DISABLE) {  // the handler cannot run on an overflowed fiber stack
+      static std::vector<char> memory(64 * 1024);
+      alt = stack_t{memory.data(), 0, memory.size()};
+      sigaltstack(&alt, nullptr);
+    }
+    struct sigaction action {};
+    action.sa_sigaction = on_fault;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, &previous_segv);
+    sigaction(SIGBUS, &action, &previous_bus);
+  }
+  ~FaultHandler() {
+    sigaction(SIGSEGV, &previous_segv, nullptr);
+    sigaction(SIGBUS, &previous_bus, nullptr);
+  }
+};
+
+std::string where(const Emulator& e, const dim3& block) {
+  std::ostringstream s;
+  s << "kernel " << e.site->kernel << " (launched at " << e.site->file << ":" << e.site->line << "), block ("
+    << block.x << "," << block.y << "," << block.z << ")";
+  return s.str();
+}
+
+std::string thread_name(const Fiber& f) {
+  std::ostringstream s;
+  s << "thread (" << f.vars.thread_idx.x << "," << f.vars.thread_idx.y << "," << f.vars.thread_idx.z << ")";
+  return s.str();
+}
+
+void shuffle_into_runnable(Emulator& e, std::vector<int> ids) {
+  std::shuffle(ids.begin(), ids.end(), e.rng);
+  e.runnable.insert(e.runnable.end(), ids.begin(), ids.end());
+}
+
+void fiber_main() {
+  Emulator& e = emu();
+  Fiber& f = e.fibers[e.running];
+  try {
+    (*e.body)();
+  } catch (const std::exception& ex) {
+    e.fiber_error = std::make_exception_ptr(std::runtime_error(thread_name(f) + ": " + ex.what()));
+  } catch (...) {
+    e.fiber_error = std::make_exception_ptr(std::runtime_error(thread_name(f) + ": unknown exception"));
+  }
+  f.state = State::exited;
+  ++e.exited;
+  // Returning resumes uc_link, the scheduler.
+}
+
+void yield_to_scheduler(Emulator& e) {
+  swapcontext(&e.fibers[e.running].context, &e.scheduler);
+}
+
+// Why nothing can run: which threads have exited and where the others wait.
+std::string describe_deadlock(const Emulator& e) {
+  std::map<std::string, int> sync_sites;
+  std::map<int, std::pair<const char*, int>> warps;  // warp -> (an operation waited at, lanes there)
+  for (size_t i = 0; i < e.fibers.size(); ++i) {
+    const Fiber& f = e.fibers[i];
+    if (f.state == State::at_syncthreads) {
+      ++sync_sites[std::string(f.wait_file) + ":" + std::to_string(f.wait_line)];
+    } else if (f.state == State::at_warp_op) {
+      auto& w = warps[static_cast<int>(i) / kWarp];
+      w.first = f.wait_file;
+      ++w.second;
+    }
+  }
+  std::ostringstream s;
+  s << "deadlock: " << e.exited << " of " << e.fibers.size() << " threads exited";
+  for (const auto& [site, n] : sync_sites) s << "; " << n << " wait at __syncthreads at " << site;
+  for (const auto& [w, op] : warps)
+    s << "; warp " << w << ": " << op.second << " lanes wait at " << op.first << " for the rest of the warp";
+  s << " (a GPU would hang or misbehave: every thread of a block must reach the same __syncthreads, "
+       "every lane of a warp the same warp-collective operation)";
+  return s.str();
+}
+
+// All threads wait at __syncthreads: they must wait at the same one.
+void release_syncthreads(Emulator& e, const dim3& block) {
+  const Fiber& first = e.fibers.front();
+  for (const Fiber& f : e.fibers) {
+    if (f.wait_line != first.wait_line || std::strcmp(f.wait_file, first.wait_file) != 0) {
+      throw std::runtime_error(where(e, block) + ": threads wait at different __syncthreads: " +
+                               thread_name(first) + " at " + first.wait_file + ":" +
+                               std::to_string(first.wait_line) + ", " + thread_name(f) + " at " +
+                               f.wait_file + ":" + std::to_string(f.wait_line));
+    }
+  }
+  std::vector<int> all(e.fibers.size());
+  std::iota(all.begin(), all.end(), 0);
+  for (Fiber& f : e.fibers) f.state = State::runnable;
+  e.at_syncthreads = 0;
+  shuffle_into_runnable(e, std::move(all));
+}
+
+void run_block(Emulator& e, const LaunchConfig& config, const uint3& block) {
+  const dim3 bd = config.block;
+  const int n = static_cast<int>(bd.x * bd.y * bd.z);
+  e.fibers.resize(n);
+  e.warps.assign((n + kWarp - 1) / kWarp, WarpScratch{});
+  e.runnable.clear();
+  e.exited = e.at_syncthreads = 0;
+  e.fiber_error = nullptr;
+  // Shared memory holds nothing a block can rely on: 0xff bytes are NaN in every float type.
+  if (e.dynamic_smem) std::memset(e.dynamic_smem.get(), 0xff, e.dynamic_smem_bytes);
+  for (const auto& [p, bytes] : e.shared_arrays) std::memset(p, 0xff, bytes);
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = e.fibers[i];
+    const unsigned u = static_cast<unsigned>(i);
+    f.vars = ThreadContext{uint3{u % bd.x, u / bd.x % bd.y, u / (bd.x * bd.y)}, block, bd, config.grid};
+    f.state = State::runnable;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = e.stacks.get(i);
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = &e.scheduler;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  std::vector<int> all(n);
+  std::iota(all.begin(), all.end(), 0);
+  shuffle_into_runnable(e, std::move(all));
+  for (;;) {
+    while (!e.runnable.empty()) {
+      e.running = e.runnable.back();
+      e.runnable.pop_back();
+      detail::current = &e.fibers[e.running].vars;
+      e.in_fiber = 1;
+      swapcontext(&e.scheduler, &e.fibers[e.running].context);
+      e.in_fiber = 0;
+      if (e.fault_signal != 0) {
+        std::ostringstream s;
+        s << where(e, block) << ", " << thread_name(e.fibers[e.running]) << ": memory fault ("
+          << (e.fault_signal == SIGBUS ? "SIGBUS" : "SIGSEGV") << ") at address " << e.fault_address
+          << " (on a GPU: an illegal or misaligned address; a 16-byte vector access at an address that "
+             "is not a multiple of 16 faults here too; or this thread's stack overflowed)";
+        e.fault_signal = 0;
+        throw std::runtime_error(s.str());
+      }
+      if (e.fiber_error) {
+        try {
+          std::rethrow_exception(e.fiber_error);
+        } catch (const std::exception& ex) {
+          throw std::runtime_error(where(e, block) + ", " + ex.what());
+        }
+      }
+    }
+    if (e.exited == n) return;
+    if (e.at_syncthreads == n) {
+      release_syncthreads(e, block);
+    } else {
+      throw std::runtime_error(where(e, block) + ": " + describe_deadlock(e));
+    }
+  }
+}
+
+std::string invalid_configuration(const LaunchConfig& c) {
+  const uint64_t threads = uint64_t{c.block.x} * c.block.y * c.block.z;
+  if (c.block.x == 0 || c.block.y == 0 || c.block.z == 0) return "a block dimension is 0";
+  if (c.block.x > 1024 || c.block.y > 1024 || c.block.z > 64 || threads > 1024)
+    return "more than 1024 threads per block (or x, y > 1024, z > 64)";
+  if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0) return "a grid dimension is 0";
+  if (c.grid.x > 0x7fffffffu || c.grid.y > 65535 || c.grid.z > 65535)
+    return "grid too large (x < 2^31, y and z <= 65535)";
+  if (c.dynamic_smem > 227 * 1024) return "more dynamic shared memory than any GPU has (227 KiB)";
+  return {};
+}
+
+// Returns once all 32 lanes of the calling fiber's warp have called this, with the same `op`.
+void warp_sync(Emulator& e, const char* op) {
+  const int warp = e.running / kWarp, lane0 = warp * kWarp;
+  if (lane0 + kWarp > static_cast<int>(e.fibers.size()))
+    throw std::runtime_error(std::string(op) + " in a partial warp (the block size is not a multiple of 32)");
+  WarpScratch& w = e.warps[warp];
+  Fiber& self = e.fibers[e.running];
+  self.state = State::at_warp_op;
+  self.wait_file = op;
+  self.wait_line = 0;
+  if (++w.arrived == kWarp) {
+    std::vector<int> lanes(kWarp);
+    for (int l = 0; l < kWarp; ++l) {
+      Fiber& f = e.fibers[lane0 + l];
+      if (std::strcmp(f.wait_file, op) != 0)
+        throw std::runtime_error("the lanes of warp " + std::to_string(warp) + " run different warp operations: " +
+                                 op + " and " + f.wait_file);
+      f.state = State::runnable;
+      lanes[l] = lane0 + l;
+    }
+    w.arrived = 0;
+    shuffle_into_runnable(e, std::move(lanes));
+  }
+  yield_to_scheduler(e);
+}
+
+template <int NUM>
+void ldmatrix(uint32_t (&r)[NUM], const void* row, const char* op, const char* op_end) {
+  Emulator& e = emu();
+  const int lane = e.running % kWarp;
+  WarpScratch& w = e.warps[e.running / kWarp];
+  // Lanes 0-7 give the row addresses of the first 8 x 8 matrix, 8-15 of the second, and so on
+  // (the other lanes' addresses are unused); each row is 16 bytes, naturally aligned.
+  if (lane < 8 * NUM) {
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0)
+      throw std::runtime_error(std::string(op) + ": lane " + std::to_string(lane) +
+                               "'s row address is not 16-byte aligned");
+    w.rows[lane] = row;
+  }
+  warp_sync(e, op);
+  // A group of four consecutive lanes loads a row: lane l gets row l / 4, elements 2 (l % 4) and
+  // 2 (l % 4) + 1 (the lower-indexed one in the low half); register i holds matrix i.
+  for (int i = 0; i < NUM; ++i) {
+    const unsigned char* p = static_cast<const unsigned char*>(w.rows[i * 8 + lane / 4]) + 4 * (lane % 4);
+    uint16_t lo, hi;
+    std::memcpy(&lo, p, 2);
+    std::memcpy(&hi, p + 2, 2);
+    r[i] = lo | static_cast<uint32_t>(hi) << 16;
+  }
+  warp_sync(e, op_end);
+}
+
+// Element i of a fragment held in 16-bit pairs: a(2j) in the low half of register j, a(2j+1) high.
+uint16_t element(const uint32_t* regs, int i) {
+  return static_cast<uint16_t>(i % 2 == 0 ? regs[i / 2] & 0xffff : regs[i / 2] >> 16);
+}
+
+float to_float(uint16_t bits, bool bf16) {
+  return bf16 ? static_cast<float>(c10::BFloat16(bits, c10::BFloat16::from_bits()))
+              : static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
+}
+
+}  // namespace
+
+void run(const Site& site, const LaunchConfig& config, const std::function<void()>& thread_body) {
+  Emulator& e = emu();
+  const std::lock_guard<std::mutex> lock(e.mutex);
+  if (const std::string bad = invalid_configuration(config); !bad.empty()) {
+    if (e.launch_error.empty()) {
+      e.launch_error = "kernel " + std::string(site.kernel) + " (launched at " + site.file + ":" +
+                       std::to_string(site.line) + "): invalid configuration: " + bad;
+    }
+    return;
+  }
+  e.site = &site;
+  e.body = &thread_body;
+  e.dynamic_smem.reset(config.dynamic_smem > 0 ? static_cast<unsigned char*>(std::aligned_alloc(
+                                                     128, (config.dynamic_smem + 127) / 128 * 128))
+                                               : nullptr);
+  e.dynamic_smem_bytes = config.dynamic_smem;
+  struct Reset {  // whatever happens, no fiber's variables stay visible
+    ~Reset() { detail::current = nullptr; }
+  } reset;
+  const FaultHandler fault_handler;
+  for (unsigned z = 0; z < config.grid.z; ++z)
+    for (unsigned y = 0; y < config.grid.y; ++y)
+      for (unsigned x = 0; x < config.grid.x; ++x) run_block(e, config, uint3{x, y, z});
+}
+
+void syncthreads(const char* file, int line) {
+  Emulator& e = emu();
+  Fiber& f = e.fibers[e.running];
+  f.state = State::at_syncthreads;
+  f.wait_file = file;
+  f.wait_line = line;
+  ++e.at_syncthreads;
+  yield_to_scheduler(e);
+}
+
+void register_shared_bytes(void* p, size_t bytes) {
+  emu().shared_arrays.emplace(p, bytes);
+  std::memset(p, 0xff, bytes);
+}
+
+unsigned char* dynamic_smem() {
+  return emu().dynamic_smem.get();  // null for a launch without any, where a GPU's has 0 bytes
+}
+
+void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  ldmatrix<4>(r, row, "ldmatrix.x4", "ldmatrix.x4 (end)");
+}
+
+void ldmatrix_x2(uint32_t (&r)[2], const void* row) {
+  ldmatrix<2>(r, row, "ldmatrix.x2", "ldmatrix.x2 (end)");
+}
+
+void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  Emulator& e = emu();
+  const int lane = e.running % kWarp;
+  WarpScratch& w = e.warps[e.running / kWarp];
+  std::copy(a, a + 4, w.a[lane]);
+  std::copy(b, b + 2, w.b[lane]);
+  w.decoded = false;
+  const char* op = bf16 ? "mma.m16n8k16.bf16" : "mma.m16n8k16.f16";
+  warp_sync(e, op);
+  if (!w.decoded) {  // the first lane to resume assembles A (16 x 16) and B (16 x 8) for all
+    for (int l = 0; l < kWarp; ++l) {
+      const int g = l >> 2, t = l % 4;  // groupID, threadID_in_group
+      for (int i = 0; i < 8; ++i) {
+        const int row = g + ((i >> 1) & 1) * 8;          // g for a0, a1, a4, a5; g + 8 otherwise
+        const int col = t * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+        w.A[row][col] = to_float(element(w.a[l], i), bf16);
+      }
+      for (int i = 0; i < 4; ++i) {
+        const int row = t * 2 + (i & 1) + (i >= 2 ? 8 : 0);
+        w.B[row][g] = to_float(element(w.b[l], i), bf16);
+      }
+    }
+    w.decoded = true;
+  }
+  // This lane's accumulators: c0, c1 at row g, columns 2t, 2t + 1; c2, c3 at row g + 8. The
+  // products of 16-bit values are exact in float; the sums are in float.
+  const int g = lane >> 2, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = t * 2 + (i & 1);
+    float d = c[i];
+    for (int k = 0; k < 16; ++k) d += w.A[row][k] * w.B[k][col];
+    c[i] = d;
+  }
+  warp_sync(e, bf16 ? "mma.m16n8k16.bf16 (end)" : "mma.m16n8k16.f16 (end)");
+}
+
+void check_launch(const char* file, int line) {
+  Emulator& e = emu();
+  const std::lock_guard<std::mutex> lock(e.mutex);
+  if (e.launch_error.empty()) return;
+  const std::string error = std::move(e.launch_error);
+  e.launch_error.clear();
+  throw std::runtime_error("CUDA launch error (checked at " + std::string(file) + ":" + std::to_string(line) +
+                           "): " + error);
+}
+
+std::string take_unchecked_launch_error() {
+  Emulator& e = emu();
+  const std::lock_guard<std::mutex> lock(e.mutex);
+  std::string error = std::move(e.launch_error);
+  e.launch_error.clear();
+  return error;
+}
+
+void set_schedule_seed(uint64_t seed) {
+  Emulator& e = emu();
+  const std::lock_guard<std::mutex> lock(e.mutex);
+  e.rng.seed(seed);
+}
+
+}  // namespace xsep_emu

@@ -1,0 +1,139 @@
+// A CUDA-on-CPU emulator for the tests: csrc/cuda/*.cu, compiled as C++ by g++ (see emu_build.py,
+// which puts `#include "cuda_emu.h"` first in each translated file and rewrites the <<<...>>>
+// launches into xsep_emu::launch), run on the CPU so that CI without a GPU executes the kernels.
+//
+// Execution model: one OS thread. A launch runs its blocks one after another; within a block each
+// CUDA thread is a fiber (ucontext), switched only at __syncthreads and warp-collective operations
+// (ldmatrix, mma.sync), so a block's fibers run in turn between barriers, in an order shuffled
+// (from a seed) at every barrier, which makes a missing __syncthreads show up as wrong results.
+// Because blocks never overlap, a function-static array is exactly a block's shared memory:
+// __shared__ becomes `static`, poisoned before each block runs. Misuse a GPU would hang on or
+// leave undefined (threads that exited while others wait at __syncthreads, threads of a block at
+// different __syncthreads, a warp whose lanes are not all at the same collective, misaligned
+// ldmatrix rows or 16-byte vector accesses, a bad launch configuration) is reported as an error
+// naming the kernel, block and thread.
+//
+// The tensor-core operations are implemented from the PTX ISA's definitions of the fragment
+// layouts (sections "Matrix Fragments for mma.m16n8k16 with floating point type" and "ldmatrix"),
+// independently of csrc/cuda/mma.cuh, which calls them under XSEP_CUDA_EMU.
+#pragma once
+
+// What nvcc includes in every .cu file: dim3, uint3, cudaStream_t, and (host_defines.h) __host__,
+// __device__ and __global__ as nothing, __forceinline__ and __align__ as GCC attributes. Only the
+// types are used: no CUDA runtime function is ever called.
+#include <cuda_runtime.h>
+
+#include <math.h>  // fma(float, float, float) and fma(double, double, double), as device code has
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+// Function statics are the block's shared memory (emu_build.py also registers each one-line
+// declaration, to poison it before each block: see register_shared).
+#undef __shared__
+#define __shared__ static
+#define __launch_bounds__(...)
+
+namespace xsep_emu {
+
+// What the CUDA built-in variables read for the running fiber.
+struct ThreadContext {
+  uint3 thread_idx, block_idx;
+  dim3 block_dim, grid_dim;
+};
+
+namespace detail {
+// Set by the scheduler before it switches to a fiber (launches are serialised).
+inline const ThreadContext* current = nullptr;
+}  // namespace detail
+
+#define threadIdx (::xsep_emu::detail::current->thread_idx)
+#define blockIdx (::xsep_emu::detail::current->block_idx)
+#define blockDim (::xsep_emu::detail::current->block_dim)
+#define gridDim (::xsep_emu::detail::current->grid_dim)
+
+// __syncthreads records where it was called, to report threads of a block at different barriers.
+void syncthreads(const char* file, int line);
+#define __syncthreads() ::xsep_emu::syncthreads(__FILE__, __LINE__)
+
+// Registers a __shared__ array (emu_build.py adds the call after each declaration, made static):
+// it is filled with 0xff bytes (NaN in every float type) now and before each block runs.
+void register_shared_bytes(void* p, size_t bytes);
+template <typename T>
+bool register_shared(T& array) {
+  register_shared_bytes(&array, sizeof(T));
+  return true;
+}
+
+// The launch's dynamic shared memory (XSEP_DYNAMIC_SMEM in csrc/cuda/kernel_types.cuh), 128-byte
+// aligned, filled with 0xff bytes (NaN in every float type) before each block runs.
+unsigned char* dynamic_smem();
+
+// Warp-collective tensor-core operations (the PTX instructions of csrc/cuda/mma.cuh).
+// ldmatrix.sync.aligned.m8n8.x4 / .x2 .shared.b16: `row` is this lane's row address.
+void ldmatrix_x4(uint32_t (&r)[4], const void* row);
+void ldmatrix_x2(uint32_t (&r)[2], const void* row);
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 with D = C = c.
+void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
+
+// ---------------------------------------------------------------------------------------------
+// Launches: `kernel<...><<<grid, block, smem, stream>>>(args)` becomes
+// `::xsep_emu::launch({file, line, "kernel<...>"}, kernel<...>, grid, block, smem, stream)(args)`.
+
+struct Site {
+  const char* file;
+  int line;
+  const char* kernel;
+};
+
+struct LaunchConfig {
+  dim3 grid, block;
+  size_t dynamic_smem;
+};
+
+// Runs `thread_body` as every thread of every block (or, for an invalid configuration, records a
+// launch error for C10_CUDA_KERNEL_LAUNCH_CHECK, as CUDA does). Errors in the kernel throw.
+void run(const Site& site, const LaunchConfig& config, const std::function<void()>& thread_body);
+
+template <typename... P>
+class Launch {
+ public:
+  Launch(const Site& site, void (*kernel)(P...), const LaunchConfig& config)
+      : site_(site), kernel_(kernel), config_(config) {}
+
+  template <typename... Args>
+  void operator()(Args&&... args) const {
+    static_assert(sizeof...(Args) == sizeof...(P), "wrong number of kernel arguments");
+    // Converted to the parameter types once, as a launch copies its arguments; each thread then
+    // gets its own copy (the kernel takes them by value).
+    const std::tuple<std::decay_t<P>...> params(std::forward<Args>(args)...);
+    run(site_, config_, [&] { std::apply(kernel_, params); });
+  }
+
+ private:
+  Site site_;
+  void (*kernel_)(P...);
+  LaunchConfig config_;
+};
+
+template <typename... P>
+Launch<P...> launch(const Site& site, void (*kernel)(P...), dim3 grid, dim3 block, size_t dynamic_smem = 0,
+                    cudaStream_t /*stream: launches run synchronously*/ = nullptr) {
+  return Launch<P...>(site, kernel, LaunchConfig{grid, block, dynamic_smem});
+}
+
+// Throws the launch error recorded since the last check, if any (C10_CUDA_KERNEL_LAUNCH_CHECK).
+void check_launch(const char* file, int line);
+#define C10_CUDA_KERNEL_LAUNCH_CHECK() ::xsep_emu::check_launch(__FILE__, __LINE__)
+
+// For the bindings: the launch error that no C10_CUDA_KERNEL_LAUNCH_CHECK reported (a launcher
+// that forgot one), empty if none; and the seed of the thread order (reset per test).
+std::string take_unchecked_launch_error();
+void set_schedule_seed(uint64_t seed);
+
+}  // namespace xsep_emu

@@ -1,0 +1,221 @@
+"""Builds the CUDA kernels (every csrc/cuda/*.cu, and the emulator's own tests/cuda_emu/*.cu) for
+the CPU emulator in cuda_emu.h, with the bindings in bindings.cpp, as the torch library
+`torch.ops.xsep_emu` (tests only, never shipped).
+
+Each .cu file (and .cuh header) is translated into C++ that g++ compiles: the emulator header
+first, the `<<<...>>>` launches rewritten into `::xsep_emu::launch(...)(args)`, and `__shared__`
+arrays into static ones the emulator poisons before each block; `#line` keeps compiler messages
+and __FILE__/__LINE__ pointing at the .cu file. include/c10/cuda/CUDAException.h shadows c10's
+(whose launch check calls the CUDA runtime) with the emulator's. The build is cached by torch's
+extension builder (ninja: rebuilt when a source, header or flag changes).
+
+`python tests/cuda_emu/emu_build.py` builds it and says where, for debugging a compile error.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+import sys
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CUDA_SOURCES = os.path.join(ROOT, "csrc", "cuda")
+NAME = "xsep_emu"
+
+if ROOT not in sys.path:  # run as a script
+    sys.path.append(ROOT)
+from xsep import _build  # noqa: E402  (the repository's own CUDA toolkit lookup)
+
+
+@functools.cache
+def cuda_include_dir() -> str | None:
+    """The CUDA toolkit's include folder (cuda_runtime.h: dim3, cudaStream_t, the host definitions
+    of __device__ and friends), None without a toolkit. The pip CUDA wheels' headers lack crt/."""
+    cuda_home = _build.find_cuda_home()
+    include = os.path.join(cuda_home, "include") if cuda_home else None
+    ok = include is not None and all(os.path.isfile(os.path.join(include, h))
+                                     for h in ("cuda_runtime.h", os.path.join("crt", "host_config.h")))
+    return include if ok else None
+
+
+def _kernel_start(text: str, launch: int) -> int:
+    """Start of the kernel expression before `<<<` at `launch`: a qualified name with optional
+    template arguments (which may hold parentheses and nested angle brackets)."""
+    i = launch
+    while i > 0 and text[i - 1].isspace():
+        i -= 1
+    if text[i - 1] == ">":
+        angles = parens = 0
+        while True:
+            i -= 1
+            c = text[i]
+            if c in ")]":
+                parens += 1
+            elif c in "([":
+                parens -= 1
+            elif parens == 0 and c == ">":
+                angles += 1
+            elif parens == 0 and c == "<":
+                angles -= 1
+                if angles == 0:
+                    break
+        while i > 0 and text[i - 1].isspace():
+            i -= 1
+    while i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_:"):
+        i -= 1
+    return i
+
+
+def _matching_paren(text: str, open_at: int) -> int:
+    depth = 0
+    for i in range(open_at, len(text)):
+        if text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    raise ValueError("unbalanced parentheses")
+
+
+def rewrite_launches(text: str, path: str) -> str:
+    """`kernel<...><<<grid, block[, smem[, stream]]>>>(args)` -> `::xsep_emu::launch({__FILE__,
+    __LINE__, "kernel<...>"}, kernel<...>, grid, block[, ...])(args)`, keeping every newline so that
+    line numbers still match. `kernel` is a function (with all template arguments explicit, as
+    launch deduces the parameter types from it) or a function pointer."""
+    out, pos = [], 0
+    while (launch := text.find("<<<", pos)) != -1:
+        if "//" in text[text.rfind("\n", 0, launch) + 1:launch]:  # in a comment
+            out.append(text[pos:launch + 3])
+            pos = launch + 3
+            continue
+        line = text.count("\n", 0, launch) + 1
+        config_end = text.find(">>>", launch)
+        args_open = config_end + 3
+        while args_open < len(text) and text[args_open].isspace():
+            args_open += 1
+        start = _kernel_start(text, launch)
+        kernel = text[start:launch].rstrip()
+        if config_end == -1 or args_open >= len(text) or text[args_open] != "(" or not kernel:
+            raise ValueError(f"{path}:{line}: cannot parse this kernel launch for the CUDA emulator")
+        args_close = _matching_paren(text, args_open)
+        name = " ".join(kernel.split()).replace('"', '\\"')
+        out.append(text[pos:start])
+        out.append(f'::xsep_emu::launch({{__FILE__, __LINE__, "{name}"}}, {kernel}, '
+                   f"{text[launch + 3:config_end]}){text[config_end + 3:args_close + 1]}")
+        pos = args_close + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
+# `__shared__ [attributes] T name[...]...;` on one line (not `extern`: dynamic shared memory).
+_SHARED = re.compile(r"(?<!extern )__shared__([^;\n]*?)\b(\w+)\s*((?:\[[^\]\n]*\]\s*)*);")
+
+
+def register_shared(text: str) -> str:
+    """`__shared__ ... name[...];` -> a static array (blocks run one at a time, so that is the
+    block's shared memory) that the emulator poisons before each block, as a GPU block's shared
+    memory does not hold what another block left there."""
+    return _SHARED.sub(lambda m: f"static{m[1]}{m[2]}{m[3]}; [[maybe_unused]] static const bool "
+                                 f"xsep_emu_shared_{m[2]} = ::xsep_emu::register_shared({m[2]});", text)
+
+
+def translate(path: str) -> str:
+    """The C++ the emulator build compiles for one .cu file or .cuh header (headers launch kernels
+    too); the emulator header comes first in each."""
+    text = register_shared(rewrite_launches(open(path, encoding="utf-8").read(), path))
+    rel = os.path.relpath(path, ROOT)
+    return (f"// Generated by tests/cuda_emu/emu_build.py from {rel} for the CPU emulator: do not edit.\n"
+            f'#include "cuda_emu.h"\n#line 1 "{path}"\n{text}')
+
+
+def _write_if_changed(path: str, text: str) -> None:
+    # ninja rebuilds by modification time: rewrite only what changed
+    if os.path.exists(path) and open(path, encoding="utf-8").read() == text:
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def build_directory() -> str:
+    from torch.utils import cpp_extension
+
+    return cpp_extension._get_build_directory(NAME, verbose=False)
+
+
+@functools.cache
+def load() -> None:
+    """Builds (if needed) and loads the emulated kernels as torch.ops.xsep_emu."""
+    from torch.utils import cpp_extension
+
+    include = cuda_include_dir()
+    if include is None:
+        raise RuntimeError("no CUDA toolkit headers (cuda_runtime.h) were found; set CUDA_HOME")
+    build_dir = build_directory()
+    # The translations, as translated/cuda/*: first on the include path, so that `#include
+    # "cuda/gemm.cuh"` finds the translated header (csrc's plain .h files are used as they are).
+    translated = os.path.join(build_dir, "translated")
+    os.makedirs(os.path.join(translated, "cuda"), exist_ok=True)
+    sources = [os.path.join(HERE, "cuda_emu.cpp"), os.path.join(HERE, "bindings.cpp")]
+    paths = [p for d in (CUDA_SOURCES, HERE) for ext in ("cu", "cuh") for p in glob.glob(os.path.join(d, f"*.{ext}"))]
+    for path in sorted(paths):
+        name = os.path.basename(path)
+        out = os.path.join(translated, "cuda", name[:-3] + "_emu.cpp" if name.endswith(".cu") else name)
+        _write_if_changed(out, translate(path))
+        if name.endswith(".cu"):
+            sources.append(out)
+    os.environ.setdefault("MAX_JOBS", str(_build.max_jobs()))
+    cpp_extension.load(
+        name=NAME,
+        sources=sources,
+        extra_include_paths=[translated, _build.CSRC, HERE, os.path.join(HERE, "include"), include],
+        # -fno-strict-aliasing: kernels reinterpret memory as vectors, as CUDA code does.
+        extra_cflags=["-O2", "-DXSEP_CUDA_EMU", "-fno-strict-aliasing", "-Wno-unknown-pragmas"],
+        build_directory=build_dir,
+        is_python_module=False,
+        with_cuda=False,
+        verbose=False,
+    )
+
+
+@functools.cache
+def _load_error() -> str | None:
+    """None once loaded, else why not; remembered, or every test would retry a failing build."""
+    try:
+        load()
+    except Exception as e:  # reported by every test that needs the build
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def require_ops(test_id: str):
+    """torch.ops.xsep_emu for the test `test_id`, with the emulator's thread order seeded from it
+    (so a failure reproduces when the test runs alone). Skips when no CUDA toolkit headers are
+    found or XSEP_TESTS_NO_BUILD=1 forbids compiling, failing instead under XSEP_REQUIRE_NATIVE=1
+    (CI); a failed build fails."""
+    import pytest
+    import torch
+
+    why = None
+    if _build._env_flag("XSEP_TESTS_NO_BUILD"):
+        why = "XSEP_TESTS_NO_BUILD=1 forbids compiling the CUDA emulator"
+    elif cuda_include_dir() is None:
+        why = "no CUDA toolkit headers (cuda_runtime.h) were found: set CUDA_HOME"
+    if why is not None:
+        if _build._env_flag("XSEP_REQUIRE_NATIVE"):
+            pytest.fail(f"XSEP_REQUIRE_NATIVE=1 but {why}")
+        pytest.skip(why)
+    error = _load_error()
+    if error is not None:
+        pytest.fail(f"the CUDA emulator build failed: {error}", pytrace=False)
+    torch.ops.xsep_emu.set_schedule_seed(zlib.crc32(test_id.encode()))
+    return torch.ops.xsep_emu
+
+
+if __name__ == "__main__":
+    load()
+    print(f"built and loaded torch.ops.{NAME} from {build_directory()}")

@@ -1,0 +1,114 @@
+"""The CUDA fused separable kernels (csrc/cuda/separable_conv2d_kernels.cu) run on the CPU by the
+emulator (tests/cuda_emu, no GPU needed), composed as the CUDA op composes them
+(separable_conv2d_cuda.cpp): the fused forward, then for the backward the pointwise weight gradient
+and the depthwise output's gradient from fused GEMMs, which the depthwise backward kernels take
+on. Every result against the float64 reference. Cases reach both forward paths (depthwise rows
+resident in shared memory, and recomputed per GEMM tile), tensor cores and FMA units, 16-byte and
+scalar depthwise loads, every mid activation, and a pixel reduction split in more than one chunk.
+Outputs start NaN-filled (bindings.cpp)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import emu_build
+from conftest import LOW_PRECISION, assert_matches_reference
+from xsep.ops import reference
+
+f32, f64, bf16, f16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
+MID = {"none": 0, "relu": 1, "relu6": 2, "elu": 3}
+DEVICE_SMEM = 227 * 1024  # an H100's opt-in shared memory per block: the resident path when it fits
+
+
+@pytest.fixture
+def emu(request):
+    return emu_build.require_ops(request.node.nodeid)
+
+
+def _case(dtype, c, o, k=(3, 3), *, m=1, size=(9, 11), n=2, stride=(1, 1), dilation=(1, 1), padding=None,
+          relu=False, mid="none", bias=False, resident=True):
+    kh, kw = k
+    if padding is None:  # (top, bottom, left, right): "same" at unit stride
+        padding = ((kh - 1) * dilation[0] // 2,) * 2 + ((kw - 1) * dilation[1] // 2,) * 2
+    return dict(dtype=dtype, c=c, o=o, m=m, k=k, size=size, n=n, stride=stride, dilation=dilation, padding=padding,
+                relu=relu, mid=mid, bias=bias, resident=resident)
+
+
+CASES = [
+    # tensor cores: 16-byte depthwise loads (c % 8 == 0), output-channel tiles past 64, both paths
+    _case(bf16, 16, 70, relu=True, mid="relu", bias=True),
+    _case(f16, 40, 24, (5, 5), mid="elu", resident=False),
+    _case(bf16, 8, 9, (3, 5), stride=(2, 2), padding=(0, 2, 1, 0), mid="relu6", resident=False),
+    # scalar loads: odd channels, depth multiplier 2, dilation
+    _case(f16, 5, 7, m=2, dilation=(2, 2), relu=True, mid="relu6", bias=True),
+    # FMA units (float32, float64): both paths, vectors (float 4, double 2) and scalars
+    _case(f32, 8, 66, (7, 7), relu=True, mid="elu", bias=True),
+    _case(f32, 3, 5, m=2, stride=(2, 1), mid="relu", resident=False),
+    _case(f64, 6, 17, (1, 3), padding=(0, 0, 1, 2), mid="none", bias=True, resident=False),
+    _case(f64, 7, 4, (5, 5), stride=(2, 2), relu=True, mid="relu"),
+    # more than 4096 output pixels: the pointwise weight gradient's reduction in two chunks
+    _case(bf16, 8, 8, size=(48, 48), relu=True, mid="relu"),
+]
+
+
+def _id(case):
+    kh, kw = case["k"]
+    parts = [str(case["dtype"]).removeprefix("torch."), f"c{case['c']}m{case['m']}o{case['o']}", f"k{kh}x{kw}",
+             "s{}{}".format(*case["stride"]), "d{}{}".format(*case["dilation"]), f"mid-{case['mid']}",
+             "resident" if case["resident"] else "per-tile"]
+    parts += [flag for flag in ("relu", "bias") if case[flag]]
+    return "-".join(parts)
+
+
+def _all_outputs(x, dw, pw, b, go, args):
+    """The reference's output and gradients (input, depthwise weight, pointwise weight)."""
+    x, dw, pw = (t.detach().requires_grad_() for t in (x, dw, pw))
+    y = reference.separable_conv2d(x, dw, pw, b, *args)
+    return (y.detach(), *torch.autograd.grad(y, (x, dw, pw), go))
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_matches_reference(emu, case):
+    dtype, c, m, o, (kh, kw) = case["dtype"], case["c"], case["m"], case["o"], case["k"]
+    acc = f64 if dtype == f64 else f32
+    n, (h, w_), oc = case["n"], case["size"], c * m
+    relu, mid = case["relu"], case["mid"]
+    scale = 4 if mid == "relu6" else 1  # so that relu6's upper kink is crossed too
+    x = (scale * torch.randn(n, c, h, w_)).to(dtype)  # the data; the reference gets it exactly, in float64
+    dw64 = (torch.randn(oc, 1, kh, kw, dtype=f64) / (kh * kw) ** 0.5).to(dtype).double()
+    pw64 = (torch.randn(o, oc, 1, 1, dtype=f64) / oc**0.5).to(dtype).double()
+    b64 = torch.randn(o, dtype=f64) if case["bias"] else None
+    args = (list(case["stride"]), list(case["padding"]), list(case["dilation"]), "relu" if relu else "none", mid)
+    ref_y = reference.separable_conv2d(x.double(), dw64, pw64, b64, *args)
+    go = torch.randn_like(ref_y).to(dtype)
+    ref = _all_outputs(x.double(), dw64, pw64, b64, go.double(), args)
+    ho, wo = ref_y.shape[2:]
+    top, _, left, _ = case["padding"]
+    params = [n, c, h, w_, m, oc, kh, kw, *case["stride"], top, left, *case["dilation"], ho, wo]
+    if n * ho * wo > 4096:
+        assert emu.separable_grad_pw_splits(params, o) > 1
+
+    def nhwc(t):
+        return t.permute(0, 2, 3, 1).contiguous()
+
+    def nchw(t):
+        return t.permute(0, 3, 1, 2)
+
+    taps = dw64.reshape(oc, kh * kw).t().contiguous().to(acc)  # w_taps[(r * kw + s), oc]
+    w_pw = pw64.reshape(o, oc).to(dtype).contiguous()
+    bias = None if b64 is None else b64.to(acc)
+    smem = DEVICE_SMEM if case["resident"] else 0
+    y = emu.separable_forward_nhwc(nhwc(x), taps, w_pw, bias, params, relu, MID[mid], smem)
+    grad_pw = emu.separable_grad_pointwise_weight_nhwc(nhwc(go), nhwc(x), taps, params, relu, MID[mid])
+    grad_mid = emu.separable_grad_mid_nhwc(nhwc(go), nhwc(x), taps, w_pw, params, relu, MID[mid])
+    grad_input = emu.depthwise_grad_input_nhwc(grad_mid, taps, nhwc(x), params, relu)
+    grad_dw = emu.depthwise_grad_weight_nhwc(grad_mid, nhwc(x), params, relu)
+    got = {"output": nchw(y), "grad_input": nchw(grad_input), "grad_depthwise_weight": grad_dw.t().reshape(oc, 1, kh, kw),
+           "grad_pointwise_weight": grad_pw.reshape(o, oc, 1, 1)}
+    want = dict(zip(got, ref))
+    torch_at_dtype = None
+    if dtype in LOW_PRECISION:  # PyTorch's own error at this precision
+        cast = [None if t is None else t.to(dtype) for t in (dw64, pw64, b64)]
+        torch_at_dtype = dict(zip(got, _all_outputs(x, *cast, go, args)))
+    assert_matches_reference(got, want, dtype, torch_at_dtype)
