@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/async_copy.cuh"
 #include "cuda/kernel_types.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/vec.cuh"
@@ -120,7 +121,8 @@ struct StridedOperand {
   // Stages rows [r0, r0 + nr) x k [k0, k0 + nk) into s, element (r, k) at s[r * ld + k] (or at
   // s[k * ld + r] when KMAJOR), zero beyond `rows` or `k_end`. Consecutive threads take
   // consecutive addresses of whichever index is contiguous in memory, so reads coalesce; along a
-  // contiguous k, 16 bytes at a time when every row starts 16-byte aligned.
+  // contiguous k, 16 bytes at a time when every row starts 16-byte aligned, and then (row-major
+  // tiles with 16-byte rows) as cp.async copies: the caller commits and waits for them.
   template <bool KMAJOR>
   __device__ void stage(T* s, int ld, int nr, int nk, int64_t r0, int64_t k0, int64_t k_end) const {
     constexpr int V = kVec16<T>;
@@ -131,6 +133,10 @@ struct StridedOperand {
         const int64_t r = r0 + rr, k = k0 + kk;
         Vec<T, V> v;
         if (r < rows && k + V <= k_end) {
+          if (!KMAJOR && ld % V == 0) {
+            cp_async_16(s + rr * ld + kk, p + r * s_row + k);
+            continue;
+          }
           v = *reinterpret_cast<const Vec<T, V>*>(p + r * s_row + k);
         } else {  // the tile's edge
 #pragma unroll
@@ -176,25 +182,37 @@ struct StorePartial {
 // ---------------------------------------------------------------------------------------------
 // Kernels
 
-// One block: the C tile at (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z.
+// One block: the C tile at (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z. Two tile buffers:
+// the next K step is staged (its strided parts by cp.async) while the current one is multiplied.
 template <typename T, class OpA, class OpB, class Epilogue>
 __global__ void __launch_bounds__(gemm::TC_THREADS)
 gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
                const Epilogue epilogue) {
   using namespace gemm;
-  __shared__ __align__(16) T As[TC_BM][TC_LD];
-  __shared__ __align__(16) T Bs[TC_BN][TC_LD];
+  __shared__ __align__(16) T As[2][TC_BM][TC_LD];
+  __shared__ __align__(16) T Bs[2][TC_BN][TC_LD];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * TC_BM, n0 = static_cast<int64_t>(blockIdx.y) * TC_BN;
   const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * k_per_split;
   const int64_t k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
   const int wm = (warp / 2) * 64, wn = (warp % 2) * 32;  // this warp's 64 x 32 sub-tile
+  const auto stage = [&](int buf, int64_t k0) {
+    a.template stage<false>(&As[buf][0][0], TC_LD, TC_BM, TC_BK, m0, k0, k_end);
+    b.template stage<false>(&Bs[buf][0][0], TC_LD, TC_BN, TC_BK, n0, k0, k_end);
+    cp_async_commit();
+  };
   float acc[4][4][4] = {};
+  if (k_begin < k_end) stage(0, k_begin);
   for (int64_t k0 = k_begin; k0 < k_end; k0 += TC_BK) {
-    a.template stage<false>(&As[0][0], TC_LD, TC_BM, TC_BK, m0, k0, k_end);
-    b.template stage<false>(&Bs[0][0], TC_LD, TC_BN, TC_BK, n0, k0, k_end);
+    const int cur = static_cast<int>((k0 - k_begin) / TC_BK) % 2;
+    if (k0 + TC_BK < k_end) {
+      stage(cur ^ 1, k0 + TC_BK);  // the buffer the previous step read (released by its barrier)
+      cp_async_wait<1>();          // this step's copies landed; the next step's may be in flight
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
-    warp_mma<T, 4, 4, TC_BK>(acc, &As[wm][0], TC_LD, &Bs[wn][0], TC_LD, lane);
+    warp_mma<T, 4, 4, TC_BK>(acc, &As[cur][wm][0], TC_LD, &Bs[cur][wn][0], TC_LD, lane);
     __syncthreads();
   }
   for_each_fragment(acc, lane, [&](int r, int c, float v) {
@@ -203,6 +221,7 @@ gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a
   });
 }
 
+// FMA units: k-major tiles, which StridedOperand stages without cp.async.
 template <typename T, class OpA, class OpB, class Epilogue>
 __global__ void __launch_bounds__(gemm::F_THREADS)
 gemm_fma_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,

@@ -158,27 +158,47 @@ forward_resident_tc_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T
   using namespace gemm;
   XSEP_DYNAMIC_SMEM(smem);
   T* As = reinterpret_cast<T*>(smem);
-  __shared__ __align__(16) T Bs[RES_BN][TC_LD];
+  __shared__ __align__(16) T Bs[2][RES_BN][TC_LD];  // the weights' tile, double-buffered
   const int64_t K = dw.p.OC, P = dw.p.N * dw.p.Ho * dw.p.Wo;
   const int kpad = static_cast<int>(round_up(K, TC_BK)), lda = kpad + 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;  // this warp's 32 x 32 sub-tile
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * RES_TC;
-  dw.template stage<false>(As, lda, RES_TC, kpad, m0, 0, K);
   const StridedOperand<T> wop{w_pw, O, K, 1};  // B(k, n) = w_pw[n, k]
   const StoreOutput<T> out{y, O, bias};
-  for (int64_t n0 = 0; n0 < O; n0 += RES_BN) {
-    float acc[2][4][4] = {};
-    for (int k0 = 0; k0 < kpad; k0 += TC_BK) {
-      wop.template stage<false>(&Bs[0][0], TC_LD, RES_BN, TC_BK, n0, k0, K);
-      __syncthreads();  // (the first also publishes the resident A tile)
-      warp_mma<T, 2, 4, TC_BK>(acc, As + wm * lda + k0, lda, &Bs[wn][0], TC_LD, lane);
-      __syncthreads();
+  // B steps run over every (output-channel tile, k step) pair, the next one staged (by cp.async)
+  // while the current one is multiplied.
+  const int k_steps = kpad / TC_BK;
+  const int64_t steps = (O + RES_BN - 1) / RES_BN * k_steps;
+  const auto stage = [&](int64_t step) {
+    const int64_t n0 = step / k_steps * RES_BN, k0 = step % k_steps * TC_BK;
+    wop.template stage<false>(&Bs[step % 2][0][0], TC_LD, RES_BN, TC_BK, n0, k0, K);
+    cp_async_commit();
+  };
+  stage(0);
+  dw.template stage<false>(As, lda, RES_TC, kpad, m0, 0, K);  // the resident A tile, once
+  float acc[2][4][4] = {};
+  for (int64_t step = 0; step < steps; ++step) {
+    if (step + 1 < steps) {
+      stage(step + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
     }
-    for_each_fragment(acc, lane, [&](int r, int c, float v) {
-      const int64_t m = m0 + wm + r, n = n0 + wn + c;
-      if (m < P && n < O) out(m, n, v);
-    });
+    __syncthreads();  // (the first also publishes the resident A tile)
+    const int k0 = static_cast<int>(step % k_steps) * TC_BK;
+    warp_mma<T, 2, 4, TC_BK>(acc, As + wm * lda + k0, lda, &Bs[step % 2][wn][0], TC_LD, lane);
+    __syncthreads();
+    if (step % k_steps == k_steps - 1) {  // this output-channel tile is complete
+      const int64_t n0 = step / k_steps * RES_BN;
+      for_each_fragment(acc, lane, [&](int r, int c, float v) {
+        const int64_t m = m0 + wm + r, n = n0 + wn + c;
+        if (m < P && n < O) out(m, n, v);
+      });
+      for (auto& tile : acc)
+        for (auto& fragment : tile)
+          for (float& v : fragment) v = 0.0f;
+    }
   }
 }
 
@@ -259,7 +279,7 @@ void separable_forward_nhwc(const SepParams& sp, Dtype dt, const void* x, const 
       // the resident tile (dynamic) plus the kernel's static B tile
       const int64_t smem = tc ? rows * resident_lda_tc(K) * static_cast<int64_t>(sizeof(T))
                               : rows * round_up(K, gemm::F_BK) * static_cast<int64_t>(sizeof(T));
-      const int64_t b_tile = tc ? RES_BN * gemm::TC_LD * static_cast<int64_t>(sizeof(T))
+      const int64_t b_tile = tc ? 2 * RES_BN * gemm::TC_LD * static_cast<int64_t>(sizeof(T))
                                 : gemm::F_BK * (RES_BN + 1) * static_cast<int64_t>(sizeof(T));
       if (smem + b_tile <= smem_per_block) {
         const unsigned blocks = static_cast<unsigned>((P + rows - 1) / rows);

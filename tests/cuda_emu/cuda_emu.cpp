@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <map>
 #include <memory>
@@ -37,6 +38,9 @@ struct Fiber {
   // Where it waits: the __syncthreads call site, or the name of the warp operation.
   const char* wait_file;
   int wait_line;
+  // cp.async copies not yet performed: the open group, and the committed groups, oldest first.
+  std::vector<std::pair<void*, const void*>> open_copies;
+  std::deque<std::vector<std::pair<void*, const void*>>> committed_copies;
 };
 
 // A warp's mailbox for its collective operations: each lane deposits its operands, the lanes meet,
@@ -167,6 +171,13 @@ void fiber_main() {
   } catch (...) {
     e.fiber_error = std::make_exception_ptr(std::runtime_error(thread_name(f) + ": unknown exception"));
   }
+  const bool pending = !f.open_copies.empty() ||
+                       std::any_of(f.committed_copies.begin(), f.committed_copies.end(),
+                                   [](const auto& group) { return !group.empty(); });
+  if (pending && !e.fiber_error) {
+    e.fiber_error = std::make_exception_ptr(std::runtime_error(
+        thread_name(f) + ": exited with cp.async copies it never waited for (cp.async.wait_group)"));
+  }
   f.state = State::exited;
   ++e.exited;
   // Returning resumes uc_link, the scheduler.
@@ -234,6 +245,8 @@ void run_block(Emulator& e, const LaunchConfig& config, const uint3& block) {
     const unsigned u = static_cast<unsigned>(i);
     f.vars = ThreadContext{uint3{u % bd.x, u / bd.x % bd.y, u / (bd.x * bd.y)}, block, bd, config.grid};
     f.state = State::runnable;
+    f.open_copies.clear();
+    f.committed_copies.clear();
     getcontext(&f.context);
     f.context.uc_stack.ss_sp = e.stacks.get(i);
     f.context.uc_stack.ss_size = kStackBytes;
@@ -439,6 +452,30 @@ void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t 
     c[i] = d;
   }
   warp_sync(e, bf16 ? "mma.m16n8k16.bf16 (end)" : "mma.m16n8k16.f16 (end)");
+}
+
+// cp.async: the copies happen as late as CUDA allows, when a wait_group needs them, so that shared
+// memory read before the wait still holds the poison (or the previous tile); __syncthreads does not
+// complete them, as on a GPU.
+void cp_async_16(void* smem, const void* global) {
+  Emulator& e = emu();
+  if (reinterpret_cast<uintptr_t>(smem) % 16 != 0 || reinterpret_cast<uintptr_t>(global) % 16 != 0)
+    throw std::runtime_error("cp.async of 16 bytes with an address that is not a multiple of 16");
+  e.fibers[e.running].open_copies.emplace_back(smem, global);
+}
+
+void cp_async_commit() {
+  Fiber& f = emu().fibers[emu().running];
+  f.committed_copies.push_back(std::move(f.open_copies));
+  f.open_copies.clear();
+}
+
+void cp_async_wait(int pending) {
+  Fiber& f = emu().fibers[emu().running];
+  while (static_cast<int>(f.committed_copies.size()) > pending) {
+    for (const auto& [dst, src] : f.committed_copies.front()) std::memcpy(dst, src, 16);
+    f.committed_copies.pop_front();
+  }
 }
 
 void check_launch(const char* file, int line) {

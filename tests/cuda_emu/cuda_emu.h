@@ -81,6 +81,13 @@ void ldmatrix_x2(uint32_t (&r)[2], const void* row);
 // mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 with D = C = c.
 void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 
+// Asynchronous copies (cp.async.cg.shared.global 16 bytes, commit_group, wait_group N of
+// csrc/cuda/async_copy.cuh), per thread: a copy takes effect only when a wait_group leaving at most
+// N newer groups pending needs it; a thread that exits with copies pending is an error.
+void cp_async_16(void* smem, const void* global);
+void cp_async_commit();
+void cp_async_wait(int pending);
+
 // ---------------------------------------------------------------------------------------------
 // Launches: `kernel<...><<<grid, block, smem, stream>>>(args)` becomes
 // `::xsep_emu::launch({file, line, "kernel<...>"}, kernel<...>, grid, block, smem, stream)(args)`.
