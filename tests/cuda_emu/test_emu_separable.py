@@ -40,6 +40,7 @@ CASES = [
     _case(bf16, 16, 70, relu=True, mid="relu", bias=True),
     _case(f16, 40, 24, (5, 5), mid="elu", resident=False),
     _case(bf16, 8, 9, (3, 5), stride=(2, 2), padding=(0, 2, 1, 0), mid="relu6", resident=False),
+    _case(bf16, 24, 40, n=1, mid="none", bias=True, resident=False),
     # scalar loads: odd channels, depth multiplier 2, dilation
     _case(f16, 5, 7, m=2, dilation=(2, 2), relu=True, mid="relu6", bias=True),
     # FMA units (float32, float64): both paths, vectors (float 4, double 2) and scalars
