@@ -80,6 +80,8 @@ command -v compute-sanitizer > /dev/null && \
 step bench-autotuned 150 "$PY" -m xsep bench --device cuda --quick --backends triton --out "$OUT_DIR/bench-autotuned"
 step bench-model 120 env XSEP_TRITON_AUTOTUNE=0 "$PY" -m xsep bench --device cuda --model xception --backends triton \
   --no-compile --out "$OUT_DIR/bench"
+step bench-model-native 90 "$PY" -m xsep bench --device cuda --model xception --backends native --no-compile \
+  --out "$OUT_DIR/bench"
 
 echo
 echo "== summary ($OUT_DIR)"
