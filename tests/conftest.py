@@ -159,6 +159,17 @@ def _seed(request):
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
+@pytest.fixture(params=["fence-before", "fence-after"])
+def emu(request):
+    """For tests/cuda_emu (which is on sys.path for its own tests): torch.ops.xsep_emu, the CUDA
+    kernels on the CPU emulator, with the thread order seeded from the test, each test run twice,
+    its tensors guarded by an inaccessible page right before them, then right after them
+    (bindings.cpp's memcheck: an out-of-bounds access faults and fails the test)."""
+    import emu_build
+
+    return emu_build.require_ops(request.node.nodeid, fence=request.param.removeprefix("fence-"))
+
+
 # --------------------------------------------------------------------------------------------------
 # Numerical helpers
 

@@ -6,13 +6,18 @@
 // To test a new launcher (say, from csrc/cuda/separable_conv2d_kernels.h; emu_build.py already
 // compiles every csrc/cuda/*.cu): include its header, write a function taking at::Tensor /
 // std::optional<at::Tensor> / int64_t / bool / std::vector<int64_t> arguments and returning the
-// outputs, call the launcher inside `checked(...)` with `data(t)` pointers and a null stream, and
-// add `m.def("name", &function);` to TORCH_LIBRARY below (the schema is inferred).
+// outputs, call the launcher inside `checked(...)` with `data(t)` (inputs) and `out(t)` (outputs)
+// pointers and a null stream, and add `m.def("name", &function);` to TORCH_LIBRARY below (the
+// schema is inferred).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/full.h>
 #include <torch/library.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -34,21 +39,112 @@ at::ScalarType acc_dtype(const at::Tensor& t) {
   return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// A dense CPU tensor's data (the launchers take raw pointers and assume dense layouts).
+// Guarded copies, the emulator's memcheck: with a fence set (set_fence), every tensor a launcher
+// gets is a copy placed right after an inaccessible page ("before": an access before the tensor
+// faults) or ending right at one ("after": an access past its end faults), at the original address
+// modulo 16 so that the kernels take the same vector paths (which can leave up to 15 bytes of slack
+// at the end). The emulator reports the fault as a memory error naming the kernel and thread, as
+// compute-sanitizer would on a GPU. Outputs are copied back after the launch.
+enum class Fence : int64_t { none = 0, before = 1, after = 2 };
+Fence g_fence = Fence::none;
+
+class GuardedCopies {
+ public:
+  GuardedCopies() = default;
+  GuardedCopies(const GuardedCopies&) = delete;
+  GuardedCopies& operator=(const GuardedCopies&) = delete;
+  ~GuardedCopies() {
+    for (const Region& r : regions_) munmap(r.map, r.map_bytes);
+  }
+
+  // A guarded copy of the memory `t` spans (any non-negative strides); `output`: copied back.
+  void* place(const at::Tensor& t, bool output) {
+    if (t.numel() == 0) return t.data_ptr();
+    int64_t span = 1;
+    for (int64_t d = 0; d < t.dim(); ++d) {
+      TORCH_CHECK(t.stride(d) >= 0, "xsep_emu: negative strides are not supported");
+      span += (t.size(d) - 1) * t.stride(d);
+    }
+    const size_t bytes = static_cast<size_t>(span) * t.element_size();
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t data_pages = (bytes + 16 + page - 1) / page, map_bytes = (data_pages + 1) * page;
+    auto* map = static_cast<unsigned char*>(
+        mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    TORCH_CHECK(map != MAP_FAILED, "xsep_emu: mmap failed");
+    const auto src = reinterpret_cast<uintptr_t>(t.data_ptr());
+    unsigned char* data;
+    if (g_fence == Fence::before) {
+      mprotect(map, page, PROT_NONE);
+      data = map + page + src % 16;
+    } else {
+      unsigned char* guard = map + data_pages * page;
+      mprotect(guard, page, PROT_NONE);
+      data = guard - bytes;
+      data -= (reinterpret_cast<uintptr_t>(data) - src) % 16;
+    }
+    std::memcpy(data, t.data_ptr(), bytes);
+    regions_.push_back({map, map_bytes, data, bytes, output ? t.data_ptr() : nullptr});
+    return data;
+  }
+
+  void copy_back() {
+    for (const Region& r : regions_)
+      if (r.back != nullptr) std::memcpy(r.back, r.data, r.bytes);
+  }
+
+ private:
+  struct Region {
+    void* map;
+    size_t map_bytes;
+    void* data;
+    size_t bytes;
+    void* back;
+  };
+  std::vector<Region> regions_;
+};
+
+GuardedCopies* g_copies = nullptr;  // the running launcher's, when a fence is set
+
+void set_fence(int64_t fence) {
+  TORCH_CHECK(fence >= 0 && fence <= 2, "xsep_emu: fence must be 0 (none), 1 (before) or 2 (after)");
+  g_fence = static_cast<Fence>(fence);
+}
+
+// A CPU tensor's data for a launcher (guarded when a fence is set). `data` wants a dense tensor
+// (the launchers assume dense layouts); `view_data` takes any strides (the GEMM's operands).
+const void* view_data(const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu(), "xsep_emu: expected a CPU tensor");
+  return g_copies != nullptr ? g_copies->place(t, false) : t.const_data_ptr();
+}
 const void* data(const at::Tensor& t) {
-  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "xsep_emu: expected a contiguous CPU tensor");
-  return t.const_data_ptr();
+  TORCH_CHECK(t.is_contiguous(), "xsep_emu: expected a contiguous CPU tensor");
+  return view_data(t);
 }
 const void* data(const std::optional<at::Tensor>& t) { return t.has_value() ? data(*t) : nullptr; }
+// An output's data (guarded and copied back after the launch when a fence is set).
+void* out(const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "xsep_emu: expected a contiguous CPU tensor");
+  return g_copies != nullptr ? g_copies->place(t, true) : t.data_ptr();
+}
 
 at::Tensor poisoned(at::IntArrayRef sizes, at::ScalarType dtype) {
   return at::full(sizes, NAN, at::TensorOptions().dtype(dtype));
 }
 
-// Runs a launcher; a launch error it did not check with C10_CUDA_KERNEL_LAUNCH_CHECK is a bug too.
+// Runs a launcher (on guarded copies when a fence is set); a launch error it did not check with
+// C10_CUDA_KERNEL_LAUNCH_CHECK is a bug too.
 template <typename F>
 void checked(F&& launcher) {
-  launcher();
+  GuardedCopies copies;
+  g_copies = g_fence == Fence::none ? nullptr : &copies;
+  try {
+    launcher();
+  } catch (...) {
+    g_copies = nullptr;
+    throw;
+  }
+  g_copies = nullptr;
+  copies.copy_back();
   const std::string error = xsep_emu::take_unchecked_launch_error();
   TORCH_CHECK(error.empty(), "xsep_emu: a launch error the launcher did not check: ", error);
 }
@@ -68,7 +164,7 @@ at::Tensor depthwise_forward_nhwc(const at::Tensor& x, const at::Tensor& w_taps,
   const auto p = dw_params(params, relu_input);
   at::Tensor y = poisoned({p.N, p.Ho, p.Wo, p.OC}, x.scalar_type());
   checked([&] {
-    xsep::cuda::depthwise_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(bias), y.mutable_data_ptr(),
+    xsep::cuda::depthwise_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(bias), out(y),
                                        nullptr);
   });
   return y;
@@ -80,7 +176,7 @@ at::Tensor depthwise_forward_nchw(const at::Tensor& x, const at::Tensor& w_taps,
   const auto p = dw_params(params, relu_input);
   at::Tensor y = poisoned({p.N, p.OC, p.Ho, p.Wo}, x.scalar_type());
   checked([&] {
-    xsep::cuda::depthwise_forward_nchw(p, dtype_of(x), data(x), data(w_taps), data(bias), y.mutable_data_ptr(),
+    xsep::cuda::depthwise_forward_nchw(p, dtype_of(x), data(x), data(w_taps), data(bias), out(y),
                                        nullptr);
   });
   return y;
@@ -94,7 +190,7 @@ at::Tensor depthwise_grad_input_nhwc(const at::Tensor& grad_output, const at::Te
   at::Tensor gi = poisoned({p.N, p.H, p.W, p.C}, grad_output.scalar_type());
   checked([&] {
     xsep::cuda::depthwise_grad_input_nhwc(p, dtype_of(grad_output), data(grad_output), data(w_taps), data(x),
-                                          gi.mutable_data_ptr(), nullptr);
+                                          out(gi), nullptr);
   });
   return gi;
 }
@@ -107,8 +203,8 @@ at::Tensor depthwise_grad_weight_nhwc(const at::Tensor& grad_output, const at::T
   at::Tensor partials = poisoned({xsep::cuda::depthwise_grad_weight_chunks(p), p.kh * p.kw, p.OC}, acc);
   at::Tensor taps = poisoned({p.kh * p.kw, p.OC}, acc);
   checked([&] {
-    xsep::cuda::depthwise_grad_weight_nhwc(p, dtype_of(x), data(grad_output), data(x), partials.mutable_data_ptr(),
-                                           taps.mutable_data_ptr(), nullptr);
+    xsep::cuda::depthwise_grad_weight_nhwc(p, dtype_of(x), data(grad_output), data(x), out(partials),
+                                           out(taps), nullptr);
   });
   return taps;
 }
@@ -127,8 +223,7 @@ at::Tensor pointwise_gemm(const at::Tensor& a, const at::Tensor& b, const std::o
   const auto g = gemm_params(a, b);
   at::Tensor c = poisoned({g.M, g.N}, a.scalar_type());
   checked([&] {
-    xsep::cuda::pointwise_gemm(g, dtype_of(a), a.const_data_ptr(), b.const_data_ptr(), data(bias),
-                               c.mutable_data_ptr(), nullptr);
+    xsep::cuda::pointwise_gemm(g, dtype_of(a), view_data(a), view_data(b), data(bias), out(c), nullptr);
   });
   return c;
 }
@@ -140,8 +235,8 @@ at::Tensor pointwise_gemm_split_k(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor partials = poisoned({xsep::cuda::gemm_k_splits(g), g.M, g.N}, acc);
   at::Tensor c = poisoned({g.M, g.N}, acc);
   checked([&] {
-    xsep::cuda::pointwise_gemm_split_k(g, dtype_of(a), a.const_data_ptr(), b.const_data_ptr(),
-                                       partials.mutable_data_ptr(), c.mutable_data_ptr(), nullptr);
+    xsep::cuda::pointwise_gemm_split_k(g, dtype_of(a), view_data(a), view_data(b),
+                                       out(partials), out(c), nullptr);
   });
   return c;
 }
@@ -163,7 +258,7 @@ at::Tensor separable_forward_nhwc(const at::Tensor& x, const at::Tensor& w_taps,
   at::Tensor y = poisoned({p.dw.N, p.dw.Ho, p.dw.Wo, p.O}, x.scalar_type());
   checked([&] {
     xsep::cuda::separable_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(w_pw), data(bias),
-                                       y.mutable_data_ptr(), smem_per_block, nullptr);
+                                       out(y), smem_per_block, nullptr);
   });
   return y;
 }
@@ -178,7 +273,7 @@ at::Tensor separable_grad_pointwise_weight_nhwc(const at::Tensor& grad_output, c
   at::Tensor grad_pw = poisoned({p.O, p.dw.OC}, acc);
   checked([&] {
     xsep::cuda::separable_grad_pointwise_weight_nhwc(p, dtype_of(x), data(grad_output), data(x), data(w_taps),
-                                                     partials.mutable_data_ptr(), grad_pw.mutable_data_ptr(),
+                                                     out(partials), out(grad_pw),
                                                      nullptr);
   });
   return grad_pw;
@@ -192,7 +287,7 @@ at::Tensor separable_grad_mid_nhwc(const at::Tensor& grad_output, const at::Tens
   at::Tensor grad_mid = poisoned({p.dw.N, p.dw.Ho, p.dw.Wo, p.dw.OC}, x.scalar_type());
   checked([&] {
     xsep::cuda::separable_grad_mid_nhwc(p, dtype_of(x), data(grad_output), data(x), data(w_taps), data(w_pw),
-                                        grad_mid.mutable_data_ptr(), nullptr);
+                                        out(grad_mid), nullptr);
   });
   return grad_mid;
 }
@@ -251,6 +346,7 @@ TORCH_LIBRARY(xsep_emu, m) {
   m.def("separable_grad_mid_nhwc", &separable_grad_mid_nhwc);
   m.def("separable_grad_pw_splits", &separable_grad_pw_splits);
   m.def("set_schedule_seed", &set_schedule_seed);
+  m.def("set_fence", &set_fence);
   m.def("selftest_early_exit", &selftest_early_exit);
   m.def("selftest_divergent_barriers", &selftest_divergent_barriers);
   m.def("selftest_partial_warp_mma", &selftest_partial_warp_mma);

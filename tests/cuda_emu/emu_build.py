@@ -192,9 +192,13 @@ def _load_error() -> str | None:
     return None
 
 
-def require_ops(test_id: str):
+FENCES = {"none": 0, "before": 1, "after": 2}
+
+
+def require_ops(test_id: str, fence: str = "none"):
     """torch.ops.xsep_emu for the test `test_id`, with the emulator's thread order seeded from it
-    (so a failure reproduces when the test runs alone). Skips when no CUDA toolkit headers are
+    (so a failure reproduces when the test runs alone) and the launchers' tensors guarded by an
+    inaccessible page `fence` them ("before", "after"; see bindings.cpp), or not ("none"). Skips when no CUDA toolkit headers are
     found or XSEP_TESTS_NO_BUILD=1 forbids compiling, failing instead under XSEP_REQUIRE_NATIVE=1
     (CI); a failed build fails."""
     import pytest
@@ -213,6 +217,7 @@ def require_ops(test_id: str):
     if error is not None:
         pytest.fail(f"the CUDA emulator build failed: {error}", pytrace=False)
     torch.ops.xsep_emu.set_schedule_seed(zlib.crc32(test_id.encode()))
+    torch.ops.xsep_emu.set_fence(FENCES[fence])
     return torch.ops.xsep_emu
 
 

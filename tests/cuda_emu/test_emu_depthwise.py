@@ -11,16 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import emu_build
 from conftest import LOW_PRECISION, assert_matches_reference
 from xsep.ops import reference
 
 f32, f64, bf16, f16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
-
-
-@pytest.fixture
-def emu(request):
-    return emu_build.require_ops(request.node.nodeid)
 
 
 def _case(dtype, c, k, *, m=1, stride=(1, 1), dilation=(1, 1), padding=None, relu=False, bias=False,

@@ -9,15 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import emu_build
 from conftest import FIXED_TOLERANCE, LOW_PRECISION, low_precision_tolerance, rel_error
 
 f32, f64, bf16, f16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
-
-
-@pytest.fixture
-def emu(request):
-    return emu_build.require_ops(request.node.nodeid)
 
 
 def _operands(layout: str, m: int, n: int, k: int, dtype: torch.dtype, row_pad: int = 0):

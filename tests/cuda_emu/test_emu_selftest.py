@@ -13,7 +13,7 @@ import emu_build
 
 
 @pytest.fixture
-def emu(request):
+def emu(request):  # the emulator's own tests: no guard pages (see conftest.py), except where asked
     return emu_build.require_ops(request.node.nodeid)
 
 
@@ -55,3 +55,16 @@ def test_dynamic_shared_memory_starts_poisoned_in_every_block(emu):
     assert after.tolist() == [float(63 - t) for t in range(64)]
     before, _ = emu.selftest_dynamic_shared_memory()
     assert torch.isnan(before).all()
+
+
+def test_memcheck_faults_on_a_read_past_a_tensor(emu):
+    # a depthwise forward told the input has 3 more rows than it has: with the input's end against a
+    # guard page, the kernel's first read past it is reported as a memory fault
+    emu.set_fence(2)
+    x = torch.randn(1, 8, 8, 8)  # [N, H, W, C]
+    taps = torch.randn(9, 8)
+    params = [1, 8, 11, 8, 1, 8, 3, 3, 1, 1, 1, 1, 1, 1, 11, 8]
+    with pytest.raises(RuntimeError, match="memory fault"):
+        emu.depthwise_forward_nhwc(x, taps, None, params, False)
+    emu.set_fence(0)
+    emu.depthwise_forward_nhwc(x, taps, None, params, False)  # unguarded, the same read goes unnoticed

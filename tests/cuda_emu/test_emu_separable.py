@@ -12,18 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import emu_build
 from conftest import LOW_PRECISION, assert_matches_reference
 from xsep.ops import reference
 
 f32, f64, bf16, f16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
 MID = {"none": 0, "relu": 1, "relu6": 2, "elu": 3}
 DEVICE_SMEM = 227 * 1024  # an H100's opt-in shared memory per block: the resident path when it fits
-
-
-@pytest.fixture
-def emu(request):
-    return emu_build.require_ops(request.node.nodeid)
 
 
 def _case(dtype, c, o, k=(3, 3), *, m=1, size=(9, 11), n=2, stride=(1, 1), dilation=(1, 1), padding=None,
