@@ -21,12 +21,12 @@ DEVICE_SMEM = 227 * 1024  # an H100's opt-in shared memory per block: the reside
 
 
 def _case(dtype, c, o, k=(3, 3), *, m=1, size=(9, 11), n=2, stride=(1, 1), dilation=(1, 1), padding=None,
-          relu=False, mid="none", bias=False, resident=True):
+          relu=False, mid="none", bias=False, resident=True, misaligned=False):
     kh, kw = k
     if padding is None:  # (top, bottom, left, right): "same" at unit stride
         padding = ((kh - 1) * dilation[0] // 2,) * 2 + ((kw - 1) * dilation[1] // 2,) * 2
     return dict(dtype=dtype, c=c, o=o, m=m, k=k, size=size, n=n, stride=stride, dilation=dilation, padding=padding,
-                relu=relu, mid=mid, bias=bias, resident=resident)
+                relu=relu, mid=mid, bias=bias, resident=resident, misaligned=misaligned)
 
 
 CASES = [
@@ -35,6 +35,8 @@ CASES = [
     _case(f16, 40, 24, (5, 5), mid="elu", resident=False),
     _case(bf16, 8, 9, (3, 5), stride=(2, 2), padding=(0, 2, 1, 0), mid="relu6", resident=False),
     _case(bf16, 24, 40, n=1, mid="none", bias=True, resident=False),
+    # channels for 16-byte loads, but the input 2 bytes past a 16-byte boundary: scalar loads
+    _case(bf16, 16, 20, mid="relu", misaligned=True),
     # scalar loads: odd channels, depth multiplier 2, dilation
     _case(f16, 5, 7, m=2, dilation=(2, 2), relu=True, mid="relu6", bias=True),
     # FMA units (float32, float64): both paths, vectors (float 4, double 2) and scalars
@@ -52,7 +54,7 @@ def _id(case):
     parts = [str(case["dtype"]).removeprefix("torch."), f"c{case['c']}m{case['m']}o{case['o']}", f"k{kh}x{kw}",
              "s{}{}".format(*case["stride"]), "d{}{}".format(*case["dilation"]), f"mid-{case['mid']}",
              "resident" if case["resident"] else "per-tile"]
-    parts += [flag for flag in ("relu", "bias") if case[flag]]
+    parts += [flag for flag in ("relu", "bias", "misaligned") if case[flag]]
     return "-".join(parts)
 
 
@@ -87,6 +89,15 @@ def test_matches_reference(emu, case):
     def nhwc(t):
         return t.permute(0, 2, 3, 1).contiguous()
 
+    def input_nhwc(t):  # x as the kernels get it, one element past a 16-byte boundary if asked
+        if not case["misaligned"]:
+            return nhwc(t)
+        flat = torch.empty(t.numel() + 1, dtype=t.dtype)
+        view = flat[1:].view(n, h, w_, c)
+        view.copy_(t.permute(0, 2, 3, 1))
+        assert view.data_ptr() % 16 != 0
+        return view
+
     def nchw(t):
         return t.permute(0, 3, 1, 2)
 
@@ -94,9 +105,9 @@ def test_matches_reference(emu, case):
     w_pw = pw64.reshape(o, oc).to(dtype).contiguous()
     bias = None if b64 is None else b64.to(acc)
     smem = DEVICE_SMEM if case["resident"] else 0
-    y = emu.separable_forward_nhwc(nhwc(x), taps, w_pw, bias, params, relu, MID[mid], smem)
-    grad_pw = emu.separable_grad_pointwise_weight_nhwc(nhwc(go), nhwc(x), taps, params, relu, MID[mid])
-    grad_mid = emu.separable_grad_mid_nhwc(nhwc(go), nhwc(x), taps, w_pw, params, relu, MID[mid])
+    y = emu.separable_forward_nhwc(input_nhwc(x), taps, w_pw, bias, params, relu, MID[mid], smem)
+    grad_pw = emu.separable_grad_pointwise_weight_nhwc(nhwc(go), input_nhwc(x), taps, params, relu, MID[mid])
+    grad_mid = emu.separable_grad_mid_nhwc(nhwc(go), input_nhwc(x), taps, w_pw, params, relu, MID[mid])
     grad_input = emu.depthwise_grad_input_nhwc(grad_mid, taps, nhwc(x), params, relu)
     grad_dw = emu.depthwise_grad_weight_nhwc(grad_mid, nhwc(x), params, relu)
     got = {"output": nchw(y), "grad_input": nchw(grad_input), "grad_depthwise_weight": grad_dw.t().reshape(oc, 1, kh, kw),
