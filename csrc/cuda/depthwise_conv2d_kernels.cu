@@ -38,6 +38,17 @@ __device__ __forceinline__ void store(T* p, const A (&in)[VEC]) {
   *reinterpret_cast<Vec<T, VEC>*>(p) = v;
 }
 
+// A thread's TW outputs of channels c0 .. c0 + VEC start at their bias (0 without one).
+template <typename A, int VEC>
+__device__ __forceinline__ void start_with_bias(A (&acc)[TW][VEC], const A* bias, int64_t c0) {
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) {
+    const A b = bias != nullptr ? bias[c0 + v] : A(0);
+#pragma unroll
+    for (int t = 0; t < TW; ++t) acc[t][v] = b;
+  }
+}
+
 __device__ __forceinline__ int64_t global_thread() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
@@ -69,12 +80,7 @@ forward_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>:
     const int64_t ho = rest % p.Ho, n = rest / p.Ho;
     const int64_t oc0 = cv * VEC, ic0 = VEC == 1 ? oc0 / p.M : oc0, wo0 = wt * TW;
     A acc[TW][VEC];
-#pragma unroll
-    for (int v = 0; v < VEC; ++v) {
-      const A b = bias != nullptr ? bias[oc0 + v] : A(0);
-#pragma unroll
-      for (int t = 0; t < TW; ++t) acc[t][v] = b;
-    }
+    start_with_bias(acc, bias, oc0);
     for (int r = 0; r < kh; ++r) {
       const int64_t hi = ho * p.sh - p.pad_top + r * p.dil_h;
       if (hi < 0 || hi >= p.H) continue;
@@ -127,6 +133,77 @@ forward_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>:
     for (int t = 0; t < TW; ++t)
       if (wo0 + t < p.Wo) store<A, T, VEC>(yp + t * p.OC, acc[t]);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward, channels-last, unit stride and dilation, k = 3, 5, 7 (most networks' depthwise layers,
+// Xception's included): a block stages its input tile plus the halo in shared memory once, 16 bytes
+// per access, then computes a TILE_H x TILE_W output tile of TILE_CV channel vectors from it (the
+// same sliding window as above, read from shared memory): an input vector is fetched from global
+// memory about (TILE + K - 1)^2 / TILE^2 times instead of once per output row that uses it.
+constexpr int TILE_H = 16, TILE_W = 16, TILE_CV = 4;  // output rows, columns and channel vectors
+static_assert(TILE_H * (TILE_W / TW) * TILE_CV == kThreads, "one thread per TW outputs of a vector");
+
+template <typename T, int VEC, int K>
+__global__ void __launch_bounds__(kThreads)
+forward_tiled_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>::type* __restrict__ w,
+                     const typename Acc<T>::type* __restrict__ bias, T* __restrict__ y) {
+  using A = typename Acc<T>::type;
+  constexpr int IH = TILE_H + K - 1, IW = TILE_W + K - 1;
+  __shared__ Vec<T, VEC> tile[IH][IW][TILE_CV];
+  const int64_t wtiles = (p.Wo + TILE_W - 1) / TILE_W, cvecs = p.C / VEC;
+  const int64_t ho0 = blockIdx.x / wtiles * TILE_H, wo0 = blockIdx.x % wtiles * TILE_W;
+  const int64_t cv0 = static_cast<int64_t>(blockIdx.y) * TILE_CV, n = blockIdx.z;
+  // The input tile: zero outside the image (the padding) and beyond the channels; relu applied.
+  for (int i = threadIdx.x; i < IH * IW * TILE_CV; i += kThreads) {
+    const int cv = i % TILE_CV, col = i / TILE_CV % IW, row = i / (TILE_CV * IW);
+    const int64_t hi = ho0 - p.pad_top + row, wi = wo0 - p.pad_left + col;
+    Vec<T, VEC> v;
+    if (hi >= 0 && hi < p.H && wi >= 0 && wi < p.W && cv0 + cv < cvecs) {
+      v = *reinterpret_cast<const Vec<T, VEC>*>(x + ((n * p.H + hi) * p.W + wi) * p.C + (cv0 + cv) * VEC);
+      if (p.relu_input) {
+#pragma unroll
+        for (int e = 0; e < VEC; ++e)
+          if (static_cast<A>(v.v[e]) < A(0)) v.v[e] = T(0.0f);
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) v.v[e] = T(0.0f);
+    }
+    tile[row][col][cv] = v;
+  }
+  __syncthreads();
+  // This thread: channel vector cv of TW consecutive outputs of one output row.
+  const int cv = threadIdx.x % TILE_CV, col0 = threadIdx.x / TILE_CV % (TILE_W / TW) * TW;
+  const int row0 = threadIdx.x / (TILE_CV * (TILE_W / TW));
+  const int64_t c0 = (cv0 + cv) * VEC, ho = ho0 + row0, wo = wo0 + col0;
+  if (cv0 + cv >= cvecs || ho >= p.Ho || wo >= p.Wo) return;  // (after the block's only barrier)
+  A acc[TW][VEC];
+  start_with_bias(acc, bias, c0);
+#pragma unroll
+  for (int r = 0; r < K; ++r) {
+    A xin[TW + K - 1][VEC];
+#pragma unroll
+    for (int j = 0; j < TW + K - 1; ++j) {
+      const Vec<T, VEC> v = tile[row0 + r][col0 + j][cv];
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) xin[j][e] = static_cast<A>(v.v[e]);
+    }
+#pragma unroll
+    for (int s = 0; s < K; ++s) {
+      A wv[VEC];
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) wv[v] = w[(r * K + s) * p.OC + c0 + v];
+#pragma unroll
+      for (int t = 0; t < TW; ++t)
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) acc[t][v] += xin[t + s][v] * wv[v];
+    }
+  }
+  T* yp = y + ((n * p.Ho + ho) * p.Wo + wo) * p.OC + c0;
+#pragma unroll
+  for (int t = 0; t < TW; ++t)
+    if (wo + t < p.Wo) store<A, T, VEC>(yp + t * p.OC, acc[t]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,9 +425,19 @@ void with_kernel_size(const DwParams& p, F&& f) {
 template <typename T, int VEC>
 void launch_forward(const DwParams& p, const T* x, const typename Acc<T>::type* w,
                     const typename Acc<T>::type* b, T* y, cudaStream_t stream) {
-  const int blocks = blocks_for(p.N * p.Ho * ((p.Wo + TW - 1) / TW) * (p.OC / VEC));
   with_kernel_size(p, [&](auto k) {
-    forward_kernel<T, VEC, decltype(k)::value><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
+    constexpr int K = decltype(k)::value;
+    if constexpr (VEC > 1 && K > 0) {
+      const int64_t channel_blocks = (p.C / VEC + TILE_CV - 1) / TILE_CV;
+      if (p.sh == 1 && p.sw == 1 && p.dil_h == 1 && p.dil_w == 1 && p.N <= 65535 && channel_blocks <= 65535) {
+        const dim3 grid(static_cast<unsigned>((p.Ho + TILE_H - 1) / TILE_H * ((p.Wo + TILE_W - 1) / TILE_W)),
+                        static_cast<unsigned>(channel_blocks), static_cast<unsigned>(p.N));
+        forward_tiled_kernel<T, VEC, K><<<grid, kThreads, 0, stream>>>(p, x, w, b, y);
+        return;
+      }
+    }
+    const int blocks = blocks_for(p.N * p.Ho * ((p.Wo + TW - 1) / TW) * (p.OC / VEC));
+    forward_kernel<T, VEC, K><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -18,15 +18,20 @@ f32, f64, bf16, f16 = torch.float32, torch.float64, torch.bfloat16, torch.float1
 
 
 def _case(dtype, c, k, *, m=1, stride=(1, 1), dilation=(1, 1), padding=None, relu=False, bias=False,
-          misaligned=False, several_chunks=False):
+          misaligned=False, several_chunks=False, size=(12, 13)):
     kh, kw = k
     if padding is None:  # (top, bottom, left, right): "same" at unit stride
         padding = ((kh - 1) * dilation[0] // 2,) * 2 + ((kw - 1) * dilation[1] // 2,) * 2
     return dict(dtype=dtype, c=c, m=m, k=k, stride=stride, dilation=dilation, padding=padding, relu=relu,
-                bias=bias, misaligned=misaligned, several_chunks=several_chunks)
+                bias=bias, misaligned=misaligned, several_chunks=several_chunks, size=size)
 
 
 CASES = [
+    # the shared-memory tiled forward (16-byte vectors, unit stride, k = 3, 5, 7): 16 x 16 output
+    # tiles of 4 channel vectors, past a tile edge in rows, columns and channels
+    _case(bf16, 40, (3, 3), relu=True, bias=True, size=(19, 35)),
+    _case(f32, 12, (7, 7), padding=(3, 2, 4, 1), size=(19, 20)),
+    _case(f64, 6, (5, 5), relu=True, size=(17, 18)),
     # 16-byte vectors (float 4, double 2, half 8 channels), sliding windows k = 3, 5, 7
     _case(f32, 8, (3, 3), bias=True, several_chunks=True),
     _case(bf16, 16, (5, 5), stride=(2, 1), relu=True),
@@ -48,7 +53,8 @@ CASES = [
 def _id(case):
     kh, kw = case["k"]
     parts = [str(case["dtype"]).removeprefix("torch."), f"c{case['c']}m{case['m']}", f"k{kh}x{kw}",
-             "s{}{}".format(*case["stride"]), "d{}{}".format(*case["dilation"]), "p{}{}{}{}".format(*case["padding"])]
+             "s{}{}".format(*case["stride"]), "d{}{}".format(*case["dilation"]), "p{}{}{}{}".format(*case["padding"]),
+             "{}x{}".format(*case["size"])]
     parts += [flag for flag in ("relu", "bias", "misaligned") if case[flag]]
     return "-".join(parts)
 
@@ -77,7 +83,7 @@ def _all_outputs(x, w, b, go, args):
 def test_matches_reference(emu, case):
     dtype, c, m, (kh, kw) = case["dtype"], case["c"], case["m"], case["k"]
     acc = f64 if dtype == f64 else f32
-    n, h, w_ = 2, 12, 13
+    n, (h, w_) = 2, case["size"]
     oc = c * m
     x = torch.randn(n, c, h, w_).to(dtype)  # the data; the reference gets it exactly, in float64
     w64 = torch.randn(oc, 1, kh, kw, dtype=f64) / (kh * kw) ** 0.5
