@@ -141,13 +141,17 @@ forward_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>:
 // per access, then computes a TILE_H x TILE_W output tile of TILE_CV channel vectors from it (the
 // same sliding window as above, read from shared memory): an input vector is fetched from global
 // memory about (TILE + K - 1)^2 / TILE^2 times instead of once per output row that uses it.
+// TRANSPOSED: the input gradient, which at unit stride is this correlation of grad_output with the
+// kernel turned by 180 degrees (see launch_tiled_grad_input); `mask` (x, for relu on the input):
+// the output is zero where it is not positive.
 constexpr int TILE_H = 16, TILE_W = 16, TILE_CV = 4;  // output rows, columns and channel vectors
 static_assert(TILE_H * (TILE_W / TW) * TILE_CV == kThreads, "one thread per TW outputs of a vector");
 
-template <typename T, int VEC, int K>
+template <typename T, int VEC, int K, bool TRANSPOSED>
 __global__ void __launch_bounds__(kThreads)
 forward_tiled_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>::type* __restrict__ w,
-                     const typename Acc<T>::type* __restrict__ bias, T* __restrict__ y) {
+                     const typename Acc<T>::type* __restrict__ bias, const T* __restrict__ mask,
+                     T* __restrict__ y) {
   using A = typename Acc<T>::type;
   constexpr int IH = TILE_H + K - 1, IW = TILE_W + K - 1;
   __shared__ Vec<T, VEC> tile[IH][IW][TILE_CV];
@@ -193,17 +197,28 @@ forward_tiled_kernel(const DwParams p, const T* __restrict__ x, const typename A
     for (int s = 0; s < K; ++s) {
       A wv[VEC];
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) wv[v] = w[(r * K + s) * p.OC + c0 + v];
+      const int tap = TRANSPOSED ? (K - 1 - r) * K + (K - 1 - s) : r * K + s;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) wv[v] = w[tap * p.OC + c0 + v];
 #pragma unroll
       for (int t = 0; t < TW; ++t)
 #pragma unroll
         for (int v = 0; v < VEC; ++v) acc[t][v] += xin[t + s][v] * wv[v];
     }
   }
-  T* yp = y + ((n * p.Ho + ho) * p.Wo + wo) * p.OC + c0;
+  const int64_t at = ((n * p.Ho + ho) * p.Wo + wo) * p.OC + c0;
 #pragma unroll
-  for (int t = 0; t < TW; ++t)
-    if (wo + t < p.Wo) store<A, T, VEC>(yp + t * p.OC, acc[t]);
+  for (int t = 0; t < TW; ++t) {
+    if (wo + t >= p.Wo) break;
+    if (mask != nullptr) {
+      A m[VEC];
+      load<A, T, VEC>(mask + at + t * p.OC, m, false);
+#pragma unroll
+      for (int v = 0; v < VEC; ++v)
+        if (!(m[v] > A(0))) acc[t][v] = A(0);
+    }
+    store<A, T, VEC>(y + at + t * p.OC, acc[t]);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,17 +437,29 @@ void with_kernel_size(const DwParams& p, F&& f) {
   }
 }
 
+// Whether the shared-memory tiled kernel takes p (16-byte vectors, unit stride and dilation, a
+// square k = 3, 5, 7), and its grid: output tiles, channel-vector groups, images.
+template <int VEC>
+bool tiled_kernel_applies(const DwParams& p) {
+  const int64_t channel_groups = (p.C / VEC + TILE_CV - 1) / TILE_CV;
+  return VEC > 1 && p.kh == p.kw && (p.kh == 3 || p.kh == 5 || p.kh == 7) && p.sh == 1 && p.sw == 1 &&
+         p.dil_h == 1 && p.dil_w == 1 && p.N <= 65535 && channel_groups <= 65535;
+}
+template <int VEC>
+dim3 tiled_grid(const DwParams& p) {
+  return dim3(static_cast<unsigned>((p.Ho + TILE_H - 1) / TILE_H * ((p.Wo + TILE_W - 1) / TILE_W)),
+              static_cast<unsigned>((p.C / VEC + TILE_CV - 1) / TILE_CV), static_cast<unsigned>(p.N));
+}
+
 template <typename T, int VEC>
 void launch_forward(const DwParams& p, const T* x, const typename Acc<T>::type* w,
                     const typename Acc<T>::type* b, T* y, cudaStream_t stream) {
   with_kernel_size(p, [&](auto k) {
     constexpr int K = decltype(k)::value;
     if constexpr (VEC > 1 && K > 0) {
-      const int64_t channel_blocks = (p.C / VEC + TILE_CV - 1) / TILE_CV;
-      if (p.sh == 1 && p.sw == 1 && p.dil_h == 1 && p.dil_w == 1 && p.N <= 65535 && channel_blocks <= 65535) {
-        const dim3 grid(static_cast<unsigned>((p.Ho + TILE_H - 1) / TILE_H * ((p.Wo + TILE_W - 1) / TILE_W)),
-                        static_cast<unsigned>(channel_blocks), static_cast<unsigned>(p.N));
-        forward_tiled_kernel<T, VEC, K><<<grid, kThreads, 0, stream>>>(p, x, w, b, y);
+      if (tiled_kernel_applies<VEC>(p)) {
+        forward_tiled_kernel<T, VEC, K, false><<<tiled_grid<VEC>(p), kThreads, 0, stream>>>(p, x, w, b,
+                                                                                            nullptr, y);
         return;
       }
     }
@@ -440,6 +467,29 @@ void launch_forward(const DwParams& p, const T* x, const typename Acc<T>::type* 
     forward_kernel<T, VEC, K><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The input gradient on the tiled kernel: at unit stride, grad_input[h, w] = sum over (r, s) of
+// grad_output[h + pad_top - r, w + pad_left - s] w[r, s], a forward pass over grad_output (H, W
+// and Ho, Wo swapped) with the kernel turned by 180 degrees and padding K - 1 - pad; the relu mask
+// applied to its output. Returns false when the tiled kernel does not take p.
+template <typename T, int VEC>
+bool launch_tiled_grad_input(const DwParams& p, const T* go, const typename Acc<T>::type* w, const T* x,
+                             T* gi, cudaStream_t stream) {
+  if (!tiled_kernel_applies<VEC>(p)) return false;
+  DwParams q = p;
+  q.H = p.Ho, q.W = p.Wo, q.Ho = p.H, q.Wo = p.W;
+  q.pad_top = p.kh - 1 - p.pad_top, q.pad_left = p.kw - 1 - p.pad_left;
+  q.relu_input = false;
+  with_kernel_size(p, [&](auto k) {
+    constexpr int K = decltype(k)::value;
+    if constexpr (K > 0) {
+      forward_tiled_kernel<T, VEC, K, true><<<tiled_grid<VEC>(q), kThreads, 0, stream>>>(
+          q, go, w, nullptr, p.relu_input ? x : nullptr, gi);
+    }
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
 }
 
 }  // namespace
@@ -490,6 +540,7 @@ void depthwise_grad_input_nhwc(const DwParams& p, Dtype dt, const void* grad_out
     auto* gip = static_cast<T*>(grad_input);
     constexpr int V = kVec16<T>;
     if (can_vectorize<T>(p, {grad_output, x, grad_input})) {
+      if (launch_tiled_grad_input<T, V>(p, gop, wp, xp, gip, stream)) return;
       const int64_t work = p.N * p.H * ((p.W + TW - 1) / TW) * (p.C / V);
       grad_input_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, gop, wp, xp, gip);
     } else {
