@@ -1,7 +1,8 @@
 // CUDA depthwise convolution: argument checks, device guard, stream and layout around the kernels
-// of depthwise_conv2d_kernels.cu. The forward has a channels-last (NHWC) and an NCHW kernel; the
-// backward kernels work on channels-last data, so NCHW tensors are converted for them (an extra
-// pass each way). Outputs are returned in the input's memory format.
+// of depthwise_conv2d_kernels.cu. The forward has a channels-last (NHWC) and an NCHW kernel, and so
+// does the input gradient at unit stride with M == 1; the other backward kernels work on
+// channels-last data, so NCHW tensors are converted for them (an extra pass each way). Outputs
+// are returned in the input's memory format.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -62,11 +63,23 @@ at::Tensor depthwise_conv2d_grad_input(const at::Tensor& grad_output, const at::
                                               dilation, input_activation);
   check_grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo);
   const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor w = tap_major(weight);
+  if (input.suggest_memory_format() == at::MemoryFormat::Contiguous) {
+    // NCHW at unit stride with M == 1: the NCHW kernel, no layout conversion
+    at::Tensor gi = at::empty({g.N, g.C, g.H, g.W}, input.options());
+    if (gi.numel() == 0) return gi;
+    const at::Tensor go = grad_output.contiguous();
+    const at::Tensor x = g.relu_input ? input.contiguous() : at::Tensor();  // only for the relu mask
+    if (depthwise_grad_input_nchw(dw_params(g), dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
+                                  x.defined() ? x.const_data_ptr() : nullptr, gi.mutable_data_ptr(),
+                                  current_stream())) {
+      return gi;
+    }
+  }
   at::Tensor gi = empty_nhwc({g.N, g.C, g.H, g.W}, input);
   if (gi.numel() > 0) {
     const at::Tensor go = nhwc(grad_output);
     const at::Tensor x = g.relu_input ? nhwc(input) : at::Tensor();  // only for the relu mask
-    const at::Tensor w = tap_major(weight);
     depthwise_grad_input_nhwc(dw_params(g), dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
                               x.defined() ? x.const_data_ptr() : nullptr, gi.mutable_data_ptr(),
                               current_stream());

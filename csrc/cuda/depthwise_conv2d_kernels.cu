@@ -196,7 +196,6 @@ forward_tiled_kernel(const DwParams p, const T* __restrict__ x, const typename A
 #pragma unroll
     for (int s = 0; s < K; ++s) {
       A wv[VEC];
-#pragma unroll
       const int tap = TRANSPOSED ? (K - 1 - r) * K + (K - 1 - s) : r * K + s;
 #pragma unroll
       for (int v = 0; v < VEC; ++v) wv[v] = w[tap * p.OC + c0 + v];
@@ -225,11 +224,13 @@ forward_tiled_kernel(const DwParams p, const T* __restrict__ x, const typename A
 // Forward on NCHW data: a thread owns TW consecutive outputs along W of one (n, oc) plane row, so
 // a warp covers a contiguous run of the row; the same sliding window as above for k = 3, 5, 7 at
 // unit stride along W. Scalar accesses (channels are not contiguous here); L1 serves the overlap
-// between neighbouring threads and rows.
-template <typename T, int K>
+// between neighbouring threads and rows. TRANSPOSED and `mask`: as for forward_tiled_kernel (the
+// NCHW input gradient at unit stride).
+template <typename T, int K, bool TRANSPOSED>
 __global__ void __launch_bounds__(kThreads)
 forward_nchw_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>::type* __restrict__ w,
-                    const typename Acc<T>::type* __restrict__ bias, T* __restrict__ y) {
+                    const typename Acc<T>::type* __restrict__ bias, const T* __restrict__ mask,
+                    T* __restrict__ y) {
   using A = typename Acc<T>::type;
   const int64_t wtiles = (p.Wo + TW - 1) / TW;
   const int64_t total = p.N * p.OC * p.Ho * wtiles;
@@ -246,11 +247,14 @@ forward_nchw_kernel(const DwParams p, const T* __restrict__ x, const typename Ac
     const A b = bias != nullptr ? bias[oc] : A(0);
 #pragma unroll
     for (int t = 0; t < TW; ++t) acc[t] = b;
+    const auto weight = [&](int r, int s) {  // tap (r, s), turned by 180 degrees when TRANSPOSED
+      const int tap = TRANSPOSED ? (kh - 1 - r) * kw + (kw - 1 - s) : r * kw + s;
+      return w[static_cast<int64_t>(tap) * p.OC + oc];
+    };
     for (int r = 0; r < kh; ++r) {
       const int64_t hi = ho * p.sh - p.pad_top + r * p.dil_h;
       if (hi < 0 || hi >= p.H) continue;
       const T* xrow = plane + hi * p.W;
-      const A* wrow = w + static_cast<int64_t>(r) * kw * p.OC + oc;
       if constexpr (K > 0) {
         if (p.sw == 1 && p.dil_w == 1) {
           A xin[TW + K - 1];
@@ -262,7 +266,7 @@ forward_nchw_kernel(const DwParams p, const T* __restrict__ x, const typename Ac
           }
 #pragma unroll
           for (int s = 0; s < K; ++s) {
-            const A wv = wrow[s * p.OC];
+            const A wv = weight(r, s);
 #pragma unroll
             for (int t = 0; t < TW; ++t) acc[t] += xin[t + s] * wv;
           }
@@ -270,7 +274,7 @@ forward_nchw_kernel(const DwParams p, const T* __restrict__ x, const typename Ac
         }
       }
       for (int s = 0; s < kw; ++s) {
-        const A wv = wrow[s * p.OC];
+        const A wv = weight(r, s);
 #pragma unroll
         for (int t = 0; t < TW; ++t) {
           const int64_t wi = (wo0 + t) * p.sw - p.pad_left + s * p.dil_w;
@@ -281,10 +285,13 @@ forward_nchw_kernel(const DwParams p, const T* __restrict__ x, const typename Ac
         }
       }
     }
-    T* yrow = y + ((n * p.OC + oc) * p.Ho + ho) * p.Wo;
+    const int64_t row = ((n * p.OC + oc) * p.Ho + ho) * p.Wo;
 #pragma unroll
-    for (int t = 0; t < TW; ++t)
-      if (wo0 + t < p.Wo) yrow[wo0 + t] = static_cast<T>(acc[t]);
+    for (int t = 0; t < TW; ++t) {
+      if (wo0 + t >= p.Wo) break;
+      if (mask != nullptr && !(static_cast<A>(mask[row + wo0 + t]) > A(0))) acc[t] = A(0);
+      y[row + wo0 + t] = static_cast<T>(acc[t]);
+    }
   }
 }
 
@@ -469,18 +476,33 @@ void launch_forward(const DwParams& p, const T* x, const typename Acc<T>::type* 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The input gradient on the tiled kernel: at unit stride, grad_input[h, w] = sum over (r, s) of
-// grad_output[h + pad_top - r, w + pad_left - s] w[r, s], a forward pass over grad_output (H, W
-// and Ho, Wo swapped) with the kernel turned by 180 degrees and padding K - 1 - pad; the relu mask
-// applied to its output. Returns false when the tiled kernel does not take p.
-template <typename T, int VEC>
-bool launch_tiled_grad_input(const DwParams& p, const T* go, const typename Acc<T>::type* w, const T* x,
-                             T* gi, cudaStream_t stream) {
-  if (!tiled_kernel_applies<VEC>(p)) return false;
+template <typename T, bool TRANSPOSED>
+void launch_forward_nchw(const DwParams& p, const T* x, const typename Acc<T>::type* w,
+                         const typename Acc<T>::type* b, const T* mask, T* y, cudaStream_t stream) {
+  const int blocks = blocks_for(p.N * p.OC * p.Ho * ((p.Wo + TW - 1) / TW));
+  with_kernel_size(p, [&](auto k) {
+    forward_nchw_kernel<T, decltype(k)::value, TRANSPOSED><<<blocks, kThreads, 0, stream>>>(p, x, w, b, mask, y);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// At unit stride, grad_input[h, w] = sum over (r, s) of grad_output[h + pad_top - r, w + pad_left - s]
+// w[r, s]: a forward pass over grad_output with these parameters (sizes swapped, padding K - 1 - pad),
+// the kernel turned by 180 degrees (TRANSPOSED) and the relu mask applied to its output.
+DwParams transposed(const DwParams& p) {
   DwParams q = p;
   q.H = p.Ho, q.W = p.Wo, q.Ho = p.H, q.Wo = p.W;
   q.pad_top = p.kh - 1 - p.pad_top, q.pad_left = p.kw - 1 - p.pad_left;
   q.relu_input = false;
+  return q;
+}
+
+// The input gradient on the tiled kernel (see transposed); false when that kernel does not take p.
+template <typename T, int VEC>
+bool launch_tiled_grad_input(const DwParams& p, const T* go, const typename Acc<T>::type* w, const T* x,
+                             T* gi, cudaStream_t stream) {
+  if (!tiled_kernel_applies<VEC>(p)) return false;
+  const DwParams q = transposed(p);
   with_kernel_size(p, [&](auto k) {
     constexpr int K = decltype(k)::value;
     if constexpr (K > 0) {
@@ -516,15 +538,8 @@ void depthwise_forward_nchw(const DwParams& p, Dtype dt, const void* x, const vo
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Acc<T>::type;
-    const auto* xp = static_cast<const T*>(x);
-    const auto* wp = static_cast<const A*>(w_taps);
-    const auto* bp = static_cast<const A*>(bias);
-    auto* yp = static_cast<T*>(y);
-    const int blocks = blocks_for(p.N * p.OC * p.Ho * ((p.Wo + TW - 1) / TW));
-    with_kernel_size(p, [&](auto k) {
-      forward_nchw_kernel<T, decltype(k)::value><<<blocks, kThreads, 0, stream>>>(p, xp, wp, bp, yp);
-    });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_forward_nchw<T, false>(p, static_cast<const T*>(x), static_cast<const A*>(w_taps),
+                                  static_cast<const A*>(bias), nullptr, static_cast<T*>(y), stream);
   });
 }
 
@@ -549,6 +564,21 @@ void depthwise_grad_input_nhwc(const DwParams& p, Dtype dt, const void* grad_out
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+bool depthwise_grad_input_nchw(const DwParams& p, Dtype dt, const void* grad_output, const void* w_taps,
+                               const void* x, void* grad_input, cudaStream_t stream) {
+  if (p.M != 1 || p.sh != 1 || p.sw != 1 || p.dil_h != 1 || p.dil_w != 1) return false;
+  // the forward kernel over grad_output, as for launch_tiled_grad_input
+  const DwParams q = transposed(p);
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename Acc<T>::type;
+    launch_forward_nchw<T, true>(q, static_cast<const T*>(grad_output), static_cast<const A*>(w_taps), nullptr,
+                                 p.relu_input ? static_cast<const T*>(x) : nullptr, static_cast<T*>(grad_input),
+                                 stream);
+  });
+  return true;
 }
 
 int64_t depthwise_grad_weight_chunks(const DwParams& p) {

@@ -36,6 +36,11 @@ void depthwise_grad_input_nhwc(const DwParams& p, Dtype dt, const void* grad_out
                                const void* w_taps, const void* x, void* grad_input,
                                cudaStream_t stream);
 
+// The same on NCHW data (grad_output [N, OC, Ho, Wo], x [N, C, H, W] -> grad_input [N, C, H, W]),
+// for unit stride and dilation and M == 1 only: returns false, launching nothing, otherwise.
+bool depthwise_grad_input_nchw(const DwParams& p, Dtype dt, const void* grad_output, const void* w_taps,
+                               const void* x, void* grad_input, cudaStream_t stream);
+
 // The weight gradient in two deterministic passes, no atomics: per-chunk partial sums over a fixed
 // split of the output pixels (the split depends on the shape only), then a sum over the chunks in
 // order. `partials` holds depthwise_grad_weight_chunks(p) * kh * kw * OC accumulators; the result,

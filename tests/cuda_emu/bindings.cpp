@@ -10,6 +10,7 @@
 // pointers and a null stream, and add `m.def("name", &function);` to TORCH_LIBRARY below (the
 // schema is inferred).
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <torch/library.h>
 
@@ -195,6 +196,21 @@ at::Tensor depthwise_grad_input_nhwc(const at::Tensor& grad_output, const at::Te
   return gi;
 }
 
+// grad_output [N, OC, Ho, Wo], x [N, C, H, W] (only read with relu_input) -> grad_input [N, C, H, W],
+// or an empty tensor when the NCHW kernel does not take these parameters
+at::Tensor depthwise_grad_input_nchw(const at::Tensor& grad_output, const at::Tensor& w_taps,
+                                     const std::optional<at::Tensor>& x, std::vector<int64_t> params,
+                                     bool relu_input) {
+  const auto p = dw_params(params, relu_input);
+  at::Tensor gi = poisoned({p.N, p.C, p.H, p.W}, grad_output.scalar_type());
+  bool launched = false;
+  checked([&] {
+    launched = xsep::cuda::depthwise_grad_input_nchw(p, dtype_of(grad_output), data(grad_output), data(w_taps),
+                                                     data(x), out(gi), nullptr);
+  });
+  return launched ? gi : at::empty({0}, grad_output.options());
+}
+
 // grad_output [N, Ho, Wo, OC], x [N, H, W, C] -> grad_taps [kh * kw, OC] in the accumulation type
 at::Tensor depthwise_grad_weight_nhwc(const at::Tensor& grad_output, const at::Tensor& x, std::vector<int64_t> params,
                                       bool relu_input) {
@@ -336,6 +352,7 @@ TORCH_LIBRARY(xsep_emu, m) {
   m.def("depthwise_forward_nhwc", &depthwise_forward_nhwc);
   m.def("depthwise_forward_nchw", &depthwise_forward_nchw);
   m.def("depthwise_grad_input_nhwc", &depthwise_grad_input_nhwc);
+  m.def("depthwise_grad_input_nchw", &depthwise_grad_input_nchw);
   m.def("depthwise_grad_weight_nhwc", &depthwise_grad_weight_nhwc);
   m.def("depthwise_grad_weight_chunks", &depthwise_grad_weight_chunks);
   m.def("pointwise_gemm", &pointwise_gemm);

@@ -113,10 +113,19 @@ def test_matches_reference(emu, case):
                                                     relu).permute(0, 3, 1, 2),
         "grad_weight": emu.depthwise_grad_weight_nhwc(nhwc(go), nhwc(x), params, relu).t().reshape(oc, 1, kh, kw),
     }
-    want = {"output (NHWC)": ref[0], "output (NCHW)": ref[0], "grad_input": ref[1], "grad_weight": ref[2]}
+    want = {"output (NHWC)": ref[0], "output (NCHW)": ref[0], "grad_input": ref[1], "grad_weight": ref[2],
+            "grad_input (NCHW)": ref[1]}
+    # the NCHW input gradient: its own kernel at unit stride with M == 1, else not launched
+    gi_nchw = emu.depthwise_grad_input_nchw(_placed(go, case["misaligned"]), taps,
+                                            _placed(x, case["misaligned"]) if relu else None, params, relu)
+    if m == 1 and case["stride"] == (1, 1) and case["dilation"] == (1, 1):
+        got["grad_input (NCHW)"] = gi_nchw
+    else:
+        assert gi_nchw.numel() == 0
     baseline = None
     if dtype in LOW_PRECISION:  # PyTorch's own error at this precision
         torch_at_dtype = _all_outputs(x, w64.to(dtype), None if b64 is None else b64.to(dtype), go, args)
         baseline = {"output (NHWC)": torch_at_dtype[0], "output (NCHW)": torch_at_dtype[0],
-                    "grad_input": torch_at_dtype[1], "grad_weight": torch_at_dtype[2]}
+                    "grad_input": torch_at_dtype[1], "grad_weight": torch_at_dtype[2],
+                    "grad_input (NCHW)": torch_at_dtype[1]}
     assert_matches_reference(got, want, dtype, baseline)
