@@ -1,8 +1,11 @@
-// CUDA depthwise kernels (see depthwise_kernels.h). Channels are the vector dimension: a thread
-// owns VEC consecutive channels (16 bytes of data) of TW consecutive output pixels along W, so a
-// warp reads contiguous, 16-byte aligned runs of each pixel's channels; for k = 3, 5, 7 at unit
+// CUDA depthwise kernels (see depthwise_conv2d_kernels.h). Channels are the vector dimension: a
+// thread owns VEC consecutive channels (16 bytes of data) of TW consecutive output pixels along W,
+// so a warp reads contiguous, 16-byte aligned runs of each pixel's channels; for k = 3, 5, 7 at unit
 // stride along W the input columns of a row are loaded once into registers and reused by the TW
-// outputs and k taps (a sliding window). Accumulation in float (double for double data).
+// outputs and k taps (a sliding window), and at unit stride in both directions a block first stages
+// its input tile plus halo in shared memory (forward_tiled_kernel). At unit stride the input
+// gradient is a forward pass with the kernel turned by 180 degrees (see `transposed`), so it runs on
+// the same kernels. Accumulation in float (double for double data).
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>

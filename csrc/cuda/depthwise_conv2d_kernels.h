@@ -1,5 +1,6 @@
-// CUDA depthwise convolution kernels (channels-last, and an NCHW forward), behind plain launch functions,
-// so that the host code (depthwise_conv2d_cuda.cpp, compiled by the C++ compiler) and the kernels
+// CUDA depthwise convolution kernels (channels-last, and NCHW ones for the forward and the input
+// gradient at unit stride), behind plain launch functions, so that the host code
+// (depthwise_conv2d_cuda.cpp, compiled by the C++ compiler) and the kernels
 // (depthwise_conv2d_kernels.cu, compiled by nvcc with only the light c10 headers) meet at raw pointers.
 #pragma once
 
