@@ -149,7 +149,7 @@ __host__ __device__ inline int64_t round_up(int64_t v, int64_t m) { return (v + 
 
 // Shared-memory row length of the resident A tile: [RES_TC][lda], k contiguous, padded by 8
 // elements against bank conflicts (16-byte rows for ldmatrix).
-inline int64_t resident_lda_tc(int64_t K) { return round_up(K, gemm::TC_BK) + 8; }
+__host__ __device__ inline int64_t resident_lda_tc(int64_t K) { return round_up(K, gemm::TC_BK) + 8; }
 
 template <typename T, int VEC>
 __global__ void __launch_bounds__(RES_THREADS)
@@ -160,7 +160,7 @@ forward_resident_tc_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T
   T* As = reinterpret_cast<T*>(smem);
   __shared__ __align__(16) T Bs[2][RES_BN][TC_LD];  // the weights' tile, double-buffered
   const int64_t K = dw.p.OC, P = dw.p.N * dw.p.Ho * dw.p.Wo;
-  const int kpad = static_cast<int>(round_up(K, TC_BK)), lda = kpad + 8;
+  const int kpad = static_cast<int>(round_up(K, TC_BK)), lda = static_cast<int>(resident_lda_tc(K));
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;  // this warp's 32 x 32 sub-tile
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * RES_TC;
