@@ -56,6 +56,8 @@ def add_parser(subparsers) -> None:
                    help="whole-model throughput instead of layers: xsep's Xception vs timm legacy_xception, "
                         "or vs torchvision Inception V3 training steps (the paper's Table 3)")
     p.add_argument("--no-compile", action="store_true", help="--model: eager only (skip torch.compile)")
+    p.add_argument("--layers", type=lambda t: [x for x in t.split(",") if x.strip()],
+                   help="comma-separated SIZE:IN:OUT layer shapes to run (e.g. 19:728:728; default: every distinct one)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_LAYERS} layers, fewer repeats (a smoke run)")
     p.add_argument("--repeats", type=_positive, help="timed calls per case (default 30 on GPU, 5 on CPU; --quick: 10 / 3)")
     p.add_argument("--verify-batch", type=_positive, help="batch for the reference check (default: up to 16 on GPU, 1 on CPU)")
@@ -152,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
         failed = 0
     else:
         layer_list = shapes.unique_layers(shapes.xception_separable_layers())
+        if args.layers:
+            try:
+                layer_list = shapes.select_layers(layer_list, args.layers)
+            except ValueError as exc:
+                raise SystemExit(f"xsep bench: --layers: {exc}") from None
         if args.quick:  # first, middle and last distinct shape: early wide-spatial to late wide-channel
             layer_list = [layer_list[i] for i in sorted({0, len(layer_list) // 2, len(layer_list) - 1})][:QUICK_LAYERS]
         progress = _Progress(total=len(dtypes) * len(args.layout) * len(layer_list) * len(args.ops) * len(args.modes))

@@ -75,3 +75,21 @@ def unique_layers(layers: list[SeparableLayer]) -> list[tuple[SeparableLayer, in
 
 
 MODELS = {"xception": xception_separable_layers}
+
+
+def select_layers(layers: list[tuple[SeparableLayer, int]], specs: list[str]) -> list[tuple[SeparableLayer, int]]:
+    """The entries of `layers` ((layer, count) pairs, e.g. from unique_layers) whose input size and
+    channels match one of `specs`, each 'SIZE:IN:OUT' (e.g. '19:728:728'), in the order of `layers`.
+    Raises ValueError for a malformed spec or one that matches no layer, naming the shapes there are."""
+    wanted = []
+    for spec in specs:
+        parts = spec.strip().split(":")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"expected a layer as SIZE:IN:OUT (e.g. 19:728:728), got {spec!r}")
+        wanted.append(tuple(int(p) for p in parts))
+    shape = lambda layer: (layer.size, layer.in_channels, layer.out_channels)  # noqa: E731
+    missing = [s for s, w in zip(specs, wanted) if all(shape(layer) != w for layer, _ in layers)]
+    if missing:
+        there = ", ".join(dict.fromkeys("%d:%d:%d" % shape(layer) for layer, _ in layers))
+        raise ValueError(f"no layer matches {', '.join(missing)}; the layers are {there}")
+    return [(layer, n) for layer, n in layers if shape(layer) in wanted]
