@@ -1,7 +1,8 @@
 """Each backend against the float64 reference before anything is timed, with the tests' tolerance
-rule: float64 and float32 within a fixed relative error; bfloat16 and float16 at most twice
-PyTorch's own error at that dtype (the `torch` backend's, measured on the same inputs) plus an
-eighth of the dtype's epsilon."""
+rule (`xsep.testing`): float64 and float32 within a fixed relative error; bfloat16 and float16 at
+most twice PyTorch's own error at that dtype (the `torch` backend's, measured on the same inputs,
+the worst over the output and gradients) plus an eighth of the dtype's epsilon. A result with a NaN
+or an infinity has the error `inf`, so it is reported as the worst and never passes."""
 
 from __future__ import annotations
 
@@ -9,24 +10,7 @@ import torch
 
 from xsep.bench import cases
 from xsep.bench.shapes import SeparableLayer
-
-FIXED_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
-
-
-def tolerance(dtype: torch.dtype, torch_error: float) -> float:
-    if dtype in FIXED_TOLERANCE:
-        return FIXED_TOLERANCE[dtype]
-    return 2 * torch_error + torch.finfo(dtype).eps / 8
-
-
-def rel_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
-    """||actual - reference|| / ||reference|| in float64 (inf when `actual` is not finite)."""
-    a, r = actual.detach().double(), reference.detach().double()
-    if not torch.isfinite(a).all():
-        return float("inf")
-    ref = torch.linalg.vector_norm(r).item()
-    diff = torch.linalg.vector_norm(a - r).item()
-    return diff / ref if ref > 0 else diff
+from xsep.testing import rel_error, tolerance
 
 
 def _outputs(op: str, mode: str, backend: str, layer: SeparableLayer, inputs: cases.Inputs) -> dict[str, torch.Tensor]:
