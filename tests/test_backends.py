@@ -7,7 +7,7 @@ import torch
 
 import xsep.functional as F
 from xsep import _extension, backends
-from conftest import dispatched_ops, native_available, require_native
+from helpers import dispatched_ops, native_available, require_native
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import xsep
-from conftest import rel_error
+from xsep.testing import rel_error
 
 TOLERANCE = 1e-5
 

@@ -12,8 +12,9 @@ import torch.nn.functional as torch_F
 
 import xsep.functional as F
 from xsep.ops import reference
-from conftest import (DTYPE_NAMES, FIXED_TOLERANCE, LAYOUTS, LOW_PRECISION, low_precision_tolerance,
-                      memory_format_of, pairwise, poisoned, rel_error)
+from xsep.testing import (FIXED_TOLERANCE, assert_matches_reference, check_against_reference, reference_results,
+                          rel_error, results)
+from helpers import DTYPE_NAMES, LAYOUTS, memory_format_of, pairwise, poisoned
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,50 +144,6 @@ POINTWISE_CASES = pairwise(dict(bias=(True, False), **_DATA))
 # Running a case
 
 
-def _forward_backward(fn, tensors, grad_output=None):
-    """fn(*tensors) and the gradients of <output, grad_output> with respect to every tensor (not
-    None); grad_output is drawn at random (float64, cast to the output's dtype) when not given."""
-    leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
-    out = fn(*leaves)
-    if grad_output is None:
-        grad_output = torch.randn(out.shape, dtype=torch.float64).to(out.dtype)
-    grads = torch.autograd.grad(out, [t for t in leaves if t is not None], grad_output.to(out.dtype))
-    return out.detach(), list(grads), grad_output
-
-
-def check_against_reference(run, ref, tensors, names, *, grad_layout=None):
-    """Compares run(*tensors) and its gradients with ref (the reference on normalised arguments)
-    on float64 copies of the same values. At low precision the tolerance comes from PyTorch's own
-    error: ref run at that dtype. Returns the output for further checks."""
-    dtype = tensors[0].dtype
-    out, grads, grad_output = _forward_backward(run, tensors)
-    if grad_layout is not None:
-        grad_output = poisoned(grad_output, grad_layout)
-        out, grads, _ = _forward_backward(run, tensors, grad_output)
-    assert out.dtype == dtype
-    ref_out, ref_grads, _ = _forward_backward(
-        ref, [None if t is None else t.detach().to(torch.float64) for t in tensors], grad_output.to(torch.float64))
-    assert out.shape == ref_out.shape
-    if dtype in LOW_PRECISION:
-        lp_out, lp_grads, _ = _forward_backward(ref, [None if t is None else t.detach().clone() for t in tensors],
-                                                grad_output)
-    failures = []
-    present = [n for n, t in zip(names, tensors) if t is not None]
-    for i, (name, got, want) in enumerate(zip(["output"] + [f"grad of {n}" for n in present],
-                                              [out] + grads, [ref_out] + ref_grads)):
-        err = rel_error(got, want)
-        if dtype in LOW_PRECISION:
-            torch_err = rel_error(([lp_out] + lp_grads)[i], want)
-            tol = low_precision_tolerance(dtype, torch_err)
-            detail = f"PyTorch's own error at {dtype}: {torch_err:.3g}"
-        else:
-            tol, detail = FIXED_TOLERANCE[dtype], f"fixed for {dtype}"
-        if not err <= tol:
-            failures.append(f"{name}: relative error {err:.3g} > tolerance {tol:.3g} ({detail})")
-    assert not failures, "\n".join(failures)
-    return out, grads
-
-
 def check_memory_formats(x, out, grad_x):
     """Output and input gradient take the input's memory format (NCHW in -> NCHW out,
     channels_last in -> channels_last out), where the input's format is unambiguous."""
@@ -230,8 +187,8 @@ def test_depthwise_matches_reference(backend, case):
         return reference.depthwise_conv2d(x, weight, bias, _as_pair(case["stride"]), pad,
                                           _as_pair(case["dilation"]), act or "none")
 
-    out, grads = check_against_reference(run, ref, [x, weight, bias], ["input", "weight", "bias"])
-    check_memory_formats(x, out, grads[0])
+    got = check_against_reference(run, ref, [x, weight, bias], ["input", "weight", "bias"])
+    check_memory_formats(x, got["output"], got["grad_input"])
 
 
 @pytest.mark.parametrize("case", SEPARABLE_CASES, ids=[case_id(c) for c in SEPARABLE_CASES])
@@ -256,9 +213,8 @@ def test_separable_matches_reference(backend, case):
         return reference.separable_conv2d(x, dw, pw, bias, _as_pair(case["stride"]), pad,
                                           _as_pair(case["dilation"]), in_act or "none", mid_act or "none")
 
-    out, grads = check_against_reference(run, ref, [x, dw, pw, bias],
-                                         ["input", "depthwise_weight", "pointwise_weight", "bias"])
-    check_memory_formats(x, out, grads[0])
+    got = check_against_reference(run, ref, [x, dw, pw, bias], ["input", "depthwise_weight", "pointwise_weight", "bias"])
+    check_memory_formats(x, got["output"], got["grad_input"])
 
 
 @pytest.mark.parametrize("case", POINTWISE_CASES, ids=[case_id(c) for c in POINTWISE_CASES])
@@ -272,9 +228,8 @@ def test_pointwise_matches_reference(backend, case):
     def run(x, weight, bias):
         return F.pointwise_conv2d(x, weight, bias, backend=backend)
 
-    out, grads = check_against_reference(run, reference.pointwise_conv2d, [x, weight, bias],
-                                         ["input", "weight", "bias"])
-    check_memory_formats(x, out, grads[0])
+    got = check_against_reference(run, reference.pointwise_conv2d, [x, weight, bias], ["input", "weight", "bias"])
+    check_memory_formats(x, got["output"], got["grad_input"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,7 +289,7 @@ def test_strided_weights_and_bias(backend, op):
 def test_non_contiguous_grad_output(backend, op, grad_layout):
     # Autograd hands backward whatever strides the next op produced: views, channels_last, ...
     run, ref, tensors, names = _op_case(op)
-    check_against_reference(run(backend), ref, tensors, names, grad_layout=grad_layout)
+    check_against_reference(run(backend), ref, tensors, names, place_grad_output=lambda g: poisoned(g, grad_layout))
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -383,18 +338,16 @@ def test_autocast_cpu_bfloat16(backend, op):
     # bfloat16 out), gradients of the float32 leaves come back in float32, and the values are as
     # accurate as PyTorch's bfloat16 convolution on the same rounded inputs.
     run, ref, tensors, names = _op_case(op, dtype=torch.float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    bf16 = torch.bfloat16
+    with torch.autocast("cpu", dtype=bf16):
         conv_dtype = torch.nn.Conv2d(3, 4, 1)(torch.randn(1, 3, 2, 2)).dtype
-        out, grads, grad_output = _forward_backward(run(backend), tensors)
-    assert conv_dtype == torch.bfloat16
-    assert out.dtype == conv_dtype
-    assert all(g.dtype == torch.float32 for g in grads)
-    rounded = [t.to(torch.bfloat16) for t in tensors]
-    ref_out, ref_grads, _ = _forward_backward(ref, [t.double() for t in rounded], grad_output.double())
-    lp_out, lp_grads, _ = _forward_backward(ref, rounded, grad_output)
-    for name, got, lp, want in zip(["output"] + names, [out] + grads, [lp_out] + lp_grads, [ref_out] + ref_grads):
-        tol = low_precision_tolerance(torch.bfloat16, rel_error(lp, want))
-        assert rel_error(got, want) <= tol, name
+        grad_output = torch.randn(ref(*tensors).shape, dtype=torch.float64).to(bf16)
+        got = results(run(backend), tensors, names, grad_output)
+    assert conv_dtype == bf16
+    assert got["output"].dtype == conv_dtype
+    assert all(g.dtype == torch.float32 for name, g in got.items() if name != "output")
+    want, torch_at_dtype = reference_results(ref, [t.to(bf16) for t in tensors], bf16, names, grad_output)
+    assert_matches_reference(got, want, bf16, torch_at_dtype)
 
 
 def test_autocast_accepts_mixed_dtypes(backend):
@@ -405,10 +358,11 @@ def test_autocast_accepts_mixed_dtypes(backend):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = F.separable_conv2d(x, dw, pw, None, padding=1, backend=backend)
     args = (None, (1, 1), (1, 1, 1, 1), (1, 1))
-    want = reference.separable_conv2d(x.to(torch.bfloat16).double(), dw.double(), pw.double(), *args)
-    torch_err = rel_error(reference.separable_conv2d(x.to(torch.bfloat16), dw, pw, *args), want)
+    want, torch_at_dtype = reference_results(lambda x, dw, pw: reference.separable_conv2d(x, dw, pw, *args),
+                                             [x.to(torch.bfloat16), dw, pw], torch.bfloat16,
+                                             ["input", "depthwise_weight", "pointwise_weight"])
     assert y.dtype == torch.bfloat16
-    assert rel_error(y, want) <= low_precision_tolerance(torch.bfloat16, torch_err)
+    assert_matches_reference({"output": y}, want, torch.bfloat16, torch_at_dtype)
 
 
 # --------------------------------------------------------------------------------------------------

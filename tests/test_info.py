@@ -12,7 +12,7 @@ import torch
 
 import xsep
 from xsep import backends, info
-from conftest import native_available
+from helpers import native_available
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

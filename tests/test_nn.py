@@ -13,7 +13,8 @@ from torch import nn
 
 import xsep
 from xsep import functional as F
-from conftest import FIXED_TOLERANCE, dispatched_ops, rel_error, require_native
+from xsep.testing import FIXED_TOLERANCE, rel_error
+from helpers import dispatched_ops, require_native
 
 
 def conv_pair(c, o, k, stride=1, padding=0, dilation=1, m=1, bias=True, **factory):

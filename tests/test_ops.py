@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from xsep.ops import reference
-from conftest import memory_format_of, rel_error
+from xsep.testing import rel_error
+from helpers import memory_format_of
 
 pytestmark = pytest.mark.usefixtures("native")
 

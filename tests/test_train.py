@@ -14,7 +14,8 @@ import torch
 
 from xsep import models
 from xsep import train as T
-from conftest import rel_error, require_native
+from xsep.testing import rel_error
+from helpers import require_native
 
 pytest.importorskip("sklearn")
 pytest.importorskip("tqdm")

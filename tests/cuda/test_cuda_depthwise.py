@@ -7,31 +7,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import (FIXED_TOLERANCE, LOW_PRECISION, low_precision_tolerance, pairwise, poisoned,
-                            rel_error, require_native)
 from xsep.ops import reference
+from xsep.testing import TENSOR_NAMES, assert_matches_reference, reference_results, rel_error
+from helpers import pairwise, placed, require_cuda_kernels
 
 pytestmark = pytest.mark.cuda
+DEVICE = "cuda"  # a module constant, so that a copy of these checks can be run on CPU tensors
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 @pytest.fixture(autouse=True)
 def _native_cuda():
-    require_native()
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("xsep::depthwise_conv2d", "CUDA"):
-        pytest.fail("the library was built without CUDA depthwise kernels")
-
-
-def _xsep(x, w, b, *args):
-    return torch.ops.xsep.depthwise_conv2d(x, w, b, *args)
-
-
-def _reference_all(x, w, b, grad_output, args):
-    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-    y = reference.depthwise_conv2d(x, w, b, *args)
-    gi, gw = torch.autograd.grad(y, (x, w), grad_output)
-    return y.detach(), gi, gw
+    require_cuda_kernels("depthwise_conv2d")
 
 
 CASES = pairwise({
@@ -50,44 +38,34 @@ CASES = pairwise({
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()).replace(" ", ""))
 def test_matches_reference(case):
+    # Forward, grad input and grad weight (the raw ops) over the covering design.
     dtype, (kh, kw) = case["dtype"], case["kernel"]
     n, c, h, w_ = 2, case["channels"], 13, 17
     oc = c * case["multiplier"]
-    dev = "cuda"
-    x64 = torch.randn(n, c, h, w_, dtype=torch.float64, device=dev)
-    w64 = torch.randn(oc, 1, kh, kw, dtype=torch.float64, device=dev) / (kh * kw) ** 0.5
-    b64 = torch.randn(oc, dtype=torch.float64, device=dev) if case["bias"] else None
+    x64 = torch.randn(n, c, h, w_, dtype=torch.float64, device=DEVICE)
+    w64 = torch.randn(oc, 1, kh, kw, dtype=torch.float64, device=DEVICE) / (kh * kw) ** 0.5
+    b64 = torch.randn(oc, dtype=torch.float64, device=DEVICE) if case["bias"] else None
     args = (list(case["stride"]), list(case["padding"]), list(case["dilation"]), "relu" if case["relu"] else "none")
-    ref_y = reference.depthwise_conv2d(x64, w64, b64, *args)
-    go64 = torch.randn_like(ref_y)
-    ref = _reference_all(x64, w64, b64, go64, args)
-
-    def cast(t):
-        return None if t is None else t.to(dtype)
-
-    x = poisoned(x64.to(dtype).cpu(), case["layout"]).to(dev) if case["layout"] == "sliced" else \
-        poisoned(x64.to(dtype), case["layout"])
-    got = (_xsep(x, cast(w64), cast(b64), *args),
-           torch.ops.xsep.depthwise_conv2d_grad_input(cast(go64), x, cast(w64), *args),
-           torch.ops.xsep.depthwise_conv2d_grad_weight(cast(go64), x, cast(w64), *args))
-    if dtype in LOW_PRECISION:
-        torch_got = _reference_all(x.float().to(dtype), cast(w64), cast(b64), cast(go64), args)
-    for name, a, r, i in zip(("output", "grad_input", "grad_weight"), got, ref, range(3)):
-        assert a.shape == r.shape and a.dtype == dtype, name
-        tol = FIXED_TOLERANCE[dtype] if dtype not in LOW_PRECISION else \
-            low_precision_tolerance(dtype, rel_error(torch_got[i], r))
-        err = rel_error(a, r)
-        assert err <= tol, f"{name}: relative error {err:.3g} > {tol:.3g}"
+    go64 = torch.randn_like(reference.depthwise_conv2d(x64, w64, b64, *args))
+    want, torch_at_dtype = reference_results(lambda x, w, b: reference.depthwise_conv2d(x, w, b, *args),
+                                             [x64, w64, b64], dtype, TENSOR_NAMES["depthwise_conv2d"], go64)
+    x = placed(x64, dtype, case["layout"])
+    w, b, go = (None if t is None else t.to(dtype) for t in (w64, b64, go64))
+    got = {"output": torch.ops.xsep.depthwise_conv2d(x, w, b, *args),
+           "grad_input": torch.ops.xsep.depthwise_conv2d_grad_input(go, x, w, *args),
+           "grad_weight": torch.ops.xsep.depthwise_conv2d_grad_weight(go, x, w, *args)}
+    assert all(t.dtype == dtype for t in got.values())
+    assert_matches_reference(got, want, dtype, torch_at_dtype)
     # outputs keep the input's memory format
     if case["layout"] == "channels_last":
-        assert got[0].is_contiguous(memory_format=torch.channels_last)
-        assert got[1].is_contiguous(memory_format=torch.channels_last)
+        assert got["output"].is_contiguous(memory_format=torch.channels_last)
+        assert got["grad_input"].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_grad_weight_is_bitwise_reproducible():
-    x = torch.randn(8, 64, 56, 56, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-    w = torch.randn(64, 1, 3, 3, device="cuda", dtype=torch.bfloat16)
-    go = torch.randn(8, 64, 56, 56, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 64, 56, 56, device=DEVICE, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    w = torch.randn(64, 1, 3, 3, device=DEVICE, dtype=torch.bfloat16)
+    go = torch.randn(8, 64, 56, 56, device=DEVICE, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], "none")
     first = torch.ops.xsep.depthwise_conv2d_grad_weight(go, x, w, *args)
     for _ in range(3):
@@ -98,10 +76,10 @@ def test_unaligned_channels_last_view_takes_the_scalar_path():
     # a channels-last view whose base is 2 bytes past a 16-byte boundary: the kernels must not use
     # 16-byte accesses there
     n, c, h, w_ = 1, 16, 9, 9
-    flat = torch.randn(n * c * h * w_ + 1, device="cuda", dtype=torch.bfloat16)
+    flat = torch.randn(n * c * h * w_ + 1, device=DEVICE, dtype=torch.bfloat16)
     x = flat[1:].view(n, h, w_, c).permute(0, 3, 1, 2)
     assert x.is_contiguous(memory_format=torch.channels_last) and x.data_ptr() % 16 != 0
-    weight = torch.randn(c, 1, 3, 3, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(c, 1, 3, 3, device=DEVICE, dtype=torch.bfloat16)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], "none")
     got = torch.ops.xsep.depthwise_conv2d(x, weight, None, *args)
     want = reference.depthwise_conv2d(x.double(), weight.double(), None, *args)
@@ -109,8 +87,8 @@ def test_unaligned_channels_last_view_takes_the_scalar_path():
 
 
 def test_batch_zero():
-    x = torch.randn(0, 8, 5, 5, device="cuda").to(memory_format=torch.channels_last)
-    w = torch.randn(8, 1, 3, 3, device="cuda")
+    x = torch.randn(0, 8, 5, 5, device=DEVICE).to(memory_format=torch.channels_last)
+    w = torch.randn(8, 1, 3, 3, device=DEVICE)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], "none")
     y = torch.ops.xsep.depthwise_conv2d(x, w, None, *args)
     assert y.shape == (0, 8, 5, 5)
@@ -124,10 +102,10 @@ def test_more_than_2_to_the_31_elements():
     n, c, h, w_ = 1, 8, 16400, 16400
     assert n * c * h * w_ > 2**31
     try:
-        x = torch.randn(n, c, h, w_, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+        x = torch.randn(n, c, h, w_, device=DEVICE, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     except torch.OutOfMemoryError:
         pytest.fail("needs ~9 GB of GPU memory")
-    weight = torch.randn(c, 1, 3, 3, device="cuda", dtype=torch.bfloat16)
+    weight = torch.randn(c, 1, 3, 3, device=DEVICE, dtype=torch.bfloat16)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], "none")
     y = torch.ops.xsep.depthwise_conv2d(x, weight, None, *args)
     tail = reference.depthwise_conv2d(x[:, :, -8:].double(), weight.double(), None, [1, 1], [1, 1, 1, 1], [1, 1])

@@ -7,24 +7,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FIXED_TOLERANCE, LOW_PRECISION, low_precision_tolerance, pairwise, poisoned, rel_error, require_native
 from xsep.ops import reference
+from xsep.testing import TENSOR_NAMES, assert_matches_reference, reference_results
+from helpers import pairwise, placed, require_cuda_kernels
 
 pytestmark = pytest.mark.cuda
+DEVICE = "cuda"  # a module constant, so that a copy of these checks can be run on CPU tensors
 
 
 @pytest.fixture(autouse=True)
 def _native_cuda():
-    require_native()
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("xsep::pointwise_conv2d", "CUDA"):
-        pytest.fail("the library was built without CUDA pointwise kernels")
-
-
-def _reference(x, w, b, go):
-    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-    y = reference.pointwise_conv2d(x, w, b)
-    gi, gw = torch.autograd.grad(y, (x, w), go)
-    return y.detach(), gi, gw
+    require_cuda_kernels("pointwise_conv2d")
 
 
 CASES = pairwise({
@@ -39,42 +32,37 @@ CASES = pairwise({
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()).replace(" ", ""))
 def test_matches_reference(case):
+    # Forward, grad input and grad weight (the raw ops) over the covering design.
     dtype, (n, c, o, s) = case["dtype"], case["shape"]
-    x64 = torch.randn(n, c, s, s, dtype=torch.float64, device="cuda")
-    w64 = torch.randn(o, c, 1, 1, dtype=torch.float64, device="cuda") / c**0.5
-    b64 = torch.randn(o, dtype=torch.float64, device="cuda") if case["bias"] else None
-    go64 = torch.randn(n, o, s, s, dtype=torch.float64, device="cuda")
-    ref = _reference(x64, w64, b64, go64)
-    x = poisoned(x64.to(dtype).cpu(), "sliced").to("cuda") if case["layout"] == "sliced" else \
-        poisoned(x64.to(dtype), case["layout"])
-    w, b, go = w64.to(dtype), None if b64 is None else b64.to(dtype), go64.to(dtype)
-    got = (torch.ops.xsep.pointwise_conv2d(x, w, b),
-           torch.ops.xsep.pointwise_conv2d_grad_input(go, x, w),
-           torch.ops.xsep.pointwise_conv2d_grad_weight(go, x, w))
-    if dtype in LOW_PRECISION:
-        baseline = _reference(x.to(dtype), w, b, go)
-    for i, (name, a, r) in enumerate(zip(("output", "grad_input", "grad_weight"), got, ref)):
-        assert a.shape == r.shape and a.dtype == dtype, name
-        tol = FIXED_TOLERANCE[dtype] if dtype not in LOW_PRECISION else \
-            low_precision_tolerance(dtype, rel_error(baseline[i], r))
-        err = rel_error(a, r)
-        assert err <= tol, f"{name}: relative error {err:.3g} > {tol:.3g}"
+    x64 = torch.randn(n, c, s, s, dtype=torch.float64, device=DEVICE)
+    w64 = torch.randn(o, c, 1, 1, dtype=torch.float64, device=DEVICE) / c**0.5
+    b64 = torch.randn(o, dtype=torch.float64, device=DEVICE) if case["bias"] else None
+    go64 = torch.randn(n, o, s, s, dtype=torch.float64, device=DEVICE)
+    want, torch_at_dtype = reference_results(reference.pointwise_conv2d, [x64, w64, b64], dtype,
+                                             TENSOR_NAMES["pointwise_conv2d"], go64)
+    x = placed(x64, dtype, case["layout"])
+    w, b, go = (None if t is None else t.to(dtype) for t in (w64, b64, go64))
+    got = {"output": torch.ops.xsep.pointwise_conv2d(x, w, b),
+           "grad_input": torch.ops.xsep.pointwise_conv2d_grad_input(go, x, w),
+           "grad_weight": torch.ops.xsep.pointwise_conv2d_grad_weight(go, x, w)}
+    assert all(t.dtype == dtype for t in got.values())
+    assert_matches_reference(got, want, dtype, torch_at_dtype)
     if case["layout"] == "channels_last":
-        assert got[0].is_contiguous(memory_format=torch.channels_last)
+        assert got["output"].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_grad_weight_is_bitwise_reproducible():
-    x = torch.randn(16, 128, 40, 40, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-    w = torch.randn(256, 128, 1, 1, device="cuda", dtype=torch.bfloat16)
-    go = torch.randn(16, 256, 40, 40, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    x = torch.randn(16, 128, 40, 40, device=DEVICE, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    w = torch.randn(256, 128, 1, 1, device=DEVICE, dtype=torch.bfloat16)
+    go = torch.randn(16, 256, 40, 40, device=DEVICE, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     first = torch.ops.xsep.pointwise_conv2d_grad_weight(go, x, w)
     for _ in range(3):
         assert torch.equal(first, torch.ops.xsep.pointwise_conv2d_grad_weight(go, x, w))
 
 
 def test_batch_zero():
-    x = torch.randn(0, 8, 5, 5, device="cuda")
-    w = torch.randn(4, 8, 1, 1, device="cuda")
+    x = torch.randn(0, 8, 5, 5, device=DEVICE)
+    w = torch.randn(4, 8, 1, 1, device=DEVICE)
     y = torch.ops.xsep.pointwise_conv2d(x, w, None)
     assert y.shape == (0, 4, 5, 5)
     assert torch.equal(torch.ops.xsep.pointwise_conv2d_grad_weight(y, x, w), torch.zeros_like(w))

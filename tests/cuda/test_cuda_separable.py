@@ -8,46 +8,32 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import LOW_PRECISION, assert_matches_reference, pairwise, poisoned, require_native
 from xsep.ops import reference
+from xsep.testing import TENSOR_NAMES, assert_matches_reference, reference_results
+from helpers import pairwise, placed, require_cuda_kernels
 
 pytestmark = pytest.mark.cuda
+DEVICE = "cuda"  # a module constant, so that a copy of these checks can be run on CPU tensors
 
 
 @pytest.fixture(autouse=True)
 def _native_cuda():
-    require_native()
-    for op in ("separable_conv2d", "separable_conv2d_backward"):
-        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"xsep::{op}", "CUDA"):
-            pytest.fail(f"the library was built without the CUDA {op} kernel")
-
-
-def _reference_all(x, dw, pw, b, grad_output, args):
-    x, dw, pw = (t.detach().requires_grad_() for t in (x, dw, pw))
-    y = reference.separable_conv2d(x, dw, pw, b, *args)
-    return (y.detach(), *torch.autograd.grad(y, (x, dw, pw), grad_output))
+    require_cuda_kernels("separable_conv2d", "separable_conv2d_backward")
 
 
 def _check(x64, dw64, pw64, b64, args, dtype, layout):
-    ref_y = reference.separable_conv2d(x64, dw64, pw64, b64, *args)
-    go64 = torch.randn_like(ref_y)
-    ref = _reference_all(x64, dw64, pw64, b64, go64, args)
-
-    def cast(t):
-        return None if t is None else t.to(dtype)
-
-    x = poisoned(x64.to(dtype).cpu(), layout).to("cuda") if layout == "sliced" else poisoned(x64.to(dtype), layout)
-    y = torch.ops.xsep.separable_conv2d(x, cast(dw64), cast(pw64), cast(b64), *args)
-    grads = torch.ops.xsep.separable_conv2d_backward(cast(go64), x, cast(dw64), cast(pw64), *args)
-    got = (y, *grads)
-    names = ("output", "grad_input", "grad_depthwise_weight", "grad_pointwise_weight")
-    torch_at_dtype = None
-    if dtype in LOW_PRECISION:
-        torch_at_dtype = dict(zip(names, _reference_all(x.to(dtype), cast(dw64), cast(pw64), cast(b64),
-                                                        cast(go64), args)))
-    assert_matches_reference(dict(zip(names, got)), dict(zip(names, ref)), dtype, torch_at_dtype)
-    assert all(g.dtype == dtype for g in got)
-    return got
+    """The fused forward and backward ops on the input laid out as `layout` against the reference."""
+    go64 = torch.randn_like(reference.separable_conv2d(x64, dw64, pw64, b64, *args))
+    want, torch_at_dtype = reference_results(lambda x, dw, pw, b: reference.separable_conv2d(x, dw, pw, b, *args),
+                                             [x64, dw64, pw64, b64], dtype, TENSOR_NAMES["separable_conv2d"], go64)
+    x = placed(x64, dtype, layout)
+    dw, pw, b, go = (None if t is None else t.to(dtype) for t in (dw64, pw64, b64, go64))
+    y = torch.ops.xsep.separable_conv2d(x, dw, pw, b, *args)
+    grads = torch.ops.xsep.separable_conv2d_backward(go, x, dw, pw, *args)
+    got = dict(zip(("output", "grad_input", "grad_depthwise_weight", "grad_pointwise_weight"), (y, *grads)))
+    assert_matches_reference(got, want, dtype, torch_at_dtype)
+    assert all(g.dtype == dtype for g in got.values())
+    return tuple(got.values())
 
 
 CASES = pairwise({
@@ -69,10 +55,10 @@ CASES = pairwise({
 def test_matches_reference(case):
     (kh, kw), (c, m, o) = case["kernel"], case["channels"]
     scale = 4 if case["mid_activation"] == "relu6" else 1  # so that relu6's upper kink is crossed too
-    x64 = scale * torch.randn(2, c, 13, 17, dtype=torch.float64, device="cuda")
-    dw64 = torch.randn(c * m, 1, kh, kw, dtype=torch.float64, device="cuda") / (kh * kw) ** 0.5
-    pw64 = torch.randn(o, c * m, 1, 1, dtype=torch.float64, device="cuda") / (c * m) ** 0.5
-    b64 = torch.randn(o, dtype=torch.float64, device="cuda") if case["bias"] else None
+    x64 = scale * torch.randn(2, c, 13, 17, dtype=torch.float64, device=DEVICE)
+    dw64 = torch.randn(c * m, 1, kh, kw, dtype=torch.float64, device=DEVICE) / (kh * kw) ** 0.5
+    pw64 = torch.randn(o, c * m, 1, 1, dtype=torch.float64, device=DEVICE) / (c * m) ** 0.5
+    b64 = torch.randn(o, dtype=torch.float64, device=DEVICE) if case["bias"] else None
     args = (list(case["stride"]), list(case["padding"]), list(case["dilation"]),
             case["input_activation"], case["mid_activation"])
     y, gi, *_ = _check(x64, dw64, pw64, b64, args, case["dtype"], case["layout"])
@@ -85,26 +71,26 @@ def test_matches_reference(case):
 def test_wide_layers_recompute_per_tile(dtype):
     # 2048 depthwise channels do not fit a block's shared memory: the forward takes the general GEMM
     # with the depthwise slice recomputed per tile instead of the resident one
-    x64 = torch.randn(1, 2048, 5, 6, dtype=torch.float64, device="cuda")
-    dw64 = torch.randn(2048, 1, 3, 3, dtype=torch.float64, device="cuda") / 3
-    pw64 = torch.randn(72, 2048, 1, 1, dtype=torch.float64, device="cuda") / 2048**0.5
+    x64 = torch.randn(1, 2048, 5, 6, dtype=torch.float64, device=DEVICE)
+    dw64 = torch.randn(2048, 1, 3, 3, dtype=torch.float64, device=DEVICE) / 3
+    pw64 = torch.randn(72, 2048, 1, 1, dtype=torch.float64, device=DEVICE) / 2048**0.5
     _check(x64, dw64, pw64, None, ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "relu"), dtype, "channels_last")
 
 
 def test_xception_middle_layer_shape():
     # 728 channels (not a multiple of 64), 19 x 19, bf16: the real layer at a small batch
-    x64 = torch.randn(2, 728, 19, 19, dtype=torch.float64, device="cuda")
-    dw64 = torch.randn(728, 1, 3, 3, dtype=torch.float64, device="cuda") / 3
-    pw64 = torch.randn(728, 728, 1, 1, dtype=torch.float64, device="cuda") / 728**0.5
+    x64 = torch.randn(2, 728, 19, 19, dtype=torch.float64, device=DEVICE)
+    dw64 = torch.randn(728, 1, 3, 3, dtype=torch.float64, device=DEVICE) / 3
+    pw64 = torch.randn(728, 728, 1, 1, dtype=torch.float64, device=DEVICE) / 728**0.5
     _check(x64, dw64, pw64, None, ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "none"), torch.bfloat16, "channels_last")
 
 
 def test_backward_is_bitwise_reproducible():
     # more than 4096 pixels: the pointwise weight gradient's reduction is split
-    x = torch.randn(8, 64, 28, 28, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-    dw = torch.randn(64, 1, 3, 3, device="cuda", dtype=torch.bfloat16)
-    pw = torch.randn(96, 64, 1, 1, device="cuda", dtype=torch.bfloat16)
-    go = torch.randn(8, 96, 28, 28, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 64, 28, 28, device=DEVICE, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    dw = torch.randn(64, 1, 3, 3, device=DEVICE, dtype=torch.bfloat16)
+    pw = torch.randn(96, 64, 1, 1, device=DEVICE, dtype=torch.bfloat16)
+    go = torch.randn(8, 96, 28, 28, device=DEVICE, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "relu")
     first = torch.ops.xsep.separable_conv2d_backward(go, x, dw, pw, *args)
     for _ in range(3):
@@ -113,8 +99,8 @@ def test_backward_is_bitwise_reproducible():
 
 
 def test_batch_zero():
-    x = torch.randn(0, 8, 5, 5, device="cuda").to(memory_format=torch.channels_last)
-    dw, pw = torch.randn(8, 1, 3, 3, device="cuda"), torch.randn(4, 8, 1, 1, device="cuda")
+    x = torch.randn(0, 8, 5, 5, device=DEVICE).to(memory_format=torch.channels_last)
+    dw, pw = torch.randn(8, 1, 3, 3, device=DEVICE), torch.randn(4, 8, 1, 1, device=DEVICE)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], "none", "none")
     y = torch.ops.xsep.separable_conv2d(x, dw, pw, None, *args)
     assert y.shape == (0, 4, 5, 5)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import LOW_PRECISION, assert_matches_reference
 from xsep.ops import reference
+from xsep.testing import TENSOR_NAMES, assert_matches_reference, reference_results
 
 f32, f64, bf16, f16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
 
@@ -71,14 +71,6 @@ def _placed(t: torch.Tensor, misaligned: bool) -> torch.Tensor:
     return view
 
 
-def _all_outputs(x, w, b, go, args):
-    """The reference's output, input gradient and weight gradient."""
-    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-    y = reference.depthwise_conv2d(x, w, b, *args)
-    gi, gw = torch.autograd.grad(y, (x, w), go)
-    return y.detach(), gi, gw
-
-
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_matches_reference(emu, case):
     dtype, c, m, (kh, kw) = case["dtype"], case["c"], case["m"], case["k"]
@@ -93,7 +85,9 @@ def test_matches_reference(emu, case):
     args = (list(case["stride"]), list(case["padding"]), list(case["dilation"]), "relu" if case["relu"] else "none")
     ref_y = reference.depthwise_conv2d(x.double(), w64, b64, *args)
     go = torch.randn_like(ref_y).to(dtype)
-    ref = _all_outputs(x.double(), w64, b64, go.double(), args)
+    # PyTorch's own error at this precision: the reference on x, w64 and b64 at dtype
+    ref, torch_at_dtype = reference_results(lambda x, w, b: reference.depthwise_conv2d(x, w, b, *args),
+                                            [x, w64, b64], dtype, TENSOR_NAMES["depthwise_conv2d"], go)
     ho, wo = ref_y.shape[2:]
     top, _, left, _ = case["padding"]
     params = [n, c, h, w_, m, oc, kh, kw, *case["stride"], top, left, *case["dilation"], ho, wo]
@@ -113,8 +107,6 @@ def test_matches_reference(emu, case):
                                                     relu).permute(0, 3, 1, 2),
         "grad_weight": emu.depthwise_grad_weight_nhwc(nhwc(go), nhwc(x), params, relu).t().reshape(oc, 1, kh, kw),
     }
-    want = {"output (NHWC)": ref[0], "output (NCHW)": ref[0], "grad_input": ref[1], "grad_weight": ref[2],
-            "grad_input (NCHW)": ref[1]}
     # the NCHW input gradient: its own kernel at unit stride with M == 1, else not launched
     gi_nchw = emu.depthwise_grad_input_nchw(_placed(go, case["misaligned"]), taps,
                                             _placed(x, case["misaligned"]) if relu else None, params, relu)
@@ -122,10 +114,8 @@ def test_matches_reference(emu, case):
         got["grad_input (NCHW)"] = gi_nchw
     else:
         assert gi_nchw.numel() == 0
-    baseline = None
-    if dtype in LOW_PRECISION:  # PyTorch's own error at this precision
-        torch_at_dtype = _all_outputs(x, w64.to(dtype), None if b64 is None else b64.to(dtype), go, args)
-        baseline = {"output (NHWC)": torch_at_dtype[0], "output (NCHW)": torch_at_dtype[0],
-                    "grad_input": torch_at_dtype[1], "grad_weight": torch_at_dtype[2],
-                    "grad_input (NCHW)": torch_at_dtype[1]}
-    assert_matches_reference(got, want, dtype, baseline)
+
+    def by_result(results):  # "output (NHWC)" is compared with the reference's "output", ...
+        return None if results is None else {name: results[name.split(" (")[0]] for name in got}
+
+    assert_matches_reference(got, by_result(ref), dtype, by_result(torch_at_dtype))

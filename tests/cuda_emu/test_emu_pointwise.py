@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FIXED_TOLERANCE, LOW_PRECISION, low_precision_tolerance, rel_error
+from xsep.testing import assert_matches_reference, reference_results
 
 f32, f64, bf16, f16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
 
@@ -30,10 +30,11 @@ def _operands(layout: str, m: int, n: int, k: int, dtype: torch.dtype, row_pad: 
     raise ValueError(layout)
 
 
-def _tolerance(dtype, torch_at_dtype, reference):
-    if dtype not in LOW_PRECISION:
-        return FIXED_TOLERANCE[dtype]
-    return low_precision_tolerance(dtype, rel_error(torch_at_dtype, reference))
+def _check(got, dtype, a, b, bias=None):
+    """`got` against a . b + bias in float64 (PyTorch's own error: the same at dtype)."""
+    want, torch_at_dtype = reference_results(lambda a, b, bias: a @ b + (0 if bias is None else bias),
+                                             [a, b, bias], dtype, ["a", "b", "bias"])
+    assert_matches_reference({"output": got}, want, dtype, torch_at_dtype)
 
 
 # (M, N, K). Tensor-core blocks are 128 x 64 with K steps of 32, FMA blocks 64 x 64 with K steps
@@ -55,10 +56,8 @@ def test_gemm_matches_reference(emu, dtype, layout, shape):
     bias = torch.randn(n, dtype=f64) if layout == "forward" else None  # only the forward has one
     acc = f64 if dtype == f64 else f32
     got = emu.pointwise_gemm(a, b, None if bias is None else bias.to(acc))
-    want = a.double() @ b.double() + (0 if bias is None else bias)
-    tol = _tolerance(dtype, a @ b + (0 if bias is None else bias.to(dtype)), want)
-    err = rel_error(got, want)
-    assert got.dtype == dtype and err <= tol, f"relative error {err:.3g} > {tol:.3g}"
+    assert got.dtype == dtype
+    _check(got, dtype, a, b, bias)
 
 
 # (M, N): the weight gradient's out x in channels; N = 70 spans two FMA tiles.
@@ -72,8 +71,5 @@ def test_split_k_matches_reference(emu, dtype):
     assert emu.gemm_k_splits(m, n, k) == 2
     a, b = _operands("grad_weight", m, n, k, dtype)
     got = emu.pointwise_gemm_split_k(a, b)
-    want = a.double() @ b.double()
-    err = rel_error(got, want)
     assert got.dtype == (f64 if dtype == f64 else f32)
-    tol = _tolerance(dtype, a @ b, want)
-    assert err <= tol, f"relative error {err:.3g} > {tol:.3g}"
+    _check(got, dtype, a, b)

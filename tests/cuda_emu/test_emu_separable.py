@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import LOW_PRECISION, assert_matches_reference
 from xsep.ops import reference
+from xsep.testing import TENSOR_NAMES, assert_matches_reference, reference_results
 
 f32, f64, bf16, f16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
 MID = {"none": 0, "relu": 1, "relu6": 2, "elu": 3}
@@ -58,13 +58,6 @@ def _id(case):
     return "-".join(parts)
 
 
-def _all_outputs(x, dw, pw, b, go, args):
-    """The reference's output and gradients (input, depthwise weight, pointwise weight)."""
-    x, dw, pw = (t.detach().requires_grad_() for t in (x, dw, pw))
-    y = reference.separable_conv2d(x, dw, pw, b, *args)
-    return (y.detach(), *torch.autograd.grad(y, (x, dw, pw), go))
-
-
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_matches_reference(emu, case):
     dtype, c, m, o, (kh, kw) = case["dtype"], case["c"], case["m"], case["o"], case["k"]
@@ -81,7 +74,9 @@ def test_matches_reference(emu, case):
     args = (list(case["stride"]), list(case["padding"]), list(case["dilation"]), "relu" if relu else "none", mid)
     ref_y = reference.separable_conv2d(x.double(), dw64, pw64, b64, *args)
     go = torch.randn_like(ref_y).to(dtype)
-    ref = _all_outputs(x.double(), dw64, pw64, b64, go.double(), args)
+    # PyTorch's own error at this precision: the reference on x and the weights at dtype
+    want, torch_at_dtype = reference_results(lambda x, dw, pw, b: reference.separable_conv2d(x, dw, pw, b, *args),
+                                             [x, dw64, pw64, b64], dtype, TENSOR_NAMES["separable_conv2d"], go)
     ho, wo = ref_y.shape[2:]
     top, _, left, _ = case["padding"]
     params = [n, c, h, w_, m, oc, kh, kw, *case["stride"], top, left, *case["dilation"], ho, wo]
@@ -114,9 +109,4 @@ def test_matches_reference(emu, case):
     grad_dw = emu.depthwise_grad_weight_nhwc(grad_mid, nhwc(x), params, relu)
     got = {"output": nchw(y), "grad_input": nchw(grad_input), "grad_depthwise_weight": grad_dw.t().reshape(oc, 1, kh, kw),
            "grad_pointwise_weight": grad_pw.reshape(o, oc, 1, 1)}
-    want = dict(zip(got, ref))
-    torch_at_dtype = None
-    if dtype in LOW_PRECISION:  # PyTorch's own error at this precision
-        cast = [None if t is None else t.to(dtype) for t in (dw64, pw64, b64)]
-        torch_at_dtype = dict(zip(got, _all_outputs(x, *cast, go, args)))
     assert_matches_reference(got, want, dtype, torch_at_dtype)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import DTYPE_NAMES, pairwise
-from triton_cases import check, random, triton_ops
+from helpers import DTYPE_NAMES, pairwise
+from triton_cases import check, check_reproducible, random
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -55,12 +55,6 @@ def test_depthwise_batch_zero(triton_device, layout):
 
 def test_depthwise_grad_weight_is_deterministic(triton_device):
     """Partial sums per program and a second reduction: bitwise equal across runs."""
-    x = random(2, 4, 7, 7).to(torch.float32).to(triton_device).requires_grad_()
-    w = random(8, 1, 3, 3).to(torch.float32).to(triton_device).requires_grad_()
-    g = random(2, 8, 7, 7).to(torch.float32).to(triton_device)
-    grads = []
-    for _ in range(2):
-        x.grad = w.grad = None
-        triton_ops().depthwise_conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), "relu").backward(g)
-        grads.append((x.grad.clone(), w.grad.clone()))
-    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    tensors = [random(2, 4, 7, 7), random(8, 1, 3, 3), None]
+    check_reproducible("depthwise_conv2d", tensors, ((1, 1), (1, 1, 1, 1), (1, 1), "relu"), random(2, 8, 7, 7),
+                       triton_device, checked=(0, 1))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import DTYPE_NAMES, pairwise
-from triton_cases import check, random, triton_ops
+from helpers import DTYPE_NAMES, pairwise
+from triton_cases import check, check_reproducible, random
 
 CASES = pairwise({
     "dtype": (torch.float32, torch.float64, torch.bfloat16, torch.float16),
@@ -51,14 +51,6 @@ def test_separable_batch_zero(triton_device, layout):
 
 def test_separable_grads_are_deterministic(triton_device):
     """Both weight gradients (per-program partials, then one reduction) are bitwise reproducible."""
-    dev = triton_device
-    x = random(2, 4, 7, 7).to(torch.float32).to(dev).requires_grad_()
-    dw = random(8, 1, 3, 3).to(torch.float32).to(dev).requires_grad_()
-    pw = random(6, 8, 1, 1).to(torch.float32).to(dev).requires_grad_()
-    g = random(2, 6, 7, 7).to(torch.float32).to(dev)
-    runs = []
-    for _ in range(2):
-        x.grad = dw.grad = pw.grad = None
-        triton_ops().separable_conv2d(x, dw, pw, None, (1, 1), (1, 1, 1, 1), (1, 1), "none", "elu").backward(g)
-        runs.append([t.grad.clone() for t in (x, dw, pw)])
-    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    tensors = [random(2, 4, 7, 7), random(8, 1, 3, 3), random(6, 8, 1, 1), None]
+    check_reproducible("separable_conv2d", tensors, ((1, 1), (1, 1, 1, 1), (1, 1), "none", "elu"), random(2, 6, 7, 7),
+                       triton_device, checked=(0, 1, 2))

@@ -1,8 +1,9 @@
 """Helpers for the Triton backend's tests: run an op through the triton backend and through the
 float64 reference with the same random values, and compare outputs and gradients.
 
-Tolerances (tests/conftest.py): float64/float32 fixed; float16/bfloat16 twice PyTorch's own error at
-that dtype (the reference run at that dtype on CPU) plus a floor.
+Tolerances (xsep.testing): float64/float32 fixed; float16/bfloat16 twice PyTorch's own error at
+that dtype (the reference run at that dtype on CPU) plus a floor, and at least one unit in the last
+place for tensors of fewer than 32 elements.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import torch
 from torch._prims_common import suggest_memory_format
 
-from conftest import FIXED_TOLERANCE, LOW_PRECISION, low_precision_tolerance, poisoned, rel_error
-from xsep.ops import implementation, reference
+from xsep.backends import implementation
+from xsep.ops import reference
+from xsep.testing import LOW_PRECISION, TENSOR_NAMES, check_against_reference
+from helpers import placed
 
 OPS = ("depthwise_conv2d", "pointwise_conv2d", "separable_conv2d")
 
@@ -25,65 +28,47 @@ def random(*shape) -> torch.Tensor:
     return torch.randn(*shape, dtype=torch.float64)
 
 
-def placed(values: torch.Tensor, dtype: torch.dtype, device: str, layout: str) -> torch.Tensor:
-    """`values` at `dtype` on `device` with the given layout (conftest.poisoned); 'sliced' keeps its
-    NaN-surrounded strided view on CPU only (a copy to the GPU makes it dense)."""
-    t = values.detach().to(dtype, copy=True)
-    if t.dim() != 4 and layout in ("channels_last", "transposed"):
-        layout = "contiguous"
-    t = poisoned(t, layout)
-    return t.to(device) if device != "cpu" else t
-
-
-def _run(fn, tensors, args, grad_out_values, dtype, device, layouts):
-    """fn(*tensors, *args) with the tensors placed at dtype/device/layout, then backward with
-    grad_out_values: (output, [grads], inputs as passed)."""
-    leaves = []
-    for t, layout in zip(tensors, layouts):
-        if t is None:
-            leaves.append(None)
-            continue
-        leaf = placed(t, dtype, device, layout).requires_grad_()
-        leaves.append(leaf)
-    before = [None if t is None else t.detach().clone() for t in leaves]
-    out = fn(*leaves, *args)
-    out.backward(grad_out_values.to(dtype).to(device))
-    # The inputs must be untouched (input_activation is applied as the input is loaded).
-    for t, b in zip(leaves, before):
-        if t is not None:
-            assert torch.equal(t.detach().nan_to_num(7.0), b.nan_to_num(7.0)), "an input tensor was modified"
-    return out, [None if t is None else t.grad for t in leaves], leaves
-
-
 def check(op: str, tensors, args, dtype: torch.dtype, device: str, layout: str = "contiguous") -> None:
-    """Forward and every gradient of `op` on the triton backend against the float64 reference.
-    tensors: float64 values (None for an absent bias); the first is the input, laid out as `layout`
-    (weights contiguous)."""
+    """Forward and every gradient of `op` on the triton backend against the float64 reference
+    (xsep.testing.check_against_reference). tensors: float64 values (None for an absent bias),
+    which the reference gets unrounded; the first is the input, laid out as `layout` (weights
+    contiguous)."""
     layouts = [layout] + ["contiguous"] * (len(tensors) - 1)
-    ref_fn = getattr(reference, op)
-    ref_out = ref_fn(*[None if t is None else t.clone().requires_grad_() for t in tensors], *args)
-    grad_out = random(*ref_out.shape)
+    inputs = [None if t is None else placed(t, dtype, lay, device) for t, lay in zip(tensors, layouts)]
 
-    ref_out, ref_grads, _ = _run(ref_fn, tensors, args, grad_out, torch.float64, "cpu", ["contiguous"] * len(tensors))
-    out, grads, leaves = _run(getattr(triton_ops(), op), tensors, args, grad_out, dtype, device, layouts)
+    def run(*leaves):
+        return getattr(triton_ops(), op)(*leaves, *args)
 
-    assert out.dtype == dtype and out.device.type == device
-    assert out.shape == ref_out.shape
+    def ref(*leaves):
+        return getattr(reference, op)(*leaves, *args)
+
+    got = check_against_reference(run, ref, inputs, TENSOR_NAMES[op], values=tensors, place_grad_output=lambda g: g.to(device),
+                                  min_tolerance=_tiny_tensor_floor(dtype), context=f"{op} ({dtype}, {layout}, {args})")
+    out = got["output"]
     if out.numel() > 0 and device == "cpu" and layout in ("contiguous", "channels_last"):
-        assert suggest_memory_format(out) == suggest_memory_format(leaves[0])
-    if dtype in LOW_PRECISION:
-        low_out, low_grads, _ = _run(ref_fn, tensors, args, grad_out, dtype, "cpu", ["contiguous"] * len(tensors))
-        # Tensors of a few elements (a weight gradient of 1 channel x 3 outputs): there a single
-        # rounding decides the relative error, and PyTorch's own error is as often lucky as not
-        # (measured: Triton/PyTorch error ratios up to 2.3 over 20 seeds, means 0.0050 vs 0.0043):
-        # such tensors may be off by one unit in the last place.
-        tols = [max(low_precision_tolerance(dtype, rel_error(a, b)), torch.finfo(dtype).eps if b.numel() < 32 else 0)
-                for a, b in zip([low_out] + low_grads, [ref_out] + ref_grads) if a is not None]
-    else:
-        tols = [FIXED_TOLERANCE[dtype]] * (1 + sum(t is not None for t in tensors))
-    names = ["output"] + [f"grad {i}" for i, t in enumerate(tensors) if t is not None]
-    pairs = [(a, b) for a, b in zip([out] + grads, [ref_out] + ref_grads) if b is not None]
-    for name, (a, b), tol in zip(names, pairs, tols):
-        assert a is not None, f"{name} missing"
-        err = rel_error(a.cpu(), b)
-        assert err <= tol, f"{op} {name}: relative error {err:.3g} > {tol:.3g} ({dtype}, {layout}, {args})"
+        assert suggest_memory_format(out) == suggest_memory_format(inputs[0])
+
+
+def _tiny_tensor_floor(dtype: torch.dtype):
+    """Tensors of a few elements (a weight gradient of 1 channel x 3 outputs): there a single
+    rounding decides the relative error, and PyTorch's own error is as often lucky as not
+    (measured: Triton/PyTorch error ratios up to 2.3 over 20 seeds, means 0.0050 vs 0.0043): at low
+    precision such tensors may be off by one unit in the last place."""
+    if dtype not in LOW_PRECISION:
+        return None
+    return lambda reference_result: torch.finfo(dtype).eps if reference_result.numel() < 32 else 0.0
+
+
+def check_reproducible(op: str, tensors, args, grad_output: torch.Tensor, device: str, checked) -> None:
+    """Backward of `op` on the triton backend twice (float32 on `device`, the same values): the
+    gradients of the tensors at the indices `checked` are bitwise equal."""
+    leaves = [None if t is None else t.to(torch.float32).to(device).requires_grad_() for t in tensors]
+    grad_output = grad_output.to(torch.float32).to(device)
+    runs = []
+    for _ in range(2):
+        for t in leaves:
+            if t is not None:
+                t.grad = None
+        getattr(triton_ops(), op)(*leaves, *args).backward(grad_output)
+        runs.append([leaves[i].grad.clone() for i in checked])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
