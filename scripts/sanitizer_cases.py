@@ -1,9 +1,9 @@
 """Small cases of every op, forward and backward, on every xsep backend that runs on the device:
-the workload the GPU check runs under compute-sanitizer (memcheck, racecheck). Small so that the
-sanitizer's slowdown stays affordable; odd sizes, stride 2, dilation, a depth multiplier and
-asymmetric padding so that edge tiles and masks are exercised.
+the workload the GPU check runs under compute-sanitizer (memcheck, racecheck, synccheck,
+initcheck). Small so that the sanitizer's slowdown stays affordable; odd sizes, stride 2, dilation,
+a depth multiplier and asymmetric padding so that edge tiles and masks are exercised.
 
-    python scripts/sanitizer_cases.py --device cuda     (exit 1 if no xsep backend runs there)
+    python scripts/sanitizer_cases.py --device cuda [--backends native]   (exit 1 if none of them runs there)
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ def run(device: torch.device, backend: str, dtype: torch.dtype, ops: set[str]) -
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
+    p.add_argument("--backends", default="native,triton", help="comma-separated (default native,triton)")
     args = p.parse_args()
     device = torch.device(args.device)
     ran = []
-    for backend in ("native", "triton"):
+    for backend in args.backends.split(","):
         ops = {op for op in backends.OPS if backends.unavailable_reason(backend, device, op) is None}
         if not ops:
             print(f"{backend}: not run on {device}: {backends.unavailable_reason(backend, device)}")
