@@ -7,7 +7,19 @@ import math
 import torch
 from torch import nn
 
-from xsep import functional as F
+from xsep import functional as XF
+
+
+class NotScriptable:
+    """torch.jit.script cannot compile xsep's forward (it picks a backend at run time and calls the ops
+    through Python): say so, and what works instead, rather than fail on an annotation deep inside.
+    torch.jit.script calls __prepare_scriptable__ on every module before compiling anything."""
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            f"xsep.{type(self).__name__} cannot be compiled by torch.jit.script (its forward picks a backend at "
+            "run time). Use torch.jit.trace(model, example_input) for TorchScript, or torch.compile, "
+            "torch.export or torch.onnx.export.")
 
 
 def conv_init_(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -28,13 +40,13 @@ def check_channels(value: int, name: str) -> int:
 def conv_args(kernel_size, stride, padding, dilation):
     """Normalised (kernel_size, stride, padding, dilation); padding stays 'same' until the input
     size is known."""
-    kernel_size = F._pair(kernel_size, "kernel_size", 1)
-    stride = F._pair(stride, "stride", 1)
-    dilation = F._pair(dilation, "dilation", 1)
+    kernel_size = XF._pair(kernel_size, "kernel_size", 1)
+    stride = XF._pair(stride, "stride", 1)
+    dilation = XF._pair(dilation, "dilation", 1)
     if not (isinstance(padding, str) and padding == "same"):
         if isinstance(padding, (list, tuple)):
             padding = tuple(padding)
-        top, _, left, _ = F.normalize_padding(padding, None, kernel_size, stride, dilation)  # validates
+        top, _, left, _ = XF.normalize_padding(padding, None, kernel_size, stride, dilation)  # validates
         if not isinstance(padding, str) and not (isinstance(padding, tuple) and len(padding) == 4):
             padding = (top, left)  # an int or an (h, w) pair is kept as a pair, as nn.Conv2d does
     return kernel_size, stride, padding, dilation

@@ -4,11 +4,11 @@ import torch
 from torch import nn
 
 from xsep import backends
-from xsep import functional as F
-from xsep.nn._common import check_channels, conv_args, conv_init_, conv_repr
+from xsep import functional as XF
+from xsep.nn._common import NotScriptable, check_channels, conv_args, conv_init_, conv_repr
 
 
-class DepthwiseConv2d(nn.Module):
+class DepthwiseConv2d(NotScriptable, nn.Module):
     """Depthwise convolution, a drop-in for `nn.Conv2d(in_channels, in_channels * depth_multiplier,
     kernel_size, stride, padding, dilation, groups=in_channels, bias=bias)`: same `weight`
     [in * M, 1, kh, kw] and `bias`, same initialisation, state_dicts interchangeable. `padding` also
@@ -22,7 +22,7 @@ class DepthwiseConv2d(nn.Module):
         self.depth_multiplier = check_channels(depth_multiplier, "depth_multiplier")
         self.out_channels = in_channels * depth_multiplier
         self.kernel_size, self.stride, self.padding, self.dilation = conv_args(kernel_size, stride, padding, dilation)
-        self.input_activation = F._activation(input_activation, "input_activation", F.INPUT_ACTIVATIONS)
+        self.input_activation = XF._activation(input_activation, "input_activation", XF.INPUT_ACTIVATIONS)
         if backend is not None:
             backends.check_name(backend)  # a typo fails here; availability is known only at forward time
         self.backend = backend
@@ -35,8 +35,8 @@ class DepthwiseConv2d(nn.Module):
         conv_init_(self.weight, self.bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.depthwise_conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                  self.input_activation, self.backend)
+        return XF.depthwise_conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                   self.input_activation, self.backend)
 
     def extra_repr(self) -> str:
         s = conv_repr(self, f"{self.in_channels}")

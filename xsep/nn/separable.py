@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from xsep import backends
-from xsep import functional as F
-from xsep.nn._common import check_channels, conv_args, conv_init_, conv_repr
+from xsep import functional as XF
+from xsep.nn._common import NotScriptable, check_channels, conv_args, conv_init_, conv_repr
 
 
 class _Weights(nn.Module):
@@ -20,7 +20,7 @@ class _Weights(nn.Module):
         return f"weight={tuple(self.weight.shape)}" + (", bias" if self.bias is not None else "")
 
 
-class SeparableConv2d(nn.Module):
+class SeparableConv2d(NotScriptable, nn.Module):
     """Fused depthwise-separable convolution, a drop-in for the pair
 
         nn.Sequential(depthwise=nn.Conv2d(in, in * M, kernel_size, stride, padding, dilation, groups=in, bias=False),
@@ -39,8 +39,8 @@ class SeparableConv2d(nn.Module):
         self.out_channels = check_channels(out_channels, "out_channels")
         self.depth_multiplier = check_channels(depth_multiplier, "depth_multiplier")
         self.kernel_size, self.stride, self.padding, self.dilation = conv_args(kernel_size, stride, padding, dilation)
-        self.input_activation = F._activation(input_activation, "input_activation", F.INPUT_ACTIVATIONS)
-        self.mid_activation = F._activation(mid_activation, "mid_activation", F.MID_ACTIVATIONS)
+        self.input_activation = XF._activation(input_activation, "input_activation", XF.INPUT_ACTIVATIONS)
+        self.mid_activation = XF._activation(mid_activation, "mid_activation", XF.MID_ACTIVATIONS)
         if backend is not None:
             backends.check_name(backend)  # a typo fails here; availability is known only at forward time
         self.backend = backend
@@ -55,9 +55,9 @@ class SeparableConv2d(nn.Module):
         conv_init_(self.pointwise.weight, self.pointwise.bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.separable_conv2d(input, self.depthwise.weight, self.pointwise.weight, self.pointwise.bias,
-                                  self.stride, self.padding, self.dilation, self.input_activation,
-                                  self.mid_activation, self.backend)
+        return XF.separable_conv2d(input, self.depthwise.weight, self.pointwise.weight, self.pointwise.bias,
+                                   self.stride, self.padding, self.dilation, self.input_activation,
+                                   self.mid_activation, self.backend)
 
     def __repr__(self) -> str:  # one line, like nn.Conv2d
         s = conv_repr(self, f"{self.in_channels}, {self.out_channels}")
