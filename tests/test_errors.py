@@ -241,9 +241,9 @@ def test_raw_op_rejects(call, exception, match):
 
 def test_fake_kernel_rejects_bad_weight():
     # On meta tensors (torch.compile's fake tensors too) the fake kernel refuses a wrong weight
-    # rather than inventing an output shape.
+    # rather than inventing an output shape, with the compiled op's error (xsep/ops/checks.py).
     require_native()
-    with pytest.raises(RuntimeError, match=r"weight must be \[C\*M, 1, kh, kw\] for C=3"):
+    with pytest.raises(ValueError, match=DW + r"weight must have shape \[C \* M, 1, kh, kw\] for input channels C = 3"):
         raw_dw(x=_x(device="meta"), w=_dw(4, 1, 3, 3, device="meta"))()
 
 

@@ -85,9 +85,9 @@ def load(jit: bool = True) -> bool:
                 path = _jit_build()
                 _state["how"] = "just-in-time"
             _state["path"] = path
-            from xsep.ops import _register
+            from xsep import ops
 
-            _register.register_all()
+            ops.register("xsep")
             _state["loaded"] = True
         except Exception as exc:  # reported by load_error(), `python -m xsep info`, backends
             _state["error"] = f"{type(exc).__name__}: {exc}"

@@ -8,6 +8,9 @@ Choice (per op): the `backend=` argument, else the XSEP_BACKEND environment vari
 `native` where it has kernels for the tensor's device, `triton` for CUDA tensors without native CUDA
 kernels, `torch` as the last resort; for CUDA tensors the automatic choice skips the backends in
 NOT_YET_VERIFIED_ON_GPU. An explicit choice that cannot run raises, saying why.
+
+`implementation(name)` is a backend's three ops on normalised arguments (see xsep/ops/checks.py),
+each differentiable: what xsep.functional calls once it has chosen.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import os
 import torch
 
 from xsep import _extension
+from xsep.ops import autograd, reference
+from xsep.ops.schemas import FORWARD_OPS as OPS
 
 BACKENDS = ("native", "triton", "torch")
 _AUTO_ORDER = ("native", "triton", "torch")
@@ -46,7 +51,6 @@ def _torch_reason(device_type: str, op: str) -> str | None:
 
 
 _REASONS = {"native": _native_reason, "triton": _triton_reason, "torch": _torch_reason}
-OPS = ("depthwise_conv2d", "pointwise_conv2d", "separable_conv2d")
 
 # Kernels that compiled and pass the tests on this side (Triton's under its CPU interpreter) but have
 # not yet passed the GPU check (scripts/gpu_check.sh) on real hardware: for CUDA tensors they run
@@ -87,3 +91,45 @@ def select(backend: str | None, device: torch.device | str, op: str = "separable
         if unavailable_reason(name, device, op) is None:
             return name
     raise AssertionError("the torch backend is always available")
+
+
+class _Namespace:
+    """The three ops of a torch.ops namespace, each run by xsep.ops.autograd.apply (its
+    autograd.Function, which torch.func's transforms see). Plain methods rather than objects built
+    per call, so that torch.compile can trace through."""
+
+    namespace = ""
+
+    @classmethod
+    def depthwise_conv2d(cls, *args):
+        return autograd.apply(cls.namespace, "depthwise_conv2d", *args)
+
+    @classmethod
+    def pointwise_conv2d(cls, *args):
+        return autograd.apply(cls.namespace, "pointwise_conv2d", *args)
+
+    @classmethod
+    def separable_conv2d(cls, *args):
+        return autograd.apply(cls.namespace, "separable_conv2d", *args)
+
+
+class _Native(_Namespace):
+    namespace = "xsep"  # exists once xsep._extension.load() succeeded
+
+
+class _Triton(_Namespace):
+    namespace = "xsep_triton"  # defined when xsep.triton._ops is imported
+
+
+def implementation(backend: str):
+    """The object whose methods `depthwise_conv2d`, `pointwise_conv2d`, `separable_conv2d` run
+    `backend`'s kernels (normalised arguments, as the ops' schemas take them)."""
+    if backend == "torch":
+        return reference
+    if backend == "native":
+        return _Native
+    if backend == "triton":
+        import xsep.triton._ops  # noqa: F401  (defines torch.ops.xsep_triton on first use)
+
+        return _Triton
+    raise ValueError(f"no implementation for backend '{backend}'")

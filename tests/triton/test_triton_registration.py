@@ -1,5 +1,5 @@
 """The Triton backend as torch ops (torch.ops.xsep_triton.*): opcheck, torch.compile(fullgraph=True),
-double backward, the public API and backend selection, dtype errors."""
+double backward and forward mode, the public API and backend selection, dtype errors."""
 
 from __future__ import annotations
 
@@ -67,12 +67,24 @@ def test_compile_fullgraph(triton_device, compile_backend):
         assert rel_error(comp.cpu(), eager.cpu()) <= 1e-6
 
 
-def test_double_backward_raises(triton_device):
-    x, dw, pw, b = _inputs(triton_device)
-    y = XF.separable_conv2d(x, dw, pw, b, padding=1, backend="triton")
-    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="double backward"):
-        gx.sum().backward()
+def test_double_backward_and_jvp(triton_device):
+    """create_graph=True gives a differentiable gradient (a gradient penalty backpropagates) and
+    torch.func.jvp a real tangent, both equal to the torch backend's (xsep/ops/autograd.py)."""
+    x, dw, pw, b = _inputs(triton_device, torch.float64)
+
+    def f(x, dw, pw, b, backend="triton"):
+        return XF.separable_conv2d(x, dw, pw, b, padding=1, input_activation="relu", mid_activation="elu",
+                                   backend=backend)
+
+    results = {}
+    for backend in ("triton", "torch"):
+        (gx,) = torch.autograd.grad(f(x, dw, pw, b, backend).square().sum(), x, create_graph=True)
+        penalty = torch.autograd.grad(gx.square().sum(), (dw, pw))
+        tangents = tuple(torch.ones_like(t) for t in (x, dw, pw, b))
+        _, tangent = torch.func.jvp(lambda *a: f(*a, backend=backend), (x, dw, pw, b), tangents)
+        results[backend] = (*penalty, tangent)
+    for got, want in zip(results["triton"], results["torch"]):
+        assert want.abs().max() > 0 and rel_error(got.cpu(), want.cpu()) <= 1e-10
 
 
 def test_modules_run_on_triton(triton_device):
@@ -172,3 +184,16 @@ def test_errors_match_native(triton_device, case):
     with pytest.raises(type(triton_error.value)) as native_error:
         getattr(torch.ops.xsep, op)(*args)
     assert str(native_error.value).split("\n")[0] == str(triton_error.value)
+
+
+def test_registers_exactly_the_schemas():
+    """torch.ops.xsep_triton defines the eight ops with xsep/ops/schemas.py's schemas, and nothing else
+    (the compiled namespace's twin of this test is in tests/test_schemas.py)."""
+    from xsep.ops.schemas import SCHEMAS
+    from xsep.triton import _ops
+
+    registered = {name for name in dir(torch.ops.xsep_triton) if name in SCHEMAS or not name.startswith("_")}
+    registered.discard("name")  # the namespace object's own attribute
+    assert registered == set(SCHEMAS)
+    for name, schema in SCHEMAS.items():
+        assert str(getattr(torch.ops.xsep_triton, name).default._schema) == f"{_ops.NS}::{name}{schema}"

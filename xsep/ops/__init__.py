@@ -1,41 +1,32 @@
-"""Per-backend implementations of xsep's three ops, with normalised arguments (stride and dilation
-pairs, padding (top, bottom, left, right), activation names). Most users want xsep.functional.
+"""The ops themselves, in Python: everything about them that is not a kernel.
 
-`implementation(backend)` returns an object with `depthwise_conv2d`, `pointwise_conv2d` and
-`separable_conv2d`, each differentiable.
+- `schemas`: each op's schema and the activation codes (the single source; the C++ library and the
+  Triton namespace register exactly these);
+- `checks`: argument checks and output sizes (the public API's, and the ops' own);
+- `fake`: fake (meta) kernels;  `autograd`: derivatives;  `reference`: the pure-PyTorch oracle.
+
+`register(namespace)` gives a namespace that defines the ops (torch.ops.xsep, torch.ops.xsep_triton)
+their fake kernels and autograd. Backends pick kernels: see xsep.backends.
 """
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
-from xsep.ops import reference
+from xsep.ops import autograd, fake
+
+_libraries: dict[str, torch.library.Library] = {}  # the registrations live as long as these
+_lock = threading.Lock()
 
 
-class _Native:
-    """The compiled ops (torch.ops.xsep exists once xsep._extension.load() succeeded). A plain
-    class rather than a namespace object built per call, so that torch.compile can trace through."""
-
-    @staticmethod
-    def depthwise_conv2d(*args):
-        return torch.ops.xsep.depthwise_conv2d(*args)
-
-    @staticmethod
-    def pointwise_conv2d(*args):
-        return torch.ops.xsep.pointwise_conv2d(*args)
-
-    @staticmethod
-    def separable_conv2d(*args):
-        return torch.ops.xsep.separable_conv2d(*args)
-
-
-def implementation(backend: str):
-    if backend == "torch":
-        return reference
-    if backend == "native":
-        return _Native
-    if backend == "triton":
-        from xsep.triton._ops import Ops  # registers torch.ops.xsep_triton on first use
-
-        return Ops
-    raise ValueError(f"no implementation for backend '{backend}'")
+def register(namespace: str) -> None:
+    """Fake kernels and autograd for the eight ops of `namespace`, once per namespace."""
+    with _lock:
+        if namespace in _libraries:
+            return
+        lib = _libraries[namespace] = torch.library.Library(namespace, "FRAGMENT")
+        for name, fn in fake.FAKES.items():
+            torch.library.register_fake(f"{namespace}::{name}", fn, lib=lib)
+        autograd.register(namespace, lib)

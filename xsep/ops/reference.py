@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-MID_ACTIVATIONS = ("none", "relu", "relu6", "elu")
-INPUT_ACTIVATIONS = ("none", "relu")
+from xsep.ops.schemas import MID_ACTIVATIONS
 
 
 def activation(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -25,6 +24,19 @@ def activation(x: torch.Tensor, name: str) -> torch.Tensor:
         return F.relu6(x)
     if name == "elu":
         return F.elu(x)
+    raise ValueError(f"unknown activation '{name}'; expected one of {MID_ACTIVATIONS}")
+
+
+def activation_derivative(x: torch.Tensor, name: str) -> torch.Tensor:
+    """d activation(x) / dx, with PyTorch's choices at the kinks (relu, relu6: 0 at 0 and 6)."""
+    if name == "none":
+        return torch.ones_like(x)
+    if name == "relu":
+        return (x > 0).to(x.dtype)
+    if name == "relu6":
+        return ((x > 0) & (x < 6)).to(x.dtype)
+    if name == "elu":
+        return torch.where(x > 0, torch.ones_like(x), torch.exp(x))
     raise ValueError(f"unknown activation '{name}'; expected one of {MID_ACTIVATIONS}")
 
 

@@ -13,15 +13,13 @@ import torch
 import triton
 import triton.language as tl
 
+from xsep.ops.schemas import activation_code
 from xsep.triton import interpreting
 
-MID_ACTIVATIONS = {"none": 0, "relu": 1, "relu6": 2, "elu": 3}
-
-
-def mid_code(name: str) -> int:
-    """The MID_ACT constexpr of an activation name (checked by xsep/triton/_checks.py)."""
-    return MID_ACTIVATIONS[name]
-
+# The mid activations' codes (the MID_ACT constexpr), from the one table of names and codes.
+RELU = tl.constexpr(activation_code("relu"))
+RELU6 = tl.constexpr(activation_code("relu6"))
+ELU = tl.constexpr(activation_code("elu"))
 
 def acc_dtype(dtype: torch.dtype):
     """The accumulator: float32, or float64 for float64 tensors."""
@@ -138,11 +136,11 @@ def new_like_format(like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
 
 @triton.jit
 def mid_act(x, ACT: tl.constexpr):
-    if ACT == 1:
+    if ACT == RELU:
         x = tl.maximum(x, 0.0)
-    elif ACT == 2:
+    elif ACT == RELU6:
         x = tl.minimum(tl.maximum(x, 0.0), 6.0)
-    elif ACT == 3:
+    elif ACT == ELU:
         x = tl.where(x > 0, x, tl.exp(tl.minimum(x, 0.0)) - 1.0)
     return x
 
@@ -150,11 +148,11 @@ def mid_act(x, ACT: tl.constexpr):
 @triton.jit
 def mid_act_grad(g, x, ACT: tl.constexpr):
     """g * act'(x), with PyTorch's choices at the kinks (relu: 0 at 0; relu6: 0 at 0 and 6; elu: 1 at 0)."""
-    if ACT == 1:
+    if ACT == RELU:
         g = tl.where(x > 0, g, 0.0)
-    elif ACT == 2:
+    elif ACT == RELU6:
         g = tl.where((x > 0) & (x < 6.0), g, 0.0)
-    elif ACT == 3:
+    elif ACT == ELU:
         g = tl.where(x > 0, g, g * tl.exp(tl.minimum(x, 0.0)))
     return g
 

@@ -1,6 +1,6 @@
 """xsep's Triton kernels as torch ops: torch.ops.xsep_triton.* (the names of the C++ ops in
-csrc/xsep.cpp), opaque torch.library.custom_op's with fake kernels (shared with the native ops:
-xsep/ops/_register.py) and autograd, so they run under torch.compile(fullgraph=True) and opcheck.
+xsep/ops/schemas.py), opaque torch.library.custom_op's with the fake kernels and autograd of every
+namespace (xsep/ops/fake.py, xsep/ops/autograd.py), so they run under torch.compile(fullgraph=True) and opcheck.
 
 (torch.library.triton_op + wrap_triton, which would let Inductor see the kernels, failed under
 torch.compile on CPU tensors with the interpreter: "Attempted to access the data pointer on an
@@ -16,30 +16,11 @@ import contextlib
 
 import torch
 
-from xsep.ops import _register
-from xsep.triton import _checks as checks
+from xsep import ops
+from xsep.ops import checks
+from xsep.ops.schemas import SCHEMAS, activation_code
 
 NS = "xsep_triton"
-
-# The schemas of the C++ ops (csrc/xsep.cpp).
-SCHEMAS = {
-    "depthwise_conv2d": ("(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
-                         "int[2] dilation, str input_activation) -> Tensor"),
-    "depthwise_conv2d_grad_input": ("(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[4] padding, "
-                                    "int[2] dilation, str input_activation) -> Tensor"),
-    "depthwise_conv2d_grad_weight": ("(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[4] padding, "
-                                     "int[2] dilation, str input_activation) -> Tensor"),
-    "pointwise_conv2d": "(Tensor input, Tensor weight, Tensor? bias) -> Tensor",
-    "pointwise_conv2d_grad_input": "(Tensor grad_output, Tensor input, Tensor weight) -> Tensor",
-    "pointwise_conv2d_grad_weight": "(Tensor grad_output, Tensor input, Tensor weight) -> Tensor",
-    "separable_conv2d": ("(Tensor input, Tensor depthwise_weight, Tensor pointwise_weight, Tensor? bias, "
-                         "int[2] stride, int[4] padding, int[2] dilation, str input_activation, "
-                         "str mid_activation) -> Tensor"),
-    "separable_conv2d_backward": ("(Tensor grad_output, Tensor input, Tensor depthwise_weight, "
-                                  "Tensor pointwise_weight, int[2] stride, int[4] padding, int[2] dilation, "
-                                  "str input_activation, str mid_activation) -> (Tensor, Tensor, Tensor)"),
-}
-
 
 def _op(name: str):
     return torch.library.custom_op(f"{NS}::{name}", mutates_args=(), schema=SCHEMAS[name])
@@ -63,7 +44,7 @@ def depthwise_conv2d(input, weight, bias, stride, padding, dilation, input_activ
     from xsep.triton import depthwise_conv2d as k
 
     stride, padding, dilation = _lists(stride, padding, dilation)
-    checks.depthwise("xsep.depthwise_conv2d", input, weight, bias, stride, padding, dilation, input_activation)
+    checks.depthwise_conv2d(input, weight, bias, stride, padding, dilation, input_activation)
     with _on(input):
         return k.forward(input, weight, bias, stride, padding, dilation, input_activation == "relu")
 
@@ -72,10 +53,9 @@ def depthwise_conv2d(input, weight, bias, stride, padding, dilation, input_activ
 def depthwise_conv2d_grad_input(grad_output, input, weight, stride, padding, dilation, input_activation):
     from xsep.triton import depthwise_conv2d as k
 
-    op = "xsep.depthwise_conv2d_grad_input"
     stride, padding, dilation = _lists(stride, padding, dilation)
-    g = checks.depthwise(op, input, weight, None, stride, padding, dilation, input_activation)
-    checks.grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo)
+    checks.depthwise_conv2d_backward("xsep.depthwise_conv2d_grad_input", grad_output, input, weight, stride, padding, dilation,
+                                     input_activation)
     with _on(input):
         return k.grad_input(grad_output, input, weight, stride, padding, dilation, input_activation == "relu")
 
@@ -84,10 +64,9 @@ def depthwise_conv2d_grad_input(grad_output, input, weight, stride, padding, dil
 def depthwise_conv2d_grad_weight(grad_output, input, weight, stride, padding, dilation, input_activation):
     from xsep.triton import depthwise_conv2d as k
 
-    op = "xsep.depthwise_conv2d_grad_weight"
     stride, padding, dilation = _lists(stride, padding, dilation)
-    g = checks.depthwise(op, input, weight, None, stride, padding, dilation, input_activation)
-    checks.grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo)
+    checks.depthwise_conv2d_backward("xsep.depthwise_conv2d_grad_weight", grad_output, input, weight, stride, padding, dilation,
+                                     input_activation)
     with _on(input):
         return k.grad_weight(grad_output, input, weight, stride, padding, dilation, input_activation == "relu")
 
@@ -100,7 +79,7 @@ def depthwise_conv2d_grad_weight(grad_output, input, weight, stride, padding, di
 def pointwise_conv2d(input, weight, bias):
     from xsep.triton import pointwise_conv2d as k
 
-    checks.pointwise("xsep.pointwise_conv2d", input, weight, bias)
+    checks.pointwise_conv2d(input, weight, bias)
     with _on(input):
         return k.forward(input, weight, bias)
 
@@ -109,9 +88,7 @@ def pointwise_conv2d(input, weight, bias):
 def pointwise_conv2d_grad_input(grad_output, input, weight):
     from xsep.triton import pointwise_conv2d as k
 
-    op = "xsep.pointwise_conv2d_grad_input"
-    checks.pointwise(op, input, weight, None)
-    checks.grad_output(op, grad_output, input, weight.shape[0], input.shape[2], input.shape[3])
+    checks.pointwise_conv2d_backward("xsep.pointwise_conv2d_grad_input", grad_output, input, weight)
     with _on(input):
         return k.grad_input(grad_output, input, weight)
 
@@ -120,9 +97,7 @@ def pointwise_conv2d_grad_input(grad_output, input, weight):
 def pointwise_conv2d_grad_weight(grad_output, input, weight):
     from xsep.triton import pointwise_conv2d as k
 
-    op = "xsep.pointwise_conv2d_grad_weight"
-    checks.pointwise(op, input, weight, None)
-    checks.grad_output(op, grad_output, input, weight.shape[0], input.shape[2], input.shape[3])
+    checks.pointwise_conv2d_backward("xsep.pointwise_conv2d_grad_weight", grad_output, input, weight)
     with _on(input):
         return k.grad_weight(grad_output, input, weight)
 
@@ -134,53 +109,29 @@ def pointwise_conv2d_grad_weight(grad_output, input, weight):
 @_op("separable_conv2d")
 def separable_conv2d(input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation, input_activation,
                      mid_activation):
-    from xsep.triton import _common
     from xsep.triton import separable_conv2d as k
 
-    op = "xsep.separable_conv2d"
     stride, padding, dilation = _lists(stride, padding, dilation)
-    g = checks.depthwise(op, input, depthwise_weight, None, stride, padding, dilation, input_activation)
-    checks.pointwise_weight(op, g, input, pointwise_weight, bias)
-    checks.activation(op, "mid_activation", mid_activation, input_side=False)
+    checks.separable_conv2d(input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation,
+                            input_activation, mid_activation)
     with _on(input):
         return k.forward(input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation,
-                         input_activation == "relu", _common.mid_code(mid_activation))
+                         input_activation == "relu", activation_code(mid_activation))
 
 
 @_op("separable_conv2d_backward")
 def separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding, dilation,
                               input_activation, mid_activation):
-    from xsep.triton import _common
     from xsep.triton import separable_conv2d as k
 
-    op = "xsep.separable_conv2d_backward"
     stride, padding, dilation = _lists(stride, padding, dilation)
-    g = checks.depthwise(op, input, depthwise_weight, None, stride, padding, dilation, input_activation)
-    checks.pointwise_weight(op, g, input, pointwise_weight, None)
-    checks.grad_output(op, grad_output, input, pointwise_weight.shape[0], g.Ho, g.Wo)
-    checks.activation(op, "mid_activation", mid_activation, input_side=False)
+    checks.separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding,
+                                     dilation, input_activation, mid_activation)
     with _on(input):
         return k.backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding, dilation,
-                          input_activation == "relu", _common.mid_code(mid_activation))
+                          input_activation == "relu", activation_code(mid_activation))
 
 
-# --------------------------------------------------------------------------------------------------
-# Fake kernels (xsep/ops/_register.py's) and autograd (the backward ops of this namespace)
+# Fake kernels and autograd (the backward ops of this namespace)
 
-_register.register("xsep_triton")
-
-
-class Ops:
-    """The three ops with normalised arguments (xsep.ops.implementation('triton'))."""
-
-    @staticmethod
-    def depthwise_conv2d(*args):
-        return torch.ops.xsep_triton.depthwise_conv2d(*args)
-
-    @staticmethod
-    def pointwise_conv2d(*args):
-        return torch.ops.xsep_triton.pointwise_conv2d(*args)
-
-    @staticmethod
-    def separable_conv2d(*args):
-        return torch.ops.xsep_triton.separable_conv2d(*args)
+ops.register(NS)

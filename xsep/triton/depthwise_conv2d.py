@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from xsep.ops.checks import depthwise_output_shape
 from xsep.triton._common import (acc_dtype, aligned, alignment, channel_mask, depthwise_tile, empty, input_channel,
                                  launch, new_like_format, pixel_offsets, splits, tuned)
 
@@ -138,9 +139,7 @@ def _grad_weight_kernel(g_ptr, x_ptr, part_ptr, P, CM, M: tl.constexpr, H, W, Ho
 
 
 def _geometry(input, weight, stride, padding, dilation):
-    from xsep.ops._register import _depthwise_out_shape
-
-    n, cm, ho, wo = _depthwise_out_shape(input, weight, stride, padding, dilation)
+    n, cm, ho, wo = depthwise_output_shape(input, weight, stride, padding, dilation)
     return n, input.shape[1], cm, cm // input.shape[1], ho, wo
 
 

@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from xsep.ops.checks import depthwise_output_shape
 from xsep.triton import depthwise_conv2d as dw
 from xsep.triton._common import (acc_dtype, aligned, alignment, channel_mask, depthwise_tile, dot_operand,
                                  dot_precision, dot_upcast, empty, input_channel, launch, mid_act, mid_act_grad,
@@ -178,9 +179,7 @@ def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, part_ptr, P, CM, M: tl.constexpr, 
 
 
 def _geometry(input, dw_weight, stride, padding, dilation):
-    from xsep.ops._register import _depthwise_out_shape
-
-    n, cm, ho, wo = _depthwise_out_shape(input, dw_weight, stride, padding, dilation)
+    n, cm, ho, wo = depthwise_output_shape(input, dw_weight, stride, padding, dilation)
     return n, cm, cm // input.shape[1], ho, wo
 
 

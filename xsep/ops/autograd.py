@@ -1,0 +1,198 @@
+"""Derivatives of xsep's three forward ops, for every namespace that implements them (torch.ops.xsep,
+torch.ops.xsep_triton): written once here, whichever backend runs the kernels.
+
+- First derivatives (`loss.backward()`, `torch.autograd.grad`) call the namespace's backward ops,
+  so each backend's kernels serve both passes.
+- Under `create_graph=True` (grad mode on inside the backward: double backward, gradient penalties,
+  Hessian-vector products, torch.func.grad) the gradients come instead from the reference formulas
+  (xsep/ops/reference.py: PyTorch's own convolutions), whose results are differentiable again.
+- Forward mode (`torch.func.jvp`, `torch.autograd.forward_ad`): the tangent is computed with the
+  reference ops (the ops are linear in each tensor argument); the primal output still comes from
+  the backend's kernel.
+
+`function(namespace, op)` is the autograd.Function with all of the above; it also works under
+torch.func (grad, vjp, jacrev, jvp, vmap) when applied from Python, as xsep.functional does
+(`apply`). Each forward op's Autograd kernel (the op called directly, and under torch.compile)
+applies the same Function.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from xsep.ops import reference
+from xsep.ops.schemas import FORWARD_OPS
+
+# How many leading arguments of each forward op are tensors (the rest: stride, padding, dilation,
+# activations). The last tensor is the bias, which may be None.
+TENSOR_ARGS = {"depthwise_conv2d": 3, "pointwise_conv2d": 3, "separable_conv2d": 4}
+BACKWARD_OPS = ("depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight", "pointwise_conv2d_grad_input",
+                "pointwise_conv2d_grad_weight", "separable_conv2d_backward")
+
+
+def _reference_of(op: str, tensors, rest, which):
+    """The reference formula of `op` as a function of the tensors at positions `which` (the
+    others, and the non-tensor arguments, held fixed)."""
+    def f(*chosen):
+        args = list(tensors)
+        for i, t in zip(which, chosen):
+            args[i] = t
+        return getattr(reference, op)(*args, *rest)
+    return f
+
+
+def _kernel_grads(namespace: str, op: str, tensors, rest, needs, grad_output):
+    """First derivatives from the namespace's backward ops (bias: grad_output summed over N, H, W)."""
+    ops = getattr(torch.ops, namespace)
+    grads = [None] * len(tensors)
+    if op == "separable_conv2d":
+        if any(needs[:3]):
+            # One fused pass gives all three: the depthwise output is recomputed, never stored.
+            results = ops.separable_conv2d_backward(grad_output, *tensors[:3], *rest)
+            grads[:3] = [g if need else None for g, need in zip(results, needs)]
+    else:
+        input, weight = tensors[:2]
+        if needs[0]:
+            grads[0] = getattr(ops, f"{op}_grad_input")(grad_output, input, weight, *rest)
+        if needs[1]:
+            grads[1] = getattr(ops, f"{op}_grad_weight")(grad_output, input, weight, *rest)
+    if tensors[-1] is not None and needs[len(tensors) - 1]:
+        grads[-1] = grad_output.sum(dim=(0, 2, 3))
+    return grads
+
+
+def _reference_grads(op: str, tensors, rest, needs, grad_output):
+    """First derivatives that are themselves differentiable (torch.func.vjp of the reference)."""
+    which = [i for i, t in enumerate(tensors) if t is not None and needs[i]]
+    _, vjp = torch.func.vjp(_reference_of(op, tensors, rest, which), *(tensors[i] for i in which))
+    grads = [None] * len(tensors)
+    for i, g in zip(which, vjp(grad_output)):
+        grads[i] = g
+    return grads
+
+
+def gradients(namespace: str, op: str, tensors, rest, needs, grad_output):
+    """The gradients of `op`'s tensor arguments (None where not needed)."""
+    if torch.is_grad_enabled():  # create_graph=True: the gradients must be differentiable
+        return _reference_grads(op, tensors, rest, needs, grad_output)
+    return _kernel_grads(namespace, op, tensors, rest, needs, grad_output)
+
+
+def _sum(terms):
+    terms = [t for t in terms if t is not None]
+    return None if not terms else functools.reduce(torch.add, terms)
+
+
+def _depthwise_tangent(x, w, tx, tw, stride, padding, dilation, input_activation):
+    """Tangent of depthwise(act(x), w) (no bias): linear in x through relu's 0/1 mask, linear in w."""
+    terms = []
+    if tx is not None:
+        mask = tx if input_activation == "none" else tx * (x > 0)
+        terms.append(reference.depthwise_conv2d(mask, w, None, stride, padding, dilation))
+    if tw is not None:
+        terms.append(reference.depthwise_conv2d(x, tw, None, stride, padding, dilation, input_activation))
+    return _sum(terms)
+
+
+def tangent(op: str, tensors, rest, tangents):
+    """The forward-mode derivative of `op` for the given input tangents (None: zero), from the
+    reference ops (the ops are linear in each tensor; the activations contribute their derivative)."""
+    bias_tangent = None if tangents[-1] is None else tangents[-1][:, None, None]
+    if op == "pointwise_conv2d":
+        (x, w, _), (tx, tw, _) = tensors, tangents
+        return _sum([None if tx is None else reference.pointwise_conv2d(tx, w, None),
+                     None if tw is None else reference.pointwise_conv2d(x, tw, None), bias_tangent])
+    if op == "depthwise_conv2d":
+        (x, w, _), (tx, tw, _) = tensors, tangents
+        return _sum([_depthwise_tangent(x, w, tx, tw, *rest), bias_tangent])
+    (x, dw, pw, _), (tx, tdw, tpw, _) = tensors, tangents
+    stride, padding, dilation, input_activation, mid_activation = rest
+    d = reference.depthwise_conv2d(x, dw, None, stride, padding, dilation, input_activation)
+    td = _depthwise_tangent(x, dw, tx, tdw, stride, padding, dilation, input_activation)
+    terms = [bias_tangent]
+    if td is not None:
+        terms.append(reference.pointwise_conv2d(td * reference.activation_derivative(d, mid_activation), pw, None))
+    if tpw is not None:
+        terms.append(reference.pointwise_conv2d(reference.activation(d, mid_activation), tpw, None))
+    return _sum(terms)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registration: the forward ops' Autograd kernel runs them through an autograd.Function with all of
+# the above (torch.library.register_autograd has no forward mode, and its Function is not usable
+# under torch.func).
+
+
+@functools.cache
+def function(namespace: str, op: str) -> type[torch.autograd.Function]:
+    """The autograd.Function of torch.ops.<namespace>.<op>; its forward runs the op's kernel."""
+    n = TENSOR_ARGS[op]
+
+    def forward(*args):
+        with torch._C._AutoDispatchBelowAutograd():  # to the kernel, past this Autograd kernel
+            return getattr(getattr(torch.ops, namespace), op)(*args)
+
+    def setup_context(ctx, inputs, output):
+        tensors = inputs[:n]
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+        ctx.rest = inputs[n:]
+
+    def backward(ctx, grad_output):
+        grads = gradients(namespace, op, ctx.saved_tensors, ctx.rest, ctx.needs_input_grad, grad_output)
+        return (*grads, *([None] * len(ctx.rest)))
+
+    def jvp(ctx, *tangents):
+        return tangent(op, ctx.saved_tensors, ctx.rest, tangents[:n])
+
+    name = "".join(part.title() for part in f"{namespace}_{op}".split("_"))
+    return type(name, (torch.autograd.Function,), {
+        "generate_vmap_rule": True,  # torch.vmap over forward, backward and jvp
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp),
+    })
+
+
+def apply(namespace: str, op: str, *args):
+    """torch.ops.<namespace>.<op>(*args) with its derivatives, as the public API runs it: through
+    its autograd.Function, applied here so that torch.func's transforms see it. Under torch.compile
+    the op itself instead (a node of the graph, differentiated by its Autograd kernel): Dynamo
+    cannot trace an autograd.Function that has a jvp."""
+    if torch.compiler.is_compiling():
+        return getattr(getattr(torch.ops, namespace), op)(*args)
+    return function(namespace, op).apply(*args)
+
+
+def _autograd_kernel(namespace: str, op: str):
+    """The Autograd kernel of a forward op called directly (torch.ops.<namespace>.<op>)."""
+    fn = function(namespace, op)
+
+    def kernel(*args):
+        if torch._C._functorch.peek_interpreter_stack() is not None:
+            # A Function applied inside the dispatcher cannot take part in torch.func's transforms.
+            raise RuntimeError(f"{namespace}.{op} called directly under a torch.func transform: call it "
+                               f"through xsep.functional.{op} (or the xsep modules) instead")
+        return fn.apply(*args)
+    return kernel
+
+
+def _no_derivative(namespace: str, name: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{namespace}.{name} has no derivative (no double backward through a backward op called "
+                           f"directly): differentiate through the forward ops ({', '.join(FORWARD_OPS)}), whose "
+                           "backward is differentiable under create_graph=True")
+    return backward
+
+
+def register(namespace: str, lib: torch.library.Library) -> None:
+    """Autograd for the ops of `namespace` (`lib`: a Library of that namespace that lives as long as
+    the ops). The backward ops raise when differentiated (rather than PyTorch's default for ops
+    without a formula: a warning and silently missing gradients)."""
+    for op in FORWARD_OPS:
+        lib.impl(op, _autograd_kernel(namespace, op), "Autograd")
+    for name in BACKWARD_OPS:
+        torch.library.register_autograd(f"{namespace}::{name}", _no_derivative(namespace, name), lib=lib)

@@ -1,0 +1,43 @@
+"""The contract of xsep's ops, written once: each op's schema and the activation names with their codes.
+
+Every namespace that implements the ops registers exactly these schemas: the compiled library
+(torch.ops.xsep; its C++ header is generated from this file at build time, see xsep/_build.py), the
+Triton backend (torch.ops.xsep_triton) and the CUDA emulator's test library. The activation codes are
+the integers the C++, CUDA and Triton kernels receive.
+
+Importing this module must stay cheap and torch-free: the build loads it by path.
+"""
+
+from __future__ import annotations
+
+# padding is (top, bottom, left, right); activations are names from INPUT_ACTIVATIONS (applied to
+# the input as it is loaded) and MID_ACTIVATIONS (between the depthwise and pointwise halves).
+_DEPTHWISE_ARGS = "int[2] stride, int[4] padding, int[2] dilation, str input_activation"
+_SEPARABLE_ARGS = f"{_DEPTHWISE_ARGS}, str mid_activation"
+
+SCHEMAS: dict[str, str] = {
+    "depthwise_conv2d": f"(Tensor input, Tensor weight, Tensor? bias, {_DEPTHWISE_ARGS}) -> Tensor",
+    "depthwise_conv2d_grad_input": f"(Tensor grad_output, Tensor input, Tensor weight, {_DEPTHWISE_ARGS}) -> Tensor",
+    "depthwise_conv2d_grad_weight": f"(Tensor grad_output, Tensor input, Tensor weight, {_DEPTHWISE_ARGS}) -> Tensor",
+    "pointwise_conv2d": "(Tensor input, Tensor weight, Tensor? bias) -> Tensor",
+    "pointwise_conv2d_grad_input": "(Tensor grad_output, Tensor input, Tensor weight) -> Tensor",
+    "pointwise_conv2d_grad_weight": "(Tensor grad_output, Tensor input, Tensor weight) -> Tensor",
+    "separable_conv2d": (f"(Tensor input, Tensor depthwise_weight, Tensor pointwise_weight, Tensor? bias, "
+                         f"{_SEPARABLE_ARGS}) -> Tensor"),
+    # Returns (grad_input, grad_depthwise_weight, grad_pointwise_weight); the bias gradient is
+    # grad_output summed over (N, H, W), left to the caller.
+    "separable_conv2d_backward": (f"(Tensor grad_output, Tensor input, Tensor depthwise_weight, "
+                                  f"Tensor pointwise_weight, {_SEPARABLE_ARGS}) -> (Tensor, Tensor, Tensor)"),
+}
+
+# The user-facing forward ops (each with its backward ops above).
+FORWARD_OPS = ("depthwise_conv2d", "pointwise_conv2d", "separable_conv2d")
+
+# Activation names; a name's position is its code in every kernel (C++ enum xsep::Activation).
+ACTIVATIONS = ("none", "relu", "relu6", "elu")
+INPUT_ACTIVATIONS = ACTIVATIONS[:2]
+MID_ACTIVATIONS = ACTIVATIONS
+
+
+def activation_code(name: str) -> int:
+    return ACTIVATIONS.index(name)
