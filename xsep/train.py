@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xsep import models
+from xsep._optional import MissingDependency, require
 
 MODELS = {"xception_tiny": models.xception_tiny, "xception": models.xception}
 # Xception's mean = std = 0.5 normalisation (Keras scales to [-1, 1]).
@@ -322,7 +323,22 @@ def _check_args(args) -> None:
         raise TrainingError(f"--device must be cpu or cuda, got {args.device!r}")
 
 
+def _check_dependencies(args) -> None:
+    """Before any process group exists, so that every rank fails the same way, at once."""
+    if args.data == "digits":
+        require("sklearn", package="scikit-learn", extra="train", what="xsep train")
+    else:
+        require("torchvision", package="torchvision", extra="train", what="xsep train --data FOLDER")
+    require("tqdm", package="tqdm", extra="train", what="xsep train")
+
+
 def run(args) -> int:
+    try:
+        _check_dependencies(args)
+    except MissingDependency as e:
+        if int(os.environ.get("RANK", "0")) == 0:  # one line under torchrun too; every rank exits
+            print(e, file=sys.stderr)
+        return 1
     try:
         _check_args(args)
         distributed = setup_distributed(args.device)

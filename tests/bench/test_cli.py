@@ -1,6 +1,7 @@
 """`python -m xsep bench` on a tiny CPU case, end to end."""
 
 import json
+import sys
 
 import pytest
 
@@ -64,6 +65,7 @@ def test_bad_arguments_name_the_option(capsys, option, value):
 
 def test_model_throughput_rows(native, monkeypatch):
     # the whole-model comparison at a small image (the real run uses 299x299)
+    pytest.importorskip("timm")
     monkeypatch.setattr(models, "IMAGE_SIZE", 71)
     import torch
 
@@ -72,5 +74,47 @@ def test_model_throughput_rows(native, monkeypatch):
     assert {(r["model"], r["mode"]) for r in rows} == {
         (m, mode) for m in ("xsep xception", "timm legacy_xception") for mode in ("inference", "training")}
     assert all(r["seconds_per_step"] > 0 for r in rows)
-    assert {r["xsep_speedup"] for r in rows if r["model"] == "xsep xception"} == {1.0}
     assert "timm legacy_xception" in models.table(rows)
+
+
+def test_model_speedup_is_on_the_xsep_row(monkeypatch):
+    # Tiny stand-ins for both models (no timm needed); the baseline is made slower on purpose.
+    import time
+
+    import torch
+    from torch import nn
+
+    from xsep.models import xception_tiny
+
+    class SlowBaseline(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 1000)
+
+        def forward(self, x):
+            time.sleep(0.05)
+            return self.fc(x.mean((2, 3)))
+
+    monkeypatch.setattr(models, "IMAGE_SIZE", 32)
+    monkeypatch.setattr(models, "_xsep_xception", lambda backend: xception_tiny(backend="torch"))
+    monkeypatch.setitem(models.BASELINES, "xception",
+                        ("slow baseline", SlowBaseline, ("inference",), ("torch", "torch")))
+    rows = models.bench_models("xception", device=torch.device("cpu"), batch=1, dtype=torch.float32,
+                               layout="contiguous", compile=False, repeats=2, warmup=0, statistic="min")
+    xsep_row, base_row = rows
+    assert (xsep_row["model"], base_row["model"]) == ("xsep xception", "slow baseline")
+    assert xsep_row["speedup"] == pytest.approx(base_row["seconds_per_step"] / xsep_row["seconds_per_step"])
+    assert xsep_row["speedup"] > 1 and xsep_row["baseline"] == "slow baseline"
+    assert base_row["speedup"] is None and base_row["baseline"] is None
+    xsep_line, base_line = models.table(rows).splitlines()[2:]
+    assert xsep_line.startswith("xsep xception") and f"{xsep_row['speedup']:.2f}x  slow baseline" in xsep_line
+    assert base_line.startswith("slow baseline") and base_line.rstrip().endswith("-")
+
+
+def test_bench_without_matplotlib_names_the_extra(native, tiny_layers, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not importable
+    status = main(["bench", "--device", "cpu", "--quick", "--batch", "1", "--repeats", "1", "--backends", "native",
+                   "--ops", "pointwise", "--modes", "forward", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0 and "(no chart: matplotlib is not installed; pip install 'xsep[bench]')" in out
+    assert not list(tmp_path.glob("*/*.png"))

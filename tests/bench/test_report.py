@@ -63,3 +63,17 @@ def test_load_rejects_other_json(tmp_path):
     path.write_text(json.dumps({"date": "2026-11-28"}))
     with pytest.raises(ValueError, match="not an xsep benchmark results file"):
         report.load(path)
+
+
+def test_model_rows_of_older_files_move_the_speedup_to_the_xsep_row():
+    # Files written before the fix held baseline time / xsep time on the baseline's row, 1.0 on xsep's.
+    common = {"mode": "inference", "compiled": False, "batch": 8, "dtype": "float32", "layout": "channels_last"}
+    old = [dict(common, model="xsep xception", images_per_s=5.3, xsep_speedup=1.0),
+           dict(common, model="timm legacy_xception", images_per_s=4.9, xsep_speedup=1.08),
+           dict(common, mode="training", model="xsep xception", images_per_s=1.9, xsep_speedup=1.0),
+           dict(common, mode="training", model="timm legacy_xception", images_per_s=1.7, xsep_speedup=1.1)]
+    rows = report.model_rows(old)
+    assert [(r["speedup"], r["baseline"]) for r in rows] == [
+        (1.08, "timm legacy_xception"), (None, None), (1.1, "timm legacy_xception"), (None, None)]
+    new = [dict(r, speedup=r["speedup"], baseline=r["baseline"]) for r in rows]
+    assert report.model_rows(new) == new

@@ -119,8 +119,14 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xsep._optional import MissingDependency
     from xsep.bench import ceilings, layers, models, report, shapes
 
+    if args.model:
+        try:
+            models.require(args.model)  # before anything is measured
+        except MissingDependency as e:
+            raise SystemExit(str(e)) from None
     device = _device(args.device)
     on_gpu = device.type == "cuda"
     if on_gpu:

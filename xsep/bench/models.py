@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from xsep._optional import require as require_package
 from xsep.bench.timing import summarize, time_calls
 
 IMAGE_SIZE = 299
@@ -61,20 +62,33 @@ def _step_fn(model: nn.Module, mode: str, batch: torch.Tensor, target: torch.Ten
     return train_step
 
 
+XSEP = "xsep xception"
+# --model: (the baseline's row name, factory, modes, the package it comes from: (import name, PyPI name))
+BASELINES = {
+    "xception": ("timm legacy_xception", _timm_xception, ("inference", "training"), ("timm", "timm")),
+    "inception_v3": ("torchvision inception_v3", _inception_v3, ("training",), ("torchvision", "torchvision")),
+}
+
+
+def require(which: str) -> None:
+    """Checks `--model which` before anything is timed: a ValueError for an unknown model,
+    xsep._optional.MissingDependency when its baseline's package is not installed."""
+    if which not in BASELINES:
+        raise ValueError(f"--model must be one of {', '.join(map(repr, BASELINES))}, got {which!r}")
+    module, package = BASELINES[which][3]
+    require_package(module, package=package, extra="bench", what=f"xsep bench --model {which}")
+
+
 def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.dtype, layout: str,
                  compile: bool, repeats: int, warmup: int, statistic: str, backend: str | None = None,
                  progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Rows of {model, mode, compiled, seconds_per_step, images_per_s, xsep_speedup} where
-    `xsep_speedup` is the xsep Xception's throughput (its layers on `backend`, default: the automatic
-    choice) over that row's model (timm's Xception or Inception V3)."""
-    if which == "xception":
-        contenders = {"xsep xception": lambda: _xsep_xception(backend), "timm legacy_xception": _timm_xception}
-        modes = ("inference", "training")
-    elif which == "inception_v3":
-        contenders = {"xsep xception": lambda: _xsep_xception(backend), "torchvision inception_v3": _inception_v3}
-        modes = ("training",)
-    else:
-        raise ValueError(f"--model must be 'xception' or 'inception_v3', got {which!r}")
+    """Rows of {model, mode, compiled, seconds_per_step, images_per_s, speedup, baseline, ...}, one per
+    model and setting. The xsep Xception's row (its layers on `backend`, default: the automatic choice)
+    holds `speedup` = the baseline's time per step / xsep's (> 1: xsep faster) and the baseline's name;
+    the baseline's row (timm's Xception or Inception V3) holds None there."""
+    require(which)
+    baseline, factory, modes, _ = BASELINES[which]
+    contenders = {XSEP: lambda: _xsep_xception(backend), baseline: factory}
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     # The models keep float32 weights and run under autocast at `dtype`, as users train them.
     amp_dtype = None if dtype == torch.float32 else dtype
@@ -84,31 +98,35 @@ def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.d
     for compiled in ((False, True) if compile else (False,)):
         for mode in modes:
             fns = {}
-            for name, factory in contenders.items():
+            for name, make in contenders.items():
                 if progress:
                     progress(f"{name} {mode}{' compiled' if compiled else ''}")
                 torch.manual_seed(0)
-                model = factory().to(device).to(memory_format=fmt)
+                model = make().to(device).to(memory_format=fmt)
                 if compiled:
                     model = torch.compile(model)
                 fns[name] = _step_fn(model, mode, x, target, amp_dtype)
             samples = time_calls(fns, device, repeats=repeats, warmup=warmup)
             seconds = {n: summarize(v, statistic) for n, v in samples.items()}
-            xsep_s = seconds["xsep xception"]
             for name, s in seconds.items():
+                is_xsep = name == XSEP
                 rows.append({"model": name, "mode": mode, "compiled": compiled, "batch": batch,
                              "xsep_backend": backend or "automatic",
                              "dtype": str(dtype).removeprefix("torch."), "layout": layout,
                              "seconds_per_step": s, "steps_per_s": 1 / s, "images_per_s": batch / s,
                              "samples": len(samples[name]),
-                             "xsep_speedup": s / xsep_s})
+                             "speedup": seconds[baseline] / s if is_xsep else None,
+                             "baseline": baseline if is_xsep else None})
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'model':<26} {'mode':<10} {'compiled':<9} {'ms/step':>10} {'steps/s':>8} {'img/s':>9} {'xsep speedup':>13}"
+    """The printed table; `speedup` (baseline time / xsep time) on each xsep row."""
+    head = (f"{'model':<26} {'mode':<10} {'compiled':<9} {'ms/step':>10} {'steps/s':>8} {'img/s':>9} "
+            f"{'speedup':>8}  vs")
     lines = [head, "-" * len(head)]
     for r in rows:
+        vs = f"{r['speedup']:7.2f}x  {r['baseline']}" if r["speedup"] is not None else f"{'-':>8}"
         lines.append(f"{r['model']:<26} {r['mode']:<10} {str(r['compiled']):<9} {1e3 * r['seconds_per_step']:10.1f} "
-                     f"{r['steps_per_s']:8.2f} {r['images_per_s']:9.1f} {r['xsep_speedup']:12.2f}x")
+                     f"{r['steps_per_s']:8.2f} {r['images_per_s']:9.1f} {vs}")
     return "\n".join(lines)
