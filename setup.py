@@ -16,6 +16,8 @@ _spec = importlib.util.spec_from_file_location(
 )
 build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build)
+# Where the headers generated from xsep/ops/schemas.py go (not committed).
+GENERATED = os.path.join(build.ROOT, "build", "xsep-generated")
 
 
 def extension_setup():
@@ -36,7 +38,7 @@ def extension_setup():
     kwargs = dict(
         name="xsep._C",
         sources=sources,
-        include_dirs=build.include_dirs(with_cuda),
+        include_dirs=build.include_dirs(with_cuda, build.generate_headers(GENERATED)),
         extra_compile_args={"cxx": build.cxx_flags(with_cuda), "nvcc": build.nvcc_flags()},
         extra_link_args=build.link_flags(),
     )

@@ -1,12 +1,14 @@
-// The xsep operator library: every schema lives here; kernels register per device next to their
-// code (TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp and csrc/cuda/*.cu). Loading this library (the
+// The xsep operator library: defines every op of xsep/ops/schemas.py (through the header the build
+// generates from it, xsep_contract.h); kernels register per device next to their host code
+// (TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp and csrc/cuda/*_cuda.cpp). Loading this library (the
 // Python extension module xsep._C, or the just-in-time build) is what makes torch.ops.xsep exist.
 #include <Python.h>
 #include <torch/library.h>
 
 #include <string>
 
-#include "cpu/kernels.h"
+#include "cpu/depthwise_kernels.h"
+#include "xsep_contract.h"
 
 #ifndef XSEP_WITH_CUDA
 #define XSEP_WITH_CUDA 0
@@ -42,31 +44,5 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(xsep, m) {
   m.def("_build_info() -> str", &build_info);
-
-  // padding is (top, bottom, left, right); activations are "none" or "relu" on the input, and
-  // "none", "relu", "relu6" or "elu" between the depthwise and pointwise halves.
-  m.def(
-      "depthwise_conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
-      "int[2] dilation, str input_activation) -> Tensor");
-  m.def(
-      "depthwise_conv2d_grad_input(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
-      "int[4] padding, int[2] dilation, str input_activation) -> Tensor");
-  m.def(
-      "depthwise_conv2d_grad_weight(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
-      "int[4] padding, int[2] dilation, str input_activation) -> Tensor");
-
-  m.def("pointwise_conv2d(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
-  m.def("pointwise_conv2d_grad_input(Tensor grad_output, Tensor input, Tensor weight) -> Tensor");
-  m.def("pointwise_conv2d_grad_weight(Tensor grad_output, Tensor input, Tensor weight) -> Tensor");
-
-  m.def(
-      "separable_conv2d(Tensor input, Tensor depthwise_weight, Tensor pointwise_weight, Tensor? bias, "
-      "int[2] stride, int[4] padding, int[2] dilation, str input_activation, str mid_activation) "
-      "-> Tensor");
-  // Returns (grad_input, grad_depthwise_weight, grad_pointwise_weight); the bias gradient is
-  // grad_output summed over (N, H, W), left to the caller.
-  m.def(
-      "separable_conv2d_backward(Tensor grad_output, Tensor input, Tensor depthwise_weight, "
-      "Tensor pointwise_weight, int[2] stride, int[4] padding, int[2] dilation, "
-      "str input_activation, str mid_activation) -> (Tensor, Tensor, Tensor)");
+  for (const char* schema : xsep::kSchemas) m.def(schema);
 }

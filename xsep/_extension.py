@@ -44,6 +44,7 @@ def _jit_build() -> str:
         cpp_extension._get_build_directory("xsep_C", verbose=False)
     )
     os.makedirs(build_dir, exist_ok=True)
+    generated = _build.generate_headers(os.path.join(build_dir, "generated"))
     os.environ.setdefault("MAX_JOBS", str(_build.max_jobs()))
     print(
         f"xsep: compiling the C++{'/CUDA' if with_cuda else ''} library in {build_dir} "
@@ -53,7 +54,7 @@ def _jit_build() -> str:
     cpp_extension.load(
         name="xsep_C",
         sources=sources,
-        extra_include_paths=_build.include_dirs(with_cuda),
+        extra_include_paths=_build.include_dirs(with_cuda, generated),
         extra_cflags=_build.cxx_flags(with_cuda),
         extra_cuda_cflags=_build.nvcc_flags() if with_cuda else None,
         extra_ldflags=_build.link_flags(),

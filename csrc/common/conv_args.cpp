@@ -2,20 +2,30 @@
 
 #include <c10/util/Exception.h>
 
+#include <iterator>
+#include <string>
+
 namespace xsep {
 
-Activation parse_activation(const char* op, const char* arg, std::string_view name,
-                            bool input_side) {
-  if (name == "none") return Activation::none;
-  if (name == "relu") return Activation::relu;
-  if (!input_side) {
-    if (name == "relu6") return Activation::relu6;
-    if (name == "elu") return Activation::elu;
-  }
-  TORCH_CHECK_VALUE(false, op, ": unknown ", arg, " '", std::string(name), "'; expected ",
-                    input_side ? "'none' or 'relu'" : "'none', 'relu', 'relu6' or 'elu'");
+namespace {
+
+void check_device(const char* op, c10::DeviceType device, const at::Tensor& input) {
+  TORCH_CHECK(input.device().type() == device, op, ": expected ", c10::DeviceTypeName(device), " tensors, got ",
+              input.device());
 }
 
+// Parses an activation name, one of the first `count` of kActivationNames; `arg` names the argument
+// in the error.
+Activation parse_activation(const char* op, const char* arg, std::string_view name, int count) {
+  for (int code = 0; code < count; ++code)
+    if (name == kActivationNames[code]) return static_cast<Activation>(code);
+  std::string expected;
+  for (int code = 0; code < count; ++code)
+    expected += (code == 0 ? "'" : code + 1 < count ? ", '" : " or '") + std::string(kActivationNames[code]) + "'";
+  TORCH_CHECK_VALUE(false, op, ": unknown ", arg, " '", std::string(name), "'; expected ", expected);
+}
+
+// A floating dtype the kernels support: float32, float64, float16, bfloat16.
 void check_float_dtype(const char* op, const char* arg, const at::Tensor& t) {
   const auto dt = t.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
@@ -23,7 +33,7 @@ void check_float_dtype(const char* op, const char* arg, const at::Tensor& t) {
                    "; supported are float32, float64, float16 and bfloat16");
 }
 
-static void check_same_device_dtype(const char* op, const char* arg, const at::Tensor& t,
+void check_same_device_dtype(const char* op, const char* arg, const at::Tensor& t,
                                     const at::Tensor& input) {
   TORCH_CHECK(t.device() == input.device(), op, ": ", arg, " is on ", t.device(),
               " but input is on ", input.device(), "; all tensors must be on one device");
@@ -32,7 +42,7 @@ static void check_same_device_dtype(const char* op, const char* arg, const at::T
                    "; all tensors must have one dtype");
 }
 
-static void check_input(const char* op, const at::Tensor& input) {
+void check_input(const char* op, const at::Tensor& input) {
   TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be a 4-D tensor [N, C, H, W], got ",
                     input.dim(), "-D with shape ", input.sizes());
   TORCH_CHECK_VALUE(input.size(1) > 0, op, ": input must have at least one channel, got shape ",
@@ -40,9 +50,11 @@ static void check_input(const char* op, const at::Tensor& input) {
   check_float_dtype(op, "input", input);
 }
 
+// input [N, C, H, W], weight [C*M, 1, kh, kw], optional bias [C*M], stride, padding (top, bottom,
+// left, right), dilation; errors name the bad argument.
 DepthwiseGeometry check_depthwise(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                                  const c10::optional<at::Tensor>& bias, c10::IntArrayRef stride,
-                                  c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                                  const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                  at::IntArrayRef padding, at::IntArrayRef dilation,
                                   std::string_view input_activation) {
   check_input(op, input);
   check_same_device_dtype(op, "weight", weight, input);
@@ -75,26 +87,23 @@ DepthwiseGeometry check_depthwise(const char* op, const at::Tensor& input, const
   g.sh = stride[0];
   g.sw = stride[1];
   g.pad_top = padding[0];
-  g.pad_bottom = padding[1];
   g.pad_left = padding[2];
-  g.pad_right = padding[3];
   g.dil_h = dilation[0];
   g.dil_w = dilation[1];
   const int64_t span_h = g.dil_h * (g.kh - 1) + 1, span_w = g.dil_w * (g.kw - 1) + 1;
-  const int64_t padded_h = g.H + g.pad_top + g.pad_bottom, padded_w = g.W + g.pad_left + g.pad_right;
+  const int64_t padded_h = g.H + padding[0] + padding[1], padded_w = g.W + padding[2] + padding[3];
   TORCH_CHECK_VALUE(span_h <= padded_h && span_w <= padded_w, op, ": the kernel (", g.kh, "x", g.kw,
                     ", dilation ", dilation, ", spanning ", span_h, "x", span_w,
                     ") is larger than the padded input (", padded_h, "x", padded_w, ")");
   g.Ho = (padded_h - span_h) / g.sh + 1;
   g.Wo = (padded_w - span_w) / g.sw + 1;
-  g.relu_input =
-      parse_activation(op, "input_activation", input_activation, /*input_side=*/true) ==
-      Activation::relu;
+  g.relu_input = parse_activation(op, "input_activation", input_activation, kInputActivations) == Activation::relu;
   return g;
 }
 
+// input [N, C, H, W], weight [O, C, 1, 1] (or [O, C]), optional bias [O].
 void check_pointwise(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                     const c10::optional<at::Tensor>& bias) {
+                     const std::optional<at::Tensor>& bias) {
   check_input(op, input);
   check_same_device_dtype(op, "weight", weight, input);
   const bool shape_ok = (weight.dim() == 4 && weight.size(2) == 1 && weight.size(3) == 1) ||
@@ -109,6 +118,7 @@ void check_pointwise(const char* op, const at::Tensor& input, const at::Tensor& 
   }
 }
 
+// grad_output must be 4-D [N, channels, Ho, Wo] on input's device with input's dtype.
 void check_grad_output(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
                        int64_t channels, int64_t Ho, int64_t Wo) {
   check_same_device_dtype(op, "grad_output", grad_output, input);
@@ -119,8 +129,10 @@ void check_grad_output(const char* op, const at::Tensor& grad_output, const at::
                     ", ", Wo, "], got ", grad_output.sizes());
 }
 
+// The separable convolution's pointwise_weight [O, g.OC, 1, 1] and optional bias [O], on input's
+// device with input's dtype.
 void check_separable_pointwise(const char* op, const DepthwiseGeometry& g, const at::Tensor& input,
-                               const at::Tensor& pw_weight, const c10::optional<at::Tensor>& bias) {
+                               const at::Tensor& pw_weight, const std::optional<at::Tensor>& bias) {
   check_same_device_dtype(op, "pointwise_weight", pw_weight, input);
   TORCH_CHECK_VALUE(pw_weight.dim() == 4 && pw_weight.size(1) == g.OC && pw_weight.size(2) == 1 &&
                         pw_weight.size(3) == 1 && pw_weight.size(0) > 0,
@@ -131,6 +143,62 @@ void check_separable_pointwise(const char* op, const DepthwiseGeometry& g, const
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == pw_weight.size(0), op,
                       ": bias must have shape [", pw_weight.size(0), "], got ", bias->sizes());
   }
+}
+
+}  // namespace
+
+DepthwiseGeometry check_depthwise_forward(const char* op, c10::DeviceType device, const at::Tensor& input,
+                                          const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                          at::IntArrayRef stride, at::IntArrayRef padding,
+                                          at::IntArrayRef dilation, std::string_view input_activation) {
+  check_device(op, device, input);
+  return check_depthwise(op, input, weight, bias, stride, padding, dilation, input_activation);
+}
+
+DepthwiseGeometry check_depthwise_backward(const char* op, c10::DeviceType device, const at::Tensor& grad_output,
+                                           const at::Tensor& input, const at::Tensor& weight,
+                                           at::IntArrayRef stride, at::IntArrayRef padding,
+                                           at::IntArrayRef dilation, std::string_view input_activation) {
+  const DepthwiseGeometry g =
+      check_depthwise_forward(op, device, input, weight, std::nullopt, stride, padding, dilation, input_activation);
+  check_grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo);
+  return g;
+}
+
+void check_pointwise_forward(const char* op, c10::DeviceType device, const at::Tensor& input,
+                             const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  check_device(op, device, input);
+  check_pointwise(op, input, weight, bias);
+}
+
+void check_pointwise_backward(const char* op, c10::DeviceType device, const at::Tensor& grad_output,
+                              const at::Tensor& input, const at::Tensor& weight) {
+  check_pointwise_forward(op, device, input, weight, std::nullopt);
+  check_grad_output(op, grad_output, input, weight.size(0), input.size(2), input.size(3));
+}
+
+SeparableGeometry check_separable_forward(const char* op, c10::DeviceType device, const at::Tensor& input,
+                                          const at::Tensor& dw_weight, const at::Tensor& pw_weight,
+                                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                          at::IntArrayRef padding, at::IntArrayRef dilation,
+                                          std::string_view input_activation, std::string_view mid_activation) {
+  const DepthwiseGeometry g = check_depthwise_forward(op, device, input, dw_weight, std::nullopt, stride, padding,
+                                                      dilation, input_activation);
+  check_separable_pointwise(op, g, input, pw_weight, bias);
+  const int every_activation = static_cast<int>(std::size(kActivationNames));
+  return SeparableGeometry{g, pw_weight.size(0),
+                           parse_activation(op, "mid_activation", mid_activation, every_activation)};
+}
+
+SeparableGeometry check_separable_backward(const char* op, c10::DeviceType device, const at::Tensor& grad_output,
+                                           const at::Tensor& input, const at::Tensor& dw_weight,
+                                           const at::Tensor& pw_weight, at::IntArrayRef stride,
+                                           at::IntArrayRef padding, at::IntArrayRef dilation,
+                                           std::string_view input_activation, std::string_view mid_activation) {
+  const SeparableGeometry g = check_separable_forward(op, device, input, dw_weight, pw_weight, std::nullopt, stride,
+                                                      padding, dilation, input_activation, mid_activation);
+  check_grad_output(op, grad_output, input, g.O, g.dw.Ho, g.dw.Wo);
+  return g;
 }
 
 }  // namespace xsep

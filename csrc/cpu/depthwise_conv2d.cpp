@@ -1,11 +1,9 @@
 // CPU depthwise convolution: argument checks, layout conversion and threading around the
-// vectorised kernels of kernels.h. The kernels work on channels-last (NHWC) data; outputs are
+// vectorised kernels of depthwise_kernels.h. The kernels work on channels-last (NHWC) data; outputs are
 // returned in the input's memory format.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -13,8 +11,9 @@
 #include <string_view>
 
 #include "common/conv_args.h"
+#include "common/layout.h"
 #include "cpu/host.h"
-#include "cpu/kernels.h"
+#include "cpu/depthwise_kernels.h"
 
 // ATen's OpenMP backend implements at::parallel_for inline, in this file: without -fopenmp every
 // op here would run on one thread.
@@ -25,33 +24,20 @@
 namespace xsep::cpu {
 namespace {
 
-// An uninitialised [N, C, H, W] tensor laid out NHWC.
-at::Tensor empty_nhwc(at::IntArrayRef sizes, const at::Tensor& like) {
-  return at::empty(sizes, like.options().memory_format(at::MemoryFormat::ChannelsLast));
-}
-
-at::Tensor channels_last(const at::Tensor& t) {
-  return t.contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                            at::IntArrayRef padding, at::IntArrayRef dilation,
-                            std::string_view input_activation) {
+at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                at::IntArrayRef padding, at::IntArrayRef dilation,
+                                std::string_view input_activation) {
   constexpr const char* op = "xsep.depthwise_conv2d";
-  check_cpu(op, input);
-  const DepthwiseGeometry g =
-      check_depthwise(op, input, weight, bias, stride, padding, dilation, input_activation);
-  const DwShape s = to_dw_shape(g);
+  const DepthwiseGeometry g = check_depthwise_forward(op, at::kCPU, input, weight, bias, stride, padding,
+                                                      dilation, input_activation);
   at::Tensor out = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
   if (out.numel() > 0) {
-    const at::Tensor x = channels_last(input);
+    const at::Tensor x = nhwc(input);
     const at::Tensor w = tap_major(weight);
-    const at::Tensor b = bias.has_value() && bias->defined()
-                             ? bias->to(acc_dtype(input.scalar_type())).contiguous()
-                             : at::Tensor();
+    const at::Tensor b = acc_bias(bias);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-      using acc_t = typename acc_type<scalar_t>::type;
+      using acc_t = Acc<scalar_t>;
       const auto& k = depthwise_kernels<scalar_t>();
       const scalar_t* xp = x.const_data_ptr<scalar_t>();
       const acc_t* wp = w.const_data_ptr<acc_t>();
@@ -59,69 +45,64 @@ at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
       scalar_t* yp = out.mutable_data_ptr<scalar_t>();
       const int64_t pixels = g.N * g.Ho * g.Wo;
       at::parallel_for(0, pixels, grain(g.OC * g.kh * g.kw), [&](int64_t p0, int64_t p1) {
-        k.forward(s, xp, wp, bp, yp + p0 * g.OC, p0, p1);
+        k.forward(g, xp, wp, bp, yp + p0 * g.OC, p0, p1);
       });
     });
   }
-  return out.contiguous(input.suggest_memory_format());
+  return in_format_of(out, input);
 }
 
-at::Tensor depthwise_conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& input,
-                                       const at::Tensor& weight, at::IntArrayRef stride,
-                                       at::IntArrayRef padding, at::IntArrayRef dilation,
-                                       std::string_view input_activation) {
+at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                           const at::Tensor& weight, at::IntArrayRef stride,
+                                           at::IntArrayRef padding, at::IntArrayRef dilation,
+                                           std::string_view input_activation) {
   constexpr const char* op = "xsep.depthwise_conv2d_grad_input";
-  check_cpu(op, input);
-  const DepthwiseGeometry g = check_depthwise(op, input, weight, std::nullopt, stride, padding,
-                                              dilation, input_activation);
-  check_grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo);
-  const DwShape s = to_dw_shape(g);
+  const DepthwiseGeometry g = check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding,
+                                                       dilation, input_activation);
   at::Tensor gi = empty_nhwc({g.N, g.C, g.H, g.W}, input);
   if (gi.numel() > 0) {
-    const at::Tensor go = channels_last(grad_output);
+    const at::Tensor go = nhwc(grad_output);
     // The input is only read to mask the gradient of its relu.
-    const at::Tensor x = g.relu_input ? channels_last(input) : at::Tensor();
+    const at::Tensor x = g.relu_input ? nhwc(input) : at::Tensor();
     const at::Tensor w = tap_major(weight);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-      using acc_t = typename acc_type<scalar_t>::type;
+      using acc_t = Acc<scalar_t>;
       const auto& k = depthwise_kernels<scalar_t>();
       const scalar_t* gop = go.const_data_ptr<scalar_t>();
       const scalar_t* xp = x.defined() ? x.const_data_ptr<scalar_t>() : nullptr;
       const acc_t* wp = w.const_data_ptr<acc_t>();
       scalar_t* gip = gi.mutable_data_ptr<scalar_t>();
       at::parallel_for(0, g.N * g.H, grain(g.W * g.OC * g.kh * g.kw), [&](int64_t r0, int64_t r1) {
-        k.grad_input(s, gop, wp, xp, gip, r0, r1);
+        k.grad_input(g, gop, wp, xp, gip, r0, r1);
       });
     });
   }
-  return gi.contiguous(input.suggest_memory_format());
+  return in_format_of(gi, input);
 }
 
 // Deterministic (see depthwise_grad_weight_taps).
-at::Tensor depthwise_conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
-                                        const at::Tensor& weight, at::IntArrayRef stride,
-                                        at::IntArrayRef padding, at::IntArrayRef dilation,
-                                        std::string_view input_activation) {
+at::Tensor depthwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                            const at::Tensor& weight, at::IntArrayRef stride,
+                                            at::IntArrayRef padding, at::IntArrayRef dilation,
+                                            std::string_view input_activation) {
   constexpr const char* op = "xsep.depthwise_conv2d_grad_weight";
-  check_cpu(op, input);
-  const DepthwiseGeometry g = check_depthwise(op, input, weight, std::nullopt, stride, padding,
-                                              dilation, input_activation);
-  check_grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo);
-  const DwShape s = to_dw_shape(g);
-  const at::Tensor go = channels_last(grad_output);
-  const at::Tensor x = channels_last(input);
+  const DepthwiseGeometry g = check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding,
+                                                       dilation, input_activation);
+  const at::Tensor go = nhwc(grad_output);
+  const at::Tensor x = nhwc(input);
   at::Tensor taps;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-    taps = depthwise_grad_weight_taps(s, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>());
+    taps = depthwise_grad_weight_taps(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>());
   });
   return from_tap_major(taps, weight);
 }
 
 }  // namespace
-}  // namespace xsep::cpu
 
 TORCH_LIBRARY_IMPL(xsep, CPU, m) {
-  m.impl("depthwise_conv2d", &xsep::cpu::depthwise_conv2d);
-  m.impl("depthwise_conv2d_grad_input", &xsep::cpu::depthwise_conv2d_grad_input);
-  m.impl("depthwise_conv2d_grad_weight", &xsep::cpu::depthwise_conv2d_grad_weight);
+  m.impl("depthwise_conv2d", &depthwise_conv2d_cpu);
+  m.impl("depthwise_conv2d_grad_input", &depthwise_conv2d_grad_input_cpu);
+  m.impl("depthwise_conv2d_grad_weight", &depthwise_conv2d_grad_weight_cpu);
 }
+
+}  // namespace xsep::cpu

@@ -2,42 +2,32 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 
 namespace xsep::cpu {
 
-void check_cpu(const char* op, const at::Tensor& input) {
-  TORCH_CHECK(input.device().is_cpu(), op, ": expected CPU tensors, got ", input.device());
-}
-
-DwShape to_dw_shape(const DepthwiseGeometry& g) {
-  return DwShape{g.N,  g.H,  g.W,  g.C,       g.M,        g.Ho,     g.Wo,     g.kh,
-                 g.kw, g.sh, g.sw, g.pad_top, g.pad_left, g.dil_h,  g.dil_w,  g.relu_input};
-}
-
-std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DwShape& shape,
+std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGeometry& shape,
                                                                const at::Tensor& input,
                                                                const at::Tensor& x,
                                                                const at::Tensor& grad_out_acc,
                                                                const at::Tensor& weight,
                                                                const at::Tensor& w_taps) {
-  auto grad_input = at::empty(input.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto grad_input = empty_nhwc(input.sizes(), input);
   at::Tensor grad_taps;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "depthwise_backward_from_acc", [&] {
-    using acc_t = typename acc_type<scalar_t>::type;
+    using acc_t = Acc<scalar_t>;
     const auto& k = depthwise_kernels<scalar_t>();
     const acc_t* go = grad_out_acc.const_data_ptr<acc_t>();
     const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
     const acc_t* w = w_taps.const_data_ptr<acc_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
     if (grad_input.numel() > 0) {
-      at::parallel_for(0, shape.N * shape.H, grain(shape.W * shape.OC() * shape.kh * shape.kw), [&](int64_t r0, int64_t r1) {
+      at::parallel_for(0, shape.N * shape.H, grain(shape.W * shape.OC * shape.kh * shape.kw), [&](int64_t r0, int64_t r1) {
         k.grad_input_acc(shape, go, w, x_ptr, gi, r0, r1);
       });
     }
     grad_taps = depthwise_grad_weight_taps<scalar_t, acc_t>(shape, go, x_ptr);
   });
-  return {grad_input.contiguous(input.suggest_memory_format()), from_tap_major(grad_taps, weight)};
+  return {in_format_of(grad_input, input), from_tap_major(grad_taps, weight)};
 }
 
 }  // namespace xsep::cpu

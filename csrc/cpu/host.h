@@ -10,13 +10,11 @@
 #include <tuple>
 #include <type_traits>
 
-#include "common/conv_args.h"
-#include "common/weight_layout.h"
-#include "cpu/kernels.h"
+#include "common/geometry.h"
+#include "common/layout.h"
+#include "cpu/depthwise_kernels.h"
 
 namespace xsep::cpu {
-
-void check_cpu(const char* op, const at::Tensor& input);
 
 // at::parallel_for grain: items per task so that each task does enough multiply-adds (about
 // 32K) to amortise handing it out.
@@ -25,27 +23,25 @@ inline int64_t grain(int64_t work_per_item) {
   return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work_per_item));
 }
 
-DwShape to_dw_shape(const DepthwiseGeometry& g);
-
 // Depthwise weight gradient, tap-major [kh*kw, C*M] in acc_t, from grad_output `go` (NHWC, type
 // T or acc_t) and the channels-last input `x`. Deterministic: the output rows are cut into chunks
 // whose size depends only on the shape, each chunk sums into its own buffer, and the buffers are
 // added in chunk order, so the result is the same bit for bit whatever the number of threads.
 template <typename T, typename GT>
-at::Tensor depthwise_grad_weight_taps(const DwShape& s, const GT* go, const T* x) {
-  using acc_t = typename acc_type<T>::type;
+at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, const T* x) {
+  using acc_t = Acc<T>;
   static_assert(std::is_same_v<GT, T> || std::is_same_v<GT, acc_t>);
   const auto& k = depthwise_kernels<T>();
-  const int64_t rows = s.N * s.Ho, size = s.kh * s.kw * s.OC();
+  const int64_t rows = s.N * s.Ho, size = s.kh * s.kw * s.OC;
   const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
-  if (rows == 0 || s.Wo == 0) return at::zeros({s.kh * s.kw, s.OC()}, options);
+  if (rows == 0 || s.Wo == 0) return at::zeros({s.kh * s.kw, s.OC}, options);
   // A chunk of at least 32 output pixels makes the per-chunk zeroing and summing (~2 * size)
   // cheap next to its multiply-adds (pixels * size); at most kMaxChunks bounds the buffers.
   constexpr int64_t kMinChunkPixels = 32, kMaxChunks = 256;
   const int64_t chunk_rows = std::max((kMinChunkPixels + s.Wo - 1) / s.Wo, (rows + kMaxChunks - 1) / kMaxChunks);
   const int64_t chunks = (rows + chunk_rows - 1) / chunk_rows;
   auto partial = at::empty({chunks, size}, options);
-  auto total = at::empty({s.kh * s.kw, s.OC()}, options);
+  auto total = at::empty({s.kh * s.kw, s.OC}, options);
   acc_t* part = partial.template mutable_data_ptr<acc_t>();
   acc_t* tot = total.template mutable_data_ptr<acc_t>();
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
@@ -71,7 +67,7 @@ at::Tensor depthwise_grad_weight_taps(const DwShape& s, const GT* go, const T* x
 // Depthwise backward given the gradient of its output as an accumulation-dtype NHWC buffer
 // [N*Ho*Wo, C*M] (the fused backward's intermediate): (grad_input in input's dtype and memory
 // format, grad_weight [C*M, 1, kh, kw]). `x` is input made channels-last; `w_taps` = tap_major(weight).
-std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DwShape& shape,
+std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGeometry& shape,
                                                                const at::Tensor& input,
                                                                const at::Tensor& x,
                                                                const at::Tensor& grad_out_acc,

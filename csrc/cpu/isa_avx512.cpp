@@ -7,7 +7,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 #define XSEP_ISA_NS xsep::cpu::avx512::impl
 #define XSEP_VEC_BYTES 64
-#include "cpu/kernels_impl.h"
+#include "cpu/depthwise_kernels_impl.h"
 #undef XSEP_VEC_BYTES
 #undef XSEP_ISA_NS
 #pragma GCC pop_options

@@ -1,7 +1,7 @@
-// The kernel tables each instruction-set build (isa_*.cpp) provides; kernel_dispatch.cpp picks one.
+// The kernel tables each instruction-set build (isa_*.cpp) provides; depthwise_dispatch.cpp picks one.
 #pragma once
 
-#include "cpu/kernels.h"
+#include "cpu/depthwise_kernels.h"
 
 // The AVX-512 and AVX2 builds exist on x86-64 with GCC (they rely on `#pragma GCC target`);
 // elsewhere only the baseline build does.

@@ -19,10 +19,15 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
 
 #include "common/conv_args.h"
+#include "common/layout.h"
 #include "cpu/host.h"
-#include "cpu/kernels.h"
+#include "cpu/depthwise_kernels.h"
 
 namespace xsep::cpu {
 namespace {
@@ -39,35 +44,31 @@ int64_t tile_pixels(int64_t mid_channels, int64_t pixels) {
 }
 
 at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight,
-                                const at::Tensor& pw_weight, const c10::optional<at::Tensor>& bias,
-                                c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                c10::IntArrayRef dilation, c10::string_view input_activation,
-                                c10::string_view mid_activation) {
-  constexpr const char* op = "xsep.separable_conv2d";
-  const auto g = check_depthwise(op, input, dw_weight, c10::nullopt, stride, padding, dilation,
-                                 input_activation);
-  check_separable_pointwise(op, g, input, pw_weight, bias);
-  check_cpu(op, input);
+                                const at::Tensor& pw_weight, const std::optional<at::Tensor>& bias,
+                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                std::string_view input_activation, std::string_view mid_activation) {
+  const SeparableGeometry sg =
+      check_separable_forward("xsep.separable_conv2d", at::kCPU, input, dw_weight, pw_weight, bias, stride,
+                              padding, dilation, input_activation, mid_activation);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const auto mid = static_cast<Act>(parse_activation(op, "mid_activation", mid_activation, false));
-  const int64_t O = pw_weight.size(0);
-  auto out = at::empty({g.N, O, g.Ho, g.Wo}, input.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const DepthwiseGeometry& g = sg.dw;
+  const Activation mid = sg.mid_activation;
+  const int64_t O = sg.O;
+  auto out = empty_nhwc({g.N, O, g.Ho, g.Wo}, input);
   const int64_t P = g.N * g.Ho * g.Wo;
-  if (P == 0) return out.contiguous(input.suggest_memory_format());
+  if (P == 0) return in_format_of(out, input);
 
-  const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  const DwShape shape = to_dw_shape(g);
+  const auto x = nhwc(input);
   const auto acc = acc_dtype(input.scalar_type());
   const auto w_dw = tap_major(dw_weight);
   const auto w_pw_t = pw_weight.reshape({O, g.OC}).to(acc).t();  // [C*M, O]
-  const auto b = bias.has_value() && bias->defined() ? c10::optional<at::Tensor>(bias->to(acc))
-                                                     : c10::nullopt;
+  const auto b = acc_bias(bias);
   const int64_t T = tile_pixels(g.OC, P);
   auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
-    using acc_t = typename acc_type<scalar_t>::type;
+    using acc_t = Acc<scalar_t>;
     constexpr bool out_is_acc = std::is_same_v<scalar_t, acc_t>;
     const auto& k = depthwise_kernels<scalar_t>();
     const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
@@ -80,13 +81,13 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
       at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
-        k.forward_acc(shape, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
-        if (mid != Act::none) k.activation(mid, d_ptr + q0 * g.OC, d_ptr + q0 * g.OC, (q1 - q0) * g.OC);
+        k.forward_acc(g, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
+        if (mid != Activation::none) k.activation(mid, d_ptr + q0 * g.OC, d_ptr + q0 * g.OC, (q1 - q0) * g.OC);
       });
       const auto d = d_buf.narrow(0, 0, n);
       auto y = out_is_acc ? out_rows.narrow(0, p0, n) : y_buf.narrow(0, 0, n);
-      if (b.has_value()) {
-        at::addmm_out(y, *b, d, w_pw_t);
+      if (b.defined()) {
+        at::addmm_out(y, b, d, w_pw_t);
       } else {
         at::mm_out(y, d, w_pw_t);
       }
@@ -98,29 +99,26 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
       }
     }
   });
-  return out.contiguous(input.suggest_memory_format());
+  return in_format_of(out, input);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight,
-    const at::Tensor& pw_weight, c10::IntArrayRef stride, c10::IntArrayRef padding,
-    c10::IntArrayRef dilation, c10::string_view input_activation, c10::string_view mid_activation) {
-  constexpr const char* op = "xsep.separable_conv2d_backward";
-  const auto g = check_depthwise(op, input, dw_weight, c10::nullopt, stride, padding, dilation,
-                                 input_activation);
-  check_separable_pointwise(op, g, input, pw_weight, c10::nullopt);
-  check_cpu(op, input);
+    const at::Tensor& pw_weight, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    std::string_view input_activation, std::string_view mid_activation) {
+  const SeparableGeometry sg =
+      check_separable_backward("xsep.separable_conv2d_backward", at::kCPU, grad_output, input, dw_weight, pw_weight,
+                               stride, padding, dilation, input_activation, mid_activation);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const int64_t O = pw_weight.size(0);
-  check_grad_output(op, grad_output, input, O, g.Ho, g.Wo);
-  const auto mid = static_cast<Act>(parse_activation(op, "mid_activation", mid_activation, false));
+  const DepthwiseGeometry& g = sg.dw;
+  const Activation mid = sg.mid_activation;
+  const int64_t O = sg.O;
 
   const int64_t P = g.N * g.Ho * g.Wo;
   const auto acc = acc_dtype(input.scalar_type());
-  const auto x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  const auto go = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
-  const DwShape shape = to_dw_shape(g);
+  const auto x = nhwc(input);
+  const auto go = nhwc(grad_output);
   const auto w_dw = tap_major(dw_weight);
   const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc);  // [O, C*M]
   // Gradient with respect to the depthwise output (before the mid activation), [P, C*M].
@@ -129,7 +127,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
   auto grad_pw = at::zeros({O, g.OC}, x.options().dtype(acc));
   const int64_t T = tile_pixels(g.OC, std::max<int64_t>(P, 1));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
-    using acc_t = typename acc_type<scalar_t>::type;
+    using acc_t = Acc<scalar_t>;
     constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
     const auto& k = depthwise_kernels<scalar_t>();
     const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
@@ -137,7 +135,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
     const scalar_t* go_ptr = go.const_data_ptr<scalar_t>();
     const auto go_rows = go.permute({0, 2, 3, 1}).view({P, O});
     auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
-    auto m_buf = mid == Act::none ? d_buf : at::empty({T, g.OC}, x.options().dtype(acc));
+    auto m_buf = mid == Activation::none ? d_buf : at::empty({T, g.OC}, x.options().dtype(acc));
     auto gy_buf = go_is_acc ? at::Tensor() : at::empty({T, O}, x.options().dtype(acc));
     acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
     acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
@@ -146,8 +144,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
       at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
-        k.forward_acc(shape, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
-        if (mid != Act::none) k.activation(mid, d_ptr + q0 * g.OC, m_ptr + q0 * g.OC, (q1 - q0) * g.OC);
+        k.forward_acc(g, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
+        if (mid != Activation::none) k.activation(mid, d_ptr + q0 * g.OC, m_ptr + q0 * g.OC, (q1 - q0) * g.OC);
         if constexpr (!go_is_acc) {
           k.to_acc(go_ptr + (p0 + q0) * O, gy_buf.mutable_data_ptr<acc_t>() + q0 * O, (q1 - q0) * O);
         }
@@ -156,15 +154,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
       grad_pw.addmm_(gy.t(), m_buf.narrow(0, 0, n));  // tile after tile: a fixed summation order
       auto gm = grad_mid.narrow(0, p0, n);
       at::mm_out(gm, gy, w_pw);
-      if (mid != Act::none) {
+      if (mid != Activation::none) {
         at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
           k.activation_grad(mid, d_ptr + q0 * g.OC, gm_ptr + (p0 + q0) * g.OC, (q1 - q0) * g.OC);
         });
       }
     }
   });
-  auto [grad_input, grad_dw] = depthwise_backward_from_acc(shape, input, x, grad_mid, dw_weight, w_dw);
-  return {grad_input, grad_dw, grad_pw.to(pw_weight.scalar_type()).reshape(pw_weight.sizes()).contiguous()};
+  auto [grad_input, grad_dw] = depthwise_backward_from_acc(g, input, x, grad_mid, dw_weight, w_dw);
+  return {grad_input, grad_dw, from_matrix(grad_pw, pw_weight)};
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 // are returned in the input's memory format.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -13,21 +12,19 @@
 #include <string_view>
 
 #include "common/conv_args.h"
-#include "common/weight_layout.h"
+#include "common/layout.h"
 #include "cuda/cuda_host.h"
 #include "cuda/depthwise_conv2d_kernels.h"
 
 namespace xsep::cuda {
 namespace {
 
-at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                            at::IntArrayRef padding, at::IntArrayRef dilation,
-                            std::string_view input_activation) {
-  constexpr const char* op = "xsep.depthwise_conv2d";
-  check_cuda(op, input);
-  const DepthwiseGeometry g =
-      check_depthwise(op, input, weight, bias, stride, padding, dilation, input_activation);
+at::Tensor depthwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                 at::IntArrayRef padding, at::IntArrayRef dilation,
+                                 std::string_view input_activation) {
+  const DepthwiseGeometry g = check_depthwise_forward("xsep.depthwise_conv2d", at::kCUDA, input, weight, bias,
+                                                      stride, padding, dilation, input_activation);
   const c10::cuda::CUDAGuard guard(input.device());
   // NCHW inputs run the NCHW kernel; everything else (channels_last, odd strides) runs on a
   // channels-last copy.
@@ -36,32 +33,27 @@ at::Tensor depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
                         : empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
   if (out.numel() > 0) {
     const at::Tensor w = tap_major(weight);
-    const at::Tensor b = bias.has_value() && bias->defined()
-                             ? bias->to(acc_dtype(input.scalar_type())).contiguous()
-                             : at::Tensor();
+    const at::Tensor b = acc_bias(bias);
     const void* bp = b.defined() ? b.const_data_ptr() : nullptr;
     if (nchw) {
       const at::Tensor x = input.contiguous();
-      depthwise_forward_nchw(dw_params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
+      depthwise_forward_nchw(g, dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
                              out.mutable_data_ptr(), current_stream());
     } else {
       const at::Tensor x = nhwc(input);
-      depthwise_forward_nhwc(dw_params(g), dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
+      depthwise_forward_nhwc(g, dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
                              out.mutable_data_ptr(), current_stream());
     }
   }
-  return out.contiguous(input.suggest_memory_format());
+  return in_format_of(out, input);
 }
 
-at::Tensor depthwise_conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& input,
-                                       const at::Tensor& weight, at::IntArrayRef stride,
-                                       at::IntArrayRef padding, at::IntArrayRef dilation,
-                                       std::string_view input_activation) {
-  constexpr const char* op = "xsep.depthwise_conv2d_grad_input";
-  check_cuda(op, input);
-  const DepthwiseGeometry g = check_depthwise(op, input, weight, std::nullopt, stride, padding,
-                                              dilation, input_activation);
-  check_grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo);
+at::Tensor depthwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                            const at::Tensor& weight, at::IntArrayRef stride,
+                                            at::IntArrayRef padding, at::IntArrayRef dilation,
+                                            std::string_view input_activation) {
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_input", at::kCUDA, grad_output,
+                                                       input, weight, stride, padding, dilation, input_activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor w = tap_major(weight);
   if (input.suggest_memory_format() == at::MemoryFormat::Contiguous) {
@@ -70,7 +62,7 @@ at::Tensor depthwise_conv2d_grad_input(const at::Tensor& grad_output, const at::
     if (gi.numel() == 0) return gi;
     const at::Tensor go = grad_output.contiguous();
     const at::Tensor x = g.relu_input ? input.contiguous() : at::Tensor();  // only for the relu mask
-    if (depthwise_grad_input_nchw(dw_params(g), dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
+    if (depthwise_grad_input_nchw(g, dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
                                   x.defined() ? x.const_data_ptr() : nullptr, gi.mutable_data_ptr(),
                                   current_stream())) {
       return gi;
@@ -80,44 +72,41 @@ at::Tensor depthwise_conv2d_grad_input(const at::Tensor& grad_output, const at::
   if (gi.numel() > 0) {
     const at::Tensor go = nhwc(grad_output);
     const at::Tensor x = g.relu_input ? nhwc(input) : at::Tensor();  // only for the relu mask
-    depthwise_grad_input_nhwc(dw_params(g), dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
+    depthwise_grad_input_nhwc(g, dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
                               x.defined() ? x.const_data_ptr() : nullptr, gi.mutable_data_ptr(),
                               current_stream());
   }
-  return gi.contiguous(input.suggest_memory_format());
+  return in_format_of(gi, input);
 }
 
-// Deterministic: fixed chunks, partial sums, an ordered second pass (see depthwise_kernels.h).
-at::Tensor depthwise_conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
-                                        const at::Tensor& weight, at::IntArrayRef stride,
-                                        at::IntArrayRef padding, at::IntArrayRef dilation,
-                                        std::string_view input_activation) {
-  constexpr const char* op = "xsep.depthwise_conv2d_grad_weight";
-  check_cuda(op, input);
-  const DepthwiseGeometry g = check_depthwise(op, input, weight, std::nullopt, stride, padding,
-                                              dilation, input_activation);
-  check_grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo);
+// Deterministic: fixed chunks, partial sums, an ordered second pass (see depthwise_conv2d_kernels.h).
+at::Tensor depthwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                             const at::Tensor& weight, at::IntArrayRef stride,
+                                             at::IntArrayRef padding, at::IntArrayRef dilation,
+                                             std::string_view input_activation) {
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_weight", at::kCUDA, grad_output,
+                                                       input, weight, stride, padding, dilation, input_activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const auto acc = input.options().dtype(acc_dtype(input.scalar_type()));
   at::Tensor taps = at::empty({g.kh * g.kw, g.OC}, acc);
   if (g.N * g.Ho * g.Wo == 0) {
     taps.zero_();
   } else {
-    const DwParams p = dw_params(g);
     const at::Tensor go = nhwc(grad_output);
     const at::Tensor x = nhwc(input);
-    at::Tensor partials = at::empty({depthwise_grad_weight_chunks(p), g.kh * g.kw, g.OC}, acc);
-    depthwise_grad_weight_nhwc(p, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(),
+    at::Tensor partials = at::empty({depthwise_grad_weight_chunks(g), g.kh * g.kw, g.OC}, acc);
+    depthwise_grad_weight_nhwc(g, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(),
                                partials.mutable_data_ptr(), taps.mutable_data_ptr(), current_stream());
   }
   return from_tap_major(taps, weight);
 }
 
 }  // namespace
-}  // namespace xsep::cuda
 
 TORCH_LIBRARY_IMPL(xsep, CUDA, m) {
-  m.impl("depthwise_conv2d", &xsep::cuda::depthwise_conv2d);
-  m.impl("depthwise_conv2d_grad_input", &xsep::cuda::depthwise_conv2d_grad_input);
-  m.impl("depthwise_conv2d_grad_weight", &xsep::cuda::depthwise_conv2d_grad_weight);
+  m.impl("depthwise_conv2d", &depthwise_conv2d_cuda);
+  m.impl("depthwise_conv2d_grad_input", &depthwise_conv2d_grad_input_cuda);
+  m.impl("depthwise_conv2d_grad_weight", &depthwise_conv2d_grad_weight_cuda);
 }
+
+}  // namespace xsep::cuda

@@ -69,9 +69,9 @@ int blocks_for(int64_t work) {
 // VEC > 1 needs M == 1 (then output channel == input channel); VEC == 1 handles any M.
 template <typename T, int VEC, int K>
 __global__ void __launch_bounds__(kThreads)
-forward_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>::type* __restrict__ w,
-               const typename Acc<T>::type* __restrict__ bias, T* __restrict__ y) {
-  using A = typename Acc<T>::type;
+forward_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
+               const Acc<T>* __restrict__ bias, T* __restrict__ y) {
+  using A = Acc<T>;
   const int64_t cvecs = p.OC / VEC, wtiles = (p.Wo + TW - 1) / TW;
   const int64_t total = p.N * p.Ho * wtiles * cvecs;
   const int kh = K > 0 ? K : static_cast<int>(p.kh), kw = K > 0 ? K : static_cast<int>(p.kw);
@@ -152,10 +152,10 @@ static_assert(TILE_H * (TILE_W / TW) * TILE_CV == kThreads, "one thread per TW o
 
 template <typename T, int VEC, int K, bool TRANSPOSED>
 __global__ void __launch_bounds__(kThreads)
-forward_tiled_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>::type* __restrict__ w,
-                     const typename Acc<T>::type* __restrict__ bias, const T* __restrict__ mask,
+forward_tiled_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
+                     const Acc<T>* __restrict__ bias, const T* __restrict__ mask,
                      T* __restrict__ y) {
-  using A = typename Acc<T>::type;
+  using A = Acc<T>;
   constexpr int IH = TILE_H + K - 1, IW = TILE_W + K - 1;
   __shared__ Vec<T, VEC> tile[IH][IW][TILE_CV];
   const int64_t wtiles = (p.Wo + TILE_W - 1) / TILE_W, cvecs = p.C / VEC;
@@ -231,10 +231,10 @@ forward_tiled_kernel(const DwParams p, const T* __restrict__ x, const typename A
 // NCHW input gradient at unit stride).
 template <typename T, int K, bool TRANSPOSED>
 __global__ void __launch_bounds__(kThreads)
-forward_nchw_kernel(const DwParams p, const T* __restrict__ x, const typename Acc<T>::type* __restrict__ w,
-                    const typename Acc<T>::type* __restrict__ bias, const T* __restrict__ mask,
+forward_nchw_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
+                    const Acc<T>* __restrict__ bias, const T* __restrict__ mask,
                     T* __restrict__ y) {
-  using A = typename Acc<T>::type;
+  using A = Acc<T>;
   const int64_t wtiles = (p.Wo + TW - 1) / TW;
   const int64_t total = p.N * p.OC * p.Ho * wtiles;
   const int kh = K > 0 ? K : static_cast<int>(p.kh), kw = K > 0 ? K : static_cast<int>(p.kw);
@@ -304,9 +304,9 @@ forward_nchw_kernel(const DwParams p, const T* __restrict__ x, const typename Ac
 // the channel's M outputs.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
-grad_input_kernel(const DwParams p, const T* __restrict__ go, const typename Acc<T>::type* __restrict__ w,
+grad_input_kernel(const DepthwiseGeometry p, const T* __restrict__ go, const Acc<T>* __restrict__ w,
                   const T* __restrict__ x, T* __restrict__ gi) {
-  using A = typename Acc<T>::type;
+  using A = Acc<T>;
   const int64_t cvecs = p.C / VEC, wtiles = (p.W + TW - 1) / TW;
   const int64_t total = p.N * p.H * wtiles * cvecs;
   for (int64_t idx = global_thread(); idx < total; idx += thread_stride()) {
@@ -369,9 +369,9 @@ grad_input_kernel(const DwParams p, const T* __restrict__ go, const typename Acc
 // pixels and writes its partial sum (no atomics).
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
-grad_weight_partials_kernel(const DwParams p, int64_t chunks, const T* __restrict__ go,
-                            const T* __restrict__ x, typename Acc<T>::type* __restrict__ partials) {
-  using A = typename Acc<T>::type;
+grad_weight_partials_kernel(const DepthwiseGeometry p, int64_t chunks, const T* __restrict__ go,
+                            const T* __restrict__ x, Acc<T>* __restrict__ partials) {
+  using A = Acc<T>;
   const int64_t cvecs = p.OC / VEC, taps = p.kh * p.kw, pixels = p.N * p.Ho * p.Wo;
   const int64_t per_chunk = (pixels + chunks - 1) / chunks;
   const int64_t total = chunks * taps * cvecs;
@@ -424,7 +424,7 @@ bool aligned16(const void* ptr) {
 // The widest vector every access of a launch can use: channel counts and base pointers must allow
 // 16-byte accesses, and output channel == input channel (M == 1).
 template <typename T>
-bool can_vectorize(const DwParams& p, std::initializer_list<const void*> ptrs) {
+bool can_vectorize(const DepthwiseGeometry& p, std::initializer_list<const void*> ptrs) {
   if (p.M != 1 || p.C % kVec16<T> != 0) return false;
   for (const void* ptr : ptrs)
     if (!aligned16(ptr)) return false;
@@ -434,7 +434,7 @@ bool can_vectorize(const DwParams& p, std::initializer_list<const void*> ptrs) {
 // Calls f(std::integral_constant<int, K>) with K = 3, 5 or 7 for those square kernels (compiled
 // with the kernel size fixed), else K = 0 (any kh x kw, read at run time).
 template <typename F>
-void with_kernel_size(const DwParams& p, F&& f) {
+void with_kernel_size(const DepthwiseGeometry& p, F&& f) {
   const int64_t k = p.kh == p.kw ? p.kh : 0;
   if (k == 3) {
     f(std::integral_constant<int, 3>{});
@@ -450,20 +450,20 @@ void with_kernel_size(const DwParams& p, F&& f) {
 // Whether the shared-memory tiled kernel takes p (16-byte vectors, unit stride and dilation, a
 // square k = 3, 5, 7), and its grid: output tiles, channel-vector groups, images.
 template <int VEC>
-bool tiled_kernel_applies(const DwParams& p) {
+bool tiled_kernel_applies(const DepthwiseGeometry& p) {
   const int64_t channel_groups = (p.C / VEC + TILE_CV - 1) / TILE_CV;
   return VEC > 1 && p.kh == p.kw && (p.kh == 3 || p.kh == 5 || p.kh == 7) && p.sh == 1 && p.sw == 1 &&
          p.dil_h == 1 && p.dil_w == 1 && p.N <= 65535 && channel_groups <= 65535;
 }
 template <int VEC>
-dim3 tiled_grid(const DwParams& p) {
+dim3 tiled_grid(const DepthwiseGeometry& p) {
   return dim3(static_cast<unsigned>((p.Ho + TILE_H - 1) / TILE_H * ((p.Wo + TILE_W - 1) / TILE_W)),
               static_cast<unsigned>((p.C / VEC + TILE_CV - 1) / TILE_CV), static_cast<unsigned>(p.N));
 }
 
 template <typename T, int VEC>
-void launch_forward(const DwParams& p, const T* x, const typename Acc<T>::type* w,
-                    const typename Acc<T>::type* b, T* y, cudaStream_t stream) {
+void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w,
+                    const Acc<T>* b, T* y, cudaStream_t stream) {
   with_kernel_size(p, [&](auto k) {
     constexpr int K = decltype(k)::value;
     if constexpr (VEC > 1 && K > 0) {
@@ -480,8 +480,8 @@ void launch_forward(const DwParams& p, const T* x, const typename Acc<T>::type* 
 }
 
 template <typename T, bool TRANSPOSED>
-void launch_forward_nchw(const DwParams& p, const T* x, const typename Acc<T>::type* w,
-                         const typename Acc<T>::type* b, const T* mask, T* y, cudaStream_t stream) {
+void launch_forward_nchw(const DepthwiseGeometry& p, const T* x, const Acc<T>* w,
+                         const Acc<T>* b, const T* mask, T* y, cudaStream_t stream) {
   const int blocks = blocks_for(p.N * p.OC * p.Ho * ((p.Wo + TW - 1) / TW));
   with_kernel_size(p, [&](auto k) {
     forward_nchw_kernel<T, decltype(k)::value, TRANSPOSED><<<blocks, kThreads, 0, stream>>>(p, x, w, b, mask, y);
@@ -492,8 +492,8 @@ void launch_forward_nchw(const DwParams& p, const T* x, const typename Acc<T>::t
 // At unit stride, grad_input[h, w] = sum over (r, s) of grad_output[h + pad_top - r, w + pad_left - s]
 // w[r, s]: a forward pass over grad_output with these parameters (sizes swapped, padding K - 1 - pad),
 // the kernel turned by 180 degrees (TRANSPOSED) and the relu mask applied to its output.
-DwParams transposed(const DwParams& p) {
-  DwParams q = p;
+DepthwiseGeometry transposed(const DepthwiseGeometry& p) {
+  DepthwiseGeometry q = p;
   q.H = p.Ho, q.W = p.Wo, q.Ho = p.H, q.Wo = p.W;
   q.pad_top = p.kh - 1 - p.pad_top, q.pad_left = p.kw - 1 - p.pad_left;
   q.relu_input = false;
@@ -502,10 +502,10 @@ DwParams transposed(const DwParams& p) {
 
 // The input gradient on the tiled kernel (see transposed); false when that kernel does not take p.
 template <typename T, int VEC>
-bool launch_tiled_grad_input(const DwParams& p, const T* go, const typename Acc<T>::type* w, const T* x,
+bool launch_tiled_grad_input(const DepthwiseGeometry& p, const T* go, const Acc<T>* w, const T* x,
                              T* gi, cudaStream_t stream) {
   if (!tiled_kernel_applies<VEC>(p)) return false;
-  const DwParams q = transposed(p);
+  const DepthwiseGeometry q = transposed(p);
   with_kernel_size(p, [&](auto k) {
     constexpr int K = decltype(k)::value;
     if constexpr (K > 0) {
@@ -519,11 +519,11 @@ bool launch_tiled_grad_input(const DwParams& p, const T* go, const typename Acc<
 
 }  // namespace
 
-void depthwise_forward_nhwc(const DwParams& p, Dtype dt, const void* x, const void* w_taps,
+void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps,
                             const void* bias, void* y, cudaStream_t stream) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     const auto* xp = static_cast<const T*>(x);
     const auto* wp = static_cast<const A*>(w_taps);
     const auto* bp = static_cast<const A*>(bias);
@@ -536,22 +536,22 @@ void depthwise_forward_nhwc(const DwParams& p, Dtype dt, const void* x, const vo
   });
 }
 
-void depthwise_forward_nchw(const DwParams& p, Dtype dt, const void* x, const void* w_taps,
+void depthwise_forward_nchw(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps,
                             const void* bias, void* y, cudaStream_t stream) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     launch_forward_nchw<T, false>(p, static_cast<const T*>(x), static_cast<const A*>(w_taps),
                                   static_cast<const A*>(bias), nullptr, static_cast<T*>(y), stream);
   });
 }
 
-void depthwise_grad_input_nhwc(const DwParams& p, Dtype dt, const void* grad_output,
+void depthwise_grad_input_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* grad_output,
                                const void* w_taps, const void* x, void* grad_input,
                                cudaStream_t stream) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     const auto* gop = static_cast<const T*>(grad_output);
     const auto* wp = static_cast<const A*>(w_taps);
     const auto* xp = static_cast<const T*>(x);
@@ -569,14 +569,14 @@ void depthwise_grad_input_nhwc(const DwParams& p, Dtype dt, const void* grad_out
   });
 }
 
-bool depthwise_grad_input_nchw(const DwParams& p, Dtype dt, const void* grad_output, const void* w_taps,
+bool depthwise_grad_input_nchw(const DepthwiseGeometry& p, Dtype dt, const void* grad_output, const void* w_taps,
                                const void* x, void* grad_input, cudaStream_t stream) {
   if (p.M != 1 || p.sh != 1 || p.sw != 1 || p.dil_h != 1 || p.dil_w != 1) return false;
   // the forward kernel over grad_output, as for launch_tiled_grad_input
-  const DwParams q = transposed(p);
+  const DepthwiseGeometry q = transposed(p);
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     launch_forward_nchw<T, true>(q, static_cast<const T*>(grad_output), static_cast<const A*>(w_taps), nullptr,
                                  p.relu_input ? static_cast<const T*>(x) : nullptr, static_cast<T*>(grad_input),
                                  stream);
@@ -584,7 +584,7 @@ bool depthwise_grad_input_nchw(const DwParams& p, Dtype dt, const void* grad_out
   return true;
 }
 
-int64_t depthwise_grad_weight_chunks(const DwParams& p) {
+int64_t depthwise_grad_weight_chunks(const DepthwiseGeometry& p) {
   // A split fixed by the shape alone (never by the GPU), so results are bitwise reproducible
   // everywhere: about 256 output pixels per chunk, at most 1024 chunks.
   const int64_t pixels = p.N * p.Ho * p.Wo;
@@ -592,13 +592,13 @@ int64_t depthwise_grad_weight_chunks(const DwParams& p) {
   return chunks < 1 ? 1 : (chunks > 1024 ? 1024 : chunks);
 }
 
-void depthwise_grad_weight_nhwc(const DwParams& p, Dtype dt, const void* grad_output, const void* x,
+void depthwise_grad_weight_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* grad_output, const void* x,
                                 void* partials, void* grad_taps, cudaStream_t stream) {
   const int64_t chunks = depthwise_grad_weight_chunks(p);
   const int64_t width = p.kh * p.kw * p.OC;
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     const auto* gop = static_cast<const T*>(grad_output);
     const auto* xp = static_cast<const T*>(x);
     auto* part = static_cast<A*>(partials);

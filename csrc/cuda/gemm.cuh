@@ -161,7 +161,7 @@ template <typename T>
 struct StoreOutput {
   T* out;
   int64_t ld;
-  const typename Acc<T>::type* bias;  // may be null
+  const Acc<T>* bias;  // may be null
   template <typename V>
   __device__ void operator()(int64_t m, int64_t n, V v) const {
     out[m * ld + n] = static_cast<T>(bias != nullptr ? v + bias[n] : v);

@@ -1,5 +1,5 @@
-// For the .cu files: the accumulation type of each data type, the switch from the host's Dtype
-// tag to a C++ type, and dynamic shared memory.
+// For the .cu files: the switch from the host's Dtype tag to a C++ type, and dynamic shared memory
+// (and, from common/acc_type.h, the accumulation type of each data type).
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -10,12 +10,10 @@
 
 #include <cstdint>
 
+#include "common/acc_type.h"
 #include "cuda/dtype.h"
 
 namespace xsep::cuda {
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
 
 // Calls f(T{}) for the C++ type T of `dt`.
 template <typename F>

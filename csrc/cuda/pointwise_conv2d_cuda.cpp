@@ -10,68 +10,53 @@
 #include <optional>
 
 #include "common/conv_args.h"
-#include "common/weight_layout.h"
+#include "common/layout.h"
 #include "cuda/cuda_host.h"
 #include "cuda/pointwise_conv2d_kernels.h"
 
 namespace xsep::cuda {
 namespace {
 
-// weight [O, C, 1, 1] or [O, C] -> contiguous [O, C]
-at::Tensor matrix(const at::Tensor& weight) {
-  return weight.reshape({weight.size(0), weight.size(1)}).contiguous();
-}
-
-at::Tensor pointwise_conv2d(const at::Tensor& input, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias) {
-  constexpr const char* op = "xsep.pointwise_conv2d";
-  check_cuda(op, input);
-  check_pointwise(op, input, weight, bias);
+at::Tensor pointwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                 const std::optional<at::Tensor>& bias) {
+  check_pointwise_forward("xsep.pointwise_conv2d", at::kCUDA, input, weight, bias);
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
   const int64_t o = weight.size(0), pixels = n * h * w;
   at::Tensor out = empty_nhwc({n, o, h, w}, input);
   if (out.numel() > 0) {
     const at::Tensor x = nhwc(input);
-    const at::Tensor wm = matrix(weight);
-    const at::Tensor b = bias.has_value() && bias->defined()
-                             ? bias->to(acc_dtype(input.scalar_type())).contiguous()
-                             : at::Tensor();
+    const at::Tensor wm = to_matrix(weight);
+    const at::Tensor b = acc_bias(bias);
     // Y[p, o] = sum_c X[p, c] W[o, c]
     const GemmParams g{pixels, o, c, /*a_m=*/c, /*a_k=*/1, /*b_k=*/1, /*b_n=*/c, /*c_m=*/o};
     pointwise_gemm(g, dtype_of(input), x.const_data_ptr(), wm.const_data_ptr(),
                    b.defined() ? b.const_data_ptr() : nullptr, out.mutable_data_ptr(), current_stream());
   }
-  return out.contiguous(input.suggest_memory_format());
+  return in_format_of(out, input);
 }
 
-at::Tensor pointwise_conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& input,
+at::Tensor pointwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                        const at::Tensor& weight) {
-  constexpr const char* op = "xsep.pointwise_conv2d_grad_input";
-  check_cuda(op, input);
-  check_pointwise(op, input, weight, std::nullopt);
-  check_grad_output(op, grad_output, input, weight.size(0), input.size(2), input.size(3));
+  check_pointwise_backward("xsep.pointwise_conv2d_grad_input", at::kCUDA, grad_output, input, weight);
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
   const int64_t o = weight.size(0), pixels = n * h * w;
   at::Tensor gi = empty_nhwc({n, c, h, w}, input);
   if (gi.numel() > 0) {
     const at::Tensor go = nhwc(grad_output);
-    const at::Tensor wm = matrix(weight);
+    const at::Tensor wm = to_matrix(weight);
     // GX[p, c] = sum_o GY[p, o] W[o, c]
     const GemmParams g{pixels, c, o, /*a_m=*/o, /*a_k=*/1, /*b_k=*/c, /*b_n=*/1, /*c_m=*/c};
     pointwise_gemm(g, dtype_of(input), go.const_data_ptr(), wm.const_data_ptr(), nullptr,
                    gi.mutable_data_ptr(), current_stream());
   }
-  return gi.contiguous(input.suggest_memory_format());
+  return in_format_of(gi, input);
 }
 
-at::Tensor pointwise_conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& input,
+at::Tensor pointwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                         const at::Tensor& weight) {
-  constexpr const char* op = "xsep.pointwise_conv2d_grad_weight";
-  check_cuda(op, input);
-  check_pointwise(op, input, weight, std::nullopt);
-  check_grad_output(op, grad_output, input, weight.size(0), input.size(2), input.size(3));
+  check_pointwise_backward("xsep.pointwise_conv2d_grad_weight", at::kCUDA, grad_output, input, weight);
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t c = input.size(1), o = weight.size(0);
   const int64_t pixels = input.size(0) * input.size(2) * input.size(3);
@@ -88,14 +73,15 @@ at::Tensor pointwise_conv2d_grad_weight(const at::Tensor& grad_output, const at:
     pointwise_gemm_split_k(g, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(),
                            partials.mutable_data_ptr(), gw.mutable_data_ptr(), current_stream());
   }
-  return gw.to(weight.scalar_type()).reshape(weight.sizes()).contiguous();
+  return from_matrix(gw, weight);
 }
 
 }  // namespace
-}  // namespace xsep::cuda
 
 TORCH_LIBRARY_IMPL(xsep, CUDA, m) {
-  m.impl("pointwise_conv2d", &xsep::cuda::pointwise_conv2d);
-  m.impl("pointwise_conv2d_grad_input", &xsep::cuda::pointwise_conv2d_grad_input);
-  m.impl("pointwise_conv2d_grad_weight", &xsep::cuda::pointwise_conv2d_grad_weight);
+  m.impl("pointwise_conv2d", &pointwise_conv2d_cuda);
+  m.impl("pointwise_conv2d_grad_input", &pointwise_conv2d_grad_input_cuda);
+  m.impl("pointwise_conv2d_grad_weight", &pointwise_conv2d_grad_weight_cuda);
 }
+
+}  // namespace xsep::cuda

@@ -24,7 +24,7 @@ void pointwise_gemm(const GemmParams& g, Dtype dt, const void* a, const void* b,
                     cudaStream_t stream) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     const StoreOutput<T> out{static_cast<T*>(c), g.c_m, static_cast<const A*>(bias)};
     launch_gemm<T>(g.M, g.N, g.K, 1, operand_a<T>(g, a), operand_b<T>(g, b), out, stream);
   });
@@ -37,7 +37,7 @@ void pointwise_gemm_split_k(const GemmParams& g, Dtype dt, const void* a, const 
   const int64_t splits = gemm_k_splits(g);
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     launch_gemm<T>(g.M, g.N, g.K, splits, operand_a<T>(g, a), operand_b<T>(g, b),
                    StorePartial<A>{static_cast<A*>(partials), g.M, g.N}, stream);
     launch_ordered_sum<A>(splits, g.M * g.N, static_cast<const A*>(partials), static_cast<A*>(c), stream);

@@ -26,14 +26,12 @@
 namespace xsep::cuda {
 namespace {
 
-enum Act : int { kNone = 0, kRelu = 1, kRelu6 = 2, kElu = 3 };
-
 template <typename A>
-__device__ __forceinline__ A activate(int act, A v) {
+__device__ __forceinline__ A activate(Activation act, A v) {
   switch (act) {
-    case kRelu: return v < A(0) ? A(0) : v;
-    case kRelu6: return v < A(0) ? A(0) : (v > A(6) ? A(6) : v);
-    case kElu:
+    case Activation::relu: return v < A(0) ? A(0) : v;
+    case Activation::relu6: return v < A(0) ? A(0) : (v > A(6) ? A(6) : v);
+    case Activation::elu:
       if constexpr (std::is_same_v<A, float>) return v > 0.0f ? v : expm1f(v);
       else return v > 0.0 ? v : expm1(v);
     default: return v;
@@ -42,11 +40,11 @@ __device__ __forceinline__ A activate(int act, A v) {
 
 // d(act)/d(pre) * g, as the CPU kernels and PyTorch define it at the kinks (relu'(0) = 0).
 template <typename A>
-__device__ __forceinline__ A activation_grad(int act, A pre, A g) {
+__device__ __forceinline__ A activation_grad(Activation act, A pre, A g) {
   switch (act) {
-    case kRelu: return pre > A(0) ? g : A(0);
-    case kRelu6: return pre > A(0) && pre < A(6) ? g : A(0);
-    case kElu:
+    case Activation::relu: return pre > A(0) ? g : A(0);
+    case Activation::relu6: return pre > A(0) && pre < A(6) ? g : A(0);
+    case Activation::elu:
       if constexpr (std::is_same_v<A, float>) return pre > 0.0f ? g : g * expf(pre);
       else return pre > 0.0 ? g : g * exp(pre);
     default: return g;
@@ -58,11 +56,11 @@ __device__ __forceinline__ A activation_grad(int act, A pre, A g) {
 // (16-byte loads of VEC channels) needs M == 1 and C % VEC == 0.
 template <typename T, int VEC>
 struct DepthwiseOperand {
-  using A = typename Acc<T>::type;
-  DwParams p;
+  using A = Acc<T>;
+  DepthwiseGeometry p;
   const T* x;  // [N, H, W, C]
   const A* w;  // tap-major [kh * kw, OC]
-  int act;
+  Activation act;
   bool pixel_rows;
 
   // dw(x) (before the activation) at flat output pixel `pix`, output channels oc0 .. oc0 + V.
@@ -132,7 +130,7 @@ struct StoreGradMid {
   DepthwiseOperand<T, 1> dw;
   template <typename V>
   __device__ void operator()(int64_t m, int64_t n, V v) const {
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     A d[1];
     dw.template compute<1>(m, n, d);
     out[m * dw.p.OC + n] = static_cast<T>(activation_grad(dw.act, d[0], static_cast<A>(v)));
@@ -237,13 +235,13 @@ forward_resident_fma_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const 
 // The widest channel vector the depthwise operand can load: 16 bytes when M == 1, the channels
 // come in whole vectors and x is 16-byte aligned (then every pixel row is).
 template <typename T>
-bool vectorizable(const DwParams& p, const void* x) {
+bool vectorizable(const DepthwiseGeometry& p, const void* x) {
   return p.M == 1 && p.C % kVec16<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
 // f(std::integral_constant<int, VEC>) with the widest usable VEC.
 template <typename T, typename F>
-void with_vec(const DwParams& p, const void* x, F&& f) {
+void with_vec(const DepthwiseGeometry& p, const void* x, F&& f) {
   if (vectorizable<T>(p, x)) {
     f(std::integral_constant<int, kVec16<T>>{});
   } else {
@@ -252,22 +250,22 @@ void with_vec(const DwParams& p, const void* x, F&& f) {
 }
 
 template <typename T, int VEC>
-DepthwiseOperand<T, VEC> depthwise_operand(const SepParams& sp, const void* x, const void* w_taps,
+DepthwiseOperand<T, VEC> depthwise_operand(const SeparableGeometry& sp, const void* x, const void* w_taps,
                                            bool pixel_rows) {
-  using A = typename Acc<T>::type;
+  using A = Acc<T>;
   return DepthwiseOperand<T, VEC>{sp.dw, static_cast<const T*>(x), static_cast<const A*>(w_taps),
                                   sp.mid_activation, pixel_rows};
 }
 
 }  // namespace
 
-void separable_forward_nhwc(const SepParams& sp, Dtype dt, const void* x, const void* w_taps,
+void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x, const void* w_taps,
                             const void* w_pw, const void* bias, void* y, int64_t smem_per_block,
                             cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     with_vec<T>(sp.dw, x, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
       const auto dw = depthwise_operand<T, VEC>(sp, x, w_taps, /*pixel_rows=*/true);
@@ -300,18 +298,18 @@ void separable_forward_nhwc(const SepParams& sp, Dtype dt, const void* x, const 
   });
 }
 
-int64_t separable_grad_pw_splits(const SepParams& sp) {
+int64_t separable_grad_pw_splits(const SeparableGeometry& sp) {
   return gemm::k_splits(sp.dw.N * sp.dw.Ho * sp.dw.Wo);
 }
 
-void separable_grad_pointwise_weight_nhwc(const SepParams& sp, Dtype dt, const void* grad_output,
+void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output,
                                           const void* x, const void* w_taps, void* partials,
                                           void* grad_pw, cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   const int64_t splits = separable_grad_pw_splits(sp);
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    using A = typename Acc<T>::type;
+    using A = Acc<T>;
     with_vec<T>(sp.dw, x, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
       // GW[o, c] = sum_p GY[p, o] act(d)[p, c]: A(o, p) = GY[p * O + o], B rows are channels.
@@ -323,7 +321,7 @@ void separable_grad_pointwise_weight_nhwc(const SepParams& sp, Dtype dt, const v
   });
 }
 
-void separable_grad_mid_nhwc(const SepParams& sp, Dtype dt, const void* grad_output, const void* x,
+void separable_grad_mid_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output, const void* x,
                              const void* w_taps, const void* w_pw, void* grad_mid, cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   dispatch_dtype(dt, [&](auto tag) {
@@ -332,7 +330,7 @@ void separable_grad_mid_nhwc(const SepParams& sp, Dtype dt, const void* grad_out
     const StridedOperand<T> gy{static_cast<const T*>(grad_output), P, O, 1};
     const StridedOperand<T> w{static_cast<const T*>(w_pw), K, 1, K};
     T* out = static_cast<T*>(grad_mid);
-    if (sp.mid_activation == kNone) {
+    if (sp.mid_activation == Activation::none) {
       launch_gemm<T>(P, K, O, 1, gy, w, StoreOutput<T>{out, K, nullptr}, stream);
     } else {
       const StoreGradMid<T> epilogue{out, depthwise_operand<T, 1>(sp, x, w_taps, /*pixel_rows=*/true)};

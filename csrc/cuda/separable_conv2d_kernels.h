@@ -8,23 +8,17 @@
 
 #include <cstdint>
 
-#include "cuda/depthwise_conv2d_kernels.h"
+#include "common/geometry.h"
 #include "cuda/dtype.h"
 
 namespace xsep::cuda {
-
-struct SepParams {
-  DwParams dw;         // the depthwise half (no bias); dw.OC is the pointwise input width
-  int64_t O;           // output channels
-  int mid_activation;  // xsep::Activation between the halves: none 0, relu 1, relu6 2, elu 3
-};
 
 // y[P, O] = act(dw(x))[P, C*M] . w_pw[O, C*M]^T (+ bias[O]) over the P = N * Ho * Wo output pixels.
 // w_taps and bias are in the accumulation type (w_taps tap-major, as for the depthwise kernels),
 // w_pw in the data type. A block keeps its pixels' whole depthwise rows in shared memory and runs
 // them against every output channel when they fit in `smem_per_block` bytes (the device's opt-in
 // limit per block); otherwise each GEMM tile recomputes its depthwise slice.
-void separable_forward_nhwc(const SepParams& p, Dtype dt, const void* x, const void* w_taps,
+void separable_forward_nhwc(const SeparableGeometry& p, Dtype dt, const void* x, const void* w_taps,
                             const void* w_pw, const void* bias, void* y, int64_t smem_per_block,
                             cudaStream_t stream);
 
@@ -32,15 +26,15 @@ void separable_forward_nhwc(const SepParams& p, Dtype dt, const void* x, const v
 // act(dw(x)) recomputed on chip; the reduction over pixels is split in separable_grad_pw_splits(p)
 // fixed chunks whose partials ([splits, O, C*M] accumulators) are summed in order (deterministic).
 // grad_pw is in the accumulation type.
-int64_t separable_grad_pw_splits(const SepParams& p);
-void separable_grad_pointwise_weight_nhwc(const SepParams& p, Dtype dt, const void* grad_output,
+int64_t separable_grad_pw_splits(const SeparableGeometry& p);
+void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& p, Dtype dt, const void* grad_output,
                                           const void* x, const void* w_taps, void* partials,
                                           void* grad_pw, cudaStream_t stream);
 
 // The gradient of the depthwise output, grad_d[P, C*M] = (grad_output . w_pw) * act'(dw(x)), in the
 // data type, ready for the depthwise backward kernels; the activation's derivative recomputes
 // dw(x) in the GEMM's epilogue.
-void separable_grad_mid_nhwc(const SepParams& p, Dtype dt, const void* grad_output, const void* x,
+void separable_grad_mid_nhwc(const SeparableGeometry& p, Dtype dt, const void* grad_output, const void* x,
                              const void* w_taps, const void* w_pw, void* grad_mid, cudaStream_t stream);
 
 }  // namespace xsep::cuda

@@ -23,6 +23,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/layout.h"
 #include "cuda/depthwise_conv2d_kernels.h"
 #include "cuda/dtype_of.h"
 #include "cuda/pointwise_conv2d_kernels.h"
@@ -36,9 +37,7 @@ using xsep::cuda::Dtype;
 
 Dtype dtype_of(const at::Tensor& t) { return xsep::cuda::dtype_of(t.scalar_type()); }
 
-at::ScalarType acc_dtype(const at::Tensor& t) {
-  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
+at::ScalarType acc_dtype(const at::Tensor& t) { return xsep::acc_dtype(t.scalar_type()); }
 
 // Guarded copies, the emulator's memcheck: with a fence set (set_fence), every tensor a launcher
 // gets is a copy placed right after an inaccessible page ("before": an access before the tensor
@@ -150,9 +149,9 @@ void checked(F&& launcher) {
   TORCH_CHECK(error.empty(), "xsep_emu: a launch error the launcher did not check: ", error);
 }
 
-// params: the DwParams fields in order, N, C, H, W, M, OC, kh, kw, sh, sw, pad_top, pad_left,
-// dil_h, dil_w, Ho, Wo.
-xsep::cuda::DwParams dw_params(const std::vector<int64_t>& v, bool relu_input) {
+// params: the xsep::DepthwiseGeometry fields in order, N, C, H, W, M, OC, kh, kw, sh, sw, pad_top,
+// pad_left, dil_h, dil_w, Ho, Wo.
+xsep::DepthwiseGeometry dw_params(const std::vector<int64_t>& v, bool relu_input) {
   TORCH_CHECK(v.size() == 16, "xsep_emu: depthwise params need 16 values, got ", v.size());
   return {.N = v[0], .C = v[1], .H = v[2], .W = v[3], .M = v[4], .OC = v[5], .kh = v[6], .kw = v[7], .sh = v[8],
           .sw = v[9], .pad_top = v[10], .pad_left = v[11], .dil_h = v[12], .dil_w = v[13], .Ho = v[14], .Wo = v[15],
@@ -258,10 +257,10 @@ at::Tensor pointwise_gemm_split_k(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // The fused op's parameters: the depthwise ones (see dw_params), the output channels and the mid
-// activation (none 0, relu 1, relu6 2, elu 3).
-xsep::cuda::SepParams sep_params(const std::vector<int64_t>& params, bool relu_input, int64_t out_channels,
-                                 int64_t mid_activation) {
-  return {dw_params(params, relu_input), out_channels, static_cast<int>(mid_activation)};
+// activation's code (xsep::Activation).
+xsep::SeparableGeometry sep_params(const std::vector<int64_t>& params, bool relu_input, int64_t out_channels,
+                                   int64_t mid_activation) {
+  return {dw_params(params, relu_input), out_channels, static_cast<xsep::Activation>(mid_activation)};
 }
 
 // x [N, H, W, C], w_taps [kh * kw, OC] and bias [O] in the accumulation type, w_pw [O, OC] in the data

@@ -133,14 +133,6 @@ def translate(path: str) -> str:
             f'#include "cuda_emu.h"\n#line 1 "{path}"\n{text}')
 
 
-def _write_if_changed(path: str, text: str) -> None:
-    # ninja rebuilds by modification time: rewrite only what changed
-    if os.path.exists(path) and open(path, encoding="utf-8").read() == text:
-        return
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def build_directory() -> str:
     from torch.utils import cpp_extension
 
@@ -160,19 +152,22 @@ def load() -> None:
     # "cuda/gemm.cuh"` finds the translated header (csrc's plain .h files are used as they are).
     translated = os.path.join(build_dir, "translated")
     os.makedirs(os.path.join(translated, "cuda"), exist_ok=True)
-    sources = [os.path.join(HERE, "cuda_emu.cpp"), os.path.join(HERE, "bindings.cpp")]
+    # bindings.cpp uses the host code's layout helpers (common/layout.cpp, plain ATen).
+    sources = [os.path.join(HERE, "cuda_emu.cpp"), os.path.join(HERE, "bindings.cpp"),
+               os.path.join(_build.CSRC, "common", "layout.cpp")]
     paths = [p for d in (CUDA_SOURCES, HERE) for ext in ("cu", "cuh") for p in glob.glob(os.path.join(d, f"*.{ext}"))]
     for path in sorted(paths):
         name = os.path.basename(path)
         out = os.path.join(translated, "cuda", name[:-3] + "_emu.cpp" if name.endswith(".cu") else name)
-        _write_if_changed(out, translate(path))
+        _build.write_if_changed(out, translate(path))
         if name.endswith(".cu"):
             sources.append(out)
+    generated = _build.generate_headers(os.path.join(build_dir, "generated"))  # xsep_contract.h
     os.environ.setdefault("MAX_JOBS", str(_build.max_jobs()))
     cpp_extension.load(
         name=NAME,
         sources=sources,
-        extra_include_paths=[translated, _build.CSRC, HERE, os.path.join(HERE, "include"), include],
+        extra_include_paths=[translated, _build.CSRC, generated, HERE, os.path.join(HERE, "include"), include],
         # -fno-strict-aliasing: kernels reinterpret memory as vectors, as CUDA code does.
         extra_cflags=["-O2", "-DXSEP_CUDA_EMU", "-fno-strict-aliasing", "-Wno-unknown-pragmas"],
         build_directory=build_dir,

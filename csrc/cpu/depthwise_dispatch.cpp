@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "cpu/isa_tables.h"
-#include "cpu/kernels.h"
+#include "cpu/depthwise_kernels.h"
 
 namespace xsep::cpu {
 namespace {

@@ -5,11 +5,11 @@
 //   XSEP_VEC_BYTES  the vector width in bytes (64 for AVX-512, 32 for AVX2, 16 for the baseline).
 // It includes no headers on purpose: an inline function first defined inside the target region
 // would be compiled for that instruction set, and the linker could then pick that copy for every
-// translation unit. Everything needed comes from cpu/kernels.h, included before the region;
+// translation unit. Everything needed comes from cpu/depthwise_kernels.h, included before the region;
 // c10::Half and c10::BFloat16 are only handled as raw 16-bit patterns, and the only calls are to
 // compiler builtins.
 //
-// Layout (see kernels.h): NHWC activations, tap-major weights w[(i * kw + j) * OC + oc] in acc_t.
+// Layout (see depthwise_kernels.h): NHWC activations, tap-major weights w[(i * kw + j) * OC + oc] in acc_t.
 // The M == 1 kernels vectorise along channels: a tile of kP output pixels x kNV vectors of
 // channels keeps its accumulators in registers over all taps, and a tile does all its channels
 // before the next tile (reading NHWC memory in order, with software prefetch of the next tile:
@@ -22,9 +22,10 @@ namespace XSEP_ISA_NS {
 #define XSEP_INLINE inline __attribute__((always_inline))
 
 using i64 = int64_t;
-using ::xsep::cpu::Act;
+using ::xsep::Activation;
 using ::xsep::cpu::DepthwiseKernels;
-using ::xsep::cpu::DwShape;
+using ::xsep::DepthwiseGeometry;
+using ::xsep::Acc;
 
 // ---------------------------------------------------------------------------------------------
 // Vectors and conversions
@@ -40,11 +41,6 @@ template <> struct VecOf<float> { using type = VF; };
 template <> struct VecOf<double> { using type = VD; };
 template <typename A> using Vec = typename VecOf<A>::type;
 template <typename A> constexpr int kLanes = XSEP_VEC_BYTES / sizeof(A);
-
-// The accumulation type of a storage type (float for all but double).
-template <typename S> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
-template <typename S> using Acc = typename AccOf<S>::type;
 
 // Interior tiles: kP pixels x kNV vectors of channels; 2 x 4 accumulators fit the 16 AVX2
 // registers with room for the weights and the loaded inputs.
@@ -328,7 +324,7 @@ inline void fwd_tile(const S* src, i64 src_ps, const A* w, const Walk& k, const 
 // columns in the padding) go one by one; the interior in tiles of kP pixels. Either way all the
 // channels of a pixel (or tile) are done before the next: that reads NHWC memory in order.
 template <bool Relu, typename T, typename O, typename A>
-void forward_m1(const DwShape& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
+void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
   const i64 C = s.C;
   // Output columns whose taps all lie inside the input.
   const i64 in_lo = clamp_((s.pad_left + s.sw - 1) / s.sw, 0, s.Wo);
@@ -388,9 +384,9 @@ void forward_m1(const DwShape& s, const T* x, const A* w, const A* bias, O* out,
 // M > 1: one output pixel at a time, output channels in chunks; the input channels are first
 // repeated M times so that the multiply-adds run on contiguous vectors.
 template <bool Relu, typename T, typename O, typename A>
-void forward_general(const DwShape& s, const T* x, const A* w, const A* bias, O* out, i64 p0,
+void forward_general(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0,
                      i64 p1) {
-  const i64 OC = s.OC();
+  const i64 OC = s.OC;
   A acc[kChunk];
   T xe[kChunk];
   for (i64 p = p0; p < p1; ++p) {
@@ -414,7 +410,7 @@ void forward_general(const DwShape& s, const T* x, const A* w, const A* bias, O*
 }
 
 template <typename T, typename O, typename A>
-void forward_any(const DwShape& s, const T* x, const A* w, const A* bias, O* out, i64 p0,
+void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0,
                  i64 p1) {
   if (s.M == 1) {
     if (s.relu_input) forward_m1<true>(s, x, w, bias, out, p0, p1);
@@ -426,13 +422,13 @@ void forward_any(const DwShape& s, const T* x, const A* w, const A* bias, O* out
 }
 
 template <typename T>
-void forward(const DwShape& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 p0,
+void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 p0,
              i64 p1) {
   forward_any(s, x, w, bias, out, p0, p1);
 }
 
 template <typename T>
-void forward_acc(const DwShape& s, const T* x, const Acc<T>* w, Acc<T>* out, i64 p0, i64 p1) {
+void forward_acc(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, Acc<T>* out, i64 p0, i64 p1) {
   forward_any(s, x, w, static_cast<const Acc<T>*>(nullptr), out, p0, p1);
 }
 
@@ -463,7 +459,7 @@ inline void gi_tile(const S* go, i64 go_ps, const A* w, const Walk& k, const T* 
 // others come in residue classes modulo the stride (columns col0, col0 + sw, ...), which share
 // their taps and read consecutive output pixels, in tiles of kP.
 template <typename S, typename T, typename A>
-void grad_input_m1(const DwShape& s, const S* go, const A* w, const T* x, T* gi, i64 r0, i64 r1) {
+void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 r0, i64 r1) {
   const i64 C = s.C, WoC = s.Wo * C;
   // Input columns all of whose tap columns land inside the output's columns (if in phase).
   const i64 in_lo = clamp_((s.kw - 1) * s.dil_w - s.pad_left, 0, s.W);
@@ -543,9 +539,9 @@ void grad_input_m1(const DwShape& s, const S* go, const A* w, const T* x, T* gi,
 // M > 1: one input pixel at a time. Per chunk of input channels, the products go * w are summed
 // over the taps for each output channel, then over the M output channels of each input channel.
 template <bool Mask, typename S, typename T, typename A>
-void grad_input_general(const DwShape& s, const S* go, const A* w, const T* x, T* gi, i64 r0,
+void grad_input_general(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 r0,
                         i64 r1) {
-  const i64 C = s.C, M = s.M, OC = s.OC();
+  const i64 C = s.C, M = s.M, OC = s.OC;
   const i64 c_chunk = M >= kChunk ? 1 : kChunk / M;
   A acc[kChunk], gacc[kChunk];
   for (i64 r = r0; r < r1; ++r) {
@@ -584,7 +580,7 @@ void grad_input_general(const DwShape& s, const S* go, const A* w, const T* x, T
 }
 
 template <typename S, typename T>
-void grad_input(const DwShape& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 r0,
+void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 r0,
                 i64 r1) {
   if (s.M == 1) {
     grad_input_m1(s, go, w, x, gi, r0, r1);
@@ -653,7 +649,7 @@ void gw_columns(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 nj, 
 // M == 1: output rows [r0, r1); per tap row, the interior columns (all tap columns inside the
 // input) run as one stretch of pixels, the border columns one by one.
 template <bool Relu, typename S, typename T, typename A>
-void grad_weight_m1(const DwShape& s, const S* go, const T* x, A* gw, i64 r0, i64 r1) {
+void grad_weight_m1(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 r0, i64 r1) {
   const i64 C = s.C;
   const i64 in_lo = clamp_((s.pad_left + s.sw - 1) / s.sw, 0, s.Wo);
   const i64 in_hi =
@@ -682,8 +678,8 @@ void grad_weight_m1(const DwShape& s, const S* go, const T* x, A* gw, i64 r0, i6
 
 // M > 1: per output pixel and tap, the input channels repeated M times times go, added to gw.
 template <bool Relu, typename S, typename T, typename A>
-void grad_weight_general(const DwShape& s, const S* go, const T* x, A* gw, i64 r0, i64 r1) {
-  const i64 OC = s.OC();
+void grad_weight_general(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 r0, i64 r1) {
+  const i64 OC = s.OC;
   T xe[kChunk];
   for (i64 r = r0; r < r1; ++r) {
     const i64 n = r / s.Ho, ho = r % s.Ho;
@@ -708,7 +704,7 @@ void grad_weight_general(const DwShape& s, const S* go, const T* x, A* gw, i64 r
 }
 
 template <typename S, typename T>
-void grad_weight(const DwShape& s, const S* go, const T* x, Acc<T>* gw, i64 r0, i64 r1) {
+void grad_weight(const DepthwiseGeometry& s, const S* go, const T* x, Acc<T>* gw, i64 r0, i64 r1) {
   if (s.M == 1) {
     if (s.relu_input) grad_weight_m1<true>(s, go, x, gw, r0, r1);
     else grad_weight_m1<false>(s, go, x, gw, r0, r1);
@@ -732,51 +728,51 @@ void from_acc(const Acc<T>* src, T* dst, i64 n) {
 }
 
 template <typename A>
-void activation(Act act, const A* src, A* dst, i64 n) {
+void activation(Activation act, const A* src, A* dst, i64 n) {
   using V = Vec<A>;
   switch (act) {
-    case Act::none:
+    case Activation::none:
       if (dst != src) convert_n<false>(dst, src, n, static_cast<const A*>(nullptr));
       break;
-    case Act::relu:
+    case Activation::relu:
       for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
         constexpr bool P = decltype(partial)::value;
         st<P>(dst + k, relu(ld<P>(src + k, m)), m);
       });
       break;
-    case Act::relu6:
+    case Activation::relu6:
       for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
         constexpr bool P = decltype(partial)::value;
         const V v = relu(ld<P>(src + k, m));
         st<P>(dst + k, v > A(6) ? V{} + A(6) : v, m);
       });
       break;
-    case Act::elu:
+    case Activation::elu:
       for (i64 k = 0; k < n; ++k) dst[k] = src[k] > 0 ? src[k] : expm1_(src[k]);
       break;
   }
 }
 
 template <typename A>
-void activation_grad(Act act, const A* pre, A* grad, i64 n) {
+void activation_grad(Activation act, const A* pre, A* grad, i64 n) {
   using V = Vec<A>;
   switch (act) {
-    case Act::none:
+    case Activation::none:
       break;
-    case Act::relu:
+    case Activation::relu:
       for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
         constexpr bool P = decltype(partial)::value;
         st<P>(grad + k, ld<P>(pre + k, m) > V{} ? ld<P>(grad + k, m) : V{}, m);
       });
       break;
-    case Act::relu6:
+    case Activation::relu6:
       for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
         constexpr bool P = decltype(partial)::value;
         const V x = ld<P>(pre + k, m);
         st<P>(grad + k, (x > V{}) & (x < A(6)) ? ld<P>(grad + k, m) : V{}, m);
       });
       break;
-    case Act::elu:
+    case Activation::elu:
       for (i64 k = 0; k < n; ++k)
         if (!(pre[k] > 0)) grad[k] *= exp_(pre[k]);
       break;

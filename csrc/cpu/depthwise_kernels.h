@@ -9,59 +9,43 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include "common/acc_type.h"
+#include "common/geometry.h"
+
 namespace xsep::cpu {
-
-// Activation between the depthwise and pointwise halves (and, for `relu`, on the input).
-enum class Act : int { none = 0, relu = 1, relu6 = 2, elu = 3 };
-
-// Geometry of one depthwise convolution, NHWC. Output channel oc reads input channel oc / M.
-struct DwShape {
-  int64_t N, H, W, C, M;  // input [N, H, W, C]; M = depth multiplier
-  int64_t Ho, Wo;         // output [N, Ho, Wo, C * M]
-  int64_t kh, kw;         // kernel
-  int64_t sh, sw;         // stride
-  int64_t pad_top, pad_left;  // (bottom/right padding only shows up through Ho/Wo)
-  int64_t dil_h, dil_w;
-  bool relu_input;        // apply relu to the input as it is loaded
-  int64_t OC() const { return C * M; }
-};
-
-// float32 accumulation for every storage type but float64.
-template <typename T> struct acc_type { using type = float; };
-template <> struct acc_type<double> { using type = double; };
 
 // Weights are passed tap-major, already converted to acc_t: w[(i * kw + j) * OC + oc].
 // Pixel p means (n * Ho + ho) * Wo + wo; output row r means n * Ho + ho; input row r means n * H + h.
 template <typename T>
 struct DepthwiseKernels {
-  using acc_t = typename acc_type<T>::type;
+  using acc_t = Acc<T>;
 
   // out[p - p0][oc] = sum_taps act_in(x) * w (+ bias[oc] when bias != nullptr), p in [p0, p1).
-  void (*forward)(const DwShape&, const T* x, const acc_t* w, const acc_t* bias, T* out,
+  void (*forward)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, T* out,
                   int64_t p0, int64_t p1);
   // Same, no bias, written in acc_t: the fused kernel's tile buffer.
-  void (*forward_acc)(const DwShape&, const T* x, const acc_t* w, acc_t* out, int64_t p0,
+  void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, acc_t* out, int64_t p0,
                       int64_t p1);
 
   // gi[n, h, :, :] for input rows r in [r0, r1) (overwrites); x is read only when relu_input
   // (gradient masked where x <= 0). go is [N, Ho, Wo, OC] of type T or acc_t.
-  void (*grad_input)(const DwShape&, const T* go, const acc_t* w, const T* x, T* gi, int64_t r0,
+  void (*grad_input)(const DepthwiseGeometry&, const T* go, const acc_t* w, const T* x, T* gi, int64_t r0,
                      int64_t r1);
-  void (*grad_input_acc)(const DwShape&, const acc_t* go, const acc_t* w, const T* x, T* gi,
+  void (*grad_input_acc)(const DepthwiseGeometry&, const acc_t* go, const acc_t* w, const T* x, T* gi,
                          int64_t r0, int64_t r1);
 
   // gw[(i * kw + j) * OC + oc] += sum over output rows r in [r0, r1) of go * act_in(x).
-  void (*grad_weight)(const DwShape&, const T* go, const T* x, acc_t* gw, int64_t r0, int64_t r1);
-  void (*grad_weight_acc)(const DwShape&, const acc_t* go, const T* x, acc_t* gw, int64_t r0,
+  void (*grad_weight)(const DepthwiseGeometry&, const T* go, const T* x, acc_t* gw, int64_t r0, int64_t r1);
+  void (*grad_weight_acc)(const DepthwiseGeometry&, const acc_t* go, const T* x, acc_t* gw, int64_t r0,
                           int64_t r1);
 
   // Elementwise helpers on contiguous runs of n values.
   void (*to_acc)(const T* src, acc_t* dst, int64_t n);
   void (*from_acc)(const acc_t* src, T* dst, int64_t n);
   // dst = act(src); dst == src allowed.
-  void (*activation)(Act act, const acc_t* src, acc_t* dst, int64_t n);
+  void (*activation)(Activation act, const acc_t* src, acc_t* dst, int64_t n);
   // grad *= act'(pre), pre being the value before the activation.
-  void (*activation_grad)(Act act, const acc_t* pre, acc_t* grad, int64_t n);
+  void (*activation_grad)(Activation act, const acc_t* pre, acc_t* grad, int64_t n);
   // dst[c] += src[c] for c < n (the deterministic reduction of per-chunk partial sums).
   void (*add_into)(const acc_t* src, acc_t* dst, int64_t n);
 };
