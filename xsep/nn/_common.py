@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from xsep import functional as XF
+from xsep.ops import checks
 
 
 class NotScriptable:
@@ -40,13 +40,13 @@ def check_channels(value: int, name: str) -> int:
 def conv_args(kernel_size, stride, padding, dilation):
     """Normalised (kernel_size, stride, padding, dilation); padding stays 'same' until the input
     size is known."""
-    kernel_size = XF._pair(kernel_size, "kernel_size", 1)
-    stride = XF._pair(stride, "stride", 1)
-    dilation = XF._pair(dilation, "dilation", 1)
+    kernel_size = checks.pair(kernel_size, "kernel_size", 1)
+    stride = checks.pair(stride, "stride", 1)
+    dilation = checks.pair(dilation, "dilation", 1)
     if not (isinstance(padding, str) and padding == "same"):
         if isinstance(padding, (list, tuple)):
             padding = tuple(padding)
-        top, _, left, _ = XF.normalize_padding(padding, None, kernel_size, stride, dilation)  # validates
+        top, _, left, _ = checks.normalize_padding(padding, None, kernel_size, stride, dilation)  # validates
         if not isinstance(padding, str) and not (isinstance(padding, tuple) and len(padding) == 4):
             padding = (top, left)  # an int or an (h, w) pair is kept as a pair, as nn.Conv2d does
     return kernel_size, stride, padding, dilation

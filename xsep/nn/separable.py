@@ -6,6 +6,8 @@ from torch import nn
 from xsep import backends
 from xsep import functional as XF
 from xsep.nn._common import NotScriptable, check_channels, conv_args, conv_init_, conv_repr
+from xsep.ops.checks import activation_name
+from xsep.ops.schemas import INPUT_ACTIVATIONS, MID_ACTIVATIONS
 
 
 class _Weights(nn.Module):
@@ -39,8 +41,8 @@ class SeparableConv2d(NotScriptable, nn.Module):
         self.out_channels = check_channels(out_channels, "out_channels")
         self.depth_multiplier = check_channels(depth_multiplier, "depth_multiplier")
         self.kernel_size, self.stride, self.padding, self.dilation = conv_args(kernel_size, stride, padding, dilation)
-        self.input_activation = XF._activation(input_activation, "input_activation", XF.INPUT_ACTIVATIONS)
-        self.mid_activation = XF._activation(mid_activation, "mid_activation", XF.MID_ACTIVATIONS)
+        self.input_activation = activation_name(input_activation, "input_activation", INPUT_ACTIVATIONS)
+        self.mid_activation = activation_name(mid_activation, "mid_activation", MID_ACTIVATIONS)
         if backend is not None:
             backends.check_name(backend)  # a typo fails here; availability is known only at forward time
         self.backend = backend

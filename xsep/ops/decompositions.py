@@ -10,7 +10,7 @@ kernels and autograd bypassed), so the kernels here are registered on the Python
 
 - `py_impl(CompositeImplicitAutograd)`: lists the op in `torch.export.default_decompositions()`
   (deleting it there keeps the op). Outside torch.export it returns NotImplemented, so torch.compile
-  and fake tensors keep the op and its fake kernel.
+  and fake tensors keep the op and its fake kernel (and Inductor's table never lists it: see register).
 - `py_impl(Autograd<device>)`: the retrace in `run_decompositions()` only calls a CIA kernel where
   autograd would have, i.e. never for an op with a CPU or CUDA kernel; this kernel applies the
   decomposition while exporting and otherwise runs the op's own autograd kernel.
@@ -154,6 +154,13 @@ def register(namespace: str) -> None:
     with _lock:
         if namespace in _registered:
             return
+        # Inductor copies the CIA ops of the moment into its decomposition table when this module is
+        # first imported, and refuses an op that is both there and a fallback (xsep's kernels): import
+        # it before the op becomes CIA (cheap once torch._dynamo is loaded, as xsep loads it).
+        try:
+            import torch._inductor.decomposition  # noqa: F401
+        except ImportError:  # pragma: no cover  (a torch without Inductor)
+            pass
         for name, decomposition in DECOMPOSITIONS.items():
             op = getattr(getattr(torch.ops, namespace), name).default
             op.py_impl(DispatchKey.CompositeImplicitAutograd)(_when_exporting(decomposition))
