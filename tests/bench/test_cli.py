@@ -33,12 +33,21 @@ def test_bench_quick_verifies_times_and_writes(native, tiny_layers, tmp_path, ca
     doc = json.loads(path.read_text())
     assert doc["schema"] == "xsep-bench/1" and doc["device"]["type"] == "cpu"
     assert doc["device"]["copy_bytes_per_s"] > 0 and doc["device"]["matmul_flops_per_s"] > 0
+    # the matmul ceiling: the best of torch.mm and oneDNN's 1x1 convolution, both recorded
+    candidates = doc["device"]["matmul_candidates"]
+    assert len(candidates) == 2 and doc["device"]["matmul_flops_per_s"] == max(candidates.values())
+    assert candidates[doc["device"]["matmul_source"]] == doc["device"]["matmul_flops_per_s"]
+    assert f"from {doc['device']['matmul_source']}" in out
+    assert doc["device"]["fresh_memory"]["cost_seconds"] >= 0 and "fresh memory (64 MiB)" in out
+    assert doc["settings"]["allocator"]["setting"] in ("default", "retain", "custom") and "allocator: " in out
     rows = doc["layers"]
     # 3 of the 4 distinct shapes (b and c are one), 3 ops x 2 modes x (native + torch)
     assert {(r["size"], r["in_channels"], r["out_channels"]) for r in rows} == {(12, 8, 16), (6, 16, 16), (4, 16, 32)}
     assert len(rows) == 3 * 3 * 2 * 2
     assert all(r["verified"] and r["seconds"] > 0 and r["speedup"] > 0 for r in rows)
     assert {r["count"] for r in rows if r["size"] == 6} == {2}
+    assert all(r["output_bytes"] > 0 and r["fresh_memory_seconds"] >= 0 for r in rows)
+    assert "floor ms" in out and "fresh ms" in out
     assert len(doc["summary"]) == 3 * 2 * 2
     assert path.with_suffix(".png").exists()
     assert "geometric mean" in out and "vs oneDNN" in out
@@ -118,3 +127,49 @@ def test_bench_without_matplotlib_names_the_extra(native, tiny_layers, tmp_path,
     out = capsys.readouterr().out
     assert status == 0 and "(no chart: matplotlib is not installed; pip install 'xsep[bench]')" in out
     assert not list(tmp_path.glob("*/*.png"))
+
+
+def test_allocator_option_reruns_the_bench_in_a_fresh_process(native, tiny_layers, tmp_path, monkeypatch, capsys):
+    # The child process is played in this one: its environment becomes os.environ and it runs the
+    # pickled arguments (glibc itself is exercised in test_ceilings' real subprocess).
+    import os
+    import pickle
+    import subprocess
+
+    from xsep.bench import cli, timing
+
+    calls = []
+
+    def fake_run(cmd, input, env):
+        assert cmd[:2] == [sys.executable, "-c"]
+        args = pickle.loads(input)
+        calls.append((args.allocator, {k: env.get(k) for k in timing.RETAIN}))
+        with monkeypatch.context() as m:
+            m.setattr(os, "environ", env)
+            return subprocess.CompletedProcess(cmd, cli.run(args))
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")  # neither setting: both runs re-execute
+    status = main(["bench", "--device", "cpu", "--quick", "--batch", "1", "--repeats", "1", "--backends", "native",
+                   "--ops", "pointwise", "--modes", "forward", "--allocator", "default,retain", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert calls == [(["default"], {k: None for k in timing.RETAIN}), (["retain"], timing.RETAIN)]
+    assert "allocator 'default' in a fresh process" in out and "allocator: retain" in out
+    paths = sorted(tmp_path.glob("*/*.json"), key=lambda p: (len(p.name), p.name))  # date.json, then date-2.json
+    docs = [json.loads(p.read_text()) for p in paths]
+    assert [d["settings"]["allocator"]["setting"] for d in docs] == ["default", "retain"]
+    assert docs[1]["settings"]["allocator"]["env"] == timing.RETAIN
+
+
+def test_allocator_option_matching_the_environment_runs_here(monkeypatch):
+    from xsep.bench import cli, timing
+
+    for k in timing.MALLOC_VARS + ("LD_PRELOAD",):
+        monkeypatch.delenv(k, raising=False)
+    args = type("Args", (), {"allocator": ["default"]})()
+    assert not cli._needs_rerun(args)
+    args.allocator = ["retain"]
+    assert cli._needs_rerun(args)
+    args.allocator_child = True  # a child never re-executes again
+    assert not cli._needs_rerun(args)

@@ -77,3 +77,73 @@ def test_model_rows_of_older_files_move_the_speedup_to_the_xsep_row():
         (1.08, "timm legacy_xception"), (None, None), (1.1, "timm legacy_xception"), (None, None)]
     new = [dict(r, speedup=r["speedup"], baseline=r["baseline"]) for r in rows]
     assert report.model_rows(new) == new
+
+
+NEW_CEILINGS = {"copy_bytes_per_s": 3e10, "matmul_flops_per_s": 3.5e11, "matmul_dtype": "float32",
+                "matmul_source": "1x1 conv2d (oneDNN)",
+                "matmul_candidates": {"torch.mm (MKL)": 1.6e11, "1x1 conv2d (oneDNN)": 3.5e11},
+                "fresh_memory": {"bytes": 64 << 20, "fresh_seconds": 0.03, "mapped_seconds": 0.003,
+                                 "cost_seconds": 0.027, "page_faults": 16384.0}}
+ALLOCATOR = {"setting": "retain", "env": {"MALLOC_MMAP_THRESHOLD_": "1073741824",
+                                          "MALLOC_TRIM_THRESHOLD_": "1073741824"}, "preload": [], "thp": "madvise"}
+
+
+def test_table_shows_the_floor_and_the_fresh_memory_cost_beside_it():
+    row = dict(_row(), floor_seconds=0.004, fresh_memory_seconds=0.0123, output_bytes=1e6)
+    head, _, line = report.table([row, _row()]).splitlines()[:3]
+    assert head.index("floor ms") < head.index("fresh ms") < head.index("%floor")
+    assert "    4.000    12.300 " in line
+    assert "        -         -   50.0%" in report.table([_row()]).splitlines()[2]  # older rows: no floor, no fresh cost
+
+
+def test_ceilings_lines_name_the_source_fresh_memory_and_allocator():
+    lines = report.ceilings_lines(NEW_CEILINGS, ALLOCATOR)
+    assert lines[0] == ("ceilings: copy 30.0 GB/s, float32 matmul 0.35 TFLOP/s from 1x1 conv2d (oneDNN) "
+                        "(torch.mm (MKL) 0.16 TFLOP/s)")
+    assert lines[1] == ("fresh memory (64 MiB): allocate+fill 30.00 ms, fill mapped 3.00 ms: +27.00 ms per fresh "
+                        "output, 16384 page faults")
+    assert lines[2].startswith("allocator: retain (MALLOC_MMAP_THRESHOLD_=1073741824 ") and "kernel THP madvise" in lines[2]
+    old = {"copy_bytes_per_s": 3e10, "matmul_flops_per_s": 1.5e11, "matmul_dtype": "float32"}
+    assert report.ceilings_lines(old) == ["ceilings: copy 30.0 GB/s, float32 matmul 0.15 TFLOP/s"]
+
+
+def _render():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("render", Path(__file__).parents[2] / "benchmarks" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_new_fields_round_trip_through_render(tmp_path):
+    render = _render()
+    doc = report.new_document(torch.device("cpu"), {"batch": 8, "baseline": "torch (oneDNN)", "allocator": ALLOCATOR},
+                              NEW_CEILINGS)
+    doc["layers"] = [dict(_row(), floor_seconds=0.004, fresh_memory_seconds=0.01, output_bytes=1e6),
+                     dict(_row(backend="torch", seconds=2.0), floor_seconds=0.004, fresh_memory_seconds=0.01)]
+    doc["summary"] = report.summarize(doc["layers"])
+    path = tmp_path / "results" / doc["device"]["slug"] / "2026-12-01.json"
+    path.parent.mkdir(parents=True)
+    report.write_json(path, doc)
+    docs = render.documents(tmp_path / "results")
+    assert docs[0][1] == json.loads(json.dumps(doc))
+    readme = f"intro\n{render.BEGIN}\nstale\n{render.END}\nrest\n"
+    new = render.rendered_readme(readme, docs)
+    assert new.startswith(f"intro\n{render.BEGIN}\n**") and new.endswith(f"{render.END}\nrest\n")
+    assert ("float32 matmul 0.35 TFLOP/s (1x1 conv2d (oneDNN); torch.mm (MKL) 0.16); fresh memory +27.0 ms per "
+            "64 MiB output; allocator retain. Data: ") in new
+    assert "| native | float32 | channels_last | separable | 2.00x (network 2.00x) | - |" in new
+    assert render.rendered_readme(new, docs) == new
+
+
+def test_older_files_render_as_before():
+    doc = {"device": {"name": "AMD EPYC", "type": "cpu", "threads": 2, "copy_bytes_per_s": 28e9,
+                      "matmul_flops_per_s": 1.5e11, "matmul_dtype": "float32"},
+           "settings": {"batch": 8, "baseline": "torch (oneDNN)"}, "date": "2026-11-28", "summary": [], "models": []}
+    from pathlib import Path
+
+    assert report.markdown([(Path("r.json"), doc)], Path(".")) == (
+        "**AMD EPYC** (cpu, 2 threads), batch 8, 2026-11-28, baseline torch (oneDNN); measured copy 28 GB/s, "
+        "float32 matmul 0.15 TFLOP/s. Data: `r.json`.\n")

@@ -40,3 +40,12 @@ def test_floor_is_the_slower_of_memory_and_matmul():
 def test_bad_op_or_mode(op, mode):
     with pytest.raises(ValueError, match="op must be|mode must be"):
         work(op, mode, batch=1, in_channels=1, out_channels=1, size=1)
+
+
+def test_output_bytes_are_the_returned_tensors():
+    # batch 2, 4 -> 6 channels, 5x5, 3x3: forward returns y; forward+backward also grad_x and the weight grads
+    kw = dict(batch=2, in_channels=4, out_channels=6, size=5, element_size=4)
+    assert work("depthwise", "forward", **kw).output_bytes == 4 * 50 * 4
+    assert work("separable", "forward", **kw).output_bytes == 4 * 50 * 6  # no intermediate
+    assert work("separable", "forward+backward", **kw).output_bytes == 4 * (50 * 6 + 50 * 4 + 36 + 24)
+    assert work("pointwise", "forward+backward", **kw).output_bytes == 4 * (50 * 6 + 50 * 4 + 24)

@@ -3,16 +3,25 @@ depthwise, pointwise and fused separable convolution, forward and forward+backwa
 `torch` baseline (cuDNN with channels_last and cudnn.benchmark on GPUs, oneDNN on CPUs) on the
 model's layer shapes, in one run on one device. Prints the table and the geometric means, writes
 `<out>/<device>/<date>.json` and a PNG chart beside it. Exit status 1 when a backend gave a wrong
-answer."""
+answer.
+
+--allocator default|retain (or both, comma-separated) runs the whole bench again in a fresh Python
+process whose environment has glibc's allocator settings removed (default) or its mmap and trim
+thresholds raised (retain): glibc reads them only at process start. Each run writes its own results
+file, which records the allocator setting it saw."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
+import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from xsep.bench.timing import ALLOCATOR_SETTINGS
 from xsep.bench.work import MODES, OPS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -62,6 +71,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=_positive, help="timed calls per case (default 30 on GPU, 5 on CPU; --quick: 10 / 3)")
     p.add_argument("--verify-batch", type=_positive, help="batch for the reference check (default: up to 16 on GPU, 1 on CPU)")
     p.add_argument("--out", type=Path, default=Path("xsep-bench"), help="results folder (default ./xsep-bench)")
+    p.add_argument("--allocator", type=_csv(list(ALLOCATOR_SETTINGS)),
+                   help="run in a fresh process per setting (comma-separated): 'default' (glibc's own: large "
+                        "outputs page-faulted in on every call) or 'retain' (MALLOC_MMAP_THRESHOLD_ and "
+                        "MALLOC_TRIM_THRESHOLD_ raised: freed memory is reused); default: this process's environment")
     p.set_defaults(func=run)
 
 
@@ -118,10 +131,59 @@ class _Progress:
             self.bar.close()
 
 
+_CHILD = "import pickle, sys; from xsep.bench import cli; sys.exit(cli.run(pickle.loads(sys.stdin.buffer.read())))"
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    return getattr(args, "command_line", None) or " ".join(["python -m xsep bench"] + sys.argv[2:])
+
+
+def _rerun(args: argparse.Namespace, setting: str) -> int:
+    """The same bench in a fresh Python process with the allocator environment of `setting` (glibc
+    reads it at start-up); the child gets these arguments pickled on stdin, so nothing is re-parsed."""
+    from xsep.bench.timing import allocator_environ
+
+    child = argparse.Namespace(**vars(args))
+    child.allocator, child.allocator_child = [setting], True
+    child.command_line = _command_line(args)
+    env = allocator_environ(setting, os.environ)
+    root = str(Path(__file__).resolve().parents[2])  # xsep importable in the child as it is here
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    print(f"xsep bench: allocator '{setting}' in a fresh process", flush=True)
+    return subprocess.run([sys.executable, "-c", _CHILD], input=pickle.dumps(child), env=env).returncode
+
+
+def _needs_rerun(args: argparse.Namespace) -> bool:
+    from xsep.bench.timing import allocator
+
+    requested = getattr(args, "allocator", None)
+    if not requested or getattr(args, "allocator_child", False):
+        return False
+    return len(requested) > 1 or allocator()["setting"] != requested[0]
+
+
+def _add_fresh_memory(rows: list[dict], device: torch.device, repeats: int, cache: dict[int, dict]) -> None:
+    """Each row's "output_bytes" and "fresh_memory_seconds": what allocating and filling that many
+    fresh bytes costs over filling mapped memory, measured once per size in this run."""
+    from xsep.bench.ceilings import fresh_memory
+    from xsep.bench.work import work
+
+    for r in rows:
+        w = work(r["op"], r["mode"], batch=r["batch"], in_channels=r["in_channels"], out_channels=r["out_channels"],
+                 size=r["size"], kernel_size=r["kernel_size"], stride=r["stride"],
+                 depth_multiplier=r["depth_multiplier"], element_size=torch.empty((), dtype=DTYPES[r["dtype"]]).element_size())
+        nbytes = int(w.output_bytes)
+        if nbytes not in cache:
+            cache[nbytes] = fresh_memory(device, nbytes, repeats=repeats)
+        r["output_bytes"], r["fresh_memory_seconds"] = nbytes, cache[nbytes]["cost_seconds"]
+
+
 def run(args: argparse.Namespace) -> int:
     from xsep._optional import MissingDependency
-    from xsep.bench import ceilings, layers, models, report, shapes
+    from xsep.bench import ceilings, layers, models, report, shapes, timing
 
+    if _needs_rerun(args):
+        return max(_rerun(args, setting) for setting in args.allocator)
     if args.model:
         try:
             models.require(args.model)  # before anything is measured
@@ -140,12 +202,13 @@ def run(args: argparse.Namespace) -> int:
     settings = {"batch": batch, "dtypes": [str(d).removeprefix("torch.") for d in dtypes], "layouts": args.layout,
                 "backends": backend_names, "baseline": f"torch ({baseline})", "repeats": repeats,
                 "statistic": statistic, "quick": args.quick, "model": args.model or "xception layers",
-                "cudnn_benchmark": on_gpu, "command": " ".join(["python -m xsep bench"] + sys.argv[2:])}
-    print(f"xsep bench on {report.device_name(device)}: measuring copy bandwidth and matmul rate ...", flush=True)
+                "cudnn_benchmark": on_gpu, "command": _command_line(args), "allocator": timing.allocator()}
+    print(f"xsep bench on {report.device_name(device)}: measuring copy bandwidth, matmul rates and fresh memory ...",
+          flush=True)
     ceiling = ceilings.measure(device, dtypes[0], quick=args.quick)
     document = report.new_document(device, settings, ceiling)
-    print(f"copy {ceiling['copy_bytes_per_s'] / 1e9:.1f} GB/s, {ceiling['matmul_dtype']} matmul "
-          f"{ceiling['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s")
+    for line in report.ceilings_lines(ceiling, settings["allocator"] if not on_gpu else None):
+        print(line)
 
     if args.model:
         progress = _Progress(total=len(dtypes) * len(args.layout) * (2 if args.no_compile else 4) * 2)
@@ -175,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
                                     warmup=5 if on_gpu else 1, statistic=statistic, ceilings=ceiling)
                 document["layers"] += layers.bench_layers(layer_list, args.ops, args.modes, backend_names, s, progress)
         progress.close()
+        _add_fresh_memory(document["layers"], device, repeats=3 if args.quick else 5, cache={})
         document["summary"] = report.summarize(document["layers"])
         print(report.table(document["layers"]))
         print()

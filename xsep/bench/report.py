@@ -4,6 +4,11 @@ results file (`<out>/<device>/<date>.json`, schema below) and a PNG chart of per
 JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings},
 "versions", "settings", "layers": [row, ...] (see layers.bench_case), "models": [row, ...],
 "summary": [{"op", "mode", "backend", "dtype", "layout", "geomean_speedup", "network_speedup", "layers"}]}.
+The ceilings (ceilings.measure): "copy_bytes_per_s", "matmul_flops_per_s" (the best GEMM),
+"matmul_source" (which one), "matmul_candidates" ({"torch.mm (MKL)": FLOP/s, "1x1 conv2d (oneDNN)": FLOP/s}),
+"matmul_dtype", "fresh_memory" (ceilings.fresh_memory at 64 MiB); "settings"."allocator" is
+timing.allocator(); each layer row has "output_bytes" and "fresh_memory_seconds" (the cost of touching
+that many fresh bytes, measured in the run). Files written before these fields existed lack them.
 Every ratio is baseline time / backend time (> 1: faster than the baseline), both measured in the
 same run on the same device.
 """
@@ -69,21 +74,51 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def _fmt(v, spec: str, missing: str = "-") -> str:
-    return missing if v is None else format(v, spec)
+    if v is None:
+        width = re.match(r"\d*", spec).group()
+        return missing.rjust(int(width)) if width else missing
+    return format(v, spec)
 
 
 def table(rows: list[dict]) -> str:
+    """Per row: time, speedup, rates, the floor and beside it the fresh-memory cost (allocating and
+    page-faulting the op's outputs: part of every measured time, not of the floor), % of the floor."""
     head = (f"{'layer':<24} {'op':<9} {'mode':<16} {'backend':<7} {'ms':>9} {'speedup':>8} {'GB/s':>8} "
-            f"{'TFLOP/s':>8} {'%floor':>7} {'rel.err':>8}")
+            f"{'TFLOP/s':>8} {'floor ms':>9} {'fresh ms':>9} {'%floor':>7} {'rel.err':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         shape = f"{r['size']}x{r['size']} {r['in_channels']}->{r['out_channels']}"
         status = "" if r["verified"] else "  WRONG (not timed)"
+        floor, fresh = r.get("floor_seconds"), r.get("fresh_memory_seconds")
         lines.append(f"{shape:<24} {r['op']:<9} {r['mode']:<16} {r['backend']:<7} "
                      f"{_fmt(r['seconds'] and 1e3 * r['seconds'], '9.3f')} {_fmt(r['speedup'], '7.2f')}x "
                      f"{_fmt(r['gbytes_per_s'], '8.1f')} {_fmt(r['tflops_per_s'], '8.3f')} "
+                     f"{_fmt(floor and 1e3 * floor, '9.3f')} {_fmt(fresh if fresh is None else 1e3 * fresh, '9.3f')} "
                      f"{_fmt(r['percent_of_floor'], '6.1f')}% {r['rel_error']:8.1e}{status}")
     return "\n".join(lines)
+
+
+def ceilings_lines(device: dict, allocator: dict | None = None) -> list[str]:
+    """The printed header: the ceilings, where the matmul ceiling comes from, and (CPU) the fresh-memory
+    cost and the allocator setting. Older documents' devices lack the newer fields."""
+    candidates = device.get("matmul_candidates") or {}
+    others = ", ".join(f"{name} {_fmt(rate and rate / 1e12, '.2f')}" for name, rate in candidates.items()
+                       if name != device.get("matmul_source"))
+    source = f" from {device['matmul_source']}" if device.get("matmul_source") else ""
+    lines = [f"ceilings: copy {device['copy_bytes_per_s'] / 1e9:.1f} GB/s, {device['matmul_dtype']} matmul "
+             f"{device['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s{source}" + (f" ({others} TFLOP/s)" if others else "")]
+    fresh = device.get("fresh_memory")
+    if fresh:
+        faults = f", {fresh['page_faults']:.0f} page faults" if fresh.get("page_faults") is not None else ""
+        lines.append(f"fresh memory ({fresh['bytes'] / 2**20:.0f} MiB): allocate+fill {1e3 * fresh['fresh_seconds']:.2f} ms, "
+                     f"fill mapped {1e3 * fresh['mapped_seconds']:.2f} ms: +{1e3 * fresh['cost_seconds']:.2f} ms per "
+                     f"fresh output{faults}")
+    if allocator:
+        env = " ".join(f"{k}={v}" for k, v in allocator["env"].items())
+        extra = ", ".join(x for x in (env, " ".join(allocator["preload"]),
+                                      allocator.get("thp") and f"kernel THP {allocator['thp']}") if x)
+        lines.append(f"allocator: {allocator['setting']}" + (f" ({extra})" if extra else ""))
+    return lines
 
 
 def summary_lines(summary: list[dict], baseline_name: str) -> list[str]:
@@ -199,17 +234,33 @@ def model_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _markdown_extras(doc: dict) -> str:
+    """The header's newer facts (matmul source, fresh-memory cost, allocator); '' for older files."""
+    device, extras = doc["device"], ""
+    if device.get("matmul_source"):
+        others = "; ".join(f"{name} {rate / 1e12:.2f}" for name, rate in device.get("matmul_candidates", {}).items()
+                           if rate and name != device["matmul_source"])
+        extras += f" ({device['matmul_source']}" + (f"; {others}" if others else "") + ")"
+    fresh = device.get("fresh_memory")
+    if fresh:
+        extras += f"; fresh memory +{1e3 * fresh['cost_seconds']:.1f} ms per {fresh['bytes'] / 2**20:.0f} MiB output"
+    allocator = doc["settings"].get("allocator")
+    if allocator:
+        extras += f"; allocator {allocator['setting']}"
+    return extras
+
+
 def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
     """The README's performance tables: per results file, the geometric-mean speedup of each
     backend per op and mode, naming device, dtype, layout, batch and date, and the whole-model rows."""
     lines = []
     for path, doc in documents:
         settings, device = doc["settings"], doc["device"]
-        rel = path.relative_to(root) if path.is_absolute() else path
+        rel = path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path
         lines += [f"**{device['name']}** ({device['type']}{', %d threads' % device['threads'] if device.get('threads') else ''}), "
                   f"batch {settings['batch']}, {doc['date']}, baseline {settings['baseline']}; measured copy "
                   f"{device['copy_bytes_per_s'] / 1e9:.0f} GB/s, {device['matmul_dtype']} matmul "
-                  f"{device['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s. Data: `{rel}`.", ""]
+                  f"{device['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s{_markdown_extras(doc)}. Data: `{rel}`.", ""]
         if doc["summary"]:
             lines += ["| backend | dtype | layout | op | forward | forward+backward |", "|---|---|---|---|---|---|"]
             cells: dict[tuple, dict] = {}

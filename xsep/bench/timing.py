@@ -66,3 +66,53 @@ def summarize(samples: Sequence[float], statistic: str) -> float:
     if statistic == "min":
         return min(samples)
     raise ValueError(f"statistic must be 'median' or 'min', got {statistic!r}")
+
+
+# The host allocator decides what a CPU benchmark measures: with glibc's defaults every large output
+# is a fresh mmap, page-faulted in on first touch and returned on free. The variables below are read
+# once, at process start (glibc) or at allocation (torch's THP_MEM_ALLOC_ENABLE), so a different
+# setting needs a fresh process (bench --allocator).
+MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
+               "GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", "MALLOC_CONF", "TCMALLOC_RELEASE_RATE")
+PRELOADED_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
+RETAIN = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+ALLOCATOR_SETTINGS = ("default", "retain")
+
+
+def _preloaded(environ) -> list[str]:
+    return [lib for lib in environ.get("LD_PRELOAD", "").replace(":", " ").split()
+            if any(name in lib for name in PRELOADED_ALLOCATORS)]
+
+
+def allocator(environ=None) -> dict:
+    """The host allocator's setting as the environment configures it: {"setting": "default" (nothing
+    set), "retain" (exactly RETAIN) or "custom", "env": the variables set, "preload": jemalloc /
+    tcmalloc / mimalloc in LD_PRELOAD, "thp": the kernel's transparent huge page mode}."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    env = {k: environ[k] for k in MALLOC_VARS if k in environ}
+    preload = _preloaded(environ)
+    setting = "default" if not env and not preload else "retain" if env == RETAIN and not preload else "custom"
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            thp = f.read().split("[", 1)[1].split("]", 1)[0]
+    except (OSError, IndexError):
+        thp = None
+    return {"setting": setting, "env": env, "preload": preload, "thp": thp}
+
+
+def allocator_environ(setting: str, environ) -> dict[str, str]:
+    """A copy of `environ` configured for `setting`: 'default' removes every allocator variable and
+    preloaded allocator; 'retain' does the same, then raises glibc's mmap and trim thresholds (1 GiB)
+    so that freed outputs stay mapped and are reused without page faults."""
+    if setting not in ALLOCATOR_SETTINGS:
+        raise ValueError(f"allocator setting must be one of {ALLOCATOR_SETTINGS}, got {setting!r}")
+    env = {k: v for k, v in environ.items() if k not in MALLOC_VARS}
+    if "LD_PRELOAD" in env:
+        rest = [lib for lib in env.pop("LD_PRELOAD").replace(":", " ").split() if lib not in _preloaded(environ)]
+        if rest:
+            env["LD_PRELOAD"] = " ".join(rest)
+    if setting == "retain":
+        env.update(RETAIN)
+    return env

@@ -5,6 +5,10 @@ for the fused op the intermediate never reaches memory, so it counts nothing; fo
 the forward's input is read again by the backward. The floor is max(bytes / copy bandwidth,
 pointwise FLOPs / matmul rate): the depthwise half's FLOPs (2*k*k per 2 to 4 bytes) are far below
 any GPU's or this CPU's ridge point, so it is treated as memory-bound (true for k <= 5).
+
+Output bytes count the tensors the op returns, which must be freshly allocated on every call: the
+output for the forward, plus the input and weight gradients for forward+backward. Their cost in page
+faults (ceilings.fresh_memory) is reported beside the floor, not in it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ class Work:
     flops: float          # all FLOPs (depthwise + pointwise)
     gemm_flops: float     # the pointwise (matmul) part
     bytes: float          # minimum global-memory traffic
+    output_bytes: float = 0.0  # the tensors returned (fresh memory on every call)
 
     def floor_seconds(self, copy_bytes_per_s: float, matmul_flops_per_s: float) -> float:
         return max(self.bytes / copy_bytes_per_s, self.gemm_flops / matmul_flops_per_s)
@@ -48,10 +53,12 @@ def work(op: str, mode: str, *, batch: int, in_channels: int, out_channels: int,
         flops, gemm, x, y = dw_flops + pw_flops, pw_flops, in_px * in_channels, out_px * out_channels
         weights = dw_weight + pw_weight
     if mode == "forward":
-        elements = x + y + weights
+        elements, outputs = x + y + weights, y
     else:
         # forward (read x, write y), backward: the input gradient and the weight gradient each cost
         # as much as the forward; read grad_output and x again, write grad_input and the weight grads
         flops, gemm = 3 * flops, 3 * gemm
         elements = (x + y + weights) + (y + x + x + 2 * weights)
-    return Work(flops=flops, gemm_flops=gemm, bytes=float(elements * element_size))
+        outputs = y + x + weights
+    return Work(flops=flops, gemm_flops=gemm, bytes=float(elements * element_size),
+                output_bytes=float(outputs * element_size))
