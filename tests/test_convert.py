@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import xsep
+from xsep.convert import find_chains
 from xsep.testing import rel_error
 
 TOLERANCE = 1e-5
@@ -40,6 +41,15 @@ def _is_dw(m: nn.Module) -> bool:
 def assert_same_outputs(original: nn.Module, rewritten: nn.Module, x: torch.Tensor, tol: float = TOLERANCE):
     with torch.no_grad():
         assert rel_error(rewritten(x), original(x)) <= tol
+
+
+def assert_same_outputs_float64(original: nn.Module, rewritten: nn.Module, x: torch.Tensor):
+    """float64 models (in eval mode) on a float64 input, NCHW and channels_last."""
+    x = x.to(torch.float64)
+    with torch.no_grad():
+        reference = original(x)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert rel_error(rewritten(x.to(memory_format=layout)), reference) <= 1e-12, layout
 
 
 def separable_pair(c, o, k=3, bias=False, dw_bias=False) -> nn.Sequential:
@@ -111,6 +121,13 @@ def test_convnext_block_7x7_depthwise(native):
     assert type(depthwise) is xsep.DepthwiseConv2d
     assert depthwise.kernel_size == (7, 7) and depthwise.bias is not None
     assert_same_outputs(original, converted, torch.randn(2, 32, 14, 14))
+    # depthwise 7x7 -> LayerNorm -> Linear...: no chain; fuse_for_inference leaves it as it is, exact.
+    block = CNBlock(32, layer_scale=0.5, stochastic_depth_prob=0.0).eval().double()
+    original = copy.deepcopy(block)
+    assert find_chains(block) == []
+    fused = xsep.fuse_for_inference(block)
+    assert type(fused.block[0]) is xsep.DepthwiseConv2d and count(fused, xsep.SeparableConv2d) == 0
+    assert_same_outputs_float64(original, fused, torch.randn(2, 32, 14, 14))
 
 
 class BackToBack(nn.Module):
@@ -170,10 +187,72 @@ def test_pairs_that_are_not_immediate_are_not_fused(native):
     assert type(model.pair.depthwise) is xsep.SeparableConv2d
 
 
-def test_activation_between_halves_blocks_fusion():
+def test_activation_after_a_depthwise_bias_blocks_fusion():
+    # relu(d + b): the fused op has no bias between its halves.
     model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU(), nn.Conv2d(4, 6, 1))
+    (chain,) = find_chains(model)
+    assert (chain.depthwise, chain.activation, chain.pointwise, chain.mid_activation) == ("0", "1", "2", "relu")
+    assert "bias" in chain.reason
     xsep.convert(model)
     assert [type(m) for m in model] == [xsep.DepthwiseConv2d, nn.ReLU, nn.Conv2d]
+
+
+def nested_chain(activation: nn.Module, c=6, o=10) -> nn.Sequential:
+    """depthwise -> activation in one inner Sequential, the 1x1 conv in the enclosing one, then a BN."""
+    return nn.Sequential(nn.Sequential(nn.Sequential(nn.Conv2d(c, c, 3, stride=2, padding=1, groups=c, bias=False),
+                                                     nn.Identity()), activation),
+                         nn.Conv2d(c, o, 1), nn.BatchNorm2d(o))
+
+
+@pytest.mark.parametrize("activation, name", [(nn.ReLU(inplace=True), "relu"), (nn.ReLU6(), "relu6"),
+                                              (nn.ELU(), "elu")])
+def test_activation_after_a_bias_free_depthwise_conv_is_fused_across_nesting(native, activation, name):
+    model = nested_chain(activation).double()  # float64: the gradients through a training-mode BN cancel a lot
+    original = copy.deepcopy(model)
+    (chain,) = find_chains(model)
+    assert (chain.depthwise, chain.activation, chain.pointwise, chain.reason) == ("0.0.0", "0.1", "1", None)
+    xsep.convert(model)
+    fused = model[0][0][0]
+    assert type(fused) is xsep.SeparableConv2d and fused.mid_activation == name and fused.stride == (2, 2)
+    assert [type(m) for m in (model[0][0][1], model[0][1], model[1])] == [nn.Identity] * 3
+    assert find_chains(model) == []
+    # Training mode (the model is): same outputs, gradients and BN statistics.
+    x = torch.randn(3, 6, 9, 9, dtype=torch.float64)
+    for m in (original, model):
+        m(x).square().sum().backward()
+    assert rel_error(fused.depthwise.weight.grad, original[0][0][0].weight.grad) <= 1e-10
+    assert rel_error(fused.pointwise.weight.grad, original[1].weight.grad) <= 1e-10
+    assert rel_error(model[2].running_var, original[2].running_var) <= 1e-12
+    model.eval(), original.eval()
+    assert_same_outputs_float64(original, model, x)
+
+
+def test_activations_the_fused_op_lacks_are_not_chained():
+    for activation in (nn.ELU(alpha=0.5), nn.SiLU(), nn.Hardtanh(0.0, 6.0), nn.LeakyReLU()):
+        model = nested_chain(activation)
+        assert find_chains(model) == []
+        xsep.convert(model)
+        assert type(model[0][0][0]) is xsep.DepthwiseConv2d and type(model[1]) is nn.Conv2d
+    # Two activations, or a BN after the activation: not a chain either.
+    for between in ((nn.ReLU(), nn.ReLU()), (nn.ReLU(), nn.BatchNorm2d(4))):
+        model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4, bias=False), *between, nn.Conv2d(4, 5, 1))
+        assert find_chains(model) == []
+
+
+def test_containers_with_hooks_or_their_own_forward_are_not_entered(native):
+    class Block(nn.Sequential):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    hooked = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False))
+    hooked.register_forward_hook(lambda module, args, output: output + 1)
+    for inner in (hooked, Block(nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False))):
+        model = nn.Sequential(inner, nn.Conv2d(4, 5, 1))
+        original = copy.deepcopy(model)
+        assert find_chains(model) == []
+        xsep.convert(model)
+        assert type(model[0][0]) is xsep.DepthwiseConv2d and type(model[1]) is nn.Conv2d
+        assert_same_outputs(original, model, torch.randn(1, 4, 6, 6))
 
 
 def test_left_alone(native):
@@ -244,8 +323,12 @@ def test_fuse_for_inference_folds_bn_between_halves(timm, native):
     # Aligned Xception's separable convs are DW -> BN -> PW -> BN: all of it becomes one fused op.
     model = randomise_batch_norm_(timm.create_model("xception41", pretrained=False)).eval()
     original = copy.deepcopy(model)
+    chains = find_chains(model)
+    assert len(chains) == 39 and all(c.batch_norm is not None for c in chains)
+    assert sum(c.mid_activation == "relu" for c in chains) == 3
     fused = xsep.fuse_for_inference(model)
     assert count(fused, xsep.SeparableConv2d) == 36
+    assert [c.depthwise for c in find_chains(fused)] == [f"blocks.11.stack.conv{i}.conv_dw" for i in (1, 2, 3)]
     # The exit module's three have a ReLU after the depthwise BN: BN folded, halves kept apart (a ReLU
     # after a depthwise bias is not something the fused op's mid_activation can express).
     assert count(fused, xsep.DepthwiseConv2d) == 3
@@ -257,13 +340,43 @@ def test_fuse_for_inference_folds_bn_between_halves(timm, native):
 
 
 def test_fuse_for_inference_mobilenet_v2(native):
+    # InvertedResidual.conv = Sequential(Conv2dNormActivation(1x1 expand), Conv2dNormActivation(dw, BN, ReLU6),
+    # Conv2d 1x1, BN) (no expansion in features[1]): each depthwise -> BN -> ReLU6 -> 1x1 chain crosses a
+    # nesting level, and all 17 are found. None is fused: the folded BN's shift is a depthwise bias before the
+    # ReLU6, which the fused op cannot express; each ends as DepthwiseConv2d(bias) -> ReLU6 -> 1x1 conv (BN folded).
     torchvision = pytest.importorskip("torchvision")
-    model = randomise_batch_norm_(torchvision.models.mobilenet_v2()).eval()
+    model = randomise_batch_norm_(torchvision.models.mobilenet_v2()).eval().double()
+    chains = find_chains(model)
+    assert len(chains) == 17
+    for chain, layer in zip(chains, range(1, 18)):
+        k = 0 if layer == 1 else 1
+        assert (chain.depthwise, chain.batch_norm, chain.activation, chain.pointwise) == (
+            f"features.{layer}.conv.{k}.0", f"features.{layer}.conv.{k}.1", f"features.{layer}.conv.{k}.2",
+            f"features.{layer}.conv.{k + 1}")
+        assert chain.mid_activation == "relu6" and "BatchNorm2d" in chain.reason
     original = copy.deepcopy(model)
     fused = xsep.fuse_for_inference(model)
     assert count(fused, nn.BatchNorm2d) == 0  # every BN follows a conv directly
-    assert count(fused, xsep.SeparableConv2d) == 0  # BN + ReLU6 sit between: folding the BN leaves the ReLU6
-    assert_same_outputs(original, fused, torch.randn(1, 3, 64, 64))
+    assert count(fused, xsep.SeparableConv2d) == 0
+    assert count(fused, xsep.DepthwiseConv2d) == 17
+    assert all(m.bias is not None for m in fused.modules() if isinstance(m, xsep.DepthwiseConv2d))
+    assert count(fused, nn.ReLU6) == 35  # untouched
+    after = find_chains(fused)
+    assert len(after) == 17 and all("bias" in c.reason and c.batch_norm is None for c in after)
+    assert_same_outputs_float64(original, fused, torch.randn(2, 3, 64, 64))
+
+
+def test_fuse_for_inference_efficientnet_b0(native):
+    # MBConv: depthwise -> BN -> SiLU -> SqueezeExcitation -> 1x1: no chain (SiLU is not a mid activation, SE
+    # sits between); BNs folded, depthwise convs converted.
+    torchvision = pytest.importorskip("torchvision")
+    model = randomise_batch_norm_(torchvision.models.efficientnet_b0()).eval().double()
+    assert find_chains(model) == []
+    original = copy.deepcopy(model)
+    fused = xsep.fuse_for_inference(model)
+    assert count(fused, xsep.DepthwiseConv2d) == 16 and count(fused, xsep.SeparableConv2d) == 0
+    assert count(fused, nn.BatchNorm2d) == 0
+    assert_same_outputs_float64(original, fused, torch.randn(2, 3, 64, 64))
 
 
 def test_fold_batch_norm_math():

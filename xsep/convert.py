@@ -1,23 +1,38 @@
-"""Rewriting existing models to use xsep's layers: `convert` (depthwise convs -> xsep, depthwise +
-pointwise pairs -> one fused op) and `fuse_for_inference` (BatchNorm folded into the convs first).
+"""Rewriting existing models to use xsep's layers: `convert` (depthwise convs -> xsep, depthwise ->
+pointwise chains -> one fused op) and `fuse_for_inference` (BatchNorm folded into the convs first).
 
-Which convs count as a "depthwise -> pointwise" pair
+Which convs count as a "depthwise -> pointwise" chain
 ----------------------------------------------------
-Every module's own `forward` is traced one level deep with torch.fx (its submodules are leaves, not
-entered). A pair is a depthwise conv whose output goes, through nothing but `nn.Identity` modules,
-into a 1x1 conv and nowhere else, where each of the two modules is called exactly once in that
-forward and no parameter of theirs is read directly. This finds pairs in an `nn.Sequential` and in
-modules that call them back to back, such as timm's legacy `SeparableConv2d` (conv1 -> pointwise).
+Every module's own `forward` is traced with torch.fx. The tracing enters plain containers, i.e.
+`nn.Sequential` and subclasses that keep its forward (torchvision's Conv2dNormActivation), at any
+depth, and records every other submodule as one call (a leaf, searched on its own when its own
+forward is traced). A chain is a depthwise conv whose output goes, each value to exactly one
+consumer, through nothing but `nn.Identity`, at most one `nn.BatchNorm2d` and then at most one
+activation the fused op applies between its halves (`nn.ReLU`, `nn.ReLU6`, `nn.ELU(alpha=1)`), into
+a 1x1 conv; each module is called exactly once in that forward and no parameter of theirs is read
+directly. So a chain may cross nesting levels: in torchvision's mobilenet_v2 the depthwise conv,
+its BN and ReLU6 sit in one Conv2dNormActivation and the 1x1 conv is the next element of the
+enclosing Sequential. `find_chains(model)` lists the chains with the reason any is not fused.
+
+What is fused (exactly, in training mode too): a chain with nothing but identities between the
+halves (a depthwise bias moves into the pointwise bias), and a chain with an activation whose
+depthwise conv has no bias (the activation becomes `mid_activation`). Not fused: a chain with a
+BatchNorm (`fuse_for_inference` folds it into the depthwise conv first, in eval mode), and a
+depthwise conv with a bias followed by an activation: relu6(y + b) is not relu6(y) plus anything,
+and the fused op has no bias between its halves (its one `bias` is the output's). That is every
+depthwise -> BN -> activation -> 1x1 chain once the BN is folded (mobilenet_v2's 17): the depthwise
+conv keeps the folded bias as an xsep.DepthwiseConv2d, the 1x1 conv stays.
 
 Limits: a module whose forward fx cannot trace (data-dependent control flow, unsupported Python) is
-searched for nothing but stand-alone depthwise convs; a pair split across two modules (the depthwise
-conv last in one, the pointwise first in the next) is not found; tracing specialises on the module's
-current Python state (e.g. `self.training` branches are taken as they stand). Subclasses of
-nn.Conv2d / nn.BatchNorm2d (timm's Conv2dSame, BatchNormAct2d, ...) are left alone, as are convs
-whose padding_mode is not 'zeros'.
+searched for nothing but stand-alone depthwise convs (containers inside it are traced on their own);
+a chain split across two non-container modules (the depthwise conv last in one, the pointwise first
+in the next, as when a custom block's forward ends with it) is not found; tracing specialises on the
+module's current Python state (e.g. `self.training` branches are taken as they stand). Subclasses of
+nn.Conv2d / nn.BatchNorm2d (timm's Conv2dSame, BatchNormAct2d, ...) and of the activations are left
+alone, as are convs whose padding_mode is not 'zeros'.
 
-The fused module replaces the depthwise conv in its parent, and the pointwise conv becomes
-`nn.Identity`, so the parent's forward is unchanged and computes the same function.
+The fused module replaces the depthwise conv where it sits, and the pointwise conv and the activation
+become `nn.Identity`, so every forward is unchanged and computes the same function.
 """
 
 from __future__ import annotations
@@ -51,14 +66,32 @@ def _depthwise_half(module: nn.Module) -> bool:
     return is_depthwise_conv(module) or type(module) is DepthwiseConv2d
 
 
+def _mid_activation(module: nn.Module) -> str | None:
+    """The fused op's name for an activation module it can apply between its halves, else None."""
+    if type(module) is nn.ReLU:
+        return "relu"
+    if type(module) is nn.ReLU6:
+        return "relu6"
+    if type(module) is nn.ELU and module.alpha == 1.0:
+        return "elu"
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
-# One-level tracing
+# Tracing: containers entered, everything else one call
 
 @dataclass
 class _Call:
-    name: str          # the submodule's path in the parent (a child, or e.g. `layers.0` of a ModuleList)
+    name: str          # the submodule's path in the traced module (e.g. `conv.1.0`, `layers.0` of a ModuleList)
     module: nn.Module
     node: torch.fx.Node
+
+
+def _is_container(module: nn.Module) -> bool:
+    """An nn.Sequential (or a subclass keeping its forward, e.g. torchvision's Conv2dNormActivation)
+    without hooks: its forward is nothing but its children called in turn, so tracing may enter it."""
+    return (isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+            and not (module._forward_hooks or module._forward_pre_hooks))
 
 
 class _ChildrenAreLeaves(torch.fx.Tracer):
@@ -66,15 +99,20 @@ class _ChildrenAreLeaves(torch.fx.Tracer):
         return True
 
 
-def _children_in_call_order(parent: nn.Module) -> list[_Call]:
-    """The submodules `parent.forward` calls, in call order; empty when it cannot be traced. Leaves
-    out any submodule called more than once or whose parameters it reads directly (a rewrite of
-    those would change more than the one call)."""
+class _ContainersEntered(torch.fx.Tracer):
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return not _is_container(module)
+
+
+def _calls(parent: nn.Module) -> list[_Call]:
+    """The submodules `parent.forward` calls (entering containers at any depth), in call order; empty
+    when it cannot be traced. Leaves out any submodule called more than once or whose parameters it
+    reads directly (a rewrite of those would change more than the one call)."""
     if not any(True for _ in parent.children()):
         return []
     try:
-        graph = _ChildrenAreLeaves().trace(parent)
-    except Exception:  # noqa: BLE001 - any untraceable forward just means "no pairs found here"
+        graph = _ContainersEntered().trace(parent)
+    except Exception:  # noqa: BLE001 - any untraceable forward just means "no chains found here"
         return []
     called = [n for n in graph.nodes if n.op == "call_module"]
     counts = Counter(n.target for n in called)
@@ -88,32 +126,102 @@ def _replace(parent: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent.get_submodule(owner) if owner else parent, name, new)
 
 
-def _next_through_identities(call: _Call, by_node: dict[torch.fx.Node, _Call]) -> list[_Call]:
-    """The chain of calls that consume `call`'s output as their only input, when each output has that one
-    user and the chain passes through nothing but nn.Identity: [identities..., final]."""
-    chain, node = [], call.node
-    while True:
-        users = list(node.users)
-        if len(users) != 1 or users[0] not in by_node or users[0].args != (node,) or users[0].kwargs:
-            return []
-        following = by_node[users[0]]
-        chain.append(following)
-        if type(following.module) is not nn.Identity:
-            return chain
-        node = following.node
+def _sole_consumer(call: _Call, by_node: dict[torch.fx.Node, _Call]) -> _Call | None:
+    """The call that takes `call`'s output as its only argument, when nothing else uses that output."""
+    users = list(call.node.users)
+    if len(users) != 1 or users[0] not in by_node or users[0].args != (call.node,) or users[0].kwargs:
+        return None
+    return by_node[users[0]]
 
 
 def _pairs(parent: nn.Module, first, second) -> list[tuple[_Call, list[_Call]]]:
-    """(first call, [identities..., second call]) for each `first`-kind child directly feeding a `second`-kind one."""
-    calls = _children_in_call_order(parent)
+    """(first call, [identities..., second call]) for each `first`-kind call directly feeding a
+    `second`-kind one through nothing but nn.Identity."""
+    calls = _calls(parent)
     by_node = {c.node: c for c in calls}
     found = []
     for call in calls:
         if first(call.module):
-            chain = _next_through_identities(call, by_node)
-            if chain and second(chain[-1].module):
-                found.append((call, chain))
+            chain, following = [], _sole_consumer(call, by_node)
+            while following is not None and type(following.module) is nn.Identity:
+                chain.append(following)
+                following = _sole_consumer(following, by_node)
+            if following is not None and second(following.module):
+                found.append((call, chain + [following]))
     return found
+
+
+@dataclass
+class Chain:
+    """A depthwise conv feeding a 1x1 conv through nothing but nn.Identity, at most one BatchNorm2d,
+    then at most one activation the fused op can apply between its halves. Paths are relative to the
+    model given to `find_chains`. `reason`: why `convert` does not fuse it as it stands (None: it does)."""
+
+    depthwise: str
+    pointwise: str
+    batch_norm: str | None = None
+    activation: str | None = None
+    mid_activation: str | None = None   # the activation's name for the fused op ('relu', 'relu6', 'elu')
+    reason: str | None = None
+
+
+@dataclass
+class _Found:
+    depthwise: _Call
+    pointwise: _Call
+    batch_norm: _Call | None
+    activation: _Call | None
+
+
+def _chains_in(parent: nn.Module) -> list[_Found]:
+    """The chains (see `Chain`) in `parent.forward`'s calls."""
+    calls = _calls(parent)
+    by_node = {c.node: c for c in calls}
+    found = []
+    for call in calls:
+        if not _depthwise_half(call.module):
+            continue
+        batch_norm = activation = None
+        following = _sole_consumer(call, by_node)
+        while following is not None:
+            module = following.module
+            if type(module) is nn.BatchNorm2d and batch_norm is None and activation is None:
+                batch_norm = following
+            elif _mid_activation(module) is not None and activation is None:
+                activation = following
+            elif type(module) is not nn.Identity:
+                break
+            following = _sole_consumer(following, by_node)
+        if following is not None and _is_pointwise_conv(following.module):
+            found.append(_Found(call, following, batch_norm, activation))
+    return found
+
+
+def _why_not_fused(found: _Found) -> str | None:
+    if found.batch_norm is not None:
+        return "a BatchNorm2d between the halves (fuse_for_inference folds it into the depthwise conv, in eval mode)"
+    if found.activation is not None and found.depthwise.module.bias is not None:
+        return (f"the depthwise conv has a bias (e.g. a folded BatchNorm) before the {_mid_activation(found.activation.module)}"
+                ": the fused op has no bias between its halves")
+    return None
+
+
+def find_chains(model: nn.Module) -> list[Chain]:
+    """Every depthwise -> [BatchNorm2d] -> [activation] -> 1x1 conv chain in `model` that `convert`
+    and `fuse_for_inference` look for (rule in the module docstring), in module order, each with
+    the reason it is not fused as it stands, if any. The model is not changed."""
+    chains, seen = [], set()
+    for prefix, parent in model.named_modules():
+        for found in _chains_in(parent):
+            if id(found.depthwise.module) in seen:  # also found from an enclosing module
+                continue
+            seen.add(id(found.depthwise.module))
+            path = (lambda call: None if call is None else (f"{prefix}.{call.name}" if prefix else call.name))
+            chains.append(Chain(path(found.depthwise), path(found.pointwise), path(found.batch_norm),
+                                path(found.activation),
+                                None if found.activation is None else _mid_activation(found.activation.module),
+                                _why_not_fused(found)))
+    return chains
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,9 +244,13 @@ def _depthwise_from(conv: nn.Conv2d, backend: str | None) -> DepthwiseConv2d:
     return new
 
 
-def _separable_from(depthwise: nn.Module, pointwise: nn.Conv2d, backend: str | None) -> SeparableConv2d:
-    """One fused module computing pointwise(depthwise(x)). A depthwise bias b moves into the pointwise
-    bias (the pointwise conv is linear and 1x1: W (d + b) + c = W d + (W b + c))."""
+def _separable_from(depthwise: nn.Module, pointwise: nn.Conv2d, backend: str | None,
+                    mid_activation: str | None = None) -> SeparableConv2d:
+    """One fused module computing pointwise(mid_activation(depthwise(x))). Without an activation a
+    depthwise bias b moves into the pointwise bias (the pointwise conv is linear and 1x1:
+    W (d + b) + c = W d + (W b + c)); with one, the depthwise conv must have no bias."""
+    if mid_activation is not None and depthwise.bias is not None:
+        raise AssertionError("a depthwise bias before the mid activation cannot be fused")
     if type(depthwise) is DepthwiseConv2d:
         in_channels, multiplier = depthwise.in_channels, depthwise.depth_multiplier
         input_activation = None if depthwise.input_activation == "none" else depthwise.input_activation
@@ -151,8 +263,8 @@ def _separable_from(depthwise: nn.Module, pointwise: nn.Conv2d, backend: str | N
     weight = pointwise.weight
     new = SeparableConv2d(in_channels, pointwise.out_channels, depthwise.kernel_size, depthwise.stride,
                           _padding(depthwise), depthwise.dilation, multiplier, bias=has_bias,
-                          input_activation=input_activation, backend=backend, device=weight.device,
-                          dtype=weight.dtype)
+                          input_activation=input_activation, mid_activation=mid_activation, backend=backend,
+                          device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         new.depthwise.weight.copy_(depthwise.weight)
         new.pointwise.weight.copy_(weight)
@@ -170,9 +282,10 @@ def _separable_from(depthwise: nn.Module, pointwise: nn.Conv2d, backend: str | N
 
 def convert(model: nn.Module, backend: str | None = None) -> nn.Module:
     """Rewrites `model` in place and returns it (a bare depthwise nn.Conv2d is returned as its
-    replacement): each depthwise -> pointwise pair (see the module
-    docstring for the rule) becomes one xsep.SeparableConv2d (the pointwise conv becomes nn.Identity),
-    and every other depthwise nn.Conv2d becomes an xsep.DepthwiseConv2d. Weights, device, dtype and
+    replacement): each depthwise -> pointwise chain (see the module docstring for the rule) with
+    nothing but identities between the halves, or an activation after a bias-free depthwise conv,
+    becomes one xsep.SeparableConv2d (the activation and the pointwise conv become nn.Identity), and
+    every other depthwise nn.Conv2d becomes an xsep.DepthwiseConv2d. Weights, device, dtype and
     train/eval mode are carried over; outputs are unchanged within floating-point tolerance.
     `backend` is given to every new module (None: automatic choice)."""
     if not isinstance(model, nn.Module):
@@ -183,11 +296,18 @@ def convert(model: nn.Module, backend: str | None = None) -> nn.Module:
         backends.check_name(backend)
     if _depthwise_half(model):  # the model is itself one depthwise conv
         return _depthwise_from(model, backend) if is_depthwise_conv(model) else model
-    # Pairs first, over a snapshot of the tree (rewriting changes it), then the remaining depthwise convs.
+    # Chains first, over a snapshot of the tree (rewriting changes it; a chain seen from an enclosing
+    # module is gone by the time its container is traced), then the remaining depthwise convs.
     for parent in list(model.modules()):
-        for depthwise, chain in _pairs(parent, _depthwise_half, _is_pointwise_conv):
-            _replace(parent, depthwise.name, _separable_from(depthwise.module, chain[-1].module, backend))
-            _replace(parent, chain[-1].name, nn.Identity())
+        for found in _chains_in(parent):
+            if _why_not_fused(found) is not None:
+                continue
+            mid = None if found.activation is None else _mid_activation(found.activation.module)
+            _replace(parent, found.depthwise.name,
+                     _separable_from(found.depthwise.module, found.pointwise.module, backend, mid))
+            _replace(parent, found.pointwise.name, nn.Identity())
+            if found.activation is not None:
+                _replace(parent, found.activation.name, nn.Identity())
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if is_depthwise_conv(child):
@@ -277,17 +397,20 @@ def fuse_for_inference(model: nn.Module, backend: str | None = None) -> nn.Modul
     depthwise -> BN -> pointwise (e.g. Aligned Xception, timm xception41) into one SeparableConv2d:
     the depthwise BN's scale lands in the depthwise weights, its shift is a per-channel bias on the
     intermediate tensor, which the 1x1 pointwise conv turns into a bias of its own (W t + c). A BN with
-    an activation between it and the conv is not folded. Rewrites `model` in place and returns it;
+    an activation between it and the conv is not folded. A depthwise -> BN -> activation -> 1x1 chain
+    (mobilenet_v2's) ends as an xsep.DepthwiseConv2d with the folded bias, the activation and the 1x1
+    conv (its own BN folded): the shift cannot pass the activation and the fused op has no bias
+    between its halves (`find_chains` says so per chain). Rewrites `model` in place and returns it;
     outputs unchanged within floating-point tolerance. The model must be in eval mode."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if model.training:
         raise ValueError("fuse_for_inference needs a model in eval mode (call model.eval() first): folding uses "
                          "BatchNorm's running statistics")
-    convert(model, backend)  # fuses the pairs with nothing between them, so wrappers of them can go
+    convert(model, backend)  # fuses the chains with no BN in them, so wrappers of them can go
     _collapse_wrappers(model)
     for parent in list(model.modules()):
         for conv, chain in _pairs(parent, _is_conv, _is_foldable_batch_norm):
             fold_batch_norm_(conv.module, chain[-1].module)
             _replace(parent, chain[-1].name, nn.Identity())
-    return convert(model, backend)  # now also the pairs that had a BN between them
+    return convert(model, backend)  # now also the chains that had a BN (and no activation) in them
