@@ -115,12 +115,7 @@ def test_graph_is_the_same_for_every_backend(native, exporter, tmp_path):
         assert graphs["native"] == graphs["torch"], name
 
 
-_TRITON_DYNAMO = pytest.mark.xfail(
-    strict=True, reason="torch.ops.xsep_triton gets its decompositions only once xsep.ops.register(namespace) "
-                        "calls xsep.ops.decompositions.register(namespace)")
-
-
-@pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=_TRITON_DYNAMO)])
+@pytest.mark.parametrize("exporter", EXPORTERS)
 def test_triton_layers_export_the_same_graph(triton_device, exporter, tmp_path):
     model, x, proto, expected = _layer_graph("separable-asymmetric-relu6", "triton", exporter, tmp_path,
                                              triton_device)

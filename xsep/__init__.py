@@ -15,7 +15,6 @@ from xsep.convert import convert, fuse_for_inference
 from xsep._extension import load as _load
 from xsep.nn import DepthwiseConv2d, SeparableConv2d
 from xsep.onnx import register as _register_onnx
-from xsep.ops import decompositions as _decompositions
 
 __version__ = "0.1.0"
 __all__ = ["DepthwiseConv2d", "SeparableConv2d", "backends", "convert", "functional", "fuse_for_inference",
@@ -31,9 +30,7 @@ def __getattr__(name: str):
 
 
 # A prebuilt library loads now (cheap), so torch.ops.xsep exists after `import xsep`; a missing
-# one is compiled on first use of the native backend instead of at import.
-if _load(jit=False):
-    # torch.export / ONNX (dynamo) decompositions of torch.ops.xsep; a library compiled later, on first
-    # use, and torch.ops.xsep_triton need decompositions.register(namespace) where they are defined.
-    _decompositions.register("xsep")
+# one is compiled on first use of the native backend instead of at import. Either way its fake
+# kernels, autograd and decompositions are registered as it loads (xsep.ops.register).
+_load(jit=False)
 _register_onnx()  # the TorchScript ONNX exporter's symbolic functions (by op name: no library needed)

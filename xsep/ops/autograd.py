@@ -160,9 +160,10 @@ def function(namespace: str, op: str) -> type[torch.autograd.Function]:
 def apply(namespace: str, op: str, *args):
     """torch.ops.<namespace>.<op>(*args) with its derivatives, as the public API runs it: through
     its autograd.Function, applied here so that torch.func's transforms see it. Under torch.compile
-    the op itself instead (a node of the graph, differentiated by its Autograd kernel): Dynamo
-    cannot trace an autograd.Function that has a jvp."""
-    if torch.compiler.is_compiling():
+    and torch.jit.trace the op itself instead (a node of the graph, differentiated by its Autograd
+    kernel): Dynamo cannot trace an autograd.Function that has a jvp, and a trace would record the
+    Function as an opaque Python call that torch.jit.save cannot keep."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return getattr(getattr(torch.ops, namespace), op)(*args)
     return function(namespace, op).apply(*args)
 

@@ -85,23 +85,12 @@ def pointwise_conv2d_grad_weight(grad_output, input, weight):
     return _pointwise_backward(grad_output, input, weight, (False, True))[1]
 
 
-def _through_activation(grad, x, name):
-    """grad * activation'(x), with PyTorch's values at the kinks (relu, relu6: 0 at 0 and 6)."""
-    if name == "relu":
-        return torch.where(x > 0, grad, 0)
-    if name == "relu6":
-        return torch.where((x > 0) & (x < 6), grad, 0)
-    if name == "elu":  # alpha = 1: the derivative is exp(x) below 0
-        return torch.where(x > 0, grad, grad * torch.exp(x))
-    return grad
-
-
 def separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding, dilation,
                               input_activation, mid_activation):
     mid = reference.depthwise_conv2d(input, depthwise_weight, None, stride, padding, dilation, input_activation)
     grad_act, grad_pointwise, _ = _pointwise_backward(grad_output, reference.activation(mid, mid_activation),
                                                       pointwise_weight, (True, True))
-    grad_mid = _through_activation(grad_act, mid, mid_activation)
+    grad_mid = grad_act * reference.activation_derivative(mid, mid_activation)
     grad_input, grad_depthwise = _depthwise_backward(grad_mid, input, depthwise_weight, stride, padding, dilation,
                                                      input_activation, (True, True))
     return grad_input, grad_depthwise, grad_pointwise
