@@ -1,4 +1,4 @@
-"""Command line: `python -m xsep {info,bench,train}`.
+"""Command line: `python -m xsep {info,bench,train,kernels}`.
 
 Each subcommand lives in its own module, which provides `add_parser(subparsers)` (registering its
 options, with `func` set to a callable taking the parsed arguments and returning an exit status).
@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "info": "xsep.info",
     "bench": "xsep.bench.cli",
     "train": "xsep.train",
+    "kernels": "xsep.kernels.cli",
 }
 
 
