@@ -111,7 +111,7 @@ def test_torchvision_mobilenet_v2_depthwise_only(native):
 
 
 def test_convnext_block_7x7_depthwise(native):
-    torchvision = pytest.importorskip("torchvision")
+    pytest.importorskip("torchvision")
     from torchvision.models.convnext import CNBlock
 
     block = CNBlock(32, layer_scale=0.5, stochastic_depth_prob=0.0).eval()

@@ -201,8 +201,8 @@ def _why_not_fused(found: _Found) -> str | None:
     if found.batch_norm is not None:
         return "a BatchNorm2d between the halves (fuse_for_inference folds it into the depthwise conv, in eval mode)"
     if found.activation is not None and found.depthwise.module.bias is not None:
-        return (f"the depthwise conv has a bias (e.g. a folded BatchNorm) before the {_mid_activation(found.activation.module)}"
-                ": the fused op has no bias between its halves")
+        return (f"the depthwise conv has a bias (e.g. a folded BatchNorm) before the "
+                f"{_mid_activation(found.activation.module)}: the fused op has no bias between its halves")
     return None
 
 
@@ -212,11 +212,14 @@ def find_chains(model: nn.Module) -> list[Chain]:
     the reason it is not fused as it stands, if any. The model is not changed."""
     chains, seen = [], set()
     for prefix, parent in model.named_modules():
+
+        def path(call: _Call | None) -> str | None:
+            return None if call is None else (f"{prefix}.{call.name}" if prefix else call.name)
+
         for found in _chains_in(parent):
             if id(found.depthwise.module) in seen:  # also found from an enclosing module
                 continue
             seen.add(id(found.depthwise.module))
-            path = (lambda call: None if call is None else (f"{prefix}.{call.name}" if prefix else call.name))
             chains.append(Chain(path(found.depthwise), path(found.pointwise), path(found.batch_norm),
                                 path(found.activation),
                                 None if found.activation is None else _mid_activation(found.activation.module),
