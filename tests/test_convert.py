@@ -328,7 +328,7 @@ def test_fuse_for_inference_folds_bn_between_halves(timm, native):
     assert sum(c.mid_activation == "relu" for c in chains) == 3
     fused = xsep.fuse_for_inference(model)
     assert count(fused, xsep.SeparableConv2d) == 36
-    assert [c.depthwise for c in find_chains(fused)] == [f"blocks.11.stack.conv{i}.conv_dw" for i in (1, 2, 3)]
+    assert [c.depthwise for c in find_chains(fused)] == [f"blocks.12.stack.conv{i}.conv_dw" for i in (1, 2, 3)]
     # The exit module's three have a ReLU after the depthwise BN: BN folded, halves kept apart (a ReLU
     # after a depthwise bias is not something the fused op's mid_activation can express).
     assert count(fused, xsep.DepthwiseConv2d) == 3
