@@ -15,29 +15,29 @@ import torch.nn.functional as F
 from xsep.ops.schemas import MID_ACTIVATIONS
 
 
+# Each activation and its derivative, with PyTorch's choices at the kinks (relu, relu6: 0 at 0 and 6;
+# elu with alpha = 1: exp(x) at and below 0).
+_ACTIVATIONS = {
+    "none": (lambda x: x, torch.ones_like),
+    "relu": (F.relu, lambda x: (x > 0).to(x.dtype)),
+    "relu6": (F.relu6, lambda x: ((x > 0) & (x < 6)).to(x.dtype)),
+    "elu": (F.elu, lambda x: torch.where(x > 0, torch.ones_like(x), torch.exp(x))),
+}
+
+
+def _lookup(name: str):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation '{name}'; expected one of {MID_ACTIVATIONS}")
+    return _ACTIVATIONS[name]
+
+
 def activation(x: torch.Tensor, name: str) -> torch.Tensor:
-    if name == "none":
-        return x
-    if name == "relu":
-        return F.relu(x)
-    if name == "relu6":
-        return F.relu6(x)
-    if name == "elu":
-        return F.elu(x)
-    raise ValueError(f"unknown activation '{name}'; expected one of {MID_ACTIVATIONS}")
+    return _lookup(name)[0](x)
 
 
 def activation_derivative(x: torch.Tensor, name: str) -> torch.Tensor:
-    """d activation(x) / dx, with PyTorch's choices at the kinks (relu, relu6: 0 at 0 and 6)."""
-    if name == "none":
-        return torch.ones_like(x)
-    if name == "relu":
-        return (x > 0).to(x.dtype)
-    if name == "relu6":
-        return ((x > 0) & (x < 6)).to(x.dtype)
-    if name == "elu":
-        return torch.where(x > 0, torch.ones_like(x), torch.exp(x))
-    raise ValueError(f"unknown activation '{name}'; expected one of {MID_ACTIVATIONS}")
+    """d activation(x) / dx."""
+    return _lookup(name)[1](x)
 
 
 def depthwise_conv2d(

@@ -49,26 +49,24 @@ def depthwise_conv2d(input, weight, bias, stride, padding, dilation, input_activ
         return k.forward(input, weight, bias, stride, padding, dilation, input_activation == "relu")
 
 
-@_op("depthwise_conv2d_grad_input")
-def depthwise_conv2d_grad_input(grad_output, input, weight, stride, padding, dilation, input_activation):
-    from xsep.triton import depthwise_conv2d as k
+def _depthwise_backward(name: str):
+    """depthwise_conv2d_grad_input / _grad_weight: the kernel module's function of the same name."""
+    op = f"depthwise_conv2d_{name}"
 
-    stride, padding, dilation = _lists(stride, padding, dilation)
-    checks.depthwise_conv2d_backward("xsep.depthwise_conv2d_grad_input", grad_output, input, weight, stride, padding, dilation,
-                                     input_activation)
-    with _on(input):
-        return k.grad_input(grad_output, input, weight, stride, padding, dilation, input_activation == "relu")
+    @_op(op)
+    def backward(grad_output, input, weight, stride, padding, dilation, input_activation):
+        from xsep.triton import depthwise_conv2d as k
+
+        stride, padding, dilation = _lists(stride, padding, dilation)
+        checks.depthwise_conv2d_backward(f"xsep.{op}", grad_output, input, weight, stride, padding, dilation,
+                                         input_activation)
+        with _on(input):
+            return getattr(k, name)(grad_output, input, weight, stride, padding, dilation, input_activation == "relu")
+    return backward
 
 
-@_op("depthwise_conv2d_grad_weight")
-def depthwise_conv2d_grad_weight(grad_output, input, weight, stride, padding, dilation, input_activation):
-    from xsep.triton import depthwise_conv2d as k
-
-    stride, padding, dilation = _lists(stride, padding, dilation)
-    checks.depthwise_conv2d_backward("xsep.depthwise_conv2d_grad_weight", grad_output, input, weight, stride, padding, dilation,
-                                     input_activation)
-    with _on(input):
-        return k.grad_weight(grad_output, input, weight, stride, padding, dilation, input_activation == "relu")
+depthwise_conv2d_grad_input = _depthwise_backward("grad_input")
+depthwise_conv2d_grad_weight = _depthwise_backward("grad_weight")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,22 +82,22 @@ def pointwise_conv2d(input, weight, bias):
         return k.forward(input, weight, bias)
 
 
-@_op("pointwise_conv2d_grad_input")
-def pointwise_conv2d_grad_input(grad_output, input, weight):
-    from xsep.triton import pointwise_conv2d as k
+def _pointwise_backward(name: str):
+    """pointwise_conv2d_grad_input / _grad_weight: the kernel module's function of the same name."""
+    op = f"pointwise_conv2d_{name}"
 
-    checks.pointwise_conv2d_backward("xsep.pointwise_conv2d_grad_input", grad_output, input, weight)
-    with _on(input):
-        return k.grad_input(grad_output, input, weight)
+    @_op(op)
+    def backward(grad_output, input, weight):
+        from xsep.triton import pointwise_conv2d as k
+
+        checks.pointwise_conv2d_backward(f"xsep.{op}", grad_output, input, weight)
+        with _on(input):
+            return getattr(k, name)(grad_output, input, weight)
+    return backward
 
 
-@_op("pointwise_conv2d_grad_weight")
-def pointwise_conv2d_grad_weight(grad_output, input, weight):
-    from xsep.triton import pointwise_conv2d as k
-
-    checks.pointwise_conv2d_backward("xsep.pointwise_conv2d_grad_weight", grad_output, input, weight)
-    with _on(input):
-        return k.grad_weight(grad_output, input, weight)
+pointwise_conv2d_grad_input = _pointwise_backward("grad_input")
+pointwise_conv2d_grad_weight = _pointwise_backward("grad_weight")
 
 
 # --------------------------------------------------------------------------------------------------
