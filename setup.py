@@ -33,7 +33,8 @@ def extension_setup():
         build.prepare_cuda_env()
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    print(f"xsep: building xsep._C with {'CPU + CUDA (' + build.cuda_arch_list() + ')' if with_cuda else 'CPU only'}: {why}")
+    what = f"CPU + CUDA ({build.cuda_arch_list()})" if with_cuda else "CPU only"
+    print(f"xsep: building xsep._C with {what}: {why}")
     sources = build.sources(with_cuda)
     kwargs = dict(
         name="xsep._C",

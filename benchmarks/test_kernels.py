@@ -43,7 +43,8 @@ def test_speed(benchmark, bench_config, op, backend, mode, layer):
     backward = mode != "forward"
     w = work(op, "forward" if mode == "forward" else "forward+backward", batch=c.batch,
              in_channels=layer.in_channels, out_channels=layer.out_channels, size=layer.size,
-             kernel_size=layer.kernel_size, stride=layer.stride, element_size=torch.empty((), dtype=c.dtype).element_size())
+             kernel_size=layer.kernel_size, stride=layer.stride,
+             element_size=torch.empty((), dtype=c.dtype).element_size())
     rotate = rotation_count(c.device, w.bytes)
     rotation = [cases.make_inputs(op, layer, c.batch, c.dtype, c.layout, c.device, backward) for _ in range(rotate)]
     counter = itertools.count()

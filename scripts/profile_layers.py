@@ -73,7 +73,8 @@ def main() -> int:
     layers = shapes.select_layers(shapes.unique_layers(shapes.xception_separable_layers()), args.layers.split(","))
     activities = [torch.profiler.ProfilerActivity.CUDA if on_gpu else torch.profiler.ProfilerActivity.CPU]
     for layer, _ in layers:
-        inputs = cases.make_inputs("separable", layer, args.batch, DTYPES[args.dtype], args.layout, device, backward=True)
+        inputs = cases.make_inputs("separable", layer, args.batch, DTYPES[args.dtype], args.layout, device,
+                                   backward=True)
         for backend in args.backends.split(","):
             step = cases.callable_for("separable", "forward+backward", backend, layer, [inputs])
             title = (f"{layer.describe()} separable forward+backward, {backend}, batch {args.batch}, "

@@ -17,7 +17,6 @@ import zlib
 
 import pytest
 import torch
-
 from helpers import CPU_BACKENDS, env_flag, require_native
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import dispatched_ops, native_available, require_native
 
 import xsep.functional as F
 from xsep import _extension, backends
-from helpers import dispatched_ops, native_available, require_native
 
 
 @pytest.fixture

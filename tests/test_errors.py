@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import require_native
 
 import xsep
 import xsep.functional as F
-from helpers import require_native
 
 # Shapes shared by the cases: input [2, 3, 8, 8]; depthwise weight [6, 1, 3, 3] (M = 2);
 # pointwise weight [5, 6, 1, 1]; bias [5] (separable) or [6] (depthwise).

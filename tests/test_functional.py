@@ -9,13 +9,18 @@ from typing import NamedTuple
 import pytest
 import torch
 import torch.nn.functional as torch_F
+from helpers import DTYPE_NAMES, LAYOUTS, memory_format_of, pairwise, poisoned
 
 import xsep.functional as F
 from xsep.ops import reference
-from xsep.testing import (FIXED_TOLERANCE, assert_matches_reference, check_against_reference, reference_results,
-                          rel_error, results)
-from helpers import DTYPE_NAMES, LAYOUTS, memory_format_of, pairwise, poisoned
-
+from xsep.testing import (
+    FIXED_TOLERANCE,
+    assert_matches_reference,
+    check_against_reference,
+    reference_results,
+    rel_error,
+    results,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Case descriptions

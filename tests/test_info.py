@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
+from helpers import native_available
 
 import xsep
 from xsep import backends, info
-from helpers import native_available
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

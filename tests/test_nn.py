@@ -9,12 +9,12 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from helpers import dispatched_ops, require_native
 from torch import nn
 
 import xsep
 from xsep import functional as F
 from xsep.testing import FIXED_TOLERANCE, rel_error
-from helpers import dispatched_ops, require_native
 
 
 def conv_pair(c, o, k, stride=1, padding=0, dilation=1, m=1, bias=True, **factory):

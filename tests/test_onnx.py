@@ -4,10 +4,10 @@ backend the layers use, and onnxruntime reproduces PyTorch's outputs."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-import pytest
 import xsep
 
 onnx = pytest.importorskip("onnx")

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 import torch
+from helpers import memory_format_of
 
 from xsep.ops import reference
 from xsep.testing import rel_error
-from helpers import memory_format_of
 
 pytestmark = pytest.mark.usefixtures("native")
 

@@ -10,8 +10,16 @@ import pytest
 import torch
 
 from xsep.ops import reference
-from xsep.testing import (FIXED_TOLERANCE, LOW_PRECISION_FLOOR, TENSOR_NAMES, assert_matches_reference,
-                          check_against_reference, reference_results, rel_error, tolerance)
+from xsep.testing import (
+    FIXED_TOLERANCE,
+    LOW_PRECISION_FLOOR,
+    TENSOR_NAMES,
+    assert_matches_reference,
+    check_against_reference,
+    reference_results,
+    rel_error,
+    tolerance,
+)
 
 
 def test_tolerance_numbers():

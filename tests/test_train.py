@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import require_native
 
 from xsep import models
 from xsep import train as T
 from xsep.testing import rel_error
-from helpers import require_native
 
 pytest.importorskip("sklearn")
 pytest.importorskip("tqdm")

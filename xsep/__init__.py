@@ -11,8 +11,8 @@ Backends (`backend=` or XSEP_BACKEND): 'native' (compiled C++/CUDA), 'triton', '
 import importlib
 
 from xsep import backends, functional
-from xsep.convert import convert, fuse_for_inference
 from xsep._extension import load as _load
+from xsep.convert import convert, fuse_for_inference
 from xsep.nn import DepthwiseConv2d, SeparableConv2d
 from xsep.onnx import register as _register_onnx
 

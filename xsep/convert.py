@@ -46,7 +46,6 @@ from torch import nn
 
 from xsep.nn import DepthwiseConv2d, SeparableConv2d
 
-
 # --------------------------------------------------------------------------------------------------
 # What counts as a depthwise / pointwise conv
 

@@ -182,7 +182,8 @@ def check_against_reference(run: Callable[..., torch.Tensor], reference: Callabl
     before = [None if t is None else t.detach().clone() for t in inputs]
     leaves = [None if t is None else t.detach().requires_grad_() for t in inputs]
     out = run(*leaves)
-    assert out.dtype == dtype and out.device == device, f"output {out.dtype} on {out.device}, inputs {dtype} on {device}"
+    assert out.dtype == dtype and out.device == device, (
+        f"output {out.dtype} on {out.device}, inputs {dtype} on {device}")
     grad64 = torch.randn(out.shape, dtype=torch.float64)
     grad_output = grad64.to(dtype)
     run_grad = grad_output.to(device) if place_grad_output is None else place_grad_output(grad_output)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import pairwise, placed, require_cuda_kernels
 
 from xsep.ops import reference
 from xsep.testing import TENSOR_NAMES, assert_matches_reference, reference_results
-from helpers import pairwise, placed, require_cuda_kernels
 
 pytestmark = pytest.mark.cuda
 DEVICE = "cuda"  # a module constant, so that a copy of these checks can be run on CPU tensors

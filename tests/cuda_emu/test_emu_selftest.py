@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import math
 
+import emu_build
 import pytest
 import torch
-
-import emu_build
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from triton_cases import random
 
 import xsep
 from xsep import backends
 from xsep import functional as XF
 from xsep.ops import reference
 from xsep.testing import rel_error
-from triton_cases import random
 
 ARGS = ((2, 1), (1, 0, 2, 1), (1, 2), "relu")
 
@@ -173,6 +173,7 @@ BAD_CALLS = {
 def test_errors_match_native(triton_device, case):
     """The Triton ops refuse what the compiled ops refuse, with the same error type and message."""
     from helpers import native_available
+
     from xsep.triton import _ops  # noqa: F401
 
     op, make = BAD_CALLS[case]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import DTYPE_NAMES, pairwise
 from triton_cases import check, check_reproducible, random
 

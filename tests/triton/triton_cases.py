@@ -9,12 +9,12 @@ place for tensors of fewer than 32 elements.
 from __future__ import annotations
 
 import torch
+from helpers import placed
 from torch._prims_common import suggest_memory_format
 
 from xsep.backends import implementation
 from xsep.ops import reference
 from xsep.testing import LOW_PRECISION, TENSOR_NAMES, check_against_reference
-from helpers import placed
 
 OPS = ("depthwise_conv2d", "pointwise_conv2d", "separable_conv2d")
 

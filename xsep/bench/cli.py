@@ -66,10 +66,13 @@ def add_parser(subparsers) -> None:
                         "or vs torchvision Inception V3 training steps (the paper's Table 3)")
     p.add_argument("--no-compile", action="store_true", help="--model: eager only (skip torch.compile)")
     p.add_argument("--layers", type=lambda t: [x for x in t.split(",") if x.strip()],
-                   help="comma-separated SIZE:IN:OUT layer shapes to run (e.g. 19:728:728; default: every distinct one)")
+                   help="comma-separated SIZE:IN:OUT layer shapes to run (e.g. 19:728:728; default: every "
+                        "distinct one)")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_LAYERS} layers, fewer repeats (a smoke run)")
-    p.add_argument("--repeats", type=_positive, help="timed calls per case (default 30 on GPU, 5 on CPU; --quick: 10 / 3)")
-    p.add_argument("--verify-batch", type=_positive, help="batch for the reference check (default: up to 16 on GPU, 1 on CPU)")
+    p.add_argument("--repeats", type=_positive,
+                   help="timed calls per case (default 30 on GPU, 5 on CPU; --quick: 10 / 3)")
+    p.add_argument("--verify-batch", type=_positive,
+                   help="batch for the reference check (default: up to 16 on GPU, 1 on CPU)")
     p.add_argument("--out", type=Path, default=Path("xsep-bench"), help="results folder (default ./xsep-bench)")
     p.add_argument("--allocator", type=_csv(list(ALLOCATOR_SETTINGS)),
                    help="run in a fresh process per setting (comma-separated): 'default' (glibc's own: large "
@@ -171,7 +174,8 @@ def _add_fresh_memory(rows: list[dict], device: torch.device, repeats: int, cach
     for r in rows:
         w = work(r["op"], r["mode"], batch=r["batch"], in_channels=r["in_channels"], out_channels=r["out_channels"],
                  size=r["size"], kernel_size=r["kernel_size"], stride=r["stride"],
-                 depth_multiplier=r["depth_multiplier"], element_size=torch.empty((), dtype=DTYPES[r["dtype"]]).element_size())
+                 depth_multiplier=r["depth_multiplier"],
+                 element_size=torch.empty((), dtype=DTYPES[r["dtype"]]).element_size())
         nbytes = int(w.output_bytes)
         if nbytes not in cache:
             cache[nbytes] = fresh_memory(device, nbytes, repeats=repeats)
@@ -234,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
         for dtype in dtypes:
             for layout in args.layout:
                 s = layers.Settings(device=device, dtype=dtype, layout=layout, batch=batch,
-                                    verify_batch=args.verify_batch or (min(batch, 16) if on_gpu else 1), repeats=repeats,
+                                    verify_batch=args.verify_batch or (min(batch, 16) if on_gpu else 1),
+                                    repeats=repeats,
                                     warmup=5 if on_gpu else 1, statistic=statistic, ceilings=ceiling)
                 document["layers"] += layers.bench_layers(layer_list, args.ops, args.modes, backend_names, s, progress)
         progress.close()

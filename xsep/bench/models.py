@@ -41,7 +41,8 @@ def _loss(out, target: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(out, target)
 
 
-def _step_fn(model: nn.Module, mode: str, batch: torch.Tensor, target: torch.Tensor, amp_dtype) -> Callable[[int], None]:
+def _step_fn(model: nn.Module, mode: str, batch: torch.Tensor, target: torch.Tensor,
+             amp_dtype) -> Callable[[int], None]:
     device_type = batch.device.type
     if mode == "inference":
         model.eval()

@@ -110,7 +110,8 @@ def ceilings_lines(device: dict, allocator: dict | None = None) -> list[str]:
     fresh = device.get("fresh_memory")
     if fresh:
         faults = f", {fresh['page_faults']:.0f} page faults" if fresh.get("page_faults") is not None else ""
-        lines.append(f"fresh memory ({fresh['bytes'] / 2**20:.0f} MiB): allocate+fill {1e3 * fresh['fresh_seconds']:.2f} ms, "
+        lines.append(f"fresh memory ({fresh['bytes'] / 2**20:.0f} MiB): "
+                     f"allocate+fill {1e3 * fresh['fresh_seconds']:.2f} ms, "
                      f"fill mapped {1e3 * fresh['mapped_seconds']:.2f} ms: +{1e3 * fresh['cost_seconds']:.2f} ms per "
                      f"fresh output{faults}")
     if allocator:
@@ -257,7 +258,8 @@ def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
     for path, doc in documents:
         settings, device = doc["settings"], doc["device"]
         rel = path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path
-        lines += [f"**{device['name']}** ({device['type']}{', %d threads' % device['threads'] if device.get('threads') else ''}), "
+        threads = f", {device['threads']} threads" if device.get("threads") else ""
+        lines += [f"**{device['name']}** ({device['type']}{threads}), "
                   f"batch {settings['batch']}, {doc['date']}, baseline {settings['baseline']}; measured copy "
                   f"{device['copy_bytes_per_s'] / 1e9:.0f} GB/s, {device['matmul_dtype']} matmul "
                   f"{device['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s{_markdown_extras(doc)}. Data: `{rel}`.", ""]
@@ -274,7 +276,8 @@ def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
                         return "-"
                     fail = f" ({s['failed']} wrong)" if s["failed"] else ""
                     return f"{s['geomean_speedup']:.2f}x (network {s['network_speedup']:.2f}x){fail}"
-                lines.append(f"| {backend} | {dtype} | {layout} | {op} | {cell('forward')} | {cell('forward+backward')} |")
+                lines.append(f"| {backend} | {dtype} | {layout} | {op} | {cell('forward')} "
+                             f"| {cell('forward+backward')} |")
             lines.append("")
         if doc["models"]:
             lines += ["| model | mode | compiled | dtype | batch | images/s | speedup (baseline time / xsep time) |",

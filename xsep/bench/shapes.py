@@ -42,7 +42,8 @@ def separable_layers(model: nn.Module, image_size: int, in_chans: int = 3) -> li
 
     def record(module, args):
         (x,) = args[:1]
-        if x.shape[2] != x.shape[3] or module.kernel_size[0] != module.kernel_size[1] or module.stride[0] != module.stride[1]:
+        square = module.kernel_size[0] == module.kernel_size[1] and module.stride[0] == module.stride[1]
+        if x.shape[2] != x.shape[3] or not square:
             raise ValueError(f"{names[module]}: only square layers are described, got input {tuple(x.shape)}")
         found.append(SeparableLayer(names[module], int(x.shape[2]), module.in_channels, module.out_channels,
                                     module.kernel_size[0], module.stride[0], module.depth_multiplier))

@@ -20,8 +20,9 @@ def _outputs(op: str, mode: str, backend: str, layer: SeparableLayer, inputs: ca
     params = cases.leaves(op, inputs)
     y = cases.run(op, backend, layer, inputs)
     grads = torch.autograd.grad(y, params, inputs.grad_output)
-    names = ["grad_input"] + [f"grad_{n}" for n in {"depthwise": ["depthwise_weight"], "pointwise": ["pointwise_weight"],
-                                                    "separable": ["depthwise_weight", "pointwise_weight"]}[op]]
+    weights = {"depthwise": ["depthwise_weight"], "pointwise": ["pointwise_weight"],
+               "separable": ["depthwise_weight", "pointwise_weight"]}[op]
+    names = ["grad_input"] + [f"grad_{n}" for n in weights]
     return {"output": y.detach(), **dict(zip(names, grads))}
 
 

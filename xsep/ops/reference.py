@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from xsep.ops.schemas import MID_ACTIVATIONS
 
-
 # Each activation and its derivative, with PyTorch's choices at the kinks (relu, relu6: 0 at 0 and 6;
 # elu with alpha = 1: exp(x) at and below 0).
 _ACTIVATIONS = {

@@ -21,8 +21,20 @@ import triton
 import triton.language as tl
 
 from xsep.ops.checks import depthwise_output_shape
-from xsep.triton._common import (acc_dtype, aligned, alignment, channel_mask, depthwise_tile, empty, input_channel,
-                                 launch, new_like_format, pixel_offsets, splits, tuned)
+from xsep.triton._common import (
+    acc_dtype,
+    aligned,
+    alignment,
+    channel_mask,
+    depthwise_tile,
+    empty,
+    input_channel,
+    launch,
+    new_like_format,
+    pixel_offsets,
+    splits,
+    tuned,
+)
 
 _TILE_CONFIGS = [{"BLOCK_P": p, "BLOCK_C": c} for p, c in ((64, 64), (128, 32), (32, 128), (128, 64))]
 _WARPS = [(4, 2), (8, 2)]

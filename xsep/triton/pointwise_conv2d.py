@@ -15,8 +15,21 @@ import torch
 import triton
 import triton.language as tl
 
-from xsep.triton._common import (acc_dtype, aligned, alignment, channel_mask, dot_operand, dot_precision, dot_upcast,
-                                 empty, launch, new_like_format, pixel_offsets, splits, tuned)
+from xsep.triton._common import (
+    acc_dtype,
+    aligned,
+    alignment,
+    channel_mask,
+    dot_operand,
+    dot_precision,
+    dot_upcast,
+    empty,
+    launch,
+    new_like_format,
+    pixel_offsets,
+    splits,
+    tuned,
+)
 
 _GEMM_CONFIGS = [
     {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64},

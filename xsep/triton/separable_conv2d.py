@@ -30,9 +30,25 @@ import triton.language as tl
 
 from xsep.ops.checks import depthwise_output_shape
 from xsep.triton import depthwise_conv2d as dw
-from xsep.triton._common import (acc_dtype, aligned, alignment, channel_mask, depthwise_tile, dot_operand,
-                                 dot_precision, dot_upcast, empty, input_channel, launch, mid_act, mid_act_grad,
-                                 new_like_format, pixel_offsets, splits, tuned)
+from xsep.triton._common import (
+    acc_dtype,
+    aligned,
+    alignment,
+    channel_mask,
+    depthwise_tile,
+    dot_operand,
+    dot_precision,
+    dot_upcast,
+    empty,
+    input_channel,
+    launch,
+    mid_act,
+    mid_act_grad,
+    new_like_format,
+    pixel_offsets,
+    splits,
+    tuned,
+)
 
 _FWD_CONFIGS = [
     {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64},
