@@ -20,17 +20,17 @@ namespace xsep {
 // padding (top, bottom, left, right), dilation, input_activation "none" or "relu".
 DepthwiseGeometry check_depthwise_forward(const char* op, c10::DeviceType device, const at::Tensor& input,
                                           const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                                          at::IntArrayRef stride, at::IntArrayRef padding,
-                                          at::IntArrayRef dilation, std::string_view input_activation);
+                                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                          std::string_view input_activation);
 // Its backward ops: the same, no bias, and grad_output [N, C*M, Ho, Wo].
 DepthwiseGeometry check_depthwise_backward(const char* op, c10::DeviceType device, const at::Tensor& grad_output,
-                                           const at::Tensor& input, const at::Tensor& weight,
-                                           at::IntArrayRef stride, at::IntArrayRef padding,
-                                           at::IntArrayRef dilation, std::string_view input_activation);
+                                           const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+                                           at::IntArrayRef padding, at::IntArrayRef dilation,
+                                           std::string_view input_activation);
 
 // pointwise_conv2d: input [N, C, H, W], weight [O, C, 1, 1] (or [O, C]), optional bias [O].
-void check_pointwise_forward(const char* op, c10::DeviceType device, const at::Tensor& input,
-                             const at::Tensor& weight, const std::optional<at::Tensor>& bias);
+void check_pointwise_forward(const char* op, c10::DeviceType device, const at::Tensor& input, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias);
 // Its backward ops: the same, no bias, and grad_output [N, O, H, W].
 void check_pointwise_backward(const char* op, c10::DeviceType device, const at::Tensor& grad_output,
                               const at::Tensor& input, const at::Tensor& weight);
@@ -45,8 +45,8 @@ SeparableGeometry check_separable_forward(const char* op, c10::DeviceType device
 // Its backward op: the same, no bias, and grad_output [N, O, Ho, Wo].
 SeparableGeometry check_separable_backward(const char* op, c10::DeviceType device, const at::Tensor& grad_output,
                                            const at::Tensor& input, const at::Tensor& dw_weight,
-                                           const at::Tensor& pw_weight, at::IntArrayRef stride,
-                                           at::IntArrayRef padding, at::IntArrayRef dilation,
-                                           std::string_view input_activation, std::string_view mid_activation);
+                                           const at::Tensor& pw_weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                           at::IntArrayRef dilation, std::string_view input_activation,
+                                           std::string_view mid_activation);
 
 }  // namespace xsep

@@ -29,9 +29,7 @@ at::Tensor from_tap_major(const at::Tensor& taps, const at::Tensor& like) {
   return taps.t().reshape(like.sizes()).to(like.scalar_type()).contiguous();
 }
 
-at::Tensor to_matrix(const at::Tensor& weight) {
-  return weight.reshape({weight.size(0), weight.size(1)}).contiguous();
-}
+at::Tensor to_matrix(const at::Tensor& weight) { return weight.reshape({weight.size(0), weight.size(1)}).contiguous(); }
 
 at::Tensor from_matrix(const at::Tensor& grad, const at::Tensor& weight) {
   return grad.to(weight.scalar_type()).reshape(weight.sizes()).contiguous();

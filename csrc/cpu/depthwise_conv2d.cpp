@@ -12,8 +12,8 @@
 
 #include "common/conv_args.h"
 #include "common/layout.h"
-#include "cpu/host.h"
 #include "cpu/depthwise_kernels.h"
+#include "cpu/host.h"
 
 // ATen's OpenMP backend implements at::parallel_for inline, in this file: without -fopenmp every
 // op here would run on one thread.
@@ -25,12 +25,11 @@ namespace xsep::cpu {
 namespace {
 
 at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
-                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                at::IntArrayRef padding, at::IntArrayRef dilation,
-                                std::string_view input_activation) {
+                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                                at::IntArrayRef dilation, std::string_view input_activation) {
   constexpr const char* op = "xsep.depthwise_conv2d";
-  const DepthwiseGeometry g = check_depthwise_forward(op, at::kCPU, input, weight, bias, stride, padding,
-                                                      dilation, input_activation);
+  const DepthwiseGeometry g =
+      check_depthwise_forward(op, at::kCPU, input, weight, bias, stride, padding, dilation, input_activation);
   at::Tensor out = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
   if (out.numel() > 0) {
     const at::Tensor x = nhwc(input);
@@ -44,21 +43,19 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
       const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
       scalar_t* yp = out.mutable_data_ptr<scalar_t>();
       const int64_t pixels = g.N * g.Ho * g.Wo;
-      at::parallel_for(0, pixels, grain(g.OC * g.kh * g.kw), [&](int64_t p0, int64_t p1) {
-        k.forward(g, xp, wp, bp, yp + p0 * g.OC, p0, p1);
-      });
+      at::parallel_for(0, pixels, grain(g.OC * g.kh * g.kw),
+                       [&](int64_t p0, int64_t p1) { k.forward(g, xp, wp, bp, yp + p0 * g.OC, p0, p1); });
     });
   }
   return in_format_of(out, input);
 }
 
 at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const at::Tensor& input,
-                                           const at::Tensor& weight, at::IntArrayRef stride,
-                                           at::IntArrayRef padding, at::IntArrayRef dilation,
-                                           std::string_view input_activation) {
+                                           const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                           at::IntArrayRef dilation, std::string_view input_activation) {
   constexpr const char* op = "xsep.depthwise_conv2d_grad_input";
-  const DepthwiseGeometry g = check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding,
-                                                       dilation, input_activation);
+  const DepthwiseGeometry g =
+      check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding, dilation, input_activation);
   at::Tensor gi = empty_nhwc({g.N, g.C, g.H, g.W}, input);
   if (gi.numel() > 0) {
     const at::Tensor go = nhwc(grad_output);
@@ -72,9 +69,8 @@ at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
       const scalar_t* xp = x.defined() ? x.const_data_ptr<scalar_t>() : nullptr;
       const acc_t* wp = w.const_data_ptr<acc_t>();
       scalar_t* gip = gi.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, g.N * g.H, grain(g.W * g.OC * g.kh * g.kw), [&](int64_t r0, int64_t r1) {
-        k.grad_input(g, gop, wp, xp, gip, r0, r1);
-      });
+      at::parallel_for(0, g.N * g.H, grain(g.W * g.OC * g.kh * g.kw),
+                       [&](int64_t r0, int64_t r1) { k.grad_input(g, gop, wp, xp, gip, r0, r1); });
     });
   }
   return in_format_of(gi, input);
@@ -82,12 +78,11 @@ at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
 
 // Deterministic (see depthwise_grad_weight_taps).
 at::Tensor depthwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const at::Tensor& input,
-                                            const at::Tensor& weight, at::IntArrayRef stride,
-                                            at::IntArrayRef padding, at::IntArrayRef dilation,
-                                            std::string_view input_activation) {
+                                            const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                            at::IntArrayRef dilation, std::string_view input_activation) {
   constexpr const char* op = "xsep.depthwise_conv2d_grad_weight";
-  const DepthwiseGeometry g = check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding,
-                                                       dilation, input_activation);
+  const DepthwiseGeometry g =
+      check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding, dilation, input_activation);
   const at::Tensor go = nhwc(grad_output);
   const at::Tensor x = nhwc(input);
   at::Tensor taps;

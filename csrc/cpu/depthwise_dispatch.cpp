@@ -5,8 +5,8 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "cpu/isa_tables.h"
 #include "cpu/depthwise_kernels.h"
+#include "cpu/isa_tables.h"
 
 namespace xsep::cpu {
 namespace {
@@ -30,8 +30,7 @@ bool cpu_supports(Isa isa) {
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     case Isa::avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     case Isa::baseline: break;
   }
 #endif

@@ -21,23 +21,20 @@ struct DepthwiseKernels {
   using acc_t = Acc<T>;
 
   // out[p - p0][oc] = sum_taps act_in(x) * w (+ bias[oc] when bias != nullptr), p in [p0, p1).
-  void (*forward)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, T* out,
-                  int64_t p0, int64_t p1);
+  void (*forward)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, T* out, int64_t p0,
+                  int64_t p1);
   // Same, no bias, written in acc_t: the fused kernel's tile buffer.
-  void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, acc_t* out, int64_t p0,
-                      int64_t p1);
+  void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, acc_t* out, int64_t p0, int64_t p1);
 
   // gi[n, h, :, :] for input rows r in [r0, r1) (overwrites); x is read only when relu_input
   // (gradient masked where x <= 0). go is [N, Ho, Wo, OC] of type T or acc_t.
-  void (*grad_input)(const DepthwiseGeometry&, const T* go, const acc_t* w, const T* x, T* gi, int64_t r0,
-                     int64_t r1);
-  void (*grad_input_acc)(const DepthwiseGeometry&, const acc_t* go, const acc_t* w, const T* x, T* gi,
-                         int64_t r0, int64_t r1);
+  void (*grad_input)(const DepthwiseGeometry&, const T* go, const acc_t* w, const T* x, T* gi, int64_t r0, int64_t r1);
+  void (*grad_input_acc)(const DepthwiseGeometry&, const acc_t* go, const acc_t* w, const T* x, T* gi, int64_t r0,
+                         int64_t r1);
 
   // gw[(i * kw + j) * OC + oc] += sum over output rows r in [r0, r1) of go * act_in(x).
   void (*grad_weight)(const DepthwiseGeometry&, const T* go, const T* x, acc_t* gw, int64_t r0, int64_t r1);
-  void (*grad_weight_acc)(const DepthwiseGeometry&, const acc_t* go, const T* x, acc_t* gw, int64_t r0,
-                          int64_t r1);
+  void (*grad_weight_acc)(const DepthwiseGeometry&, const acc_t* go, const T* x, acc_t* gw, int64_t r0, int64_t r1);
 
   // Elementwise helpers on contiguous runs of n values.
   void (*to_acc)(const T* src, acc_t* dst, int64_t n);

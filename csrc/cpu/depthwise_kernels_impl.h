@@ -22,10 +22,10 @@ namespace XSEP_ISA_NS {
 #define XSEP_INLINE inline __attribute__((always_inline))
 
 using i64 = int64_t;
-using ::xsep::Activation;
-using ::xsep::cpu::DepthwiseKernels;
-using ::xsep::DepthwiseGeometry;
 using ::xsep::Acc;
+using ::xsep::Activation;
+using ::xsep::DepthwiseGeometry;
+using ::xsep::cpu::DepthwiseKernels;
 
 // ---------------------------------------------------------------------------------------------
 // Vectors and conversions
@@ -155,7 +155,9 @@ XSEP_INLINE void st(S* p, V v, int n) {
 
 // max(v, 0), keeping NaN.
 template <typename V>
-XSEP_INLINE V relu(V v) { return v < V{} ? V{} : v; }
+XSEP_INLINE V relu(V v) {
+  return v < V{} ? V{} : v;
+}
 
 XSEP_INLINE float expm1_(float v) { return __builtin_expm1f(v); }
 XSEP_INLINE double expm1_(double v) { return __builtin_expm1(v); }
@@ -241,9 +243,7 @@ XSEP_INLINE void expand(T* dst, const T* src, i64 o0, i64 M, i64 n) {
 // Tap geometry
 
 // Taps first, first + step, ..., count of them.
-struct Taps {
-  i64 first, count, step;
-};
+struct Taps { i64 first, count, step; };
 
 // Forward direction: the taps t < k whose input coordinate base + t * d lies in [0, n).
 XSEP_INLINE Taps fwd_taps(i64 base, i64 k, i64 d, i64 n) {
@@ -274,8 +274,7 @@ struct Walk {
 
 // acc[p][v] += act(src[p * src_ps + tap offset + v * L]) * w[tap offset + v * L] over the walk.
 template <int P, int NV, bool Partial, bool Relu, typename S, typename A>
-XSEP_INLINE void accumulate(Vec<A> (&acc)[P][NV], const S* src, i64 src_ps, const A* w,
-                            const Walk& k, int n) {
+XSEP_INLINE void accumulate(Vec<A> (&acc)[P][NV], const S* src, i64 src_ps, const A* w, const Walk& k, int n) {
   constexpr int L = kLanes<A>;
   for (i64 a = 0; a < k.ni; ++a) {
     for (i64 b = 0; b < k.nj; ++b) {
@@ -302,8 +301,7 @@ XSEP_INLINE void accumulate(Vec<A> (&acc)[P][NV], const S* src, i64 src_ps, cons
 
 // P output pixels (out_ps apart) x NV vectors of channels: bias + sum over the walk.
 template <int P, int NV, bool Partial, bool Relu, typename S, typename O, typename A>
-inline void fwd_tile(const S* src, i64 src_ps, const A* w, const Walk& k, const A* bias, O* out,
-                     i64 out_ps, int n) {
+inline void fwd_tile(const S* src, i64 src_ps, const A* w, const Walk& k, const A* bias, O* out, i64 out_ps, int n) {
   constexpr int L = kLanes<A>;
   Vec<A> acc[P][NV];
 #pragma GCC unroll 8
@@ -328,15 +326,13 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
   const i64 C = s.C;
   // Output columns whose taps all lie inside the input.
   const i64 in_lo = clamp_((s.pad_left + s.sw - 1) / s.sw, 0, s.Wo);
-  const i64 in_hi =
-      clamp_(floor_div(s.W - 1 + s.pad_left - (s.kw - 1) * s.dil_w, s.sw) + 1, in_lo, s.Wo);
+  const i64 in_hi = clamp_(floor_div(s.W - 1 + s.pad_left - (s.kw - 1) * s.dil_w, s.sw) + 1, in_lo, s.Wo);
   for (i64 p = p0; p < p1;) {
     const i64 r = p / s.Wo, wo0 = p % s.Wo, wo1 = min_(s.Wo, wo0 + (p1 - p));
     const i64 n = r / s.Ho, ho = r % s.Ho;
     const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
     // The input row of the first valid tap row.
-    const T* xr = x + (n * s.H + (ti.count ? ho * s.sh - s.pad_top + ti.first * s.dil_h : 0)) *
-                          s.W * C;
+    const T* xr = x + (n * s.H + (ti.count ? ho * s.sh - s.pad_top + ti.first * s.dil_h : 0)) * s.W * C;
     O* o = out + (p - p0) * C;  // output pixel wo0
     auto border = [&](i64 wo) {
       const Taps tj = fwd_taps(wo * s.sw - s.pad_left, s.kw, s.dil_w, s.W);
@@ -346,8 +342,7 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
       for_channel_blocks<A, kNVWide>(C, [&](auto blk, i64 c0, int nc) {
         constexpr int NV = decltype(blk)::NV;
         constexpr bool Pa = decltype(blk)::partial;
-        fwd_tile<1, NV, Pa, Relu>(src + c0, 0, wt + c0, k, bias ? bias + c0 : nullptr,
-                                  o + (wo - wo0) * C + c0, 0, nc);
+        fwd_tile<1, NV, Pa, Relu>(src + c0, 0, wt + c0, k, bias ? bias + c0 : nullptr, o + (wo - wo0) * C + c0, 0, nc);
       });
     };
     const i64 lo = clamp_(in_lo, wo0, wo1), hi = clamp_(in_hi, lo, wo1);
@@ -367,12 +362,10 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
             const T* nx = src + ((q + kP) * s.sw + (s.kw - 1) * s.dil_w) * C + c0;
             for (i64 a = 0; a < ti.count; ++a)
               for (i64 pp = 0; pp < kP * s.sw; ++pp) __builtin_prefetch(nx + a * k.src_di + pp * C);
-            for (int pp = 0; pp < kP; ++pp)
-              __builtin_prefetch(o + (lo - wo0 + q + kP + pp) * C + c0, 1);
+            for (int pp = 0; pp < kP; ++pp) __builtin_prefetch(o + (lo - wo0 + q + kP + pp) * C + c0, 1);
           }
-          fwd_tile<P, NV, Pa, Relu>(src + q * s.sw * C + c0, s.sw * C, wt + c0, k,
-                                    bias ? bias + c0 : nullptr, o + (lo - wo0 + q) * C + c0, C,
-                                    nc);
+          fwd_tile<P, NV, Pa, Relu>(src + q * s.sw * C + c0, s.sw * C, wt + c0, k, bias ? bias + c0 : nullptr,
+                                    o + (lo - wo0 + q) * C + c0, C, nc);
         });
       });
     }
@@ -384,8 +377,7 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
 // M > 1: one output pixel at a time, output channels in chunks; the input channels are first
 // repeated M times so that the multiply-adds run on contiguous vectors.
 template <bool Relu, typename T, typename O, typename A>
-void forward_general(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0,
-                     i64 p1) {
+void forward_general(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
   const i64 OC = s.OC;
   A acc[kChunk];
   T xe[kChunk];
@@ -410,8 +402,7 @@ void forward_general(const DepthwiseGeometry& s, const T* x, const A* w, const A
 }
 
 template <typename T, typename O, typename A>
-void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0,
-                 i64 p1) {
+void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
   if (s.M == 1) {
     if (s.relu_input) forward_m1<true>(s, x, w, bias, out, p0, p1);
     else forward_m1<false>(s, x, w, bias, out, p0, p1);
@@ -422,8 +413,7 @@ void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bi
 }
 
 template <typename T>
-void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 p0,
-             i64 p1) {
+void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 p0, i64 p1) {
   forward_any(s, x, w, bias, out, p0, p1);
 }
 
@@ -438,8 +428,7 @@ void forward_acc(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, Acc<T>
 // P input pixels (gi_ps apart) x NV vectors of channels: sum over the walk of go * w, zeroed
 // where x <= 0 unless x is null.
 template <int P, int NV, bool Partial, typename S, typename T, typename A>
-inline void gi_tile(const S* go, i64 go_ps, const A* w, const Walk& k, const T* x, T* gi,
-                    i64 gi_ps, int n) {
+inline void gi_tile(const S* go, i64 go_ps, const A* w, const Walk& k, const T* x, T* gi, i64 gi_ps, int n) {
   constexpr int L = kLanes<A>;
   Vec<A> acc[P][NV] = {};
   accumulate<P, NV, Partial, false>(acc, go, go_ps, w, k, n);
@@ -487,8 +476,7 @@ void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T*
       return Cols{tj, gor + wo * C};
     };
     auto walk = [&](const Taps& tj) {
-      return Walk{ti.count, tj.count, go_di, -(tj.step * s.dil_w / s.sw) * C, ti.step * s.kw * C,
-                  tj.step * C};
+      return Walk{ti.count, tj.count, go_di, -(tj.step * s.dil_w / s.sw) * C, ti.step * s.kw * C, tj.step * C};
     };
     auto first_tap = [&](const Taps& tj) { return ti.first * s.kw + tj.first; };
     auto border = [&](i64 col) {
@@ -498,8 +486,7 @@ void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T*
       for_channel_blocks<A, kNVWide>(C, [&](auto blk, i64 c0, int nc) {
         constexpr int NV = decltype(blk)::NV;
         constexpr bool Pa = decltype(blk)::partial;
-        gi_tile<1, NV, Pa>(t.src + c0, 0, wt + c0, k, xr ? xr + col * C + c0 : nullptr,
-                           gr + col * C + c0, 0, nc);
+        gi_tile<1, NV, Pa>(t.src + c0, 0, wt + c0, k, xr ? xr + col * C + c0 : nullptr, gr + col * C + c0, 0, nc);
       });
     };
     for (i64 col = 0; col < in_lo; ++col) border(col);
@@ -520,15 +507,13 @@ void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T*
           if constexpr (P == kP) {
             // The next tile's new output-gradient columns (the highest it reads), and its pixels.
             for (i64 a = 0; a < ti.count; ++a)
-              for (int pp = 0; pp < kP; ++pp)
-                __builtin_prefetch(t.src + a * go_di + (q + kP + pp) * C + c0);
+              for (int pp = 0; pp < kP; ++pp) __builtin_prefetch(t.src + a * go_di + (q + kP + pp) * C + c0);
             for (int pp = 0; pp < kP; ++pp) {
               __builtin_prefetch(gr + off + (kP + pp) * gi_ps + c0, 1);
               if (xr) __builtin_prefetch(xr + off + (kP + pp) * gi_ps + c0);
             }
           }
-          gi_tile<P, NV, Pa>(t.src + q * C + c0, C, wt + c0, k, xr ? xr + off + c0 : nullptr,
-                             gr + off + c0, gi_ps, nc);
+          gi_tile<P, NV, Pa>(t.src + q * C + c0, C, wt + c0, k, xr ? xr + off + c0 : nullptr, gr + off + c0, gi_ps, nc);
         });
       });
     }
@@ -539,8 +524,7 @@ void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T*
 // M > 1: one input pixel at a time. Per chunk of input channels, the products go * w are summed
 // over the taps for each output channel, then over the M output channels of each input channel.
 template <bool Mask, typename S, typename T, typename A>
-void grad_input_general(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 r0,
-                        i64 r1) {
+void grad_input_general(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 r0, i64 r1) {
   const i64 C = s.C, M = s.M, OC = s.OC;
   const i64 c_chunk = M >= kChunk ? 1 : kChunk / M;
   A acc[kChunk], gacc[kChunk];
@@ -560,8 +544,7 @@ void grad_input_general(const DepthwiseGeometry& s, const S* go, const A* w, con
             const i64 i = ti.first + a * ti.step, ho = (h + s.pad_top - i * s.dil_h) / s.sh;
             for (i64 b = 0; b < tj.count; ++b) {
               const i64 j = tj.first + b * tj.step, wo = (col + s.pad_left - j * s.dil_w) / s.sw;
-              fma_n<false>(acc, go + ((n * s.Ho + ho) * s.Wo + wo) * OC + o0,
-                           w + (i * s.kw + j) * OC + o0, nb);
+              fma_n<false>(acc, go + ((n * s.Ho + ho) * s.Wo + wo) * OC + o0, w + (i * s.kw + j) * OC + o0, nb);
             }
           }
           i64 c = o0 / M - c0, m = o0 % M;
@@ -580,8 +563,7 @@ void grad_input_general(const DepthwiseGeometry& s, const S* go, const A* w, con
 }
 
 template <typename S, typename T>
-void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 r0,
-                i64 r1) {
+void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 r0, i64 r1) {
   if (s.M == 1) {
     grad_input_m1(s, go, w, x, gi, r0, r1);
   } else {
@@ -596,8 +578,7 @@ void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const 
 // For J consecutive tap columns and NV vectors of channels:
 // gw[j * gw_dj + c] += sum_{p < npix} go[p * go_ps + c] * act(x[p * x_ps + j * x_dj + c]).
 template <int J, int NV, bool Partial, bool Relu, typename S, typename T, typename A>
-inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 npix, A* gw,
-                    i64 gw_dj, int n) {
+inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 npix, A* gw, i64 gw_dj, int n) {
   constexpr int L = kLanes<A>;
   Vec<A> acc[J][NV] = {};
   for (i64 p = 0; p < npix; ++p) {
@@ -630,8 +611,7 @@ inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 
 // One tap row, nj tap columns (x_dj apart in x, C apart in gw), npix pixels, all C channels;
 // columns go three at a time.
 template <bool Relu, typename S, typename T, typename A>
-void gw_columns(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 nj, i64 npix, A* gw,
-                i64 C) {
+void gw_columns(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 nj, i64 npix, A* gw, i64 C) {
   for_channel_blocks<A, kNV>(C, [&](auto blk, i64 c0, int nc) {
     constexpr int NV = decltype(blk)::NV;
     constexpr bool Pa = decltype(blk)::partial;
@@ -652,8 +632,7 @@ template <bool Relu, typename S, typename T, typename A>
 void grad_weight_m1(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 r0, i64 r1) {
   const i64 C = s.C;
   const i64 in_lo = clamp_((s.pad_left + s.sw - 1) / s.sw, 0, s.Wo);
-  const i64 in_hi =
-      clamp_(floor_div(s.W - 1 + s.pad_left - (s.kw - 1) * s.dil_w, s.sw) + 1, in_lo, s.Wo);
+  const i64 in_hi = clamp_(floor_div(s.W - 1 + s.pad_left - (s.kw - 1) * s.dil_w, s.sw) + 1, in_lo, s.Wo);
   for (i64 r = r0; r < r1; ++r) {
     const i64 n = r / s.Ho, ho = r % s.Ho;
     const S* gor = go + r * s.Wo * C;
@@ -664,13 +643,13 @@ void grad_weight_m1(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, 
       auto border = [&](i64 wo) {
         const Taps tj = fwd_taps(wo * s.sw - s.pad_left, s.kw, s.dil_w, s.W);
         if (tj.count == 0) return;
-        gw_columns<Relu>(gor + wo * C, 0, xr + (wo * s.sw - s.pad_left + tj.first * s.dil_w) * C,
-                         0, s.dil_w * C, tj.count, 1, gwr + tj.first * C, C);
+        gw_columns<Relu>(gor + wo * C, 0, xr + (wo * s.sw - s.pad_left + tj.first * s.dil_w) * C, 0, s.dil_w * C,
+                         tj.count, 1, gwr + tj.first * C, C);
       };
       for (i64 wo = 0; wo < in_lo; ++wo) border(wo);
       if (in_lo < in_hi)
-        gw_columns<Relu>(gor + in_lo * C, C, xr + (in_lo * s.sw - s.pad_left) * C, s.sw * C,
-                         s.dil_w * C, s.kw, in_hi - in_lo, gwr, C);
+        gw_columns<Relu>(gor + in_lo * C, C, xr + (in_lo * s.sw - s.pad_left) * C, s.sw * C, s.dil_w * C, s.kw,
+                         in_hi - in_lo, gwr, C);
       for (i64 wo = in_hi; wo < s.Wo; ++wo) border(wo);
     }
   }
@@ -757,8 +736,7 @@ template <typename A>
 void activation_grad(Activation act, const A* pre, A* grad, i64 n) {
   using V = Vec<A>;
   switch (act) {
-    case Activation::none:
-      break;
+    case Activation::none: break;
     case Activation::relu:
       for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
         constexpr bool P = decltype(partial)::value;

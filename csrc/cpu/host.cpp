@@ -5,12 +5,9 @@
 
 namespace xsep::cpu {
 
-std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGeometry& shape,
-                                                               const at::Tensor& input,
-                                                               const at::Tensor& x,
-                                                               const at::Tensor& grad_out_acc,
-                                                               const at::Tensor& weight,
-                                                               const at::Tensor& w_taps) {
+std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGeometry& shape, const at::Tensor& input,
+                                                               const at::Tensor& x, const at::Tensor& grad_out_acc,
+                                                               const at::Tensor& weight, const at::Tensor& w_taps) {
   auto grad_input = empty_nhwc(input.sizes(), input);
   at::Tensor grad_taps;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "depthwise_backward_from_acc", [&] {
@@ -21,9 +18,8 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGe
     const acc_t* w = w_taps.const_data_ptr<acc_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
     if (grad_input.numel() > 0) {
-      at::parallel_for(0, shape.N * shape.H, grain(shape.W * shape.OC * shape.kh * shape.kw), [&](int64_t r0, int64_t r1) {
-        k.grad_input_acc(shape, go, w, x_ptr, gi, r0, r1);
-      });
+      at::parallel_for(0, shape.N * shape.H, grain(shape.W * shape.OC * shape.kh * shape.kw),
+                       [&](int64_t r0, int64_t r1) { k.grad_input_acc(shape, go, w, x_ptr, gi, r0, r1); });
     }
     grad_taps = depthwise_grad_weight_taps<scalar_t, acc_t>(shape, go, x_ptr);
   });

@@ -67,11 +67,8 @@ at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, 
 // Depthwise backward given the gradient of its output as an accumulation-dtype NHWC buffer
 // [N*Ho*Wo, C*M] (the fused backward's intermediate): (grad_input in input's dtype and memory
 // format, grad_weight [C*M, 1, kh, kw]). `x` is input made channels-last; `w_taps` = tap_major(weight).
-std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGeometry& shape,
-                                                               const at::Tensor& input,
-                                                               const at::Tensor& x,
-                                                               const at::Tensor& grad_out_acc,
-                                                               const at::Tensor& weight,
-                                                               const at::Tensor& w_taps);
+std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGeometry& shape, const at::Tensor& input,
+                                                               const at::Tensor& x, const at::Tensor& grad_out_acc,
+                                                               const at::Tensor& weight, const at::Tensor& w_taps);
 
 }  // namespace xsep::cpu

@@ -28,14 +28,14 @@ template <typename T> DepthwiseKernels<T> make_table();
 }  // namespace xsep::cpu
 
 // Defines ISA::make_table<T>() for the four dtypes from the kernels just compiled into ISA::impl.
-#define XSEP_DEFINE_KERNEL_TABLES(ISA)                                            \
-  namespace xsep::cpu::ISA {                                                      \
-  template <typename T>                                                           \
-  DepthwiseKernels<T> make_table() {                                              \
-    return impl::make_table<T>();                                                 \
-  }                                                                               \
-  template DepthwiseKernels<float> make_table<float>();                           \
-  template DepthwiseKernels<double> make_table<double>();                         \
-  template DepthwiseKernels<c10::BFloat16> make_table<c10::BFloat16>();           \
-  template DepthwiseKernels<c10::Half> make_table<c10::Half>();                   \
+#define XSEP_DEFINE_KERNEL_TABLES(ISA)                                  \
+  namespace xsep::cpu::ISA {                                            \
+  template <typename T>                                                 \
+  DepthwiseKernels<T> make_table() {                                    \
+    return impl::make_table<T>();                                       \
+  }                                                                     \
+  template DepthwiseKernels<float> make_table<float>();                 \
+  template DepthwiseKernels<double> make_table<double>();               \
+  template DepthwiseKernels<c10::BFloat16> make_table<c10::BFloat16>(); \
+  template DepthwiseKernels<c10::Half> make_table<c10::Half>();         \
   }

@@ -26,9 +26,7 @@ at::Tensor from_pixels(const at::Tensor& rows, const at::Tensor& like, int64_t c
   return in_format_of(out.to(like.scalar_type()), like);
 }
 
-at::Tensor weight_2d(const at::Tensor& weight) {
-  return to_matrix(weight).to(acc_dtype(weight.scalar_type()));
-}
+at::Tensor weight_2d(const at::Tensor& weight) { return to_matrix(weight).to(acc_dtype(weight.scalar_type())); }
 
 at::Tensor pointwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias) {

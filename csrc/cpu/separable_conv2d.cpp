@@ -26,8 +26,8 @@
 
 #include "common/conv_args.h"
 #include "common/layout.h"
-#include "cpu/host.h"
 #include "cpu/depthwise_kernels.h"
+#include "cpu/host.h"
 
 namespace xsep::cpu {
 namespace {
@@ -43,13 +43,13 @@ int64_t tile_pixels(int64_t mid_channels, int64_t pixels) {
   return std::max<int64_t>(1, (pixels + tiles - 1) / tiles);
 }
 
-at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight,
-                                const at::Tensor& pw_weight, const std::optional<at::Tensor>& bias,
-                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                                std::string_view input_activation, std::string_view mid_activation) {
+at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
+                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                                at::IntArrayRef dilation, std::string_view input_activation,
+                                std::string_view mid_activation) {
   const SeparableGeometry sg =
-      check_separable_forward("xsep.separable_conv2d", at::kCPU, input, dw_weight, pw_weight, bias, stride,
-                              padding, dilation, input_activation, mid_activation);
+      check_separable_forward("xsep.separable_conv2d", at::kCPU, input, dw_weight, pw_weight, bias, stride, padding,
+                              dilation, input_activation, mid_activation);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const DepthwiseGeometry& g = sg.dw;
@@ -93,9 +93,8 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
       }
       if constexpr (!out_is_acc) {
         const acc_t* y_ptr = y.const_data_ptr<acc_t>();
-        at::parallel_for(0, n * O, 16384, [&](int64_t i0, int64_t i1) {
-          k.from_acc(y_ptr + i0, out_ptr + p0 * O + i0, i1 - i0);
-        });
+        at::parallel_for(0, n * O, 16384,
+                         [&](int64_t i0, int64_t i1) { k.from_acc(y_ptr + i0, out_ptr + p0 * O + i0, i1 - i0); });
       }
     }
   });
@@ -103,9 +102,9 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight,
-    const at::Tensor& pw_weight, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-    std::string_view input_activation, std::string_view mid_activation) {
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, std::string_view input_activation,
+    std::string_view mid_activation) {
   const SeparableGeometry sg =
       check_separable_backward("xsep.separable_conv2d_backward", at::kCPU, grad_output, input, dw_weight, pw_weight,
                                stride, padding, dilation, input_activation, mid_activation);

@@ -10,8 +10,7 @@ Dtype dtype_of(const at::Tensor& t) { return dtype_of(t.scalar_type()); }
 
 int64_t smem_per_block_optin() {
   int bytes = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin,
-                                        c10::cuda::current_device()));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, c10::cuda::current_device()));
   return bytes;
 }
 

@@ -20,38 +20,36 @@ namespace xsep::cuda {
 namespace {
 
 at::Tensor depthwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
-                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                 at::IntArrayRef padding, at::IntArrayRef dilation,
-                                 std::string_view input_activation) {
-  const DepthwiseGeometry g = check_depthwise_forward("xsep.depthwise_conv2d", at::kCUDA, input, weight, bias,
-                                                      stride, padding, dilation, input_activation);
+                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, std::string_view input_activation) {
+  const DepthwiseGeometry g = check_depthwise_forward("xsep.depthwise_conv2d", at::kCUDA, input, weight, bias, stride,
+                                                      padding, dilation, input_activation);
   const c10::cuda::CUDAGuard guard(input.device());
   // NCHW inputs run the NCHW kernel; everything else (channels_last, odd strides) runs on a
   // channels-last copy.
   const bool nchw = input.suggest_memory_format() == at::MemoryFormat::Contiguous;
-  at::Tensor out = nchw ? at::empty({g.N, g.OC, g.Ho, g.Wo}, input.options())
-                        : empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
+  at::Tensor out =
+      nchw ? at::empty({g.N, g.OC, g.Ho, g.Wo}, input.options()) : empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
   if (out.numel() > 0) {
     const at::Tensor w = tap_major(weight);
     const at::Tensor b = acc_bias(bias);
     const void* bp = b.defined() ? b.const_data_ptr() : nullptr;
     if (nchw) {
       const at::Tensor x = input.contiguous();
-      depthwise_forward_nchw(g, dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
-                             out.mutable_data_ptr(), current_stream());
+      depthwise_forward_nchw(g, dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp, out.mutable_data_ptr(),
+                             current_stream());
     } else {
       const at::Tensor x = nhwc(input);
-      depthwise_forward_nhwc(g, dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp,
-                             out.mutable_data_ptr(), current_stream());
+      depthwise_forward_nhwc(g, dtype_of(input), x.const_data_ptr(), w.const_data_ptr(), bp, out.mutable_data_ptr(),
+                             current_stream());
     }
   }
   return in_format_of(out, input);
 }
 
 at::Tensor depthwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                            const at::Tensor& weight, at::IntArrayRef stride,
-                                            at::IntArrayRef padding, at::IntArrayRef dilation,
-                                            std::string_view input_activation) {
+                                            const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                            at::IntArrayRef dilation, std::string_view input_activation) {
   const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_input", at::kCUDA, grad_output,
                                                        input, weight, stride, padding, dilation, input_activation);
   const c10::cuda::CUDAGuard guard(input.device());
@@ -73,17 +71,15 @@ at::Tensor depthwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const
     const at::Tensor go = nhwc(grad_output);
     const at::Tensor x = g.relu_input ? nhwc(input) : at::Tensor();  // only for the relu mask
     depthwise_grad_input_nhwc(g, dtype_of(input), go.const_data_ptr(), w.const_data_ptr(),
-                              x.defined() ? x.const_data_ptr() : nullptr, gi.mutable_data_ptr(),
-                              current_stream());
+                              x.defined() ? x.const_data_ptr() : nullptr, gi.mutable_data_ptr(), current_stream());
   }
   return in_format_of(gi, input);
 }
 
 // Deterministic: fixed chunks, partial sums, an ordered second pass (see depthwise_conv2d_kernels.h).
 at::Tensor depthwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                             const at::Tensor& weight, at::IntArrayRef stride,
-                                             at::IntArrayRef padding, at::IntArrayRef dilation,
-                                             std::string_view input_activation) {
+                                             const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                             at::IntArrayRef dilation, std::string_view input_activation) {
   const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_weight", at::kCUDA, grad_output,
                                                        input, weight, stride, padding, dilation, input_activation);
   const c10::cuda::CUDAGuard guard(input.device());
@@ -95,8 +91,8 @@ at::Tensor depthwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, cons
     const at::Tensor go = nhwc(grad_output);
     const at::Tensor x = nhwc(input);
     at::Tensor partials = at::empty({depthwise_grad_weight_chunks(g), g.kh * g.kw, g.OC}, acc);
-    depthwise_grad_weight_nhwc(g, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(),
-                               partials.mutable_data_ptr(), taps.mutable_data_ptr(), current_stream());
+    depthwise_grad_weight_nhwc(g, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(), partials.mutable_data_ptr(),
+                               taps.mutable_data_ptr(), current_stream());
   }
   return from_tap_major(taps, weight);
 }

@@ -55,9 +55,7 @@ __device__ __forceinline__ void start_with_bias(A (&acc)[TW][VEC], const A* bias
 __device__ __forceinline__ int64_t global_thread() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
-__device__ __forceinline__ int64_t thread_stride() {
-  return static_cast<int64_t>(gridDim.x) * blockDim.x;
-}
+__device__ __forceinline__ int64_t thread_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 int blocks_for(int64_t work) {
   const int64_t b = (work + kThreads - 1) / kThreads;
@@ -69,8 +67,8 @@ int blocks_for(int64_t work) {
 // VEC > 1 needs M == 1 (then output channel == input channel); VEC == 1 handles any M.
 template <typename T, int VEC, int K>
 __global__ void __launch_bounds__(kThreads)
-forward_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
-               const Acc<T>* __restrict__ bias, T* __restrict__ y) {
+    forward_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
+                   const Acc<T>* __restrict__ bias, T* __restrict__ y) {
   using A = Acc<T>;
   const int64_t cvecs = p.OC / VEC, wtiles = (p.Wo + TW - 1) / TW;
   const int64_t total = p.N * p.Ho * wtiles * cvecs;
@@ -152,9 +150,8 @@ static_assert(TILE_H * (TILE_W / TW) * TILE_CV == kThreads, "one thread per TW o
 
 template <typename T, int VEC, int K, bool TRANSPOSED>
 __global__ void __launch_bounds__(kThreads)
-forward_tiled_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
-                     const Acc<T>* __restrict__ bias, const T* __restrict__ mask,
-                     T* __restrict__ y) {
+    forward_tiled_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
+                         const Acc<T>* __restrict__ bias, const T* __restrict__ mask, T* __restrict__ y) {
   using A = Acc<T>;
   constexpr int IH = TILE_H + K - 1, IW = TILE_W + K - 1;
   __shared__ Vec<T, VEC> tile[IH][IW][TILE_CV];
@@ -231,9 +228,8 @@ forward_tiled_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const A
 // NCHW input gradient at unit stride).
 template <typename T, int K, bool TRANSPOSED>
 __global__ void __launch_bounds__(kThreads)
-forward_nchw_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
-                    const Acc<T>* __restrict__ bias, const T* __restrict__ mask,
-                    T* __restrict__ y) {
+    forward_nchw_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
+                        const Acc<T>* __restrict__ bias, const T* __restrict__ mask, T* __restrict__ y) {
   using A = Acc<T>;
   const int64_t wtiles = (p.Wo + TW - 1) / TW;
   const int64_t total = p.N * p.OC * p.Ho * wtiles;
@@ -304,8 +300,8 @@ forward_nchw_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Ac
 // the channel's M outputs.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
-grad_input_kernel(const DepthwiseGeometry p, const T* __restrict__ go, const Acc<T>* __restrict__ w,
-                  const T* __restrict__ x, T* __restrict__ gi) {
+    grad_input_kernel(const DepthwiseGeometry p, const T* __restrict__ go, const Acc<T>* __restrict__ w,
+                      const T* __restrict__ x, T* __restrict__ gi) {
   using A = Acc<T>;
   const int64_t cvecs = p.C / VEC, wtiles = (p.W + TW - 1) / TW;
   const int64_t total = p.N * p.H * wtiles * cvecs;
@@ -369,8 +365,8 @@ grad_input_kernel(const DepthwiseGeometry p, const T* __restrict__ go, const Acc
 // pixels and writes its partial sum (no atomics).
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kThreads)
-grad_weight_partials_kernel(const DepthwiseGeometry p, int64_t chunks, const T* __restrict__ go,
-                            const T* __restrict__ x, Acc<T>* __restrict__ partials) {
+    grad_weight_partials_kernel(const DepthwiseGeometry p, int64_t chunks, const T* __restrict__ go,
+                                const T* __restrict__ x, Acc<T>* __restrict__ partials) {
   using A = Acc<T>;
   const int64_t cvecs = p.OC / VEC, taps = p.kh * p.kw, pixels = p.N * p.Ho * p.Wo;
   const int64_t per_chunk = (pixels + chunks - 1) / chunks;
@@ -406,7 +402,7 @@ grad_weight_partials_kernel(const DepthwiseGeometry p, int64_t chunks, const T* 
 // Grad weight, pass 2: each (tap, channel) sums its chunks in order.
 template <typename A>
 __global__ void __launch_bounds__(kThreads)
-sum_chunks_kernel(int64_t chunks, int64_t width, const A* __restrict__ partials, A* __restrict__ out) {
+    sum_chunks_kernel(int64_t chunks, int64_t width, const A* __restrict__ partials, A* __restrict__ out) {
   for (int64_t i = global_thread(); i < width; i += thread_stride()) {
     A acc = A(0);
     for (int64_t c = 0; c < chunks; ++c) acc += partials[c * width + i];
@@ -417,9 +413,7 @@ sum_chunks_kernel(int64_t chunks, int64_t width, const A* __restrict__ partials,
 // ---------------------------------------------------------------------------------------------
 // Dispatch: data type, vector width, kernel size.
 
-bool aligned16(const void* ptr) {
-  return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
-}
+bool aligned16(const void* ptr) { return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
 // The widest vector every access of a launch can use: channel counts and base pointers must allow
 // 16-byte accesses, and output channel == input channel (M == 1).
@@ -452,8 +446,8 @@ void with_kernel_size(const DepthwiseGeometry& p, F&& f) {
 template <int VEC>
 bool tiled_kernel_applies(const DepthwiseGeometry& p) {
   const int64_t channel_groups = (p.C / VEC + TILE_CV - 1) / TILE_CV;
-  return VEC > 1 && p.kh == p.kw && (p.kh == 3 || p.kh == 5 || p.kh == 7) && p.sh == 1 && p.sw == 1 &&
-         p.dil_h == 1 && p.dil_w == 1 && p.N <= 65535 && channel_groups <= 65535;
+  return VEC > 1 && p.kh == p.kw && (p.kh == 3 || p.kh == 5 || p.kh == 7) && p.sh == 1 && p.sw == 1 && p.dil_h == 1 &&
+         p.dil_w == 1 && p.N <= 65535 && channel_groups <= 65535;
 }
 template <int VEC>
 dim3 tiled_grid(const DepthwiseGeometry& p) {
@@ -462,14 +456,13 @@ dim3 tiled_grid(const DepthwiseGeometry& p) {
 }
 
 template <typename T, int VEC>
-void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w,
-                    const Acc<T>* b, T* y, cudaStream_t stream) {
+void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, T* y,
+                    cudaStream_t stream) {
   with_kernel_size(p, [&](auto k) {
     constexpr int K = decltype(k)::value;
     if constexpr (VEC > 1 && K > 0) {
       if (tiled_kernel_applies<VEC>(p)) {
-        forward_tiled_kernel<T, VEC, K, false><<<tiled_grid<VEC>(p), kThreads, 0, stream>>>(p, x, w, b,
-                                                                                            nullptr, y);
+        forward_tiled_kernel<T, VEC, K, false><<<tiled_grid<VEC>(p), kThreads, 0, stream>>>(p, x, w, b, nullptr, y);
         return;
       }
     }
@@ -480,8 +473,8 @@ void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w,
 }
 
 template <typename T, bool TRANSPOSED>
-void launch_forward_nchw(const DepthwiseGeometry& p, const T* x, const Acc<T>* w,
-                         const Acc<T>* b, const T* mask, T* y, cudaStream_t stream) {
+void launch_forward_nchw(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, const T* mask, T* y,
+                         cudaStream_t stream) {
   const int blocks = blocks_for(p.N * p.OC * p.Ho * ((p.Wo + TW - 1) / TW));
   with_kernel_size(p, [&](auto k) {
     forward_nchw_kernel<T, decltype(k)::value, TRANSPOSED><<<blocks, kThreads, 0, stream>>>(p, x, w, b, mask, y);
@@ -502,15 +495,15 @@ DepthwiseGeometry transposed(const DepthwiseGeometry& p) {
 
 // The input gradient on the tiled kernel (see transposed); false when that kernel does not take p.
 template <typename T, int VEC>
-bool launch_tiled_grad_input(const DepthwiseGeometry& p, const T* go, const Acc<T>* w, const T* x,
-                             T* gi, cudaStream_t stream) {
+bool launch_tiled_grad_input(const DepthwiseGeometry& p, const T* go, const Acc<T>* w, const T* x, T* gi,
+                             cudaStream_t stream) {
   if (!tiled_kernel_applies<VEC>(p)) return false;
   const DepthwiseGeometry q = transposed(p);
   with_kernel_size(p, [&](auto k) {
     constexpr int K = decltype(k)::value;
     if constexpr (K > 0) {
-      forward_tiled_kernel<T, VEC, K, true><<<tiled_grid<VEC>(q), kThreads, 0, stream>>>(
-          q, go, w, nullptr, p.relu_input ? x : nullptr, gi);
+      forward_tiled_kernel<T, VEC, K, true>
+          <<<tiled_grid<VEC>(q), kThreads, 0, stream>>>(q, go, w, nullptr, p.relu_input ? x : nullptr, gi);
     }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -519,8 +512,8 @@ bool launch_tiled_grad_input(const DepthwiseGeometry& p, const T* go, const Acc<
 
 }  // namespace
 
-void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps,
-                            const void* bias, void* y, cudaStream_t stream) {
+void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps, const void* bias,
+                            void* y, cudaStream_t stream) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
@@ -536,8 +529,8 @@ void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x,
   });
 }
 
-void depthwise_forward_nchw(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps,
-                            const void* bias, void* y, cudaStream_t stream) {
+void depthwise_forward_nchw(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps, const void* bias,
+                            void* y, cudaStream_t stream) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
@@ -546,9 +539,8 @@ void depthwise_forward_nchw(const DepthwiseGeometry& p, Dtype dt, const void* x,
   });
 }
 
-void depthwise_grad_input_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* grad_output,
-                               const void* w_taps, const void* x, void* grad_input,
-                               cudaStream_t stream) {
+void depthwise_grad_input_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* grad_output, const void* w_taps,
+                               const void* x, void* grad_input, cudaStream_t stream) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;

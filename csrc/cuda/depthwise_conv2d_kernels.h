@@ -17,18 +17,17 @@ namespace xsep::cuda {
 // w_taps[(r * kw + s) * OC + oc].
 
 // y[N, Ho, Wo, OC] = depthwise(x[N, H, W, C]) (+ bias[OC] when not null).
-void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps,
-                            const void* bias, void* y, cudaStream_t stream);
+void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps, const void* bias,
+                            void* y, cudaStream_t stream);
 
 // The same on NCHW data: y[N, OC, Ho, Wo] from x[N, C, H, W].
-void depthwise_forward_nchw(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps,
-                            const void* bias, void* y, cudaStream_t stream);
+void depthwise_forward_nchw(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps, const void* bias,
+                            void* y, cudaStream_t stream);
 
 // grad_input[N, H, W, C] from grad_output[N, Ho, Wo, OC]; x (the input, for the relu mask) may be
 // null when !p.relu_input.
-void depthwise_grad_input_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* grad_output,
-                               const void* w_taps, const void* x, void* grad_input,
-                               cudaStream_t stream);
+void depthwise_grad_input_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* grad_output, const void* w_taps,
+                               const void* x, void* grad_input, cudaStream_t stream);
 
 // The same on NCHW data (grad_output [N, OC, Ho, Wo], x [N, C, H, W] -> grad_input [N, C, H, W]),
 // for unit stride and dilation and M == 1 only: returns false, launching nothing, otherwise.

@@ -49,8 +49,7 @@ inline int64_t k_splits(int64_t K) {
 // memory: `a` points at the warp's first row of A at the current k, rows `lda` elements apart
 // (likewise `b`, rows of B being C's columns). KS is a multiple of 16.
 template <typename T, int MI, int NJ, int KS>
-__device__ __forceinline__ void warp_mma(float (&acc)[MI][NJ][4], const T* a, int lda, const T* b, int ldb,
-                                         int lane) {
+__device__ __forceinline__ void warp_mma(float (&acc)[MI][NJ][4], const T* a, int lda, const T* b, int ldb, int lane) {
 #pragma unroll
   for (int ks = 0; ks < KS; ks += 16) {
     uint32_t af[MI][4], bf[NJ][2];
@@ -78,8 +77,7 @@ __device__ __forceinline__ void for_each_fragment(const float (&acc)[MI][NJ][4],
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int e = 0; e < 2; ++e)
-          f(i * 16 + lane / 4 + h * 8, j * 8 + 2 * (lane % 4) + e, acc[i][j][h * 2 + e]);
+        for (int e = 0; e < 2; ++e) f(i * 16 + lane / 4 + h * 8, j * 8 + 2 * (lane % 4) + e, acc[i][j][h * 2 + e]);
 }
 
 // f(row, column, value) for each of a thread's thread_fma outputs.
@@ -185,9 +183,8 @@ struct StorePartial {
 // One block: the C tile at (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z. Two tile buffers:
 // the next K step is staged (its strided parts by cp.async) while the current one is multiplied.
 template <typename T, class OpA, class OpB, class Epilogue>
-__global__ void __launch_bounds__(gemm::TC_THREADS)
-gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
-               const Epilogue epilogue) {
+__global__ void __launch_bounds__(gemm::TC_THREADS) gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split,
+                                                                   const OpA a, const OpB b, const Epilogue epilogue) {
   using namespace gemm;
   __shared__ __align__(16) T As[2][TC_BM][TC_LD];
   __shared__ __align__(16) T Bs[2][TC_BN][TC_LD];
@@ -223,9 +220,8 @@ gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a
 
 // FMA units: k-major tiles, which StridedOperand stages without cp.async.
 template <typename T, class OpA, class OpB, class Epilogue>
-__global__ void __launch_bounds__(gemm::F_THREADS)
-gemm_fma_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
-                const Epilogue epilogue) {
+__global__ void __launch_bounds__(gemm::F_THREADS) gemm_fma_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split,
+                                                                   const OpA a, const OpB b, const Epilogue epilogue) {
   using namespace gemm;
   __shared__ T As[F_BK][F_BM + 1];
   __shared__ T Bs[F_BK][F_BN + 1];
@@ -249,8 +245,7 @@ gemm_fma_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA 
 
 // out[i] = sum over s of partials[s, i], in order (deterministic).
 template <typename A>
-__global__ void ordered_sum_kernel(int64_t splits, int64_t width, const A* __restrict__ partials,
-                                   A* __restrict__ out) {
+__global__ void ordered_sum_kernel(int64_t splits, int64_t width, const A* __restrict__ partials, A* __restrict__ out) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < width;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     A acc = A(0);
@@ -264,8 +259,8 @@ __global__ void ordered_sum_kernel(int64_t splits, int64_t width, const A* __res
 
 // C = A . B over K split in `splits` chunks (gridDim.z), each block's result to the epilogue.
 template <typename T, class OpA, class OpB, class Epilogue>
-void launch_gemm(int64_t M, int64_t N, int64_t K, int64_t splits, const OpA& a, const OpB& b,
-                 const Epilogue& epilogue, cudaStream_t stream) {
+void launch_gemm(int64_t M, int64_t N, int64_t K, int64_t splits, const OpA& a, const OpB& b, const Epilogue& epilogue,
+                 cudaStream_t stream) {
   using namespace gemm;
   // whole K steps per split, so that every tile starts at a multiple of the step (16-byte loads)
   const int64_t step = uses_tensor_cores<T>() ? TC_BK : F_BK;
@@ -285,8 +280,8 @@ template <typename A>
 void launch_ordered_sum(int64_t splits, int64_t width, const A* partials, A* out, cudaStream_t stream) {
   if (width == 0) return;
   const int64_t blocks = (width + 255) / 256;
-  ordered_sum_kernel<A><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(
-      splits, width, partials, out);
+  ordered_sum_kernel<A>
+      <<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(splits, width, partials, out);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -37,7 +37,7 @@ at::Tensor pointwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weig
 }
 
 at::Tensor pointwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                       const at::Tensor& weight) {
+                                            const at::Tensor& weight) {
   check_pointwise_backward("xsep.pointwise_conv2d_grad_input", at::kCUDA, grad_output, input, weight);
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
@@ -48,14 +48,14 @@ at::Tensor pointwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const
     const at::Tensor wm = to_matrix(weight);
     // GX[p, c] = sum_o GY[p, o] W[o, c]
     const GemmParams g{pixels, c, o, /*a_m=*/o, /*a_k=*/1, /*b_k=*/c, /*b_n=*/1, /*c_m=*/c};
-    pointwise_gemm(g, dtype_of(input), go.const_data_ptr(), wm.const_data_ptr(), nullptr,
-                   gi.mutable_data_ptr(), current_stream());
+    pointwise_gemm(g, dtype_of(input), go.const_data_ptr(), wm.const_data_ptr(), nullptr, gi.mutable_data_ptr(),
+                   current_stream());
   }
   return in_format_of(gi, input);
 }
 
 at::Tensor pointwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                        const at::Tensor& weight) {
+                                             const at::Tensor& weight) {
   check_pointwise_backward("xsep.pointwise_conv2d_grad_weight", at::kCUDA, grad_output, input, weight);
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t c = input.size(1), o = weight.size(0);
@@ -70,8 +70,8 @@ at::Tensor pointwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, cons
     // GW[o, c] = sum_p GY[p, o] X[p, c]
     const GemmParams g{o, c, pixels, /*a_m=*/1, /*a_k=*/o, /*b_k=*/c, /*b_n=*/1, /*c_m=*/c};
     at::Tensor partials = at::empty({gemm_k_splits(g), o, c}, acc);
-    pointwise_gemm_split_k(g, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(),
-                           partials.mutable_data_ptr(), gw.mutable_data_ptr(), current_stream());
+    pointwise_gemm_split_k(g, dtype_of(input), go.const_data_ptr(), x.const_data_ptr(), partials.mutable_data_ptr(),
+                           gw.mutable_data_ptr(), current_stream());
   }
   return from_matrix(gw, weight);
 }

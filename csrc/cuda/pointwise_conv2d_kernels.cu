@@ -32,8 +32,8 @@ void pointwise_gemm(const GemmParams& g, Dtype dt, const void* a, const void* b,
 
 int64_t gemm_k_splits(const GemmParams& g) { return gemm::k_splits(g.K); }
 
-void pointwise_gemm_split_k(const GemmParams& g, Dtype dt, const void* a, const void* b, void* partials,
-                            void* c, cudaStream_t stream) {
+void pointwise_gemm_split_k(const GemmParams& g, Dtype dt, const void* a, const void* b, void* partials, void* c,
+                            cudaStream_t stream) {
   const int64_t splits = gemm_k_splits(g);
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);

@@ -28,7 +28,7 @@ void pointwise_gemm(const GemmParams& g, Dtype dt, const void* a, const void* b,
 // writing a partial C in the accumulation type into `partials` [splits, M, N], then summed in order
 // into `c` (accumulation type): deterministic, for the weight gradient's long reduction over pixels.
 int64_t gemm_k_splits(const GemmParams& g);
-void pointwise_gemm_split_k(const GemmParams& g, Dtype dt, const void* a, const void* b, void* partials,
-                            void* c, cudaStream_t stream);
+void pointwise_gemm_split_k(const GemmParams& g, Dtype dt, const void* a, const void* b, void* partials, void* c,
+                            cudaStream_t stream);
 
 }  // namespace xsep::cuda

@@ -25,13 +25,13 @@
 namespace xsep::cuda {
 namespace {
 
-at::Tensor separable_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_weight,
-                                 const at::Tensor& pw_weight, const std::optional<at::Tensor>& bias,
-                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                                 std::string_view input_activation, std::string_view mid_activation) {
+at::Tensor separable_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
+                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, std::string_view input_activation,
+                                 std::string_view mid_activation) {
   const SeparableGeometry p =
-      check_separable_forward("xsep.separable_conv2d", at::kCUDA, input, dw_weight, pw_weight, bias, stride,
-                              padding, dilation, input_activation, mid_activation);
+      check_separable_forward("xsep.separable_conv2d", at::kCUDA, input, dw_weight, pw_weight, bias, stride, padding,
+                              dilation, input_activation, mid_activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const DepthwiseGeometry& g = p.dw;
   at::Tensor out = empty_nhwc({g.N, p.O, g.Ho, g.Wo}, input);
@@ -40,18 +40,17 @@ at::Tensor separable_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_w
     const at::Tensor w_taps = tap_major(dw_weight);
     const at::Tensor w_pw = to_matrix(pw_weight);
     const at::Tensor b = acc_bias(bias);
-    separable_forward_nhwc(p, dtype_of(input), x.const_data_ptr(),
-                           w_taps.const_data_ptr(), w_pw.const_data_ptr(),
-                           b.defined() ? b.const_data_ptr() : nullptr, out.mutable_data_ptr(),
-                           smem_per_block_optin(), current_stream());
+    separable_forward_nhwc(p, dtype_of(input), x.const_data_ptr(), w_taps.const_data_ptr(), w_pw.const_data_ptr(),
+                           b.defined() ? b.const_data_ptr() : nullptr, out.mutable_data_ptr(), smem_per_block_optin(),
+                           current_stream());
   }
   return in_format_of(out, input);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cuda(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight,
-    const at::Tensor& pw_weight, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-    std::string_view input_activation, std::string_view mid_activation) {
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, std::string_view input_activation,
+    std::string_view mid_activation) {
   const SeparableGeometry p =
       check_separable_backward("xsep.separable_conv2d_backward", at::kCUDA, grad_output, input, dw_weight, pw_weight,
                                stride, padding, dilation, input_activation, mid_activation);
@@ -62,8 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cuda(
   const auto fmt = input.suggest_memory_format();
   if (g.N * g.Ho * g.Wo == 0) {  // nothing flows back
     return {at::zeros(input.sizes(), input.options().memory_format(fmt)),
-            at::zeros(dw_weight.sizes(), dw_weight.options()),
-            at::zeros(pw_weight.sizes(), pw_weight.options())};
+            at::zeros(dw_weight.sizes(), dw_weight.options()), at::zeros(pw_weight.sizes(), pw_weight.options())};
   }
   const Dtype dt = dtype_of(input);
   const cudaStream_t stream = current_stream();
@@ -74,9 +72,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cuda(
 
   at::Tensor grad_pw = at::empty({O, g.OC}, acc);
   at::Tensor pw_partials = at::empty({separable_grad_pw_splits(p), O, g.OC}, acc);
-  separable_grad_pointwise_weight_nhwc(p, dt, go.const_data_ptr(), x.const_data_ptr(),
-                                       w_taps.const_data_ptr(), pw_partials.mutable_data_ptr(),
-                                       grad_pw.mutable_data_ptr(), stream);
+  separable_grad_pointwise_weight_nhwc(p, dt, go.const_data_ptr(), x.const_data_ptr(), w_taps.const_data_ptr(),
+                                       pw_partials.mutable_data_ptr(), grad_pw.mutable_data_ptr(), stream);
 
   at::Tensor grad_mid = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
   separable_grad_mid_nhwc(p, dt, go.const_data_ptr(), x.const_data_ptr(), w_taps.const_data_ptr(),
@@ -84,15 +81,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cuda(
 
   at::Tensor grad_input = empty_nhwc({g.N, g.C, g.H, g.W}, input);
   if (grad_input.numel() > 0) {
-    depthwise_grad_input_nhwc(p.dw, dt, grad_mid.const_data_ptr(), w_taps.const_data_ptr(),
-                              x.const_data_ptr(), grad_input.mutable_data_ptr(), stream);
+    depthwise_grad_input_nhwc(p.dw, dt, grad_mid.const_data_ptr(), w_taps.const_data_ptr(), x.const_data_ptr(),
+                              grad_input.mutable_data_ptr(), stream);
   }
   at::Tensor dw_taps = at::empty({g.kh * g.kw, g.OC}, acc);
   at::Tensor dw_partials = at::empty({depthwise_grad_weight_chunks(p.dw), g.kh * g.kw, g.OC}, acc);
-  depthwise_grad_weight_nhwc(p.dw, dt, grad_mid.const_data_ptr(), x.const_data_ptr(),
-                             dw_partials.mutable_data_ptr(), dw_taps.mutable_data_ptr(), stream);
-  return {grad_input.contiguous(fmt), from_tap_major(dw_taps, dw_weight),
-          from_matrix(grad_pw, pw_weight)};
+  depthwise_grad_weight_nhwc(p.dw, dt, grad_mid.const_data_ptr(), x.const_data_ptr(), dw_partials.mutable_data_ptr(),
+                             dw_taps.mutable_data_ptr(), stream);
+  return {grad_input.contiguous(fmt), from_tap_major(dw_taps, dw_weight), from_matrix(grad_pw, pw_weight)};
 }
 
 }  // namespace

@@ -151,8 +151,8 @@ __host__ __device__ inline int64_t resident_lda_tc(int64_t K) { return round_up(
 
 template <typename T, int VEC>
 __global__ void __launch_bounds__(RES_THREADS)
-forward_resident_tc_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T* __restrict__ w_pw,
-                           const float* __restrict__ bias, T* __restrict__ y) {
+    forward_resident_tc_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T* __restrict__ w_pw,
+                               const float* __restrict__ bias, T* __restrict__ y) {
   using namespace gemm;
   XSEP_DYNAMIC_SMEM(smem);
   T* As = reinterpret_cast<T*>(smem);
@@ -204,8 +204,8 @@ forward_resident_tc_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T
 // output channels of the 32 x 64 tile.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(RES_THREADS)
-forward_resident_fma_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T* __restrict__ w_pw,
-                            const T* __restrict__ bias, T* __restrict__ y) {
+    forward_resident_fma_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T* __restrict__ w_pw,
+                                const T* __restrict__ bias, T* __restrict__ y) {
   using namespace gemm;
   XSEP_DYNAMIC_SMEM(smem);
   T* As = reinterpret_cast<T*>(smem);
@@ -253,15 +253,14 @@ template <typename T, int VEC>
 DepthwiseOperand<T, VEC> depthwise_operand(const SeparableGeometry& sp, const void* x, const void* w_taps,
                                            bool pixel_rows) {
   using A = Acc<T>;
-  return DepthwiseOperand<T, VEC>{sp.dw, static_cast<const T*>(x), static_cast<const A*>(w_taps),
-                                  sp.mid_activation, pixel_rows};
+  return DepthwiseOperand<T, VEC>{sp.dw, static_cast<const T*>(x), static_cast<const A*>(w_taps), sp.mid_activation,
+                                  pixel_rows};
 }
 
 }  // namespace
 
-void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x, const void* w_taps,
-                            const void* w_pw, const void* bias, void* y, int64_t smem_per_block,
-                            cudaStream_t stream) {
+void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x, const void* w_taps, const void* w_pw,
+                            const void* bias, void* y, int64_t smem_per_block, cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -298,13 +297,10 @@ void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x
   });
 }
 
-int64_t separable_grad_pw_splits(const SeparableGeometry& sp) {
-  return gemm::k_splits(sp.dw.N * sp.dw.Ho * sp.dw.Wo);
-}
+int64_t separable_grad_pw_splits(const SeparableGeometry& sp) { return gemm::k_splits(sp.dw.N * sp.dw.Ho * sp.dw.Wo); }
 
-void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output,
-                                          const void* x, const void* w_taps, void* partials,
-                                          void* grad_pw, cudaStream_t stream) {
+void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output, const void* x,
+                                          const void* w_taps, void* partials, void* grad_pw, cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   const int64_t splits = separable_grad_pw_splits(sp);
   dispatch_dtype(dt, [&](auto tag) {

@@ -153,8 +153,22 @@ void checked(F&& launcher) {
 // pad_left, dil_h, dil_w, Ho, Wo.
 xsep::DepthwiseGeometry dw_params(const std::vector<int64_t>& v, bool relu_input) {
   TORCH_CHECK(v.size() == 16, "xsep_emu: depthwise params need 16 values, got ", v.size());
-  return {.N = v[0], .C = v[1], .H = v[2], .W = v[3], .M = v[4], .OC = v[5], .kh = v[6], .kw = v[7], .sh = v[8],
-          .sw = v[9], .pad_top = v[10], .pad_left = v[11], .dil_h = v[12], .dil_w = v[13], .Ho = v[14], .Wo = v[15],
+  return {.N = v[0],
+          .C = v[1],
+          .H = v[2],
+          .W = v[3],
+          .M = v[4],
+          .OC = v[5],
+          .kh = v[6],
+          .kw = v[7],
+          .sh = v[8],
+          .sw = v[9],
+          .pad_top = v[10],
+          .pad_left = v[11],
+          .dil_h = v[12],
+          .dil_w = v[13],
+          .Ho = v[14],
+          .Wo = v[15],
           .relu_input = relu_input};
 }
 
@@ -163,10 +177,8 @@ at::Tensor depthwise_forward_nhwc(const at::Tensor& x, const at::Tensor& w_taps,
                                   std::vector<int64_t> params, bool relu_input) {
   const auto p = dw_params(params, relu_input);
   at::Tensor y = poisoned({p.N, p.Ho, p.Wo, p.OC}, x.scalar_type());
-  checked([&] {
-    xsep::cuda::depthwise_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(bias), out(y),
-                                       nullptr);
-  });
+  checked(
+      [&] { xsep::cuda::depthwise_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(bias), out(y), nullptr); });
   return y;
 }
 
@@ -175,22 +187,19 @@ at::Tensor depthwise_forward_nchw(const at::Tensor& x, const at::Tensor& w_taps,
                                   std::vector<int64_t> params, bool relu_input) {
   const auto p = dw_params(params, relu_input);
   at::Tensor y = poisoned({p.N, p.OC, p.Ho, p.Wo}, x.scalar_type());
-  checked([&] {
-    xsep::cuda::depthwise_forward_nchw(p, dtype_of(x), data(x), data(w_taps), data(bias), out(y),
-                                       nullptr);
-  });
+  checked(
+      [&] { xsep::cuda::depthwise_forward_nchw(p, dtype_of(x), data(x), data(w_taps), data(bias), out(y), nullptr); });
   return y;
 }
 
 // grad_output [N, Ho, Wo, OC], x [N, H, W, C] (only read with relu_input) -> grad_input [N, H, W, C]
 at::Tensor depthwise_grad_input_nhwc(const at::Tensor& grad_output, const at::Tensor& w_taps,
-                                     const std::optional<at::Tensor>& x, std::vector<int64_t> params,
-                                     bool relu_input) {
+                                     const std::optional<at::Tensor>& x, std::vector<int64_t> params, bool relu_input) {
   const auto p = dw_params(params, relu_input);
   at::Tensor gi = poisoned({p.N, p.H, p.W, p.C}, grad_output.scalar_type());
   checked([&] {
-    xsep::cuda::depthwise_grad_input_nhwc(p, dtype_of(grad_output), data(grad_output), data(w_taps), data(x),
-                                          out(gi), nullptr);
+    xsep::cuda::depthwise_grad_input_nhwc(p, dtype_of(grad_output), data(grad_output), data(w_taps), data(x), out(gi),
+                                          nullptr);
   });
   return gi;
 }
@@ -198,14 +207,13 @@ at::Tensor depthwise_grad_input_nhwc(const at::Tensor& grad_output, const at::Te
 // grad_output [N, OC, Ho, Wo], x [N, C, H, W] (only read with relu_input) -> grad_input [N, C, H, W],
 // or an empty tensor when the NCHW kernel does not take these parameters
 at::Tensor depthwise_grad_input_nchw(const at::Tensor& grad_output, const at::Tensor& w_taps,
-                                     const std::optional<at::Tensor>& x, std::vector<int64_t> params,
-                                     bool relu_input) {
+                                     const std::optional<at::Tensor>& x, std::vector<int64_t> params, bool relu_input) {
   const auto p = dw_params(params, relu_input);
   at::Tensor gi = poisoned({p.N, p.C, p.H, p.W}, grad_output.scalar_type());
   bool launched = false;
   checked([&] {
-    launched = xsep::cuda::depthwise_grad_input_nchw(p, dtype_of(grad_output), data(grad_output), data(w_taps),
-                                                     data(x), out(gi), nullptr);
+    launched = xsep::cuda::depthwise_grad_input_nchw(p, dtype_of(grad_output), data(grad_output), data(w_taps), data(x),
+                                                     out(gi), nullptr);
   });
   return launched ? gi : at::empty({0}, grad_output.options());
 }
@@ -218,8 +226,8 @@ at::Tensor depthwise_grad_weight_nhwc(const at::Tensor& grad_output, const at::T
   at::Tensor partials = poisoned({xsep::cuda::depthwise_grad_weight_chunks(p), p.kh * p.kw, p.OC}, acc);
   at::Tensor taps = poisoned({p.kh * p.kw, p.OC}, acc);
   checked([&] {
-    xsep::cuda::depthwise_grad_weight_nhwc(p, dtype_of(x), data(grad_output), data(x), out(partials),
-                                           out(taps), nullptr);
+    xsep::cuda::depthwise_grad_weight_nhwc(p, dtype_of(x), data(grad_output), data(x), out(partials), out(taps),
+                                           nullptr);
   });
   return taps;
 }
@@ -229,17 +237,21 @@ xsep::cuda::GemmParams gemm_params(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.device().is_cpu() && b.device().is_cpu() &&
                   a.scalar_type() == b.scalar_type(),
               "xsep_emu: expected CPU matrices A [M, K] and B [K, N] of one dtype");
-  return {.M = a.size(0), .N = b.size(1), .K = a.size(1), .a_m = a.stride(0), .a_k = a.stride(1), .b_k = b.stride(0),
-          .b_n = b.stride(1), .c_m = b.size(1)};
+  return {.M = a.size(0),
+          .N = b.size(1),
+          .K = a.size(1),
+          .a_m = a.stride(0),
+          .a_k = a.stride(1),
+          .b_k = b.stride(0),
+          .b_n = b.stride(1),
+          .c_m = b.size(1)};
 }
 
 // C = A . B (+ bias [N] in the accumulation type), in the data type
 at::Tensor pointwise_gemm(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& bias) {
   const auto g = gemm_params(a, b);
   at::Tensor c = poisoned({g.M, g.N}, a.scalar_type());
-  checked([&] {
-    xsep::cuda::pointwise_gemm(g, dtype_of(a), view_data(a), view_data(b), data(bias), out(c), nullptr);
-  });
+  checked([&] { xsep::cuda::pointwise_gemm(g, dtype_of(a), view_data(a), view_data(b), data(bias), out(c), nullptr); });
   return c;
 }
 
@@ -250,8 +262,7 @@ at::Tensor pointwise_gemm_split_k(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor partials = poisoned({xsep::cuda::gemm_k_splits(g), g.M, g.N}, acc);
   at::Tensor c = poisoned({g.M, g.N}, acc);
   checked([&] {
-    xsep::cuda::pointwise_gemm_split_k(g, dtype_of(a), view_data(a), view_data(b),
-                                       out(partials), out(c), nullptr);
+    xsep::cuda::pointwise_gemm_split_k(g, dtype_of(a), view_data(a), view_data(b), out(partials), out(c), nullptr);
   });
   return c;
 }
@@ -272,24 +283,23 @@ at::Tensor separable_forward_nhwc(const at::Tensor& x, const at::Tensor& w_taps,
   const auto p = sep_params(params, relu_input, w_pw.size(0), mid_activation);
   at::Tensor y = poisoned({p.dw.N, p.dw.Ho, p.dw.Wo, p.O}, x.scalar_type());
   checked([&] {
-    xsep::cuda::separable_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(w_pw), data(bias),
-                                       out(y), smem_per_block, nullptr);
+    xsep::cuda::separable_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(w_pw), data(bias), out(y),
+                                       smem_per_block, nullptr);
   });
   return y;
 }
 
 // grad_output [N, Ho, Wo, O], x [N, H, W, C] -> grad_pw [O, OC] in the accumulation type
 at::Tensor separable_grad_pointwise_weight_nhwc(const at::Tensor& grad_output, const at::Tensor& x,
-                                                const at::Tensor& w_taps, std::vector<int64_t> params,
-                                                bool relu_input, int64_t mid_activation) {
+                                                const at::Tensor& w_taps, std::vector<int64_t> params, bool relu_input,
+                                                int64_t mid_activation) {
   const auto p = sep_params(params, relu_input, grad_output.size(3), mid_activation);
   const auto acc = acc_dtype(x);
   at::Tensor partials = poisoned({xsep::cuda::separable_grad_pw_splits(p), p.O, p.dw.OC}, acc);
   at::Tensor grad_pw = poisoned({p.O, p.dw.OC}, acc);
   checked([&] {
     xsep::cuda::separable_grad_pointwise_weight_nhwc(p, dtype_of(x), data(grad_output), data(x), data(w_taps),
-                                                     out(partials), out(grad_pw),
-                                                     nullptr);
+                                                     out(partials), out(grad_pw), nullptr);
   });
   return grad_pw;
 }
@@ -311,25 +321,27 @@ int64_t separable_grad_pw_splits(std::vector<int64_t> params, int64_t out_channe
   return xsep::cuda::separable_grad_pw_splits(sep_params(params, false, out_channels, 0));
 }
 
-int64_t gemm_k_splits(int64_t M, int64_t N, int64_t K) {
-  return xsep::cuda::gemm_k_splits({.M = M, .N = N, .K = K});
-}
+int64_t gemm_k_splits(int64_t M, int64_t N, int64_t K) { return xsep::cuda::gemm_k_splits({.M = M, .N = N, .K = K}); }
 
 int64_t depthwise_grad_weight_chunks(std::vector<int64_t> params) {
   return xsep::cuda::depthwise_grad_weight_chunks(dw_params(params, false));
 }
 
-void set_schedule_seed(int64_t seed) {
-  xsep_emu::set_schedule_seed(static_cast<uint64_t>(seed));
-}
+void set_schedule_seed(int64_t seed) { xsep_emu::set_schedule_seed(static_cast<uint64_t>(seed)); }
 
 // The emulator's own tests (selftest.h): errors propagate as exceptions.
-void selftest_early_exit(int64_t stay) { checked([&] { xsep_emu_selftest::early_exit(static_cast<int>(stay)); }); }
-void selftest_divergent_barriers() { checked([&] { xsep_emu_selftest::divergent_barriers(); }); }
+void selftest_early_exit(int64_t stay) {
+  checked([&] { xsep_emu_selftest::early_exit(static_cast<int>(stay)); });
+}
+void selftest_divergent_barriers() {
+  checked([&] { xsep_emu_selftest::divergent_barriers(); });
+}
 void selftest_partial_warp_mma(int64_t lanes) {
   checked([&] { xsep_emu_selftest::partial_warp_mma(static_cast<int>(lanes)); });
 }
-void selftest_oversized_launch(bool check) { checked([&] { xsep_emu_selftest::oversized_launch(check); }); }
+void selftest_oversized_launch(bool check) {
+  checked([&] { xsep_emu_selftest::oversized_launch(check); });
+}
 
 at::Tensor selftest_neighbour_exchange(bool sync, int64_t base) {
   at::Tensor out = at::full({64}, -1, at::TensorOptions().dtype(at::kInt));

@@ -60,8 +60,8 @@ class Stacks {
   char* get(size_t i) {
     while (stacks_.size() <= i) {
       const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-      void* base = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      void* base =
+          mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
       if (base == MAP_FAILED) throw std::runtime_error("cuda_emu: cannot map a fiber stack");
       mprotect(base, page, PROT_NONE);
       stacks_.push_back(static_cast<char*>(base) + page);
@@ -130,7 +130,7 @@ class FaultHandler {
       alt = stack_t{memory.data(), 0, memory.size()};
       sigaltstack(&alt, nullptr);
     }
-    struct sigaction action {};
+    struct sigaction action{};
     action.sa_sigaction = on_fault;
     action.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&action.sa_mask);
@@ -145,8 +145,8 @@ class FaultHandler {
 
 std::string where(const Emulator& e, const dim3& block) {
   std::ostringstream s;
-  s << "kernel " << e.site->kernel << " (launched at " << e.site->file << ":" << e.site->line << "), block ("
-    << block.x << "," << block.y << "," << block.z << ")";
+  s << "kernel " << e.site->kernel << " (launched at " << e.site->file << ":" << e.site->line << "), block (" << block.x
+    << "," << block.y << "," << block.z << ")";
   return s.str();
 }
 
@@ -171,21 +171,18 @@ void fiber_main() {
   } catch (...) {
     e.fiber_error = std::make_exception_ptr(std::runtime_error(thread_name(f) + ": unknown exception"));
   }
-  const bool pending = !f.open_copies.empty() ||
-                       std::any_of(f.committed_copies.begin(), f.committed_copies.end(),
-                                   [](const auto& group) { return !group.empty(); });
+  const bool pending = !f.open_copies.empty() || std::any_of(f.committed_copies.begin(), f.committed_copies.end(),
+                                                             [](const auto& group) { return !group.empty(); });
   if (pending && !e.fiber_error) {
-    e.fiber_error = std::make_exception_ptr(std::runtime_error(
-        thread_name(f) + ": exited with cp.async copies it never waited for (cp.async.wait_group)"));
+    e.fiber_error = std::make_exception_ptr(
+        std::runtime_error(thread_name(f) + ": exited with cp.async copies it never waited for (cp.async.wait_group)"));
   }
   f.state = State::exited;
   ++e.exited;
   // Returning resumes uc_link, the scheduler.
 }
 
-void yield_to_scheduler(Emulator& e) {
-  swapcontext(&e.fibers[e.running].context, &e.scheduler);
-}
+void yield_to_scheduler(Emulator& e) { swapcontext(&e.fibers[e.running].context, &e.scheduler); }
 
 // Why nothing can run: which threads have exited and where the others wait.
 std::string describe_deadlock(const Emulator& e) {
@@ -216,10 +213,9 @@ void release_syncthreads(Emulator& e, const dim3& block) {
   const Fiber& first = e.fibers.front();
   for (const Fiber& f : e.fibers) {
     if (f.wait_line != first.wait_line || std::strcmp(f.wait_file, first.wait_file) != 0) {
-      throw std::runtime_error(where(e, block) + ": threads wait at different __syncthreads: " +
-                               thread_name(first) + " at " + first.wait_file + ":" +
-                               std::to_string(first.wait_line) + ", " + thread_name(f) + " at " +
-                               f.wait_file + ":" + std::to_string(f.wait_line));
+      throw std::runtime_error(where(e, block) + ": threads wait at different __syncthreads: " + thread_name(first) +
+                               " at " + first.wait_file + ":" + std::to_string(first.wait_line) + ", " +
+                               thread_name(f) + " at " + f.wait_file + ":" + std::to_string(f.wait_line));
     }
   }
   std::vector<int> all(e.fibers.size());
@@ -317,8 +313,8 @@ void warp_sync(Emulator& e, const char* op) {
     for (int l = 0; l < kWarp; ++l) {
       Fiber& f = e.fibers[lane0 + l];
       if (std::strcmp(f.wait_file, op) != 0)
-        throw std::runtime_error("the lanes of warp " + std::to_string(warp) + " run different warp operations: " +
-                                 op + " and " + f.wait_file);
+        throw std::runtime_error("the lanes of warp " + std::to_string(warp) + " run different warp operations: " + op +
+                                 " and " + f.wait_file);
       f.state = State::runnable;
       lanes[l] = lane0 + l;
     }
@@ -378,8 +374,8 @@ void run(const Site& site, const LaunchConfig& config, const std::function<void(
   }
   e.site = &site;
   e.body = &thread_body;
-  e.dynamic_smem.reset(config.dynamic_smem > 0 ? static_cast<unsigned char*>(std::aligned_alloc(
-                                                     128, (config.dynamic_smem + 127) / 128 * 128))
+  e.dynamic_smem.reset(config.dynamic_smem > 0 ? static_cast<unsigned char*>(
+                                                     std::aligned_alloc(128, (config.dynamic_smem + 127) / 128 * 128))
                                                : nullptr);
   e.dynamic_smem_bytes = config.dynamic_smem;
   struct Reset {  // whatever happens, no fiber's variables stay visible
@@ -410,13 +406,9 @@ unsigned char* dynamic_smem() {
   return emu().dynamic_smem.get();  // null for a launch without any, where a GPU's has 0 bytes
 }
 
-void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
-  ldmatrix<4>(r, row, "ldmatrix.x4", "ldmatrix.x4 (end)");
-}
+void ldmatrix_x4(uint32_t (&r)[4], const void* row) { ldmatrix<4>(r, row, "ldmatrix.x4", "ldmatrix.x4 (end)"); }
 
-void ldmatrix_x2(uint32_t (&r)[2], const void* row) {
-  ldmatrix<2>(r, row, "ldmatrix.x2", "ldmatrix.x2 (end)");
-}
+void ldmatrix_x2(uint32_t (&r)[2], const void* row) { ldmatrix<2>(r, row, "ldmatrix.x2", "ldmatrix.x2 (end)"); }
 
 void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   Emulator& e = emu();
@@ -431,7 +423,7 @@ void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t 
     for (int l = 0; l < kWarp; ++l) {
       const int g = l >> 2, t = l % 4;  // groupID, threadID_in_group
       for (int i = 0; i < 8; ++i) {
-        const int row = g + ((i >> 1) & 1) * 8;          // g for a0, a1, a4, a5; g + 8 otherwise
+        const int row = g + ((i >> 1) & 1) * 8;  // g for a0, a1, a4, a5; g + 8 otherwise
         const int col = t * 2 + (i & 1) + (i >= 4 ? 8 : 0);
         w.A[row][col] = to_float(element(w.a[l], i), bf16);
       }
