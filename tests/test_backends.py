@@ -128,3 +128,49 @@ def test_availability_is_per_op(monkeypatch):
     assert backends.unavailable_reason("native", "cuda") == "no separable_conv2d"
     with pytest.raises(ValueError, match="unknown op 'conv2d'"):
         backends.unavailable_reason("native", "cuda", "conv2d")
+
+
+# --------------------------------------------------------------------------------------------------
+# CPU: the automatic choice follows the committed measurements (xsep/_measured.py)
+
+MEASURED = {
+    "Fast CPU": {("separable_conv2d", "channels_last"): (1.2, 1.1), ("separable_conv2d", "nchw"): (1.1, 0.9)},
+    "Slow CPU": {("separable_conv2d", "channels_last"): (0.8, 1.3)},
+}
+
+
+@pytest.mark.parametrize("cpu, op, layout, faster", [
+    ("Fast CPU", "separable_conv2d", "channels_last", True),   # both modes >= 1
+    ("Fast CPU", "separable_conv2d", "nchw", False),           # forward+backward slower
+    ("Fast CPU", "depthwise_conv2d", "channels_last", False),  # never measured: not shown faster
+    ("Slow CPU", "separable_conv2d", "channels_last", False),  # forward slower
+    ("Unmeasured CPU", "separable_conv2d", "channels_last", False),  # another CPU: the worst of all
+    ("Unmeasured CPU", "separable_conv2d", "nchw", False),
+])
+def test_measured_faster_on_cpu(monkeypatch, cpu, op, layout, faster):
+    monkeypatch.setattr(backends._measured, "CPU_SPEEDUPS", MEASURED)
+    assert backends.measured_faster_on_cpu(op, layout, cpu) is faster
+
+
+def test_automatic_choice_on_cpu_never_picks_a_measured_slowdown(monkeypatch, no_backend_env):
+    # Where the committed results show native slower than torch for an op and layout, CPU tensors
+    # get torch; where they show it faster, native (when the library loads). Asking by name still works.
+    monkeypatch.setattr(backends, "_cpu_name", lambda: "Fast CPU")
+    monkeypatch.setattr(backends._measured, "CPU_SPEEDUPS", MEASURED)
+    assert backends.select(None, "cpu", "separable_conv2d", "nchw") == "torch"
+    assert backends.select(None, "cpu", "depthwise_conv2d", "channels_last") == "torch"
+    assert backends.select(None, "cpu", "separable_conv2d", "channels_last") == (
+        "native" if native_available() else "torch")
+    if native_available():
+        assert backends.select("native", "cpu", "separable_conv2d", "nchw") == "native"
+
+
+def test_functional_passes_the_input_layout(monkeypatch, no_backend_env):
+    # The layout the choice is made for is the input's memory format.
+    seen = []
+    real = backends.select
+    monkeypatch.setattr(backends, "select", lambda *a: seen.append(a[3]) or real(*a))
+    x, w = torch.randn(1, 3, 6, 6), torch.randn(3, 1, 3, 3)
+    F.depthwise_conv2d(x, w)
+    F.depthwise_conv2d(x.to(memory_format=torch.channels_last), w)
+    assert seen == ["nchw", "channels_last"]

@@ -31,14 +31,20 @@ def _autocast(input: torch.Tensor, *tensors: torch.Tensor | None):
 
 
 @torch.compiler.assume_constant_result
-def _select_backend(backend: str | None, device: torch.device, op: str) -> str:
+def _select_backend(backend: str | None, device: torch.device, op: str, layout: str) -> str:
     """backends.select, which torch.compile runs once while tracing and bakes into the graph (it
     takes a lock, reads the environment and asks the dispatcher: nothing for Dynamo to trace)."""
-    return backends.select(backend, device, op)
+    return backends.select(backend, device, op, layout)
+
+
+def _layout(input: torch.Tensor) -> str:
+    """The bench's name for the input's memory format (what the automatic choice's data is per)."""
+    channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+    return "channels_last" if channels_last else "nchw"
 
 
 def _run(op: str, backend: str | None, input: torch.Tensor, *args):
-    impl = backends.implementation(_select_backend(backend, input.device, op))
+    impl = backends.implementation(_select_backend(backend, input.device, op, _layout(input)))
     if checks.autocasting(input):
         n_tensors = TENSOR_ARGS[op]
         tensors = _autocast(input, *args[: n_tensors - 1])

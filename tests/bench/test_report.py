@@ -147,3 +147,19 @@ def test_older_files_render_as_before():
     assert report.markdown([(Path("r.json"), doc)], Path(".")) == (
         "**AMD EPYC** (cpu, 2 threads), batch 8, 2026-11-28, baseline torch (oneDNN); measured copy 28 GB/s, "
         "float32 matmul 0.15 TFLOP/s. Data: `r.json`.\n")
+
+
+def test_measured_module_keeps_native_cpu_speedups(tmp_path):
+    # xsep/_measured.py (the CPU automatic choice's data) holds each CPU's native geometric means
+    # per op and layout, (forward, forward+backward), the newest results file winning.
+    render = _render()
+    old = {"device": {"type": "cpu", "name": "Some CPU"}, "summary": [
+        {"backend": "native", "op": "separable", "layout": "nchw", "mode": "forward", "geomean_speedup": 0.5},
+        {"backend": "native", "op": "separable", "layout": "nchw", "mode": "forward+backward", "geomean_speedup": 0.6},
+        {"backend": "torch", "op": "separable", "layout": "nchw", "mode": "forward", "geomean_speedup": 1.0}]}
+    new = {"device": {"type": "cpu", "name": "Some CPU"}, "summary": [
+        {"backend": "native", "op": "separable", "layout": "nchw", "mode": "forward", "geomean_speedup": 1.25}]}
+    gpu = {"device": {"type": "cuda", "name": "Some GPU"}, "summary": old["summary"]}
+    namespace: dict = {}
+    exec(render.measured_module([(None, old), (None, new), (None, gpu)]), namespace)
+    assert namespace["CPU_SPEEDUPS"] == {"Some CPU": {("separable_conv2d", "nchw"): (1.25, 0.6)}}
