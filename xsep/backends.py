@@ -17,6 +17,7 @@ each differentiable: what xsep.functional calls once it has chosen.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -68,8 +69,9 @@ def unavailable_reason(backend: str, device: torch.device | str, op: str = "sepa
     return _REASONS[backend](torch.device(device).type, op)
 
 
+@functools.cache
 def _cpu_name() -> str:
-    from xsep.bench.report import device_name
+    from xsep.bench.report import device_name  # the name the bench records results under
 
     return device_name(torch.device("cpu"))
 
