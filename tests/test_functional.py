@@ -175,8 +175,9 @@ def _weight(*size, dtype) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=[case_id(c) for c in DEPTHWISE_CASES])
-def test_depthwise_matches_reference(backend, case):
+def test_depthwise_matches_reference(backend, case, request):
     # The depthwise op over the covering design: forward, and gradients of input, weight and bias.
+    _xfail_pytorch_low_precision_padding_taps(backend, case, request)
     shape, dtype = case["shape"], case["dtype"]
     kh, kw = _as_pair(case["kernel"])
     arg, pad = expected_padding(case["padding"], case["kernel"], case["stride"], case["dilation"], shape)
@@ -196,10 +197,25 @@ def test_depthwise_matches_reference(backend, case):
     check_memory_formats(x, got["output"], got["grad_input"])
 
 
+def _xfail_pytorch_low_precision_padding_taps(backend, case, request) -> None:
+    """PyTorch's own bfloat16/float16 depthwise convolution on CPU (torch 2.14.1, oneDNN) returns a
+    weight gradient with uninitialised values for kernel taps that only ever see padding (a kernel
+    wider than the input): measured with a 1x1 input and a 3x5 kernel, wrong in about half the runs,
+    whatever the layout. The `torch` backend is PyTorch itself, so that case can only be an expected
+    (not strict: it passes when the memory happens to be zero) failure; xsep's kernels are held to it."""
+    (kh, kw), (dh, dw) = _as_pair(case["kernel"]), _as_pair(case["dilation"])
+    shape = case["shape"]
+    if (backend == "torch" and case["dtype"] in (torch.bfloat16, torch.float16)
+            and (dh * (kh - 1) + 1 > shape.h or dw * (kw - 1) + 1 > shape.w)):
+        request.applymarker(pytest.mark.xfail(reason="PyTorch bug: low-precision CPU depthwise weight gradient "
+                                                     "leaves padding-only taps uninitialised", strict=False))
+
+
 @pytest.mark.parametrize("case", SEPARABLE_CASES, ids=[case_id(c) for c in SEPARABLE_CASES])
-def test_separable_matches_reference(backend, case):
+def test_separable_matches_reference(backend, case, request):
     # The fused op over the covering design (mid activations included): forward, and gradients of
     # input, both weights and bias.
+    _xfail_pytorch_low_precision_padding_taps(backend, case, request)
     shape, dtype = case["shape"], case["dtype"]
     kh, kw = _as_pair(case["kernel"])
     arg, pad = expected_padding(case["padding"], case["kernel"], case["stride"], case["dilation"], shape)

@@ -5,12 +5,14 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <optional>
 
 #include "common/conv_args.h"
 #include "common/layout.h"
+#include "cpu/host.h"
 
 namespace xsep::cpu {
 namespace {
@@ -53,8 +55,9 @@ at::Tensor pointwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const
   check_pointwise_backward("xsep.pointwise_conv2d_grad_weight", at::kCPU, grad_output, input, weight);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const auto gw = at::mm(pixels(grad_output).t(), pixels(input));
-  return from_matrix(gw, weight);
+  const auto gy = pixels(grad_output);
+  auto gw = at::zeros({weight.size(0), weight.size(1)}, gy.options());
+  return from_matrix(addmm_tn_fixed_order(gw, gy, pixels(input)), weight);
 }
 
 }  // namespace

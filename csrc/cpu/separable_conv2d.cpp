@@ -150,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
         }
       });
       const auto gy = go_is_acc ? go_rows.narrow(0, p0, n) : gy_buf.narrow(0, 0, n);
-      grad_pw.addmm_(gy.t(), m_buf.narrow(0, 0, n));  // tile after tile: a fixed summation order
+      addmm_tn_fixed_order(grad_pw, gy, m_buf.narrow(0, 0, n));  // tile after tile: a fixed order
       auto gm = grad_mid.narrow(0, p0, n);
       at::mm_out(gm, gy, w_pw);
       if (mid != Activation::none) {
