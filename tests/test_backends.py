@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import dispatched_ops, native_available, require_native
 
-import xsep.functional as F
+import xsep.functional as XF
 from xsep import _extension, backends
 
 
@@ -71,9 +71,9 @@ def test_env_native_selects_native(monkeypatch):
     require_native()
     monkeypatch.setenv("XSEP_BACKEND", "native")
     x, w = torch.randn(1, 3, 5, 5), torch.randn(3, 1, 3, 3)
-    assert "xsep::depthwise_conv2d" in dispatched_ops(F.depthwise_conv2d, x, w)
+    assert "xsep::depthwise_conv2d" in dispatched_ops(XF.depthwise_conv2d, x, w)
     monkeypatch.setenv("XSEP_BACKEND", "torch")
-    ran = dispatched_ops(F.depthwise_conv2d, x, w)
+    ran = dispatched_ops(XF.depthwise_conv2d, x, w)
     assert "aten::convolution" in ran and not any(op.startswith("xsep::") for op in ran)
 
 
@@ -171,6 +171,6 @@ def test_functional_passes_the_input_layout(monkeypatch, no_backend_env):
     real = backends.select
     monkeypatch.setattr(backends, "select", lambda *a: seen.append(a[3]) or real(*a))
     x, w = torch.randn(1, 3, 6, 6), torch.randn(3, 1, 3, 3)
-    F.depthwise_conv2d(x, w)
-    F.depthwise_conv2d(x.to(memory_format=torch.channels_last), w)
+    XF.depthwise_conv2d(x, w)
+    XF.depthwise_conv2d(x.to(memory_format=torch.channels_last), w)
     assert seen == ["nchw", "channels_last"]

@@ -9,7 +9,7 @@ import torch
 from helpers import require_native
 
 import xsep
-import xsep.functional as F
+import xsep.functional as XF
 
 # Shapes shared by the cases: input [2, 3, 8, 8]; depthwise weight [6, 1, 3, 3] (M = 2);
 # pointwise weight [5, 6, 1, 1]; bias [5] (separable) or [6] (depthwise).
@@ -28,18 +28,18 @@ def _pw(*shape, **kw):
 
 
 def dw_call(x=None, w=None, b=None, **kw):
-    return lambda backend: F.depthwise_conv2d(_x() if x is None else x, _dw() if w is None else w, b,
+    return lambda backend: XF.depthwise_conv2d(_x() if x is None else x, _dw() if w is None else w, b,
                                               **{"padding": 1, **kw}, backend=backend)
 
 
 def sep_call(x=None, dw=None, pw=None, b=None, **kw):
-    return lambda backend: F.separable_conv2d(_x() if x is None else x, _dw() if dw is None else dw,
+    return lambda backend: XF.separable_conv2d(_x() if x is None else x, _dw() if dw is None else dw,
                                               _pw() if pw is None else pw, b, **{"padding": 1, **kw},
                                               backend=backend)
 
 
 def pw_call(x=None, w=None, b=None):
-    return lambda backend: F.pointwise_conv2d(_x() if x is None else x, _pw(5, 3, 1, 1) if w is None else w, b,
+    return lambda backend: XF.pointwise_conv2d(_x() if x is None else x, _pw(5, 3, 1, 1) if w is None else w, b,
                                               backend=backend)
 
 
@@ -47,7 +47,7 @@ def pw_call(x=None, w=None, b=None):
 FUNCTIONAL_CASES = [
     # Shapes
     ("input_rank", dw_call(x=_x(3, 8, 8)), ValueError, r"input must be a 4-D tensor \[N, C, H, W\], got shape \(3, 8, 8\)"),
-    ("input_not_tensor", lambda backend: F.depthwise_conv2d([[1.0]], _dw(), backend=backend), TypeError,
+    ("input_not_tensor", lambda backend: XF.depthwise_conv2d([[1.0]], _dw(), backend=backend), TypeError,
      "input must be a torch.Tensor, got list"),
     ("input_no_channels", dw_call(x=_x(2, 0, 8, 8)), ValueError, "input must have at least one channel"),
     ("input_no_pixels", dw_call(x=_x(2, 3, 0, 8)), ValueError, "at least one channel and one pixel"),
@@ -154,7 +154,7 @@ def test_native_backend_on_unsupported_device():
     with pytest.raises(RuntimeError, match=r"xsep backend 'native' \(backend\) cannot run on meta: "
                                            r"(xsep has no native kernels for 'meta' tensors|"
                                            r"the compiled library could not be loaded)"):
-        F.depthwise_conv2d(x, w, backend="native")
+        XF.depthwise_conv2d(x, w, backend="native")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as torch_F
 from helpers import DTYPE_NAMES, LAYOUTS, memory_format_of, pairwise, poisoned
 
-import xsep.functional as F
+import xsep.functional as XF
 from xsep.ops import reference
 from xsep.testing import (
     FIXED_TOLERANCE,
@@ -78,7 +78,7 @@ def expected_padding(kind, kernel, stride, dilation, shape: Shape):
     arg, pad = padding_argument(kind, kernel, dilation)
     if pad is None:
         (kh, kw), (s_h, s_w), (dh, dw) = _as_pair(kernel), _as_pair(stride), _as_pair(dilation)
-        pad = (*F.same_padding(shape.h, kh, s_h, dh), *F.same_padding(shape.w, kw, s_w, dw))
+        pad = (*XF.same_padding(shape.h, kh, s_h, dh), *XF.same_padding(shape.w, kw, s_w, dw))
     return arg, pad
 
 
@@ -187,7 +187,7 @@ def test_depthwise_matches_reference(backend, case, request):
     act = case["input_activation"]
 
     def run(x, weight, bias):
-        return F.depthwise_conv2d(x, weight, bias, case["stride"], arg, case["dilation"], act, backend=backend)
+        return XF.depthwise_conv2d(x, weight, bias, case["stride"], arg, case["dilation"], act, backend=backend)
 
     def ref(x, weight, bias):
         return reference.depthwise_conv2d(x, weight, bias, _as_pair(case["stride"]), pad,
@@ -227,7 +227,7 @@ def test_separable_matches_reference(backend, case, request):
     in_act, mid_act = case["input_activation"], case["mid_activation"]
 
     def run(x, dw, pw, bias):
-        return F.separable_conv2d(x, dw, pw, bias, case["stride"], arg, case["dilation"], in_act, mid_act,
+        return XF.separable_conv2d(x, dw, pw, bias, case["stride"], arg, case["dilation"], in_act, mid_act,
                                   backend=backend)
 
     def ref(x, dw, pw, bias):
@@ -247,7 +247,7 @@ def test_pointwise_matches_reference(backend, case):
     bias = _weight(shape.o, 1, dtype=dtype)[:, 0] if case["bias"] else None
 
     def run(x, weight, bias):
-        return F.pointwise_conv2d(x, weight, bias, backend=backend)
+        return XF.pointwise_conv2d(x, weight, bias, backend=backend)
 
     got = check_against_reference(run, reference.pointwise_conv2d, [x, weight, bias], ["input", "weight", "bias"])
     check_memory_formats(x, got["output"], got["grad_input"])
@@ -271,7 +271,7 @@ def _op_case(op: str, dtype=torch.float64, shape=Shape(2, 6, 7, 9, 5), multiplie
         names = ["input", "weight", "bias"]
 
         def run(backend):
-            return lambda x, w, b: F.depthwise_conv2d(x, w, b, 2, pad, 1, "relu", backend=backend)
+            return lambda x, w, b: XF.depthwise_conv2d(x, w, b, 2, pad, 1, "relu", backend=backend)
 
         def ref(x, w, b):
             return reference.depthwise_conv2d(x, w, b, (2, 2), pad, (1, 1), "relu")
@@ -280,7 +280,7 @@ def _op_case(op: str, dtype=torch.float64, shape=Shape(2, 6, 7, 9, 5), multiplie
         names = ["input", "weight", "bias"]
 
         def run(backend):
-            return lambda x, w, b: F.pointwise_conv2d(x, w, b, backend=backend)
+            return lambda x, w, b: XF.pointwise_conv2d(x, w, b, backend=backend)
 
         ref = reference.pointwise_conv2d
     else:
@@ -289,7 +289,7 @@ def _op_case(op: str, dtype=torch.float64, shape=Shape(2, 6, 7, 9, 5), multiplie
         names = ["input", "depthwise_weight", "pointwise_weight", "bias"]
 
         def run(backend):
-            return lambda x, dw, pw, b: F.separable_conv2d(x, dw, pw, b, 2, pad, 1, "relu", "elu", backend=backend)
+            return lambda x, dw, pw, b: XF.separable_conv2d(x, dw, pw, b, 2, pad, 1, "relu", "elu", backend=backend)
 
         def ref(x, dw, pw, b):
             return reference.separable_conv2d(x, dw, pw, b, (2, 2), pad, (1, 1), "relu", "elu")
@@ -377,7 +377,7 @@ def test_autocast_accepts_mixed_dtypes(backend):
     x = torch.randn(1, 4, 6, 6)
     dw, pw = _weight(4, 1, 3, 3, dtype=torch.bfloat16), _weight(8, 4, 1, 1, dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = F.separable_conv2d(x, dw, pw, None, padding=1, backend=backend)
+        y = XF.separable_conv2d(x, dw, pw, None, padding=1, backend=backend)
     args = (None, (1, 1), (1, 1, 1, 1), (1, 1))
     want, torch_at_dtype = reference_results(lambda x, dw, pw: reference.separable_conv2d(x, dw, pw, *args),
                                              [x.to(torch.bfloat16), dw, pw], torch.bfloat16,
@@ -410,7 +410,7 @@ def test_autocast_accepts_mixed_dtypes(backend):
 def test_same_padding_hand_computed(size, kernel, stride, dilation, expected):
     # TensorFlow's 'same': total = max((ceil(size/stride) - 1) * stride + span - size, 0),
     # before = total // 2, after = the rest. Worked out by hand, independently of the implementation.
-    assert F.same_padding(size, kernel, stride, dilation) == expected
+    assert XF.same_padding(size, kernel, stride, dilation) == expected
 
 
 def test_same_padding_gives_ceil_output():
@@ -420,7 +420,7 @@ def test_same_padding_gives_ceil_output():
         for kernel in (1, 2, 3, 4, 5, 7):
             for stride in (1, 2, 3):
                 for dilation in (1, 2):
-                    before, after = F.same_padding(size, kernel, stride, dilation)
+                    before, after = XF.same_padding(size, kernel, stride, dilation)
                     assert 0 <= after - before <= 1
                     x = torch.empty(1, 1, size + before + after, 1, device="meta")
                     w = torch.empty(1, 1, kernel, 1, device="meta")
@@ -433,7 +433,7 @@ def test_same_padding_gives_ceil_output():
     [
         (0, (0, 0, 0, 0)),
         (2, (2, 2, 2, 2)),
-        ((1, 3), (1, 1, 3, 3)),  # (h, w), as in F.conv2d
+        ((1, 3), (1, 1, 3, 3)),  # (h, w), as in XF.conv2d
         ([1, 3], (1, 1, 3, 3)),  # any sequence
         ((1, 2, 3, 4), (1, 2, 3, 4)),  # (top, bottom, left, right)
         ("valid", (0, 0, 0, 0)),
@@ -444,21 +444,21 @@ def test_same_padding_gives_ceil_output():
 )
 def test_normalize_padding_forms(padding, expected):
     # Every accepted form of `padding` becomes (top, bottom, left, right).
-    assert F.normalize_padding(padding, (8, 9), (3, 5), (2, 2), (1, 1)) == expected
+    assert XF.normalize_padding(padding, (8, 9), (3, 5), (2, 2), (1, 1)) == expected
 
 
 def test_padding_forms_agree(backend):
     # The forms are interchangeable in the ops: int, pair, 4-tuple and a list give one result.
     x, w = torch.randn(1, 3, 6, 7), _weight(3, 1, 3, 3, dtype=torch.float32)
-    outs = [F.depthwise_conv2d(x, w, padding=p, backend=backend) for p in (1, (1, 1), (1, 1, 1, 1), [1, 1, 1, 1])]
+    outs = [XF.depthwise_conv2d(x, w, padding=p, backend=backend) for p in (1, (1, 1), (1, 1, 1, 1), [1, 1, 1, 1])]
     for out in outs[1:]:
         assert torch.equal(out, outs[0])
 
 
 def test_stride_and_dilation_forms(backend):
-    # stride/dilation: an int or an (h, w) pair (a list too), like F.conv2d; the result matches
+    # stride/dilation: an int or an (h, w) pair (a list too), like XF.conv2d; the result matches
     # PyTorch's own depthwise convolution for the same arguments.
     x, w = torch.randn(1, 3, 9, 10, dtype=torch.float64), _weight(6, 1, 3, 2, dtype=torch.float64)
-    y = F.depthwise_conv2d(x, w, None, [2, 1], (1, 2), (2, 1), backend=backend)
+    y = XF.depthwise_conv2d(x, w, None, [2, 1], (1, 2), (2, 1), backend=backend)
     want = torch_F.conv2d(x, w, None, (2, 1), (1, 2), (2, 1), groups=3)
     assert rel_error(y, want) <= FIXED_TOLERANCE[torch.float64]

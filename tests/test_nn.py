@@ -13,7 +13,7 @@ from helpers import dispatched_ops, require_native
 from torch import nn
 
 import xsep
-from xsep import functional as F
+from xsep import functional as XF
 from xsep.testing import FIXED_TOLERANCE, rel_error
 
 
@@ -95,8 +95,8 @@ def test_padding_modes_equal_explicit_zero_padding(backend, padding):
     # tuple equal nn.ZeroPad2d followed by the unpadded pair.
     h, w, k, stride = 8, 10, 3, 2
     if padding == "same":
-        top, bottom = F.same_padding(h, k, stride, 1)
-        left, right = F.same_padding(w, k, stride, 1)
+        top, bottom = XF.same_padding(h, k, stride, 1)
+        left, right = XF.same_padding(w, k, stride, 1)
         assert (top, bottom, left, right) == (0, 1, 0, 1)
     else:
         top, bottom, left, right = padding

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from xsep.ops import reference
+from xsep.ops.schemas import activation_code
 from xsep.testing import TENSOR_NAMES, assert_matches_reference, reference_results
 
 f32, f64, bf16, f16 = torch.float32, torch.float64, torch.bfloat16, torch.float16
-MID = {"none": 0, "relu": 1, "relu6": 2, "elu": 3}
 DEVICE_SMEM = 227 * 1024  # an H100's opt-in shared memory per block: the resident path when it fits
 
 
@@ -102,9 +102,9 @@ def test_matches_reference(emu, case):
     w_pw = pw64.reshape(o, oc).to(dtype).contiguous()
     bias = None if b64 is None else b64.to(acc)
     smem = DEVICE_SMEM if case["resident"] else 0
-    y = emu.separable_forward_nhwc(input_nhwc(x), taps, w_pw, bias, params, relu, MID[mid], smem)
-    grad_pw = emu.separable_grad_pointwise_weight_nhwc(nhwc(go), input_nhwc(x), taps, params, relu, MID[mid])
-    grad_mid = emu.separable_grad_mid_nhwc(nhwc(go), input_nhwc(x), taps, w_pw, params, relu, MID[mid])
+    y = emu.separable_forward_nhwc(input_nhwc(x), taps, w_pw, bias, params, relu, activation_code(mid), smem)
+    grad_pw = emu.separable_grad_pointwise_weight_nhwc(nhwc(go), input_nhwc(x), taps, params, relu, activation_code(mid))
+    grad_mid = emu.separable_grad_mid_nhwc(nhwc(go), input_nhwc(x), taps, w_pw, params, relu, activation_code(mid))
     grad_input = emu.depthwise_grad_input_nhwc(grad_mid, taps, nhwc(x), params, relu)
     grad_dw = emu.depthwise_grad_weight_nhwc(grad_mid, nhwc(x), params, relu)
     got = {"output": nchw(y), "grad_input": nchw(grad_input), "grad_depthwise_weight": grad_dw.t().reshape(oc, 1, kh, kw),

@@ -1,9 +1,10 @@
 """The contract of xsep's ops, written once: each op's schema and the activation names with their codes.
 
-Every namespace that implements the ops registers exactly these schemas: the compiled library
-(torch.ops.xsep; its C++ header is generated from this file at build time, see xsep/_build.py), the
-Triton backend (torch.ops.xsep_triton) and the CUDA emulator's test library. The activation codes are
-the integers the C++, CUDA and Triton kernels receive.
+Every namespace that implements the ops registers exactly these schemas (tests/test_schemas.py and
+tests/triton/test_triton_registration.py check it): the compiled library (torch.ops.xsep; its C++
+header is generated from this file at build time, see xsep/_build.py) and the Triton backend
+(torch.ops.xsep_triton). The activation codes are the integers the C++, CUDA and Triton kernels (and
+the CUDA emulator's launchers) receive.
 
 Importing this module must stay cheap and torch-free: the build loads it by path.
 """

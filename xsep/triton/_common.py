@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from xsep.ops.checks import depthwise_output_shape
 from xsep.ops.schemas import activation_code
 from xsep.triton import interpreting
 
@@ -20,6 +21,17 @@ from xsep.triton import interpreting
 RELU = tl.constexpr(activation_code("relu"))
 RELU6 = tl.constexpr(activation_code("relu6"))
 ELU = tl.constexpr(activation_code("elu"))
+
+def geometry(input, weight, stride, padding, dilation):
+    """(N, C, C*M, M, Ho, Wo) of a depthwise convolution whose arguments were checked."""
+    n, cm, ho, wo = depthwise_output_shape(input, weight, stride, padding, dilation)
+    return n, input.shape[1], cm, cm // input.shape[1], ho, wo
+
+
+def conv_args(stride, padding, dilation):
+    """The kernels' (STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W): bottom/right padding only shows in Ho, Wo."""
+    return (int(stride[0]), int(stride[1]), int(padding[0]), int(padding[2]), int(dilation[0]), int(dilation[1]))
+
 
 def acc_dtype(dtype: torch.dtype):
     """The accumulator: float32, or float64 for float64 tensors."""

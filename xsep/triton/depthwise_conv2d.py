@@ -20,14 +20,15 @@ import torch
 import triton
 import triton.language as tl
 
-from xsep.ops.checks import depthwise_output_shape
 from xsep.triton._common import (
     acc_dtype,
     aligned,
     alignment,
     channel_mask,
+    conv_args,
     depthwise_tile,
     empty,
+    geometry,
     input_channel,
     launch,
     new_like_format,
@@ -150,17 +151,8 @@ def _grad_weight_kernel(g_ptr, x_ptr, part_ptr, P, CM, M: tl.constexpr, H, W, Ho
     tl.store(part_ptr + (split * CM + k) * (KH * KW) + tap, total, mask=k_mask)
 
 
-def _geometry(input, weight, stride, padding, dilation):
-    n, cm, ho, wo = depthwise_output_shape(input, weight, stride, padding, dilation)
-    return n, input.shape[1], cm, cm // input.shape[1], ho, wo
-
-
-def _conv_args(stride, padding, dilation):
-    return (int(stride[0]), int(stride[1]), int(padding[0]), int(padding[2]), int(dilation[0]), int(dilation[1]))
-
-
 def forward(input, weight, bias, stride, padding, dilation, relu_in: bool) -> torch.Tensor:
-    n, c, cm, m, ho, wo = _geometry(input, weight, stride, padding, dilation)
+    n, c, cm, m, ho, wo = geometry(input, weight, stride, padding, dilation)
     out = new_like_format(input, (n, cm, ho, wo))
     if out.numel() == 0:
         return out
@@ -169,14 +161,14 @@ def forward(input, weight, bias, stride, padding, dilation, relu_in: bool) -> to
     grid = lambda meta: (triton.cdiv(p, meta["BLOCK_P"]), triton.cdiv(cm, meta["BLOCK_C"]))  # noqa: E731
     launch(_forward_kernel, grid, input, weight, bias.contiguous() if bias is not None else weight, out, p, c, cm, m,
            input.shape[2], input.shape[3], ho, wo, *input.stride(), weight.stride(0), weight.stride(2),
-           weight.stride(3), *out.stride(), *_conv_args(stride, padding, dilation),
+           weight.stride(3), *out.stride(), *conv_args(stride, padding, dilation),
            KH=kh, KW=kw, HAS_BIAS=bias is not None, RELU_IN=relu_in, ACC=acc_dtype(input.dtype),
            ALIGN=alignment((c, cm), (input, out)))
     return out
 
 
 def grad_input(grad_output, input, weight, stride, padding, dilation, relu_in: bool) -> torch.Tensor:
-    n, c, cm, m, ho, wo = _geometry(input, weight, stride, padding, dilation)
+    n, c, cm, m, ho, wo = geometry(input, weight, stride, padding, dilation)
     gx = new_like_format(input, input.shape)
     if gx.numel() == 0:
         return gx
@@ -185,13 +177,13 @@ def grad_input(grad_output, input, weight, stride, padding, dilation, relu_in: b
     grid = lambda meta: (triton.cdiv(p, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]))  # noqa: E731
     launch(_grad_input_kernel, grid, grad_output, input, weight, gx, p, c, m, h, w, ho, wo,
            *grad_output.stride(), *input.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *gx.stride(),
-           *_conv_args(stride, padding, dilation), KH=weight.shape[2], KW=weight.shape[3], RELU_IN=relu_in,
+           *conv_args(stride, padding, dilation), KH=weight.shape[2], KW=weight.shape[3], RELU_IN=relu_in,
            ACC=acc_dtype(input.dtype), ALIGN=alignment((c, cm), (grad_output, input, gx)))
     return gx
 
 
 def grad_weight(grad_output, input, weight, stride, padding, dilation, relu_in: bool) -> torch.Tensor:
-    n, c, cm, m, ho, wo = _geometry(input, weight, stride, padding, dilation)
+    n, c, cm, m, ho, wo = geometry(input, weight, stride, padding, dilation)
     kh, kw = weight.shape[2], weight.shape[3]
     p = n * ho * wo
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
@@ -202,7 +194,7 @@ def grad_weight(grad_output, input, weight, stride, padding, dilation, relu_in: 
     part = empty((count, cm, kh * kw), acc, input.device)
     grid = lambda meta: (count, triton.cdiv(cm, meta["BLOCK_C"]), kh * kw)  # noqa: E731
     launch(_grad_weight_kernel, grid, grad_output, input, part, p, cm, m, input.shape[2], input.shape[3], ho, wo,
-           rows, *grad_output.stride(), *input.stride(), *_conv_args(stride, padding, dilation),
+           rows, *grad_output.stride(), *input.stride(), *conv_args(stride, padding, dilation),
            KH=kh, KW=kw, RELU_IN=relu_in, ACC=acc_dtype(input.dtype),
            ALIGN=alignment((c, cm), (grad_output, input)))
     # The second, deterministic reduction over the splits.

@@ -28,18 +28,19 @@ import torch
 import triton
 import triton.language as tl
 
-from xsep.ops.checks import depthwise_output_shape
 from xsep.triton import depthwise_conv2d as dw
 from xsep.triton._common import (
     acc_dtype,
     aligned,
     alignment,
     channel_mask,
+    conv_args,
     depthwise_tile,
     dot_operand,
     dot_precision,
     dot_upcast,
     empty,
+    geometry,
     input_channel,
     launch,
     mid_act,
@@ -194,21 +195,12 @@ def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, part_ptr, P, CM, M: tl.constexpr, 
     tl.store(part_ptr + rows[:, None] + k[None, :], acc, mask=o_mask[:, None] & k_mask[None, :])
 
 
-def _geometry(input, dw_weight, stride, padding, dilation):
-    n, cm, ho, wo = depthwise_output_shape(input, dw_weight, stride, padding, dilation)
-    return n, cm, cm // input.shape[1], ho, wo
-
-
-def _conv_args(stride, padding, dilation):
-    return (int(stride[0]), int(stride[1]), int(padding[0]), int(padding[2]), int(dilation[0]), int(dilation[1]))
-
-
 def _pw_matrix(pw_weight):
     return pw_weight.reshape(pw_weight.shape[0], pw_weight.shape[1]) if pw_weight.dim() == 4 else pw_weight
 
 
 def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_in: bool, mid: int) -> torch.Tensor:
-    n, cm, m, ho, wo = _geometry(input, dw_weight, stride, padding, dilation)
+    n, _, cm, m, ho, wo = geometry(input, dw_weight, stride, padding, dilation)
     pw = _pw_matrix(pw_weight).contiguous()  # row stride CM: a multiple of ALIGN
     o = pw.shape[0]
     out = new_like_format(input, (n, o, ho, wo))
@@ -218,7 +210,7 @@ def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_i
     grid = lambda meta: (triton.cdiv(p, meta["BLOCK_M"]), triton.cdiv(o, meta["BLOCK_N"]))  # noqa: E731
     launch(_forward_kernel, grid, input, dw_weight, pw, bias.contiguous() if bias is not None else pw, out, p, cm, m, o,
            input.shape[2], input.shape[3], ho, wo, *input.stride(), dw_weight.stride(0), dw_weight.stride(2),
-           dw_weight.stride(3), pw.stride(0), pw.stride(1), *out.stride(), *_conv_args(stride, padding, dilation),
+           dw_weight.stride(3), pw.stride(0), pw.stride(1), *out.stride(), *conv_args(stride, padding, dilation),
            KH=dw_weight.shape[2], KW=dw_weight.shape[3], HAS_BIAS=bias is not None, RELU_IN=relu_in, MID_ACT=mid,
            ACC=acc_dtype(input.dtype), UPCAST=dot_upcast(input.dtype), PREC=dot_precision(input.dtype),
            ALIGN=alignment((cm, o), (input, out), pw.stride()))
@@ -226,7 +218,7 @@ def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_i
 
 
 def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation, relu_in: bool, mid: int):
-    n, cm, m, ho, wo = _geometry(input, dw_weight, stride, padding, dilation)
+    n, _, cm, m, ho, wo = geometry(input, dw_weight, stride, padding, dilation)
     pw = _pw_matrix(pw_weight).contiguous()
     o = pw.shape[0]
     kh, kw = dw_weight.shape[2], dw_weight.shape[3]
@@ -236,7 +228,7 @@ def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation
         return (new_like_format(input, input.shape).zero_(),
                 torch.zeros_like(dw_weight, memory_format=torch.contiguous_format),
                 torch.zeros_like(pw_weight, memory_format=torch.contiguous_format))
-    conv = _conv_args(stride, padding, dilation)
+    conv = conv_args(stride, padding, dilation)
     common = dict(KH=kh, KW=kw, RELU_IN=relu_in, MID_ACT=mid, ACC=acc_dtype(input.dtype),
                   UPCAST=dot_upcast(input.dtype), PREC=dot_precision(input.dtype),
                   ALIGN=alignment((cm, o), (grad_output, input), pw.stride()))
