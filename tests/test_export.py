@@ -122,11 +122,13 @@ def test_run_decompositions_lowers_each_op_to_core_aten(cases, index):
 
 
 def _model():
+    # backend="native" by name: the automatic choice may take torch for NCHW CPU tensors (xsep.backends)
     torch.manual_seed(0)
     return nn.Sequential(
-        xsep.SeparableConv2d(4, 8, 3, stride=2, padding="same", input_activation="relu", mid_activation="elu"),
+        xsep.SeparableConv2d(4, 8, 3, stride=2, padding="same", input_activation="relu", mid_activation="elu",
+                             backend="native"),
         nn.BatchNorm2d(8),
-        xsep.DepthwiseConv2d(8, 5, padding=(1, 3, 2, 2), depth_multiplier=2, bias=True),
+        xsep.DepthwiseConv2d(8, 5, padding=(1, 3, 2, 2), depth_multiplier=2, bias=True, backend="native"),
     ).eval()
 
 

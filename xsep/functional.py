@@ -21,8 +21,6 @@ from xsep.ops.autograd import TENSOR_ARGS
 from xsep.ops.checks import IntOrPair, Padding, normalize_padding, same_padding  # noqa: F401  (public)
 from xsep.ops.schemas import INPUT_ACTIVATIONS, MID_ACTIVATIONS
 
-_pair, _activation = checks.pair, checks.activation_name  # TODO(refactor): xsep/nn moves to checks
-
 
 def _autocast(input: torch.Tensor, *tensors: torch.Tensor | None):
     """Under torch.autocast, run in the autocast dtype, as nn.Conv2d does."""
@@ -39,6 +37,8 @@ def _select_backend(backend: str | None, device: torch.device, op: str, layout: 
 
 def _layout(input: torch.Tensor) -> str:
     """The bench's name for the input's memory format (what the automatic choice's data is per)."""
+    while torch._C._functorch.is_batchedtensor(input):  # under vmap: the batched tensor's own layout
+        input = torch._C._functorch.get_unwrapped(input)
     channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
     return "channels_last" if channels_last else "nchw"
 
