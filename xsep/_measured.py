@@ -14,4 +14,12 @@ CPU_SPEEDUPS = {
         ('separable_conv2d', 'channels_last'): (1.071, 1.077),
         ('separable_conv2d', 'nchw'): (0.732, 0.808),
     },
+    'Intel(R) Xeon(R) Processor': {
+        ('depthwise_conv2d', 'channels_last'): (0.927, 0.978),
+        ('depthwise_conv2d', 'nchw'): (0.518, 0.432),
+        ('pointwise_conv2d', 'channels_last'): (1.098, 1.065),
+        ('pointwise_conv2d', 'nchw'): (0.748, 0.769),
+        ('separable_conv2d', 'channels_last'): (1.06, 1.076),
+        ('separable_conv2d', 'nchw'): (0.81, 0.934),
+    },
 }
