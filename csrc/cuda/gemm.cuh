@@ -266,10 +266,10 @@ void launch_gemm(int64_t M, int64_t N, int64_t K, int64_t splits, const OpA& a, 
   const int64_t step = uses_tensor_cores<T>() ? TC_BK : F_BK;
   const int64_t k_per_split = ((K + splits - 1) / splits + step - 1) / step * step;
   if constexpr (uses_tensor_cores<T>()) {
-    const dim3 grid((M + TC_BM - 1) / TC_BM, (N + TC_BN - 1) / TC_BN, splits);
+    const dim3 grid = grid_of((M + TC_BM - 1) / TC_BM, (N + TC_BN - 1) / TC_BN, splits, "gemm_tc_kernel");
     gemm_tc_kernel<T, OpA, OpB, Epilogue><<<grid, TC_THREADS, 0, stream>>>(M, N, K, k_per_split, a, b, epilogue);
   } else {
-    const dim3 grid((M + F_BM - 1) / F_BM, (N + F_BN - 1) / F_BN, splits);
+    const dim3 grid = grid_of((M + F_BM - 1) / F_BM, (N + F_BN - 1) / F_BN, splits, "gemm_fma_kernel");
     gemm_fma_kernel<T, OpA, OpB, Epilogue><<<grid, F_THREADS, 0, stream>>>(M, N, K, k_per_split, a, b, epilogue);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
