@@ -18,8 +18,6 @@ kernels and autograd bypassed), so the kernels here are registered on the Python
 
 from __future__ import annotations
 
-import threading
-
 import torch
 import torch.nn.functional as F
 from torch._C import DispatchKey
@@ -133,26 +131,18 @@ def _autograd_kernel(op, key):
     return kernel
 
 
-_registered: set[str] = set()
-_lock = threading.Lock()
-
-
 def register(namespace: str) -> None:
     """Registers the decompositions for the ops of `namespace` (torch.ops.xsep, torch.ops.xsep_triton),
-    which must be defined already; once per namespace."""
-    with _lock:
-        if namespace in _registered:
-            return
-        # Inductor copies the CIA ops of the moment into its decomposition table when this module is
-        # first imported, and refuses an op that is both there and a fallback (xsep's kernels): import
-        # it before the op becomes CIA (cheap once torch._dynamo is loaded, as xsep loads it).
-        try:
-            import torch._inductor.decomposition  # noqa: F401
-        except ImportError:  # pragma: no cover  (a torch without Inductor)
-            pass
-        for name, decomposition in DECOMPOSITIONS.items():
-            op = getattr(getattr(torch.ops, namespace), name).default
-            op.py_impl(DispatchKey.CompositeImplicitAutograd)(_when_exporting(decomposition))
-            for key in _AUTOGRAD_KEYS:
-                op.py_impl(key)(_autograd_kernel(op, key))
-        _registered.add(namespace)
+    which must be defined already. Called once per namespace, by xsep.ops.register."""
+    # Inductor copies the CIA ops of the moment into its decomposition table when this module is
+    # first imported, and refuses an op that is both there and a fallback (xsep's kernels): import
+    # it before the op becomes CIA (cheap once torch._dynamo is loaded, as xsep loads it).
+    try:
+        import torch._inductor.decomposition  # noqa: F401
+    except ImportError:  # pragma: no cover  (a torch without Inductor)
+        pass
+    for name, decomposition in DECOMPOSITIONS.items():
+        op = getattr(getattr(torch.ops, namespace), name).default
+        op.py_impl(DispatchKey.CompositeImplicitAutograd)(_when_exporting(decomposition))
+        for key in _AUTOGRAD_KEYS:
+            op.py_impl(key)(_autograd_kernel(op, key))
