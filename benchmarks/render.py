@@ -42,12 +42,12 @@ Per CPU (as the bench names it) and (op, layout): the native backend's geometric
 torch across Xception's layers, (forward, forward+backward), from the newest results file that timed
 it. xsep/backends.py chooses native for CPU tensors only where these show it at least as fast.
 """
-
-CPU_SPEEDUPS = '''
+'''
 
 
 def measured_module(docs) -> str:
-    """xsep/_measured.py's text: CPU_SPEEDUPS from the results files' summaries."""
+    """xsep/_measured.py's text: the results files' summaries as a table (op and layout by CPU), and CPU_SPEEDUPS
+    built from it."""
     speedups: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
     for _, doc in docs:  # oldest first per device, so the newest result wins
         if doc["device"]["type"] != "cpu":
@@ -56,14 +56,21 @@ def measured_module(docs) -> str:
         for s in doc.get("summary", []):
             if s["backend"] == "native" and s["geomean_speedup"] is not None:
                 per_cpu.setdefault((f"{s['op']}_conv2d", s["layout"]), {})[s["mode"]] = round(s["geomean_speedup"], 3)
-    table = {cpu: {key: (modes.get("forward"), modes.get("forward+backward")) for key, modes in sorted(per.items())}
-             for cpu, per in sorted(speedups.items())}
-    lines = ["{"]
-    for cpu, per in table.items():
-        lines.append(f"    {cpu!r}: {{")
-        lines += [f"        {key!r}: {value!r}," for key, value in per.items()]
-        lines.append("    },")
-    lines.append("}")
+    cpus = sorted(speedups)
+
+    def cell(modes):  # a CPU's (forward, forward+backward) for one (op, layout), None if never timed
+        return None if modes is None else (modes.get("forward"), modes.get("forward+backward"))
+
+    # A table, one row per (op, layout) and one column per CPU (not a block per CPU repeating the keys);
+    # the module builds CPU_SPEEDUPS, the form xsep/backends.py reads, from it.
+    lines = ["", f"CPUS = {tuple(cpus)!r}", "",
+             "# (op, layout): per CPU of CPUS, (forward, forward+backward); None where that CPU has no result.",
+             "TABLE = {"]
+    for key in sorted({key for per in speedups.values() for key in per}):
+        lines.append(f"    {key!r}: {tuple(cell(speedups[cpu].get(key)) for cpu in cpus)!r},")
+    lines += ["}", "",
+              "CPU_SPEEDUPS = {cpu: {key: row[i] for key, row in TABLE.items() if row[i] is not None}",
+              "                for i, cpu in enumerate(CPUS)}"]
     return MEASURED_HEADER + "\n".join(lines) + "\n"
 
 

@@ -5,21 +5,17 @@ torch across Xception's layers, (forward, forward+backward), from the newest res
 it. xsep/backends.py chooses native for CPU tensors only where these show it at least as fast.
 """
 
-CPU_SPEEDUPS = {
-    'AMD EPYC': {
-        ('depthwise_conv2d', 'channels_last'): (1.07, 1.143),
-        ('depthwise_conv2d', 'nchw'): (0.398, 0.443),
-        ('pointwise_conv2d', 'channels_last'): (1.032, 0.974),
-        ('pointwise_conv2d', 'nchw'): (0.748, 0.766),
-        ('separable_conv2d', 'channels_last'): (1.071, 1.077),
-        ('separable_conv2d', 'nchw'): (0.732, 0.808),
-    },
-    'Intel(R) Xeon(R) Processor': {
-        ('depthwise_conv2d', 'channels_last'): (0.927, 0.978),
-        ('depthwise_conv2d', 'nchw'): (0.518, 0.432),
-        ('pointwise_conv2d', 'channels_last'): (1.098, 1.065),
-        ('pointwise_conv2d', 'nchw'): (0.748, 0.769),
-        ('separable_conv2d', 'channels_last'): (1.06, 1.076),
-        ('separable_conv2d', 'nchw'): (0.81, 0.934),
-    },
+CPUS = ('AMD EPYC', 'Intel(R) Xeon(R) Processor')
+
+# (op, layout): per CPU of CPUS, (forward, forward+backward); None where that CPU has no result.
+TABLE = {
+    ('depthwise_conv2d', 'channels_last'): ((1.07, 1.143), (0.927, 0.978)),
+    ('depthwise_conv2d', 'nchw'): ((0.398, 0.443), (0.518, 0.432)),
+    ('pointwise_conv2d', 'channels_last'): ((1.032, 0.974), (1.098, 1.065)),
+    ('pointwise_conv2d', 'nchw'): ((0.748, 0.766), (0.748, 0.769)),
+    ('separable_conv2d', 'channels_last'): ((1.071, 1.077), (1.06, 1.076)),
+    ('separable_conv2d', 'nchw'): ((0.732, 0.808), (0.81, 0.934)),
 }
+
+CPU_SPEEDUPS = {cpu: {key: row[i] for key, row in TABLE.items() if row[i] is not None}
+                for i, cpu in enumerate(CPUS)}
