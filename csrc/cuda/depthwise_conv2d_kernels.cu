@@ -57,6 +57,19 @@ __device__ __forceinline__ int64_t global_thread() {
 }
 __device__ __forceinline__ int64_t thread_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
+// The per-pixel kernels' work items: a thread owns VEC channels of TW consecutive pixels of one
+// image row; items are numbered channel vectors fastest (a warp reads neighbouring channels), then
+// the row's runs of TW pixels, rows, images.
+struct RowRun {
+  int64_t n, row, w0, c0;  // image, row, first pixel along W, first channel
+};
+template <int VEC>
+__device__ __forceinline__ RowRun row_run(int64_t idx, int64_t rows, int64_t wtiles, int64_t cvecs) {
+  const int64_t cv = idx % cvecs, rest = idx / cvecs;
+  const int64_t wt = rest % wtiles, image_row = rest / wtiles;
+  return {image_row / rows, image_row % rows, wt * TW, cv * VEC};
+}
+
 int blocks_for(int64_t work) {
   const int64_t b = (work + kThreads - 1) / kThreads;
   return static_cast<int>(b < 1 ? 1 : (b > (1 << 20) ? (1 << 20) : b));  // grid-stride beyond
@@ -74,12 +87,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t total = p.N * p.Ho * wtiles * cvecs;
   const int kh = K > 0 ? K : static_cast<int>(p.kh), kw = K > 0 ? K : static_cast<int>(p.kw);
   for (int64_t idx = global_thread(); idx < total; idx += thread_stride()) {
-    const int64_t cv = idx % cvecs;
-    int64_t rest = idx / cvecs;
-    const int64_t wt = rest % wtiles;
-    rest /= wtiles;
-    const int64_t ho = rest % p.Ho, n = rest / p.Ho;
-    const int64_t oc0 = cv * VEC, ic0 = VEC == 1 ? oc0 / p.M : oc0, wo0 = wt * TW;
+    const auto [n, ho, wo0, oc0] = row_run<VEC>(idx, p.Ho, wtiles, cvecs);
+    const int64_t ic0 = VEC == 1 ? oc0 / p.M : oc0;
     A acc[TW][VEC];
     start_with_bias(acc, bias, oc0);
     for (int r = 0; r < kh; ++r) {
@@ -306,12 +315,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t cvecs = p.C / VEC, wtiles = (p.W + TW - 1) / TW;
   const int64_t total = p.N * p.H * wtiles * cvecs;
   for (int64_t idx = global_thread(); idx < total; idx += thread_stride()) {
-    const int64_t cv = idx % cvecs;
-    int64_t rest = idx / cvecs;
-    const int64_t wt = rest % wtiles;
-    rest /= wtiles;
-    const int64_t hi = rest % p.H, n = rest / p.H;
-    const int64_t c0 = cv * VEC, wi0 = wt * TW;
+    const auto [n, hi, wi0, c0] = row_run<VEC>(idx, p.H, wtiles, cvecs);
     A acc[TW][VEC];
 #pragma unroll
     for (int t = 0; t < TW; ++t)
@@ -456,8 +460,8 @@ dim3 tiled_grid(const DepthwiseGeometry& p) {
 }
 
 template <typename T, int VEC>
-void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, T* y,
-                    cudaStream_t stream) {
+void launch_forward_at_width(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, T* y,
+                             cudaStream_t stream) {
   with_kernel_size(p, [&](auto k) {
     constexpr int K = decltype(k)::value;
     if constexpr (VEC > 1 && K > 0) {
@@ -470,6 +474,17 @@ void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, con
     forward_kernel<T, VEC, K><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The channels-last forward, 16-byte vectors wherever every access allows them.
+template <typename T>
+void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, T* y,
+                    cudaStream_t stream) {
+  if (can_vectorize<T>(p, {x, y})) {
+    launch_forward_at_width<T, kVec16<T>>(p, x, w, b, y, stream);
+  } else {
+    launch_forward_at_width<T, 1>(p, x, w, b, y, stream);
+  }
 }
 
 template <typename T, bool TRANSPOSED>
@@ -510,6 +525,42 @@ bool launch_tiled_grad_input(const DepthwiseGeometry& p, const T* go, const Acc<
   return true;
 }
 
+// The channels-last input gradient: the tiled kernel where it applies, else the per-pixel one, with
+// 16-byte vectors wherever every access allows them.
+template <typename T>
+void launch_grad_input(const DepthwiseGeometry& p, const T* go, const Acc<T>* w, const T* x, T* gi,
+                       cudaStream_t stream) {
+  constexpr int V = kVec16<T>;
+  if (can_vectorize<T>(p, {go, x, gi})) {
+    if (launch_tiled_grad_input<T, V>(p, go, w, x, gi, stream)) return;
+    const int64_t work = p.N * p.H * ((p.W + TW - 1) / TW) * (p.C / V);
+    grad_input_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, go, w, x, gi);
+  } else {
+    const int64_t work = p.N * p.H * ((p.W + TW - 1) / TW) * p.C;
+    grad_input_kernel<T, 1><<<blocks_for(work), kThreads, 0, stream>>>(p, go, w, x, gi);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The weight gradient's two passes (see depthwise_conv2d_kernels.h): partial sums per chunk, then
+// their ordered sum into grad_taps.
+template <typename T>
+void launch_grad_weight(const DepthwiseGeometry& p, int64_t chunks, const T* go, const T* x, Acc<T>* partials,
+                        Acc<T>* grad_taps, cudaStream_t stream) {
+  constexpr int V = kVec16<T>;
+  if (can_vectorize<T>(p, {go, x})) {
+    const int64_t work = chunks * p.kh * p.kw * (p.OC / V);
+    grad_weight_partials_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, go, x, partials);
+  } else {
+    const int64_t work = chunks * p.kh * p.kw * p.OC;
+    grad_weight_partials_kernel<T, 1><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, go, x, partials);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int64_t width = p.kh * p.kw * p.OC;
+  sum_chunks_kernel<Acc<T>><<<blocks_for(width), kThreads, 0, stream>>>(chunks, width, partials, grad_taps);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 }  // namespace
 
 void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps, const void* bias,
@@ -517,15 +568,8 @@ void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x,
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
-    const auto* xp = static_cast<const T*>(x);
-    const auto* wp = static_cast<const A*>(w_taps);
-    const auto* bp = static_cast<const A*>(bias);
-    auto* yp = static_cast<T*>(y);
-    if (can_vectorize<T>(p, {x, y})) {
-      launch_forward<T, kVec16<T>>(p, xp, wp, bp, yp, stream);
-    } else {
-      launch_forward<T, 1>(p, xp, wp, bp, yp, stream);
-    }
+    launch_forward<T>(p, static_cast<const T*>(x), static_cast<const A*>(w_taps), static_cast<const A*>(bias),
+                      static_cast<T*>(y), stream);
   });
 }
 
@@ -544,20 +588,8 @@ void depthwise_grad_input_nhwc(const DepthwiseGeometry& p, Dtype dt, const void*
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
-    const auto* gop = static_cast<const T*>(grad_output);
-    const auto* wp = static_cast<const A*>(w_taps);
-    const auto* xp = static_cast<const T*>(x);
-    auto* gip = static_cast<T*>(grad_input);
-    constexpr int V = kVec16<T>;
-    if (can_vectorize<T>(p, {grad_output, x, grad_input})) {
-      if (launch_tiled_grad_input<T, V>(p, gop, wp, xp, gip, stream)) return;
-      const int64_t work = p.N * p.H * ((p.W + TW - 1) / TW) * (p.C / V);
-      grad_input_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, gop, wp, xp, gip);
-    } else {
-      const int64_t work = p.N * p.H * ((p.W + TW - 1) / TW) * p.C;
-      grad_input_kernel<T, 1><<<blocks_for(work), kThreads, 0, stream>>>(p, gop, wp, xp, gip);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_grad_input<T>(p, static_cast<const T*>(grad_output), static_cast<const A*>(w_taps), static_cast<const T*>(x),
+                         static_cast<T*>(grad_input), stream);
   });
 }
 
@@ -586,25 +618,11 @@ int64_t depthwise_grad_weight_chunks(const DepthwiseGeometry& p) {
 
 void depthwise_grad_weight_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* grad_output, const void* x,
                                 void* partials, void* grad_taps, cudaStream_t stream) {
-  const int64_t chunks = depthwise_grad_weight_chunks(p);
-  const int64_t width = p.kh * p.kw * p.OC;
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
-    const auto* gop = static_cast<const T*>(grad_output);
-    const auto* xp = static_cast<const T*>(x);
-    auto* part = static_cast<A*>(partials);
-    constexpr int V = kVec16<T>;
-    if (can_vectorize<T>(p, {grad_output, x})) {
-      const int64_t work = chunks * p.kh * p.kw * (p.OC / V);
-      grad_weight_partials_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, gop, xp, part);
-    } else {
-      const int64_t work = chunks * p.kh * p.kw * p.OC;
-      grad_weight_partials_kernel<T, 1><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, gop, xp, part);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    sum_chunks_kernel<A><<<blocks_for(width), kThreads, 0, stream>>>(chunks, width, part, static_cast<A*>(grad_taps));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_grad_weight<T>(p, depthwise_grad_weight_chunks(p), static_cast<const T*>(grad_output),
+                          static_cast<const T*>(x), static_cast<A*>(partials), static_cast<A*>(grad_taps), stream);
   });
 }
 
