@@ -94,13 +94,23 @@ struct Emulator {
   void* volatile fault_address = nullptr;
   std::unique_ptr<unsigned char, decltype(&std::free)> dynamic_smem{nullptr, &std::free};
   size_t dynamic_smem_bytes = 0;
-  std::map<void*, size_t> shared_arrays;  // every __shared__ array met so far
+  std::map<void*, size_t> shared_arrays;       // every __shared__ array met so far
+  int64_t sample_runs = 0, sample_length = 0;  // set_block_sample
 };
 
 Emulator& emu() {
   static Emulator e;
   return e;
 }
+
+// Marks an emulator call a kernel made as not the kernel's code, for the counters (returning to the
+// kernel when it ends, or unwinding into fiber_main, which says otherwise).
+struct EmulatorCode {
+  EmulatorCode() { detail::in_kernel = false; }
+  ~EmulatorCode() { detail::in_kernel = true; }
+  EmulatorCode(const EmulatorCode&) = delete;
+  EmulatorCode& operator=(const EmulatorCode&) = delete;
+};
 
 // A memory fault in a kernel (on x86 a misaligned 16-byte vector access faults, as it does on a
 // GPU; an overflowing fiber stack hits its guard page) leaves its fiber for the scheduler, which
@@ -165,10 +175,15 @@ void fiber_main() {
   Emulator& e = emu();
   Fiber& f = e.fibers[e.running];
   try {
-    (*e.body)();
+    const std::function<void()>& body = *e.body;  // read before the kernel's code starts
+    detail::in_kernel = true;
+    body();
+    detail::in_kernel = false;
   } catch (const std::exception& ex) {
+    detail::in_kernel = false;
     e.fiber_error = std::make_exception_ptr(std::runtime_error(thread_name(f) + ": " + ex.what()));
   } catch (...) {
+    detail::in_kernel = false;
     e.fiber_error = std::make_exception_ptr(std::runtime_error(thread_name(f) + ": unknown exception"));
   }
   const bool pending = !f.open_copies.empty() || std::any_of(f.committed_copies.begin(), f.committed_copies.end(),
@@ -222,10 +237,11 @@ void release_syncthreads(Emulator& e, const dim3& block) {
   std::iota(all.begin(), all.end(), 0);
   for (Fiber& f : e.fibers) f.state = State::runnable;
   e.at_syncthreads = 0;
+  if (detail::observer) detail::observer->barrier();
   shuffle_into_runnable(e, std::move(all));
 }
 
-void run_block(Emulator& e, const LaunchConfig& config, const uint3& block) {
+void run_block(Emulator& e, const LaunchConfig& config, const uint3& block, uint64_t linear) {
   const dim3 bd = config.block;
   const int n = static_cast<int>(bd.x * bd.y * bd.z);
   e.fibers.resize(n);
@@ -252,14 +268,18 @@ void run_block(Emulator& e, const LaunchConfig& config, const uint3& block) {
   std::vector<int> all(n);
   std::iota(all.begin(), all.end(), 0);
   shuffle_into_runnable(e, std::move(all));
+  Observer* const observer = detail::observer;
+  if (observer) observer->block_begin(linear, n, e.fibers.data(), n * sizeof(Fiber));
   for (;;) {
     while (!e.runnable.empty()) {
       e.running = e.runnable.back();
       e.runnable.pop_back();
       detail::current = &e.fibers[e.running].vars;
+      if (observer) observer->resume(e.running, e.stacks.get(e.running), kStackBytes);
       e.in_fiber = 1;
       swapcontext(&e.scheduler, &e.fibers[e.running].context);
       e.in_fiber = 0;
+      detail::in_kernel = false;
       if (e.fault_signal != 0) {
         std::ostringstream s;
         s << where(e, block) << ", " << thread_name(e.fibers[e.running]) << ": memory fault ("
@@ -277,7 +297,10 @@ void run_block(Emulator& e, const LaunchConfig& config, const uint3& block) {
         }
       }
     }
-    if (e.exited == n) return;
+    if (e.exited == n) {
+      if (observer) observer->block_end();
+      return;
+    }
     if (e.at_syncthreads == n) {
       release_syncthreads(e, block);
     } else {
@@ -320,12 +343,13 @@ void warp_sync(Emulator& e, const char* op) {
     }
     w.arrived = 0;
     shuffle_into_runnable(e, std::move(lanes));
+    if (detail::observer) detail::observer->warp_collective(warp);
   }
   yield_to_scheduler(e);
 }
 
 template <int NUM>
-void ldmatrix(uint32_t (&r)[NUM], const void* row, const char* op, const char* op_end) {
+void ldmatrix(uint32_t (&r)[NUM], const void* row, const char* op, const char* op_end, const void* pc) {
   Emulator& e = emu();
   const int lane = e.running % kWarp;
   WarpScratch& w = e.warps[e.running / kWarp];
@@ -338,6 +362,7 @@ void ldmatrix(uint32_t (&r)[NUM], const void* row, const char* op, const char* o
     w.rows[lane] = row;
   }
   warp_sync(e, op);
+  if (lane == 0 && detail::observer) detail::observer->ldmatrix(pc, w.rows, NUM);
   // A group of four consecutive lanes loads a row: lane l gets row l / 4, elements 2 (l % 4) and
   // 2 (l % 4) + 1 (the lower-indexed one in the low half); register i holds matrix i.
   for (int i = 0; i < NUM; ++i) {
@@ -378,16 +403,35 @@ void run(const Site& site, const LaunchConfig& config, const std::function<void(
                                                      std::aligned_alloc(128, (config.dynamic_smem + 127) / 128 * 128))
                                                : nullptr);
   e.dynamic_smem_bytes = config.dynamic_smem;
-  struct Reset {  // whatever happens, no fiber's variables stay visible
-    ~Reset() { detail::current = nullptr; }
+  struct Reset {  // whatever happens, no fiber's variables stay visible, and the observer hears the end
+    ~Reset() {
+      detail::current = nullptr;
+      if (detail::observer) detail::observer->launch_end();
+    }
   } reset;
   const FaultHandler fault_handler;
-  for (unsigned z = 0; z < config.grid.z; ++z)
-    for (unsigned y = 0; y < config.grid.y; ++y)
-      for (unsigned x = 0; x < config.grid.x; ++x) run_block(e, config, uint3{x, y, z});
+  const uint64_t gx = config.grid.x, gy = config.grid.y, blocks = gx * gy * config.grid.z;
+  // The sampled runs [begin, begin + length): each centred in its share of the grid.
+  const uint64_t runs = static_cast<uint64_t>(e.sample_runs), length = static_cast<uint64_t>(e.sample_length);
+  const bool sampled = runs > 0 && runs * length < blocks;
+  const uint64_t num_runs = sampled ? runs : 1, run_length = sampled ? length : blocks;
+  if (detail::observer) {
+    detail::observer->launch_begin(site, config, blocks, num_runs * run_length);
+    for (const auto& [p, bytes] : e.shared_arrays) detail::observer->shared_memory(p, bytes);
+    if (e.dynamic_smem) detail::observer->shared_memory(e.dynamic_smem.get(), e.dynamic_smem_bytes);
+  }
+  for (uint64_t r = 0; r < num_runs; ++r) {
+    const uint64_t begin = sampled ? r * blocks / runs + (blocks / runs - length) / 2 : 0;
+    for (uint64_t i = begin; i < begin + run_length; ++i) {
+      const uint3 block{static_cast<unsigned>(i % gx), static_cast<unsigned>(i / gx % gy),
+                        static_cast<unsigned>(i / (gx * gy))};
+      run_block(e, config, block, i);
+    }
+  }
 }
 
 void syncthreads(const char* file, int line) {
+  const EmulatorCode emulator;
   Emulator& e = emu();
   Fiber& f = e.fibers[e.running];
   f.state = State::at_syncthreads;
@@ -398,19 +442,31 @@ void syncthreads(const char* file, int line) {
 }
 
 void register_shared_bytes(void* p, size_t bytes) {
+  const EmulatorCode emulator;
   emu().shared_arrays.emplace(p, bytes);
+  if (detail::observer) detail::observer->shared_memory(p, bytes);
   std::memset(p, 0xff, bytes);
 }
 
+SharedArray::SharedArray(void* p, size_t bytes) { register_shared_bytes(p, bytes); }
+
 unsigned char* dynamic_smem() {
+  const EmulatorCode emulator;
   return emu().dynamic_smem.get();  // null for a launch without any, where a GPU's has 0 bytes
 }
 
-void ldmatrix_x4(uint32_t (&r)[4], const void* row) { ldmatrix<4>(r, row, "ldmatrix.x4", "ldmatrix.x4 (end)"); }
+void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  const EmulatorCode emulator;
+  ldmatrix<4>(r, row, "ldmatrix.x4", "ldmatrix.x4 (end)", __builtin_return_address(0));
+}
 
-void ldmatrix_x2(uint32_t (&r)[2], const void* row) { ldmatrix<2>(r, row, "ldmatrix.x2", "ldmatrix.x2 (end)"); }
+void ldmatrix_x2(uint32_t (&r)[2], const void* row) {
+  const EmulatorCode emulator;
+  ldmatrix<2>(r, row, "ldmatrix.x2", "ldmatrix.x2 (end)", __builtin_return_address(0));
+}
 
 void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  const EmulatorCode emulator;
   Emulator& e = emu();
   const int lane = e.running % kWarp;
   WarpScratch& w = e.warps[e.running / kWarp];
@@ -419,6 +475,7 @@ void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t 
   w.decoded = false;
   const char* op = bf16 ? "mma.m16n8k16.bf16" : "mma.m16n8k16.f16";
   warp_sync(e, op);
+  if (lane == 0 && detail::observer) detail::observer->mma(e.running / kWarp);
   if (!w.decoded) {  // the first lane to resume assembles A (16 x 16) and B (16 x 8) for all
     for (int l = 0; l < kWarp; ++l) {
       const int g = l >> 2, t = l % 4;  // groupID, threadID_in_group
@@ -450,19 +507,23 @@ void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t 
 // memory read before the wait still holds the poison (or the previous tile); __syncthreads does not
 // complete them, as on a GPU.
 void cp_async_16(void* smem, const void* global) {
+  const EmulatorCode emulator;
   Emulator& e = emu();
   if (reinterpret_cast<uintptr_t>(smem) % 16 != 0 || reinterpret_cast<uintptr_t>(global) % 16 != 0)
     throw std::runtime_error("cp.async of 16 bytes with an address that is not a multiple of 16");
   e.fibers[e.running].open_copies.emplace_back(smem, global);
+  if (detail::observer) detail::observer->cp_async(__builtin_return_address(0), smem, global);
 }
 
 void cp_async_commit() {
+  const EmulatorCode emulator;
   Fiber& f = emu().fibers[emu().running];
   f.committed_copies.push_back(std::move(f.open_copies));
   f.open_copies.clear();
 }
 
 void cp_async_wait(int pending) {
+  const EmulatorCode emulator;
   Fiber& f = emu().fibers[emu().running];
   while (static_cast<int>(f.committed_copies.size()) > pending) {
     for (const auto& [dst, src] : f.committed_copies.front()) std::memcpy(dst, src, 16);
@@ -486,6 +547,14 @@ std::string take_unchecked_launch_error() {
   std::string error = std::move(e.launch_error);
   e.launch_error.clear();
   return error;
+}
+
+void set_block_sample(int64_t runs, int64_t run_length) {
+  Emulator& e = emu();
+  const std::lock_guard<std::mutex> lock(e.mutex);
+  if (runs < 0 || run_length < 1) throw std::invalid_argument("set_block_sample: runs >= 0 and run_length >= 1");
+  e.sample_runs = runs;
+  e.sample_length = run_length;
 }
 
 void set_schedule_seed(uint64_t seed) {

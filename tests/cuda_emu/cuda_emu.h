@@ -34,7 +34,7 @@
 #include <utility>
 
 // Function statics are the block's shared memory (emu_build.py also registers each one-line
-// declaration, to poison it before each block: see register_shared).
+// declaration, to poison it before each block: see SharedArray).
 #undef __shared__
 #define __shared__ static
 #define __launch_bounds__(...)
@@ -61,14 +61,17 @@ inline const ThreadContext* current = nullptr;
 void syncthreads(const char* file, int line);
 #define __syncthreads() ::xsep_emu::syncthreads(__FILE__, __LINE__)
 
-// Registers a __shared__ array (emu_build.py adds the call after each declaration, made static):
-// it is filled with 0xff bytes (NaN in every float type) now and before each block runs.
+// Registers a __shared__ array (emu_build.py declares a static one after each declaration, made
+// static): it is filled with 0xff bytes (NaN in every float type) now and before each block runs.
+// An empty object built by the emulator's code, so that registering writes nothing in the kernel's
+// (which the memory counters would count).
 void register_shared_bytes(void* p, size_t bytes);
-template <typename T>
-bool register_shared(T& array) {
-  register_shared_bytes(&array, sizeof(T));
-  return true;
-}
+class SharedArray {
+ public:
+  template <typename T>
+  explicit SharedArray(T& array) : SharedArray(&array, sizeof(T)) {}
+  SharedArray(void* p, size_t bytes);
+};
 
 // The launch's dynamic shared memory (XSEP_DYNAMIC_SMEM in csrc/cuda/kernel_types.cuh), 128-byte
 // aligned, filled with 0xff bytes (NaN in every float type) before each block runs.
@@ -142,5 +145,45 @@ void check_launch(const char* file, int line);
 // that forgot one), empty if none; and the seed of the thread order (reset per test).
 std::string take_unchecked_launch_error();
 void set_schedule_seed(uint64_t seed);
+
+// ---------------------------------------------------------------------------------------------
+// Sampling and observing launches, for the memory counters (counters.cpp; only the
+// xsep_emu_counters build, whose code is compiled with -fsanitize=thread, see emu_build.py).
+
+// From now on each launch runs only `runs` evenly spaced runs of `run_length` consecutive blocks (by
+// linear block index, x fastest: the order a GPU hands blocks out in), all of them when the grid
+// has no more; runs == 0: every block. The other blocks' outputs are not written.
+void set_block_sample(int64_t runs, int64_t run_length);
+
+// Told by the scheduler what runs, as it runs.
+class Observer {
+ public:
+  virtual ~Observer() = default;
+  virtual void launch_begin(const Site& site, const LaunchConfig& config, uint64_t blocks, uint64_t blocks_run) = 0;
+  virtual void launch_end() = 0;
+  // [p, p + bytes) is shared memory: a __shared__ array as it registers, the dynamic shared memory.
+  virtual void shared_memory(const void* p, size_t bytes) = 0;
+  // Block `linear` (x fastest) of `threads` threads starts; [vars, vars + bytes) holds its threads'
+  // built-in variables (threadIdx and friends read them: no kernel data).
+  virtual void block_begin(uint64_t linear, int threads, const void* vars, size_t bytes) = 0;
+  virtual void block_end() = 0;
+  // Thread `thread` of the block runs next, on the stack [stack, stack + bytes).
+  virtual void resume(int thread, const void* stack, size_t bytes) = 0;
+  // Every thread of the block passed a __syncthreads; every lane of `warp` met at a collective.
+  virtual void barrier() = 0;
+  virtual void warp_collective(int warp) = 0;
+  // Warp-collective tensor-core instructions, once per warp: ldmatrix (called from `pc`) of `num`
+  // 8 x 8 matrices whose rows lanes 0 .. 8 num gave, and mma.sync. A cp.async by the running thread.
+  virtual void ldmatrix(const void* pc, const void* const* rows, int num) = 0;
+  virtual void mma(int warp) = 0;
+  virtual void cp_async(const void* pc, const void* smem, const void* global) = 0;
+};
+
+namespace detail {
+inline Observer* observer = nullptr;  // none outside the counters
+// Whether the running code is a kernel's (not the scheduler's, nor an emulator call the kernel made):
+// the counters count only its memory accesses.
+inline bool in_kernel = false;
+}  // namespace detail
 
 }  // namespace xsep_emu

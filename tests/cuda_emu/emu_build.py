@@ -9,7 +9,12 @@ and __FILE__/__LINE__ pointing at the .cu file. include/c10/cuda/CUDAException.h
 (whose launch check calls the CUDA runtime) with the emulator's. The build is cached by torch's
 extension builder (ninja: rebuilt when a source, header or flag changes).
 
-`python tests/cuda_emu/emu_build.py` builds it and says where, for debugging a compile error.
+A second build, `torch.ops.xsep_emu_counters` (load(COUNTERS)), holds the same ops and the memory
+counters (counters.h): every file compiled with gcc's thread-sanitizer instrumentation, whose calls
+counters.cpp answers itself. It is slower and only the counters' tests and report use it.
+
+`python tests/cuda_emu/emu_build.py [xsep_emu_counters]` builds it and says where, for debugging a
+compile error.
 """
 
 from __future__ import annotations
@@ -25,6 +30,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 CUDA_SOURCES = os.path.join(ROOT, "csrc", "cuda")
 NAME = "xsep_emu"
+COUNTERS = "xsep_emu_counters"
+# Per build: its own sources in tests/cuda_emu, and flags. The counters': every access instrumented
+# (no sanitizer runtime linked: counters.cpp defines the hooks); -fno-tree-sra keeps a vector load or
+# store one access, as written (g++ would split one whose elements are used apart); -fno-tree-vectorize
+# keeps scalar accesses scalar; -fno-gnu-unique keeps the kernels' function-static shared arrays this
+# library's own when the tests' build is loaded in the same process; -g1: lines for addr2line.
+BUILDS = {
+    NAME: (["bindings.cpp"], []),
+    COUNTERS: (["counters_bindings.cpp", "counters.cpp"],
+               ["-fsanitize=thread", "-fno-tree-sra", "-fno-tree-vectorize", "-fno-gnu-unique", "-g1"]),
+}
 
 if ROOT not in sys.path:  # run as a script
     sys.path.append(ROOT)
@@ -120,8 +136,8 @@ def register_shared(text: str) -> str:
     """`__shared__ ... name[...];` -> a static array (blocks run one at a time, so that is the
     block's shared memory) that the emulator poisons before each block, as a GPU block's shared
     memory does not hold what another block left there."""
-    return _SHARED.sub(lambda m: f"static{m[1]}{m[2]}{m[3]}; [[maybe_unused]] static const bool "
-                                 f"xsep_emu_shared_{m[2]} = ::xsep_emu::register_shared({m[2]});", text)
+    return _SHARED.sub(lambda m: f"static{m[1]}{m[2]}{m[3]}; [[maybe_unused]] static const ::xsep_emu::SharedArray "
+                                 f"xsep_emu_shared_{m[2]}({m[2]});", text)
 
 
 def translate(path: str) -> str:
@@ -133,43 +149,44 @@ def translate(path: str) -> str:
             f'#include "cuda_emu.h"\n#line 1 "{path}"\n{text}')
 
 
-def build_directory() -> str:
+def build_directory(name: str = NAME) -> str:
     from torch.utils import cpp_extension
 
-    return cpp_extension._get_build_directory(NAME, verbose=False)
+    return cpp_extension._get_build_directory(name, verbose=False)
 
 
 @functools.cache
-def load() -> None:
-    """Builds (if needed) and loads the emulated kernels as torch.ops.xsep_emu."""
+def load(name: str = NAME) -> None:
+    """Builds (if needed) and loads the emulated kernels as torch.ops.<name> (NAME or COUNTERS)."""
     from torch.utils import cpp_extension
 
     include = cuda_include_dir()
     if include is None:
         raise RuntimeError("no CUDA toolkit headers (cuda_runtime.h) were found; set CUDA_HOME")
-    build_dir = build_directory()
+    bindings, flags = BUILDS[name]
+    build_dir = build_directory(name)
     # The translations, as translated/cuda/*: first on the include path, so that `#include
     # "cuda/gemm.cuh"` finds the translated header (csrc's plain .h files are used as they are).
     translated = os.path.join(build_dir, "translated")
     os.makedirs(os.path.join(translated, "cuda"), exist_ok=True)
     # bindings.cpp uses the host code's layout helpers (common/layout.cpp, plain ATen).
-    sources = [os.path.join(HERE, "cuda_emu.cpp"), os.path.join(HERE, "bindings.cpp"),
-               os.path.join(_build.CSRC, "common", "layout.cpp")]
+    sources = [os.path.join(HERE, f) for f in ["cuda_emu.cpp", *bindings]]
+    sources.append(os.path.join(_build.CSRC, "common", "layout.cpp"))
     paths = [p for d in (CUDA_SOURCES, HERE) for ext in ("cu", "cuh") for p in glob.glob(os.path.join(d, f"*.{ext}"))]
     for path in sorted(paths):
-        name = os.path.basename(path)
-        out = os.path.join(translated, "cuda", name[:-3] + "_emu.cpp" if name.endswith(".cu") else name)
+        base = os.path.basename(path)
+        out = os.path.join(translated, "cuda", base[:-3] + "_emu.cpp" if base.endswith(".cu") else base)
         _build.write_if_changed(out, translate(path))
-        if name.endswith(".cu"):
+        if base.endswith(".cu"):
             sources.append(out)
     generated = _build.generate_headers(os.path.join(build_dir, "generated"))  # xsep_contract.h
     os.environ.setdefault("MAX_JOBS", str(_build.max_jobs()))
     cpp_extension.load(
-        name=NAME,
+        name=name,
         sources=sources,
         extra_include_paths=[translated, _build.CSRC, generated, HERE, os.path.join(HERE, "include"), include],
         # -fno-strict-aliasing: kernels reinterpret memory as vectors, as CUDA code does.
-        extra_cflags=["-O2", "-DXSEP_CUDA_EMU", "-fno-strict-aliasing", "-Wno-unknown-pragmas"],
+        extra_cflags=["-O2", "-DXSEP_CUDA_EMU", "-fno-strict-aliasing", "-Wno-unknown-pragmas", *flags],
         build_directory=build_dir,
         is_python_module=False,
         with_cuda=False,
@@ -178,10 +195,10 @@ def load() -> None:
 
 
 @functools.cache
-def _load_error() -> str | None:
+def _load_error(name: str = NAME) -> str | None:
     """None once loaded, else why not; remembered, or every test would retry a failing build."""
     try:
-        load()
+        load(name)
     except Exception as e:  # reported by every test that needs the build
         return f"{type(e).__name__}: {e}"
     return None
@@ -190,8 +207,8 @@ def _load_error() -> str | None:
 FENCES = {"none": 0, "before": 1, "after": 2}
 
 
-def require_ops(test_id: str, fence: str = "none"):
-    """torch.ops.xsep_emu for the test `test_id`, with the emulator's thread order seeded from it
+def require_ops(test_id: str, fence: str = "none", name: str = NAME):
+    """torch.ops.<name> (default xsep_emu) for the test `test_id`, with the emulator's thread order seeded from it
     (so a failure reproduces when the test runs alone) and the launchers' tensors guarded by an
     inaccessible page `fence` them ("before", "after"; see bindings.cpp), or not ("none"). Skips when no CUDA toolkit headers are
     found or XSEP_TESTS_NO_BUILD=1 forbids compiling, failing instead under XSEP_REQUIRE_NATIVE=1
@@ -208,14 +225,16 @@ def require_ops(test_id: str, fence: str = "none"):
         if _build._env_flag("XSEP_REQUIRE_NATIVE"):
             pytest.fail(f"XSEP_REQUIRE_NATIVE=1 but {why}")
         pytest.skip(why)
-    error = _load_error()
+    error = _load_error(name)
     if error is not None:
         pytest.fail(f"the CUDA emulator build failed: {error}", pytrace=False)
-    torch.ops.xsep_emu.set_schedule_seed(zlib.crc32(test_id.encode()))
-    torch.ops.xsep_emu.set_fence(FENCES[fence])
-    return torch.ops.xsep_emu
+    ops = getattr(torch.ops, name)
+    ops.set_schedule_seed(zlib.crc32(test_id.encode()))
+    ops.set_fence(FENCES[fence])
+    return ops
 
 
 if __name__ == "__main__":
-    load()
-    print(f"built and loaded torch.ops.{NAME} from {build_directory()}")
+    build = sys.argv[1] if len(sys.argv) > 1 else NAME
+    load(build)
+    print(f"built and loaded torch.ops.{build} from {build_directory(build)}")
