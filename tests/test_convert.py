@@ -187,14 +187,27 @@ def test_pairs_that_are_not_immediate_are_not_fused(native):
     assert type(model.pair.depthwise) is xsep.SeparableConv2d
 
 
-def test_activation_after_a_depthwise_bias_blocks_fusion():
-    # relu(d + b): the fused op has no bias between its halves.
-    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU(), nn.Conv2d(4, 6, 1))
+@pytest.mark.parametrize("activation, name", [(nn.ReLU(), "relu"), (nn.ReLU6(), "relu6"), (nn.ELU(), "elu")])
+def test_activation_after_a_depthwise_bias_is_fused_with_the_bias_before_it(native, activation, name):
+    # act(d + b): the bias stays between the halves (the fused op's depthwise_bias), in training mode too.
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=4), activation, nn.Conv2d(8, 6, 1)).double()
+    with torch.no_grad():
+        model[0].bias.mul_(4)  # so that relu6's upper kink and relu's lower one are both crossed
+    original = copy.deepcopy(model)
     (chain,) = find_chains(model)
-    assert (chain.depthwise, chain.activation, chain.pointwise, chain.mid_activation) == ("0", "1", "2", "relu")
-    assert "bias" in chain.reason
+    assert (chain.depthwise, chain.activation, chain.pointwise, chain.mid_activation) == ("0", "1", "2", name)
+    assert chain.reason is None
     xsep.convert(model)
-    assert [type(m) for m in model] == [xsep.DepthwiseConv2d, nn.ReLU, nn.Conv2d]
+    fused = model[0]
+    assert type(fused) is xsep.SeparableConv2d and fused.mid_activation == name
+    assert [type(m) for m in model[1:]] == [nn.Identity, nn.Identity]
+    assert torch.equal(fused.depthwise.bias, original[0].bias) and torch.equal(fused.pointwise.bias, original[2].bias)
+    x = torch.randn(3, 4, 7, 7, dtype=torch.float64) * 3
+    assert_same_outputs_float64(original, model, x)
+    for m in (original, model):
+        m(x).square().sum().backward()
+    assert rel_error(fused.depthwise.bias.grad, original[0].bias.grad) <= 1e-10
+    assert rel_error(fused.depthwise.weight.grad, original[0].weight.grad) <= 1e-10
 
 
 def nested_chain(activation: nn.Module, c=6, o=10) -> nn.Sequential:
@@ -327,11 +340,10 @@ def test_fuse_for_inference_folds_bn_between_halves(timm, native):
     assert len(chains) == 39 and all(c.batch_norm is not None for c in chains)
     assert sum(c.mid_activation == "relu" for c in chains) == 3
     fused = xsep.fuse_for_inference(model)
-    assert count(fused, xsep.SeparableConv2d) == 36
-    assert [c.depthwise for c in find_chains(fused)] == [f"blocks.12.stack.conv{i}.conv_dw" for i in (1, 2, 3)]
-    # The exit module's three have a ReLU after the depthwise BN: BN folded, halves kept apart (a ReLU
-    # after a depthwise bias is not something the fused op's mid_activation can express).
-    assert count(fused, xsep.DepthwiseConv2d) == 3
+    # The exit module's three have a ReLU after the depthwise BN: its shift becomes their depthwise bias.
+    assert count(fused, xsep.SeparableConv2d) == 39 and find_chains(fused) == []
+    assert sum(m.depthwise.bias is not None for m in fused.modules() if isinstance(m, xsep.SeparableConv2d)) == 3
+    assert count(fused, xsep.DepthwiseConv2d) == 0
     assert count(fused, nn.BatchNorm2d) == 0
     # Left alone: timm's BatchNormAct2d (a BN subclass that applies an activation) after the stem and shortcuts.
     assert sum(isinstance(m, nn.BatchNorm2d) for m in fused.modules()) == 6
@@ -342,8 +354,8 @@ def test_fuse_for_inference_folds_bn_between_halves(timm, native):
 def test_fuse_for_inference_mobilenet_v2(native):
     # InvertedResidual.conv = Sequential(Conv2dNormActivation(1x1 expand), Conv2dNormActivation(dw, BN, ReLU6),
     # Conv2d 1x1, BN) (no expansion in features[1]): each depthwise -> BN -> ReLU6 -> 1x1 chain crosses a
-    # nesting level, and all 17 are found. None is fused: the folded BN's shift is a depthwise bias before the
-    # ReLU6, which the fused op cannot express; each ends as DepthwiseConv2d(bias) -> ReLU6 -> 1x1 conv (BN folded).
+    # nesting level, and all 17 are found. Once the BN is folded, each is fused: the BN's shift becomes the fused
+    # op's depthwise bias, before the ReLU6; the 1x1 conv's own BN folds into the pointwise half.
     torchvision = pytest.importorskip("torchvision")
     model = randomise_batch_norm_(torchvision.models.mobilenet_v2()).eval().double()
     chains = find_chains(model)
@@ -357,12 +369,12 @@ def test_fuse_for_inference_mobilenet_v2(native):
     original = copy.deepcopy(model)
     fused = xsep.fuse_for_inference(model)
     assert count(fused, nn.BatchNorm2d) == 0  # every BN follows a conv directly
-    assert count(fused, xsep.SeparableConv2d) == 0
-    assert count(fused, xsep.DepthwiseConv2d) == 17
-    assert all(m.bias is not None for m in fused.modules() if isinstance(m, xsep.DepthwiseConv2d))
-    assert count(fused, nn.ReLU6) == 35  # untouched
-    after = find_chains(fused)
-    assert len(after) == 17 and all("bias" in c.reason and c.batch_norm is None for c in after)
+    assert count(fused, xsep.SeparableConv2d) == 17 and count(fused, xsep.DepthwiseConv2d) == 0
+    separable = [m for m in fused.modules() if isinstance(m, xsep.SeparableConv2d)]
+    assert all(m.mid_activation == "relu6" and m.depthwise.bias is not None and m.pointwise.bias is not None
+               for m in separable)
+    assert count(fused, nn.ReLU6) == 35 - 17  # the others follow the 1x1 expansions
+    assert find_chains(fused) == []
     assert_same_outputs_float64(original, fused, torch.randn(2, 3, 64, 64))
 
 

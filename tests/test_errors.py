@@ -64,6 +64,10 @@ FUNCTIONAL_CASES = [
     ("separable_depthwise_channels", sep_call(dw=_dw(7, 1, 3, 3)), ValueError,
      r"depthwise_weight must have shape \[C \* M, 1, kh, kw\] for input channels C = 3"),
     ("separable_bias_shape", sep_call(b=torch.randn(6)), ValueError, r"bias must have shape \[5\], got \(6,\)"),
+    ("separable_depthwise_bias_shape", sep_call(depthwise_bias=torch.randn(5)), ValueError,
+     r"depthwise_bias must have shape \[6\], got \(5,\)"),
+    ("separable_depthwise_bias_dtype", sep_call(depthwise_bias=torch.randn(6, dtype=torch.float64)), TypeError,
+     r"depthwise_bias has dtype torch.float64 but input has dtype torch.float32"),
     ("pointwise_weight_channels", pw_call(w=_pw(5, 4, 1, 1)), ValueError, r"weight must have shape \[O, 3, 1, 1\], got \(5, 4, 1, 1\)"),
     ("pointwise_weight_kernel", pw_call(w=_pw(5, 3, 3, 3)), ValueError, r"weight must have shape \[O, 3, 1, 1\]"),
     ("pointwise_bias_shape", pw_call(b=torch.randn(3)), ValueError, r"bias must have shape \[5\]"),
@@ -168,10 +172,11 @@ def raw_dw(x=None, w=None, b=None, stride=ST, padding=PAD, dilation=DIL, act="no
                                                    stride, padding, dilation, act)
 
 
-def raw_sep(x=None, dw=None, pw=None, b=None, stride=ST, padding=PAD, dilation=DIL, act="none", mid="none"):
+def raw_sep(x=None, dw=None, pw=None, b=None, stride=ST, padding=PAD, dilation=DIL, act="none", mid="none",
+            db=None):
     return lambda: torch.ops.xsep.separable_conv2d(_x() if x is None else x, _dw() if dw is None else dw,
                                                    _pw() if pw is None else pw, b, stride, padding, dilation,
-                                                   act, mid)
+                                                   act, mid, db)
 
 
 def raw_pw(x=None, w=None, b=None):
@@ -196,6 +201,13 @@ RAW_CASES = [
     ("separable_pointwise_weight", raw_sep(pw=_pw(5, 4, 1, 1)), ValueError,
      SEP + r"pointwise_weight must have shape \[O, 6, 1, 1\], got \[5, 4, 1, 1\]"),
     ("separable_bias_shape", raw_sep(b=torch.randn(6)), ValueError, SEP + r"bias must have shape \[5\], got \[6\]"),
+    ("separable_depthwise_bias_shape", raw_sep(db=torch.randn(5)), ValueError,
+     SEP + r"depthwise_bias must have shape \[6\], got \[5\]"),
+    ("separable_depthwise_bias_device", raw_sep(db=torch.randn(6, device="meta")), RuntimeError,
+     SEP + "depthwise_bias is on meta but input is on cpu; all tensors must be on one device"),
+    ("separable_backward_depthwise_bias_dtype", lambda: torch.ops.xsep.separable_conv2d_backward(
+        torch.randn(2, 5, 8, 8), _x(), _dw(), _pw(), ST, PAD, DIL, "none", "none", torch.randn(6).half()), TypeError,
+     r"xsep(\.|::)separable_conv2d_backward: depthwise_bias has dtype Half but input has dtype Float"),
     ("pointwise_weight", raw_pw(w=_pw(5, 4, 1, 1)), ValueError,
      PW + r"weight must have shape \[O, C, 1, 1\] for input channels C = 3, got \[5, 4, 1, 1\]"),
     ("pointwise_bias_shape", raw_pw(b=torch.randn(4)), ValueError, PW + r"bias must have shape \[5\], got \[4\]"),

@@ -97,6 +97,8 @@ def case_id(case: dict) -> str:
             parts.append(f"M{value}")
         elif key == "bias":
             parts.append("bias" if value else "nobias")
+        elif key == "depthwise_bias":
+            parts.append("dwbias" if value else "nodwbias")
         elif key in ("input_activation", "mid_activation"):
             parts.append(f"{key.split('_')[0]}_{value or 'none'}")
         elif key == "dtype":
@@ -140,8 +142,10 @@ _EXTRA_GEOMETRY = [
 ]
 
 DEPTHWISE_CASES = pairwise({**_GEOMETRY, **_DATA}) + _EXTRA_GEOMETRY
-SEPARABLE_CASES = pairwise({**_GEOMETRY, "mid_activation": (None, "relu", "relu6", "elu"), **_DATA}) + [
-    {**c, "mid_activation": m} for c, m in zip(_EXTRA_GEOMETRY, ("relu6", "elu", None, "relu", "relu6"))
+SEPARABLE_CASES = pairwise({**_GEOMETRY, "mid_activation": (None, "relu", "relu6", "elu"),
+                            "depthwise_bias": (False, True), **_DATA}) + [
+    {**c, "mid_activation": m, "depthwise_bias": db}
+    for c, m, db in zip(_EXTRA_GEOMETRY, ("relu6", "elu", None, "relu", "relu6"), (True, False, True, False, True))
 ]
 POINTWISE_CASES = pairwise(dict(bias=(True, False), **_DATA))
 
@@ -225,7 +229,7 @@ def _pytorch_padding_taps_bug(backend, case, request):
 @pytest.mark.parametrize("case", SEPARABLE_CASES, ids=[case_id(c) for c in SEPARABLE_CASES])
 def test_separable_matches_reference(backend, case, request):
     # The fused op over the covering design (mid activations included): forward, and gradients of
-    # input, both weights and bias.
+    # input, both weights, bias and depthwise bias.
     shape, dtype = case["shape"], case["dtype"]
     kh, kw = _as_pair(case["kernel"])
     arg, pad = expected_padding(case["padding"], case["kernel"], case["stride"], case["dilation"], shape)
@@ -234,19 +238,20 @@ def test_separable_matches_reference(backend, case, request):
     dw = _weight(mid, 1, kh, kw, dtype=dtype)
     pw = _weight(shape.o, mid, 1, 1, dtype=dtype)
     bias = _weight(shape.o, 1, dtype=dtype)[:, 0] if case["bias"] else None
+    dw_bias = _weight(mid, 1, dtype=dtype)[:, 0] if case["depthwise_bias"] else None
     in_act, mid_act = case["input_activation"], case["mid_activation"]
 
-    def run(x, dw, pw, bias):
+    def run(x, dw, pw, bias, dw_bias):
         return XF.separable_conv2d(x, dw, pw, bias, case["stride"], arg, case["dilation"], in_act, mid_act,
-                                  backend=backend)
+                                  backend=backend, depthwise_bias=dw_bias)
 
-    def ref(x, dw, pw, bias):
+    def ref(x, dw, pw, bias, dw_bias):
         return reference.separable_conv2d(x, dw, pw, bias, _as_pair(case["stride"]), pad,
-                                          _as_pair(case["dilation"]), in_act or "none", mid_act or "none")
+                                          _as_pair(case["dilation"]), in_act or "none", mid_act or "none", dw_bias)
 
     with _pytorch_padding_taps_bug(backend, case, request):
-        got = check_against_reference(run, ref, [x, dw, pw, bias],
-                                      ["input", "depthwise_weight", "pointwise_weight", "bias"])
+        got = check_against_reference(run, ref, [x, dw, pw, bias, dw_bias],
+                                      ["input", "depthwise_weight", "pointwise_weight", "bias", "depthwise_bias"])
     check_memory_formats(x, got["output"], got["grad_input"])
 
 

@@ -133,6 +133,28 @@ def test_activations_equal_activation_modules(backend):
     assert rel_error(ours(x), unfused(x)) <= FIXED_TOLERANCE[torch.float64]
 
 
+def test_depthwise_bias_equals_conv_pair_with_bias_before_activation(backend):
+    # depthwise_bias=True: the pair's depthwise conv has a bias, added before the mid activation; the
+    # state_dicts load both ways and outputs and gradients (the bias's included) match the modules.
+    ours = xsep.SeparableConv2d(4, 6, 3, padding=1, depth_multiplier=2, mid_activation="relu6", backend=backend,
+                                dtype=torch.float64, depthwise_bias=True)
+    pair = nn.Sequential(OrderedDict(
+        depthwise=nn.Conv2d(4, 8, 3, padding=1, groups=4, dtype=torch.float64),
+        relu6=nn.ReLU6(),
+        pointwise=nn.Conv2d(8, 6, 1, dtype=torch.float64),
+    ))
+    assert list(ours.state_dict()) == list(pair.state_dict())
+    assert "depthwise_bias=True" in repr(ours)
+    with torch.no_grad():
+        pair.depthwise.weight.mul_(8)
+        pair.depthwise.bias.mul_(8)  # both kinks of relu6 crossed
+    ours.load_state_dict(pair.state_dict())
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    assert (pair.depthwise(x) > 6).any() and (pair.depthwise(x) < 0).any()
+    assert_same_outputs_and_grads(ours, pair, x, FIXED_TOLERANCE[torch.float64])
+    pair.load_state_dict(ours.state_dict())
+
+
 # --------------------------------------------------------------------------------------------------
 # Initialisation
 

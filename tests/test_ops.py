@@ -34,23 +34,24 @@ def away_from_zero(*size, margin=0.1, dtype=torch.float64):
 
 
 def separable_inputs(n=2, c=3, h=6, w=5, m=2, o=4, *, input_activation="none", mid_activation="none",
-                     dtype=torch.float64, requires_grad=False):
-    """(input, depthwise_weight, pointwise_weight, bias) for the fused op, with the depthwise output
-    (where the mid activation applies) at least 1e-3 away from the activation's kinks (0, and 6
-    for relu6) and spread across them (relu6: values below 0, in (0, 6) and above 6)."""
+                     dtype=torch.float64, requires_grad=False, depthwise_bias=False):
+    """(input, depthwise_weight, pointwise_weight, bias[, depthwise_bias]) for the fused op, with the
+    depthwise output (where the mid activation applies) at least 1e-3 away from the activation's
+    kinks (0, and 6 for relu6) and spread across them (relu6: values below 0, in (0, 6) and above 6)."""
     for _ in range(100):
         x = away_from_zero(n, c, h, w, dtype=dtype)
         dw = torch.randn(c * m, 1, 3, 3, dtype=dtype) * (2.5 if mid_activation == "relu6" else 1.0)
         pw = torch.randn(o, c * m, 1, 1, dtype=dtype)
         bias = torch.randn(o, dtype=dtype)
-        mid = reference.depthwise_conv2d(x, dw, None, STRIDE, PADDING, DILATION, input_activation)
+        dw_bias = 2 * torch.randn(c * m, dtype=dtype) if depthwise_bias else None
+        mid = reference.depthwise_conv2d(x, dw, dw_bias, STRIDE, PADDING, DILATION, input_activation)
         kinks = {"none": [], "relu": [0.0], "relu6": [0.0, 6.0], "elu": []}[mid_activation]
         if all((mid - k).abs().min() > 1e-3 for k in kinks) and (
                 mid_activation != "relu6" or ((mid < 0).any() and (mid > 6).any())):
             break
     else:
         raise AssertionError("could not draw inputs away from the activation's kinks")
-    return [t.requires_grad_(requires_grad) for t in (x, dw, pw, bias)]
+    return [t.requires_grad_(requires_grad) for t in (x, dw, pw, bias, dw_bias) if t is not None]
 
 
 def depthwise_inputs(n=2, c=3, h=6, w=5, m=2, dtype=torch.float64, requires_grad=False):
@@ -104,6 +105,17 @@ def test_gradcheck_separable(input_activation, mid_activation):
         tuple(tensors))
 
 
+@pytest.mark.parametrize("mid_activation", ["none", "relu6", "elu"])
+def test_gradcheck_separable_depthwise_bias(mid_activation):
+    # The depthwise bias (before the mid activation): its gradient comes from the same fused backward.
+    tensors = separable_inputs(input_activation="relu", mid_activation=mid_activation, requires_grad=True,
+                               depthwise_bias=True)
+    assert torch.autograd.gradcheck(
+        lambda x, dw, pw, b, db: ops().separable_conv2d(x, dw, pw, b, STRIDE, PADDING, DILATION, "relu",
+                                                        mid_activation, db),
+        tuple(tensors))
+
+
 def test_gradcheck_channels_last():
     # The same through channels_last inputs (the kernels' native layout; gradients come back in it).
     x, dw, pw, b = separable_inputs(mid_activation="elu")
@@ -149,6 +161,14 @@ def _opcheck_cases():
         go = torch.randn(n, pw.shape[0], ho, wo, dtype=x.dtype, requires_grad=True)
         return (go, x, dw, pw, STRIDE, PADDING, DILATION, "relu", "relu6")
 
+    def sep_fwd_dw_bias():
+        x, dw, pw, b, db = separable_inputs(mid_activation="relu6", requires_grad=True, depthwise_bias=True)
+        return (x, dw, pw, b, STRIDE, PADDING, DILATION, "none", "relu6", db)
+
+    def sep_bwd_dw_bias():
+        go, x, dw, pw, *rest = sep_bwd()
+        return (go, x, dw, pw, *rest, torch.randn(dw.shape[0], dtype=x.dtype, requires_grad=True))
+
     return [
         ("depthwise_conv2d", "relu", dw_fwd("relu")),
         ("depthwise_conv2d", "none", dw_fwd("none")),
@@ -160,6 +180,8 @@ def _opcheck_cases():
         ("separable_conv2d", "relu-relu6", sep_fwd("relu", "relu6")),
         ("separable_conv2d", "none-elu", sep_fwd("none", "elu")),
         ("separable_conv2d_backward", "relu-relu6", sep_bwd),
+        ("separable_conv2d", "depthwise-bias", sep_fwd_dw_bias),
+        ("separable_conv2d_backward", "depthwise-bias", sep_bwd_dw_bias),
     ]
 
 
@@ -256,6 +278,7 @@ def _all_results(dtype=torch.float32, n=4, c=16, h=33, w=30, m=2, o=24):
         "pointwise_conv2d_grad_weight": ops().pointwise_conv2d_grad_weight(g_pw, x, pw1),
         "separable_conv2d_backward[grad_depthwise_weight]": sep_grads[1],
         "separable_conv2d_backward[grad_pointwise_weight]": sep_grads[2],
+        "separable_conv2d_backward[grad_depthwise_bias]": sep_grads[3],
     }
 
 
@@ -303,7 +326,7 @@ def test_empty_batch():
     # and zero weight gradients, rather than failing or reading garbage.
     results = _all_results(n=0, c=5, h=7, w=6, o=3)
     for name, t in results.items():
-        if "weight" in name:
+        if "weight" in name or "bias" in name:
             assert t.numel() > 0 and torch.equal(t, torch.zeros_like(t)), name
         else:
             assert t.shape[0] == 0 and t.dim() == 4, name
@@ -331,10 +354,10 @@ def test_output_memory_format_follows_input():
         xf = x.contiguous(memory_format=fmt)
         assert memory_format_of(xf) == fmt
         y = ops().separable_conv2d(xf, dw, pw, b, STRIDE, PADDING, DILATION, "none", "none")
-        gi, gdw, gpw = ops().separable_conv2d_backward(torch.randn_like(y), xf, dw, pw, STRIDE, PADDING, DILATION,
-                                                       "none", "none")
+        gi, gdw, gpw, gdb = ops().separable_conv2d_backward(torch.randn_like(y), xf, dw, pw, STRIDE, PADDING,
+                                                            DILATION, "none", "none")
         assert y.is_contiguous(memory_format=fmt) and gi.is_contiguous(memory_format=fmt)
-        assert gdw.is_contiguous() and gpw.is_contiguous()
+        assert gdw.is_contiguous() and gpw.is_contiguous() and gdb.shape == (dw.shape[0],)
 
 
 # --------------------------------------------------------------------------------------------------

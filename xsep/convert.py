@@ -15,13 +15,12 @@ its BN and ReLU6 sit in one Conv2dNormActivation and the 1x1 conv is the next el
 enclosing Sequential. `find_chains(model)` lists the chains with the reason any is not fused.
 
 What is fused (exactly, in training mode too): a chain with nothing but identities between the
-halves (a depthwise bias moves into the pointwise bias), and a chain with an activation whose
-depthwise conv has no bias (the activation becomes `mid_activation`). Not fused: a chain with a
-BatchNorm (`fuse_for_inference` folds it into the depthwise conv first, in eval mode), and a
-depthwise conv with a bias followed by an activation: relu6(y + b) is not relu6(y) plus anything,
-and the fused op has no bias between its halves (its one `bias` is the output's). That is every
-depthwise -> BN -> activation -> 1x1 chain once the BN is folded (mobilenet_v2's 17): the depthwise
-conv keeps the folded bias as an xsep.DepthwiseConv2d, the 1x1 conv stays.
+halves (a depthwise bias moves into the pointwise bias), and a chain with an activation (it becomes
+`mid_activation`; a depthwise bias stays the fused op's `depthwise_bias`, added before it, since
+relu6(y + b) is not relu6(y) plus anything). Not fused as it stands: a chain with a BatchNorm;
+`fuse_for_inference` folds it into the depthwise conv first (eval mode), which fuses every
+depthwise -> BN -> activation -> 1x1 chain (mobilenet_v2's 17) with the folded shift as the
+depthwise bias.
 
 Limits: a module whose forward fx cannot trace (data-dependent control flow, unsupported Python) is
 searched for nothing but stand-alone depthwise convs (containers inside it are traced on their own);
@@ -199,9 +198,6 @@ def _chains_in(parent: nn.Module) -> list[_Found]:
 def _why_not_fused(found: _Found) -> str | None:
     if found.batch_norm is not None:
         return "a BatchNorm2d between the halves (fuse_for_inference folds it into the depthwise conv, in eval mode)"
-    if found.activation is not None and found.depthwise.module.bias is not None:
-        return (f"the depthwise conv has a bias (e.g. a folded BatchNorm) before the "
-                f"{_mid_activation(found.activation.module)}: the fused op has no bias between its halves")
     return None
 
 
@@ -250,9 +246,8 @@ def _separable_from(depthwise: nn.Module, pointwise: nn.Conv2d, backend: str | N
                     mid_activation: str | None = None) -> SeparableConv2d:
     """One fused module computing pointwise(mid_activation(depthwise(x))). Without an activation a
     depthwise bias b moves into the pointwise bias (the pointwise conv is linear and 1x1:
-    W (d + b) + c = W d + (W b + c)); with one, the depthwise conv must have no bias."""
-    if mid_activation is not None and depthwise.bias is not None:
-        raise AssertionError("a depthwise bias before the mid activation cannot be fused")
+    W (d + b) + c = W d + (W b + c), one addition fewer per pixel); with one, it stays the fused
+    module's depthwise bias."""
     if type(depthwise) is DepthwiseConv2d:
         in_channels, multiplier = depthwise.in_channels, depthwise.depth_multiplier
         input_activation = None if depthwise.input_activation == "none" else depthwise.input_activation
@@ -260,16 +255,19 @@ def _separable_from(depthwise: nn.Module, pointwise: nn.Conv2d, backend: str | N
     else:
         in_channels, multiplier, input_activation = depthwise.in_channels, depthwise.out_channels // \
             depthwise.in_channels, None
-    dw_bias = depthwise.bias
+    keep_dw_bias = mid_activation is not None and depthwise.bias is not None
+    dw_bias = None if keep_dw_bias else depthwise.bias  # what moves into the pointwise bias
     has_bias = pointwise.bias is not None or dw_bias is not None
     weight = pointwise.weight
     new = SeparableConv2d(in_channels, pointwise.out_channels, depthwise.kernel_size, depthwise.stride,
                           _padding(depthwise), depthwise.dilation, multiplier, bias=has_bias,
                           input_activation=input_activation, mid_activation=mid_activation, backend=backend,
-                          device=weight.device, dtype=weight.dtype)
+                          device=weight.device, dtype=weight.dtype, depthwise_bias=keep_dw_bias)
     with torch.no_grad():
         new.depthwise.weight.copy_(depthwise.weight)
         new.pointwise.weight.copy_(weight)
+        if keep_dw_bias:
+            new.depthwise.bias.copy_(depthwise.bias)
         if has_bias:
             bias = pointwise.bias.clone() if pointwise.bias is not None else torch.zeros_like(new.pointwise.bias)
             if dw_bias is not None:
@@ -285,8 +283,8 @@ def _separable_from(depthwise: nn.Module, pointwise: nn.Conv2d, backend: str | N
 def convert(model: nn.Module, backend: str | None = None) -> nn.Module:
     """Rewrites `model` in place and returns it (a bare depthwise nn.Conv2d is returned as its
     replacement): each depthwise -> pointwise chain (see the module docstring for the rule) with
-    nothing but identities between the halves, or an activation after a bias-free depthwise conv,
-    becomes one xsep.SeparableConv2d (the activation and the pointwise conv become nn.Identity), and
+    nothing but identities, or one activation, between the halves becomes one xsep.SeparableConv2d
+    (the activation and the pointwise conv become nn.Identity), and
     every other depthwise nn.Conv2d becomes an xsep.DepthwiseConv2d. Weights, device, dtype and
     train/eval mode are carried over; outputs are unchanged within floating-point tolerance.
     `backend` is given to every new module (None: automatic choice)."""
@@ -400,9 +398,8 @@ def fuse_for_inference(model: nn.Module, backend: str | None = None) -> nn.Modul
     the depthwise BN's scale lands in the depthwise weights, its shift is a per-channel bias on the
     intermediate tensor, which the 1x1 pointwise conv turns into a bias of its own (W t + c). A BN with
     an activation between it and the conv is not folded. A depthwise -> BN -> activation -> 1x1 chain
-    (mobilenet_v2's) ends as an xsep.DepthwiseConv2d with the folded bias, the activation and the 1x1
-    conv (its own BN folded): the shift cannot pass the activation and the fused op has no bias
-    between its halves (`find_chains` says so per chain). Rewrites `model` in place and returns it;
+    (mobilenet_v2's) becomes one SeparableConv2d whose depthwise bias is the BN's shift, applied
+    before the activation. Rewrites `model` in place and returns it;
     outputs unchanged within floating-point tolerance. The model must be in eval mode."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")

@@ -17,15 +17,15 @@ import torch
 
 from xsep import backends
 from xsep.ops import checks
-from xsep.ops.autograd import TENSOR_ARGS
+from xsep.ops.autograd import join_args, split_args
 from xsep.ops.checks import IntOrPair, Padding, normalize_padding, same_padding  # noqa: F401  (public)
 from xsep.ops.schemas import INPUT_ACTIVATIONS, MID_ACTIVATIONS
 
 
-def _autocast(input: torch.Tensor, *tensors: torch.Tensor | None):
+def _autocast(device_type: str, tensors):
     """Under torch.autocast, run in the autocast dtype, as nn.Conv2d does."""
-    dtype = torch.get_autocast_dtype(input.device.type)
-    return [None if t is None else t.to(dtype) for t in (input, *tensors)]
+    dtype = torch.get_autocast_dtype(device_type)
+    return [None if t is None else t.to(dtype) for t in tensors]
 
 
 @torch.compiler.assume_constant_result
@@ -46,10 +46,9 @@ def _layout(input: torch.Tensor) -> str:
 def _run(op: str, backend: str | None, input: torch.Tensor, *args):
     impl = backends.implementation(_select_backend(backend, input.device, op, _layout(input)))
     if checks.autocasting(input):
-        n_tensors = TENSOR_ARGS[op]
-        tensors = _autocast(input, *args[: n_tensors - 1])
+        tensors, rest = split_args(op, (input, *args))
         with torch.autocast(input.device.type, enabled=False):
-            return getattr(impl, op)(*tensors, *args[n_tensors - 1:])
+            return getattr(impl, op)(*join_args(op, _autocast(input.device.type, tensors), rest))
     return getattr(impl, op)(input, *args)
 
 
@@ -79,18 +78,22 @@ def pointwise_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 def separable_conv2d(input: torch.Tensor, depthwise_weight: torch.Tensor, pointwise_weight: torch.Tensor,
                      bias: torch.Tensor | None = None, stride: IntOrPair = 1, padding: Padding = 0,
                      dilation: IntOrPair = 1, input_activation: str | None = None,
-                     mid_activation: str | None = None, backend: str | None = None) -> torch.Tensor:
-    """Fused depthwise-separable convolution: depthwise (weight [C * M, 1, kh, kw]; stride, padding
-    and dilation apply here), then `mid_activation`, then pointwise (weight [O, C * M, 1, 1]) plus
-    `bias`. The intermediate tensor is never written to memory by the native backend."""
+                     mid_activation: str | None = None, backend: str | None = None,
+                     depthwise_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Fused depthwise-separable convolution: depthwise (weight [C * M, 1, kh, kw], plus
+    `depthwise_bias` [C * M]; stride, padding and dilation apply here), then `mid_activation`, then
+    pointwise (weight [O, C * M, 1, 1]) plus `bias`. The intermediate tensor is never written to
+    memory by the native backend."""
     checks.input_tensor(input)
-    checks.same_device_dtype(input, depthwise_weight=depthwise_weight, pointwise_weight=pointwise_weight, bias=bias)
+    checks.same_device_dtype(input, depthwise_weight=depthwise_weight, pointwise_weight=pointwise_weight, bias=bias,
+                             depthwise_bias=depthwise_bias)
     checks.depthwise_weight_shape(input, depthwise_weight, "depthwise_weight")
     checks.pointwise_weight_shape(depthwise_weight.shape[0], pointwise_weight, "pointwise_weight")
     checks.bias_shape(bias, pointwise_weight.shape[0])
+    checks.bias_shape(depthwise_bias, depthwise_weight.shape[0], "depthwise_bias")
     stride, padding, dilation = checks.depthwise_args(input, depthwise_weight, stride, padding, dilation,
                                                       "depthwise_weight")
     in_act = checks.activation_name(input_activation, "input_activation", INPUT_ACTIVATIONS)
     mid_act = checks.activation_name(mid_activation, "mid_activation", MID_ACTIVATIONS)
     return _run("separable_conv2d", backend, input, depthwise_weight, pointwise_weight, bias, stride,
-                padding, dilation, in_act, mid_act)
+                padding, dilation, in_act, mid_act, depthwise_bias)

@@ -68,10 +68,10 @@ def pointwise_conv2d(g, input, weight, bias):
     return _conv(g, input, weight, bias)
 
 
-@sh.parse_args("v", "v", "v", "v", "is", "is", "is", "s", "s")
+@sh.parse_args("v", "v", "v", "v", "is", "is", "is", "s", "s", "v")
 def separable_conv2d(g, input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation,
-                     input_activation, mid_activation):
-    mid = _depthwise(g, input, depthwise_weight, None, stride, padding, dilation, input_activation)
+                     input_activation, mid_activation, depthwise_bias):
+    mid = _depthwise(g, input, depthwise_weight, depthwise_bias, stride, padding, dilation, input_activation)
     return _conv(g, _activation(g, mid, mid_activation), pointwise_weight, bias)
 
 

@@ -46,6 +46,15 @@ void check_input(const char* op, const at::Tensor& input) {
   check_float_dtype(op, "input", input);
 }
 
+// An optional bias [channels] (`arg` names it), on input's device with input's dtype.
+void check_bias(const char* op, const char* arg, const std::optional<at::Tensor>& bias, const at::Tensor& input,
+                int64_t channels) {
+  if (!bias.has_value() || !bias->defined()) return;
+  check_same_device_dtype(op, arg, *bias, input);
+  TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == channels, op, ": ", arg, " must have shape [", channels,
+                    "], got ", bias->sizes());
+}
+
 // input [N, C, H, W], weight [C*M, 1, kh, kw], optional bias [C*M], stride, padding (top, bottom,
 // left, right), dilation; errors name the bad argument.
 DepthwiseGeometry check_depthwise(const char* op, const at::Tensor& input, const at::Tensor& weight,
@@ -67,11 +76,7 @@ DepthwiseGeometry check_depthwise(const char* op, const at::Tensor& input, const
   g.M = g.OC / g.C;
   g.kh = weight.size(2);
   g.kw = weight.size(3);
-  if (bias.has_value() && bias->defined()) {
-    check_same_device_dtype(op, "bias", *bias, input);
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == g.OC, op, ": bias must have shape [", g.OC, "], got ",
-                      bias->sizes());
-  }
+  check_bias(op, "bias", bias, input, g.OC);
   TORCH_CHECK_VALUE(stride.size() == 2 && stride[0] > 0 && stride[1] > 0, op,
                     ": stride must be two positive ints, got ", stride);
   TORCH_CHECK_VALUE(padding.size() == 4 && padding[0] >= 0 && padding[1] >= 0 && padding[2] >= 0 && padding[3] >= 0, op,
@@ -104,11 +109,7 @@ void check_pointwise(const char* op, const at::Tensor& input, const at::Tensor& 
   TORCH_CHECK_VALUE(shape_ok && weight.size(1) == input.size(1) && weight.size(0) > 0, op,
                     ": weight must have shape [O, C, 1, 1] for input channels C = ", input.size(1), ", got ",
                     weight.sizes());
-  if (bias.has_value() && bias->defined()) {
-    check_same_device_dtype(op, "bias", *bias, input);
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": bias must have shape [",
-                      weight.size(0), "], got ", bias->sizes());
-  }
+  check_bias(op, "bias", bias, input, weight.size(0));
 }
 
 // grad_output must be 4-D [N, channels, Ho, Wo] on input's device with input's dtype.
@@ -129,11 +130,7 @@ void check_separable_pointwise(const char* op, const DepthwiseGeometry& g, const
   TORCH_CHECK_VALUE(pw_weight.dim() == 4 && pw_weight.size(1) == g.OC && pw_weight.size(2) == 1 &&
                         pw_weight.size(3) == 1 && pw_weight.size(0) > 0,
                     op, ": pointwise_weight must have shape [O, ", g.OC, ", 1, 1], got ", pw_weight.sizes());
-  if (bias.has_value() && bias->defined()) {
-    check_same_device_dtype(op, "bias", *bias, input);
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == pw_weight.size(0), op, ": bias must have shape [",
-                      pw_weight.size(0), "], got ", bias->sizes());
-  }
+  check_bias(op, "bias", bias, input, pw_weight.size(0));
 }
 
 }  // namespace
@@ -172,10 +169,12 @@ SeparableGeometry check_separable_forward(const char* op, c10::DeviceType device
                                           const at::Tensor& dw_weight, const at::Tensor& pw_weight,
                                           const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                           at::IntArrayRef padding, at::IntArrayRef dilation,
-                                          std::string_view input_activation, std::string_view mid_activation) {
+                                          std::string_view input_activation, std::string_view mid_activation,
+                                          const std::optional<at::Tensor>& dw_bias) {
   const DepthwiseGeometry g =
       check_depthwise_forward(op, device, input, dw_weight, std::nullopt, stride, padding, dilation, input_activation);
   check_separable_pointwise(op, g, input, pw_weight, bias);
+  check_bias(op, "depthwise_bias", dw_bias, input, g.OC);
   const int every_activation = static_cast<int>(std::size(kActivationNames));
   return SeparableGeometry{g, pw_weight.size(0),
                            parse_activation(op, "mid_activation", mid_activation, every_activation)};
@@ -185,9 +184,9 @@ SeparableGeometry check_separable_backward(const char* op, c10::DeviceType devic
                                            const at::Tensor& input, const at::Tensor& dw_weight,
                                            const at::Tensor& pw_weight, at::IntArrayRef stride, at::IntArrayRef padding,
                                            at::IntArrayRef dilation, std::string_view input_activation,
-                                           std::string_view mid_activation) {
+                                           std::string_view mid_activation, const std::optional<at::Tensor>& dw_bias) {
   const SeparableGeometry g = check_separable_forward(op, device, input, dw_weight, pw_weight, std::nullopt, stride,
-                                                      padding, dilation, input_activation, mid_activation);
+                                                      padding, dilation, input_activation, mid_activation, dw_bias);
   check_grad_output(op, grad_output, input, g.O, g.dw.Ho, g.dw.Wo);
   return g;
 }

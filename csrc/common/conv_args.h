@@ -36,17 +36,19 @@ void check_pointwise_backward(const char* op, c10::DeviceType device, const at::
                               const at::Tensor& input, const at::Tensor& weight);
 
 // separable_conv2d: the depthwise arguments (its weight named depthwise_weight), pointwise_weight
-// [O, C*M, 1, 1], optional bias [O], mid_activation "none", "relu", "relu6" or "elu".
+// [O, C*M, 1, 1], optional bias [O], optional depthwise_bias [C*M] (added before the mid
+// activation), mid_activation "none", "relu", "relu6" or "elu".
 SeparableGeometry check_separable_forward(const char* op, c10::DeviceType device, const at::Tensor& input,
                                           const at::Tensor& dw_weight, const at::Tensor& pw_weight,
                                           const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                           at::IntArrayRef padding, at::IntArrayRef dilation,
-                                          std::string_view input_activation, std::string_view mid_activation);
-// Its backward op: the same, no bias, and grad_output [N, O, Ho, Wo].
+                                          std::string_view input_activation, std::string_view mid_activation,
+                                          const std::optional<at::Tensor>& dw_bias);
+// Its backward op: the same, no (pointwise) bias, and grad_output [N, O, Ho, Wo].
 SeparableGeometry check_separable_backward(const char* op, c10::DeviceType device, const at::Tensor& grad_output,
                                            const at::Tensor& input, const at::Tensor& dw_weight,
                                            const at::Tensor& pw_weight, at::IntArrayRef stride, at::IntArrayRef padding,
                                            at::IntArrayRef dilation, std::string_view input_activation,
-                                           std::string_view mid_activation);
+                                           std::string_view mid_activation, const std::optional<at::Tensor>& dw_bias);
 
 }  // namespace xsep

@@ -23,6 +23,9 @@ at::Tensor in_format_of(const at::Tensor& out, const at::Tensor& input);
 // The bias in the accumulation dtype, contiguous; an undefined tensor when there is none.
 at::Tensor acc_bias(const std::optional<at::Tensor>& bias);
 
+// A kernel's pointer to an optional tensor (acc_bias's result): nullptr when undefined.
+inline const void* data_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
+
 // Depthwise weight [C*M, 1, kh, kw] -> tap-major [kh*kw, C*M] in the accumulation dtype.
 at::Tensor tap_major(const at::Tensor& weight);
 // And back: tap-major [kh*kw, C*M] -> [C*M, 1, kh, kw] in `like`'s dtype.

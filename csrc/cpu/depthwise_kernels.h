@@ -23,8 +23,9 @@ struct DepthwiseKernels {
   // out[p - p0][oc] = sum_taps act_in(x) * w (+ bias[oc] when bias != nullptr), p in [p0, p1).
   void (*forward)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, T* out, int64_t p0,
                   int64_t p1);
-  // Same, no bias, written in acc_t: the fused kernel's tile buffer.
-  void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, acc_t* out, int64_t p0, int64_t p1);
+  // Same, written in acc_t: the fused kernel's tile buffer.
+  void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, acc_t* out, int64_t p0,
+                      int64_t p1);
 
   // gi[n, h, :, :] for input rows r in [r0, r1) (overwrites); x is read only when relu_input
   // (gradient masked where x <= 0). go is [N, Ho, Wo, OC] of type T or acc_t.

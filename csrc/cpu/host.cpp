@@ -16,6 +16,24 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
   return out;
 }
 
+at::Tensor column_sums_fixed_order(const at::Tensor& rows) {
+  TORCH_CHECK(rows.dim() == 2 && rows.is_contiguous(), "column_sums_fixed_order: a contiguous matrix expected");
+  const int64_t R = rows.size(0), C = rows.size(1);
+  auto sums = at::zeros({C}, rows.options());
+  AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "column_sums_fixed_order", [&] {
+    const scalar_t* src = rows.const_data_ptr<scalar_t>();
+    scalar_t* dst = sums.mutable_data_ptr<scalar_t>();
+    // Threads take disjoint column slices; each runs down every row, so the inner loop is contiguous.
+    at::parallel_for(0, C, 256, [&](int64_t c0, int64_t c1) {
+      for (int64_t r = 0; r < R; ++r) {
+        const scalar_t* row = src + r * C;
+        for (int64_t c = c0; c < c1; ++c) dst[c] += row[c];
+      }
+    });
+  });
+  return sums;
+}
+
 std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGeometry& shape, const at::Tensor& input,
                                                                const at::Tensor& x, const at::Tensor& grad_out_acc,
                                                                const at::Tensor& weight, const at::Tensor& w_taps) {

@@ -71,6 +71,10 @@ at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, 
 // Xeon: bitwise equal at 1 and 2 threads for every Xception layer; 1.0-1.3x the time of one call).
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
+// The sums of a contiguous [R, C] float/double matrix's columns, each summed in row order: the same
+// bits whatever the number of threads (a bias gradient; at::sum's split depends on the threads).
+at::Tensor column_sums_fixed_order(const at::Tensor& rows);
+
 // Depthwise backward given the gradient of its output as an accumulation-dtype NHWC buffer
 // [N*Ho*Wo, C*M] (the fused backward's intermediate): (grad_input in input's dtype and memory
 // format, grad_weight [C*M, 1, kh, kw]). `x` is input made channels-last; `w_taps` = tap_major(weight).

@@ -46,10 +46,10 @@ int64_t tile_pixels(int64_t mid_channels, int64_t pixels) {
 at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                                 at::IntArrayRef dilation, std::string_view input_activation,
-                                std::string_view mid_activation) {
+                                std::string_view mid_activation, const std::optional<at::Tensor>& dw_bias) {
   const SeparableGeometry sg =
       check_separable_forward("xsep.separable_conv2d", at::kCPU, input, dw_weight, pw_weight, bias, stride, padding,
-                              dilation, input_activation, mid_activation);
+                              dilation, input_activation, mid_activation, dw_bias);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const DepthwiseGeometry& g = sg.dw;
@@ -64,6 +64,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const auto w_dw = tap_major(dw_weight);
   const auto w_pw_t = pw_weight.reshape({O, g.OC}).to(acc).t();  // [C*M, O]
   const auto b = acc_bias(bias);
+  const auto b_dw = acc_bias(dw_bias);
   const int64_t T = tile_pixels(g.OC, P);
   auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
 
@@ -73,6 +74,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
     const auto& k = depthwise_kernels<scalar_t>();
     const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
     const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
+    const acc_t* b_dw_ptr = b_dw.defined() ? b_dw.const_data_ptr<acc_t>() : nullptr;
     acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
     const auto out_rows = out.permute({0, 2, 3, 1}).view({P, O});
@@ -81,7 +83,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
       at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
-        k.forward_acc(g, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
+        k.forward_acc(g, x_ptr, w_ptr, b_dw_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
         if (mid != Activation::none) k.activation(mid, d_ptr + q0 * g.OC, d_ptr + q0 * g.OC, (q1 - q0) * g.OC);
       });
       const auto d = d_buf.narrow(0, 0, n);
@@ -101,13 +103,13 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   return in_format_of(out, input);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, std::string_view input_activation,
-    std::string_view mid_activation) {
+    std::string_view mid_activation, const std::optional<at::Tensor>& dw_bias) {
   const SeparableGeometry sg =
       check_separable_backward("xsep.separable_conv2d_backward", at::kCPU, grad_output, input, dw_weight, pw_weight,
-                               stride, padding, dilation, input_activation, mid_activation);
+                               stride, padding, dilation, input_activation, mid_activation, dw_bias);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const DepthwiseGeometry& g = sg.dw;
@@ -120,6 +122,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
   const auto go = nhwc(grad_output);
   const auto w_dw = tap_major(dw_weight);
   const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc);  // [O, C*M]
+  const auto b_dw = acc_bias(dw_bias);
   // Gradient with respect to the depthwise output (before the mid activation), [P, C*M].
   auto grad_mid = at::empty({P, g.OC}, x.options().dtype(acc));
 
@@ -131,6 +134,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
     const auto& k = depthwise_kernels<scalar_t>();
     const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
     const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
+    const acc_t* b_dw_ptr = b_dw.defined() ? b_dw.const_data_ptr<acc_t>() : nullptr;
     const scalar_t* go_ptr = go.const_data_ptr<scalar_t>();
     const auto go_rows = go.permute({0, 2, 3, 1}).view({P, O});
     auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
@@ -143,7 +147,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
       at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
-        k.forward_acc(g, x_ptr, w_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
+        k.forward_acc(g, x_ptr, w_ptr, b_dw_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
         if (mid != Activation::none) k.activation(mid, d_ptr + q0 * g.OC, m_ptr + q0 * g.OC, (q1 - q0) * g.OC);
         if constexpr (!go_is_acc) {
           k.to_acc(go_ptr + (p0 + q0) * O, gy_buf.mutable_data_ptr<acc_t>() + q0 * O, (q1 - q0) * O);
@@ -161,7 +165,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cpu(
     }
   });
   auto [grad_input, grad_dw] = depthwise_backward_from_acc(g, input, x, grad_mid, dw_weight, w_dw);
-  return {grad_input, grad_dw, from_matrix(grad_pw, pw_weight)};
+  // The depthwise bias's gradient: grad_mid summed over the pixels (always returned: it is cheap).
+  const auto grad_dw_bias = column_sums_fixed_order(grad_mid).to(input.scalar_type());
+  return {grad_input, grad_dw, from_matrix(grad_pw, pw_weight), grad_dw_bias};
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 // backward kernels. Weight gradients are deterministic (fixed splits summed in order).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -28,10 +29,10 @@ namespace {
 at::Tensor separable_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
                                  const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                                  at::IntArrayRef dilation, std::string_view input_activation,
-                                 std::string_view mid_activation) {
+                                 std::string_view mid_activation, const std::optional<at::Tensor>& dw_bias) {
   const SeparableGeometry p =
       check_separable_forward("xsep.separable_conv2d", at::kCUDA, input, dw_weight, pw_weight, bias, stride, padding,
-                              dilation, input_activation, mid_activation);
+                              dilation, input_activation, mid_activation, dw_bias);
   const c10::cuda::CUDAGuard guard(input.device());
   const DepthwiseGeometry& g = p.dw;
   at::Tensor out = empty_nhwc({g.N, p.O, g.Ho, g.Wo}, input);
@@ -40,20 +41,21 @@ at::Tensor separable_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_w
     const at::Tensor w_taps = tap_major(dw_weight);
     const at::Tensor w_pw = to_matrix(pw_weight);
     const at::Tensor b = acc_bias(bias);
-    separable_forward_nhwc(p, dtype_of(input), x.const_data_ptr(), w_taps.const_data_ptr(), w_pw.const_data_ptr(),
-                           b.defined() ? b.const_data_ptr() : nullptr, out.mutable_data_ptr(), smem_per_block_optin(),
+    const at::Tensor b_dw = acc_bias(dw_bias);
+    separable_forward_nhwc(p, dtype_of(input), x.const_data_ptr(), w_taps.const_data_ptr(), data_or_null(b_dw),
+                           w_pw.const_data_ptr(), data_or_null(b), out.mutable_data_ptr(), smem_per_block_optin(),
                            current_stream());
   }
   return in_format_of(out, input);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, std::string_view input_activation,
-    std::string_view mid_activation) {
+    std::string_view mid_activation, const std::optional<at::Tensor>& dw_bias) {
   const SeparableGeometry p =
       check_separable_backward("xsep.separable_conv2d_backward", at::kCUDA, grad_output, input, dw_weight, pw_weight,
-                               stride, padding, dilation, input_activation, mid_activation);
+                               stride, padding, dilation, input_activation, mid_activation, dw_bias);
   const c10::cuda::CUDAGuard guard(input.device());
   const DepthwiseGeometry& g = p.dw;
   const int64_t O = p.O;
@@ -61,7 +63,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cuda(
   const auto fmt = input.suggest_memory_format();
   if (g.N * g.Ho * g.Wo == 0) {  // nothing flows back
     return {at::zeros(input.sizes(), input.options().memory_format(fmt)),
-            at::zeros(dw_weight.sizes(), dw_weight.options()), at::zeros(pw_weight.sizes(), pw_weight.options())};
+            at::zeros(dw_weight.sizes(), dw_weight.options()), at::zeros(pw_weight.sizes(), pw_weight.options()),
+            at::zeros({g.OC}, input.options())};
   }
   const Dtype dt = dtype_of(input);
   const cudaStream_t stream = current_stream();
@@ -69,14 +72,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cuda(
   const at::Tensor go = nhwc(grad_output);
   const at::Tensor w_taps = tap_major(dw_weight);
   const at::Tensor w_pw = to_matrix(pw_weight);
+  const at::Tensor b_dw = acc_bias(dw_bias);
 
   at::Tensor grad_pw = at::empty({O, g.OC}, acc);
   at::Tensor pw_partials = at::empty({separable_grad_pw_splits(p), O, g.OC}, acc);
   separable_grad_pointwise_weight_nhwc(p, dt, go.const_data_ptr(), x.const_data_ptr(), w_taps.const_data_ptr(),
-                                       pw_partials.mutable_data_ptr(), grad_pw.mutable_data_ptr(), stream);
+                                       data_or_null(b_dw), pw_partials.mutable_data_ptr(), grad_pw.mutable_data_ptr(),
+                                       stream);
 
   at::Tensor grad_mid = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
-  separable_grad_mid_nhwc(p, dt, go.const_data_ptr(), x.const_data_ptr(), w_taps.const_data_ptr(),
+  separable_grad_mid_nhwc(p, dt, go.const_data_ptr(), x.const_data_ptr(), w_taps.const_data_ptr(), data_or_null(b_dw),
                           w_pw.const_data_ptr(), grad_mid.mutable_data_ptr(), stream);
 
   at::Tensor grad_input = empty_nhwc({g.N, g.C, g.H, g.W}, input);
@@ -88,7 +93,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> separable_conv2d_backward_cuda(
   at::Tensor dw_partials = at::empty({depthwise_grad_weight_chunks(p.dw), g.kh * g.kw, g.OC}, acc);
   depthwise_grad_weight_nhwc(p.dw, dt, grad_mid.const_data_ptr(), x.const_data_ptr(), dw_partials.mutable_data_ptr(),
                              dw_taps.mutable_data_ptr(), stream);
-  return {grad_input.contiguous(fmt), from_tap_major(dw_taps, dw_weight), from_matrix(grad_pw, pw_weight)};
+  // The depthwise bias's gradient: grad_mid summed over the pixels, in the accumulation type (always
+  // returned: it is cheap next to the rest).
+  const at::Tensor grad_dw_bias = at::sum(grad_mid, {0, 2, 3}, false, acc.dtype()).to(input.scalar_type());
+  return {grad_input.contiguous(fmt), from_tap_major(dw_taps, dw_weight), from_matrix(grad_pw, pw_weight),
+          grad_dw_bias};
 }
 
 }  // namespace

@@ -58,17 +58,19 @@ template <typename T, int VEC>
 struct DepthwiseOperand {
   using A = Acc<T>;
   DepthwiseGeometry p;
-  const T* x;  // [N, H, W, C]
-  const A* w;  // tap-major [kh * kw, OC]
+  const T* x;     // [N, H, W, C]
+  const A* w;     // tap-major [kh * kw, OC]
+  const A* bias;  // the depthwise bias [OC], or nullptr
   Activation act;
   bool pixel_rows;
 
-  // dw(x) (before the activation) at flat output pixel `pix`, output channels oc0 .. oc0 + V.
+  // dw(x) + bias (before the activation) at flat output pixel `pix`, output channels oc0 .. oc0 + V;
+  // the bias first, then the taps in order, as the CPU kernels sum.
   template <int V>
   __device__ __forceinline__ void compute(int64_t pix, int64_t oc0, A (&d)[V]) const {
     const int64_t wo = pix % p.Wo, nh = pix / p.Wo, ho = nh % p.Ho, n = nh / p.Ho;
 #pragma unroll
-    for (int v = 0; v < V; ++v) d[v] = A(0);
+    for (int v = 0; v < V; ++v) d[v] = bias != nullptr ? bias[oc0 + v] : A(0);
     for (int64_t r = 0; r < p.kh; ++r) {
       const int64_t hi = ho * p.sh - p.pad_top + r * p.dil_h;
       if (hi < 0 || hi >= p.H) continue;
@@ -251,23 +253,28 @@ void with_vec(const DepthwiseGeometry& p, const void* x, F&& f) {
 
 template <typename T, int VEC>
 DepthwiseOperand<T, VEC> depthwise_operand(const SeparableGeometry& sp, const void* x, const void* w_taps,
-                                           bool pixel_rows) {
+                                           const void* dw_bias, bool pixel_rows) {
   using A = Acc<T>;
-  return DepthwiseOperand<T, VEC>{sp.dw, static_cast<const T*>(x), static_cast<const A*>(w_taps), sp.mid_activation,
+  return DepthwiseOperand<T, VEC>{sp.dw,
+                                  static_cast<const T*>(x),
+                                  static_cast<const A*>(w_taps),
+                                  static_cast<const A*>(dw_bias),
+                                  sp.mid_activation,
                                   pixel_rows};
 }
 
 }  // namespace
 
-void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x, const void* w_taps, const void* w_pw,
-                            const void* bias, void* y, int64_t smem_per_block, cudaStream_t stream) {
+void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x, const void* w_taps,
+                            const void* dw_bias, const void* w_pw, const void* bias, void* y, int64_t smem_per_block,
+                            cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
     with_vec<T>(sp.dw, x, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
-      const auto dw = depthwise_operand<T, VEC>(sp, x, w_taps, /*pixel_rows=*/true);
+      const auto dw = depthwise_operand<T, VEC>(sp, x, w_taps, dw_bias, /*pixel_rows=*/true);
       const T* wp = static_cast<const T*>(w_pw);
       const A* b = static_cast<const A*>(bias);
       T* out = static_cast<T*>(y);
@@ -300,7 +307,8 @@ void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x
 int64_t separable_grad_pw_splits(const SeparableGeometry& sp) { return gemm::k_splits(sp.dw.N * sp.dw.Ho * sp.dw.Wo); }
 
 void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output, const void* x,
-                                          const void* w_taps, void* partials, void* grad_pw, cudaStream_t stream) {
+                                          const void* w_taps, const void* dw_bias, void* partials, void* grad_pw,
+                                          cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   const int64_t splits = separable_grad_pw_splits(sp);
   dispatch_dtype(dt, [&](auto tag) {
@@ -310,7 +318,7 @@ void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& sp, Dtype dt,
       constexpr int VEC = decltype(vec)::value;
       // GW[o, c] = sum_p GY[p, o] act(d)[p, c]: A(o, p) = GY[p * O + o], B rows are channels.
       const StridedOperand<T> gy{static_cast<const T*>(grad_output), O, 1, O};
-      const auto d = depthwise_operand<T, VEC>(sp, x, w_taps, /*pixel_rows=*/false);
+      const auto d = depthwise_operand<T, VEC>(sp, x, w_taps, dw_bias, /*pixel_rows=*/false);
       launch_gemm<T>(O, K, P, splits, gy, d, StorePartial<A>{static_cast<A*>(partials), O, K}, stream);
     });
     launch_ordered_sum<A>(splits, O * K, static_cast<const A*>(partials), static_cast<A*>(grad_pw), stream);
@@ -318,7 +326,8 @@ void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& sp, Dtype dt,
 }
 
 void separable_grad_mid_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output, const void* x,
-                             const void* w_taps, const void* w_pw, void* grad_mid, cudaStream_t stream) {
+                             const void* w_taps, const void* dw_bias, const void* w_pw, void* grad_mid,
+                             cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -329,7 +338,7 @@ void separable_grad_mid_nhwc(const SeparableGeometry& sp, Dtype dt, const void* 
     if (sp.mid_activation == Activation::none) {
       launch_gemm<T>(P, K, O, 1, gy, w, StoreOutput<T>{out, K, nullptr}, stream);
     } else {
-      const StoreGradMid<T> epilogue{out, depthwise_operand<T, 1>(sp, x, w_taps, /*pixel_rows=*/true)};
+      const StoreGradMid<T> epilogue{out, depthwise_operand<T, 1>(sp, x, w_taps, dw_bias, /*pixel_rows=*/true)};
       launch_gemm<T>(P, K, O, 1, gy, w, epilogue, stream);
     }
   });

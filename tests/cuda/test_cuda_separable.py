@@ -21,16 +21,24 @@ def _native_cuda():
     require_cuda_kernels("separable_conv2d", "separable_conv2d_backward")
 
 
-def _check(x64, dw64, pw64, b64, args, dtype, layout):
-    """The fused forward and backward ops on the input laid out as `layout` against the reference."""
-    go64 = torch.randn_like(reference.separable_conv2d(x64, dw64, pw64, b64, *args))
-    want, torch_at_dtype = reference_results(lambda x, dw, pw, b: reference.separable_conv2d(x, dw, pw, b, *args),
-                                             [x64, dw64, pw64, b64], dtype, TENSOR_NAMES["separable_conv2d"], go64)
+def _check(x64, dw64, pw64, b64, args, dtype, layout, dwb64=None):
+    """The fused forward and backward ops on the input laid out as `layout` against the reference
+    (with the depthwise bias `dwb64` when given)."""
+    def ref(x, dw, pw, b, dwb):
+        return reference.separable_conv2d(x, dw, pw, b, *args, depthwise_bias=dwb)
+
+    go64 = torch.randn_like(ref(x64, dw64, pw64, b64, dwb64))
+    want, torch_at_dtype = reference_results(ref, [x64, dw64, pw64, b64, dwb64], dtype,
+                                             (*TENSOR_NAMES["separable_conv2d"], "depthwise_bias"), go64)
     x = placed(x64, dtype, layout)
-    dw, pw, b, go = (None if t is None else t.to(dtype) for t in (dw64, pw64, b64, go64))
-    y = torch.ops.xsep.separable_conv2d(x, dw, pw, b, *args)
-    grads = torch.ops.xsep.separable_conv2d_backward(go, x, dw, pw, *args)
-    got = dict(zip(("output", "grad_input", "grad_depthwise_weight", "grad_pointwise_weight"), (y, *grads)))
+    dw, pw, b, dwb, go = (None if t is None else t.to(dtype) for t in (dw64, pw64, b64, dwb64, go64))
+    y = torch.ops.xsep.separable_conv2d(x, dw, pw, b, *args, dwb)
+    grads = torch.ops.xsep.separable_conv2d_backward(go, x, dw, pw, *args, dwb)
+    names = ("output", "grad_input", "grad_depthwise_weight", "grad_pointwise_weight", "grad_depthwise_bias")
+    got = dict(zip(names, (y, *grads)))
+    if dwb is None:  # returned all the same: the gradient a depthwise bias would have
+        assert grads[3].shape == (dw.shape[0],)
+        del got["grad_depthwise_bias"]
     assert_matches_reference(got, want, dtype, torch_at_dtype)
     assert all(g.dtype == dtype for g in got.values())
     return tuple(got.values())
@@ -48,6 +56,7 @@ CASES = pairwise({
     "input_activation": ("none", "relu"),
     "mid_activation": ("none", "relu", "relu6", "elu"),
     "bias": (False, True),
+    "depthwise_bias": (False, True),
 })
 
 
@@ -59,9 +68,10 @@ def test_matches_reference(case):
     dw64 = torch.randn(c * m, 1, kh, kw, dtype=torch.float64, device=DEVICE) / (kh * kw) ** 0.5
     pw64 = torch.randn(o, c * m, 1, 1, dtype=torch.float64, device=DEVICE) / (c * m) ** 0.5
     b64 = torch.randn(o, dtype=torch.float64, device=DEVICE) if case["bias"] else None
+    dwb64 = scale * torch.randn(c * m, dtype=torch.float64, device=DEVICE) if case["depthwise_bias"] else None
     args = (list(case["stride"]), list(case["padding"]), list(case["dilation"]),
             case["input_activation"], case["mid_activation"])
-    y, gi, *_ = _check(x64, dw64, pw64, b64, args, case["dtype"], case["layout"])
+    y, gi, *_ = _check(x64, dw64, pw64, b64, args, case["dtype"], case["layout"], dwb64)
     if case["layout"] == "channels_last":  # outputs keep the input's memory format
         assert y.is_contiguous(memory_format=torch.channels_last)
         assert gi.is_contiguous(memory_format=torch.channels_last)
@@ -104,5 +114,6 @@ def test_batch_zero():
     args = ([1, 1], [1, 1, 1, 1], [1, 1], "none", "none")
     y = torch.ops.xsep.separable_conv2d(x, dw, pw, None, *args)
     assert y.shape == (0, 4, 5, 5)
-    gi, gdw, gpw = torch.ops.xsep.separable_conv2d_backward(y, x, dw, pw, *args)
+    gi, gdw, gpw, gdb = torch.ops.xsep.separable_conv2d_backward(y, x, dw, pw, *args)
     assert gi.shape == x.shape and torch.equal(gdw, torch.zeros_like(dw)) and torch.equal(gpw, torch.zeros_like(pw))
+    assert torch.equal(gdb, torch.zeros(8, device=DEVICE))

@@ -274,45 +274,46 @@ xsep::SeparableGeometry sep_params(const std::vector<int64_t>& params, bool relu
   return {dw_params(params, relu_input), out_channels, static_cast<xsep::Activation>(mid_activation)};
 }
 
-// x [N, H, W, C], w_taps [kh * kw, OC] and bias [O] in the accumulation type, w_pw [O, OC] in the data
-// type -> y [N, Ho, Wo, O]. smem_per_block: the shared memory a block may use (decides whether the
+// x [N, H, W, C], w_taps [kh * kw, OC], dw_bias [OC] and bias [O] in the accumulation type, w_pw
+// [O, OC] in the data type -> y [N, Ho, Wo, O]. smem_per_block: the shared memory a block may use (decides whether the
 // depthwise rows stay resident; 0 forces the per-tile recomputation).
-at::Tensor separable_forward_nhwc(const at::Tensor& x, const at::Tensor& w_taps, const at::Tensor& w_pw,
+at::Tensor separable_forward_nhwc(const at::Tensor& x, const at::Tensor& w_taps,
+                                  const std::optional<at::Tensor>& dw_bias, const at::Tensor& w_pw,
                                   const std::optional<at::Tensor>& bias, std::vector<int64_t> params, bool relu_input,
                                   int64_t mid_activation, int64_t smem_per_block) {
   const auto p = sep_params(params, relu_input, w_pw.size(0), mid_activation);
   at::Tensor y = poisoned({p.dw.N, p.dw.Ho, p.dw.Wo, p.O}, x.scalar_type());
   checked([&] {
-    xsep::cuda::separable_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(w_pw), data(bias), out(y),
-                                       smem_per_block, nullptr);
+    xsep::cuda::separable_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(dw_bias), data(w_pw), data(bias),
+                                       out(y), smem_per_block, nullptr);
   });
   return y;
 }
 
 // grad_output [N, Ho, Wo, O], x [N, H, W, C] -> grad_pw [O, OC] in the accumulation type
 at::Tensor separable_grad_pointwise_weight_nhwc(const at::Tensor& grad_output, const at::Tensor& x,
-                                                const at::Tensor& w_taps, std::vector<int64_t> params, bool relu_input,
-                                                int64_t mid_activation) {
+                                                const at::Tensor& w_taps, const std::optional<at::Tensor>& dw_bias,
+                                                std::vector<int64_t> params, bool relu_input, int64_t mid_activation) {
   const auto p = sep_params(params, relu_input, grad_output.size(3), mid_activation);
   const auto acc = acc_dtype(x);
   at::Tensor partials = poisoned({xsep::cuda::separable_grad_pw_splits(p), p.O, p.dw.OC}, acc);
   at::Tensor grad_pw = poisoned({p.O, p.dw.OC}, acc);
   checked([&] {
     xsep::cuda::separable_grad_pointwise_weight_nhwc(p, dtype_of(x), data(grad_output), data(x), data(w_taps),
-                                                     out(partials), out(grad_pw), nullptr);
+                                                     data(dw_bias), out(partials), out(grad_pw), nullptr);
   });
   return grad_pw;
 }
 
 // grad_output [N, Ho, Wo, O], x [N, H, W, C], w_pw [O, OC] -> grad_mid [N, Ho, Wo, OC] in the data type
 at::Tensor separable_grad_mid_nhwc(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& w_taps,
-                                   const at::Tensor& w_pw, std::vector<int64_t> params, bool relu_input,
-                                   int64_t mid_activation) {
+                                   const std::optional<at::Tensor>& dw_bias, const at::Tensor& w_pw,
+                                   std::vector<int64_t> params, bool relu_input, int64_t mid_activation) {
   const auto p = sep_params(params, relu_input, w_pw.size(0), mid_activation);
   at::Tensor grad_mid = poisoned({p.dw.N, p.dw.Ho, p.dw.Wo, p.dw.OC}, x.scalar_type());
   checked([&] {
-    xsep::cuda::separable_grad_mid_nhwc(p, dtype_of(x), data(grad_output), data(x), data(w_taps), data(w_pw),
-                                        out(grad_mid), nullptr);
+    xsep::cuda::separable_grad_mid_nhwc(p, dtype_of(x), data(grad_output), data(x), data(w_taps), data(dw_bias),
+                                        data(w_pw), out(grad_mid), nullptr);
   });
   return grad_mid;
 }

@@ -45,11 +45,12 @@ def _jobs(dtype):
         (PW._gemm_kernel, ("a_ptr", "b_ptr", "bias_ptr", "c_ptr"), (),
          dict(dot, HAS_BIAS=True, B_K_UNIT=True, ALIGN=8), True),
         (PW._grad_weight_kernel, ("g_ptr", "x_ptr"), ("part_ptr",), dict(dot, ALIGN=8), True),
-        (S._forward_kernel, ("x_ptr", "dw_ptr", "pw_ptr", "b_ptr", "y_ptr"), (),
-         dict(**conv, **dot, HAS_BIAS=True, MID_ACT=3), True),
-        (S._backward_mid_kernel, ("g_ptr", "x_ptr", "dw_ptr", "pw_ptr", "gpre_ptr"), ("part_ptr",),
-         dict(**conv, **dot, TAPS=16, MID_ACT=3), True),
-        (S._backward_pw_kernel, ("g_ptr", "x_ptr", "dw_ptr"), ("part_ptr",), dict(**conv, **dot, MID_ACT=3), True),
+        (S._forward_kernel, ("x_ptr", "dw_ptr", "db_ptr", "pw_ptr", "b_ptr", "y_ptr"), (),
+         dict(**conv, **dot, HAS_BIAS=True, HAS_DW_BIAS=False, MID_ACT=3), True),
+        (S._backward_mid_kernel, ("g_ptr", "x_ptr", "dw_ptr", "db_ptr", "pw_ptr", "gpre_ptr"), ("part_ptr",),
+         dict(**conv, **dot, TAPS=16, HAS_DW_BIAS=False, MID_ACT=3), True),
+        (S._backward_pw_kernel, ("g_ptr", "x_ptr", "dw_ptr", "db_ptr"), ("part_ptr",),
+         dict(**conv, **dot, HAS_DW_BIAS=False, MID_ACT=3), True),
     ]
 
 

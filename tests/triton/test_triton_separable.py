@@ -41,6 +41,17 @@ def test_separable(triton_device, case):
     check("separable_conv2d", tensors, args, case["dtype"], triton_device, case["layout"])
 
 
+@pytest.mark.parametrize("dtype, layout, mid_activation", [
+    (torch.float32, "channels_last", "relu6"), (torch.bfloat16, "contiguous", "elu"),
+    (torch.float64, "sliced", "none"), (torch.float16, "channels_last", "relu")])
+def test_separable_depthwise_bias(triton_device, dtype, layout, mid_activation):
+    # The depthwise bias, added before the mid activation, in the forward and both backward kernels
+    # that recompute the depthwise output; its gradient from the depthwise output's.
+    tensors = [random(2, 3, 7, 6), random(6, 1, 3, 3), random(5, 6, 1, 1), random(5)]
+    args = ((2, 1), (1, 0, 2, 1), (1, 1), "relu", mid_activation)
+    check("separable_conv2d", tensors, args, dtype, triton_device, layout, depthwise_bias=3 * random(6))
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_separable_batch_zero(triton_device, layout):
     tensors = [random(0, 3, 5, 5), random(6, 1, 3, 3), random(4, 6, 1, 1), random(4)]

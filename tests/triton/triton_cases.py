@@ -28,21 +28,26 @@ def random(*shape) -> torch.Tensor:
     return torch.randn(*shape, dtype=torch.float64)
 
 
-def check(op: str, tensors, args, dtype: torch.dtype, device: str, layout: str = "contiguous") -> None:
+def check(op: str, tensors, args, dtype: torch.dtype, device: str, layout: str = "contiguous",
+          depthwise_bias: torch.Tensor | None = None) -> None:
     """Forward and every gradient of `op` on the triton backend against the float64 reference
     (xsep.testing.check_against_reference). tensors: float64 values (None for an absent bias),
     which the reference gets unrounded; the first is the input, laid out as `layout` (weights
-    contiguous)."""
+    contiguous). `depthwise_bias`: separable_conv2d's, passed after `args` as its schema has it."""
+    names = TENSOR_NAMES[op]
+    if depthwise_bias is not None:
+        tensors, names = [*tensors, depthwise_bias], (*names, "depthwise_bias")
     layouts = [layout] + ["contiguous"] * (len(tensors) - 1)
     inputs = [None if t is None else placed(t, dtype, lay, device) for t, lay in zip(tensors, layouts)]
+    n = len(TENSOR_NAMES[op])
 
     def run(*leaves):
-        return getattr(triton_ops(), op)(*leaves, *args)
+        return getattr(triton_ops(), op)(*leaves[:n], *args, *leaves[n:])
 
     def ref(*leaves):
-        return getattr(reference, op)(*leaves, *args)
+        return getattr(reference, op)(*leaves[:n], *args, *leaves[n:])
 
-    got = check_against_reference(run, ref, inputs, TENSOR_NAMES[op], values=tensors, place_grad_output=lambda g: g.to(device),
+    got = check_against_reference(run, ref, inputs, names, values=tensors, place_grad_output=lambda g: g.to(device),
                                   min_tolerance=_tiny_tensor_floor(dtype), context=f"{op} ({dtype}, {layout}, {args})")
     out = got["output"]
     if out.numel() > 0 and device == "cpu" and layout in ("contiguous", "channels_last"):

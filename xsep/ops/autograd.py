@@ -25,9 +25,27 @@ import torch
 from xsep.ops import reference
 from xsep.ops.schemas import FORWARD_OPS
 
-# How many leading arguments of each forward op are tensors (the rest: stride, padding, dilation,
-# activations). The last tensor is the bias, which may be None.
-TENSOR_ARGS = {"depthwise_conv2d": 3, "pointwise_conv2d": 3, "separable_conv2d": 4}
+# Where each forward op's tensor arguments stand in its schema (the others: stride, padding, dilation,
+# activations), and how many arguments it has; separable_conv2d's depthwise_bias comes last, after
+# the activations. Optional tensors may be None. Within the tensors, BIAS is the bias added to the
+# output (its gradient: grad_output summed over N, H, W).
+TENSOR_POSITIONS = {"depthwise_conv2d": (0, 1, 2), "pointwise_conv2d": (0, 1, 2), "separable_conv2d": (0, 1, 2, 3, 9)}
+NUM_ARGS = {"depthwise_conv2d": 7, "pointwise_conv2d": 3, "separable_conv2d": 10}
+BIAS = {"depthwise_conv2d": 2, "pointwise_conv2d": 2, "separable_conv2d": 3}
+
+
+def split_args(op: str, args) -> tuple[list, list]:
+    """(tensors, rest) of a call's arguments in schema order; trailing defaults (None) filled in."""
+    args = list(args) + [None] * (NUM_ARGS[op] - len(args))
+    positions = TENSOR_POSITIONS[op]
+    return [args[i] for i in positions], [a for i, a in enumerate(args) if i not in positions]
+
+
+def join_args(op: str, tensors, rest) -> list:
+    """The inverse of split_args: the arguments in schema order."""
+    tensors, rest = iter(tensors), iter(rest)
+    positions = TENSOR_POSITIONS[op]
+    return [next(tensors) if i in positions else next(rest) for i in range(NUM_ARGS[op])]
 BACKWARD_OPS = ("depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight", "pointwise_conv2d_grad_input",
                 "pointwise_conv2d_grad_weight", "separable_conv2d_backward")
 
@@ -39,7 +57,7 @@ def _reference_of(op: str, tensors, rest, which):
         args = list(tensors)
         for i, t in zip(which, chosen):
             args[i] = t
-        return getattr(reference, op)(*args, *rest)
+        return getattr(reference, op)(*join_args(op, args, rest))
     return f
 
 
@@ -48,18 +66,21 @@ def _kernel_grads(namespace: str, op: str, tensors, rest, needs, grad_output):
     ops = getattr(torch.ops, namespace)
     grads = [None] * len(tensors)
     if op == "separable_conv2d":
-        if any(needs[:3]):
-            # One fused pass gives all three: the depthwise output is recomputed, never stored.
-            results = ops.separable_conv2d_backward(grad_output, *tensors[:3], *rest)
-            grads[:3] = [g if need else None for g, need in zip(results, needs)]
+        depthwise_bias = tensors[4]
+        if any(needs[:3]) or (depthwise_bias is not None and needs[4]):
+            # One fused pass gives all four: the depthwise output is recomputed, never stored.
+            gi, gdw, gpw, gdb = ops.separable_conv2d_backward(grad_output, *tensors[:3], *rest, depthwise_bias)
+            grads[:3] = [g if need else None for g, need in zip((gi, gdw, gpw), needs)]
+            grads[4] = gdb if depthwise_bias is not None and needs[4] else None
     else:
         input, weight = tensors[:2]
         if needs[0]:
             grads[0] = getattr(ops, f"{op}_grad_input")(grad_output, input, weight, *rest)
         if needs[1]:
             grads[1] = getattr(ops, f"{op}_grad_weight")(grad_output, input, weight, *rest)
-    if tensors[-1] is not None and needs[len(tensors) - 1]:
-        grads[-1] = grad_output.sum(dim=(0, 2, 3))
+    bias = BIAS[op]
+    if tensors[bias] is not None and needs[bias]:
+        grads[bias] = grad_output.sum(dim=(0, 2, 3))
     return grads
 
 
@@ -99,7 +120,7 @@ def _depthwise_tangent(x, w, tx, tw, stride, padding, dilation, input_activation
 def tangent(op: str, tensors, rest, tangents):
     """The forward-mode derivative of `op` for the given input tangents (None: zero), from the
     reference ops (the ops are linear in each tensor; the activations contribute their derivative)."""
-    bias_tangent = None if tangents[-1] is None else tangents[-1][:, None, None]
+    bias_tangent = None if tangents[BIAS[op]] is None else tangents[BIAS[op]][:, None, None]
     if op == "pointwise_conv2d":
         (x, w, _), (tx, tw, _) = tensors, tangents
         return _sum([None if tx is None else reference.pointwise_conv2d(tx, w, None),
@@ -107,10 +128,11 @@ def tangent(op: str, tensors, rest, tangents):
     if op == "depthwise_conv2d":
         (x, w, _), (tx, tw, _) = tensors, tangents
         return _sum([_depthwise_tangent(x, w, tx, tw, *rest), bias_tangent])
-    (x, dw, pw, _), (tx, tdw, tpw, _) = tensors, tangents
+    (x, dw, pw, _, db), (tx, tdw, tpw, _, tdb) = tensors, tangents
     stride, padding, dilation, input_activation, mid_activation = rest
-    d = reference.depthwise_conv2d(x, dw, None, stride, padding, dilation, input_activation)
-    td = _depthwise_tangent(x, dw, tx, tdw, stride, padding, dilation, input_activation)
+    d = reference.depthwise_conv2d(x, dw, db, stride, padding, dilation, input_activation)
+    td = _sum([_depthwise_tangent(x, dw, tx, tdw, stride, padding, dilation, input_activation),
+               None if tdb is None else tdb[:, None, None]])
     terms = [bias_tangent]
     if td is not None:
         terms.append(reference.pointwise_conv2d(td * reference.activation_derivative(d, mid_activation), pw, None))
@@ -127,25 +149,24 @@ def tangent(op: str, tensors, rest, tangents):
 
 @functools.cache
 def function(namespace: str, op: str) -> type[torch.autograd.Function]:
-    """The autograd.Function of torch.ops.<namespace>.<op>; its forward runs the op's kernel."""
-    n = TENSOR_ARGS[op]
-
+    """The autograd.Function of torch.ops.<namespace>.<op>; its forward runs the op's kernel. It
+    takes every argument of the op's schema, in order (see `apply`)."""
     def forward(*args):
         with torch._C._AutoDispatchBelowAutograd():  # to the kernel, past this Autograd kernel
             return getattr(getattr(torch.ops, namespace), op)(*args)
 
     def setup_context(ctx, inputs, output):
-        tensors = inputs[:n]
+        tensors, ctx.rest = split_args(op, inputs)
         ctx.save_for_backward(*tensors)
         ctx.save_for_forward(*tensors)
-        ctx.rest = inputs[n:]
 
     def backward(ctx, grad_output):
-        grads = gradients(namespace, op, ctx.saved_tensors, ctx.rest, ctx.needs_input_grad, grad_output)
-        return (*grads, *([None] * len(ctx.rest)))
+        needs, _ = split_args(op, ctx.needs_input_grad)
+        grads = gradients(namespace, op, ctx.saved_tensors, ctx.rest, needs, grad_output)
+        return tuple(join_args(op, grads, [None] * len(ctx.rest)))
 
     def jvp(ctx, *tangents):
-        return tangent(op, ctx.saved_tensors, ctx.rest, tangents[:n])
+        return tangent(op, ctx.saved_tensors, ctx.rest, split_args(op, tangents)[0])
 
     name = "".join(part.title() for part in f"{namespace}_{op}".split("_"))
     return type(name, (torch.autograd.Function,), {
@@ -165,7 +186,7 @@ def apply(namespace: str, op: str, *args):
     Function as an opaque Python call that torch.jit.save cannot keep."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return getattr(getattr(torch.ops, namespace), op)(*args)
-    return function(namespace, op).apply(*args)
+    return function(namespace, op).apply(*join_args(op, *split_args(op, args)))
 
 
 def _autograd_kernel(namespace: str, op: str):
@@ -177,7 +198,7 @@ def _autograd_kernel(namespace: str, op: str):
             # A Function applied inside the dispatcher cannot take part in torch.func's transforms.
             raise RuntimeError(f"{namespace}.{op} called directly under a torch.func transform: call it "
                                f"through xsep.functional.{op} (or the xsep modules) instead")
-        return fn.apply(*args)
+        return fn.apply(*join_args(op, *split_args(op, args)))
     return kernel
 
 

@@ -137,9 +137,9 @@ def pointwise_weight_shape(channels: int, weight: torch.Tensor, name: str) -> No
         raise ValueError(f"{name} must have shape [O, {channels}, 1, 1], got {tuple(weight.shape)}")
 
 
-def bias_shape(bias: torch.Tensor | None, channels: int) -> None:
+def bias_shape(bias: torch.Tensor | None, channels: int, name: str = "bias") -> None:
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != channels):
-        raise ValueError(f"bias must have shape [{channels}], got {tuple(bias.shape)}")
+        raise ValueError(f"{name} must have shape [{channels}], got {tuple(bias.shape)}")
 
 
 def kernel_fits(input: torch.Tensor, kernel: Sequence[int], padding: Sequence[int], dilation: Sequence[int]) -> None:
@@ -225,11 +225,11 @@ def _op_input(op: str, input: torch.Tensor) -> None:
     _op_float_dtype(op, "input", input)
 
 
-def _op_bias(op: str, bias: torch.Tensor | None, input: torch.Tensor, channels: int) -> None:
+def _op_bias(op: str, bias: torch.Tensor | None, input: torch.Tensor, channels: int, name: str = "bias") -> None:
     if bias is not None:
-        _op_same_device_dtype(op, "bias", bias, input)
+        _op_same_device_dtype(op, name, bias, input)
         if not (bias.dim() == 1 and bias.shape[0] == channels):
-            raise ValueError(f"{op}: bias must have shape [{channels}], got {_shape(bias)}")
+            raise ValueError(f"{op}: {name} must have shape [{channels}], got {_shape(bias)}")
 
 
 def op_depthwise(op: str, input, weight, bias, stride, padding, dilation, input_activation,
@@ -313,17 +313,18 @@ def pointwise_conv2d_backward(op, grad_output, input, weight) -> None:
 
 
 def separable_conv2d(input, dw_weight, pw_weight, bias, stride, padding, dilation, input_activation, mid_activation,
-                     op="xsep.separable_conv2d") -> DepthwiseGeometry:
+                     depthwise_bias=None, op="xsep.separable_conv2d") -> DepthwiseGeometry:
     g = op_depthwise(op, input, dw_weight, None, stride, padding, dilation, input_activation, "depthwise_weight")
     op_separable_pointwise(op, g, input, pw_weight, bias)
+    _op_bias(op, depthwise_bias, input, g.OC, "depthwise_bias")
     op_activation(op, "mid_activation", mid_activation, input_side=False)
     return g
 
 
 def separable_conv2d_backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation, input_activation,
-                              mid_activation, op="xsep.separable_conv2d_backward") -> DepthwiseGeometry:
-    g = op_depthwise(op, input, dw_weight, None, stride, padding, dilation, input_activation, "depthwise_weight")
-    op_separable_pointwise(op, g, input, pw_weight, None)
+                              mid_activation, depthwise_bias=None,
+                              op="xsep.separable_conv2d_backward") -> DepthwiseGeometry:
+    g = separable_conv2d(input, dw_weight, pw_weight, None, stride, padding, dilation, input_activation,
+                         mid_activation, depthwise_bias, op)
     op_grad_output(op, grad_output, input, pw_weight.shape[0], g.Ho, g.Wo)
-    op_activation(op, "mid_activation", mid_activation, input_side=False)
     return g

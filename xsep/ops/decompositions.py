@@ -84,14 +84,15 @@ def pointwise_conv2d_grad_weight(grad_output, input, weight):
 
 
 def separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding, dilation,
-                              input_activation, mid_activation):
-    mid = reference.depthwise_conv2d(input, depthwise_weight, None, stride, padding, dilation, input_activation)
+                              input_activation, mid_activation, depthwise_bias=None):
+    mid = reference.depthwise_conv2d(input, depthwise_weight, depthwise_bias, stride, padding, dilation,
+                                     input_activation)
     grad_act, grad_pointwise, _ = _pointwise_backward(grad_output, reference.activation(mid, mid_activation),
                                                       pointwise_weight, (True, True))
     grad_mid = grad_act * reference.activation_derivative(mid, mid_activation)
     grad_input, grad_depthwise = _depthwise_backward(grad_mid, input, depthwise_weight, stride, padding, dilation,
                                                      input_activation, (True, True))
-    return grad_input, grad_depthwise, grad_pointwise
+    return grad_input, grad_depthwise, grad_pointwise, grad_mid.sum(dim=(0, 2, 3))
 
 
 DECOMPOSITIONS = {

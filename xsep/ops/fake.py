@@ -58,17 +58,18 @@ def pointwise_conv2d_grad_weight(grad_output, input, weight):
 
 
 def separable_conv2d(input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation, input_activation,
-                     mid_activation):
+                     mid_activation, depthwise_bias=None):
     g = checks.separable_conv2d(input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation,
-                                input_activation, mid_activation)
+                                input_activation, mid_activation, depthwise_bias)
     return empty_like_format(input, (g.N, pointwise_weight.shape[0], g.Ho, g.Wo))
 
 
 def separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding, dilation,
-                              input_activation, mid_activation):
-    checks.separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding,
-                                     dilation, input_activation, mid_activation)
-    return empty_like_format(input, input.shape), _weight_like(depthwise_weight), _weight_like(pointwise_weight)
+                              input_activation, mid_activation, depthwise_bias=None):
+    g = checks.separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding,
+                                         dilation, input_activation, mid_activation, depthwise_bias)
+    return (empty_like_format(input, input.shape), _weight_like(depthwise_weight), _weight_like(pointwise_weight),
+            input.new_empty((g.OC,)))
 
 
 # Every op of xsep/ops/schemas.py's SCHEMAS, by name.

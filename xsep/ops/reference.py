@@ -74,6 +74,7 @@ def separable_conv2d(
     dilation: Sequence[int],
     input_activation: str = "none",
     mid_activation: str = "none",
+    depthwise_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    mid = depthwise_conv2d(input, depthwise_weight, None, stride, padding, dilation, input_activation)
+    mid = depthwise_conv2d(input, depthwise_weight, depthwise_bias, stride, padding, dilation, input_activation)
     return pointwise_conv2d(activation(mid, mid_activation), pointwise_weight, bias)

@@ -23,12 +23,17 @@ SCHEMAS: dict[str, str] = {
     "pointwise_conv2d": "(Tensor input, Tensor weight, Tensor? bias) -> Tensor",
     "pointwise_conv2d_grad_input": "(Tensor grad_output, Tensor input, Tensor weight) -> Tensor",
     "pointwise_conv2d_grad_weight": "(Tensor grad_output, Tensor input, Tensor weight) -> Tensor",
+    # depthwise_bias [C * M] is added to the depthwise output before the mid activation (a depthwise
+    # convolution followed by a folded BatchNorm); last, with a default, so that calls without it
+    # keep their form.
     "separable_conv2d": (f"(Tensor input, Tensor depthwise_weight, Tensor pointwise_weight, Tensor? bias, "
-                         f"{_SEPARABLE_ARGS}) -> Tensor"),
-    # Returns (grad_input, grad_depthwise_weight, grad_pointwise_weight); the bias gradient is
-    # grad_output summed over (N, H, W), left to the caller.
+                         f"{_SEPARABLE_ARGS}, Tensor? depthwise_bias=None) -> Tensor"),
+    # Returns (grad_input, grad_depthwise_weight, grad_pointwise_weight, grad_depthwise_bias), the
+    # last one whether or not there is a depthwise bias (the depthwise output's gradient summed over
+    # (N, H, W)); the (pointwise) bias gradient is grad_output summed over (N, H, W), left to the caller.
     "separable_conv2d_backward": (f"(Tensor grad_output, Tensor input, Tensor depthwise_weight, "
-                                  f"Tensor pointwise_weight, {_SEPARABLE_ARGS}) -> (Tensor, Tensor, Tensor)"),
+                                  f"Tensor pointwise_weight, {_SEPARABLE_ARGS}, Tensor? depthwise_bias=None) "
+                                  "-> (Tensor, Tensor, Tensor, Tensor)"),
 }
 
 # The user-facing forward ops (each with its backward ops above).

@@ -106,28 +106,28 @@ pointwise_conv2d_grad_weight = _pointwise_backward("grad_weight")
 
 @_op("separable_conv2d")
 def separable_conv2d(input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation, input_activation,
-                     mid_activation):
+                     mid_activation, depthwise_bias=None):
     from xsep.triton import separable_conv2d as k
 
     stride, padding, dilation = _lists(stride, padding, dilation)
     checks.separable_conv2d(input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation,
-                            input_activation, mid_activation)
+                            input_activation, mid_activation, depthwise_bias)
     with _on(input):
         return k.forward(input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation,
-                         input_activation == "relu", activation_code(mid_activation))
+                         input_activation == "relu", activation_code(mid_activation), depthwise_bias)
 
 
 @_op("separable_conv2d_backward")
 def separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding, dilation,
-                              input_activation, mid_activation):
+                              input_activation, mid_activation, depthwise_bias=None):
     from xsep.triton import separable_conv2d as k
 
     stride, padding, dilation = _lists(stride, padding, dilation)
     checks.separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding,
-                                     dilation, input_activation, mid_activation)
+                                     dilation, input_activation, mid_activation, depthwise_bias)
     with _on(input):
         return k.backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding, dilation,
-                          input_activation == "relu", activation_code(mid_activation))
+                          input_activation == "relu", activation_code(mid_activation), depthwise_bias)
 
 
 # Fake kernels and autograd (the backward ops of this namespace)

@@ -1,7 +1,7 @@
 """Triton fused depthwise separable convolution, forward and backward.
 
-y = mid_act(depthwise(in_act(x))) @ pw^T + bias, with mid channels K = C*M (mid channel k reads input
-channel k // M). Rows are flat output pixels addressed through each tensor's strides (any memory
+y = mid_act(depthwise(in_act(x)) + depthwise_bias) @ pw^T + bias, with mid channels K = C*M (mid
+channel k reads input channel k // M). Rows are flat output pixels addressed through each tensor's strides (any memory
 format in place; channels_last is the coalesced one).
 
 Forward, one kernel. Grid (output-pixel tiles, output-channel tiles). For each block of BLOCK_K mid
@@ -63,11 +63,12 @@ _INTERPRET = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
 
 
 @tuned(_FWD_CONFIGS, key=["P", "CM", "O", "KH", "KW", "STR_H"], interpret_config=_INTERPRET, warps=_WARPS)
-def _forward_kernel(x_ptr, dw_ptr, pw_ptr, b_ptr, y_ptr, P, CM, M: tl.constexpr, O, H, W, Ho, Wo,
+def _forward_kernel(x_ptr, dw_ptr, db_ptr, pw_ptr, b_ptr, y_ptr, P, CM, M: tl.constexpr, O, H, W, Ho, Wo,
                     sxn, sxc, sxh, sxw, sdc, sdh, sdw, spo, spk, syn, syc, syh, syw,
                     STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
-                    KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, RELU_IN: tl.constexpr,
-                    MID_ACT: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+                    KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DW_BIAS: tl.constexpr,
+                    RELU_IN: tl.constexpr, MID_ACT: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
+                    PREC: tl.constexpr,
                     ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     p = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     o = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -80,6 +81,8 @@ def _forward_kernel(x_ptr, dw_ptr, pw_ptr, b_ptr, y_ptr, P, CM, M: tl.constexpr,
         k_mask = channel_mask(k, CM, ALIGN)
         mid = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, H, W, Ho * Wo, Wo, sxn, sxc, sxh, sxw,
                              sdc, sdh, sdw, STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
+        if HAS_DW_BIAS:
+            mid += tl.load(db_ptr + k, mask=k_mask, other=0.0).to(ACC)[None, :]
         mid = mid_act(mid, MID_ACT)
         wt = tl.load(pw_ptr + (k * spk)[:, None] + w_cols[None, :],
                      mask=k_mask[:, None] & o_mask[None, :], other=0.0)
@@ -95,12 +98,14 @@ def _forward_kernel(x_ptr, dw_ptr, pw_ptr, b_ptr, y_ptr, P, CM, M: tl.constexpr,
 @tuned([{"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64},
         {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64}, {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}],
        key=["P", "CM", "O", "KH", "KW", "STR_H"], interpret_config=_INTERPRET, warps=[(4, 3), (8, 3)])
-def _backward_mid_kernel(g_ptr, x_ptr, dw_ptr, pw_ptr, gpre_ptr, part_ptr, P, CM, M: tl.constexpr, O, H, W, Ho, Wo,
+def _backward_mid_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, pw_ptr, gpre_ptr, part_ptr, P, CM, M: tl.constexpr, O, H, W,
+                         Ho, Wo,
                          ROWS_PER_GROUP,
                          sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw, sdc, sdh, sdw, spo, spk,
                          STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
-                         KH: tl.constexpr, KW: tl.constexpr, TAPS: tl.constexpr, RELU_IN: tl.constexpr,
-                         MID_ACT: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+                         KH: tl.constexpr, KW: tl.constexpr, TAPS: tl.constexpr, HAS_DW_BIAS: tl.constexpr,
+                         RELU_IN: tl.constexpr, MID_ACT: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
+                         PREC: tl.constexpr,
                          ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     group = tl.program_id(0)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -113,11 +118,15 @@ def _backward_mid_kernel(g_ptr, x_ptr, dw_ptr, pw_ptr, gpre_ptr, part_ptr, P, CM
     end = tl.minimum(start + ROWS_PER_GROUP, P)
     tap_ids = tl.arange(0, TAPS)
     gdw = tl.zeros((TAPS, BLOCK_K), dtype=ACC)
+    if HAS_DW_BIAS:
+        dw_bias = tl.load(db_ptr + k, mask=k_mask, other=0.0).to(ACC)
     for p0 in range(start, end, BLOCK_M):
         p = p0 + tl.arange(0, BLOCK_M)
         p_mask = p < end
         pre = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, H, W, HWo, Wo, sxn, sxc, sxh, sxw,
                              sdc, sdh, sdw, STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
+        if HAS_DW_BIAS:
+            pre += dw_bias[None, :]
         g_rows = g_ptr + aligned(pixel_offsets(p, HWo, Wo, sgn, sgh, sgw), ALIGN)
         gmid = tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC)
         for o0 in range(0, O, BLOCK_N):
@@ -162,12 +171,13 @@ def _backward_mid_kernel(g_ptr, x_ptr, dw_ptr, pw_ptr, gpre_ptr, part_ptr, P, CM
 @tuned([{"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64},
         {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}],
        key=["P", "CM", "O", "KH", "KW", "STR_H"], interpret_config=_INTERPRET, warps=[(4, 3), (8, 3)])
-def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, part_ptr, P, CM, M: tl.constexpr, O, H, W, Ho, Wo,
+def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, part_ptr, P, CM, M: tl.constexpr, O, H, W, Ho, Wo,
                         ROWS_PER_SPLIT,
                         sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw, sdc, sdh, sdw,
                         STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
-                        KH: tl.constexpr, KW: tl.constexpr, RELU_IN: tl.constexpr, MID_ACT: tl.constexpr,
-                        ACC: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, ALIGN: tl.constexpr,
+                        KH: tl.constexpr, KW: tl.constexpr, HAS_DW_BIAS: tl.constexpr, RELU_IN: tl.constexpr,
+                        MID_ACT: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+                        ALIGN: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """part[split, o, k] = sum over the split's pixels of grad_out[p, o] * mid[p, k] (BLOCK_M: o, BLOCK_N: k,
     BLOCK_K: the pixel step)."""
@@ -185,6 +195,8 @@ def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, part_ptr, P, CM, M: tl.constexpr, 
         p_mask = p < end
         mid = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, H, W, HWo, Wo, sxn, sxc, sxh, sxw,
                              sdc, sdh, sdw, STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
+        if HAS_DW_BIAS:
+            mid += tl.load(db_ptr + k, mask=k_mask, other=0.0).to(ACC)[None, :]
         mid = mid_act(mid, MID_ACT)
         g_rows = aligned(pixel_offsets(p, HWo, Wo, sgn, sgh, sgw), ALIGN)
         gt = tl.load(g_ptr + g_rows[None, :] + o.to(tl.int64)[:, None] * sgc, mask=o_mask[:, None] & p_mask[None, :],
@@ -195,11 +207,18 @@ def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, part_ptr, P, CM, M: tl.constexpr, 
     tl.store(part_ptr + rows[:, None] + k[None, :], acc, mask=o_mask[:, None] & k_mask[None, :])
 
 
+def _or(bias, placeholder):
+    """A bias as a kernel's pointer (contiguous), or a placeholder tensor when there is none (the
+    kernel's HAS_*BIAS flag then keeps it from being read)."""
+    return bias.contiguous() if bias is not None else placeholder
+
+
 def _pw_matrix(pw_weight):
     return pw_weight.reshape(pw_weight.shape[0], pw_weight.shape[1]) if pw_weight.dim() == 4 else pw_weight
 
 
-def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_in: bool, mid: int) -> torch.Tensor:
+def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_in: bool, mid: int,
+            dw_bias=None) -> torch.Tensor:
     n, _, cm, m, ho, wo = geometry(input, dw_weight, stride, padding, dilation)
     pw = _pw_matrix(pw_weight).contiguous()  # row stride CM: a multiple of ALIGN
     o = pw.shape[0]
@@ -208,16 +227,20 @@ def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_i
         return out
     p = n * ho * wo
     grid = lambda meta: (triton.cdiv(p, meta["BLOCK_M"]), triton.cdiv(o, meta["BLOCK_N"]))  # noqa: E731
-    launch(_forward_kernel, grid, input, dw_weight, pw, bias.contiguous() if bias is not None else pw, out, p, cm, m, o,
+    launch(_forward_kernel, grid, input, dw_weight, _or(dw_bias, pw), pw, _or(bias, pw), out, p, cm, m, o,
            input.shape[2], input.shape[3], ho, wo, *input.stride(), dw_weight.stride(0), dw_weight.stride(2),
            dw_weight.stride(3), pw.stride(0), pw.stride(1), *out.stride(), *conv_args(stride, padding, dilation),
-           KH=dw_weight.shape[2], KW=dw_weight.shape[3], HAS_BIAS=bias is not None, RELU_IN=relu_in, MID_ACT=mid,
+           KH=dw_weight.shape[2], KW=dw_weight.shape[3], HAS_BIAS=bias is not None, HAS_DW_BIAS=dw_bias is not None,
+           RELU_IN=relu_in, MID_ACT=mid,
            ACC=acc_dtype(input.dtype), UPCAST=dot_upcast(input.dtype), PREC=dot_precision(input.dtype),
            ALIGN=alignment((cm, o), (input, out), pw.stride()))
     return out
 
 
-def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation, relu_in: bool, mid: int):
+def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation, relu_in: bool, mid: int,
+             dw_bias=None):
+    """(grad_input, grad_dw_weight, grad_pw_weight, grad_dw_bias), the last whether or not there is a
+    depthwise bias (the depthwise output's gradient summed over the pixels)."""
     n, _, cm, m, ho, wo = geometry(input, dw_weight, stride, padding, dilation)
     pw = _pw_matrix(pw_weight).contiguous()
     o = pw.shape[0]
@@ -227,9 +250,10 @@ def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation
     if p == 0:
         return (new_like_format(input, input.shape).zero_(),
                 torch.zeros_like(dw_weight, memory_format=torch.contiguous_format),
-                torch.zeros_like(pw_weight, memory_format=torch.contiguous_format))
+                torch.zeros_like(pw_weight, memory_format=torch.contiguous_format), input.new_zeros(cm))
     conv = conv_args(stride, padding, dilation)
-    common = dict(KH=kh, KW=kw, RELU_IN=relu_in, MID_ACT=mid, ACC=acc_dtype(input.dtype),
+    common = dict(KH=kh, KW=kw, HAS_DW_BIAS=dw_bias is not None, RELU_IN=relu_in, MID_ACT=mid,
+                  ACC=acc_dtype(input.dtype),
                   UPCAST=dot_upcast(input.dtype), PREC=dot_precision(input.dtype),
                   ALIGN=alignment((cm, o), (grad_output, input), pw.stride()))
 
@@ -238,11 +262,12 @@ def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation
     groups, rows = splits(p, 128, triton.cdiv(cm, 64), input.device)
     part_dw = empty((groups, cm, kh * kw), acc, input.device)
     grid = lambda meta: (groups, triton.cdiv(cm, meta["BLOCK_K"]))  # noqa: E731
-    launch(_backward_mid_kernel, grid, grad_output, input, dw_weight, pw, gpre, part_dw, p, cm, m, o,
+    launch(_backward_mid_kernel, grid, grad_output, input, dw_weight, _or(dw_bias, pw), pw, gpre, part_dw, p, cm, m, o,
            input.shape[2], input.shape[3], ho, wo, rows, *grad_output.stride(), *input.stride(),
            dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3), pw.stride(0), pw.stride(1), *conv,
            TAPS=triton.next_power_of_2(kh * kw), **common)
     grad_dw = part_dw.sum(dim=0).reshape(dw_weight.shape).to(dw_weight.dtype)
+    grad_dw_bias = gpre.sum(dim=(0, 1, 2), dtype=acc).to(input.dtype)
 
     # 2. grad input: the depthwise grad-input kernel on g_pre (an NCHW view of the NHWC buffer).
     grad_input = dw.grad_input(gpre.permute(0, 3, 1, 2), input, dw_weight, stride, padding, dilation, relu_in)
@@ -251,8 +276,8 @@ def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation
     count, rows = splits(p, 128, triton.cdiv(o, 128) * triton.cdiv(cm, 64), input.device)
     part_pw = empty((count, o, cm), acc, input.device)
     grid = lambda meta: (triton.cdiv(o, meta["BLOCK_M"]), triton.cdiv(cm, meta["BLOCK_N"]), count)  # noqa: E731
-    launch(_backward_pw_kernel, grid, grad_output, input, dw_weight, part_pw, p, cm, m, o,
+    launch(_backward_pw_kernel, grid, grad_output, input, dw_weight, _or(dw_bias, pw), part_pw, p, cm, m, o,
            input.shape[2], input.shape[3], ho, wo, rows, *grad_output.stride(), *input.stride(),
            dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3), *conv, **common)
     grad_pw = part_pw.sum(dim=0).reshape(pw_weight.shape).to(pw_weight.dtype)
-    return grad_input, grad_dw, grad_pw
+    return grad_input, grad_dw, grad_pw, grad_dw_bias
