@@ -86,6 +86,33 @@ def test_model_throughput_rows(native, monkeypatch):
     assert "timm legacy_xception" in models.table(rows)
 
 
+def test_converted_model_rows(native, monkeypatch):
+    # --model torchvision:NAME: the model as it comes against the same weights converted by xsep
+    # (fuse_for_inference for inference: mobilenet_v2's 17 chains fused; convert for training).
+    pytest.importorskip("torchvision")
+    import torch
+
+    import xsep
+
+    made = []
+    converted = models._converted
+    monkeypatch.setattr(models, "CONVERTED_IMAGE_SIZE", 32)
+    monkeypatch.setattr(models, "_converted", lambda m, mode, b: made.append(converted(m, mode, b)) or made[-1])
+    rows = models.bench_models("torchvision:mobilenet_v2", device=torch.device("cpu"), batch=2,
+                               dtype=torch.float32, layout="nchw", compile=False, repeats=1, warmup=0,
+                               statistic="min")
+    assert [(r["model"], r["mode"]) for r in rows] == [
+        (m, mode) for mode in ("inference", "training")
+        for m in ("xsep mobilenet_v2 (converted)", "torchvision mobilenet_v2")]
+    assert all(r["seconds_per_step"] > 0 for r in rows)
+    assert [r["baseline"] for r in rows[::2]] == ["torchvision mobilenet_v2"] * 2
+    inference, training = made
+    assert sum(isinstance(m, xsep.SeparableConv2d) for m in inference.modules()) == 17
+    assert sum(isinstance(m, xsep.DepthwiseConv2d) for m in training.modules()) == 17
+    with pytest.raises(ValueError, match="torchvision has no model 'no_such_net'"):
+        models.require("torchvision:no_such_net")
+
+
 def test_model_speedup_is_on_the_xsep_row(monkeypatch):
     # Tiny stand-ins for both models (no timm needed); the baseline is made slower on purpose.
     import time

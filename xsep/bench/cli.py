@@ -61,9 +61,11 @@ def add_parser(subparsers) -> None:
                         "with --model, the first one runs the xsep Xception's layers (default: the automatic choice)")
     p.add_argument("--ops", type=_csv(list(OPS)), default=list(OPS))
     p.add_argument("--modes", type=_csv(list(MODES)), default=list(MODES))
-    p.add_argument("--model", choices=["xception", "inception_v3"],
+    p.add_argument("--model", metavar="{xception,inception_v3,torchvision:NAME,timm:NAME}",
                    help="whole-model throughput instead of layers: xsep's Xception vs timm legacy_xception, "
-                        "or vs torchvision Inception V3 training steps (the paper's Table 3)")
+                        "or vs torchvision Inception V3 training steps (the paper's Table 3); or a torchvision/timm "
+                        "model (e.g. torchvision:mobilenet_v2) against itself converted by xsep (xsep.convert for "
+                        "training, fuse_for_inference for inference)")
     p.add_argument("--no-compile", action="store_true", help="--model: eager only (skip torch.compile)")
     p.add_argument("--layers", type=lambda t: [x for x in t.split(",") if x.strip()],
                    help="comma-separated SIZE:IN:OUT layer shapes to run (e.g. 19:728:728; default: every "
@@ -193,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
             models.require(args.model)  # before anything is measured
         except MissingDependency as e:
             raise SystemExit(str(e)) from None
+        except ValueError as e:
+            raise SystemExit(f"xsep bench: {e}") from None
     device = _device(args.device)
     on_gpu = device.type == "cuda"
     if on_gpu:

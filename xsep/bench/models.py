@@ -1,11 +1,14 @@
 """Whole-model throughput: `--model xception` (xsep's Xception against timm's `legacy_xception`,
-eager and under torch.compile, inference and training step) and `--model inception_v3` (the paper's
+eager and under torch.compile, inference and training step), `--model inception_v3` (the paper's
 Table 3: training steps per second of Xception against torchvision's Inception V3 at one batch
 size; the paper measured 28 vs 31 steps/s on 60 K80s and expected faster depthwise kernels to flip
-that)."""
+that), and `--model torchvision:NAME` / `--model timm:NAME` (an existing model against the same
+model rewritten by xsep, as a user would: `xsep.convert` for the training step,
+`xsep.fuse_for_inference(xsep.convert(...))` for inference, against the model as it comes)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -63,7 +66,31 @@ def _step_fn(model: nn.Module, mode: str, batch: torch.Tensor, target: torch.Ten
     return train_step
 
 
+def _converted_factory(which: str) -> Callable[[], nn.Module]:
+    """The factory of `--model torchvision:NAME` / `timm:NAME` (random weights, 1000 classes)."""
+    source, name = which.split(":", 1)
+    if source == "torchvision":
+        import torchvision
+
+        return lambda: torchvision.models.get_model(name, weights=None)
+    import timm
+
+    return lambda: timm.create_model(name, pretrained=False)
+
+
+def _converted(model: nn.Module, mode: str, backend: str | None) -> nn.Module:
+    """`model` as xsep rewrites it for `mode` (a copy; the original is the baseline)."""
+    import xsep
+
+    model = copy.deepcopy(model)
+    if mode == "inference":
+        return xsep.fuse_for_inference(xsep.convert(model.eval(), backend), backend)
+    return xsep.convert(model, backend)
+
+
 XSEP = "xsep xception"
+CONVERTED_SOURCES = {"torchvision": "torchvision", "timm": "timm"}  # --model SOURCE:NAME -> the PyPI package
+CONVERTED_IMAGE_SIZE = 224
 # --model: (the baseline's row name, factory, modes, the package it comes from: (import name, PyPI name))
 BASELINES = {
     "xception": ("timm legacy_xception", _timm_xception, ("inference", "training"), ("timm", "timm")),
@@ -71,11 +98,30 @@ BASELINES = {
 }
 
 
+def _is_converted(which: str) -> bool:
+    return which.split(":", 1)[0] in CONVERTED_SOURCES and ":" in which
+
+
 def require(which: str) -> None:
     """Checks `--model which` before anything is timed: a ValueError for an unknown model,
     xsep._optional.MissingDependency when its baseline's package is not installed."""
+    if _is_converted(which):
+        source, name = which.split(":", 1)
+        require_package(source, package=CONVERTED_SOURCES[source], extra="bench", what=f"xsep bench --model {which}")
+        if source == "torchvision":
+            import torchvision
+
+            known = torchvision.models.list_models()
+        else:
+            import timm
+
+            known = timm.list_models()
+        if name not in known:
+            raise ValueError(f"--model {which}: {source} has no model {name!r}")
+        return
     if which not in BASELINES:
-        raise ValueError(f"--model must be one of {', '.join(map(repr, BASELINES))}, got {which!r}")
+        raise ValueError(f"--model must be one of {', '.join(map(repr, BASELINES))}, or torchvision:NAME or "
+                         f"timm:NAME (a model to convert), got {which!r}")
     module, package = BASELINES[which][3]
     require_package(module, package=package, extra="bench", what=f"xsep bench --model {which}")
 
@@ -88,18 +134,30 @@ def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.d
     holds `speedup` = the baseline's time per step / xsep's (> 1: xsep faster) and the baseline's name;
     the baseline's row (timm's Xception or Inception V3) holds None there."""
     require(which)
-    baseline, factory, modes, _ = BASELINES[which]
-    contenders = {XSEP: lambda: _xsep_xception(backend), baseline: factory}
+    if _is_converted(which):  # the same weights: xsep's model is made from the baseline's
+        baseline, factory, modes = which.replace(":", " "), _converted_factory(which), ("inference", "training")
+        xsep_name, size = f"xsep {which.split(':', 1)[1]} (converted)", CONVERTED_IMAGE_SIZE
+
+        def contenders(mode):
+            torch.manual_seed(0)
+            original = factory().to(device)
+            return {xsep_name: lambda: _converted(original, mode, backend), baseline: lambda: original}
+    else:
+        baseline, factory, modes, _ = BASELINES[which]
+        xsep_name, size = XSEP, IMAGE_SIZE
+
+        def contenders(mode):
+            return {XSEP: lambda: _xsep_xception(backend), baseline: factory}
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     # The models keep float32 weights and run under autocast at `dtype`, as users train them.
     amp_dtype = None if dtype == torch.float32 else dtype
-    x = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device).to(memory_format=fmt)
+    x = torch.randn(batch, 3, size, size, device=device).to(memory_format=fmt)
     target = torch.randint(0, 1000, (batch,), device=device)
     rows = []
     for compiled in ((False, True) if compile else (False,)):
         for mode in modes:
             fns = {}
-            for name, make in contenders.items():
+            for name, make in contenders(mode).items():
                 if progress:
                     progress(f"{name} {mode}{' compiled' if compiled else ''}")
                 torch.manual_seed(0)
@@ -110,7 +168,7 @@ def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.d
             samples = time_calls(fns, device, repeats=repeats, warmup=warmup)
             seconds = {n: summarize(v, statistic) for n, v in samples.items()}
             for name, s in seconds.items():
-                is_xsep = name == XSEP
+                is_xsep = name != baseline
                 rows.append({"model": name, "mode": mode, "compiled": compiled, "batch": batch,
                              "xsep_backend": backend or "automatic",
                              "dtype": str(dtype).removeprefix("torch."), "layout": layout,
