@@ -2,10 +2,12 @@
 // around the kernels of separable_conv2d_kernels.cu (channels-last; other layouts are converted
 // here and the outputs returned in the input's memory format).
 //
-// Backward: the pointwise weight gradient and the depthwise output's gradient (grad_d, the one
-// intermediate written to memory, in the data type as the unfused pair's would be) come from
-// fused GEMMs that recompute the depthwise output on chip; grad_d then goes through the depthwise
-// backward kernels. Weight gradients are deterministic (fixed splits summed in order).
+// Backward: the pointwise weight gradient comes from a fused GEMM that recomputes the depthwise
+// output on chip; the depthwise output's gradient (grad_d, in the data type as the unfused pair's
+// would be) from a GEMM whose epilogue applies the mid activation's derivative, read from the
+// depthwise output d written by the depthwise forward kernel (only when there is a mid
+// activation); grad_d then goes through the depthwise backward kernels. Weight gradients are
+// deterministic (fixed splits summed in order).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
@@ -81,8 +83,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
                                        stream);
 
   at::Tensor grad_mid = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
-  separable_grad_mid_nhwc(p, dt, go.const_data_ptr(), x.const_data_ptr(), w_taps.const_data_ptr(), data_or_null(b_dw),
-                          w_pw.const_data_ptr(), grad_mid.mutable_data_ptr(), stream);
+  at::Tensor d;  // the depthwise output (before the mid activation), which its derivative needs
+  if (p.mid_activation != Activation::none) {
+    d = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
+    depthwise_forward_nhwc(g, dt, x.const_data_ptr(), w_taps.const_data_ptr(), data_or_null(b_dw), d.mutable_data_ptr(),
+                           stream);
+  }
+  separable_grad_mid_nhwc(p, dt, go.const_data_ptr(), data_or_null(d), w_pw.const_data_ptr(),
+                          grad_mid.mutable_data_ptr(), stream);
 
   at::Tensor grad_input = empty_nhwc({g.N, g.C, g.H, g.W}, input);
   if (grad_input.numel() > 0) {

@@ -9,7 +9,8 @@
 // recomputes the depthwise slice of each tile (once per 64 output channels).
 // Backward: the pointwise weight gradient recomputes the depthwise tile of each (output-channel
 // tile, pixel chunk); the depthwise output's gradient is a GEMM whose epilogue multiplies by the
-// mid activation's derivative, recomputing dw(x) there.
+// mid activation's derivative, read from the depthwise output the caller stored (recomputing it
+// there, tap by tap per element, spilled 576-1,600 bytes per thread on sm_90).
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -125,17 +126,19 @@ struct DepthwiseOperand {
   }
 };
 
-// grad_d[m, n] = C[m, n] * act'(dw(x)[m, n]), in the data type (m: pixel, n: channel).
+// grad_d[m, n] = C[m, n] * act'(d[m, n]) (m: pixel, n: channel), with d the depthwise output before
+// the activation; both [P, ld] in the data type.
 template <typename T>
 struct StoreGradMid {
   T* out;
-  DepthwiseOperand<T, 1> dw;
+  const T* d;
+  int64_t ld;
+  Activation act;
   template <typename V>
   __device__ void operator()(int64_t m, int64_t n, V v) const {
     using A = Acc<T>;
-    A d[1];
-    dw.template compute<1>(m, n, d);
-    out[m * dw.p.OC + n] = static_cast<T>(activation_grad(dw.act, d[0], static_cast<A>(v)));
+    const int64_t i = m * ld + n;
+    out[i] = static_cast<T>(activation_grad(act, static_cast<A>(d[i]), static_cast<A>(v)));
   }
 };
 
@@ -325,9 +328,8 @@ void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& sp, Dtype dt,
   });
 }
 
-void separable_grad_mid_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output, const void* x,
-                             const void* w_taps, const void* dw_bias, const void* w_pw, void* grad_mid,
-                             cudaStream_t stream) {
+void separable_grad_mid_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output, const void* d,
+                             const void* w_pw, void* grad_mid, cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -338,7 +340,7 @@ void separable_grad_mid_nhwc(const SeparableGeometry& sp, Dtype dt, const void* 
     if (sp.mid_activation == Activation::none) {
       launch_gemm<T>(P, K, O, 1, gy, w, StoreOutput<T>{out, K, nullptr}, stream);
     } else {
-      const StoreGradMid<T> epilogue{out, depthwise_operand<T, 1>(sp, x, w_taps, dw_bias, /*pixel_rows=*/true)};
+      const StoreGradMid<T> epilogue{out, static_cast<const T*>(d), K, sp.mid_activation};
       launch_gemm<T>(P, K, O, 1, gy, w, epilogue, stream);
     }
   });

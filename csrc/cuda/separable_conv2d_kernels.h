@@ -32,11 +32,11 @@ void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& p, Dtype dt, 
                                           const void* w_taps, const void* dw_bias, void* partials, void* grad_pw,
                                           cudaStream_t stream);
 
-// The gradient of the depthwise output, grad_d[P, C*M] = (grad_output . w_pw) * act'(dw(x)), in the
-// data type, ready for the depthwise backward kernels; the activation's derivative recomputes
-// dw(x) in the GEMM's epilogue.
-void separable_grad_mid_nhwc(const SeparableGeometry& p, Dtype dt, const void* grad_output, const void* x,
-                             const void* w_taps, const void* dw_bias, const void* w_pw, void* grad_mid,
-                             cudaStream_t stream);
+// The gradient of the depthwise output, grad_d[P, C*M] = (grad_output . w_pw) * act'(d), in the data
+// type, ready for the depthwise backward kernels. d [P, C*M]: the depthwise output before the mid
+// activation (with its bias), in the data type as the unfused pair keeps it (depthwise_forward_nhwc);
+// not read, and may be null, when there is no mid activation.
+void separable_grad_mid_nhwc(const SeparableGeometry& p, Dtype dt, const void* grad_output, const void* d,
+                             const void* w_pw, void* grad_mid, cudaStream_t stream);
 
 }  // namespace xsep::cuda

@@ -305,15 +305,16 @@ at::Tensor separable_grad_pointwise_weight_nhwc(const at::Tensor& grad_output, c
   return grad_pw;
 }
 
-// grad_output [N, Ho, Wo, O], x [N, H, W, C], w_pw [O, OC] -> grad_mid [N, Ho, Wo, OC] in the data type
-at::Tensor separable_grad_mid_nhwc(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& w_taps,
-                                   const std::optional<at::Tensor>& dw_bias, const at::Tensor& w_pw,
-                                   std::vector<int64_t> params, bool relu_input, int64_t mid_activation) {
+// grad_output [N, Ho, Wo, O], d [N, Ho, Wo, OC] (the depthwise output before the mid activation, in
+// the data type; None without one), w_pw [O, OC] -> grad_mid [N, Ho, Wo, OC] in the data type
+at::Tensor separable_grad_mid_nhwc(const at::Tensor& grad_output, const std::optional<at::Tensor>& d,
+                                   const at::Tensor& w_pw, std::vector<int64_t> params, bool relu_input,
+                                   int64_t mid_activation) {
   const auto p = sep_params(params, relu_input, w_pw.size(0), mid_activation);
-  at::Tensor grad_mid = poisoned({p.dw.N, p.dw.Ho, p.dw.Wo, p.dw.OC}, x.scalar_type());
+  at::Tensor grad_mid = poisoned({p.dw.N, p.dw.Ho, p.dw.Wo, p.dw.OC}, grad_output.scalar_type());
   checked([&] {
-    xsep::cuda::separable_grad_mid_nhwc(p, dtype_of(x), data(grad_output), data(x), data(w_taps), data(dw_bias),
-                                        data(w_pw), out(grad_mid), nullptr);
+    xsep::cuda::separable_grad_mid_nhwc(p, dtype_of(grad_output), data(grad_output), data(d), data(w_pw), out(grad_mid),
+                                        nullptr);
   });
   return grad_mid;
 }

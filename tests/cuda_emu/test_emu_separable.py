@@ -1,8 +1,9 @@
 """The CUDA fused separable kernels (csrc/cuda/separable_conv2d_kernels.cu) run on the CPU by the
 emulator (tests/cuda_emu, no GPU needed), composed as the CUDA op composes them
 (separable_conv2d_cuda.cpp): the fused forward, then for the backward the pointwise weight gradient
-and the depthwise output's gradient from fused GEMMs, which the depthwise backward kernels take
-on. Every result against the float64 reference. Cases reach both forward paths (depthwise rows
+from a fused GEMM and the depthwise output's gradient from a GEMM whose epilogue reads the depthwise
+output (written by the depthwise forward kernel, with a mid activation), which the depthwise
+backward kernels take on. Every result against the float64 reference. Cases reach both forward paths (depthwise rows
 resident in shared memory, and recomputed per GEMM tile), tensor cores and FMA units, 16-byte and
 scalar depthwise loads, every mid activation, the depthwise bias (added before the mid activation),
 and a pixel reduction split in more than one chunk.
@@ -113,7 +114,8 @@ def test_matches_reference(emu, case):
     code = activation_code(mid)
     y = emu.separable_forward_nhwc(input_nhwc(x), taps, dw_bias, w_pw, bias, params, relu, code, smem)
     grad_pw = emu.separable_grad_pointwise_weight_nhwc(nhwc(go), input_nhwc(x), taps, dw_bias, params, relu, code)
-    grad_mid = emu.separable_grad_mid_nhwc(nhwc(go), input_nhwc(x), taps, dw_bias, w_pw, params, relu, code)
+    d = None if mid == "none" else emu.depthwise_forward_nhwc(input_nhwc(x), taps, dw_bias, params, relu)
+    grad_mid = emu.separable_grad_mid_nhwc(nhwc(go), d, w_pw, params, relu, code)
     grad_input = emu.depthwise_grad_input_nhwc(grad_mid, taps, nhwc(x), params, relu)
     grad_dw = emu.depthwise_grad_weight_nhwc(grad_mid, nhwc(x), params, relu)
     got = {"output": nchw(y), "grad_input": nchw(grad_input), "grad_depthwise_weight": grad_dw.t().reshape(oc, 1, kh, kw),
