@@ -1,7 +1,8 @@
 // The xsep operator library: defines every op of xsep/ops/schemas.py (through the header the build
-// generates from it, xsep_contract.h); kernels register per device next to their host code
-// (TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp and csrc/cuda/*_cuda.cpp). Loading this library (the
-// Python extension module xsep._C, or the just-in-time build) is what makes torch.ops.xsep exist.
+// generates from it, xsep_contract.h); each device registers its host functions in one place
+// (TORCH_LIBRARY_IMPL in csrc/cpu/register.cpp, csrc/cuda/register_cuda.cpp). Loading this library
+// (the Python extension module xsep._C, or the just-in-time build) is what makes torch.ops.xsep
+// exist.
 #include <Python.h>
 #include <torch/library.h>
 

@@ -4,7 +4,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <optional>
@@ -14,6 +13,7 @@
 #include "common/layout.h"
 #include "cpu/depthwise_kernels.h"
 #include "cpu/host.h"
+#include "cpu/ops.h"
 
 // ATen's OpenMP backend implements at::parallel_for inline, in this file: without -fopenmp every
 // op here would run on one thread.
@@ -22,7 +22,6 @@
 #endif
 
 namespace xsep::cpu {
-namespace {
 
 at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -90,14 +89,6 @@ at::Tensor depthwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const
     taps = depthwise_grad_weight_taps(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>());
   });
   return from_tap_major(taps, weight);
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(xsep, CPU, m) {
-  m.impl("depthwise_conv2d", &depthwise_conv2d_cpu);
-  m.impl("depthwise_conv2d_grad_input", &depthwise_conv2d_grad_input_cpu);
-  m.impl("depthwise_conv2d_grad_weight", &depthwise_conv2d_grad_weight_cpu);
 }
 
 }  // namespace xsep::cpu

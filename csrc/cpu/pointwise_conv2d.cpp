@@ -6,13 +6,13 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
 #include <optional>
 
 #include "common/conv_args.h"
 #include "common/layout.h"
 #include "cpu/host.h"
+#include "cpu/ops.h"
 
 namespace xsep::cpu {
 namespace {
@@ -29,6 +29,8 @@ at::Tensor from_pixels(const at::Tensor& rows, const at::Tensor& like, int64_t c
 }
 
 at::Tensor weight_2d(const at::Tensor& weight) { return to_matrix(weight).to(acc_dtype(weight.scalar_type())); }
+
+}  // namespace
 
 at::Tensor pointwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias) {
@@ -58,14 +60,6 @@ at::Tensor pointwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const
   const auto gy = pixels(grad_output);
   auto gw = at::zeros({weight.size(0), weight.size(1)}, gy.options());
   return from_matrix(addmm_tn_fixed_order(gw, gy, pixels(input)), weight);
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(xsep, CPU, m) {
-  m.impl("pointwise_conv2d", &pointwise_conv2d_cpu);
-  m.impl("pointwise_conv2d_grad_input", &pointwise_conv2d_grad_input_cpu);
-  m.impl("pointwise_conv2d_grad_weight", &pointwise_conv2d_grad_weight_cpu);
 }
 
 }  // namespace xsep::cpu

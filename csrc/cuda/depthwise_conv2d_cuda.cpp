@@ -6,7 +6,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <optional>
 #include <string_view>
@@ -15,9 +14,9 @@
 #include "common/layout.h"
 #include "cuda/cuda_host.h"
 #include "cuda/depthwise_conv2d_kernels.h"
+#include "cuda/ops.h"
 
 namespace xsep::cuda {
-namespace {
 
 at::Tensor depthwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -95,14 +94,6 @@ at::Tensor depthwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, cons
                                taps.mutable_data_ptr(), current_stream());
   }
   return from_tap_major(taps, weight);
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(xsep, CUDA, m) {
-  m.impl("depthwise_conv2d", &depthwise_conv2d_cuda);
-  m.impl("depthwise_conv2d_grad_input", &depthwise_conv2d_grad_input_cuda);
-  m.impl("depthwise_conv2d_grad_weight", &depthwise_conv2d_grad_weight_cuda);
 }
 
 }  // namespace xsep::cuda

@@ -5,17 +5,16 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <optional>
 
 #include "common/conv_args.h"
 #include "common/layout.h"
 #include "cuda/cuda_host.h"
+#include "cuda/ops.h"
 #include "cuda/pointwise_conv2d_kernels.h"
 
 namespace xsep::cuda {
-namespace {
 
 at::Tensor pointwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& bias) {
@@ -74,14 +73,6 @@ at::Tensor pointwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, cons
                            gw.mutable_data_ptr(), current_stream());
   }
   return from_matrix(gw, weight);
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(xsep, CUDA, m) {
-  m.impl("pointwise_conv2d", &pointwise_conv2d_cuda);
-  m.impl("pointwise_conv2d_grad_input", &pointwise_conv2d_grad_input_cuda);
-  m.impl("pointwise_conv2d_grad_weight", &pointwise_conv2d_grad_weight_cuda);
 }
 
 }  // namespace xsep::cuda

@@ -1,0 +1,18 @@
+// What the CPU implements: the host functions of cpu/ops.h, registered in one place
+// (separable_conv2d's still register in separable_conv2d.cpp).
+#include <torch/library.h>
+
+#include "cpu/ops.h"
+
+namespace xsep::cpu {
+
+TORCH_LIBRARY_IMPL(xsep, CPU, m) {
+  m.impl("depthwise_conv2d", &depthwise_conv2d_cpu);
+  m.impl("depthwise_conv2d_grad_input", &depthwise_conv2d_grad_input_cpu);
+  m.impl("depthwise_conv2d_grad_weight", &depthwise_conv2d_grad_weight_cpu);
+  m.impl("pointwise_conv2d", &pointwise_conv2d_cpu);
+  m.impl("pointwise_conv2d_grad_input", &pointwise_conv2d_grad_input_cpu);
+  m.impl("pointwise_conv2d_grad_weight", &pointwise_conv2d_grad_weight_cpu);
+}
+
+}  // namespace xsep::cpu
