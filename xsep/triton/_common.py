@@ -201,6 +201,14 @@ def pixel_offsets(p, HW, W, sn, sh, sw):
 
 
 @triton.jit
+def split_rows(split, ROWS_PER_SPLIT, P):
+    """The rows [start, end) of reduction split `split` out of P rows (the launcher sized the splits:
+    see splits())."""
+    start = split * ROWS_PER_SPLIT
+    return start, tl.minimum(start + ROWS_PER_SPLIT, P)
+
+
+@triton.jit
 def input_channel(k, M: tl.constexpr):
     """The input channel of depthwise output channel k (k // M), written so that for M == 1 the
     compiler still sees k's contiguity (vectorised channels_last loads)."""

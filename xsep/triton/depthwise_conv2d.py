@@ -33,6 +33,7 @@ from xsep.triton._common import (
     launch,
     new_like_format,
     pixel_offsets,
+    split_rows,
     splits,
     tuned,
 )
@@ -124,8 +125,7 @@ def _grad_weight_kernel(g_ptr, x_ptr, part_ptr, P, CM, M: tl.constexpr, H, W, Ho
     c_off = input_channel(k, M).to(tl.int64) * sxc
     k_off = k.to(tl.int64) * sgc
     HWo = Ho * Wo
-    start = split * ROWS_PER_SPLIT
-    end = tl.minimum(start + ROWS_PER_SPLIT, P)
+    start, end = split_rows(split, ROWS_PER_SPLIT, P)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
     for p0 in range(start, end, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)

@@ -27,16 +27,13 @@ from xsep.triton._common import (
     launch,
     new_like_format,
     pixel_offsets,
+    split_rows,
     splits,
     tuned,
 )
 
-_GEMM_CONFIGS = [
-    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64},
-    {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64},
-    {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64},
-    {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32},
-]
+_GEMM_CONFIGS = [{"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}
+                 for m, n, k in ((128, 128, 64), (128, 256, 64), (64, 128, 64), (128, 64, 32))]
 _WARPS = [(8, 3), (4, 4)]
 _INTERPRET = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
 
@@ -76,8 +73,7 @@ def _gemm_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, P, K, N, HW, W,
              mask=p_mask[:, None] & n_mask[None, :])
 
 
-@tuned([{"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64},
-        {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}],
+@tuned([{"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": 64} for m, n in ((128, 128), (64, 128), (128, 64), (64, 64))],
        key=["P", "O", "C"], interpret_config=_INTERPRET, warps=_WARPS)
 def _grad_weight_kernel(g_ptr, x_ptr, part_ptr, P, O, C, HW, W, ROWS_PER_SPLIT,
                         sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
@@ -89,8 +85,7 @@ def _grad_weight_kernel(g_ptr, x_ptr, part_ptr, P, O, C, HW, W, ROWS_PER_SPLIT,
     split = tl.program_id(2)
     o_mask = channel_mask(o, O, ALIGN)
     c_mask = channel_mask(c, C, ALIGN)
-    start = split * ROWS_PER_SPLIT
-    end = tl.minimum(start + ROWS_PER_SPLIT, P)
+    start, end = split_rows(split, ROWS_PER_SPLIT, P)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     for p0 in range(start, end, BLOCK_K):
         p = p0 + tl.arange(0, BLOCK_K)
