@@ -179,7 +179,8 @@ class Counter final : public Observer {
     Dl_info info{};
     const uintptr_t base =
         dladdr(reinterpret_cast<const void*>(&counters_start), &info) ? reinterpret_cast<uintptr_t>(info.dli_fbase) : 0;
-    s << "}, \"library\": \"" << escaped(info.dli_fname ? info.dli_fname : "") << "\", \"sites\": [";
+    s << "}, \"library\": \"" << escaped(info.dli_fname ? info.dli_fname : "")
+      << "\", \"function\": " << reinterpret_cast<uintptr_t>(site_.function) - base << ", \"sites\": [";
     bool first = true;
     for (const auto& [key, c] : sites_) {
       const uintptr_t pc = reinterpret_cast<uintptr_t>(key.first);

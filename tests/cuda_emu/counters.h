@@ -16,8 +16,9 @@ void counters_start(int64_t runs, int64_t run_length);
 // with the kernel, its launch site, grid and block, the blocks run, per kind of access (global_load,
 // global_store, shared_load, shared_store, ldmatrix, cp_async) the requests, lanes, bytes, 32-byte
 // sectors and their ideal, shared-memory wavefronts and their ideal; the distinct bytes and sectors
-// read and written; mma.sync instructions; and the same counts per call site (`pc`: the offset of
-// the instruction after the access in `library`, for addr2line). Counts cover the blocks run only.
+// read and written (per run of blocks, summed); mma.sync instructions; and the same counts per call
+// site (`pc`: the offset of the instruction after the access in `library`, for addr2line; `function`:
+// the kernel's). Counts cover the blocks run only.
 std::string counters_stop();
 
 }  // namespace xsep_emu

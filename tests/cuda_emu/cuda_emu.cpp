@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -411,7 +412,9 @@ void run(const Site& site, const LaunchConfig& config, const std::function<void(
   } reset;
   const FaultHandler fault_handler;
   const uint64_t gx = config.grid.x, gy = config.grid.y, blocks = gx * gy * config.grid.z;
-  // The sampled runs [begin, begin + length): each centred in its share of the grid.
+  // The sampled runs [begin, begin + length): one in each share of the grid, placed in it by a
+  // golden-ratio sequence, so that the samples do not all fall on one column of the grid (evenly
+  // spaced ones would where the share is a multiple of gridDim.x: always the same edge tile).
   const uint64_t runs = static_cast<uint64_t>(e.sample_runs), length = static_cast<uint64_t>(e.sample_length);
   const bool sampled = runs > 0 && runs * length < blocks;
   const uint64_t num_runs = sampled ? runs : 1, run_length = sampled ? length : blocks;
@@ -421,7 +424,10 @@ void run(const Site& site, const LaunchConfig& config, const std::function<void(
     if (e.dynamic_smem) detail::observer->shared_memory(e.dynamic_smem.get(), e.dynamic_smem_bytes);
   }
   for (uint64_t r = 0; r < num_runs; ++r) {
-    const uint64_t begin = sampled ? r * blocks / runs + (blocks / runs - length) / 2 : 0;
+    const double phase = std::fmod(static_cast<double>(r + 1) * 0.6180339887498949, 1.0);
+    const uint64_t begin =
+        sampled ? r * blocks / runs + static_cast<uint64_t>(phase * static_cast<double>(blocks / runs - length + 1))
+                : 0;
     for (uint64_t i = begin; i < begin + run_length; ++i) {
       const uint3 block{static_cast<unsigned>(i % gx), static_cast<unsigned>(i / gx % gy),
                         static_cast<unsigned>(i / (gx * gy))};

@@ -99,6 +99,7 @@ struct Site {
   const char* file;
   int line;
   const char* kernel;
+  const void* function = nullptr;  // the kernel's code (set by Launch), for the counters to name it
 };
 
 struct LaunchConfig {
@@ -114,7 +115,9 @@ template <typename... P>
 class Launch {
  public:
   Launch(const Site& site, void (*kernel)(P...), const LaunchConfig& config)
-      : site_(site), kernel_(kernel), config_(config) {}
+      : site_(site), kernel_(kernel), config_(config) {
+    site_.function = reinterpret_cast<const void*>(kernel);
+  }
 
   template <typename... Args>
   void operator()(Args&&... args) const {
@@ -150,9 +153,10 @@ void set_schedule_seed(uint64_t seed);
 // Sampling and observing launches, for the memory counters (counters.cpp; only the
 // xsep_emu_counters build, whose code is compiled with -fsanitize=thread, see emu_build.py).
 
-// From now on each launch runs only `runs` evenly spaced runs of `run_length` consecutive blocks (by
-// linear block index, x fastest: the order a GPU hands blocks out in), all of them when the grid
-// has no more; runs == 0: every block. The other blocks' outputs are not written.
+// From now on each launch runs only `runs` runs of `run_length` consecutive blocks (by linear block
+// index, x fastest: the order a GPU hands blocks out in), one in each of `runs` equal shares of the
+// grid, all blocks when the grid has no more; runs == 0: every block. The other blocks' outputs are
+// not written.
 void set_block_sample(int64_t runs, int64_t run_length);
 
 // Told by the scheduler what runs, as it runs.

@@ -35,11 +35,12 @@ COUNTERS = "xsep_emu_counters"
 # (no sanitizer runtime linked: counters.cpp defines the hooks); -fno-tree-sra keeps a vector load or
 # store one access, as written (g++ would split one whose elements are used apart); -fno-tree-vectorize
 # keeps scalar accesses scalar; -fno-gnu-unique keeps the kernels' function-static shared arrays this
-# library's own when the tests' build is loaded in the same process; -g1: lines for addr2line.
+# library's own when the tests' build is loaded in the same process; -g1: lines for addr2line, in
+# DWARF 4 (binutils 2.40's addr2line misnames the files of DWARF 5 line tables: their file 0 vs 1).
 BUILDS = {
     NAME: (["bindings.cpp"], []),
     COUNTERS: (["counters_bindings.cpp", "counters.cpp"],
-               ["-fsanitize=thread", "-fno-tree-sra", "-fno-tree-vectorize", "-fno-gnu-unique", "-g1"]),
+               ["-fsanitize=thread", "-fno-tree-sra", "-fno-tree-vectorize", "-fno-gnu-unique", "-g1", "-gdwarf-4"]),
 }
 
 if ROOT not in sys.path:  # run as a script

@@ -113,19 +113,28 @@ def test_cp_async_counts_both_sides(emu):
     assert launch["distinct"] == dict(read_bytes=512, read_sectors=16, write_bytes=512, write_sectors=16)
 
 
-def test_block_sampling_runs_evenly_spaced_runs(emu):
+def test_block_sampling_runs_one_run_per_share_of_the_grid(emu):
     (launch,) = counted(emu, lambda: emu.counters_selftest_grid_of_blocks(100), runs=4, run_length=2)
     assert (launch["blocks"], launch["blocks_run"], launch["runs"]) == (100, 8, 4)
     assert launch["counts"]["global_store"]["requests"] == 8
     out = emu.counters_selftest_grid_of_blocks(100)  # after counters_stop: every block again
     assert out.tolist() == [float(b) for b in range(100) for _ in LANES]
-    emu.counters_start(4, 2)
-    try:
-        out = emu.counters_selftest_grid_of_blocks(100).view(100, 32)
-    finally:
-        emu.counters_stop()
-    ran = [b for b in range(100) if not math.isnan(out[b, 0].item())]
-    assert ran == [11, 12, 36, 37, 61, 62, 86, 87]  # each run centred in its quarter of the grid
+
+    def blocks_run(blocks, runs, run_length):
+        emu.counters_start(runs, run_length)
+        try:
+            out = emu.counters_selftest_grid_of_blocks(blocks).view(blocks, 32)
+        finally:
+            emu.counters_stop()
+        return [b for b in range(blocks) if not math.isnan(out[b, 0].item())]
+
+    ran = blocks_run(100, 4, 2)
+    assert len(ran) == 8 and [b // 25 for b in ran] == [0, 0, 1, 1, 2, 2, 3, 3]  # a run in each quarter
+    assert all(ran[i + 1] == ran[i] + 1 for i in range(0, 8, 2))
+    # 16 samples of 256 blocks: evenly spaced ones would all fall on one column of a grid 4 blocks wide
+    # (as they did on the tiled depthwise kernel's: always its corner tile)
+    ran = blocks_run(256, 16, 1)
+    assert len(ran) == 16 and {b // 16 for b in ran} == set(range(16)) and len({b % 4 for b in ran}) == 4
 
 
 def test_a_gemm_reads_its_operands_once_and_runs_every_mma(emu):
