@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string_view>
+#include <tuple>
 
 namespace xsep {
 
@@ -24,5 +25,17 @@ using PointwiseConv2dFn = at::Tensor(const at::Tensor& input, const at::Tensor& 
 // pointwise_conv2d_grad_input and pointwise_conv2d_grad_weight.
 using PointwiseConv2dGradFn = at::Tensor(const at::Tensor& grad_output, const at::Tensor& input,
                                          const at::Tensor& weight);
+
+using SeparableConv2dFn = at::Tensor(const at::Tensor& input, const at::Tensor& depthwise_weight,
+                                     const at::Tensor& pointwise_weight, const std::optional<at::Tensor>& bias,
+                                     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                     std::string_view input_activation, std::string_view mid_activation,
+                                     const std::optional<at::Tensor>& depthwise_bias);
+// (grad_input, grad_depthwise_weight, grad_pointwise_weight, grad_depthwise_bias)
+using SeparableConv2dBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& depthwise_weight,
+    const at::Tensor& pointwise_weight, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    std::string_view input_activation, std::string_view mid_activation,
+    const std::optional<at::Tensor>& depthwise_bias);
 
 }  // namespace xsep

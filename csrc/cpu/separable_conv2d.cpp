@@ -16,7 +16,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <optional>
@@ -28,6 +27,7 @@
 #include "common/layout.h"
 #include "cpu/depthwise_kernels.h"
 #include "cpu/host.h"
+#include "cpu/ops.h"
 
 namespace xsep::cpu {
 namespace {
@@ -42,6 +42,38 @@ int64_t tile_pixels(int64_t mid_channels, int64_t pixels) {
   const int64_t tiles = std::max<int64_t>(1, (pixels + target - 1) / target);
   return std::max<int64_t>(1, (pixels + tiles - 1) / tiles);
 }
+
+// The depthwise half of the fused op for output pixels [p0 + q0, p0 + q1) of a tile starting at p0,
+// in acc_t, rows q0.. of the tile buffers: pre = dw(x) + bias, post = mid(pre) (post may be pre;
+// untouched without a mid activation). Forward and backward compute it the same way.
+template <typename T>
+struct DepthwiseTile {
+  using acc_t = Acc<T>;
+  const DepthwiseGeometry& g;
+  Activation mid;
+  const DepthwiseKernels<T>& k;
+  const T* x;         // channels-last input
+  const acc_t* w;     // tap-major weights
+  const acc_t* bias;  // the depthwise bias, or nullptr
+  int64_t grain;      // pixels per parallel task
+
+  DepthwiseTile(const DepthwiseGeometry& g, Activation mid, const at::Tensor& x, const at::Tensor& w_taps,
+                const at::Tensor& bias)
+      : g(g),
+        mid(mid),
+        k(depthwise_kernels<T>()),
+        x(x.const_data_ptr<T>()),
+        w(w_taps.const_data_ptr<acc_t>()),
+        bias(bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr),
+        grain(xsep::cpu::grain(g.OC * g.kh * g.kw)) {}
+
+  void operator()(int64_t p0, int64_t q0, int64_t q1, acc_t* pre, acc_t* post) const {
+    k.forward_acc(g, x, w, bias, pre + q0 * g.OC, p0 + q0, p0 + q1);
+    if (mid != Activation::none) k.activation(mid, pre + q0 * g.OC, post + q0 * g.OC, (q1 - q0) * g.OC);
+  }
+};
+
+}  // namespace
 
 at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -71,21 +103,14 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
     using acc_t = Acc<scalar_t>;
     constexpr bool out_is_acc = std::is_same_v<scalar_t, acc_t>;
-    const auto& k = depthwise_kernels<scalar_t>();
-    const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
-    const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
-    const acc_t* b_dw_ptr = b_dw.defined() ? b_dw.const_data_ptr<acc_t>() : nullptr;
+    const DepthwiseTile<scalar_t> tile(g, mid, x, w_dw, b_dw);
     acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
     const auto out_rows = out.permute({0, 2, 3, 1}).view({P, O});
     auto y_buf = out_is_acc ? at::Tensor() : at::empty({T, O}, x.options().dtype(acc));
-    const int64_t pixel_grain = grain(g.OC * g.kh * g.kw);
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
-      at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
-        k.forward_acc(g, x_ptr, w_ptr, b_dw_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
-        if (mid != Activation::none) k.activation(mid, d_ptr + q0 * g.OC, d_ptr + q0 * g.OC, (q1 - q0) * g.OC);
-      });
+      at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) { tile(p0, q0, q1, d_ptr, d_ptr); });
       const auto d = d_buf.narrow(0, 0, n);
       auto y = out_is_acc ? out_rows.narrow(0, p0, n) : y_buf.narrow(0, 0, n);
       if (b.defined()) {
@@ -96,7 +121,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
       if constexpr (!out_is_acc) {
         const acc_t* y_ptr = y.const_data_ptr<acc_t>();
         at::parallel_for(0, n * O, 16384,
-                         [&](int64_t i0, int64_t i1) { k.from_acc(y_ptr + i0, out_ptr + p0 * O + i0, i1 - i0); });
+                         [&](int64_t i0, int64_t i1) { tile.k.from_acc(y_ptr + i0, out_ptr + p0 * O + i0, i1 - i0); });
       }
     }
   });
@@ -131,10 +156,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
     using acc_t = Acc<scalar_t>;
     constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
-    const auto& k = depthwise_kernels<scalar_t>();
-    const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
-    const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
-    const acc_t* b_dw_ptr = b_dw.defined() ? b_dw.const_data_ptr<acc_t>() : nullptr;
+    const DepthwiseTile<scalar_t> tile(g, mid, x, w_dw, b_dw);
+    const auto& k = tile.k;
     const scalar_t* go_ptr = go.const_data_ptr<scalar_t>();
     const auto go_rows = go.permute({0, 2, 3, 1}).view({P, O});
     auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
@@ -143,12 +166,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
     acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
     acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
     acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
-    const int64_t pixel_grain = grain(g.OC * g.kh * g.kw);
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
-      at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
-        k.forward_acc(g, x_ptr, w_ptr, b_dw_ptr, d_ptr + q0 * g.OC, p0 + q0, p0 + q1);
-        if (mid != Activation::none) k.activation(mid, d_ptr + q0 * g.OC, m_ptr + q0 * g.OC, (q1 - q0) * g.OC);
+      at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) {
+        tile(p0, q0, q1, d_ptr, m_ptr);
         if constexpr (!go_is_acc) {
           k.to_acc(go_ptr + (p0 + q0) * O, gy_buf.mutable_data_ptr<acc_t>() + q0 * O, (q1 - q0) * O);
         }
@@ -158,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
       auto gm = grad_mid.narrow(0, p0, n);
       at::mm_out(gm, gy, w_pw);
       if (mid != Activation::none) {
-        at::parallel_for(0, n, pixel_grain, [&](int64_t q0, int64_t q1) {
+        at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) {
           k.activation_grad(mid, d_ptr + q0 * g.OC, gm_ptr + (p0 + q0) * g.OC, (q1 - q0) * g.OC);
         });
       }
@@ -168,13 +189,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   // The depthwise bias's gradient: grad_mid summed over the pixels (always returned: it is cheap).
   const auto grad_dw_bias = column_sums_fixed_order(grad_mid).to(input.scalar_type());
   return {grad_input, grad_dw, from_matrix(grad_pw, pw_weight), grad_dw_bias};
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(xsep, CPU, m) {
-  m.impl("separable_conv2d", &separable_conv2d_cpu);
-  m.impl("separable_conv2d_backward", &separable_conv2d_backward_cpu);
 }
 
 }  // namespace xsep::cpu

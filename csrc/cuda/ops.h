@@ -1,8 +1,7 @@
 // The CUDA host functions of the ops of xsep/ops/schemas.py, defined one op per file
 // (csrc/cuda/<op>_cuda.cpp, around the kernels of <op>_kernels.cu) and registered for the CUDA
-// dispatch key by csrc/cuda/register_cuda.cpp (but separable_conv2d's, not moved here yet). Each
-// checks its arguments itself (the ops are public) and returns its outputs in the input's memory
-// format.
+// dispatch key by csrc/cuda/register_cuda.cpp. Each checks its arguments itself (the ops are public) and returns its
+// outputs in the input's memory format.
 #pragma once
 
 #include "op_signatures.h"
@@ -14,5 +13,7 @@ DepthwiseConv2dFn depthwise_conv2d_cuda;
 DepthwiseConv2dGradFn depthwise_conv2d_grad_input_cuda, depthwise_conv2d_grad_weight_cuda;
 PointwiseConv2dFn pointwise_conv2d_cuda;
 PointwiseConv2dGradFn pointwise_conv2d_grad_input_cuda, pointwise_conv2d_grad_weight_cuda;
+SeparableConv2dFn separable_conv2d_cuda;
+SeparableConv2dBackwardFn separable_conv2d_backward_cuda;
 
 }  // namespace xsep::cuda

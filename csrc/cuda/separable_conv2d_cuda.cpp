@@ -13,7 +13,6 @@
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <optional>
 #include <string_view>
@@ -23,10 +22,10 @@
 #include "common/layout.h"
 #include "cuda/cuda_host.h"
 #include "cuda/depthwise_conv2d_kernels.h"
+#include "cuda/ops.h"
 #include "cuda/separable_conv2d_kernels.h"
 
 namespace xsep::cuda {
-namespace {
 
 at::Tensor separable_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
                                  const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -103,16 +102,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
                              dw_taps.mutable_data_ptr(), stream);
   // The depthwise bias's gradient: grad_mid summed over the pixels, in the accumulation type (always
   // returned: it is cheap next to the rest).
-  const at::Tensor grad_dw_bias = at::sum(grad_mid, {0, 2, 3}, false, acc.dtype()).to(input.scalar_type());
+  const at::Tensor grad_dw_bias =
+      at::sum(grad_mid, {0, 2, 3}, false, acc_dtype(input.scalar_type())).to(input.scalar_type());
   return {grad_input.contiguous(fmt), from_tap_major(dw_taps, dw_weight), from_matrix(grad_pw, pw_weight),
           grad_dw_bias};
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(xsep, CUDA, m) {
-  m.impl("separable_conv2d", &separable_conv2d_cuda);
-  m.impl("separable_conv2d_backward", &separable_conv2d_backward_cuda);
 }
 
 }  // namespace xsep::cuda
