@@ -28,7 +28,8 @@
 #
 # OUT_DIR receives at most 8 files, no folders (checked at the end, and said in the summary):
 #   summary.md (the table, one row appended per step as it ends), results.json (environment, every
-#   step's status, bench summaries; rewritten after each step), bench.json and bench-full.json (the
+#   step's status, bench summaries, each native layer's measured time beside the emulator's
+#   predicted time; rewritten after each step), bench.json and bench-full.json (the
 #   bench's own JSON), profile.txt (per-kernel tables, ncu's report), logs.tar.gz (every step's full
 #   log, rebuilt after each step). Exit status 1 if a step failed.
 #

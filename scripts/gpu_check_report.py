@@ -6,7 +6,10 @@
 `report` runs after every step, so results.json always holds every step finished so far: the
 environment, each step's status, seconds, deadline, exit code and key numbers (from WORK/steps.tsv),
 and the geometric-mean summaries of the bench files already in OUT_DIR (bench.json, bench-full.json;
-their full contents stay in those files).
+their full contents stay in those files), and each measured native layer beside the time the CUDA
+emulator's memory counters predicted for it (the newest
+benchmarks/results/kernels/*_emu-counters.json, tests/cuda_emu/memory_counters.py): the model's
+calibration, layer by layer.
 """
 
 from __future__ import annotations
@@ -20,6 +23,43 @@ from pathlib import Path
 
 STEP_FIELDS = ("name", "status", "seconds", "limit_s", "exit_code", "key")
 BENCH_FILES = {"bench": "bench.json", "bench_full": "bench-full.json"}
+COUNTERS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "kernels"
+DTYPES = {"bfloat16": "bf16", "float32": "fp32"}  # the bench's names -> the counters'
+# (bench op, bench mode) -> the counters' paths whose predictions add up to it
+PATHS = {("depthwise", "forward"): ("depthwise forward",),
+         ("depthwise", "forward+backward"): ("depthwise forward", "depthwise backward"),
+         ("separable", "forward"): ("fused forward",),
+         ("separable", "forward+backward"): ("fused forward", "fused backward")}
+
+
+def predicted_vs_measured(bench: dict, counters: dict) -> list[dict]:
+    """Each native layer of `bench` that the counters predicted (same shape, dtype and batch;
+    channels_last): measured seconds, predicted seconds, the floor, and measured / predicted."""
+    predicted = {(r["layer"], r["dtype"]): r["paths"] for r in counters.get("results", [])}
+    rows = []
+    for r in bench.get("layers", []):
+        paths = PATHS.get((r.get("op"), r.get("mode")))
+        layer = f"{r.get('size')}x{r.get('size')} {r.get('in_channels')}->{r.get('out_channels')}"
+        found = predicted.get((layer, DTYPES.get(r.get("dtype"))))
+        if (paths is None or found is None or r.get("backend") != "native" or r.get("layout") != "channels_last"
+                or r.get("batch") != counters.get("batch") or not all(p in found for p in paths)):
+            continue
+        seconds = sum(found[p]["predicted"] for p in paths)
+        rows.append({"layer": layer, "op": r["op"], "mode": r["mode"], "dtype": r["dtype"],
+                     "measured_s": r["seconds"], "predicted_s": seconds,
+                     "floor_s": sum(found[p]["floor"] for p in paths),
+                     "measured_over_predicted": r["seconds"] / seconds if seconds else None})
+    return rows
+
+
+def newest_counters(folder: Path = COUNTERS) -> tuple[str, dict] | None:
+    files = sorted(folder.glob("*_emu-counters.json"))
+    if not files:
+        return None
+    try:
+        return files[-1].name, json.loads(files[-1].read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _tool_version(command: list[str]) -> str | None:
@@ -86,6 +126,10 @@ def report(work: Path, out: Path) -> dict:
             doc[key] = {"file": name, "settings": bench.get("settings"), "device": bench.get("device"),
                         "summary": bench.get("summary"),
                         "failed_verification": sum(not r.get("verified", True) for r in bench.get("layers", []))}
+            counters = newest_counters()
+            if counters is not None:
+                doc[key]["predicted_vs_measured"] = {"counters": counters[0],
+                                                     "rows": predicted_vs_measured(bench, counters[1])}
     tmp = work / "results.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     shutil.move(str(tmp), out / "results.json")

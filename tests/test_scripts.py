@@ -1,6 +1,7 @@
 """The repository's scripts (GPU check, sanitizer workload, README rendering) stay runnable even
 where they cannot do their real job (no GPU here)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -162,3 +163,25 @@ def test_readme_performance_section_matches_the_results_files():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render.py"), "--check"],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_gpu_check_puts_each_measured_layer_beside_its_prediction():
+    # The report joins the bench's native layers with the emulator's predictions by shape, dtype and
+    # batch: measured / predicted is the memory model's calibration on that GPU.
+    spec = importlib.util.spec_from_file_location("gpu_check_report", ROOT / "scripts" / "gpu_check_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    paths = {"fused forward": {"predicted": 2e-4, "floor": 1e-4}, "fused backward": {"predicted": 6e-4, "floor": 2e-4}}
+    counters = {"batch": 128, "results": [{"layer": "19x19 728->728", "dtype": "bf16", "paths": paths}]}
+    layer = dict(size=19, in_channels=728, out_channels=728, op="separable", backend="native", dtype="bfloat16",
+                 layout="channels_last", batch=128)
+    bench = {"layers": [dict(layer, mode="forward", seconds=3e-4), dict(layer, mode="forward+backward", seconds=1.6e-3),
+                        dict(layer, mode="forward", seconds=1.0, backend="torch"),  # the baseline: not predicted
+                        dict(layer, mode="forward", seconds=1.0, batch=8)]}  # another batch: not comparable
+    rows = module.predicted_vs_measured(bench, counters)
+    assert [r["mode"] for r in rows] == ["forward", "forward+backward"]
+    assert [r["predicted_s"] for r in rows] == pytest.approx([2e-4, 8e-4])
+    assert [r["floor_s"] for r in rows] == pytest.approx([1e-4, 3e-4])
+    assert [r["measured_over_predicted"] for r in rows] == pytest.approx([1.5, 2.0])
+    name, newest = module.newest_counters()
+    assert name.endswith("_emu-counters.json") and newest["batch"] == 128  # the committed predictions load
