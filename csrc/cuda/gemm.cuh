@@ -66,27 +66,64 @@ __device__ __forceinline__ void warp_mma(float (&acc)[MI][NJ][4], const T* a, in
   }
 }
 
-// f(row, column, value) for each of this lane's accumulators of warp_mma's tile. The C fragment:
-// c0, c1 at row lane / 4, columns 2 (lane % 4) + {0, 1}; c2, c3 eight rows down.
-template <int MI, int NJ, class F>
-__device__ __forceinline__ void for_each_fragment(const float (&acc)[MI][NJ][4], int lane, F&& f) {
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NJ; ++j)
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) f(i * 16 + lane / 4 + h * 8, j * 8 + 2 * (lane % 4) + e, acc[i][j][h * 2 + e]);
+// Hands a thread's part of the C tile to the epilogue by rows of W consecutive columns: for each
+// group of columns [n, n + W) (cut at N), its per-column values once (epilogue.columns), then every
+// row m < M of it (epilogue.store). As W-wide vectors (VEC = true) when every group is whole
+// (N % W == 0) and the epilogue's matrices are aligned for them (epilogue.aligned_rows), else element
+// by element: `group` is called with std::true_type or std::false_type.
+template <int W, class Epilogue, class Group>
+__device__ __forceinline__ void store_group(bool vec, Group&& group) {
+  if (vec) {
+    group(std::true_type{});
+  } else {
+    group(std::false_type{});
+  }
 }
 
-// f(row, column, value) for each of a thread's thread_fma outputs.
-template <typename T, int TM, int TN, class F>
-__device__ __forceinline__ void for_each_output(const T (&acc)[TM][TN], F&& f) {
+template <int W, class Epilogue>
+__device__ __forceinline__ bool vector_rows(int64_t N, const Epilogue& epilogue) {
+  return N % W == 0 && epilogue.template aligned_rows<W>();
+}
+
+// warp_mma's tile (W = 2): the C fragment holds c0, c1 at row lane / 4, columns 2 (lane % 4) + {0, 1},
+// and c2, c3 eight rows down; m0, n0: the warp's first row and column.
+template <int MI, int NJ, class Epilogue>
+__device__ __forceinline__ void store_fragments(const float (&acc)[MI][NJ][4], int lane, int64_t m0, int64_t n0,
+                                                int64_t M, int64_t N, const Epilogue& epilogue) {
+  const bool vec = vector_rows<2>(N, epilogue);
 #pragma unroll
-  for (int i = 0; i < TM; ++i)
+  for (int j = 0; j < NJ; ++j) {
+    const int64_t n = n0 + j * 8 + 2 * (lane % 4);
+    if (n >= N) continue;
+    const int count = n + 1 < N ? 2 : 1;
+    store_group<2, Epilogue>(vec, [&](auto tag) {
+      constexpr bool VEC = decltype(tag)::value;
+      const auto columns = epilogue.template columns<VEC, 2>(n, count);
 #pragma unroll
-    for (int j = 0; j < TN; ++j) f(i, j, acc[i][j]);
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t m = m0 + i * 16 + lane / 4 + h * 8;
+          const float v[2] = {acc[i][j][h * 2], acc[i][j][h * 2 + 1]};
+          if (m < M) epilogue.template store<VEC>(m, n, v, count, columns);
+        }
+    });
+  }
+}
+
+// thread_fma's outputs (W = TN): rows m0 + i, columns n0 + j.
+template <typename T, int TM, int TN, class Epilogue>
+__device__ __forceinline__ void store_outputs(const T (&acc)[TM][TN], int64_t m0, int64_t n0, int64_t M, int64_t N,
+                                              const Epilogue& epilogue) {
+  if (n0 >= N) return;
+  const int count = N - n0 < TN ? static_cast<int>(N - n0) : TN;
+  store_group<TN, Epilogue>(vector_rows<TN>(N, epilogue), [&](auto tag) {
+    constexpr bool VEC = decltype(tag)::value;
+    const auto columns = epilogue.template columns<VEC, TN>(n0, count);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+      if (m0 + i < M) epilogue.template store<VEC>(m0 + i, n0, acc[i], count, columns);
+  });
 }
 
 // acc[TM][TN] += A[k][TM] . B[k][TN] over k < ks, from k-major shared-memory tiles (`a` at this
@@ -154,15 +191,42 @@ struct StridedOperand {
   }
 };
 
-// C[m, n] (+ bias[n]) into out[m * ld + n], in the data type.
+// The epilogues, called by store_groups: aligned_rows<W>(), whether rows of W columns starting at
+// multiples of W are aligned for vectors in every matrix the epilogue touches; columns<VEC, W>(n,
+// count), the values that columns [n, n + count) need in every row (an empty struct when none);
+// store<VEC>(m, n, v, count, columns): C[m, n + e] = v[e] for e < count, as one row (load_row and
+// store_row in vec.cuh).
+
+struct NoColumns {};
+
+// C[m, n] + bias[n] (0 without a bias) into out[m * ld + n], in the data type.
 template <typename T>
 struct StoreOutput {
+  using A = Acc<T>;
   T* out;
   int64_t ld;
-  const Acc<T>* bias;  // may be null
-  template <typename V>
-  __device__ void operator()(int64_t m, int64_t n, V v) const {
-    out[m * ld + n] = static_cast<T>(bias != nullptr ? v + bias[n] : v);
+  const A* bias;  // may be null
+  template <int W>
+  __device__ __forceinline__ bool aligned_rows() const {
+    return rows_aligned<T, W>(out, ld) && (bias == nullptr || rows_aligned<A, W>(bias, 0));
+  }
+  template <bool VEC, int W>
+  __device__ __forceinline__ Vec<A, W> columns(int64_t n, int count) const {
+    Vec<A, W> b;
+    if (bias != nullptr) {
+      load_row<VEC>(bias + n, count, b.v);
+    } else {
+#pragma unroll
+      for (int e = 0; e < W; ++e) b.v[e] = A(0);
+    }
+    return b;
+  }
+  template <bool VEC, int W, typename V>
+  __device__ __forceinline__ void store(int64_t m, int64_t n, const V (&v)[W], int count, const Vec<A, W>& b) const {
+    T r[W];
+#pragma unroll
+    for (int e = 0; e < W; ++e) r[e] = static_cast<T>(v[e] + b.v[e]);
+    store_row<VEC>(out + m * ld + n, count, r);
   }
 };
 
@@ -171,20 +235,42 @@ template <typename A>
 struct StorePartial {
   A* partials;
   int64_t M, N;
-  template <typename V>
-  __device__ void operator()(int64_t m, int64_t n, V v) const {
-    partials[(static_cast<int64_t>(blockIdx.z) * M + m) * N + n] = static_cast<A>(v);
+  template <int W>
+  __device__ __forceinline__ bool aligned_rows() const {
+    return rows_aligned<A, W>(partials, N);
+  }
+  template <bool VEC, int W>
+  __device__ __forceinline__ NoColumns columns(int64_t, int) const {
+    return {};
+  }
+  template <bool VEC, int W, typename V>
+  __device__ __forceinline__ void store(int64_t m, int64_t n, const V (&v)[W], int count, NoColumns) const {
+    A r[W];
+#pragma unroll
+    for (int e = 0; e < W; ++e) r[e] = static_cast<A>(v[e]);
+    store_row<VEC>(partials + (static_cast<int64_t>(blockIdx.z) * M + m) * N + n, count, r);
   }
 };
 
 // ---------------------------------------------------------------------------------------------
 // Kernels
 
+// Blocks per SM that gemm_tc_kernel's registers are sized for: ptxas's own choice (0: none given)
+// for strided operands; 1 when an operand computes its tile (DepthwiseOperand: left to ptxas, it
+// caps the 16-byte one at 126 registers and spills an accumulator fragment in the K loop).
+template <class Op>
+constexpr bool is_strided_operand = false;
+template <typename T>
+constexpr bool is_strided_operand<StridedOperand<T>> = true;
+template <class OpA, class OpB>
+constexpr int tc_min_blocks = is_strided_operand<OpA> && is_strided_operand<OpB> ? 0 : 1;
+
 // One block: the C tile at (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z. Two tile buffers:
 // the next K step is staged (its strided parts by cp.async) while the current one is multiplied.
 template <typename T, class OpA, class OpB, class Epilogue>
-__global__ void __launch_bounds__(gemm::TC_THREADS) gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split,
-                                                                   const OpA a, const OpB b, const Epilogue epilogue) {
+__global__ void __launch_bounds__(gemm::TC_THREADS, (tc_min_blocks<OpA, OpB>))
+    gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
+                   const Epilogue epilogue) {
   using namespace gemm;
   __shared__ __align__(16) T As[2][TC_BM][TC_LD];
   __shared__ __align__(16) T Bs[2][TC_BN][TC_LD];
@@ -212,10 +298,7 @@ __global__ void __launch_bounds__(gemm::TC_THREADS) gemm_tc_kernel(int64_t M, in
     warp_mma<T, 4, 4, TC_BK>(acc, &As[cur][wm][0], TC_LD, &Bs[cur][wn][0], TC_LD, lane);
     __syncthreads();
   }
-  for_each_fragment(acc, lane, [&](int r, int c, float v) {
-    const int64_t m = m0 + wm + r, n = n0 + wn + c;
-    if (m < M && n < N) epilogue(m, n, v);
-  });
+  store_fragments(acc, lane, m0 + wm, n0 + wn, M, N, epilogue);
 }
 
 // FMA units: k-major tiles, which StridedOperand stages without cp.async.
@@ -237,10 +320,7 @@ __global__ void __launch_bounds__(gemm::F_THREADS) gemm_fma_kernel(int64_t M, in
     thread_fma<T, 4, 4>(acc, &As[0][tm], F_BM + 1, &Bs[0][tn], F_BN + 1, F_BK);
     __syncthreads();
   }
-  for_each_output(acc, [&](int i, int j, T v) {
-    const int64_t m = m0 + tm + i, n = n0 + tn + j;
-    if (m < M && n < N) epilogue(m, n, v);
-  });
+  store_outputs(acc, m0 + tm, n0 + tn, M, N, epilogue);
 }
 
 // out[i] = sum over s of partials[s, i], in order (deterministic).

@@ -134,11 +134,24 @@ struct StoreGradMid {
   const T* d;
   int64_t ld;
   Activation act;
-  template <typename V>
-  __device__ void operator()(int64_t m, int64_t n, V v) const {
+  template <int W>
+  __device__ __forceinline__ bool aligned_rows() const {
+    return rows_aligned<T, W>(out, ld) && rows_aligned<T, W>(d, ld);
+  }
+  template <bool VEC, int W>
+  __device__ __forceinline__ NoColumns columns(int64_t, int) const {
+    return {};
+  }
+  template <bool VEC, int W, typename V>
+  __device__ __forceinline__ void store(int64_t m, int64_t n, const V (&v)[W], int count, NoColumns) const {
     using A = Acc<T>;
     const int64_t i = m * ld + n;
-    out[i] = static_cast<T>(activation_grad(act, static_cast<A>(d[i]), static_cast<A>(v)));
+    T pre[W], r[W];
+    load_row<VEC>(d + i, count, pre);
+#pragma unroll
+    for (int e = 0; e < W; ++e)
+      r[e] = static_cast<T>(activation_grad(act, static_cast<A>(pre[e]), static_cast<A>(v[e])));
+    store_row<VEC>(out + i, count, r);
   }
 };
 
@@ -194,10 +207,7 @@ __global__ void __launch_bounds__(RES_THREADS)
     __syncthreads();
     if (step % k_steps == k_steps - 1) {  // this output-channel tile is complete
       const int64_t n0 = step / k_steps * RES_BN;
-      for_each_fragment(acc, lane, [&](int r, int c, float v) {
-        const int64_t m = m0 + wm + r, n = n0 + wn + c;
-        if (m < P && n < O) out(m, n, v);
-      });
+      store_fragments(acc, lane, m0 + wm, n0 + wn, P, O, out);
       for (auto& tile : acc)
         for (auto& fragment : tile)
           for (float& v : fragment) v = 0.0f;
@@ -230,10 +240,7 @@ __global__ void __launch_bounds__(RES_THREADS)
       thread_fma<T, 4, 4>(acc, As + k0 * RES_FMA + tm, RES_FMA, &Bs[0][tn], RES_BN + 1, F_BK);
       __syncthreads();
     }
-    for_each_output(acc, [&](int i, int j, T v) {
-      const int64_t m = m0 + tm + i, n = n0 + tn + j;
-      if (m < P && n < O) out(m, n, v);
-    });
+    store_outputs(acc, m0 + tm, n0 + tn, P, O, out);
   }
 }
 

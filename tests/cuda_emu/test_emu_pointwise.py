@@ -42,12 +42,17 @@ def _check(got, dtype, a, b, bias=None):
 # part a kernel does not stage would keep the poison shared memory starts with).
 # "vectors": K a multiple of 16 bytes, so the k-contiguous operands are staged 16 bytes at a time;
 # "padded": rows of 56 elements (16-byte aligned) holding K = 45, so the last vector of a row is cut.
-TC_SHAPES = {"edges": (130, 72, 37), "short": (17, 9, 20), "vectors": (130, 72, 48), "padded": (70, 9, 45)}
-FMA_SHAPES = {"edges": (70, 66, 37), "short": (17, 9, 7), "vectors": (70, 66, 48), "padded": (70, 9, 45)}
+# The epilogue stores rows of 2 (tensor cores) or 4 (FMA) outputs as one vector when N is a multiple
+# of that, else element by element: "odd" has an odd N (rows alternately aligned), "rows" an N that
+# is a multiple of 4 but not of a tile, with M past a tile edge.
+TC_SHAPES = {"edges": (130, 72, 37), "short": (17, 9, 20), "vectors": (130, 72, 48), "padded": (70, 9, 45),
+             "odd": (131, 67, 40), "rows": (131, 68, 40)}
+FMA_SHAPES = {"edges": (70, 66, 37), "short": (17, 9, 7), "vectors": (70, 66, 48), "padded": (70, 9, 45),
+              "odd": (67, 67, 20), "rows": (67, 68, 20)}
 SHAPES = {f16: TC_SHAPES, bf16: TC_SHAPES, f32: FMA_SHAPES, f64: FMA_SHAPES}
 
 
-@pytest.mark.parametrize("shape", ["edges", "short", "vectors", "padded"])
+@pytest.mark.parametrize("shape", ["edges", "short", "vectors", "padded", "odd", "rows"])
 @pytest.mark.parametrize("layout", ["forward", "grad_input", "grad_weight"])
 @pytest.mark.parametrize("dtype", [bf16, f16, f32, f64], ids=lambda d: str(d).removeprefix("torch."))
 def test_gemm_matches_reference(emu, dtype, layout, shape):

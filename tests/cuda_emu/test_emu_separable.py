@@ -47,6 +47,10 @@ CASES = [
     _case(f32, 3, 5, m=2, stride=(2, 1), mid="relu", dw_bias=True, resident=False),
     _case(f64, 6, 17, (1, 3), padding=(0, 0, 1, 2), mid="none", bias=True, resident=False),
     _case(f64, 7, 4, (5, 5), stride=(2, 2), relu=True, mid="relu", dw_bias=True),
+    # the GEMM epilogues' rows: odd widths (the mid gradient's C = 7, the output's O = 9) element by
+    # element, and O = 68 (float32) as 4-wide vectors
+    _case(bf16, 7, 9, mid="relu", bias=True),
+    _case(f32, 4, 68, mid="relu6", bias=True, dw_bias=True),
     # more than 4096 output pixels: the pointwise weight gradient's reduction in two chunks
     _case(bf16, 8, 8, size=(48, 48), relu=True, mid="relu"),
 ]
