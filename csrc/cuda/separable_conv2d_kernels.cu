@@ -66,7 +66,8 @@ struct DepthwiseOperand {
   bool pixel_rows;
 
   // dw(x) + bias (before the activation) at flat output pixel `pix`, output channels oc0 .. oc0 + V;
-  // the bias first, then the taps in order, as the CPU kernels sum.
+  // the bias first, then the taps in order, as the CPU kernels sum. With V > 1, each tap's V weights
+  // are read as vectors (OC and oc0 are multiples of V, and w is 16-byte aligned: with_vec).
   template <int V>
   __device__ __forceinline__ void compute(int64_t pix, int64_t oc0, A (&d)[V]) const {
     const int64_t wo = pix % p.Wo, nh = pix / p.Wo, ho = nh % p.Ho, n = nh / p.Ho;
@@ -80,7 +81,12 @@ struct DepthwiseOperand {
         if (wi < 0 || wi >= p.W) continue;
         const T* xp = x + ((n * p.H + hi) * p.W + wi) * p.C;
         const A* wp = w + (r * p.kw + s) * p.OC + oc0;
-        A xv[V];
+        A wv[V], xv[V];
+        if constexpr (V > 1) {
+          load_row<true>(wp, V, wv);
+        } else {
+          wv[0] = wp[0];
+        }
         if constexpr (V > 1) {
           const Vec<T, V> raw = *reinterpret_cast<const Vec<T, V>*>(xp + oc0);
 #pragma unroll
@@ -91,7 +97,7 @@ struct DepthwiseOperand {
 #pragma unroll
         for (int v = 0; v < V; ++v) {
           const A xi = p.relu_input && xv[v] < A(0) ? A(0) : xv[v];
-          d[v] += xi * wp[v];
+          d[v] += xi * wv[v];
         }
       }
     }
@@ -99,12 +105,15 @@ struct DepthwiseOperand {
 
   // Stages act(dw(x)) for rows [r0, r0 + nr) x k [k0, k0 + nk) (zero beyond the pixels, the
   // channels or k_end), like StridedOperand::stage. A thread computes VEC consecutive channels of
-  // one pixel; consecutive threads take consecutive channel groups, so x reads coalesce.
+  // one pixel; consecutive threads take consecutive channel groups, so x reads coalesce. Where the
+  // tile holds a pixel's channels contiguously and aligned (pixel rows, row-major: the tensor-core
+  // forward's A), the VEC values go to shared memory as one vector.
   template <bool KMAJOR>
   __device__ void stage(T* s, int ld, int nr, int nk, int64_t r0, int64_t k0, int64_t k_end) const {
     const int64_t pix0 = pixel_rows ? r0 : k0, ch0 = pixel_rows ? k0 : r0;
     const int npix = pixel_rows ? nr : nk, cvecs = (pixel_rows ? nk : nr) / VEC;
     const int64_t pix_end = pixel_rows ? p.N * p.Ho * p.Wo : k_end, ch_end = pixel_rows ? k_end : p.OC;
+    const bool s_vec = !KMAJOR && pixel_rows && rows_aligned<T, VEC>(s, ld);
     for (int u = threadIdx.x; u < npix * cvecs; u += blockDim.x) {
       const int pp = u / cvecs, cv = u % cvecs;
       const int64_t pix = pix0 + pp, c = ch0 + static_cast<int64_t>(cv) * VEC;
@@ -117,10 +126,19 @@ struct DepthwiseOperand {
 #pragma unroll
         for (int v = 0; v < VEC; ++v) d[v] = A(0);
       }
+      T t[VEC];
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) t[v] = static_cast<T>(d[v]);
+      if constexpr (VEC > 1) {
+        if (s_vec) {  // row pp, channels from cv * VEC
+          store_row<true>(s + pp * ld + cv * VEC, VEC, t);
+          continue;
+        }
+      }
 #pragma unroll
       for (int v = 0; v < VEC; ++v) {
         const int ch = cv * VEC + v, rr = pixel_rows ? pp : ch, kk = pixel_rows ? ch : pp;
-        s[KMAJOR ? kk * ld + rr : rr * ld + kk] = static_cast<T>(d[v]);
+        s[KMAJOR ? kk * ld + rr : rr * ld + kk] = t[v];
       }
     }
   }
@@ -244,17 +262,19 @@ __global__ void __launch_bounds__(RES_THREADS)
   }
 }
 
-// The widest channel vector the depthwise operand can load: 16 bytes when M == 1, the channels
-// come in whole vectors and x is 16-byte aligned (then every pixel row is).
+// The widest channel vector the depthwise operand can load: 16 bytes of x when M == 1, the channels
+// come in whole vectors and x and the tap-major weights (VEC per tap, in the accumulation type) are
+// 16-byte aligned (then every pixel row and every tap's row is).
 template <typename T>
-bool vectorizable(const DepthwiseGeometry& p, const void* x) {
-  return p.M == 1 && p.C % kVec16<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+bool vectorizable(const DepthwiseGeometry& p, const void* x, const void* w_taps) {
+  return p.M == 1 && p.C % kVec16<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(w_taps) % 16 == 0;
 }
 
 // f(std::integral_constant<int, VEC>) with the widest usable VEC.
 template <typename T, typename F>
-void with_vec(const DepthwiseGeometry& p, const void* x, F&& f) {
-  if (vectorizable<T>(p, x)) {
+void with_vec(const DepthwiseGeometry& p, const void* x, const void* w_taps, F&& f) {
+  if (vectorizable<T>(p, x, w_taps)) {
     f(std::integral_constant<int, kVec16<T>>{});
   } else {
     f(std::integral_constant<int, 1>{});
@@ -282,7 +302,7 @@ void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
-    with_vec<T>(sp.dw, x, [&](auto vec) {
+    with_vec<T>(sp.dw, x, w_taps, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
       const auto dw = depthwise_operand<T, VEC>(sp, x, w_taps, dw_bias, /*pixel_rows=*/true);
       const T* wp = static_cast<const T*>(w_pw);
@@ -324,7 +344,7 @@ void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& sp, Dtype dt,
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
-    with_vec<T>(sp.dw, x, [&](auto vec) {
+    with_vec<T>(sp.dw, x, w_taps, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
       // GW[o, c] = sum_p GY[p, o] act(d)[p, c]: A(o, p) = GY[p * O + o], B rows are channels.
       const StridedOperand<T> gy{static_cast<const T*>(grad_output), O, 1, O};
