@@ -266,7 +266,7 @@ def _all_results(dtype=torch.float32, n=4, c=16, h=33, w=30, m=2, o=24):
     y_sep = ops().separable_conv2d(x, dw, pw, None, *geometry, "relu", "relu6")
     y_pw = ops().pointwise_conv2d(x, pw1, None)
     g_dw, g_sep, g_pw = (torch.randn_like(y) for y in (y_dw, y_sep, y_pw))
-    sep_grads = ops().separable_conv2d_backward(g_sep, x, dw, pw, *geometry, "relu", "relu6")
+    sep_grads = ops().separable_conv2d_backward(g_sep, x, dw, pw, *geometry, "relu", "relu6", b)
     return {
         "depthwise_conv2d": y_dw,
         "separable_conv2d": y_sep,
@@ -357,7 +357,7 @@ def test_output_memory_format_follows_input():
         gi, gdw, gpw, gdb = ops().separable_conv2d_backward(torch.randn_like(y), xf, dw, pw, STRIDE, PADDING,
                                                             DILATION, "none", "none")
         assert y.is_contiguous(memory_format=fmt) and gi.is_contiguous(memory_format=fmt)
-        assert gdw.is_contiguous() and gpw.is_contiguous() and gdb.shape == (dw.shape[0],)
+        assert gdw.is_contiguous() and gpw.is_contiguous() and gdb.shape == (0,)  # no depthwise bias
 
 
 # --------------------------------------------------------------------------------------------------

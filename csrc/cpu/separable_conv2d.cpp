@@ -186,8 +186,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
     }
   });
   auto [grad_input, grad_dw] = depthwise_backward_from_acc(g, input, x, grad_mid, dw_weight, w_dw);
-  // The depthwise bias's gradient: grad_mid summed over the pixels (always returned: it is cheap).
-  const auto grad_dw_bias = column_sums_fixed_order(grad_mid).to(input.scalar_type());
+  // The depthwise bias's gradient: grad_mid summed over the pixels (one more pass over it, so only
+  // when there is a depthwise bias; empty otherwise).
+  const auto grad_dw_bias =
+      b_dw.defined() ? column_sums_fixed_order(grad_mid).to(input.scalar_type()) : at::empty({0}, input.options());
   return {grad_input, grad_dw, from_matrix(grad_pw, pw_weight), grad_dw_bias};
 }
 

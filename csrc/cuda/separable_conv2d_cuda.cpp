@@ -62,10 +62,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const int64_t O = p.O;
   const auto acc = input.options().dtype(acc_dtype(input.scalar_type()));
   const auto fmt = input.suggest_memory_format();
+  const at::Tensor b_dw = acc_bias(dw_bias);
   if (g.N * g.Ho * g.Wo == 0) {  // nothing flows back
     return {at::zeros(input.sizes(), input.options().memory_format(fmt)),
             at::zeros(dw_weight.sizes(), dw_weight.options()), at::zeros(pw_weight.sizes(), pw_weight.options()),
-            at::zeros({g.OC}, input.options())};
+            at::zeros({b_dw.defined() ? g.OC : 0}, input.options())};
   }
   const Dtype dt = dtype_of(input);
   const cudaStream_t stream = current_stream();
@@ -73,7 +74,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const at::Tensor go = nhwc(grad_output);
   const at::Tensor w_taps = tap_major(dw_weight);
   const at::Tensor w_pw = to_matrix(pw_weight);
-  const at::Tensor b_dw = acc_bias(dw_bias);
 
   at::Tensor grad_pw = at::empty({O, g.OC}, acc);
   at::Tensor pw_partials = at::empty({separable_grad_pw_splits(p), O, g.OC}, acc);
@@ -100,10 +100,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   at::Tensor dw_partials = at::empty({depthwise_grad_weight_chunks(p.dw), g.kh * g.kw, g.OC}, acc);
   depthwise_grad_weight_nhwc(p.dw, dt, grad_mid.const_data_ptr(), x.const_data_ptr(), dw_partials.mutable_data_ptr(),
                              dw_taps.mutable_data_ptr(), stream);
-  // The depthwise bias's gradient: grad_mid summed over the pixels, in the accumulation type (always
-  // returned: it is cheap next to the rest).
+  // The depthwise bias's gradient: grad_mid summed over the pixels, in the accumulation type (one
+  // more pass over it, so only when there is a depthwise bias; empty otherwise).
   const at::Tensor grad_dw_bias =
-      at::sum(grad_mid, {0, 2, 3}, false, acc_dtype(input.scalar_type())).to(input.scalar_type());
+      b_dw.defined() ? at::sum(grad_mid, {0, 2, 3}, false, acc_dtype(input.scalar_type())).to(input.scalar_type())
+                     : at::empty({0}, input.options());
   return {grad_input.contiguous(fmt), from_tap_major(dw_taps, dw_weight), from_matrix(grad_pw, pw_weight),
           grad_dw_bias};
 }

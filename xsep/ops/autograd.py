@@ -36,9 +36,14 @@ BIAS = {"depthwise_conv2d": 2, "pointwise_conv2d": 2, "separable_conv2d": 3}
 
 def split_args(op: str, args) -> tuple[list, list]:
     """(tensors, rest) of a call's arguments in schema order; trailing defaults (None) filled in."""
-    args = list(args) + [None] * (NUM_ARGS[op] - len(args))
+    args = full_args(op, args)
     positions = TENSOR_POSITIONS[op]
     return [args[i] for i in positions], [a for i, a in enumerate(args) if i not in positions]
+
+
+def full_args(op: str, args) -> list:
+    """A call's arguments with its trailing defaults (None) filled in, as the Function takes them."""
+    return list(args) + [None] * (NUM_ARGS[op] - len(args))
 
 
 def join_args(op: str, tensors, rest) -> list:
@@ -186,7 +191,7 @@ def apply(namespace: str, op: str, *args):
     Function as an opaque Python call that torch.jit.save cannot keep."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return getattr(getattr(torch.ops, namespace), op)(*args)
-    return function(namespace, op).apply(*join_args(op, *split_args(op, args)))
+    return function(namespace, op).apply(*full_args(op, args))
 
 
 def _autograd_kernel(namespace: str, op: str):
@@ -198,7 +203,7 @@ def _autograd_kernel(namespace: str, op: str):
             # A Function applied inside the dispatcher cannot take part in torch.func's transforms.
             raise RuntimeError(f"{namespace}.{op} called directly under a torch.func transform: call it "
                                f"through xsep.functional.{op} (or the xsep modules) instead")
-        return fn.apply(*join_args(op, *split_args(op, args)))
+        return fn.apply(*full_args(op, args))
     return kernel
 
 

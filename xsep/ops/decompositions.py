@@ -92,7 +92,8 @@ def separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_we
     grad_mid = grad_act * reference.activation_derivative(mid, mid_activation)
     grad_input, grad_depthwise = _depthwise_backward(grad_mid, input, depthwise_weight, stride, padding, dilation,
                                                      input_activation, (True, True))
-    return grad_input, grad_depthwise, grad_pointwise, grad_mid.sum(dim=(0, 2, 3))
+    grad_bias = grad_mid.sum(dim=(0, 2, 3)) if depthwise_bias is not None else grad_mid.new_empty(0)
+    return grad_input, grad_depthwise, grad_pointwise, grad_bias
 
 
 DECOMPOSITIONS = {

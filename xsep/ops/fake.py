@@ -69,7 +69,7 @@ def separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_we
     g = checks.separable_conv2d_backward(grad_output, input, depthwise_weight, pointwise_weight, stride, padding,
                                          dilation, input_activation, mid_activation, depthwise_bias)
     return (empty_like_format(input, input.shape), _weight_like(depthwise_weight), _weight_like(pointwise_weight),
-            input.new_empty((g.OC,)))
+            input.new_empty((g.OC if depthwise_bias is not None else 0,)))
 
 
 # Every op of xsep/ops/schemas.py's SCHEMAS, by name.

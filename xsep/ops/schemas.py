@@ -29,8 +29,9 @@ SCHEMAS: dict[str, str] = {
     "separable_conv2d": (f"(Tensor input, Tensor depthwise_weight, Tensor pointwise_weight, Tensor? bias, "
                          f"{_SEPARABLE_ARGS}, Tensor? depthwise_bias=None) -> Tensor"),
     # Returns (grad_input, grad_depthwise_weight, grad_pointwise_weight, grad_depthwise_bias), the
-    # last one whether or not there is a depthwise bias (the depthwise output's gradient summed over
-    # (N, H, W)); the (pointwise) bias gradient is grad_output summed over (N, H, W), left to the caller.
+    # last one the depthwise output's gradient summed over (N, H, W), empty [0] without a depthwise
+    # bias (a pass saved); the (pointwise) bias gradient is grad_output summed over (N, H, W), left
+    # to the caller.
     "separable_conv2d_backward": (f"(Tensor grad_output, Tensor input, Tensor depthwise_weight, "
                                   f"Tensor pointwise_weight, {_SEPARABLE_ARGS}, Tensor? depthwise_bias=None) "
                                   "-> (Tensor, Tensor, Tensor, Tensor)"),

@@ -239,8 +239,8 @@ def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_i
 
 def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation, relu_in: bool, mid: int,
              dw_bias=None):
-    """(grad_input, grad_dw_weight, grad_pw_weight, grad_dw_bias), the last whether or not there is a
-    depthwise bias (the depthwise output's gradient summed over the pixels)."""
+    """(grad_input, grad_dw_weight, grad_pw_weight, grad_dw_bias); the last is the depthwise output's
+    gradient summed over the pixels, empty without a depthwise bias."""
     n, _, cm, m, ho, wo = geometry(input, dw_weight, stride, padding, dilation)
     pw = _pw_matrix(pw_weight).contiguous()
     o = pw.shape[0]
@@ -250,7 +250,8 @@ def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation
     if p == 0:
         return (new_like_format(input, input.shape).zero_(),
                 torch.zeros_like(dw_weight, memory_format=torch.contiguous_format),
-                torch.zeros_like(pw_weight, memory_format=torch.contiguous_format), input.new_zeros(cm))
+                torch.zeros_like(pw_weight, memory_format=torch.contiguous_format),
+                input.new_zeros(cm if dw_bias is not None else 0))
     conv = conv_args(stride, padding, dilation)
     common = dict(KH=kh, KW=kw, HAS_DW_BIAS=dw_bias is not None, RELU_IN=relu_in, MID_ACT=mid,
                   ACC=acc_dtype(input.dtype),
@@ -267,7 +268,7 @@ def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation
            dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3), pw.stride(0), pw.stride(1), *conv,
            TAPS=triton.next_power_of_2(kh * kw), **common)
     grad_dw = part_dw.sum(dim=0).reshape(dw_weight.shape).to(dw_weight.dtype)
-    grad_dw_bias = gpre.sum(dim=(0, 1, 2), dtype=acc).to(input.dtype)
+    grad_dw_bias = gpre.sum(dim=(0, 1, 2), dtype=acc).to(input.dtype) if dw_bias is not None else input.new_empty(0)
 
     # 2. grad input: the depthwise grad-input kernel on g_pre (an NCHW view of the NHWC buffer).
     grad_input = dw.grad_input(gpre.permute(0, 3, 1, 2), input, dw_weight, stride, padding, dilation, relu_in)
