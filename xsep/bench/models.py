@@ -4,7 +4,7 @@ Table 3: training steps per second of Xception against torchvision's Inception V
 size; the paper measured 28 vs 31 steps/s on 60 K80s and expected faster depthwise kernels to flip
 that), and `--model torchvision:NAME` / `--model timm:NAME` (an existing model against the same
 model rewritten by xsep, as a user would: `xsep.convert` for the training step,
-`xsep.fuse_for_inference(xsep.convert(...))` for inference, against the model as it comes)."""
+`xsep.fuse_for_inference` (which converts first) for inference, against the model as it comes)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def _converted(model: nn.Module, mode: str, backend: str | None) -> nn.Module:
 
     model = copy.deepcopy(model)
     if mode == "inference":
-        return xsep.fuse_for_inference(xsep.convert(model.eval(), backend), backend)
+        return xsep.fuse_for_inference(model.eval(), backend)  # converts, folds the BNs, converts again
     return xsep.convert(model, backend)
 
 
@@ -144,7 +144,7 @@ def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.d
             return {xsep_name: lambda: _converted(original, mode, backend), baseline: lambda: original}
     else:
         baseline, factory, modes, _ = BASELINES[which]
-        xsep_name, size = XSEP, IMAGE_SIZE
+        size = IMAGE_SIZE
 
         def contenders(mode):
             return {XSEP: lambda: _xsep_xception(backend), baseline: factory}
