@@ -34,22 +34,23 @@ POINTER = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp1
 
 
 def _jobs(dtype):
-    """(kernel, pointer arguments, float32/float64 partial-sum pointers, constexprs, uses tl.dot)."""
+    """(kernel, pointer arguments, pointers in the accumulation dtype (float32/float64: partial sums and
+    the tap-major depthwise weights), constexprs, uses tl.dot)."""
     acc = _common.acc_dtype(dtype)
     dot = dict(ACC=acc, UPCAST=False, PREC=_common.dot_precision(dtype))
     conv = dict(KH=3, KW=3, M=1, RELU_IN=True, ALIGN=8)
     return [
-        (D._forward_kernel, ("x_ptr", "w_ptr", "b_ptr", "y_ptr"), (), dict(conv, HAS_BIAS=True, ACC=acc), False),
-        (D._grad_input_kernel, ("g_ptr", "x_ptr", "w_ptr", "gx_ptr"), (), dict(conv, ACC=acc), False),
+        (D._forward_kernel, ("x_ptr", "b_ptr", "y_ptr"), ("w_ptr",), dict(conv, HAS_BIAS=True, ACC=acc), False),
+        (D._grad_input_kernel, ("g_ptr", "x_ptr", "gx_ptr"), ("w_ptr",), dict(conv, ACC=acc), False),
         (D._grad_weight_kernel, ("g_ptr", "x_ptr"), ("part_ptr",), dict(conv, ACC=acc), False),
         (PW._gemm_kernel, ("a_ptr", "b_ptr", "bias_ptr", "c_ptr"), (),
          dict(dot, HAS_BIAS=True, B_K_UNIT=True, ALIGN=8), True),
         (PW._grad_weight_kernel, ("g_ptr", "x_ptr"), ("part_ptr",), dict(dot, ALIGN=8), True),
-        (S._forward_kernel, ("x_ptr", "dw_ptr", "db_ptr", "pw_ptr", "b_ptr", "y_ptr"), (),
+        (S._forward_kernel, ("x_ptr", "db_ptr", "pw_ptr", "b_ptr", "y_ptr"), ("dw_ptr",),
          dict(**conv, **dot, HAS_BIAS=True, HAS_DW_BIAS=False, MID_ACT=3), True),
-        (S._backward_mid_kernel, ("g_ptr", "x_ptr", "dw_ptr", "db_ptr", "pw_ptr", "gpre_ptr"), ("part_ptr",),
+        (S._backward_mid_kernel, ("g_ptr", "x_ptr", "db_ptr", "pw_ptr", "gpre_ptr"), ("dw_ptr", "part_ptr"),
          dict(**conv, **dot, TAPS=16, HAS_DW_BIAS=False, MID_ACT=3), True),
-        (S._backward_pw_kernel, ("g_ptr", "x_ptr", "dw_ptr", "db_ptr"), ("part_ptr",),
+        (S._backward_pw_kernel, ("g_ptr", "x_ptr", "db_ptr"), ("dw_ptr", "part_ptr"),
          dict(**conv, **dot, HAS_DW_BIAS=False, MID_ACT=3), True),
     ]
 
@@ -59,7 +60,7 @@ def _jobs(dtype):
 # divisibility Triton would know of (728 is not a multiple of 16): vectorised loads then come from
 # the kernels' ALIGN hints (8 here).
 VECTOR_LOAD = r"ld\.global(?:\.\w+)*\.v4\.b32|cp\.async\.c[ag]\.shared\.global.*, 0x10"
-UNIT_STRIDES = {"sxc", "syc", "sgc", "sdc", "sak", "scc", "sbk", "spk", "sww", "sdw"}
+UNIT_STRIDES = {"sxc", "syc", "sgc", "sdc", "sak", "scc", "sbk", "spk"}
 
 
 def _compile(kernel, pointers, partials, constexprs, config, dtype, arch):

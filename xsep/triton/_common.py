@@ -123,6 +123,16 @@ def alignment(counts=(), tensors=(), strides=()) -> int:
     return 1
 
 
+def taps_major(weight: torch.Tensor) -> torch.Tensor:
+    """A depthwise weight [CM, 1, KH, KW] as the kernels read it: [KH*KW, CM] contiguous, in the
+    accumulation dtype (float32; float64 for float64), so that a tap's weights for a block of
+    channels are one contiguous, aligned vector (see tap_weights). Exact: the kernels converted each
+    weight to the accumulation dtype anyway. A few KB, made once per call."""
+    acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    w = weight.reshape(weight.shape[0], -1)
+    return torch.empty((w.shape[1], w.shape[0]), dtype=acc, device=w.device).copy_(w.t())
+
+
 # Tests set this: every buffer the launchers allocate (outputs, partial sums) starts NaN-filled, so
 # an element a kernel fails to write shows up.
 poison_buffers = False
@@ -220,13 +230,23 @@ def input_channel(k, M: tl.constexpr):
 
 
 @triton.jit
-def depthwise_tile(x_ptr, w_ptr, p, p_mask, k, k_mask, M: tl.constexpr, H, W, HWo, Wo,
-                   sxn, sxc, sxh, sxw, swc, swh, sww,
+def tap_weights(w_ptr, tap, CM, k, k_mask, ALIGN: tl.constexpr):
+    """The weights of depthwise output channels k at one tap, from the tap-major weights
+    (taps_major()): contiguous along k, the row offset a multiple of ALIGN (CM is), so one vector
+    load per group of channels instead of a scalar load per channel (the [CM, 1, KH, KW] weights
+    put consecutive channels KH*KW elements apart: scalar 16-bit loads in every tap of the hot loop)."""
+    return tl.load(w_ptr + aligned(tap * CM, ALIGN) + k, mask=k_mask, other=0.0)
+
+
+@triton.jit
+def depthwise_tile(x_ptr, w_ptr, p, p_mask, k, k_mask, M: tl.constexpr, CM, H, W, HWo, Wo,
+                   sxn, sxc, sxh, sxw,
                    STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
                    KH: tl.constexpr, KW: tl.constexpr, RELU_IN: tl.constexpr, ACC: tl.constexpr,
                    ALIGN: tl.constexpr):
     """The depthwise output (pre-bias, pre-activation) for output pixels p [BP] and output channels
-    k [BK] (channel k reads input channel k // M), accumulated in ACC: a [BP, BK] tile."""
+    k [BK] (channel k reads input channel k // M), accumulated in ACC: a [BP, BK] tile. w_ptr: the
+    weights tap-major (taps_major(): [KH*KW, CM])."""
     p = p.to(tl.int64)
     n = p // HWo
     r = p - n * HWo
@@ -248,8 +268,7 @@ def depthwise_tile(x_ptr, w_ptr, p, p_mask, k, k_mask, M: tl.constexpr, H, W, HW
                          other=0.0).to(ACC)
             if RELU_IN:
                 xv = tl.maximum(xv, 0.0)
-            wv = tl.load(w_ptr + k * swc + i * swh + j * sww, mask=k_mask, other=0.0).to(ACC)
-            acc += xv * wv[None, :]
+            acc += xv * tap_weights(w_ptr, i * KW + j, CM, k, k_mask, ALIGN).to(ACC)[None, :]
     return acc
 
 

@@ -35,6 +35,8 @@ from xsep.triton._common import (
     pixel_offsets,
     split_rows,
     splits,
+    tap_weights,
+    taps_major,
     tuned,
 )
 
@@ -45,7 +47,7 @@ _INTERPRET = {"BLOCK_P": 16, "BLOCK_C": 8}
 
 @tuned(_TILE_CONFIGS, key=["C", "CM", "Ho", "Wo", "KH", "KW", "STR_H"], interpret_config=_INTERPRET, warps=_WARPS)
 def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, P, C, CM, M: tl.constexpr, H, W, Ho, Wo,
-                    sxn, sxc, sxh, sxw, swc, swh, sww, syn, syc, syh, syw,
+                    sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                     STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
                     KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, RELU_IN: tl.constexpr,
                     ACC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -53,8 +55,8 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, P, C, CM, M: tl.constexpr, H, W,
     k = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     p_mask = p < P
     k_mask = channel_mask(k, CM, ALIGN)
-    acc = depthwise_tile(x_ptr, w_ptr, p, p_mask, k, k_mask, M, H, W, Ho * Wo, Wo, sxn, sxc, sxh, sxw,
-                         swc, swh, sww, STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
+    acc = depthwise_tile(x_ptr, w_ptr, p, p_mask, k, k_mask, M, CM, H, W, Ho * Wo, Wo, sxn, sxc, sxh, sxw,
+                         STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
     if HAS_BIAS:
         acc += tl.load(b_ptr + k, mask=k_mask, other=0.0).to(ACC)[None, :]
     rows = aligned(pixel_offsets(p, Ho * Wo, Wo, syn, syh, syw), ALIGN)
@@ -64,7 +66,7 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, P, C, CM, M: tl.constexpr, H, W,
 
 @tuned(_TILE_CONFIGS, key=["C", "CM", "H", "W", "KH", "KW", "STR_H"], interpret_config=_INTERPRET, warps=_WARPS)
 def _grad_input_kernel(g_ptr, x_ptr, w_ptr, gx_ptr, P, C, M: tl.constexpr, H, W, Ho, Wo,
-                       sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw, swc, swh, sww, sdn, sdc, sdh, sdw,
+                       sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw,
                        STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
                        KH: tl.constexpr, KW: tl.constexpr, RELU_IN: tl.constexpr,
                        ACC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -95,7 +97,7 @@ def _grad_input_kernel(g_ptr, x_ptr, w_ptr, gx_ptr, P, C, M: tl.constexpr, H, W,
                 k = c * M + m
                 gv = tl.load(g_ptr + row + k.to(tl.int64)[None, :] * sgc,
                              mask=ok[:, None] & c_mask[None, :], other=0.0).to(ACC)
-                wv = tl.load(w_ptr + k * swc + i * swh + j * sww, mask=c_mask, other=0.0).to(ACC)
+                wv = tap_weights(w_ptr, i * KW + j, C * M, k, c_mask, ALIGN).to(ACC)
                 acc += gv * wv[None, :]
     if RELU_IN:
         x_rows = aligned(pixel_offsets(p, HW, W, sxn, sxh, sxw), ALIGN)
@@ -159,9 +161,9 @@ def forward(input, weight, bias, stride, padding, dilation, relu_in: bool) -> to
     kh, kw = weight.shape[2], weight.shape[3]
     p = n * ho * wo
     grid = lambda meta: (triton.cdiv(p, meta["BLOCK_P"]), triton.cdiv(cm, meta["BLOCK_C"]))  # noqa: E731
-    launch(_forward_kernel, grid, input, weight, bias.contiguous() if bias is not None else weight, out, p, c, cm, m,
-           input.shape[2], input.shape[3], ho, wo, *input.stride(), weight.stride(0), weight.stride(2),
-           weight.stride(3), *out.stride(), *conv_args(stride, padding, dilation),
+    w = taps_major(weight)
+    launch(_forward_kernel, grid, input, w, bias.contiguous() if bias is not None else w, out, p, c, cm, m,
+           input.shape[2], input.shape[3], ho, wo, *input.stride(), *out.stride(), *conv_args(stride, padding, dilation),
            KH=kh, KW=kw, HAS_BIAS=bias is not None, RELU_IN=relu_in, ACC=acc_dtype(input.dtype),
            ALIGN=alignment((c, cm), (input, out)))
     return out
@@ -175,8 +177,8 @@ def grad_input(grad_output, input, weight, stride, padding, dilation, relu_in: b
     h, w = input.shape[2], input.shape[3]
     p = n * h * w
     grid = lambda meta: (triton.cdiv(p, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]))  # noqa: E731
-    launch(_grad_input_kernel, grid, grad_output, input, weight, gx, p, c, m, h, w, ho, wo,
-           *grad_output.stride(), *input.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *gx.stride(),
+    launch(_grad_input_kernel, grid, grad_output, input, taps_major(weight), gx, p, c, m, h, w, ho, wo,
+           *grad_output.stride(), *input.stride(), *gx.stride(),
            *conv_args(stride, padding, dilation), KH=weight.shape[2], KW=weight.shape[3], RELU_IN=relu_in,
            ACC=acc_dtype(input.dtype), ALIGN=alignment((c, cm), (grad_output, input, gx)))
     return gx

@@ -48,6 +48,7 @@ from xsep.triton._common import (
     new_like_format,
     pixel_offsets,
     splits,
+    taps_major,
     tuned,
 )
 
@@ -64,7 +65,7 @@ _INTERPRET = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
 
 @tuned(_FWD_CONFIGS, key=["P", "CM", "O", "KH", "KW", "STR_H"], interpret_config=_INTERPRET, warps=_WARPS)
 def _forward_kernel(x_ptr, dw_ptr, db_ptr, pw_ptr, b_ptr, y_ptr, P, CM, M: tl.constexpr, O, H, W, Ho, Wo,
-                    sxn, sxc, sxh, sxw, sdc, sdh, sdw, spo, spk, syn, syc, syh, syw,
+                    sxn, sxc, sxh, sxw, spo, spk, syn, syc, syh, syw,
                     STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
                     KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_DW_BIAS: tl.constexpr,
                     RELU_IN: tl.constexpr, MID_ACT: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
@@ -79,8 +80,8 @@ def _forward_kernel(x_ptr, dw_ptr, db_ptr, pw_ptr, b_ptr, y_ptr, P, CM, M: tl.co
     for k0 in range(0, CM, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         k_mask = channel_mask(k, CM, ALIGN)
-        mid = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, H, W, Ho * Wo, Wo, sxn, sxc, sxh, sxw,
-                             sdc, sdh, sdw, STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
+        mid = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, CM, H, W, Ho * Wo, Wo, sxn, sxc, sxh, sxw,
+                             STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
         if HAS_DW_BIAS:
             mid += tl.load(db_ptr + k, mask=k_mask, other=0.0).to(ACC)[None, :]
         mid = mid_act(mid, MID_ACT)
@@ -101,7 +102,7 @@ def _forward_kernel(x_ptr, dw_ptr, db_ptr, pw_ptr, b_ptr, y_ptr, P, CM, M: tl.co
 def _backward_mid_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, pw_ptr, gpre_ptr, part_ptr, P, CM, M: tl.constexpr, O, H, W,
                          Ho, Wo,
                          ROWS_PER_GROUP,
-                         sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw, sdc, sdh, sdw, spo, spk,
+                         sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw, spo, spk,
                          STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
                          KH: tl.constexpr, KW: tl.constexpr, TAPS: tl.constexpr, HAS_DW_BIAS: tl.constexpr,
                          RELU_IN: tl.constexpr, MID_ACT: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
@@ -123,8 +124,8 @@ def _backward_mid_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, pw_ptr, gpre_ptr, part_pt
     for p0 in range(start, end, BLOCK_M):
         p = p0 + tl.arange(0, BLOCK_M)
         p_mask = p < end
-        pre = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, H, W, HWo, Wo, sxn, sxc, sxh, sxw,
-                             sdc, sdh, sdw, STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
+        pre = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, CM, H, W, HWo, Wo, sxn, sxc, sxh, sxw,
+                             STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
         if HAS_DW_BIAS:
             pre += dw_bias[None, :]
         g_rows = g_ptr + aligned(pixel_offsets(p, HWo, Wo, sgn, sgh, sgw), ALIGN)
@@ -173,7 +174,7 @@ def _backward_mid_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, pw_ptr, gpre_ptr, part_pt
        key=["P", "CM", "O", "KH", "KW", "STR_H"], interpret_config=_INTERPRET, warps=[(4, 3), (8, 3)])
 def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, part_ptr, P, CM, M: tl.constexpr, O, H, W, Ho, Wo,
                         ROWS_PER_SPLIT,
-                        sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw, sdc, sdh, sdw,
+                        sgn, sgc, sgh, sgw, sxn, sxc, sxh, sxw,
                         STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
                         KH: tl.constexpr, KW: tl.constexpr, HAS_DW_BIAS: tl.constexpr, RELU_IN: tl.constexpr,
                         MID_ACT: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
@@ -193,8 +194,8 @@ def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, part_ptr, P, CM, M: tl.con
     for p0 in range(start, end, BLOCK_K):
         p = p0 + tl.arange(0, BLOCK_K)
         p_mask = p < end
-        mid = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, H, W, HWo, Wo, sxn, sxc, sxh, sxw,
-                             sdc, sdh, sdw, STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
+        mid = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, CM, H, W, HWo, Wo, sxn, sxc, sxh, sxw,
+                             STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
         if HAS_DW_BIAS:
             mid += tl.load(db_ptr + k, mask=k_mask, other=0.0).to(ACC)[None, :]
         mid = mid_act(mid, MID_ACT)
@@ -227,9 +228,9 @@ def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_i
         return out
     p = n * ho * wo
     grid = lambda meta: (triton.cdiv(p, meta["BLOCK_M"]), triton.cdiv(o, meta["BLOCK_N"]))  # noqa: E731
-    launch(_forward_kernel, grid, input, dw_weight, _or(dw_bias, pw), pw, _or(bias, pw), out, p, cm, m, o,
-           input.shape[2], input.shape[3], ho, wo, *input.stride(), dw_weight.stride(0), dw_weight.stride(2),
-           dw_weight.stride(3), pw.stride(0), pw.stride(1), *out.stride(), *conv_args(stride, padding, dilation),
+    launch(_forward_kernel, grid, input, taps_major(dw_weight), _or(dw_bias, pw), pw, _or(bias, pw), out, p, cm, m, o,
+           input.shape[2], input.shape[3], ho, wo, *input.stride(), pw.stride(0), pw.stride(1), *out.stride(),
+           *conv_args(stride, padding, dilation),
            KH=dw_weight.shape[2], KW=dw_weight.shape[3], HAS_BIAS=bias is not None, HAS_DW_BIAS=dw_bias is not None,
            RELU_IN=relu_in, MID_ACT=mid,
            ACC=acc_dtype(input.dtype), UPCAST=dot_upcast(input.dtype), PREC=dot_precision(input.dtype),
@@ -253,6 +254,7 @@ def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation
                 torch.zeros_like(pw_weight, memory_format=torch.contiguous_format),
                 input.new_zeros(cm if dw_bias is not None else 0))
     conv = conv_args(stride, padding, dilation)
+    w_taps = taps_major(dw_weight)
     common = dict(KH=kh, KW=kw, HAS_DW_BIAS=dw_bias is not None, RELU_IN=relu_in, MID_ACT=mid,
                   ACC=acc_dtype(input.dtype),
                   UPCAST=dot_upcast(input.dtype), PREC=dot_precision(input.dtype),
@@ -263,9 +265,9 @@ def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation
     groups, rows = splits(p, 128, triton.cdiv(cm, 64), input.device)
     part_dw = empty((groups, cm, kh * kw), acc, input.device)
     grid = lambda meta: (groups, triton.cdiv(cm, meta["BLOCK_K"]))  # noqa: E731
-    launch(_backward_mid_kernel, grid, grad_output, input, dw_weight, _or(dw_bias, pw), pw, gpre, part_dw, p, cm, m, o,
+    launch(_backward_mid_kernel, grid, grad_output, input, w_taps, _or(dw_bias, pw), pw, gpre, part_dw, p, cm, m, o,
            input.shape[2], input.shape[3], ho, wo, rows, *grad_output.stride(), *input.stride(),
-           dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3), pw.stride(0), pw.stride(1), *conv,
+           pw.stride(0), pw.stride(1), *conv,
            TAPS=triton.next_power_of_2(kh * kw), **common)
     grad_dw = part_dw.sum(dim=0).reshape(dw_weight.shape).to(dw_weight.dtype)
     grad_dw_bias = gpre.sum(dim=(0, 1, 2), dtype=acc).to(input.dtype) if dw_bias is not None else input.new_empty(0)
@@ -277,8 +279,7 @@ def backward(grad_output, input, dw_weight, pw_weight, stride, padding, dilation
     count, rows = splits(p, 128, triton.cdiv(o, 128) * triton.cdiv(cm, 64), input.device)
     part_pw = empty((count, o, cm), acc, input.device)
     grid = lambda meta: (triton.cdiv(o, meta["BLOCK_M"]), triton.cdiv(cm, meta["BLOCK_N"]), count)  # noqa: E731
-    launch(_backward_pw_kernel, grid, grad_output, input, dw_weight, _or(dw_bias, pw), part_pw, p, cm, m, o,
-           input.shape[2], input.shape[3], ho, wo, rows, *grad_output.stride(), *input.stride(),
-           dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3), *conv, **common)
+    launch(_backward_pw_kernel, grid, grad_output, input, w_taps, _or(dw_bias, pw), part_pw, p, cm, m, o,
+           input.shape[2], input.shape[3], ho, wo, rows, *grad_output.stride(), *input.stride(), *conv, **common)
     grad_pw = part_pw.sum(dim=0).reshape(pw_weight.shape).to(pw_weight.dtype)
     return grad_input, grad_dw, grad_pw, grad_dw_bias
