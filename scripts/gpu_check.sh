@@ -15,8 +15,8 @@
 #   environment   device, capability, torch/triton/nvcc/driver versions, which tools exist
 #   build         the library (xsep._C, just-in-time with ninja) for this GPU's compute capability only,
 #                 ptxas resource usage (registers, spills) in the log
-#   then at once, in parallel (correctness only, nothing timed): tests/cuda with XSEP_REQUIRE_CUDA=1
-#                 (a skip is a failure); compute-sanitizer memcheck (PYTORCH_NO_CUDA_MEMORY_CACHING=1,
+#   then at once, in parallel (correctness only, nothing timed): tests/cuda's GPU cases (-m cuda: CI
+#                 runs their emulator twins) with XSEP_REQUIRE_CUDA=1 (a skip is a failure); compute-sanitizer memcheck (PYTORCH_NO_CUDA_MEMORY_CACHING=1,
 #                 so an access past a tensor is not hidden inside a cached block), racecheck, synccheck
 #                 and initcheck on scripts/sanitizer_cases.py (every native op, forward and backward)
 #   bench-layers  python -m xsep bench, native vs cuDNN, on 4 representative layers, verified at batch 128
@@ -194,7 +194,7 @@ for b in ('native', 'triton'):
   # Correctness, in parallel (nothing here is timed; 16 cores): each step keeps its own deadline.
   local correctness=(cuda-tests memcheck racecheck synccheck initcheck) n
   if [ "$BUILD_OK" = 1 ]; then
-    gc_run cuda-tests 180 "$pytest_key" bash -c '"$1" -m pytest tests/cuda -q -rs -p no:cacheprovider --junitxml="$2"
+    gc_run cuda-tests 180 "$pytest_key" bash -c '"$1" -m pytest tests/cuda -m cuda -q -rs -p no:cacheprovider --junitxml="$2"
       rc=$?; "$1" scripts/junit_no_skips.py "$2" || rc=1; exit $rc' _ "$PY" "$WORK/logs/cuda-tests.xml" &
     if command -v compute-sanitizer > /dev/null || [ "$DRY_RUN" = 1 ]; then
       for n in memcheck racecheck synccheck initcheck; do

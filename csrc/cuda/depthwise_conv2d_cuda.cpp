@@ -21,7 +21,7 @@ namespace xsep::cuda {
 at::Tensor depthwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                                  at::IntArrayRef dilation, std::string_view input_activation) {
-  const DepthwiseGeometry g = check_depthwise_forward("xsep.depthwise_conv2d", at::kCUDA, input, weight, bias, stride,
+  const DepthwiseGeometry g = check_depthwise_forward("xsep.depthwise_conv2d", kDevice, input, weight, bias, stride,
                                                       padding, dilation, input_activation);
   const c10::cuda::CUDAGuard guard(input.device());
   // NCHW inputs run the NCHW kernel; everything else (channels_last, odd strides) runs on a
@@ -49,8 +49,8 @@ at::Tensor depthwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weig
 at::Tensor depthwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                             const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
                                             at::IntArrayRef dilation, std::string_view input_activation) {
-  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_input", at::kCUDA, grad_output,
-                                                       input, weight, stride, padding, dilation, input_activation);
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_input", kDevice, grad_output, input,
+                                                       weight, stride, padding, dilation, input_activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor w = tap_major(weight);
   if (input.suggest_memory_format() == at::MemoryFormat::Contiguous) {
@@ -79,8 +79,8 @@ at::Tensor depthwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const
 at::Tensor depthwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                              const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
                                              at::IntArrayRef dilation, std::string_view input_activation) {
-  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_weight", at::kCUDA, grad_output,
-                                                       input, weight, stride, padding, dilation, input_activation);
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_weight", kDevice, grad_output, input,
+                                                       weight, stride, padding, dilation, input_activation);
   const c10::cuda::CUDAGuard guard(input.device());
   const auto acc = input.options().dtype(acc_dtype(input.scalar_type()));
   at::Tensor taps = at::empty({g.kh * g.kw, g.OC}, acc);

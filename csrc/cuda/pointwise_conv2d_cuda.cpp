@@ -39,7 +39,7 @@ at::Tensor gemm_over_pixels(const at::Tensor& a, const at::Tensor& weight, int64
 
 at::Tensor pointwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
                                  const std::optional<at::Tensor>& bias) {
-  check_pointwise_forward("xsep.pointwise_conv2d", at::kCUDA, input, weight, bias);
+  check_pointwise_forward("xsep.pointwise_conv2d", kDevice, input, weight, bias);
   const c10::cuda::CUDAGuard guard(input.device());
   // Y[p, o] = sum_c X[p, c] W[o, c]: B[c, o] = W[o, c]
   const int64_t c = input.size(1);
@@ -48,7 +48,7 @@ at::Tensor pointwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weig
 
 at::Tensor pointwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                             const at::Tensor& weight) {
-  check_pointwise_backward("xsep.pointwise_conv2d_grad_input", at::kCUDA, grad_output, input, weight);
+  check_pointwise_backward("xsep.pointwise_conv2d_grad_input", kDevice, grad_output, input, weight);
   const c10::cuda::CUDAGuard guard(input.device());
   // GX[p, c] = sum_o GY[p, o] W[o, c]: B = W
   const int64_t c = input.size(1);
@@ -57,7 +57,7 @@ at::Tensor pointwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const
 
 at::Tensor pointwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                              const at::Tensor& weight) {
-  check_pointwise_backward("xsep.pointwise_conv2d_grad_weight", at::kCUDA, grad_output, input, weight);
+  check_pointwise_backward("xsep.pointwise_conv2d_grad_weight", kDevice, grad_output, input, weight);
   const c10::cuda::CUDAGuard guard(input.device());
   const int64_t c = input.size(1), o = weight.size(0);
   const int64_t pixels = input.size(0) * input.size(2) * input.size(3);

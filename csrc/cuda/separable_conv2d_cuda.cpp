@@ -32,7 +32,7 @@ at::Tensor separable_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_w
                                  at::IntArrayRef dilation, std::string_view input_activation,
                                  std::string_view mid_activation, const std::optional<at::Tensor>& dw_bias) {
   const SeparableGeometry p =
-      check_separable_forward("xsep.separable_conv2d", at::kCUDA, input, dw_weight, pw_weight, bias, stride, padding,
+      check_separable_forward("xsep.separable_conv2d", kDevice, input, dw_weight, pw_weight, bias, stride, padding,
                               dilation, input_activation, mid_activation, dw_bias);
   const c10::cuda::CUDAGuard guard(input.device());
   const DepthwiseGeometry& g = p.dw;
@@ -55,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, std::string_view input_activation,
     std::string_view mid_activation, const std::optional<at::Tensor>& dw_bias) {
   const SeparableGeometry p =
-      check_separable_backward("xsep.separable_conv2d_backward", at::kCUDA, grad_output, input, dw_weight, pw_weight,
+      check_separable_backward("xsep.separable_conv2d_backward", kDevice, grad_output, input, dw_weight, pw_weight,
                                stride, padding, dilation, input_activation, mid_activation, dw_bias);
   const c10::cuda::CUDAGuard guard(input.device());
   const DepthwiseGeometry& g = p.dw;

@@ -1,27 +1,18 @@
 """The hand-written CUDA fused separable kernels (csrc/cuda/separable_*: GEMMs whose depthwise operand
-is computed on chip), called through torch.ops.xsep on CUDA tensors, against the float64 reference:
-forward and the fused backward. Needs a GPU (the `cuda` marker: skipped without one, a failure under
-XSEP_REQUIRE_CUDA=1). tests/cuda_emu runs the same kernels on the CPU."""
+is computed on chip), called through the ops (on a GPU, and on the CPU emulator: see conftest.py), against the
+float64 reference: forward and the fused backward."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from helpers import pairwise, placed, require_cuda_kernels
+from helpers import pairwise, placed
 
 from xsep.ops import reference
 from xsep.testing import TENSOR_NAMES, assert_matches_reference, reference_results
 
-pytestmark = pytest.mark.cuda
-DEVICE = "cuda"  # a module constant, so that a copy of these checks can be run on CPU tensors
 
-
-@pytest.fixture(autouse=True)
-def _native_cuda():
-    require_cuda_kernels("separable_conv2d", "separable_conv2d_backward")
-
-
-def _check(x64, dw64, pw64, b64, args, dtype, layout, dwb64=None):
+def _check(target, x64, dw64, pw64, b64, args, dtype, layout, dwb64=None):
     """The fused forward and backward ops on the input laid out as `layout` against the reference
     (with the depthwise bias `dwb64` when given)."""
     def ref(x, dw, pw, b, dwb):
@@ -32,8 +23,8 @@ def _check(x64, dw64, pw64, b64, args, dtype, layout, dwb64=None):
                                              (*TENSOR_NAMES["separable_conv2d"], "depthwise_bias"), go64)
     x = placed(x64, dtype, layout)
     dw, pw, b, dwb, go = (None if t is None else t.to(dtype) for t in (dw64, pw64, b64, dwb64, go64))
-    y = torch.ops.xsep.separable_conv2d(x, dw, pw, b, *args, dwb)
-    grads = torch.ops.xsep.separable_conv2d_backward(go, x, dw, pw, *args, dwb)
+    y = target.ops.separable_conv2d(x, dw, pw, b, *args, dwb)
+    grads = target.ops.separable_conv2d_backward(go, x, dw, pw, *args, dwb)
     names = ("output", "grad_input", "grad_depthwise_weight", "grad_pointwise_weight", "grad_depthwise_bias")
     got = dict(zip(names, (y, *grads)))
     if dwb is None:  # nothing to differentiate: an empty tensor
@@ -61,59 +52,60 @@ CASES = pairwise({
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()).replace(" ", ""))
-def test_matches_reference(case):
+def test_matches_reference(target, case):
     (kh, kw), (c, m, o) = case["kernel"], case["channels"]
     scale = 4 if case["mid_activation"] == "relu6" else 1  # so that relu6's upper kink is crossed too
-    x64 = scale * torch.randn(2, c, 13, 17, dtype=torch.float64, device=DEVICE)
-    dw64 = torch.randn(c * m, 1, kh, kw, dtype=torch.float64, device=DEVICE) / (kh * kw) ** 0.5
-    pw64 = torch.randn(o, c * m, 1, 1, dtype=torch.float64, device=DEVICE) / (c * m) ** 0.5
-    b64 = torch.randn(o, dtype=torch.float64, device=DEVICE) if case["bias"] else None
-    dwb64 = scale * torch.randn(c * m, dtype=torch.float64, device=DEVICE) if case["depthwise_bias"] else None
+    x64 = scale * torch.randn(2, c, 13, 17, dtype=torch.float64, device=target.device)
+    dw64 = torch.randn(c * m, 1, kh, kw, dtype=torch.float64, device=target.device) / (kh * kw) ** 0.5
+    pw64 = torch.randn(o, c * m, 1, 1, dtype=torch.float64, device=target.device) / (c * m) ** 0.5
+    b64 = torch.randn(o, dtype=torch.float64, device=target.device) if case["bias"] else None
+    dwb64 = scale * torch.randn(c * m, dtype=torch.float64, device=target.device) if case["depthwise_bias"] else None
     args = (list(case["stride"]), list(case["padding"]), list(case["dilation"]),
             case["input_activation"], case["mid_activation"])
-    y, gi, *_ = _check(x64, dw64, pw64, b64, args, case["dtype"], case["layout"], dwb64)
+    y, gi, *_ = _check(target, x64, dw64, pw64, b64, args, case["dtype"], case["layout"], dwb64)
     if case["layout"] == "channels_last":  # outputs keep the input's memory format
         assert y.is_contiguous(memory_format=torch.channels_last)
         assert gi.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32, torch.float64))
-def test_wide_layers_recompute_per_tile(dtype):
+def test_wide_layers_recompute_per_tile(target, dtype):
     # 2048 depthwise channels do not fit a block's shared memory: the forward takes the general GEMM
     # with the depthwise slice recomputed per tile instead of the resident one
-    x64 = torch.randn(1, 2048, 5, 6, dtype=torch.float64, device=DEVICE)
-    dw64 = torch.randn(2048, 1, 3, 3, dtype=torch.float64, device=DEVICE) / 3
-    pw64 = torch.randn(72, 2048, 1, 1, dtype=torch.float64, device=DEVICE) / 2048**0.5
-    _check(x64, dw64, pw64, None, ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "relu"), dtype, "channels_last")
+    x64 = torch.randn(1, 2048, 5, 6, dtype=torch.float64, device=target.device)
+    dw64 = torch.randn(2048, 1, 3, 3, dtype=torch.float64, device=target.device) / 3
+    pw64 = torch.randn(72, 2048, 1, 1, dtype=torch.float64, device=target.device) / 2048**0.5
+    _check(target, x64, dw64, pw64, None, ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "relu"), dtype, "channels_last")
 
 
-def test_xception_middle_layer_shape():
-    # 728 channels (not a multiple of 64), 19 x 19, bf16: the real layer at a small batch
-    x64 = torch.randn(2, 728, 19, 19, dtype=torch.float64, device=DEVICE)
-    dw64 = torch.randn(728, 1, 3, 3, dtype=torch.float64, device=DEVICE) / 3
-    pw64 = torch.randn(728, 728, 1, 1, dtype=torch.float64, device=DEVICE) / 728**0.5
-    _check(x64, dw64, pw64, None, ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "none"), torch.bfloat16, "channels_last")
+def test_xception_middle_layer_shape(target):
+    # 728 channels (not a multiple of 64), 19 x 19, bf16: the real layer at a small batch (1 image
+    # on the emulator)
+    x64 = torch.randn(2 if target.on_gpu else 1, 728, 19, 19, dtype=torch.float64, device=target.device)
+    dw64 = torch.randn(728, 1, 3, 3, dtype=torch.float64, device=target.device) / 3
+    pw64 = torch.randn(728, 728, 1, 1, dtype=torch.float64, device=target.device) / 728**0.5
+    _check(target, x64, dw64, pw64, None, ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "none"), torch.bfloat16, "channels_last")
 
 
-def test_backward_is_bitwise_reproducible():
+def test_backward_is_bitwise_reproducible(target):
     # more than 4096 pixels: the pointwise weight gradient's reduction is split
-    x = torch.randn(8, 64, 28, 28, device=DEVICE, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
-    dw = torch.randn(64, 1, 3, 3, device=DEVICE, dtype=torch.bfloat16)
-    pw = torch.randn(96, 64, 1, 1, device=DEVICE, dtype=torch.bfloat16)
-    go = torch.randn(8, 96, 28, 28, device=DEVICE, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 64, 28, 28, device=target.device, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    dw = torch.randn(64, 1, 3, 3, device=target.device, dtype=torch.bfloat16)
+    pw = torch.randn(96, 64, 1, 1, device=target.device, dtype=torch.bfloat16)
+    go = torch.randn(8, 96, 28, 28, device=target.device, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "relu")
-    first = torch.ops.xsep.separable_conv2d_backward(go, x, dw, pw, *args)
+    first = target.ops.separable_conv2d_backward(go, x, dw, pw, *args)
     for _ in range(3):
-        again = torch.ops.xsep.separable_conv2d_backward(go, x, dw, pw, *args)
+        again = target.ops.separable_conv2d_backward(go, x, dw, pw, *args)
         assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
-def test_batch_zero():
-    x = torch.randn(0, 8, 5, 5, device=DEVICE).to(memory_format=torch.channels_last)
-    dw, pw = torch.randn(8, 1, 3, 3, device=DEVICE), torch.randn(4, 8, 1, 1, device=DEVICE)
+def test_batch_zero(target):
+    x = torch.randn(0, 8, 5, 5, device=target.device).to(memory_format=torch.channels_last)
+    dw, pw = torch.randn(8, 1, 3, 3, device=target.device), torch.randn(4, 8, 1, 1, device=target.device)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], "none", "none")
-    y = torch.ops.xsep.separable_conv2d(x, dw, pw, None, *args)
+    y = target.ops.separable_conv2d(x, dw, pw, None, *args)
     assert y.shape == (0, 4, 5, 5)
-    gi, gdw, gpw, gdb = torch.ops.xsep.separable_conv2d_backward(y, x, dw, pw, *args)
+    gi, gdw, gpw, gdb = target.ops.separable_conv2d_backward(y, x, dw, pw, *args)
     assert gi.shape == x.shape and torch.equal(gdw, torch.zeros_like(dw)) and torch.equal(gpw, torch.zeros_like(pw))
     assert gdb.shape == (0,)  # no depthwise bias

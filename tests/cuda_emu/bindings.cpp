@@ -1,7 +1,8 @@
 // torch.ops.xsep_emu: the CUDA launch functions of csrc/cuda/*_kernels.h, run by the CPU emulator
-// (cuda_emu.h) on CPU tensors, for tests/cuda_emu. Thin on purpose: tensors arrive in the layout
-// the launcher expects (the tests convert them), outputs and workspaces are allocated here
-// NaN-filled, so that an element a kernel forgets to write shows up.
+// (cuda_emu.h) on CPU tensors, for tests/cuda_emu; and the xsep ops themselves, as the CUDA host
+// code implements them (registered by csrc/cuda/register_cuda.cpp), for tests/cuda. Thin on
+// purpose: tensors arrive in the layout the launcher expects (the tests convert them), outputs and
+// workspaces are allocated here NaN-filled, so that an element a kernel forgets to write shows up.
 //
 // To test a new launcher (say, from csrc/cuda/separable_conv2d_kernels.h; emu_build.py already
 // compiles every csrc/cuda/*.cu): include its header, write a function taking at::Tensor /
@@ -30,6 +31,7 @@
 #include "cuda/separable_conv2d_kernels.h"
 #include "cuda_emu.h"
 #include "selftest.h"
+#include "xsep_contract.h"
 
 namespace {
 
@@ -361,7 +363,16 @@ std::tuple<at::Tensor, at::Tensor> selftest_dynamic_shared_memory() {
 
 }  // namespace
 
+// The launch error that no C10_CUDA_KERNEL_LAUNCH_CHECK reported since the last call, empty if none:
+// tests/cuda checks it after calling the host code's ops (which run outside `checked`).
+std::string take_unchecked_launch_error() { return xsep_emu::take_unchecked_launch_error(); }
+
 TORCH_LIBRARY(xsep_emu, m) {
+  // The ops of xsep/ops/schemas.py, implemented for CPU tensors by the CUDA host code
+  // (csrc/cuda/register_cuda.cpp, compiled with XSEP_CUDA_EMU): torch.ops.xsep_emu.separable_conv2d
+  // runs what torch.ops.xsep.separable_conv2d runs on a GPU.
+  for (const char* schema : xsep::kSchemas) m.def(schema);
+  m.def("take_unchecked_launch_error", &take_unchecked_launch_error);
   m.def("depthwise_forward_nhwc", &depthwise_forward_nhwc);
   m.def("depthwise_forward_nchw", &depthwise_forward_nchw);
   m.def("depthwise_grad_input_nhwc", &depthwise_grad_input_nhwc);

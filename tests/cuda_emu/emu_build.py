@@ -9,6 +9,10 @@ and __FILE__/__LINE__ pointing at the .cu file. include/c10/cuda/CUDAException.h
 (whose launch check calls the CUDA runtime) with the emulator's. The build is cached by torch's
 extension builder (ninja: rebuilt when a source, header or flag changes).
 
+The tests' build also compiles the CUDA ops' host code (host_sources) and registers it for CPU
+tensors: torch.ops.xsep_emu.separable_conv2d and the other ops of xsep/ops/schemas.py, with the same
+schemas, run exactly what torch.ops.xsep runs on a GPU (tests/cuda runs on both).
+
 A second build, `torch.ops.xsep_emu_counters` (load(COUNTERS)), holds the same ops and the memory
 counters (counters.h): every file compiled with gcc's thread-sanitizer instrumentation, whose calls
 counters.cpp answers itself. It is slower and only the counters' tests and report use it.
@@ -31,14 +35,16 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 CUDA_SOURCES = os.path.join(ROOT, "csrc", "cuda")
 NAME = "xsep_emu"
 COUNTERS = "xsep_emu_counters"
-# Per build: its own sources in tests/cuda_emu, and flags. The counters': every access instrumented
+# Per build: its own sources in tests/cuda_emu, and flags. Both: -fno-gnu-unique keeps the inline
+# variables and function statics (xsep::kSchemas, the kernels' shared arrays) this library's own,
+# where gcc's default (unique symbols, bound process-wide) would bind them to those of xsep's own
+# library loaded first, even one built from older sources. The counters': every access instrumented
 # (no sanitizer runtime linked: counters.cpp defines the hooks); -fno-tree-sra keeps a vector load or
 # store one access, as written (g++ would split one whose elements are used apart); -fno-tree-vectorize
-# keeps scalar accesses scalar; -fno-gnu-unique keeps the kernels' function-static shared arrays this
-# library's own when the tests' build is loaded in the same process; -g1: lines for addr2line, in
+# keeps scalar accesses scalar; -g1: lines for addr2line, in
 # DWARF 4 (binutils 2.40's addr2line misnames the files of DWARF 5 line tables: their file 0 vs 1).
 BUILDS = {
-    NAME: (["bindings.cpp"], []),
+    NAME: (["bindings.cpp", "cuda_host_emu.cpp"], ["-fno-gnu-unique"]),
     COUNTERS: (["counters_bindings.cpp", "counters.cpp"],
                ["-fsanitize=thread", "-fno-tree-sra", "-fno-tree-vectorize", "-fno-gnu-unique", "-g1", "-gdwarf-4"]),
 }
@@ -150,6 +156,16 @@ def translate(path: str) -> str:
             f'#include "cuda_emu.h"\n#line 1 "{path}"\n{text}')
 
 
+def host_sources() -> list[str]:
+    """The CUDA ops' host code as a GPU build compiles it (argument checks, kernel choice, layouts,
+    workspaces, launches), which the tests' build registers for CPU tensors as torch.ops.xsep_emu's
+    depthwise_conv2d, separable_conv2d_backward and the rest (register_cuda.cpp under XSEP_CUDA_EMU):
+    tests/cuda runs it. The CUDA runtime calls stay out: cuda_host.cpp gives way to
+    cuda_host_emu.cpp, and include/c10/cuda/CUDAGuard.h shadows the device guard."""
+    host = [p for p in sorted(glob.glob(os.path.join(CUDA_SOURCES, "*.cpp"))) if os.path.basename(p) != "cuda_host.cpp"]
+    return [*host, os.path.join(_build.CSRC, "common", "conv_args.cpp")]
+
+
 def build_directory(name: str = NAME) -> str:
     from torch.utils import cpp_extension
 
@@ -173,6 +189,8 @@ def load(name: str = NAME) -> None:
     # bindings.cpp uses the host code's layout helpers (common/layout.cpp, plain ATen).
     sources = [os.path.join(HERE, f) for f in ["cuda_emu.cpp", *bindings]]
     sources.append(os.path.join(_build.CSRC, "common", "layout.cpp"))
+    if name == NAME:
+        sources += host_sources()
     paths = [p for d in (CUDA_SOURCES, HERE) for ext in ("cu", "cuh") for p in glob.glob(os.path.join(d, f"*.{ext}"))]
     for path in sorted(paths):
         base = os.path.basename(path)
