@@ -40,7 +40,7 @@ def _jobs(dtype):
     dot = dict(ACC=acc, UPCAST=False, PREC=_common.dot_precision(dtype))
     conv = dict(KH=3, KW=3, M=1, RELU_IN=True, ALIGN=8)
     return [
-        (D._forward_kernel, ("x_ptr", "b_ptr", "y_ptr"), ("w_ptr",), dict(conv, HAS_BIAS=True, ACC=acc), False),
+        (D._forward_kernel, ("x_ptr", "b_ptr", "y_ptr"), ("w_ptr",), dict(conv, HAS_BIAS=True, MID_ACT=0, ACC=acc), False),
         (D._grad_input_kernel, ("g_ptr", "x_ptr", "gx_ptr"), ("w_ptr",), dict(conv, ACC=acc), False),
         (D._grad_weight_kernel, ("g_ptr", "x_ptr"), ("part_ptr",), dict(conv, ACC=acc), False),
         (PW._gemm_kernel, ("a_ptr", "b_ptr", "bias_ptr", "c_ptr"), (),

@@ -31,6 +31,7 @@ from xsep.triton._common import (
     geometry,
     input_channel,
     launch,
+    mid_act,
     new_like_format,
     pixel_offsets,
     split_rows,
@@ -50,7 +51,10 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, P, C, CM, M: tl.constexpr, H, W,
                     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                     STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W,
                     KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, RELU_IN: tl.constexpr,
+                    MID_ACT: tl.constexpr,
                     ACC: tl.constexpr, ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """y = mid_act(depthwise(in_act(x)) + bias); MID_ACT is 0 (none) but for the fused op's
+    materialised depthwise output (separable_conv2d.py)."""
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     k = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     p_mask = p < P
@@ -59,6 +63,7 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, P, C, CM, M: tl.constexpr, H, W,
                          STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
     if HAS_BIAS:
         acc += tl.load(b_ptr + k, mask=k_mask, other=0.0).to(ACC)[None, :]
+    acc = mid_act(acc, MID_ACT)
     rows = aligned(pixel_offsets(p, Ho * Wo, Wo, syn, syh, syw), ALIGN)
     tl.store(y_ptr + rows[:, None] + k.to(tl.int64)[None, :] * syc, acc.to(y_ptr.dtype.element_ty),
              mask=p_mask[:, None] & k_mask[None, :])
@@ -154,17 +159,25 @@ def _grad_weight_kernel(g_ptr, x_ptr, part_ptr, P, CM, M: tl.constexpr, H, W, Ho
 
 
 def forward(input, weight, bias, stride, padding, dilation, relu_in: bool) -> torch.Tensor:
-    n, c, cm, m, ho, wo = geometry(input, weight, stride, padding, dilation)
-    out = new_like_format(input, (n, cm, ho, wo))
+    n, _, cm, _, ho, wo = geometry(input, weight, stride, padding, dilation)
+    return forward_into(new_like_format(input, (n, cm, ho, wo)), input, weight, bias, stride, padding, dilation,
+                        relu_in)
+
+
+def forward_into(out, input, weight, bias, stride, padding, dilation, relu_in: bool, mid: int = 0) -> torch.Tensor:
+    """The forward into `out` (any strides), with the mid activation `mid` (an activation code)
+    after the bias: the fused op's materialised depthwise output."""
+    _, c, cm, m, ho, wo = geometry(input, weight, stride, padding, dilation)
     if out.numel() == 0:
         return out
     kh, kw = weight.shape[2], weight.shape[3]
-    p = n * ho * wo
+    p = out.shape[0] * ho * wo
     grid = lambda meta: (triton.cdiv(p, meta["BLOCK_P"]), triton.cdiv(cm, meta["BLOCK_C"]))  # noqa: E731
     w = taps_major(weight)
     launch(_forward_kernel, grid, input, w, bias.contiguous() if bias is not None else w, out, p, c, cm, m,
-           input.shape[2], input.shape[3], ho, wo, *input.stride(), *out.stride(), *conv_args(stride, padding, dilation),
-           KH=kh, KW=kw, HAS_BIAS=bias is not None, RELU_IN=relu_in, ACC=acc_dtype(input.dtype),
+           input.shape[2], input.shape[3], ho, wo, *input.stride(), *out.stride(),
+           *conv_args(stride, padding, dilation),
+           KH=kh, KW=kw, HAS_BIAS=bias is not None, RELU_IN=relu_in, MID_ACT=mid, ACC=acc_dtype(input.dtype),
            ALIGN=alignment((c, cm), (input, out)))
     return out
 

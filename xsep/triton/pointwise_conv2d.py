@@ -7,6 +7,8 @@ tensor's own strides, so any memory format works in place; channels_last makes e
 - grad weight   gw[o, c] = sum_p g[p, o] * x[p, c]   split over pixel ranges into float32 partials,
                  summed by one torch reduction (deterministic, no atomics).
 tl.dot with float32 accumulation (float64 for float64); float32 operands use IEEE precision (no TF32).
+The forward/grad-input GEMM runs on a 1-D grid with the output-channel tiles of a pixel tile side by
+side (gemm_tile), so an input larger than L2 is read from DRAM once, not once per column tile.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from xsep.triton._common import (
     dot_precision,
     dot_upcast,
     empty,
+    gemm_grid,
+    gemm_tile,
     launch,
     new_like_format,
     pixel_offsets,
@@ -46,8 +50,7 @@ def _gemm_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, P, K, N, HW, W,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """c[p, n] = sum_k a[p, k] * b[k, n] (+ bias[n]); a and c are pixel tensors, b a matrix with one
     unit stride (along k when B_K_UNIT) and the other a multiple of ALIGN."""
-    p = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    p, cols = gemm_tile(N, BLOCK_M, BLOCK_N)
     p_mask = p < P
     n_mask = channel_mask(cols, N, ALIGN)
     a_rows = a_ptr + aligned(pixel_offsets(p, HW, W, san, sah, saw), ALIGN)
@@ -101,14 +104,14 @@ def _grad_weight_kernel(g_ptr, x_ptr, part_ptr, P, O, C, HW, W, ROWS_PER_SPLIT,
     tl.store(part_ptr + rows[:, None] + c[None, :], acc, mask=o_mask[:, None] & c_mask[None, :])
 
 
-def _gemm(a, b_matrix, bias, out) -> torch.Tensor:
+def gemm(a, b_matrix, bias, out) -> torch.Tensor:
     """out[n, :, h, w] = b_matrix^T-style product: out[p, j] = sum_k a[p, k] * b_matrix[k, j] (+ bias)."""
     n, k, h, w = a.shape
     cols = out.shape[1]
     p = n * h * w
     if out.numel() == 0:
         return out
-    grid = lambda meta: (triton.cdiv(p, meta["BLOCK_M"]), triton.cdiv(cols, meta["BLOCK_N"]))  # noqa: E731
+    grid = gemm_grid(p, cols)
     bias_arg = bias.contiguous() if bias is not None else b_matrix
     launch(_gemm_kernel, grid, a, b_matrix, bias_arg, out, p, k, cols, h * w, w, *a.stride(),
            b_matrix.stride(0), b_matrix.stride(1), *out.stride(),
@@ -125,12 +128,12 @@ def _matrix(weight: torch.Tensor) -> torch.Tensor:
 def forward(input, weight, bias) -> torch.Tensor:
     w = _matrix(weight)
     out = new_like_format(input, (input.shape[0], w.shape[0], input.shape[2], input.shape[3]))
-    return _gemm(input, w.contiguous().t(), bias, out)
+    return gemm(input, w.contiguous().t(), bias, out)
 
 
 def grad_input(grad_output, input, weight) -> torch.Tensor:
     gx = new_like_format(input, input.shape)
-    return _gemm(grad_output, _matrix(weight).contiguous(), None, gx)
+    return gemm(grad_output, _matrix(weight).contiguous(), None, gx)
 
 
 def grad_weight(grad_output, input, weight) -> torch.Tensor:

@@ -4,11 +4,46 @@ y = mid_act(depthwise(in_act(x)) + depthwise_bias) @ pw^T + bias, with mid chann
 channel k reads input channel k // M). Rows are flat output pixels addressed through each tensor's strides (any memory
 format in place; channels_last is the coalesced one).
 
-Forward, one kernel. Grid (output-pixel tiles, output-channel tiles). For each block of BLOCK_K mid
-channels a program computes the depthwise tile [BLOCK_M pixels, BLOCK_K] in registers (float32),
-applies the mid activation, rounds it to the input dtype and feeds it to tl.dot with the pointwise
-weight tile [BLOCK_K, BLOCK_N]; the bias is added in the epilogue. The intermediate never touches
-global memory (it is recomputed once per output-channel tile: cdiv(O, BLOCK_N) times).
+Forward: fused, or the depthwise output materialised, by a rule fixed by the shape (materialises_mid).
+- Fused, one kernel. A 1-D grid of (output-pixel tile, output-channel tile) programs, the channel
+  tiles of a pixel tile side by side (gemm_tile: the x tile then comes from DRAM once and from L2 for
+  the others). For each block of BLOCK_K mid channels a program computes the depthwise tile
+  [BLOCK_M pixels, BLOCK_K] in registers (float32), applies the mid activation, rounds it to the
+  input dtype and feeds it to tl.dot with the pointwise weight tile [BLOCK_K, BLOCK_N]; the bias is
+  added in the epilogue. The intermediate never touches global memory, but it is recomputed once per
+  output-channel tile: cdiv(O, BLOCK_N) passes.
+- Materialised, two kernels: the depthwise forward kernel writes d = mid_act(depthwise(x) + dw_bias)
+  once, in the input dtype (the value the fused kernel rounds for tl.dot, so both give the same
+  products), channels_last; then the pointwise GEMM (pointwise_conv2d.gemm) with the bias.
+
+The rule, by counting (H100: HBM 3.35 TB/s; L1 128 B/clk/SM x 132 SMs x 1.83 GHz = 31 TB/s; bf16
+tensor cores ~990 TFLOP/s dense; L2 50 MB). Per element of d (one pixel, one mid channel, e bytes):
+a recompute pass reads KH*KW taps of e bytes from L1 (every tap is a load of the x tile: L1 hits
+after the first), at least KH*KW * e / 31 TB/s, plus KH*KW FMAs and the operand staging, which this
+leaves out (so the count favours fusing); materialising writes d and reads it back, 2e bytes of
+DRAM (d is larger than L2 on the layers where it matters), 2e / 3.35 TB/s. Materialise when the
+passes beyond the first cost more: (passes - 1) * KH*KW * e / 31 > 2e / 3.35, i.e.
+(passes - 1) * KH*KW > 2 * 31 / 3.35 = 18.5 (MATERIALISE_ABOVE = 18), whatever the dtype, with
+passes = cdiv(O, 128) (RULE_BLOCK_N: the tuned configurations' most common BLOCK_N). For 3x3:
+O <= 384 fused (at most 2 extra passes, 18 <= 18), O > 384 materialised. Two Xception layers, bf16,
+batch 128 (P = pixels):
+- 19x19 728->728, P = 46,208: x, d, y 67.3 MB each, pw 1.1 MB; GEMM 49.0 GFLOP = 49.5 us of tensor
+  cores; HBM floor (x, y, pw) 40.5 us. Fused: 6 passes of 605.5 MB of L1 tap loads = 117.5 us
+  (FMA 9 us per pass besides), against which the GEMM's 49.5 us can at best overlap: >= 117.5 us;
+  with the old pixel-fastest grid x (67 MB > L2) was also re-read from DRAM per channel tile,
+  404 MB = 120 us. Materialised: depthwise 134.6 MB of DRAM = 40.2 us, GEMM max(135.6 MB = 40.5 us,
+  49.5 us) = 49.5 us: ~90 us. Materialise.
+- 10x10 1536->2048, P = 12,800: x 39.3 MB, d 39.3 MB, y 52.4 MB, pw 6.3 MB; GEMM 80.5 GFLOP = 81.3 us.
+  Fused: 16 passes of 353.9 MB of L1 = 183 us. Materialised: depthwise 78.6 MB = 23.5 us, GEMM
+  max(98 MB = 29.3 us, 81.3 us) = 81.3 us: ~105 us. Materialise.
+- 147x147 64->128 (1 pass): fused; materialising would add 708 MB of DRAM (211 us) to a layer whose
+  floor is 317 us.
+Rejected: one program covering every output channel of its pixel tile (the depthwise tile reused
+across the channel tiles) needs the [BLOCK_M, CM] tile held on chip (64 x 728 x 2 B = 93 KB):
+Triton has no explicit shared memory, and a register tensor of a power-of-2 shape ([64, 1024]
+bf16, 128 KB per program) spills; the accumulators of all O columns would not fit either. The CUDA
+backend's resident kernel does that in shared memory. The counts are estimates: only a GPU run can
+confirm which path is faster and where the threshold should sit (MATERIALISE_ABOVE is the knob).
 
 Backward, three kernels, nothing of the forward stored (the depthwise output is recomputed):
 1. grid (pixel groups, mid-channel tiles): per pixel tile, recompute the depthwise pre-activation,
@@ -29,6 +64,7 @@ import triton
 import triton.language as tl
 
 from xsep.triton import depthwise_conv2d as dw
+from xsep.triton import pointwise_conv2d as pw_kernels
 from xsep.triton._common import (
     acc_dtype,
     aligned,
@@ -40,6 +76,8 @@ from xsep.triton._common import (
     dot_precision,
     dot_upcast,
     empty,
+    gemm_grid,
+    gemm_tile,
     geometry,
     input_channel,
     launch,
@@ -51,6 +89,10 @@ from xsep.triton._common import (
     taps_major,
     tuned,
 )
+
+# The forward's rule (materialises_mid; the module docstring has the arithmetic).
+RULE_BLOCK_N = 128
+MATERIALISE_ABOVE = 18
 
 _FWD_CONFIGS = [
     {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64},
@@ -71,8 +113,7 @@ def _forward_kernel(x_ptr, dw_ptr, db_ptr, pw_ptr, b_ptr, y_ptr, P, CM, M: tl.co
                     RELU_IN: tl.constexpr, MID_ACT: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr,
                     PREC: tl.constexpr,
                     ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    p = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    o = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    p, o = gemm_tile(O, BLOCK_M, BLOCK_N)
     p_mask = p < P
     o_mask = channel_mask(o, O, ALIGN)
     w_cols = aligned(o * spo, ALIGN)
@@ -218,6 +259,14 @@ def _pw_matrix(pw_weight):
     return pw_weight.reshape(pw_weight.shape[0], pw_weight.shape[1]) if pw_weight.dim() == 4 else pw_weight
 
 
+def materialises_mid(out_channels: int, kh: int, kw: int) -> bool:
+    """The forward's rule (see the module docstring): materialise the depthwise output when the fused
+    kernel would recompute it so often that the recomputation costs more than d's round trip through
+    DRAM: (passes - 1) * taps > MATERIALISE_ABOVE, passes = cdiv(O, RULE_BLOCK_N)."""
+    passes = triton.cdiv(out_channels, RULE_BLOCK_N)
+    return (passes - 1) * kh * kw > MATERIALISE_ABOVE
+
+
 def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_in: bool, mid: int,
             dw_bias=None) -> torch.Tensor:
     n, _, cm, m, ho, wo = geometry(input, dw_weight, stride, padding, dilation)
@@ -226,11 +275,16 @@ def forward(input, dw_weight, pw_weight, bias, stride, padding, dilation, relu_i
     out = new_like_format(input, (n, o, ho, wo))
     if out.numel() == 0:
         return out
+    if materialises_mid(o, dw_weight.shape[2], dw_weight.shape[3]):
+        # d = mid_act(depthwise(x) + dw_bias) in the input dtype (the value the fused kernel rounds
+        # for tl.dot), channels_last, then the pointwise GEMM with the bias in its epilogue.
+        d = empty((n, ho, wo, cm), input.dtype, input.device).permute(0, 3, 1, 2)
+        dw.forward_into(d, input, dw_weight, dw_bias, stride, padding, dilation, relu_in, mid)
+        return pw_kernels.gemm(d, pw.t(), bias, out)
     p = n * ho * wo
-    grid = lambda meta: (triton.cdiv(p, meta["BLOCK_M"]), triton.cdiv(o, meta["BLOCK_N"]))  # noqa: E731
-    launch(_forward_kernel, grid, input, taps_major(dw_weight), _or(dw_bias, pw), pw, _or(bias, pw), out, p, cm, m, o,
-           input.shape[2], input.shape[3], ho, wo, *input.stride(), pw.stride(0), pw.stride(1), *out.stride(),
-           *conv_args(stride, padding, dilation),
+    launch(_forward_kernel, gemm_grid(p, o), input, taps_major(dw_weight), _or(dw_bias, pw), pw, _or(bias, pw), out,
+           p, cm, m, o, input.shape[2], input.shape[3], ho, wo, *input.stride(), pw.stride(0), pw.stride(1),
+           *out.stride(), *conv_args(stride, padding, dilation),
            KH=dw_weight.shape[2], KW=dw_weight.shape[3], HAS_BIAS=bias is not None, HAS_DW_BIAS=dw_bias is not None,
            RELU_IN=relu_in, MID_ACT=mid,
            ACC=acc_dtype(input.dtype), UPCAST=dot_upcast(input.dtype), PREC=dot_precision(input.dtype),
