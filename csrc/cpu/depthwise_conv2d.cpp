@@ -1,9 +1,10 @@
-// CPU depthwise convolution: argument checks, layout conversion and threading around the
-// vectorised kernels of depthwise_kernels.h. The kernels work on channels-last (NHWC) data; outputs are
-// returned in the input's memory format.
+// CPU depthwise convolution: argument checks, layout and threading around the vectorised kernels.
+// NCHW inputs run the NCHW kernels (depthwise_nchw_kernels.h) in place; channels-last inputs the
+// NHWC kernels (depthwise_kernels.h). Outputs are returned in the input's memory format.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <optional>
@@ -12,6 +13,7 @@
 #include "common/conv_args.h"
 #include "common/layout.h"
 #include "cpu/depthwise_kernels.h"
+#include "cpu/depthwise_nchw_kernels.h"
 #include "cpu/host.h"
 #include "cpu/ops.h"
 
@@ -22,6 +24,53 @@
 #endif
 
 namespace xsep::cpu {
+namespace {
+
+// The NCHW paths (runs_nchw): the kernels read and write dense NCHW tensors in place.
+at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias) {
+  at::Tensor out = at::empty({g.N, g.OC, g.Ho, g.Wo}, input.options());
+  if (out.numel() == 0) return out;
+  const at::Tensor x = input.contiguous();
+  const at::Tensor w = channel_major(weight);
+  const at::Tensor b = acc_bias(bias);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d", [&] {
+    using acc_t = Acc<scalar_t>;
+    const auto& k = depthwise_nchw_kernels<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const acc_t* wp = w.const_data_ptr<acc_t>();
+    const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
+    scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+    const int64_t plane = g.Ho * g.Wo;
+    // One task per input plane (its M output planes), whole images of rows.
+    at::parallel_for(0, g.N * g.C, grain(plane * g.M * g.kh * g.kw), [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t n = q / g.C, c = q % g.C;
+        k.forward(g, xp, wp, bp, yp + (n * g.OC + c * g.M) * plane, plane, n, c, c + 1, 0, g.Ho);
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor grad_input_in_nchw(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                              const at::Tensor& weight) {
+  at::Tensor gi = at::empty({g.N, g.C, g.H, g.W}, input.options());
+  if (gi.numel() == 0) return gi;
+  const at::Tensor go = grad_output.contiguous();
+  // The input is only read to mask the gradient of its relu.
+  const at::Tensor x = g.relu_input ? input.contiguous() : at::Tensor();
+  const at::Tensor w = channel_major(weight);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_grad_input", [&] {
+        depthwise_grad_input_nchw<scalar_t, scalar_t>(
+            g, go.const_data_ptr<scalar_t>(), w.const_data_ptr<Acc<scalar_t>>(),
+            x.defined() ? x.const_data_ptr<scalar_t>() : nullptr, gi.mutable_data_ptr<scalar_t>());
+      });
+  return gi;
+}
+
+}  // namespace
 
 at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -29,6 +78,7 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   constexpr const char* op = "xsep.depthwise_conv2d";
   const DepthwiseGeometry g =
       check_depthwise_forward(op, at::kCPU, input, weight, bias, stride, padding, dilation, input_activation);
+  if (runs_nchw(input)) return forward_in_nchw(g, input, weight, bias);
   at::Tensor out = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
   if (out.numel() > 0) {
     const at::Tensor x = nhwc(input);
@@ -55,6 +105,7 @@ at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   constexpr const char* op = "xsep.depthwise_conv2d_grad_input";
   const DepthwiseGeometry g =
       check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding, dilation, input_activation);
+  if (runs_nchw(input)) return grad_input_in_nchw(g, grad_output, input, weight);
   at::Tensor gi = empty_nhwc({g.N, g.C, g.H, g.W}, input);
   if (gi.numel() > 0) {
     const at::Tensor go = nhwc(grad_output);
@@ -82,6 +133,14 @@ at::Tensor depthwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const
   constexpr const char* op = "xsep.depthwise_conv2d_grad_weight";
   const DepthwiseGeometry g =
       check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding, dilation, input_activation);
+  if (runs_nchw(input)) {
+    const at::Tensor go = grad_output.contiguous(), x = input.contiguous();
+    at::Tensor gw;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
+      gw = depthwise_grad_weight_nchw(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>());
+    });
+    return from_matrix(gw, weight);
+  }
   const at::Tensor go = nhwc(grad_output);
   const at::Tensor x = nhwc(input);
   at::Tensor taps;

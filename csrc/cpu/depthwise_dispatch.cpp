@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "cpu/depthwise_kernels.h"
+#include "cpu/depthwise_nchw_kernels.h"
 #include "cpu/isa_tables.h"
 
 namespace xsep::cpu {
@@ -72,6 +73,17 @@ DepthwiseKernels<T> make_table(Isa isa) {
   }
 }
 
+template <typename T>
+DepthwiseNchwKernels<T> make_nchw_table(Isa isa) {
+  switch (isa) {
+#if XSEP_CPU_X86_ISAS
+    case Isa::avx512: return avx512::make_nchw_table<T>();
+    case Isa::avx2: return avx2::make_nchw_table<T>();
+#endif
+    default: return baseline::make_nchw_table<T>();
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -80,10 +92,20 @@ const DepthwiseKernels<T>& depthwise_kernels() {
   return table;
 }
 
-template const DepthwiseKernels<float>& depthwise_kernels<float>();
-template const DepthwiseKernels<double>& depthwise_kernels<double>();
-template const DepthwiseKernels<c10::BFloat16>& depthwise_kernels<c10::BFloat16>();
-template const DepthwiseKernels<c10::Half>& depthwise_kernels<c10::Half>();
+template <typename T>
+const DepthwiseNchwKernels<T>& depthwise_nchw_kernels() {
+  static const DepthwiseNchwKernels<T> table = make_nchw_table<T>(active_isa());
+  return table;
+}
+
+#define XSEP_INSTANTIATE_KERNEL_GETTERS(T)                    \
+  template const DepthwiseKernels<T>& depthwise_kernels<T>(); \
+  template const DepthwiseNchwKernels<T>& depthwise_nchw_kernels<T>();
+XSEP_INSTANTIATE_KERNEL_GETTERS(float)
+XSEP_INSTANTIATE_KERNEL_GETTERS(double)
+XSEP_INSTANTIATE_KERNEL_GETTERS(c10::BFloat16)
+XSEP_INSTANTIATE_KERNEL_GETTERS(c10::Half)
+#undef XSEP_INSTANTIATE_KERNEL_GETTERS
 
 const char* kernel_isa() { return isa_name(active_isa()); }
 

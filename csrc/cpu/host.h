@@ -13,6 +13,7 @@
 #include "common/geometry.h"
 #include "common/layout.h"
 #include "cpu/depthwise_kernels.h"
+#include "cpu/depthwise_nchw_kernels.h"
 
 namespace xsep::cpu {
 
@@ -21,6 +22,18 @@ namespace xsep::cpu {
 inline int64_t grain(int64_t work_per_item) {
   constexpr int64_t kTaskWork = 32768;
   return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work_per_item));
+}
+
+// Whether an op runs on the NCHW kernels (depthwise_nchw_kernels.h): inputs whose memory format
+// is NCHW (contiguous_format), read in place; channels-last inputs take the NHWC kernels. Other
+// strides (slices, transposes) are made dense in the format they are closest to, which is also the
+// format the output is returned in (in_format_of), so neither path converts its output back.
+inline bool runs_nchw(const at::Tensor& input) { return input.suggest_memory_format() == at::MemoryFormat::Contiguous; }
+
+// Depthwise weight [C*M, 1, kh, kw] -> channel-major [C*M, kh*kw] in the accumulation dtype (the
+// NCHW kernels' weights).
+inline at::Tensor channel_major(const at::Tensor& weight) {
+  return weight.reshape({weight.size(0), -1}).to(acc_dtype(weight.scalar_type())).contiguous();
 }
 
 // Depthwise weight gradient, tap-major [kh*kw, C*M] in acc_t, from grad_output `go` (NHWC, type
@@ -81,5 +94,32 @@ at::Tensor column_sums_fixed_order(const at::Tensor& rows);
 std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGeometry& shape, const at::Tensor& input,
                                                                const at::Tensor& x, const at::Tensor& grad_out_acc,
                                                                const at::Tensor& weight, const at::Tensor& w_taps);
+
+// The NCHW depthwise input gradient (overwrites gi, dense NCHW like x) from an NCHW grad_output
+// of type T or acc_t; `w` = channel_major(weight); x is read only for the input relu.
+template <typename T, typename GT>
+void depthwise_grad_input_nchw(const DepthwiseGeometry& s, const GT* go, const Acc<T>* w, const T* x, T* gi) {
+  const auto& k = depthwise_nchw_kernels<T>();
+  at::parallel_for(0, s.N * s.C, grain(s.H * s.W * s.M * s.kh * s.kw), [&](int64_t q0, int64_t q1) {
+    if constexpr (std::is_same_v<GT, T>) k.grad_input(s, go, w, x, gi, q0, q1);
+    else k.grad_input_acc(s, go, w, x, gi, q0, q1);
+  });
+}
+
+// The NCHW depthwise weight gradient, channel-major [C*M, kh*kw] in acc_t. Each channel's sums
+// are made by one task in an order fixed by the shape: the same bits for any thread count.
+template <typename T, typename GT>
+at::Tensor depthwise_grad_weight_nchw(const DepthwiseGeometry& s, const GT* go, const T* x) {
+  using acc_t = Acc<T>;
+  const auto& k = depthwise_nchw_kernels<T>();
+  auto gw = at::zeros({s.OC, s.kh * s.kw}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  acc_t* gwp = gw.template mutable_data_ptr<acc_t>();
+  if (s.N == 0 || s.Ho == 0 || s.Wo == 0) return gw;
+  at::parallel_for(0, s.C, grain(s.N * s.Ho * s.Wo * s.M * s.kh * s.kw), [&](int64_t c0, int64_t c1) {
+    if constexpr (std::is_same_v<GT, T>) k.grad_weight(s, go, x, gwp, c0, c1);
+    else k.grad_weight_acc(s, go, x, gwp, c0, c1);
+  });
+  return gw;
+}
 
 }  // namespace xsep::cpu

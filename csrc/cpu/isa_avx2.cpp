@@ -8,6 +8,7 @@
 #define XSEP_ISA_NS xsep::cpu::avx2::impl
 #define XSEP_VEC_BYTES 32
 #include "cpu/depthwise_kernels_impl.h"
+#include "cpu/depthwise_nchw_kernels_impl.h"
 #undef XSEP_VEC_BYTES
 #undef XSEP_ISA_NS
 #pragma GCC pop_options

@@ -8,6 +8,7 @@
 #define XSEP_ISA_NS xsep::cpu::avx512::impl
 #define XSEP_VEC_BYTES 64
 #include "cpu/depthwise_kernels_impl.h"
+#include "cpu/depthwise_nchw_kernels_impl.h"
 #undef XSEP_VEC_BYTES
 #undef XSEP_ISA_NS
 #pragma GCC pop_options

@@ -5,6 +5,7 @@
 #define XSEP_ISA_NS xsep::cpu::baseline::impl
 #define XSEP_VEC_BYTES 16
 #include "cpu/depthwise_kernels_impl.h"
+#include "cpu/depthwise_nchw_kernels_impl.h"
 #undef XSEP_VEC_BYTES
 #undef XSEP_ISA_NS
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "cpu/depthwise_kernels.h"
+#include "cpu/depthwise_nchw_kernels.h"
 
 // The AVX-512 and AVX2 builds exist on x86-64 with GCC (they rely on `#pragma GCC target`);
 // elsewhere only the baseline build does.
@@ -16,26 +17,37 @@ namespace xsep::cpu {
 #if XSEP_CPU_X86_ISAS
 namespace avx512 {
 template <typename T> DepthwiseKernels<T> make_table();
-}
+template <typename T> DepthwiseNchwKernels<T> make_nchw_table();
+}  // namespace avx512
 namespace avx2 {
 template <typename T> DepthwiseKernels<T> make_table();
-}
+template <typename T> DepthwiseNchwKernels<T> make_nchw_table();
+}  // namespace avx2
 #endif
 namespace baseline {
 template <typename T> DepthwiseKernels<T> make_table();
-}
+template <typename T> DepthwiseNchwKernels<T> make_nchw_table();
+}  // namespace baseline
 
 }  // namespace xsep::cpu
 
-// Defines ISA::make_table<T>() for the four dtypes from the kernels just compiled into ISA::impl.
-#define XSEP_DEFINE_KERNEL_TABLES(ISA)                                  \
-  namespace xsep::cpu::ISA {                                            \
-  template <typename T>                                                 \
-  DepthwiseKernels<T> make_table() {                                    \
-    return impl::make_table<T>();                                       \
-  }                                                                     \
-  template DepthwiseKernels<float> make_table<float>();                 \
-  template DepthwiseKernels<double> make_table<double>();               \
-  template DepthwiseKernels<c10::BFloat16> make_table<c10::BFloat16>(); \
-  template DepthwiseKernels<c10::Half> make_table<c10::Half>();         \
+// Defines ISA::make_table<T>() and ISA::make_nchw_table<T>() for the four dtypes from the kernels
+// just compiled into ISA::impl.
+#define XSEP_DEFINE_KERNEL_TABLES(ISA)          \
+  namespace xsep::cpu::ISA {                    \
+  template <typename T>                         \
+  DepthwiseKernels<T> make_table() {            \
+    return impl::make_table<T>();               \
+  }                                             \
+  template <typename T>                         \
+  DepthwiseNchwKernels<T> make_nchw_table() {   \
+    return impl::make_nchw_table<T>();          \
+  }                                             \
+  XSEP_INSTANTIATE_KERNEL_TABLES(float)         \
+  XSEP_INSTANTIATE_KERNEL_TABLES(double)        \
+  XSEP_INSTANTIATE_KERNEL_TABLES(c10::BFloat16) \
+  XSEP_INSTANTIATE_KERNEL_TABLES(c10::Half)     \
   }
+#define XSEP_INSTANTIATE_KERNEL_TABLES(T)       \
+  template DepthwiseKernels<T> make_table<T>(); \
+  template DepthwiseNchwKernels<T> make_nchw_table<T>();

@@ -1,4 +1,4 @@
-// Fused depthwise-separable convolution on CPU, channels-last.
+// Fused depthwise-separable convolution on CPU, channels-last (NCHW inputs: see separable_forward_nchw).
 //
 // Forward: the output pixels are cut into tiles; for each tile the depthwise result (plus the mid
 // activation) is computed by all threads into a cache-sized float buffer, which goes straight into
@@ -26,6 +26,7 @@
 #include "common/conv_args.h"
 #include "common/layout.h"
 #include "cpu/depthwise_kernels.h"
+#include "cpu/depthwise_nchw_kernels.h"
 #include "cpu/host.h"
 #include "cpu/ops.h"
 
@@ -73,6 +74,100 @@ struct DepthwiseTile {
   }
 };
 
+// NCHW: the output rows of one image in bands of about the same tile size. In NCHW the pointwise
+// step needs no transposition: out[n][:, band] = W [O, C*M] x D [C*M, band pixels] (+ bias), D
+// being the band's depthwise output, so the GEMM writes its [O, band] slice of the output in place.
+int64_t band_rows(int64_t mid_channels, int64_t Ho, int64_t Wo) {
+  const int64_t rows = std::clamp<int64_t>((tile_pixels(mid_channels, int64_t(1) << 40) + Wo - 1) / Wo, 1, Ho);
+  const int64_t bands = (Ho + rows - 1) / rows;
+  return (Ho + bands - 1) / bands;
+}
+
+// The depthwise half in NCHW for output rows [ho0, ho1) of image n, into a [C*M, T] tile (T
+// pixels per row of the tile, T >= (ho1 - ho0) * Wo): pre = dw(x) + bias, post = mid(pre) (post
+// may be pre; untouched without a mid activation). All threads, channels split between them.
+template <typename T>
+struct DepthwiseBandNchw {
+  using acc_t = Acc<T>;
+  const DepthwiseGeometry& g;
+  Activation mid;
+  const DepthwiseNchwKernels<T>& k;
+  const DepthwiseKernels<T>& elementwise;
+  const T* x;         // NCHW input
+  const acc_t* w;     // channel-major weights
+  const acc_t* bias;  // the depthwise bias, or nullptr
+  int64_t T_;         // tile row length
+
+  DepthwiseBandNchw(const DepthwiseGeometry& g, Activation mid, const at::Tensor& x, const at::Tensor& w_cm,
+                    const at::Tensor& bias, int64_t tile)
+      : g(g),
+        mid(mid),
+        k(depthwise_nchw_kernels<T>()),
+        elementwise(depthwise_kernels<T>()),
+        x(x.const_data_ptr<T>()),
+        w(w_cm.const_data_ptr<acc_t>()),
+        bias(bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr),
+        T_(tile) {}
+
+  void operator()(int64_t n, int64_t ho0, int64_t ho1, acc_t* pre, acc_t* post) const {
+    const int64_t pixels = (ho1 - ho0) * g.Wo;
+    at::parallel_for(0, g.C, grain(pixels * g.M * g.kh * g.kw), [&](int64_t c0, int64_t c1) {
+      k.forward_acc(g, x, w, bias, pre + c0 * g.M * T_, T_, n, c0, c1, ho0, ho1);
+      if (mid != Activation::none)
+        for (int64_t oc = c0 * g.M; oc < c1 * g.M; ++oc)
+          elementwise.activation(mid, pre + oc * T_, post + oc * T_, pixels);
+    });
+  }
+};
+
+at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor& input, const at::Tensor& dw_weight,
+                                  const at::Tensor& pw_weight, const std::optional<at::Tensor>& bias,
+                                  const std::optional<at::Tensor>& dw_bias) {
+  const DepthwiseGeometry& g = sg.dw;
+  const int64_t O = sg.O, plane = g.Ho * g.Wo;
+  auto out = at::empty({g.N, O, g.Ho, g.Wo}, input.options());
+  if (out.numel() == 0) return out;
+  const auto x = input.contiguous();
+  const auto acc = acc_dtype(input.scalar_type());
+  const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();
+  const auto b = acc_bias(bias);
+  const auto b_col = b.defined() ? b.view({O, 1}) : b;
+  const auto w_dw = channel_major(dw_weight);
+  const auto b_dw = acc_bias(dw_bias);
+  const int64_t rows = band_rows(g.OC, g.Ho, g.Wo), T = rows * g.Wo;
+  auto d_buf = at::empty({g.OC, T}, x.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
+    using acc_t = Acc<scalar_t>;
+    constexpr bool out_is_acc = std::is_same_v<scalar_t, acc_t>;
+    const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, T);
+    acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
+    scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+    const auto out_planes = out.view({g.N, O, plane});
+    auto y_buf = out_is_acc ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
+    for (int64_t n = 0; n < g.N; ++n) {
+      for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += rows) {
+        const int64_t ho1 = std::min(g.Ho, ho0 + rows), pixels = (ho1 - ho0) * g.Wo;
+        band(n, ho0, ho1, d_ptr, d_ptr);
+        const auto d = d_buf.narrow(1, 0, pixels);
+        auto y = out_is_acc ? out_planes[n].narrow(1, ho0 * g.Wo, pixels) : y_buf.narrow(1, 0, pixels);
+        if (b.defined()) {
+          at::addmm_out(y, b_col, w_pw, d);
+        } else {
+          at::mm_out(y, w_pw, d);
+        }
+        if constexpr (!out_is_acc) {
+          const acc_t* y_ptr = y_buf.const_data_ptr<acc_t>();
+          at::parallel_for(0, O, grain(pixels), [&](int64_t o0, int64_t o1) {
+            for (int64_t o = o0; o < o1; ++o)
+              band.elementwise.from_acc(y_ptr + o * T, out_ptr + (n * O + o) * plane + ho0 * g.Wo, pixels);
+          });
+        }
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
@@ -87,6 +182,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const DepthwiseGeometry& g = sg.dw;
   const Activation mid = sg.mid_activation;
   const int64_t O = sg.O;
+  if (runs_nchw(input)) return separable_forward_nchw(sg, input, dw_weight, pw_weight, bias, dw_bias);
   auto out = empty_nhwc({g.N, O, g.Ho, g.Wo}, input);
   const int64_t P = g.N * g.Ho * g.Wo;
   if (P == 0) return in_format_of(out, input);

@@ -1,0 +1,47 @@
+// The depthwise kernels for NCHW (PyTorch's default layout) activations, read and written in place
+// (no conversion to channels-last): vectorised along W. A sibling of depthwise_kernels.h, compiled
+// per instruction set from depthwise_nchw_kernels_impl.h by the same isa_*.cpp files.
+#pragma once
+
+#include <cstdint>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include "common/acc_type.h"
+#include "common/geometry.h"
+
+namespace xsep::cpu {
+
+// Weights are channel-major, already converted to acc_t: w[oc * kh * kw + i * kw + j] (the
+// [C*M, 1, kh, kw] weight's own order). A plane is one (n, channel) image, H x W (input) or Ho x Wo
+// (output), rows contiguous.
+template <typename T>
+struct DepthwiseNchwKernels {
+  using acc_t = Acc<T>;
+
+  // Output rows [ho0, ho1) of image n, output channels of input channels [c0, c1):
+  // out[(oc - c0 * M) * out_plane + (ho - ho0) * Wo + wo] = bias[oc] + sum_taps act_in(x) * w.
+  // The depthwise op writes its output planes (out_plane = Ho * Wo); the fused op a tile buffer.
+  void (*forward)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, T* out, int64_t out_plane,
+                  int64_t n, int64_t c0, int64_t c1, int64_t ho0, int64_t ho1);
+  void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, acc_t* out,
+                      int64_t out_plane, int64_t n, int64_t c0, int64_t c1, int64_t ho0, int64_t ho1);
+
+  // Input-gradient planes q in [q0, q1) (q = n * C + c, overwritten) from grad_output go [N, C*M, Ho, Wo]
+  // of type T or acc_t; x is read only when relu_input (gradient zeroed where x <= 0).
+  void (*grad_input)(const DepthwiseGeometry&, const T* go, const acc_t* w, const T* x, T* gi, int64_t q0, int64_t q1);
+  void (*grad_input_acc)(const DepthwiseGeometry&, const acc_t* go, const acc_t* w, const T* x, T* gi, int64_t q0,
+                         int64_t q1);
+
+  // gw[oc * kh * kw + tap] = sum over the batch of go * act_in(x), for the output channels of input
+  // channels [c0, c1) (overwritten). Each value is summed by one call in an order fixed by the
+  // shape (images in order), so the result does not depend on how the host splits the channels.
+  void (*grad_weight)(const DepthwiseGeometry&, const T* go, const T* x, acc_t* gw, int64_t c0, int64_t c1);
+  void (*grad_weight_acc)(const DepthwiseGeometry&, const acc_t* go, const T* x, acc_t* gw, int64_t c0, int64_t c1);
+};
+
+// The table for the instruction set depthwise_kernels<T>() uses (the same choice, XSEP_CPU_ISA included).
+template <typename T> const DepthwiseNchwKernels<T>& depthwise_nchw_kernels();
+
+}  // namespace xsep::cpu

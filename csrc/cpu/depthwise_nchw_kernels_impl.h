@@ -1,0 +1,336 @@
+// The NCHW depthwise inner loops (depthwise_nchw_kernels.h), vectorised along W. isa_*.cpp include
+// this file right after depthwise_kernels_impl.h, inside the same target region and namespace
+// macros, and it reuses that file's vectors, conversions and tap geometry. Like it, it includes no
+// headers (see the comment there).
+//
+// Every kernel first copies the input rows (or grad_output rows) it needs into a per-thread buffer
+// of acc_t, with the input activation applied, the horizontal padding written as zeros, and, for a
+// stride sw > 1, the columns split by phase (padded column pc at phase pc % sw, index pc / sw). The
+// taps then read whole vectors at any offset without a border case, a tail mask or a gather: every
+// output vector is a plain sum of taps x shifted loads. The copy is one pass through the caches
+// against kh * kw reads per element, and each plane's buffer (a few rows to ~100 KB) stays in L2.
+// Each output element is summed in a fixed order (bias, then taps in (i, j) order; for the input
+// gradient, the M output channels in order), so results do not depend on how the host splits work.
+
+namespace XSEP_ISA_NS {
+
+#define XSEP_INLINE inline __attribute__((always_inline))
+
+using ::xsep::cpu::DepthwiseNchwKernels;
+
+XSEP_INLINE i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
+
+// A per-thread buffer of at least `count` values of A, kept between calls: allocating one per call
+// would page-fault fresh memory in every time for large planes (issue 14). Grows, never shrinks.
+template <typename A>
+A* scratch(i64 count) {
+  static thread_local void* buffer = nullptr;
+  static thread_local i64 capacity = 0;
+  const i64 bytes = count * i64(sizeof(A));
+  if (bytes > capacity) {
+    __builtin_free(buffer);
+    buffer = __builtin_malloc(bytes);
+    if (buffer == nullptr) __builtin_trap();  // no headers here to throw with; out of memory anyway
+    capacity = bytes;
+  }
+  return static_cast<A*>(buffer);
+}
+
+// dst[k] = act(src[k]) in acc_t for k < n.
+template <bool Relu, typename A, typename S>
+XSEP_INLINE void load_act_n(A* dst, const S* src, i64 n) {
+  for_vectors<kLanes<A>>(n, [&](auto partial, i64 k, int m) {
+    constexpr bool P = decltype(partial)::value;
+    Vec<A> v = ld<P>(src + k, m);
+    if constexpr (Relu) v = relu(v);
+    st<P>(dst + k, v, m);
+  });
+}
+
+// A row of `width` source values placed at [left, left + width) of a zero row of n values.
+template <bool Relu, typename A, typename S>
+XSEP_INLINE void padded_row(A* dst, i64 n, const S* src, i64 left, i64 width) {
+  const i64 lo = clamp_(left, 0, n), hi = clamp_(left + width, lo, n);
+  for (i64 k = 0; k < lo; ++k) dst[k] = A(0);
+  load_act_n<Relu>(dst + lo, src + (lo - left), hi - lo);
+  for (i64 k = hi; k < n; ++k) dst[k] = A(0);
+}
+
+// The row geometry of the forward buffers (input rows as the taps read them): `len` values per
+// phase, enough for every tap's shifted full vectors over the Wo outputs rounded up to a vector.
+template <typename A>
+XSEP_INLINE i64 input_row_len(const DepthwiseGeometry& s) {
+  return round_up(s.Wo, kLanes<A>) + (s.kw - 1) * s.dil_w / s.sw + 1;
+}
+
+// One input row into the buffer: sw phases of len values. tmp holds len * sw values (sw > 1 only).
+template <bool Relu, typename T, typename A>
+void fill_input_row(const DepthwiseGeometry& s, const T* xrow, i64 len, A* tmp, A* dst) {
+  if (s.sw == 1) {
+    padded_row<Relu>(dst, len, xrow, s.pad_left, s.W);
+    return;
+  }
+  padded_row<Relu>(tmp, len * s.sw, xrow, s.pad_left, s.W);
+  for (i64 ph = 0; ph < s.sw; ++ph)
+    for (i64 k = 0; k < len; ++k) dst[ph * len + k] = tmp[k * s.sw + ph];
+}
+
+// Where tap column j reads in a buffer row: its phase's start plus its shift.
+XSEP_INLINE i64 tap_offset(const DepthwiseGeometry& s, i64 len, i64 j) {
+  return (j * s.dil_w) % s.sw * len + j * s.dil_w / s.sw;
+}
+
+// NV output vectors: bias + sum over nrows tap rows (row_step apart in the buffer) and kw tap
+// columns of w * the shifted input vectors; the last vector stores its first n lanes if Partial.
+template <int NV, bool Partial, typename A, typename O>
+XSEP_INLINE void fwd_vectors(const DepthwiseGeometry& s, const A* src, i64 len, i64 row_step, i64 nrows, const A* w,
+                             A bias, O* out, int n) {
+  constexpr int L = kLanes<A>;
+  Vec<A> acc[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) acc[v] = Vec<A>{} + bias;
+  for (i64 a = 0; a < nrows; ++a) {
+    for (i64 j = 0; j < s.kw; ++j) {
+      const Vec<A> wv = Vec<A>{} + w[a * s.kw + j];
+      const A* p = src + a * row_step + tap_offset(s, len, j);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[v] += load(p + v * L) * wv;
+    }
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    if (Partial && v == NV - 1) store_n(out + v * L, acc[v], n);
+    else store(out + v * L, acc[v]);
+  }
+}
+
+// Output rows [ho0, ho1) of image n, input channels [c0, c1), all their M output channels.
+template <bool Relu, typename T, typename O, typename A>
+void forward_rows(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
+                  i64 c0, i64 c1, i64 ho0, i64 ho1) {
+  constexpr int L = kLanes<A>;
+  if (ho1 <= ho0 || s.Wo == 0) return;
+  const i64 len = input_row_len<A>(s), row = s.sw * len, taps = s.kh * s.kw;
+  // The input rows the output rows read.
+  const i64 r_lo = clamp_(ho0 * s.sh - s.pad_top, 0, s.H);
+  const i64 r_hi = clamp_((ho1 - 1) * s.sh - s.pad_top + (s.kh - 1) * s.dil_h + 1, r_lo, s.H);
+  A* buf = scratch<A>((r_hi - r_lo) * row + (s.sw > 1 ? row : 0));
+  A* tmp = buf + (r_hi - r_lo) * row;
+  for (i64 c = c0; c < c1; ++c) {
+    const T* xp = x + (n * s.C + c) * s.H * s.W;
+    for (i64 r = r_lo; r < r_hi; ++r) fill_input_row<Relu>(s, xp + r * s.W, len, tmp, buf + (r - r_lo) * row);
+    for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc) {
+      const A b = bias != nullptr ? bias[oc] : A(0);
+      for (i64 ho = ho0; ho < ho1; ++ho) {
+        O* o = out + (oc - c0 * s.M) * out_plane + (ho - ho0) * s.Wo;
+        const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
+        const A* src = ti.count ? buf + (ho * s.sh - s.pad_top + ti.first * s.dil_h - r_lo) * row : buf;
+        const A* wt = w + oc * taps + ti.first * s.kw;
+        const i64 row_step = s.dil_h * row;
+        i64 wo = 0;
+        for (; wo + 4 * L <= s.Wo; wo += 4 * L)
+          fwd_vectors<4, false>(s, src + wo, len, row_step, ti.count, wt, b, o + wo, 0);
+        for (; wo + L <= s.Wo; wo += L) fwd_vectors<1, false>(s, src + wo, len, row_step, ti.count, wt, b, o + wo, 0);
+        if (wo < s.Wo) fwd_vectors<1, true>(s, src + wo, len, row_step, ti.count, wt, b, o + wo, int(s.Wo - wo));
+      }
+    }
+  }
+}
+
+template <typename T, typename O, typename A>
+void forward_nchw_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
+                      i64 c0, i64 c1, i64 ho0, i64 ho1) {
+  if (s.relu_input) forward_rows<true>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+  else forward_rows<false>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+}
+
+template <typename T>
+void forward_nchw(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 out_plane,
+                  i64 n, i64 c0, i64 c1, i64 ho0, i64 ho1) {
+  forward_nchw_any(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+}
+
+template <typename T>
+void forward_nchw_acc(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, Acc<T>* out,
+                      i64 out_plane, i64 n, i64 c0, i64 c1, i64 ho0, i64 ho1) {
+  forward_nchw_any(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient of the input
+//
+// gi[h][col] = sum over m, and taps (i, j) whose output pixel exists, of w * go[ho][wo] with
+// ho * sh = h + pad_top - i * dil_h and wo * sw = col + pad_left - j * dil_w. The columns of one
+// residue class modulo sw (col = rho + sw * t) share their taps, and tap j then reads
+// wo = t + e_j with e_j = (rho + pad_left - j * dil_w) / sw: consecutive go values for consecutive
+// t. Each class is computed as vectors over t from zero-padded go rows, then put in place.
+
+// A tap column in phase with a residue class, and its shift e_j.
+struct PhaseTap { i64 j, shift; };
+
+// NV vectors over t of one residue class: sum over the M output channels, the tap rows and the
+// class's tap columns; written to out (acc_t, full vectors).
+template <int NV, typename A>
+XSEP_INLINE void gi_vectors(const DepthwiseGeometry& s, const A* gobuf, i64 glen, i64 go_left, const Taps& ti, i64 h,
+                            const A* w, const PhaseTap* cols, i64 ncols, i64 t0, A* out) {
+  constexpr int L = kLanes<A>;
+  Vec<A> acc[NV] = {};
+  for (i64 m = 0; m < s.M; ++m) {
+    for (i64 a = 0; a < ti.count; ++a) {
+      const i64 i = ti.first + a * ti.step, ho = (h + s.pad_top - i * s.dil_h) / s.sh;
+      const A* gr = gobuf + (m * s.Ho + ho) * glen + go_left + t0;
+      const A* wr = w + m * s.kh * s.kw + i * s.kw;
+      for (i64 b = 0; b < ncols; ++b) {
+        const Vec<A> wv = Vec<A>{} + wr[cols[b].j];
+        const A* p = gr + cols[b].shift;
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[v] += load(p + v * L) * wv;
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) store(out + v * L, acc[v]);
+}
+
+template <bool Mask, typename S, typename T, typename A>
+void grad_input_planes(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
+  constexpr int L = kLanes<A>;
+  const i64 classes = min_(s.sw, s.W), per_class = (s.W + s.sw - 1) / s.sw;  // most columns in a class
+  const i64 tv = round_up(per_class, L);
+  // go rows padded so that every shift reads inside: e_j >= -go_left, e_j <= (sw - 1 + pad_left) / sw.
+  const i64 go_left = ((s.kw - 1) * s.dil_w + s.sw - 1) / s.sw;
+  const i64 glen = go_left + tv + (s.sw - 1 + s.pad_left) / s.sw + 1;
+  const i64 gobuf_n = s.M * s.Ho * glen;
+  // The class's tap columns first (kw of them at most), then the go rows, one input row's
+  // gradient (tv * sw values) and one class's vectors before they go in place (sw > 1).
+  constexpr i64 kTapValues = (sizeof(PhaseTap) + sizeof(A) - 1) / sizeof(A);
+  A* base = scratch<A>(s.kw * kTapValues + gobuf_n + tv * s.sw + 4 * L);
+  PhaseTap* cols = reinterpret_cast<PhaseTap*>(base);
+  A* gobuf = base + s.kw * kTapValues;
+  A* row = gobuf + gobuf_n;
+  A* vecs = row + tv * s.sw;
+  for (i64 q = q0; q < q1; ++q) {
+    const i64 n = q / s.C, c = q % s.C;
+    for (i64 m = 0; m < s.M; ++m)
+      for (i64 ho = 0; ho < s.Ho; ++ho)
+        padded_row<false>(gobuf + (m * s.Ho + ho) * glen, glen, go + ((n * s.OC + c * s.M + m) * s.Ho + ho) * s.Wo,
+                          go_left, s.Wo);
+    const A* wc = w + c * s.M * s.kh * s.kw;
+    for (i64 h = 0; h < s.H; ++h) {
+      const Taps ti = back_taps(h + s.pad_top, s.kh, s.dil_h, s.sh, s.Ho);
+      for (i64 rho = 0; rho < classes; ++rho) {
+        i64 ncols = 0;
+        for (i64 j = 0; j < s.kw; ++j) {
+          const i64 d = rho + s.pad_left - j * s.dil_w;
+          if (d % s.sw == 0) cols[ncols++] = {j, floor_div(d, s.sw)};
+        }
+        const i64 count = (s.W - rho + s.sw - 1) / s.sw;
+        for (i64 t = 0; t < count;) {
+          const bool wide = t + 4 * L <= count;
+          A* dst = s.sw == 1 ? row + t : vecs;
+          if (wide) gi_vectors<4>(s, gobuf, glen, go_left, ti, h, wc, cols, ncols, t, dst);
+          else gi_vectors<1>(s, gobuf, glen, go_left, ti, h, wc, cols, ncols, t, dst);
+          const i64 done = wide ? 4 * L : L;
+          if (s.sw > 1)
+            for (i64 k = 0; k < min_(done, count - t); ++k) row[rho + (t + k) * s.sw] = vecs[k];
+          t += done;
+        }
+      }
+      const i64 pix = (q * s.H + h) * s.W;
+      convert_n<Mask>(gi + pix, row, s.W, Mask ? x + pix : static_cast<const T*>(nullptr));
+    }
+  }
+}
+
+template <typename S, typename T>
+void grad_input_nchw(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 q0, i64 q1) {
+  if (s.relu_input) grad_input_planes<true>(s, go, w, x, gi, q0, q1);
+  else grad_input_planes<false>(s, go, w, x, gi, q0, q1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient of the weights
+//
+// gw[oc][i][j] = sum over images, output rows and columns of go * act(x) at the tap's input pixel:
+// per tap, a dot product of each go row with the input buffer row the tap reads, shifted.
+
+// acc2 (2 vectors: two chains hide the multiply-add latency) += go row . buffer row over Wo values.
+template <typename S, typename A>
+XSEP_INLINE void gw_row(const S* g, const A* xb, i64 Wo, A* acc2) {
+  constexpr int L = kLanes<A>;
+  Vec<A> a0 = load(acc2), a1 = load(acc2 + L);
+  i64 wo = 0;
+  for (; wo + 2 * L <= Wo; wo += 2 * L) {
+    a0 += ld<false>(g + wo, L) * load(xb + wo);
+    a1 += ld<false>(g + wo + L, L) * load(xb + wo + L);
+  }
+  if (wo + L <= Wo) {
+    a0 += ld<false>(g + wo, L) * load(xb + wo);
+    wo += L;
+  }
+  // The tail: both sides zero-filled, so values past the row (finite or not) never enter.
+  if (wo < Wo) a1 += ld<true>(g + wo, int(Wo - wo)) * ld<true>(xb + wo, int(Wo - wo));
+  store(acc2, a0);
+  store(acc2 + L, a1);
+}
+
+template <bool Relu, typename S, typename T, typename A>
+void grad_weight_channels(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 c0, i64 c1) {
+  constexpr int L = kLanes<A>;
+  const i64 len = input_row_len<A>(s), row = s.sw * len, taps = s.kh * s.kw;
+  const i64 accs = s.M * taps * 2 * L;  // two vector accumulators per output channel and tap
+  A* buf = scratch<A>(s.H * row + (s.sw > 1 ? row : 0) + accs);
+  A* tmp = buf + s.H * row;
+  A* acc = tmp + (s.sw > 1 ? row : 0);
+  for (i64 c = c0; c < c1; ++c) {
+    for (i64 k = 0; k < accs; ++k) acc[k] = A(0);
+    for (i64 n = 0; n < s.N; ++n) {
+      const T* xp = x + (n * s.C + c) * s.H * s.W;
+      for (i64 r = 0; r < s.H; ++r) fill_input_row<Relu>(s, xp + r * s.W, len, tmp, buf + r * row);
+      for (i64 m = 0; m < s.M; ++m) {
+        const S* gp = go + (n * s.OC + c * s.M + m) * s.Ho * s.Wo;
+        for (i64 i = 0; i < s.kh; ++i) {
+          // Output rows whose tap row i lies inside the input.
+          const i64 first = i * s.dil_h - s.pad_top;  // input row of output row 0
+          const i64 ho_lo = clamp_(first >= 0 ? 0 : (-first + s.sh - 1) / s.sh, 0, s.Ho);
+          const i64 ho_hi = clamp_(floor_div(s.H - 1 - first, s.sh) + 1, ho_lo, s.Ho);
+          for (i64 j = 0; j < s.kw; ++j) {
+            A* a = acc + (m * taps + i * s.kw + j) * 2 * L;
+            const i64 off = tap_offset(s, len, j);
+            for (i64 ho = ho_lo; ho < ho_hi; ++ho)
+              gw_row(gp + ho * s.Wo, buf + (ho * s.sh + first) * row + off, s.Wo, a);
+          }
+        }
+      }
+    }
+    // Lanes summed in a fixed order.
+    for (i64 k = 0; k < s.M * taps; ++k) {
+      A sum = 0;
+      for (int l = 0; l < 2 * L; ++l) sum += acc[k * 2 * L + l];
+      gw[c * s.M * taps + k] = sum;
+    }
+  }
+}
+
+template <typename S, typename T>
+void grad_weight_nchw(const DepthwiseGeometry& s, const S* go, const T* x, Acc<T>* gw, i64 c0, i64 c1) {
+  if (s.relu_input) grad_weight_channels<true>(s, go, x, gw, c0, c1);
+  else grad_weight_channels<false>(s, go, x, gw, c0, c1);
+}
+
+template <typename T>
+DepthwiseNchwKernels<T> make_nchw_table() {
+  using A = Acc<T>;
+  DepthwiseNchwKernels<T> t;
+  t.forward = &forward_nchw<T>;
+  t.forward_acc = &forward_nchw_acc<T>;
+  t.grad_input = &grad_input_nchw<T, T>;
+  t.grad_input_acc = &grad_input_nchw<A, T>;
+  t.grad_weight = &grad_weight_nchw<T, T>;
+  t.grad_weight_acc = &grad_weight_nchw<A, T>;
+  return t;
+}
+
+#undef XSEP_INLINE
+
+}  // namespace XSEP_ISA_NS
