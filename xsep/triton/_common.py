@@ -220,14 +220,27 @@ def gemm_grid(rows: int, cols: int):
 
 
 @triton.jit
-def pixel_offsets(p, HW, W, sn, sh, sw):
-    """Row offsets (int64) of flat pixel indices p = (n * H + h) * W + w in a tensor with strides sn, sh, sw."""
-    p = p.to(tl.int64)
+def pixel_coords(p, HW, W):
+    """(n, h, w) of flat pixel indices p = (n * H + h) * W + w, in 32 bits like p (the grid's pixel
+    indices are int32): 32-bit division by a run-time divisor is inline code, where 64-bit division
+    is a subroutine call per element (the CALLs the report counted in the kernels' pixel loops)."""
     n = p // HW
     r = p - n * HW
     h = r // W
-    w = r - h * W
-    return n * sn + h * sh + w * sw
+    return n, h, r - h * W
+
+
+@triton.jit
+def row_offsets(n, h, w, sn, sh, sw):
+    """Offsets (int64) of pixels (n, h, w) in a tensor with strides sn, sh, sw."""
+    return n.to(tl.int64) * sn + h.to(tl.int64) * sh + w.to(tl.int64) * sw
+
+
+@triton.jit
+def pixel_offsets(p, HW, W, sn, sh, sw):
+    """Row offsets (int64) of flat pixel indices p = (n * H + h) * W + w in a tensor with strides sn, sh, sw."""
+    n, h, w = pixel_coords(p, HW, W)
+    return row_offsets(n, h, w, sn, sh, sw)
 
 
 @triton.jit
@@ -267,14 +280,9 @@ def depthwise_tile(x_ptr, w_ptr, p, p_mask, k, k_mask, M: tl.constexpr, CM, H, W
     """The depthwise output (pre-bias, pre-activation) for output pixels p [BP] and output channels
     k [BK] (channel k reads input channel k // M), accumulated in ACC: a [BP, BK] tile. w_ptr: the
     weights tap-major (taps_major(): [KH*KW, CM])."""
-    p = p.to(tl.int64)
-    n = p // HWo
-    r = p - n * HWo
-    ho = r // Wo
-    wo = r - ho * Wo
+    n, ho, wo = pixel_coords(p, HWo, Wo)
     h0 = ho * STR_H - PAD_T
     w0 = wo * STR_W - PAD_L
-    n_off = n * sxn
     c_off = input_channel(k, M).to(tl.int64) * sxc
     acc = tl.zeros((p.shape[0], k.shape[0]), dtype=ACC)
     for i in range(KH):
@@ -283,7 +291,7 @@ def depthwise_tile(x_ptr, w_ptr, p, p_mask, k, k_mask, M: tl.constexpr, CM, H, W
         for j in range(KW):
             wi = w0 + j * DIL_W
             ok = h_ok & (wi >= 0) & (wi < W)
-            rows = aligned(n_off + hi * sxh + wi * sxw, ALIGN)
+            rows = aligned(row_offsets(n, hi, wi, sxn, sxh, sxw), ALIGN)
             xv = tl.load(x_ptr + rows[:, None] + c_off[None, :], mask=ok[:, None] & k_mask[None, :],
                          other=0.0).to(ACC)
             if RELU_IN:

@@ -33,7 +33,9 @@ from xsep.triton._common import (
     launch,
     mid_act,
     new_like_format,
+    pixel_coords,
     pixel_offsets,
+    row_offsets,
     split_rows,
     splits,
     tap_weights,
@@ -79,13 +81,8 @@ def _grad_input_kernel(g_ptr, x_ptr, w_ptr, gx_ptr, P, C, M: tl.constexpr, H, W,
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     p_mask = p < P
     c_mask = channel_mask(c, C, ALIGN)
-    p64 = p.to(tl.int64)
     HW = H * W
-    n = p64 // HW
-    r = p64 - n * HW
-    h = r // W
-    w = r - h * W
-    n_off = n * sgn
+    n, h, w = pixel_coords(p, HW, W)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
     for i in range(KH):
         th = h + PAD_T - i * DIL_H
@@ -97,7 +94,7 @@ def _grad_input_kernel(g_ptr, x_ptr, w_ptr, gx_ptr, P, C, M: tl.constexpr, H, W,
             tw_c = tl.maximum(tw, 0)
             wo = tw_c // STR_W
             ok = h_ok & (tw >= 0) & (tw_c - wo * STR_W == 0) & (wo < Wo)
-            row = aligned(n_off + ho * sgh + wo * sgw, ALIGN)[:, None]
+            row = aligned(row_offsets(n, ho, wo, sgn, sgh, sgw), ALIGN)[:, None]
             for m in range(M):
                 k = c * M + m
                 gv = tl.load(g_ptr + row + k.to(tl.int64)[None, :] * sgc,
@@ -137,20 +134,16 @@ def _grad_weight_kernel(g_ptr, x_ptr, part_ptr, P, CM, M: tl.constexpr, H, W, Ho
     for p0 in range(start, end, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         p_mask = p < end
-        p64 = p.to(tl.int64)
-        n = p64 // HWo
-        r = p64 - n * HWo
-        ho = r // Wo
-        wo = r - ho * Wo
+        n, ho, wo = pixel_coords(p, HWo, Wo)
         hi = ho * STR_H - PAD_T + i * DIL_H
         wi = wo * STR_W - PAD_L + j * DIL_W
         ok = p_mask & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-        x_rows = aligned(n * sxn + hi * sxh + wi * sxw, ALIGN)
+        x_rows = aligned(row_offsets(n, hi, wi, sxn, sxh, sxw), ALIGN)
         xv = tl.load(x_ptr + x_rows[:, None] + c_off[None, :],
                      mask=ok[:, None] & k_mask[None, :], other=0.0).to(ACC)
         if RELU_IN:
             xv = tl.maximum(xv, 0.0)
-        g_rows = aligned(n * sgn + ho * sgh + wo * sgw, ALIGN)
+        g_rows = aligned(row_offsets(n, ho, wo, sgn, sgh, sgw), ALIGN)
         gv = tl.load(g_ptr + g_rows[:, None] + k_off[None, :],
                      mask=p_mask[:, None] & k_mask[None, :], other=0.0).to(ACC)
         acc += xv * gv

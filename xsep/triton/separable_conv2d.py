@@ -84,7 +84,9 @@ from xsep.triton._common import (
     mid_act,
     mid_act_grad,
     new_like_format,
+    pixel_coords,
     pixel_offsets,
+    row_offsets,
     splits,
     taps_major,
     tuned,
@@ -187,18 +189,14 @@ def _backward_mid_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, pw_ptr, gpre_ptr, part_pt
                  gpre.to(gpre_ptr.dtype.element_ty),
                  mask=p_mask[:, None] & k_mask[None, :])
         # Depthwise weight gradient: each tap's input tile against g_pre, reduced over the pixels.
-        p64 = p.to(tl.int64)
-        n = p64 // HWo
-        r = p64 - n * HWo
-        ho = r // Wo
-        wo = r - ho * Wo
+        n, ho, wo = pixel_coords(p, HWo, Wo)
         for i in range(KH):
             hi = ho * STR_H - PAD_T + i * DIL_H
             h_ok = p_mask & (hi >= 0) & (hi < H)
             for j in range(KW):
                 wi = wo * STR_W - PAD_L + j * DIL_W
                 ok = h_ok & (wi >= 0) & (wi < W)
-                x_rows = aligned(n * sxn + hi * sxh + wi * sxw, ALIGN)
+                x_rows = aligned(row_offsets(n, hi, wi, sxn, sxh, sxw), ALIGN)
                 xv = tl.load(x_ptr + x_rows[:, None] + c_off[None, :], mask=ok[:, None] & k_mask[None, :],
                              other=0.0).to(ACC)
                 if RELU_IN:
