@@ -233,14 +233,14 @@ def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, part_ptr, P, CM, M: tl.con
     for p0 in range(start, end, BLOCK_K):
         p = p0 + tl.arange(0, BLOCK_K)
         p_mask = p < end
+        g_rows = aligned(pixel_offsets(p, HWo, Wo, sgn, sgh, sgw), ALIGN)
+        gt = tl.load(g_ptr + g_rows[None, :] + o.to(tl.int64)[:, None] * sgc, mask=o_mask[:, None] & p_mask[None, :],
+                     other=0.0)
         mid = depthwise_tile(x_ptr, dw_ptr, p, p_mask, k, k_mask, M, CM, H, W, HWo, Wo, sxn, sxc, sxh, sxw,
                              STR_H, STR_W, PAD_T, PAD_L, DIL_H, DIL_W, KH, KW, RELU_IN, ACC, ALIGN)
         if HAS_DW_BIAS:
             mid += tl.load(db_ptr + k, mask=k_mask, other=0.0).to(ACC)[None, :]
         mid = mid_act(mid, MID_ACT)
-        g_rows = aligned(pixel_offsets(p, HWo, Wo, sgn, sgh, sgw), ALIGN)
-        gt = tl.load(g_ptr + g_rows[None, :] + o.to(tl.int64)[:, None] * sgc, mask=o_mask[:, None] & p_mask[None, :],
-                     other=0.0)
         acc = tl.dot(dot_operand(gt, gt, UPCAST), dot_operand(mid, gt, UPCAST), acc,
                      input_precision=PREC)
     rows = aligned((split * O + o).to(tl.int64) * CM, ALIGN)
