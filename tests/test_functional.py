@@ -4,6 +4,7 @@ backward), 'same' padding arithmetic, argument forms, memory formats, dtypes and
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from typing import NamedTuple
 
@@ -141,12 +142,26 @@ _EXTRA_GEOMETRY = [
          input_activation="relu", layout="sliced", dtype=torch.float32, shape=SHAPES[0], note="valid"),
 ]
 
-DEPTHWISE_CASES = pairwise({**_GEOMETRY, **_DATA}) + _EXTRA_GEOMETRY
+# NCHW inputs run kernels vectorised along W (csrc/cpu/depthwise_nchw_kernels_impl.h), but every
+# width in SHAPES is below one AVX-512 float vector: these rows are wide enough for the blocks of
+# four vectors and a ragged tail at every instruction set's width (70 = 4 x 16 + 6 float lanes at
+# AVX-512, 8 x 8 + 6 at AVX2, ...; 37 = 2 x 16 + 5), in every dtype, at stride 1, 2 and 1 x 2,
+# with dilation, asymmetric padding, M = 2, a bias and the input relu.
+_NCHW_WIDE_SHAPES = (Shape(2, 3, 5, 70, 4), Shape(1, 2, 6, 37, 3))
+_NCHW_WIDE = [
+    dict(kernel=kernel, stride=stride, dilation=dilation, padding="asym", multiplier=m, bias=True,
+         input_activation="relu", layout="contiguous", dtype=dtype, shape=_NCHW_WIDE_SHAPES[k % 2], note="nchw_wide")
+    for k, (dtype, (kernel, stride, dilation, m)) in enumerate(itertools.product(
+        DTYPES, [(3, 1, 1, 1), ((3, 5), 2, (1, 2), 2), (5, (1, 2), 2, 1)]))
+]
+
+DEPTHWISE_CASES = pairwise({**_GEOMETRY, **_DATA}) + _EXTRA_GEOMETRY + _NCHW_WIDE
 SEPARABLE_CASES = pairwise({**_GEOMETRY, "mid_activation": (None, "relu", "relu6", "elu"),
                             "depthwise_bias": (False, True), **_DATA}) + [
     {**c, "mid_activation": m, "depthwise_bias": db}
     for c, m, db in zip(_EXTRA_GEOMETRY, ("relu6", "elu", None, "relu", "relu6"), (True, False, True, False, True))
-]
+] + [{**c, "mid_activation": ("relu6", "elu", None)[k % 3], "depthwise_bias": k % 2 == 0}
+     for k, c in enumerate(_NCHW_WIDE)]
 POINTWISE_CASES = pairwise(dict(bias=(True, False), **_DATA))
 
 

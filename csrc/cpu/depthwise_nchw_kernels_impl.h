@@ -75,16 +75,19 @@ void fill_input_row(const DepthwiseGeometry& s, const T* xrow, i64 len, A* tmp, 
     for (i64 k = 0; k < len; ++k) dst[ph * len + k] = tmp[k * s.sw + ph];
 }
 
-// Where tap column j reads in a buffer row: its phase's start plus its shift.
-XSEP_INLINE i64 tap_offset(const DepthwiseGeometry& s, i64 len, i64 j) {
-  return (j * s.dil_w) % s.sw * len + j * s.dil_w / s.sw;
+// Where each tap column j reads in a buffer row (its phase's start plus its shift), computed once
+// per call: the divisions cost more than a small plane's multiply-adds.
+XSEP_INLINE const i64* tap_offsets(const DepthwiseGeometry& s, i64 len) {
+  i64* offsets = scratch<i64>(s.kw);
+  for (i64 j = 0; j < s.kw; ++j) offsets[j] = (j * s.dil_w) % s.sw * len + j * s.dil_w / s.sw;
+  return offsets;
 }
 
 // NV output vectors: bias + sum over nrows tap rows (row_step apart in the buffer) and kw tap
 // columns of w * the shifted input vectors; the last vector stores its first n lanes if Partial.
 template <int NV, bool Partial, typename A, typename O>
-XSEP_INLINE void fwd_vectors(const DepthwiseGeometry& s, const A* src, i64 len, i64 row_step, i64 nrows, const A* w,
-                             A bias, O* out, int n) {
+XSEP_INLINE void fwd_vectors(const DepthwiseGeometry& s, const A* src, const i64* offsets, i64 row_step, i64 nrows,
+                             const A* w, A bias, O* out, int n) {
   constexpr int L = kLanes<A>;
   Vec<A> acc[NV];
 #pragma GCC unroll 8
@@ -92,7 +95,7 @@ XSEP_INLINE void fwd_vectors(const DepthwiseGeometry& s, const A* src, i64 len, 
   for (i64 a = 0; a < nrows; ++a) {
     for (i64 j = 0; j < s.kw; ++j) {
       const Vec<A> wv = Vec<A>{} + w[a * s.kw + j];
-      const A* p = src + a * row_step + tap_offset(s, len, j);
+      const A* p = src + a * row_step + offsets[j];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[v] += load(p + v * L) * wv;
     }
@@ -116,6 +119,7 @@ void forward_rows(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
   const i64 r_hi = clamp_((ho1 - 1) * s.sh - s.pad_top + (s.kh - 1) * s.dil_h + 1, r_lo, s.H);
   A* buf = scratch<A>((r_hi - r_lo) * row + (s.sw > 1 ? row : 0));
   A* tmp = buf + (r_hi - r_lo) * row;
+  const i64* offsets = tap_offsets(s, len);
   for (i64 c = c0; c < c1; ++c) {
     const T* xp = x + (n * s.C + c) * s.H * s.W;
     for (i64 r = r_lo; r < r_hi; ++r) fill_input_row<Relu>(s, xp + r * s.W, len, tmp, buf + (r - r_lo) * row);
@@ -129,9 +133,10 @@ void forward_rows(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
         const i64 row_step = s.dil_h * row;
         i64 wo = 0;
         for (; wo + 4 * L <= s.Wo; wo += 4 * L)
-          fwd_vectors<4, false>(s, src + wo, len, row_step, ti.count, wt, b, o + wo, 0);
-        for (; wo + L <= s.Wo; wo += L) fwd_vectors<1, false>(s, src + wo, len, row_step, ti.count, wt, b, o + wo, 0);
-        if (wo < s.Wo) fwd_vectors<1, true>(s, src + wo, len, row_step, ti.count, wt, b, o + wo, int(s.Wo - wo));
+          fwd_vectors<4, false>(s, src + wo, offsets, row_step, ti.count, wt, b, o + wo, 0);
+        for (; wo + L <= s.Wo; wo += L)
+          fwd_vectors<1, false>(s, src + wo, offsets, row_step, ti.count, wt, b, o + wo, 0);
+        if (wo < s.Wo) fwd_vectors<1, true>(s, src + wo, offsets, row_step, ti.count, wt, b, o + wo, int(s.Wo - wo));
       }
     }
   }
@@ -171,13 +176,14 @@ struct PhaseTap { i64 j, shift; };
 // NV vectors over t of one residue class: sum over the M output channels, the tap rows and the
 // class's tap columns; written to out (acc_t, full vectors).
 template <int NV, typename A>
-XSEP_INLINE void gi_vectors(const DepthwiseGeometry& s, const A* gobuf, i64 glen, i64 go_left, const Taps& ti, i64 h,
-                            const A* w, const PhaseTap* cols, i64 ncols, i64 t0, A* out) {
+XSEP_INLINE void gi_vectors(const DepthwiseGeometry& s, const A* gobuf, i64 glen, i64 go_left, const Taps& ti,
+                            i64 ho_first, const A* w, const PhaseTap* cols, i64 ncols, i64 t0, A* out) {
   constexpr int L = kLanes<A>;
   Vec<A> acc[NV] = {};
+  const i64 ho_step = ti.step * s.dil_h / s.sh;  // between consecutive tap rows' outputs (a whole number)
   for (i64 m = 0; m < s.M; ++m) {
     for (i64 a = 0; a < ti.count; ++a) {
-      const i64 i = ti.first + a * ti.step, ho = (h + s.pad_top - i * s.dil_h) / s.sh;
+      const i64 i = ti.first + a * ti.step, ho = ho_first - a * ho_step;
       const A* gr = gobuf + (m * s.Ho + ho) * glen + go_left + t0;
       const A* wr = w + m * s.kh * s.kw + i * s.kw;
       for (i64 b = 0; b < ncols; ++b) {
@@ -204,11 +210,20 @@ void grad_input_planes(const DepthwiseGeometry& s, const S* go, const A* w, cons
   // The class's tap columns first (kw of them at most), then the go rows, one input row's
   // gradient (tv * sw values) and one class's vectors before they go in place (sw > 1).
   constexpr i64 kTapValues = (sizeof(PhaseTap) + sizeof(A) - 1) / sizeof(A);
-  A* base = scratch<A>(s.kw * kTapValues + gobuf_n + tv * s.sw + 4 * L);
-  PhaseTap* cols = reinterpret_cast<PhaseTap*>(base);
-  A* gobuf = base + s.kw * kTapValues;
+  A* base = scratch<A>(classes * s.kw * kTapValues + gobuf_n + tv * s.sw + 4 * L);
+  PhaseTap* all_cols = reinterpret_cast<PhaseTap*>(base);  // class rho's at rho * kw
+  A* gobuf = base + classes * s.kw * kTapValues;
   A* row = gobuf + gobuf_n;
   A* vecs = row + tv * s.sw;
+  i64* ncols_of = scratch<i64>(classes);
+  for (i64 rho = 0; rho < classes; ++rho) {
+    i64 ncols = 0;
+    for (i64 j = 0; j < s.kw; ++j) {
+      const i64 d = rho + s.pad_left - j * s.dil_w;
+      if (d % s.sw == 0) all_cols[rho * s.kw + ncols++] = {j, floor_div(d, s.sw)};
+    }
+    ncols_of[rho] = ncols;
+  }
   for (i64 q = q0; q < q1; ++q) {
     const i64 n = q / s.C, c = q % s.C;
     for (i64 m = 0; m < s.M; ++m)
@@ -218,18 +233,16 @@ void grad_input_planes(const DepthwiseGeometry& s, const S* go, const A* w, cons
     const A* wc = w + c * s.M * s.kh * s.kw;
     for (i64 h = 0; h < s.H; ++h) {
       const Taps ti = back_taps(h + s.pad_top, s.kh, s.dil_h, s.sh, s.Ho);
+      const i64 ho_first = ti.count ? (h + s.pad_top - ti.first * s.dil_h) / s.sh : 0;
       for (i64 rho = 0; rho < classes; ++rho) {
-        i64 ncols = 0;
-        for (i64 j = 0; j < s.kw; ++j) {
-          const i64 d = rho + s.pad_left - j * s.dil_w;
-          if (d % s.sw == 0) cols[ncols++] = {j, floor_div(d, s.sw)};
-        }
+        const PhaseTap* cols = all_cols + rho * s.kw;
+        const i64 ncols = ncols_of[rho];
         const i64 count = (s.W - rho + s.sw - 1) / s.sw;
         for (i64 t = 0; t < count;) {
           const bool wide = t + 4 * L <= count;
           A* dst = s.sw == 1 ? row + t : vecs;
-          if (wide) gi_vectors<4>(s, gobuf, glen, go_left, ti, h, wc, cols, ncols, t, dst);
-          else gi_vectors<1>(s, gobuf, glen, go_left, ti, h, wc, cols, ncols, t, dst);
+          if (wide) gi_vectors<4>(s, gobuf, glen, go_left, ti, ho_first, wc, cols, ncols, t, dst);
+          else gi_vectors<1>(s, gobuf, glen, go_left, ti, ho_first, wc, cols, ncols, t, dst);
           const i64 done = wide ? 4 * L : L;
           if (s.sw > 1)
             for (i64 k = 0; k < min_(done, count - t); ++k) row[rho + (t + k) * s.sw] = vecs[k];
@@ -282,6 +295,7 @@ void grad_weight_channels(const DepthwiseGeometry& s, const S* go, const T* x, A
   A* buf = scratch<A>(s.H * row + (s.sw > 1 ? row : 0) + accs);
   A* tmp = buf + s.H * row;
   A* acc = tmp + (s.sw > 1 ? row : 0);
+  const i64* offsets = tap_offsets(s, len);
   for (i64 c = c0; c < c1; ++c) {
     for (i64 k = 0; k < accs; ++k) acc[k] = A(0);
     for (i64 n = 0; n < s.N; ++n) {
@@ -296,7 +310,7 @@ void grad_weight_channels(const DepthwiseGeometry& s, const S* go, const T* x, A
           const i64 ho_hi = clamp_(floor_div(s.H - 1 - first, s.sh) + 1, ho_lo, s.Ho);
           for (i64 j = 0; j < s.kw; ++j) {
             A* a = acc + (m * taps + i * s.kw + j) * 2 * L;
-            const i64 off = tap_offset(s, len, j);
+            const i64 off = offsets[j];
             for (i64 ho = ho_lo; ho < ho_hi; ++ho)
               gw_row(gp + ho * s.Wo, buf + (ho * s.sh + first) * row + off, s.Wo, a);
           }
