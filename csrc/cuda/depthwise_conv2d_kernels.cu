@@ -33,12 +33,45 @@ __device__ __forceinline__ void load(const T* p, A (&out)[VEC], bool relu) {
   }
 }
 
+// p: global memory. Stored as one word of the vector's width (nvcc writes a struct of 16-bit
+// elements an element at a time, and may split a 16-byte word: see store_global_word).
 template <typename A, typename T, int VEC>
 __device__ __forceinline__ void store(T* p, const A (&in)[VEC]) {
   Vec<T, VEC> v;
 #pragma unroll
   for (int i = 0; i < VEC; ++i) v.v[i] = static_cast<T>(in[i]);
-  *reinterpret_cast<Vec<T, VEC>*>(p) = v;
+  if constexpr (sizeof(v) >= 4) {
+    using Bits = typename Word<sizeof(v)>::type;
+    Bits bits;
+    memcpy(&bits, &v, sizeof(v));
+    store_global_word(p, bits);
+  } else {
+    p[0] = v.v[0];
+  }
+}
+
+// v[0, VEC) = p[0, VEC) in the accumulation type (the weights, partial sums), as 16-byte accesses:
+// p is 16-byte aligned (VEC channels of a row whose width is a multiple of VEC).
+template <typename A, int VEC>
+__device__ __forceinline__ void load_acc(const A* p, A (&v)[VEC]) {
+  constexpr int V = kVec16<A> < VEC ? kVec16<A> : VEC;
+#pragma unroll
+  for (int c = 0; c < VEC; c += V) {
+    const Vec<A, V> x = *reinterpret_cast<const Vec<A, V>*>(p + c);
+#pragma unroll
+    for (int e = 0; e < V; ++e) v[c + e] = x.v[e];
+  }
+}
+template <typename A, int VEC>
+__device__ __forceinline__ void store_acc(A* p, const A (&v)[VEC]) {
+  constexpr int V = kVec16<A> < VEC ? kVec16<A> : VEC;
+#pragma unroll
+  for (int c = 0; c < VEC; c += V) {
+    Vec<A, V> x;
+#pragma unroll
+    for (int e = 0; e < V; ++e) x.v[e] = v[c + e];
+    *reinterpret_cast<Vec<A, V>*>(p + c) = x;
+  }
 }
 
 // A thread's TW outputs of channels c0 .. c0 + VEC start at their bias (0 without one).
@@ -156,6 +189,14 @@ __global__ void __launch_bounds__(kThreads)
 // the output is zero where it is not positive.
 constexpr int TILE_H = 16, TILE_W = 16, TILE_CV = 4;  // output rows, columns and channel vectors
 static_assert(TILE_H * (TILE_W / TW) * TILE_CV == kThreads, "one thread per TW outputs of a vector");
+static_assert(TW == 4 && TILE_CV == 4, "tile_column's swizzle assumes these");
+
+// Where input column `col` of the tile lives: its 16-byte vectors are 64 bytes per column, so the
+// two column groups a quarter-warp reads (columns TW = 4 apart, 256 bytes) would fall on the same
+// banks: 2 wavefronts per request where 1 suffices. Swapping the columns of each pair whose bit 2 is
+// set puts the two groups on opposite halves of the banks (a tile width IW is even, so the swap
+// stays in the tile).
+__device__ __forceinline__ int tile_column(int col) { return col ^ ((col >> 2) & 1); }
 
 template <typename T, int VEC, int K, bool TRANSPOSED>
 __global__ void __launch_bounds__(kThreads)
@@ -163,6 +204,7 @@ __global__ void __launch_bounds__(kThreads)
                          const Acc<T>* __restrict__ bias, const T* __restrict__ mask, T* __restrict__ y) {
   using A = Acc<T>;
   constexpr int IH = TILE_H + K - 1, IW = TILE_W + K - 1;
+  static_assert(IW % 2 == 0, "tile_column swaps column pairs");
   __shared__ Vec<T, VEC> tile[IH][IW][TILE_CV];
   const int64_t wtiles = (p.Wo + TILE_W - 1) / TILE_W, cvecs = p.C / VEC;
   const int64_t ho0 = blockIdx.x / wtiles * TILE_H, wo0 = blockIdx.x % wtiles * TILE_W;
@@ -183,7 +225,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < VEC; ++e) v.v[e] = T(0.0f);
     }
-    tile[row][col][cv] = v;
+    tile[row][tile_column(col)][cv] = v;
   }
   __syncthreads();
   // This thread: channel vector cv of TW consecutive outputs of one output row.
@@ -198,7 +240,7 @@ __global__ void __launch_bounds__(kThreads)
     A xin[TW + K - 1][VEC];
 #pragma unroll
     for (int j = 0; j < TW + K - 1; ++j) {
-      const Vec<T, VEC> v = tile[row0 + r][col0 + j][cv];
+      const Vec<T, VEC> v = tile[row0 + r][tile_column(col0 + j)][cv];
 #pragma unroll
       for (int e = 0; e < VEC; ++e) xin[j][e] = static_cast<A>(v.v[e]);
     }
@@ -206,8 +248,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int s = 0; s < K; ++s) {
       A wv[VEC];
       const int tap = TRANSPOSED ? (K - 1 - r) * K + (K - 1 - s) : r * K + s;
-#pragma unroll
-      for (int v = 0; v < VEC; ++v) wv[v] = w[tap * p.OC + c0 + v];
+      load_acc(w + tap * p.OC + c0, wv);  // OC == C, a multiple of VEC
 #pragma unroll
       for (int t = 0; t < TW; ++t)
 #pragma unroll
@@ -365,41 +406,59 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Grad weight, pass 1: a thread owns VEC output channels of one tap over one chunk of output
-// pixels and writes its partial sum (no atomics).
-template <typename T, int VEC>
+// Grad weight, pass 1: a thread owns VEC output channels of one kernel row's KW taps (KW = 3, 5, 7
+// for those square kernels; KW = 0: of one tap, any kernel) over one chunk of output pixels, and
+// writes their partial sums (no atomics). A row's taps share each pixel's grad_output load, which
+// one thread per tap would repeat KW times.
+template <typename T, int VEC, int KW>
 __global__ void __launch_bounds__(kThreads)
     grad_weight_partials_kernel(const DepthwiseGeometry p, int64_t chunks, const T* __restrict__ go,
                                 const T* __restrict__ x, Acc<T>* __restrict__ partials) {
   using A = Acc<T>;
+  constexpr int NS = KW > 0 ? KW : 1;  // taps per thread
   const int64_t cvecs = p.OC / VEC, taps = p.kh * p.kw, pixels = p.N * p.Ho * p.Wo;
+  const int64_t groups = KW > 0 ? p.kh : taps;  // a thread's taps: a kernel row, or one tap
   const int64_t per_chunk = (pixels + chunks - 1) / chunks;
-  const int64_t total = chunks * taps * cvecs;
+  const int64_t total = chunks * groups * cvecs;
   for (int64_t idx = global_thread(); idx < total; idx += thread_stride()) {
     const int64_t cv = idx % cvecs;
     int64_t rest = idx / cvecs;
-    const int64_t tap = rest % taps, chunk = rest / taps;
-    const int64_t r = tap / p.kw, s = tap % p.kw;
+    const int64_t group = rest % groups, chunk = rest / groups;
+    const int64_t r = KW > 0 ? group : group / p.kw, s0 = KW > 0 ? 0 : group % p.kw;
     const int64_t oc0 = cv * VEC, ic0 = VEC == 1 ? oc0 / p.M : oc0;
-    A acc[VEC];
+    A acc[NS][VEC];
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) acc[v] = A(0);
+    for (int j = 0; j < NS; ++j)
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) acc[j][v] = A(0);
     const int64_t end = (chunk + 1) * per_chunk < pixels ? (chunk + 1) * per_chunk : pixels;
     for (int64_t px = chunk * per_chunk; px < end; ++px) {
       const int64_t wo = px % p.Wo, nho = px / p.Wo;
       const int64_t ho = nho % p.Ho, n = nho / p.Ho;
       const int64_t hi = ho * p.sh - p.pad_top + r * p.dil_h;
-      const int64_t wi = wo * p.sw - p.pad_left + s * p.dil_w;
-      if (hi < 0 || hi >= p.H || wi < 0 || wi >= p.W) continue;
-      A gv[VEC], xv[VEC];
+      if (hi < 0 || hi >= p.H) continue;
+      const T* xrow = x + (n * p.H + hi) * p.W * p.C + ic0;
+      A gv[VEC];
       load<A, T, VEC>(go + px * p.OC + oc0, gv, false);
-      load<A, T, VEC>(x + ((n * p.H + hi) * p.W + wi) * p.C + ic0, xv, p.relu_input);
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) acc[v] += gv[v] * xv[v];
+      for (int j = 0; j < NS; ++j) {
+        const int64_t wi = wo * p.sw - p.pad_left + (s0 + j) * p.dil_w;
+        if (wi < 0 || wi >= p.W) continue;
+        A xv[VEC];
+        load<A, T, VEC>(xrow + wi * p.C, xv, p.relu_input);
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) acc[j][v] += gv[v] * xv[v];
+      }
     }
-    A* out = partials + (chunk * taps + tap) * p.OC + oc0;
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) out[v] = acc[v];
+    for (int j = 0; j < NS; ++j) {
+      A* out = partials + (chunk * taps + r * p.kw + s0 + j) * p.OC + oc0;
+      if constexpr (VEC > 1) {
+        store_acc(out, acc[j]);  // OC a multiple of VEC when vectorised
+      } else {
+        out[0] = acc[j][0];
+      }
+    }
   }
 }
 
@@ -480,7 +539,7 @@ void launch_forward_at_width(const DepthwiseGeometry& p, const T* x, const Acc<T
 template <typename T>
 void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, T* y,
                     cudaStream_t stream) {
-  if (can_vectorize<T>(p, {x, y})) {
+  if (can_vectorize<T>(p, {x, w, y})) {
     launch_forward_at_width<T, kVec16<T>>(p, x, w, b, y, stream);
   } else {
     launch_forward_at_width<T, 1>(p, x, w, b, y, stream);
@@ -531,7 +590,7 @@ template <typename T>
 void launch_grad_input(const DepthwiseGeometry& p, const T* go, const Acc<T>* w, const T* x, T* gi,
                        cudaStream_t stream) {
   constexpr int V = kVec16<T>;
-  if (can_vectorize<T>(p, {go, x, gi})) {
+  if (can_vectorize<T>(p, {go, x, w, gi})) {
     if (launch_tiled_grad_input<T, V>(p, go, w, x, gi, stream)) return;
     const int64_t work = p.N * p.H * ((p.W + TW - 1) / TW) * (p.C / V);
     grad_input_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, go, w, x, gi);
@@ -548,12 +607,16 @@ template <typename T>
 void launch_grad_weight(const DepthwiseGeometry& p, int64_t chunks, const T* go, const T* x, Acc<T>* partials,
                         Acc<T>* grad_taps, cudaStream_t stream) {
   constexpr int V = kVec16<T>;
-  if (can_vectorize<T>(p, {go, x})) {
-    const int64_t work = chunks * p.kh * p.kw * (p.OC / V);
-    grad_weight_partials_kernel<T, V><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, go, x, partials);
-  } else {
+  if (can_vectorize<T>(p, {go, x, partials})) {
+    with_kernel_size(p, [&](auto k) {
+      constexpr int K = decltype(k)::value;
+      const int64_t groups = K > 0 ? p.kh : p.kh * p.kw;  // see grad_weight_partials_kernel
+      const int64_t work = chunks * groups * (p.OC / V);
+      grad_weight_partials_kernel<T, V, K><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, go, x, partials);
+    });
+  } else {  // (element by element: odd channel counts, M > 1; a thread per tap)
     const int64_t work = chunks * p.kh * p.kw * p.OC;
-    grad_weight_partials_kernel<T, 1><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, go, x, partials);
+    grad_weight_partials_kernel<T, 1, 0><<<blocks_for(work), kThreads, 0, stream>>>(p, chunks, go, x, partials);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const int64_t width = p.kh * p.kw * p.OC;
@@ -610,9 +673,10 @@ bool depthwise_grad_input_nchw(const DepthwiseGeometry& p, Dtype dt, const void*
 
 int64_t depthwise_grad_weight_chunks(const DepthwiseGeometry& p) {
   // A split fixed by the shape alone (never by the GPU), so results are bitwise reproducible
-  // everywhere: about 256 output pixels per chunk, at most 1024 chunks.
+  // everywhere: about 128 output pixels per chunk (enough threads for 132 SMs on 19 x 19 x 728 at
+  // batch 128 with a kernel row per thread), at most 1024 chunks.
   const int64_t pixels = p.N * p.Ho * p.Wo;
-  const int64_t chunks = (pixels + 255) / 256;
+  const int64_t chunks = (pixels + 127) / 128;
   return chunks < 1 ? 1 : (chunks > 1024 ? 1024 : chunks);
 }
 

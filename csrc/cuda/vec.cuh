@@ -40,6 +40,21 @@ struct Word<16> {
   using type = uint4;
 };
 
+// *p = bits in global memory (never shared: st.global), as one access. A 16-byte one goes through
+// st.global.v4 (__stwb: the default write-back policy) because nvcc splits a plain uint4 store into
+// four 32-bit ones when the four words come from unrelated registers (it did in
+// forward_tiled_kernel's epilogue); the PTX vector store is one STG.128 by definition.
+template <typename Bits>
+__device__ __forceinline__ void store_global_word(void* p, Bits bits) {
+#ifndef XSEP_CUDA_EMU
+  if constexpr (sizeof(Bits) == 16) {
+    __stwb(static_cast<uint4*>(p), bits);
+    return;
+  }
+#endif
+  *static_cast<Bits*>(p) = bits;
+}
+
 // v[0, W) = p[0, count), zero beyond.
 template <bool VEC, typename T, int W>
 __device__ __forceinline__ void load_row(const T* p, int count, T (&v)[W]) {
