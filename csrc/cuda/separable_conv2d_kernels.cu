@@ -65,39 +65,59 @@ struct DepthwiseOperand {
   Activation act;
   bool pixel_rows;
 
-  // dw(x) + bias (before the activation) at flat output pixel `pix`, output channels oc0 .. oc0 + V;
-  // the bias first, then the taps in order, as the CPU kernels sum. With V > 1, each tap's V weights
-  // are read as vectors (OC and oc0 are multiples of V, and w is 16-byte aligned: with_vec).
-  template <int V>
-  __device__ __forceinline__ void compute(int64_t pix, int64_t oc0, A (&d)[V]) const {
-    const int64_t wo = pix % p.Wo, nh = pix / p.Wo, ho = nh % p.Ho, n = nh / p.Ho;
+  // dw(x) + bias (before the activation) at the flat output pixels pix[j] (j < npix; pixels at
+  // or past pix_end are 0), output channels oc0 .. oc0 + V; per pixel the bias first, then the taps in
+  // order, as the CPU kernels sum. Each tap's weights are loaded once for the NP pixels. With V > 1
+  // they are read as vectors (OC and oc0 are multiples of V, and w is 16-byte aligned: with_vec).
+  template <int V, int NP>
+  __device__ __forceinline__ void compute(const int64_t (&pix)[NP], int64_t pix_end, int64_t oc0, A (&d)[NP][V]) const {
+    int64_t row0[NP], col0[NP], image[NP];  // per pixel: its first input row and column, its image
+    bool live[NP];
+    A b[V];
 #pragma unroll
-    for (int v = 0; v < V; ++v) d[v] = bias != nullptr ? bias[oc0 + v] : A(0);
+    for (int v = 0; v < V; ++v) b[v] = A(0);
+    if (pix[0] < pix_end && bias != nullptr) {
+#pragma unroll
+      for (int v = 0; v < V; ++v) b[v] = bias[oc0 + v];
+    }
+#pragma unroll
+    for (int j = 0; j < NP; ++j) {
+      live[j] = pix[j] < pix_end;
+      const int64_t wo = pix[j] % p.Wo, nh = pix[j] / p.Wo, ho = nh % p.Ho;
+      image[j] = nh / p.Ho;
+      row0[j] = ho * p.sh - p.pad_top;
+      col0[j] = wo * p.sw - p.pad_left;
+#pragma unroll
+      for (int v = 0; v < V; ++v) d[j][v] = live[j] ? b[v] : A(0);
+    }
+    if (!live[0]) return;  // (pixels are consecutive: none live; the weights may lie past OC)
     for (int64_t r = 0; r < p.kh; ++r) {
-      const int64_t hi = ho * p.sh - p.pad_top + r * p.dil_h;
-      if (hi < 0 || hi >= p.H) continue;
       for (int64_t s = 0; s < p.kw; ++s) {
-        const int64_t wi = wo * p.sw - p.pad_left + s * p.dil_w;
-        if (wi < 0 || wi >= p.W) continue;
-        const T* xp = x + ((n * p.H + hi) * p.W + wi) * p.C;
         const A* wp = w + (r * p.kw + s) * p.OC + oc0;
-        A wv[V], xv[V];
+        A wv[V];
         if constexpr (V > 1) {
           load_row<true>(wp, V, wv);
         } else {
           wv[0] = wp[0];
         }
-        if constexpr (V > 1) {
-          const Vec<T, V> raw = *reinterpret_cast<const Vec<T, V>*>(xp + oc0);
 #pragma unroll
-          for (int v = 0; v < V; ++v) xv[v] = static_cast<A>(raw.v[v]);
-        } else {
-          xv[0] = static_cast<A>(xp[oc0 / p.M]);
-        }
+        for (int j = 0; j < NP; ++j) {
+          const int64_t hi = row0[j] + r * p.dil_h, wi = col0[j] + s * p.dil_w;
+          if (!live[j] || hi < 0 || hi >= p.H || wi < 0 || wi >= p.W) continue;
+          const T* xp = x + ((image[j] * p.H + hi) * p.W + wi) * p.C;
+          A xv[V];
+          if constexpr (V > 1) {
+            const Vec<T, V> raw = *reinterpret_cast<const Vec<T, V>*>(xp + oc0);
 #pragma unroll
-        for (int v = 0; v < V; ++v) {
-          const A xi = p.relu_input && xv[v] < A(0) ? A(0) : xv[v];
-          d[v] += xi * wv[v];
+            for (int v = 0; v < V; ++v) xv[v] = static_cast<A>(raw.v[v]);
+          } else {
+            xv[0] = static_cast<A>(xp[oc0 / p.M]);
+          }
+#pragma unroll
+          for (int v = 0; v < V; ++v) {
+            const A xi = p.relu_input && xv[v] < A(0) ? A(0) : xv[v];
+            d[j][v] += xi * wv[v];
+          }
         }
       }
     }
@@ -105,40 +125,47 @@ struct DepthwiseOperand {
 
   // Stages act(dw(x)) for rows [r0, r0 + nr) x k [k0, k0 + nk) (zero beyond the pixels, the
   // channels or k_end), like StridedOperand::stage. A thread computes VEC consecutive channels of
-  // one pixel; consecutive threads take consecutive channel groups, so x reads coalesce. Where the
+  // kPixels consecutive pixels, sharing each tap's weight load. The resident forward's tile, staged
+  // once, takes 4 (80 -> 149 registers on bf16: occupancy 38% -> 19% where registers bind, on narrow
+  // layers, but 4 independent loads per thread; from about 400 channels its shared memory binds at
+  // 2 blocks per SM anyway); the GEMMs' per-tile stages take 1, as 4 costs them 50 registers and a
+  // third of their occupancy. Consecutive threads take consecutive channel groups, so x reads
+  // coalesce. Where the
   // tile holds a pixel's channels contiguously and aligned (pixel rows, row-major: the tensor-core
   // forward's A), the VEC values go to shared memory as one vector.
-  template <bool KMAJOR>
+  template <bool KMAJOR, int kPixels = 1>
   __device__ void stage(T* s, int ld, int nr, int nk, int64_t r0, int64_t k0, int64_t k_end) const {
     const int64_t pix0 = pixel_rows ? r0 : k0, ch0 = pixel_rows ? k0 : r0;
     const int npix = pixel_rows ? nr : nk, cvecs = (pixel_rows ? nk : nr) / VEC;
+    const int groups = (npix + kPixels - 1) / kPixels;
     const int64_t pix_end = pixel_rows ? p.N * p.Ho * p.Wo : k_end, ch_end = pixel_rows ? k_end : p.OC;
     const bool s_vec = !KMAJOR && pixel_rows && rows_aligned<T, VEC>(s, ld);
-    for (int u = threadIdx.x; u < npix * cvecs; u += blockDim.x) {
-      const int pp = u / cvecs, cv = u % cvecs;
-      const int64_t pix = pix0 + pp, c = ch0 + static_cast<int64_t>(cv) * VEC;
-      A d[VEC];
-      if (pix < pix_end && c < ch_end) {
-        compute<VEC>(pix, c, d);
+    for (int u = threadIdx.x; u < groups * cvecs; u += blockDim.x) {
+      const int pp0 = u / cvecs * kPixels, cv = u % cvecs;
+      const int64_t c = ch0 + static_cast<int64_t>(cv) * VEC;
+      int64_t pix[kPixels];
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) d[v] = activate(act, d[v]);
-      } else {
+      for (int j = 0; j < kPixels; ++j) pix[j] = pix0 + pp0 + j;
+      A d[kPixels][VEC];
+      compute<VEC>(pix, c < ch_end ? pix_end : pix0, c, d);  // (no pixel is live beyond the channels)
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) d[v] = A(0);
-      }
-      T t[VEC];
+      for (int j = 0; j < kPixels; ++j) {
+        const int pp = pp0 + j;
+        if (pp >= npix) break;
+        T t[VEC];
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) t[v] = static_cast<T>(d[v]);
-      if constexpr (VEC > 1) {
-        if (s_vec) {  // row pp, channels from cv * VEC
-          store_row<true>(s + pp * ld + cv * VEC, VEC, t);
-          continue;
+        for (int v = 0; v < VEC; ++v) t[v] = static_cast<T>(activate(act, d[j][v]));
+        if constexpr (VEC > 1) {
+          if (s_vec) {  // row pp, channels from cv * VEC
+            store_row<true>(s + pp * ld + cv * VEC, VEC, t);
+            continue;
+          }
         }
-      }
 #pragma unroll
-      for (int v = 0; v < VEC; ++v) {
-        const int ch = cv * VEC + v, rr = pixel_rows ? pp : ch, kk = pixel_rows ? ch : pp;
-        s[KMAJOR ? kk * ld + rr : rr * ld + kk] = t[v];
+        for (int v = 0; v < VEC; ++v) {
+          const int ch = cv * VEC + v, rr = pixel_rows ? pp : ch, kk = pixel_rows ? ch : pp;
+          s[KMAJOR ? kk * ld + rr : rr * ld + kk] = t[v];
+        }
       }
     }
   }
@@ -210,7 +237,7 @@ __global__ void __launch_bounds__(RES_THREADS)
     cp_async_commit();
   };
   stage(0);
-  dw.template stage<false>(As, lda, RES_TC, kpad, m0, 0, K);  // the resident A tile, once
+  dw.template stage<false, 4>(As, lda, RES_TC, kpad, m0, 0, K);  // the resident A tile, once
   float acc[2][4][4] = {};
   for (int64_t step = 0; step < steps; ++step) {
     if (step + 1 < steps) {
@@ -247,7 +274,7 @@ __global__ void __launch_bounds__(RES_THREADS)
   const int kpad = static_cast<int>(round_up(K, F_BK));
   const int tm = (threadIdx.x / 16) * 4, tn = (threadIdx.x % 16) * 4;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * RES_FMA;
-  dw.template stage<true>(As, RES_FMA, RES_FMA, kpad, m0, 0, K);
+  dw.template stage<true, 4>(As, RES_FMA, RES_FMA, kpad, m0, 0, K);
   const StridedOperand<T> wop{w_pw, O, K, 1};
   const StoreOutput<T> out{y, O, bias};
   for (int64_t n0 = 0; n0 < O; n0 += RES_BN) {
