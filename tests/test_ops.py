@@ -14,7 +14,7 @@ import torch
 from helpers import memory_format_of
 
 from xsep.ops import reference
-from xsep.testing import rel_error
+from xsep.testing import check_against_reference, rel_error
 
 pytestmark = pytest.mark.usefixtures("native")
 
@@ -358,6 +358,58 @@ def test_output_memory_format_follows_input():
                                                             DILATION, "none", "none")
         assert y.is_contiguous(memory_format=fmt) and gi.is_contiguous(memory_format=fmt)
         assert gdw.is_contiguous() and gpw.is_contiguous() and gdb.shape == (0,)  # no depthwise bias
+
+
+# --------------------------------------------------------------------------------------------------
+# NCHW, unit stride: the flattened padded plane
+#
+# At stride 1 the NCHW kernels copy the plane with its padding into rows of exactly len = Wo + (kw - 1) * dil_w
+# values and convolve the flattened buffer in full vectors; the lanes between rows are dropped. These
+# cases hit its edges. Named "native ... matches_reference" so that test_every_cpu_isa reruns them.
+
+# (N, C, H, W, M, (kh, kw), padding (top, bottom, left, right), dilation, input activation, why)
+_FLAT_CASES = [
+    (2, 3, 5, 3, 1, (3, 3), (1, 1, 1, 1), (1, 1), "none", "W smaller than one vector"),
+    (2, 2, 6, 1, 1, (3, 3), (1, 1, 1, 1), (1, 1), "relu", "W = 1"),
+    (1, 3, 9, 10, 1, (3, 3), (2, 2, 2, 2), (2, 2), "none", "dilation 2"),
+    (1, 2, 11, 13, 1, (3, 3), (1, 2, 2, 1), (2, 1), "none", "dilation 2 x 1, asymmetric padding"),
+    (2, 3, 10, 10, 1, (5, 5), (2, 2, 2, 2), (1, 1), "relu", "5x5"),
+    (1, 2, 19, 19, 1, (7, 7), (3, 3, 3, 3), (1, 1), "none", "7x7"),
+    (2, 3, 7, 11, 1, (3, 3), (0, 2, 2, 1), (1, 1), "none", "asymmetric padding"),
+    (1, 2, 2, 3, 1, (3, 3), (4, 3, 5, 4), (1, 1), "relu", "padding larger than the plane"),
+    (2, 3, 10, 10, 2, (3, 3), (1, 1, 1, 1), (1, 1), "relu", "M = 2"),
+    (2, 4, 19, 19, 1, (3, 3), (1, 1, 1, 1), (1, 1), "none", "Xception's 19x19: four-vector blocks"),
+    (1, 2, 8, 9, 1, (2, 4), (0, 1, 1, 2), (1, 1), "none", "a kernel size without its own instantiation"),
+    (1, 2, 5, 6, 1, (1, 1), (0, 0, 0, 0), (1, 1), "none", "1x1: len = Wo, no dropped lanes"),
+    (1, 1, 20, 300, 1, (3, 3), (1, 1, 1, 1), (1, 1), "relu", "rows wider than the output chunk (6 rows)"),
+]
+_DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", _DTYPES, ids=lambda d: str(d).split(".")[1])
+@pytest.mark.parametrize("case", _FLAT_CASES, ids=[c[-1] for c in _FLAT_CASES])
+def test_nchw_unit_stride_native_matches_reference(case, dtype):
+    n, c, h, w, m, (kh, kw), padding, dilation, act, _ = case
+    torch.manual_seed(0)
+    x = away_from_zero(n, c, h, w).to(dtype)
+    weight = torch.randn(c * m, 1, kh, kw, dtype=torch.float64).to(dtype)
+    bias = torch.randn(c * m, dtype=torch.float64).to(dtype)
+    geometry = ((1, 1), padding, dilation, act)
+    check_against_reference(lambda *t: ops().depthwise_conv2d(*t, *geometry),
+                            lambda *t: reference.depthwise_conv2d(*t, *geometry),
+                            [x, weight, bias], ["input", "weight", "bias"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_nchw_fused_row_bands_native_matches_reference(dtype):
+    # 520 depthwise channels make the fused op's NCHW forward cut the 120 output rows into bands
+    # (tiles of 512 pixels: 52 rows of 10), each band's depthwise half filling its own padded rows.
+    torch.manual_seed(0)
+    x, dw, pw, b = (t.to(dtype) for t in separable_inputs(n=1, c=260, h=120, w=10, m=2, o=8))
+    geometry = ((1, 1), (1, 1, 1, 1), (1, 1), "relu", "none")
+    check_against_reference(lambda *t: ops().separable_conv2d(*t, *geometry),
+                            lambda *t: reference.separable_conv2d(*t, *geometry),
+                            [x, dw, pw, b], ["input", "depthwise_weight", "pointwise_weight", "bias"])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -42,11 +42,13 @@ at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, 
     const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* yp = out.mutable_data_ptr<scalar_t>();
     const int64_t plane = g.Ho * g.Wo;
-    // One task per input plane (its M output planes), whole images of rows.
+    // Input planes q = n * C + c (each with its M output planes), whole images of rows; one kernel
+    // call per image's run of channels, so that its setup is paid once per run, not per plane.
     at::parallel_for(0, g.N * g.C, grain(plane * g.M * g.kh * g.kw), [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t n = q / g.C, c = q % g.C;
-        k.forward(g, xp, wp, bp, yp + (n * g.OC + c * g.M) * plane, plane, n, c, c + 1, 0, g.Ho);
+      for (int64_t q = q0; q < q1;) {
+        const int64_t n = q / g.C, c0 = q % g.C, c1 = std::min(g.C, c0 + (q1 - q));
+        k.forward(g, xp, wp, bp, yp + (n * g.OC + c0 * g.M) * plane, plane, n, c0, c1, 0, g.Ho);
+        q += c1 - c0;
       }
     });
   });

@@ -107,12 +107,137 @@ XSEP_INLINE void fwd_vectors(const DepthwiseGeometry& s, const A* src, const i64
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Unit stride: the flattened padded plane
+//
+// For sh == sw == 1 the input rows the band reads are copied with all their padding into rows of
+// exactly len = Wo + (kw - 1) * dil_w values, one after another (zero rows for the vertical
+// padding). Output (ho, wo) then reads buf[(ho + i * dil_h) * len + wo + j * dil_w], so with
+// out_flat[ho * len + wo] the band is one 1-D convolution over the flattened buffer, computed in
+// full vectors: no per-row tap bookkeeping and no partial vector per row. The lanes at wo >= Wo mix
+// two rows and are dropped when the rows are copied out. Small planes (10x10, 19x19) then waste
+// (len - Wo) / len of the lanes instead of up to half a vector per row. Every element is still
+// bias + taps in (i, j) order (a tap in the vertical padding adds 0 * w).
+
+// Values [0, n) of dst from f(k) (a vector for dst + k), in full vectors: up to L - 1 values past
+// n are written too, and the caller overwrites them (the next segment starts there) or ignores them.
+template <typename A, typename F>
+XSEP_INLINE void put_vectors(A* dst, i64 n, F&& f) {
+  constexpr int L = kLanes<A>;
+  for (i64 k = 0; k < n; k += L) store(dst + k, f(k));
+}
+
+// Padded rows [pr0, pr0 + rows) of one plane (padded row pr is input row pr - pad_top), len values
+// each, then `tail` zeros. Written in order with full vectors, each segment overwriting what the
+// previous one wrote past its end; the source is read in full vectors while they stay in the plane.
+template <bool Relu, typename T, typename A>
+void fill_flat(const DepthwiseGeometry& s, const T* xp, i64 len, i64 pr0, i64 rows, i64 tail, A* buf) {
+  constexpr int L = kLanes<A>;
+  const i64 plane = s.H * s.W;
+  const i64 lo = min_(s.pad_left, len), hi = clamp_(s.pad_left + s.W, lo, len);
+  const auto zeros = [](i64) { return Vec<A>{}; };
+  for (i64 a = 0; a < rows; ++a) {
+    A* d = buf + a * len;
+    const i64 r = pr0 + a - s.pad_top;
+    if (r < 0 || r >= s.H) {
+      put_vectors(d, len, zeros);
+      continue;
+    }
+    put_vectors(d, lo, zeros);
+    const i64 from = r * s.W + lo - s.pad_left;  // plane index of the value at lo
+    put_vectors(d + lo, hi - lo, [&](i64 k) {
+      const i64 left = plane - (from + k);
+      Vec<A> v = left >= L ? ld<false>(xp + from + k, L) : ld<true>(xp + from + k, int(left));
+      if constexpr (Relu) v = relu(v);
+      return v;
+    });
+    put_vectors(d + hi, len - hi, zeros);
+  }
+  put_vectors(buf + rows * len, tail, zeros);
+}
+
+// NV output vectors at p's flat position: bias + sum over the taps (i, j) of w[i][j] * the vector
+// i * rstep + j * cstep further. K: the kernel size (kh = kw = K), or 0 for any (kh, kw).
+template <int K, int NV, typename A>
+XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, i64 rstep, i64 cstep, const A* w, A bias, A* out) {
+  constexpr int L = kLanes<A>;
+  const i64 KH = K ? K : kh, KW = K ? K : kw;
+  Vec<A> acc[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) acc[v] = Vec<A>{} + bias;
+#pragma GCC unroll 7
+  for (i64 i = 0; i < KH; ++i) {
+#pragma GCC unroll 7
+    for (i64 j = 0; j < KW; ++j) {
+      const Vec<A> wv = Vec<A>{} + w[i * KW + j];
+      const A* q = p + i * rstep + j * cstep;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[v] += load(q + v * L) * wv;
+    }
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) store(out + v * L, acc[v]);
+}
+
+// Output rows [ho0, ho1) of image n, input channels [c0, c1), unit stride (see above). Output rows
+// go through a small buffer (`chunk` rows at a time, so that it stays in L1) and are copied out.
+template <int K, bool Relu, typename T, typename O, typename A>
+void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
+                  i64 c0, i64 c1, i64 ho0, i64 ho1) {
+  constexpr int L = kLanes<A>;
+  const i64 len = s.Wo + (s.kw - 1) * s.dil_w, taps = s.kh * s.kw;
+  const i64 nout = ho1 - ho0, rows = nout + (s.kh - 1) * s.dil_h, rstep = s.dil_h * len;
+  const i64 chunk = clamp_(2048 / len, 1, nout);
+  const i64 obuf_n = round_up(chunk * len, L) + L;
+  A* buf = scratch<A>(rows * len + L + obuf_n);
+  A* obuf = buf + rows * len + L;
+  const i64 total = nout * s.Wo;  // output values of one channel's band
+  for (i64 c = c0; c < c1; ++c) {
+    // Output row ho0 reads padded rows from ho0 (its first tap row).
+    fill_flat<Relu>(s, x + (n * s.C + c) * s.H * s.W, len, ho0, rows, L, buf);
+    for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc) {
+      const A b = bias != nullptr ? bias[oc] : A(0);
+      const A* wc = w + oc * taps;
+      O* o = out + (oc - c0 * s.M) * out_plane;
+      for (i64 h0 = 0; h0 < nout; h0 += chunk) {
+        const i64 h1 = min_(h0 + chunk, nout);
+        const i64 count = (h1 - h0 - 1) * len + s.Wo;  // flat outputs up to the last row's last
+        const A* src = buf + h0 * len;
+        i64 k = 0;
+        for (; k + 4 * L <= count; k += 4 * L) flat_vectors<K, 4>(src + k, s.kh, s.kw, rstep, s.dil_w, wc, b, obuf + k);
+        for (; k < count; k += L) flat_vectors<K, 1>(src + k, s.kh, s.kw, rstep, s.dil_w, wc, b, obuf + k);
+        // Row by row into place, in full vectors while they stay inside this channel's band (a
+        // row's overrun is overwritten by the next row).
+        for (i64 h = h0; h < h1; ++h) {
+          const A* from = obuf + (h - h0) * len;
+          O* to = o + h * s.Wo;
+          for (i64 wo = 0; wo < s.Wo; wo += L) {
+            const i64 left = total - (h * s.Wo + wo);
+            if (left >= L) st<false>(to + wo, load(from + wo), L);
+            else st<true>(to + wo, load(from + wo), int(left));
+          }
+        }
+      }
+    }
+  }
+}
+
 // Output rows [ho0, ho1) of image n, input channels [c0, c1), all their M output channels.
 template <bool Relu, typename T, typename O, typename A>
 void forward_rows(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
                   i64 c0, i64 c1, i64 ho0, i64 ho1) {
   constexpr int L = kLanes<A>;
   if (ho1 <= ho0 || s.Wo == 0) return;
+  if (s.sh == 1 && s.sw == 1) {
+    const auto flat = [&](auto k) {
+      forward_flat<decltype(k)::value, Relu>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+    };
+    if (s.kh == 3 && s.kw == 3) flat(IntTag<3>{});
+    else if (s.kh == 5 && s.kw == 5) flat(IntTag<5>{});
+    else if (s.kh == 7 && s.kw == 7) flat(IntTag<7>{});
+    else flat(IntTag<0>{});
+    return;
+  }
   const i64 len = input_row_len<A>(s), row = s.sw * len, taps = s.kh * s.kw;
   // The input rows the output rows read.
   const i64 r_lo = clamp_(ho0 * s.sh - s.pad_top, 0, s.H);
