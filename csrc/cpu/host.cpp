@@ -8,7 +8,6 @@
 namespace xsep::cpu {
 
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  constexpr int64_t kBlasReductionRows = 512;
   for (int64_t k0 = 0; k0 < a.size(0); k0 += kBlasReductionRows) {
     const int64_t k = std::min(kBlasReductionRows, a.size(0) - k0);
     out.addmm_(a.narrow(0, k0, k).t(), b.narrow(0, k0, k));

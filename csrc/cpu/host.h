@@ -82,6 +82,7 @@ at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, 
 // the order of the sums with the thread count, so the rows are fed to it in fixed blocks of
 // kBlasReductionRows, one after another, each too short for BLAS to split (MKL, measured on Intel
 // Xeon: bitwise equal at 1 and 2 threads for every Xception layer; 1.0-1.3x the time of one call).
+inline constexpr int64_t kBlasReductionRows = 512;
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
 // The sums of a contiguous [R, C] float/double matrix's columns, each summed in row order: the same

@@ -1,9 +1,14 @@
 // Pointwise (1x1) convolution on CPU: in channels-last layout the op is a plain GEMM over pixels,
-// [P, C] x [C, O], which BLAS (MKL/oneDNN through at::mm) does near the machine's peak. Low
-// precision is computed in float32 and rounded once, as the other xsep kernels do.
+// [P, C] x [C, O], which BLAS (MKL/oneDNN through at::mm) does near the machine's peak. In NCHW
+// (runs_nchw) it is one GEMM per image, Y_n [O, HW] = W [O, C] x X_n [C, HW], run in place on the
+// tensors' own memory as one batched GEMM (the weight broadcast over the batch). Low precision is
+// computed in float32 and rounded once, as the other xsep kernels do.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/baddbmm.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 
@@ -30,6 +35,32 @@ at::Tensor from_pixels(const at::Tensor& rows, const at::Tensor& like, int64_t c
 
 at::Tensor weight_2d(const at::Tensor& weight) { return to_matrix(weight).to(acc_dtype(weight.scalar_type())); }
 
+// NCHW: [N, C, H, W] tensor -> its dense NCHW data viewed as [N, C, H*W] in the accumulation dtype
+// (no copy for a dense float32/float64 tensor).
+at::Tensor planes(const at::Tensor& t) {
+  return t.contiguous().view({t.size(0), t.size(1), t.size(2) * t.size(3)}).to(acc_dtype(t.scalar_type()));
+}
+
+// out_n [R, HW] = m [R, K] x b_n [K, HW] (+ bias [R]) for every image n: one batched GEMM with m
+// broadcast over the batch, written straight into an NCHW [N, R, H, W] tensor shaped like `like`
+// (into a float32 buffer first for low precision, rounded once).
+at::Tensor batched_left_product(const at::Tensor& m, const at::Tensor& b, const at::Tensor& bias,
+                                const at::Tensor& like, int64_t rows) {
+  const int64_t N = like.size(0);
+  auto out =
+      at::empty({N, rows, like.size(2), like.size(3)}, like.options().memory_format(at::MemoryFormat::Contiguous));
+  auto y = out.scalar_type() == b.scalar_type() ? out.view({N, rows, b.size(2)})
+                                                : at::empty({N, rows, b.size(2)}, b.options());
+  const auto lhs = m.expand({N, m.size(0), m.size(1)});
+  if (bias.defined()) {
+    at::baddbmm_out(y, bias.view({1, rows, 1}).expand({N, rows, b.size(2)}), lhs, b);
+  } else {
+    at::bmm_out(y, lhs, b);
+  }
+  if (!y.is_same(out)) out.copy_(y.view(out.sizes()));
+  return out;
+}
+
 }  // namespace
 
 at::Tensor pointwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -37,6 +68,8 @@ at::Tensor pointwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   check_pointwise_forward("xsep.pointwise_conv2d", at::kCPU, input, weight, bias);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  if (runs_nchw(input))
+    return batched_left_product(weight_2d(weight), planes(input), acc_bias(bias), input, weight.size(0));
   const auto x = pixels(input);
   const auto w = weight_2d(weight);
   const auto b = acc_bias(bias);
@@ -49,6 +82,11 @@ at::Tensor pointwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   check_pointwise_backward("xsep.pointwise_conv2d_grad_input", at::kCPU, grad_output, input, weight);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  if (runs_nchw(input)) {
+    // G_n = W^T x gY_n (W^T made contiguous: a weight-sized copy, cheaper than BLAS's strided reads).
+    return batched_left_product(weight_2d(weight).t().contiguous(), planes(grad_output), at::Tensor(), input,
+                                input.size(1));
+  }
   return from_pixels(at::mm(pixels(grad_output), weight_2d(weight)), input, input.size(1));
 }
 
@@ -57,6 +95,22 @@ at::Tensor pointwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const
   check_pointwise_backward("xsep.pointwise_conv2d_grad_weight", at::kCPU, grad_output, input, weight);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  if (runs_nchw(input)) {
+    // sum_n gY_n [O, HW] x X_n^T [HW, C], image after image, each in fixed blocks of pixels (the
+    // operands read in place, transposed views): the same bits whatever the number of threads.
+    // Planes shorter than one block would make every image's GEMM read and write all of gw for
+    // a short reduction (10x10 1024->1536: 12 MB of gw per 100 pixels): there the images are first
+    // packed side by side, [C, N*HW], a copy of the operands, and summed in blocks across images.
+    const auto gy = planes(grad_output), x = planes(input);
+    auto gw = at::zeros({weight.size(0), weight.size(1)}, gy.options());
+    if (gy.size(2) < kBlasReductionRows) {
+      const auto side_by_side = [](const at::Tensor& t) { return t.transpose(0, 1).reshape({t.size(1), -1}); };
+      addmm_tn_fixed_order(gw, side_by_side(gy).t(), side_by_side(x).t());
+    } else {
+      for (int64_t n = 0; n < gy.size(0); ++n) addmm_tn_fixed_order(gw, gy[n].t(), x[n].t());
+    }
+    return from_matrix(gw, weight);
+  }
   const auto gy = pixels(grad_output);
   auto gw = at::zeros({weight.size(0), weight.size(1)}, gy.options());
   return from_matrix(addmm_tn_fixed_order(gw, gy, pixels(input)), weight);
