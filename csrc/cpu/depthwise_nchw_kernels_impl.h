@@ -127,24 +127,25 @@ XSEP_INLINE void put_vectors(A* dst, i64 n, F&& f) {
   for (i64 k = 0; k < n; k += L) store(dst + k, f(k));
 }
 
-// Padded rows [pr0, pr0 + rows) of one plane (padded row pr is input row pr - pad_top), len values
-// each, then `tail` zeros. Written in order with full vectors, each segment overwriting what the
-// previous one wrote past its end; the source is read in full vectors while they stay in the plane.
-template <bool Relu, typename T, typename A>
-void fill_flat(const DepthwiseGeometry& s, const T* xp, i64 len, i64 pr0, i64 rows, i64 tail, A* buf) {
+// Padded rows [pr0, pr0 + rows) of an H x W plane placed at (top, left) (padded row pr is plane row
+// pr - top; either offset may be negative), len values each, then `tail` zeros. Written in order
+// with full vectors, each segment overwriting what the previous one wrote past its end; the source
+// is read in full vectors while they stay in the plane.
+template <bool Relu, typename S, typename A>
+void fill_flat(const S* xp, i64 H, i64 W, i64 top, i64 left, i64 len, i64 pr0, i64 rows, i64 tail, A* buf) {
   constexpr int L = kLanes<A>;
-  const i64 plane = s.H * s.W;
-  const i64 lo = min_(s.pad_left, len), hi = clamp_(s.pad_left + s.W, lo, len);
+  const i64 plane = H * W;
+  const i64 lo = clamp_(left, 0, len), hi = clamp_(left + W, lo, len);
   const auto zeros = [](i64) { return Vec<A>{}; };
   for (i64 a = 0; a < rows; ++a) {
     A* d = buf + a * len;
-    const i64 r = pr0 + a - s.pad_top;
-    if (r < 0 || r >= s.H) {
+    const i64 r = pr0 + a - top;
+    if (r < 0 || r >= H) {
       put_vectors(d, len, zeros);
       continue;
     }
     put_vectors(d, lo, zeros);
-    const i64 from = r * s.W + lo - s.pad_left;  // plane index of the value at lo
+    const i64 from = r * W + lo - left;  // plane index of the value at lo
     put_vectors(d + lo, hi - lo, [&](i64 k) {
       const i64 left = plane - (from + k);
       Vec<A> v = left >= L ? ld<false>(xp + from + k, L) : ld<true>(xp + from + k, int(left));
@@ -179,8 +180,41 @@ XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, i64 rstep, i64 cstep, 
   for (int v = 0; v < NV; ++v) store(out + v * L, acc[v]);
 }
 
-// Output rows [ho0, ho1) of image n, input channels [c0, c1), unit stride (see above). Output rows
-// go through a small buffer (`chunk` rows at a time, so that it stays in L1) and are copied out.
+// Rows [0, nout) of `width` values of one plane from a filled buffer: row h at flat position
+// h * len of src, its taps i * rstep + j * cstep further, each value init + the taps in (i, j)
+// order. `chunk` rows at a time go through obuf (small, so it stays in L1) and are copied to dst
+// (rows `width` apart), in full vectors while they stay inside the nout * width values (a row's
+// overrun is overwritten by the next row); with Mask, zeroed where mask <= 0.
+template <int K, bool Mask, typename A, typename O, typename T>
+void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, i64 rstep, i64 cstep, const A* w, A init,
+                i64 chunk, A* obuf, O* dst, const T* mask) {
+  constexpr int L = kLanes<A>;
+  const i64 total = nout * width;
+  for (i64 h0 = 0; h0 < nout; h0 += chunk) {
+    const i64 h1 = min_(h0 + chunk, nout);
+    const i64 count = (h1 - h0 - 1) * len + width;  // flat outputs up to the last row's last
+    const A* p = src + h0 * len;
+    i64 k = 0;
+    for (; k + 4 * L <= count; k += 4 * L) flat_vectors<K, 4>(p + k, kh, kw, rstep, cstep, w, init, obuf + k);
+    for (; k < count; k += L) flat_vectors<K, 1>(p + k, kh, kw, rstep, cstep, w, init, obuf + k);
+    for (i64 h = h0; h < h1; ++h) {
+      const A* from = obuf + (h - h0) * len;
+      for (i64 wo = 0; wo < width; wo += L) {
+        const i64 at = h * width + wo, left = total - at;
+        const auto put = [&](auto partial, int m) {
+          constexpr bool P = decltype(partial)::value;
+          Vec<A> v = load(from + wo);
+          if constexpr (Mask) v = ld<P>(mask + at, m) > Vec<A>{} ? v : Vec<A>{};
+          st<P>(dst + at, v, m);
+        };
+        if (left >= L) put(BoolTag<false>{}, L);
+        else put(BoolTag<true>{}, int(left));
+      }
+    }
+  }
+}
+
+// Output rows [ho0, ho1) of image n, input channels [c0, c1), unit stride (see above).
 template <int K, bool Relu, typename T, typename O, typename A>
 void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
                   i64 c0, i64 c1, i64 ho0, i64 ho1) {
@@ -191,35 +225,23 @@ void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
   const i64 obuf_n = round_up(chunk * len, L) + L;
   A* buf = scratch<A>(rows * len + L + obuf_n);
   A* obuf = buf + rows * len + L;
-  const i64 total = nout * s.Wo;  // output values of one channel's band
   for (i64 c = c0; c < c1; ++c) {
     // Output row ho0 reads padded rows from ho0 (its first tap row).
-    fill_flat<Relu>(s, x + (n * s.C + c) * s.H * s.W, len, ho0, rows, L, buf);
-    for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc) {
-      const A b = bias != nullptr ? bias[oc] : A(0);
-      const A* wc = w + oc * taps;
-      O* o = out + (oc - c0 * s.M) * out_plane;
-      for (i64 h0 = 0; h0 < nout; h0 += chunk) {
-        const i64 h1 = min_(h0 + chunk, nout);
-        const i64 count = (h1 - h0 - 1) * len + s.Wo;  // flat outputs up to the last row's last
-        const A* src = buf + h0 * len;
-        i64 k = 0;
-        for (; k + 4 * L <= count; k += 4 * L) flat_vectors<K, 4>(src + k, s.kh, s.kw, rstep, s.dil_w, wc, b, obuf + k);
-        for (; k < count; k += L) flat_vectors<K, 1>(src + k, s.kh, s.kw, rstep, s.dil_w, wc, b, obuf + k);
-        // Row by row into place, in full vectors while they stay inside this channel's band (a
-        // row's overrun is overwritten by the next row).
-        for (i64 h = h0; h < h1; ++h) {
-          const A* from = obuf + (h - h0) * len;
-          O* to = o + h * s.Wo;
-          for (i64 wo = 0; wo < s.Wo; wo += L) {
-            const i64 left = total - (h * s.Wo + wo);
-            if (left >= L) st<false>(to + wo, load(from + wo), L);
-            else st<true>(to + wo, load(from + wo), int(left));
-          }
-        }
-      }
-    }
+    fill_flat<Relu>(x + (n * s.C + c) * s.H * s.W, s.H, s.W, s.pad_top, s.pad_left, len, ho0, rows, L, buf);
+    for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc)
+      flat_plane<K, false>(buf, len, nout, s.Wo, s.kh, s.kw, rstep, s.dil_w, w + oc * taps,
+                           bias != nullptr ? bias[oc] : A(0), chunk, obuf, out + (oc - c0 * s.M) * out_plane,
+                           static_cast<const T*>(nullptr));
   }
+}
+
+// Calls f(IntTag<K>{}) with K = 3, 5 or 7 for those square kernels, else K = 0 (any size).
+template <typename F>
+XSEP_INLINE void with_kernel_size(const DepthwiseGeometry& s, F&& f) {
+  if (s.kh == 3 && s.kw == 3) f(IntTag<3>{});
+  else if (s.kh == 5 && s.kw == 5) f(IntTag<5>{});
+  else if (s.kh == 7 && s.kw == 7) f(IntTag<7>{});
+  else f(IntTag<0>{});
 }
 
 // Output rows [ho0, ho1) of image n, input channels [c0, c1), all their M output channels.
@@ -229,13 +251,8 @@ void forward_rows(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
   constexpr int L = kLanes<A>;
   if (ho1 <= ho0 || s.Wo == 0) return;
   if (s.sh == 1 && s.sw == 1) {
-    const auto flat = [&](auto k) {
-      forward_flat<decltype(k)::value, Relu>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
-    };
-    if (s.kh == 3 && s.kw == 3) flat(IntTag<3>{});
-    else if (s.kh == 5 && s.kw == 5) flat(IntTag<5>{});
-    else if (s.kh == 7 && s.kw == 7) flat(IntTag<7>{});
-    else flat(IntTag<0>{});
+    with_kernel_size(
+        s, [&](auto k) { forward_flat<decltype(k)::value, Relu>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1); });
     return;
   }
   const i64 len = input_row_len<A>(s), row = s.sw * len, taps = s.kh * s.kw;
@@ -380,10 +397,36 @@ void grad_input_planes(const DepthwiseGeometry& s, const S* go, const A* w, cons
   }
 }
 
+// Unit stride and M == 1: the input gradient is a forward convolution of grad_output, padded by
+// (k - 1) * dil - pad above and to the left, with the kernel flipped; the flattened padded plane
+// then serves as in the forward (the taps walk the buffer backwards, in (i, j) order).
+template <int K, bool Mask, typename S, typename T, typename A>
+void grad_input_flat(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
+  constexpr int L = kLanes<A>;
+  const i64 len = s.W + (s.kw - 1) * s.dil_w, rows = s.H + (s.kh - 1) * s.dil_h, taps = s.kh * s.kw;
+  const i64 top = (s.kh - 1) * s.dil_h, left = (s.kw - 1) * s.dil_w;  // tap (0, 0)'s reach
+  const i64 chunk = clamp_(2048 / len, 1, s.H);
+  A* buf = scratch<A>(rows * len + L + round_up(chunk * len, L) + L);
+  A* obuf = buf + rows * len + L;
+  for (i64 q = q0; q < q1; ++q) {
+    fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top - s.pad_top, left - s.pad_left, len, 0, rows, L, buf);
+    const i64 pix = q * s.H * s.W;
+    flat_plane<K, Mask>(buf + top * len + left, len, s.H, s.W, s.kh, s.kw, -s.dil_h * len, -s.dil_w, w + q % s.C * taps,
+                        A(0), chunk, obuf, gi + pix, Mask ? x + pix : static_cast<const T*>(nullptr));
+  }
+}
+
+template <bool Mask, typename S, typename T, typename A>
+void grad_input_any(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
+  if (s.sh == 1 && s.sw == 1 && s.M == 1)
+    with_kernel_size(s, [&](auto k) { grad_input_flat<decltype(k)::value, Mask>(s, go, w, x, gi, q0, q1); });
+  else grad_input_planes<Mask>(s, go, w, x, gi, q0, q1);
+}
+
 template <typename S, typename T>
 void grad_input_nchw(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 q0, i64 q1) {
-  if (s.relu_input) grad_input_planes<true>(s, go, w, x, gi, q0, q1);
-  else grad_input_planes<false>(s, go, w, x, gi, q0, q1);
+  if (s.relu_input) grad_input_any<true>(s, go, w, x, gi, q0, q1);
+  else grad_input_any<false>(s, go, w, x, gi, q0, q1);
 }
 
 // ---------------------------------------------------------------------------------------------
