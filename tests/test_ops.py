@@ -378,6 +378,7 @@ _FLAT_CASES = [
     (2, 3, 7, 11, 1, (3, 3), (0, 2, 2, 1), (1, 1), "none", "asymmetric padding"),
     (1, 2, 2, 3, 1, (3, 3), (4, 3, 5, 4), (1, 1), "relu", "padding larger than the plane"),
     (2, 3, 10, 10, 2, (3, 3), (1, 1, 1, 1), (1, 1), "relu", "M = 2"),
+    (1, 2, 6, 7, 2, (5, 5), (2, 2, 2, 2), (1, 1), "relu", "N = 1, M = 2: one input plane for both weight gradients"),
     (2, 4, 19, 19, 1, (3, 3), (1, 1, 1, 1), (1, 1), "none", "Xception's 19x19: four-vector blocks"),
     (1, 2, 8, 9, 1, (2, 4), (0, 1, 1, 2), (1, 1), "none", "a kernel size without its own instantiation"),
     (1, 2, 5, 6, 1, (1, 1), (0, 0, 0, 0), (1, 1), "none", "1x1: len = Wo, no dropped lanes"),

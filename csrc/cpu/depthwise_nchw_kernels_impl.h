@@ -494,10 +494,64 @@ void grad_weight_channels(const DepthwiseGeometry& s, const S* go, const T* x, A
   }
 }
 
+// Unit stride, K x K kernels (K = 3, 5, 7): the flattened padded planes again. Each image's input
+// plane is filled as for the forward, its grad_output plane into rows of the same len (zeros in
+// the lanes past Wo), and every tap is a dot product of the two flat buffers, the input shifted by
+// the tap's offset: one grad_output vector serves all K * K taps, whose accumulators stay in
+// registers over the images. A dropped lane multiplies a zero of grad_output by an input value
+// (0 * inf would reach a tap that never reads that value: the row path reads only its own pixels).
+template <int K, bool Relu, typename S, typename T, typename A>
+void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 c0, i64 c1) {
+  constexpr int L = kLanes<A>;
+  constexpr int taps = K * K;
+  const i64 len = s.Wo + (K - 1) * s.dil_w, rows = s.Ho + (K - 1) * s.dil_h;
+  const i64 rstep = s.dil_h * len, cstep = s.dil_w;
+  const i64 nv = ((s.Ho - 1) * len + s.Wo + L - 1) / L;  // vectors over the flat outputs
+  A* xbuf = scratch<A>(rows * len + L + s.Ho * len + L);
+  A* gbuf = xbuf + rows * len + L;
+  for (i64 c = c0; c < c1; ++c) {
+    for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc) {
+      Vec<A> acc[taps];
+#pragma GCC unroll 49
+      for (int t = 0; t < taps; ++t) acc[t] = Vec<A>{};
+      for (i64 n = 0; n < s.N; ++n) {
+        if (oc == c * s.M || s.N > 1)  // the input plane, unless still in place (N = 1, M > 1)
+          fill_flat<Relu>(x + (n * s.C + c) * s.H * s.W, s.H, s.W, s.pad_top, s.pad_left, len, 0, rows, L, xbuf);
+        fill_flat<false>(go + (n * s.OC + oc) * s.Ho * s.Wo, s.Ho, s.Wo, 0, 0, len, 0, s.Ho, L, gbuf);
+        for (i64 k = 0; k < nv * L; k += L) {
+          const Vec<A> g = load(gbuf + k);
+          const A* p = xbuf + k;
+#pragma GCC unroll 7
+          for (int i = 0; i < K; ++i)
+#pragma GCC unroll 7
+            for (int j = 0; j < K; ++j) acc[i * K + j] += g * load(p + i * rstep + j * cstep);
+        }
+      }
+      // Lanes summed in a fixed order.
+#pragma GCC unroll 49
+      for (int t = 0; t < taps; ++t) {
+        A sum = 0;
+        for (int l = 0; l < L; ++l) sum += acc[t][l];
+        gw[oc * taps + t] = sum;
+      }
+    }
+  }
+}
+
+template <bool Relu, typename S, typename T, typename A>
+void grad_weight_any(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 c0, i64 c1) {
+  if (s.sh == 1 && s.sw == 1 && s.kh == s.kw && (s.kh == 3 || s.kh == 5 || s.kh == 7))
+    with_kernel_size(s, [&](auto k) {
+      constexpr int K = decltype(k)::value;
+      if constexpr (K > 0) grad_weight_flat<K, Relu>(s, go, x, gw, c0, c1);
+    });
+  else grad_weight_channels<Relu>(s, go, x, gw, c0, c1);
+}
+
 template <typename S, typename T>
 void grad_weight_nchw(const DepthwiseGeometry& s, const S* go, const T* x, Acc<T>* gw, i64 c0, i64 c1) {
-  if (s.relu_input) grad_weight_channels<true>(s, go, x, gw, c0, c1);
-  else grad_weight_channels<false>(s, go, x, gw, c0, c1);
+  if (s.relu_input) grad_weight_any<true>(s, go, x, gw, c0, c1);
+  else grad_weight_any<false>(s, go, x, gw, c0, c1);
 }
 
 template <typename T>
