@@ -9,6 +9,9 @@
 // taps then read whole vectors at any offset without a border case, a tail mask or a gather: every
 // output vector is a plain sum of taps x shifted loads. The copy is one pass through the caches
 // against kh * kw reads per element, and each plane's buffer (a few rows to ~100 KB) stays in L2.
+// At unit stride the rows are also padded vertically and laid end to end (see "the flattened
+// padded plane" below): a whole plane is then one run of full vectors, whatever its width, which
+// is what makes 10x10 and 19x19 planes cheap. The other strides take rows one at a time.
 // Each output element is summed in a fixed order (bias, then taps in (i, j) order; for the input
 // gradient, the M output channels in order), so results do not depend on how the host splits work.
 
