@@ -494,3 +494,73 @@ def test_stride_and_dilation_forms(backend):
     y = XF.depthwise_conv2d(x, w, None, [2, 1], (1, 2), (2, 1), backend=backend)
     want = torch_F.conv2d(x, w, None, (2, 1), (1, 2), (2, 1), groups=3)
     assert rel_error(y, want) <= FIXED_TOLERANCE[torch.float64]
+
+
+# --------------------------------------------------------------------------------------------------
+# NCHW at sizes the sweep does not reach
+
+# The fused NCHW op works on bands of output rows of about 512 pixels once C*M >= 512 (and the
+# pointwise NCHW weight gradient packs images side by side below 512 pixels a plane): every
+# SHAPES case fits one band. 512 mid channels on a 24x30 image give two bands at stride 1.
+_BANDED = Shape(2, 256, 24, 30, 8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=[DTYPE_NAMES[d] for d in DTYPES])
+@pytest.mark.parametrize("stride,in_act,mid_act,dw_bias", [
+    (1, "relu", "relu6", True), (1, None, None, False), (2, None, "elu", True), (1, None, "relu", False)])
+def test_nchw_separable_in_bands_matches_reference(native, dtype, stride, in_act, mid_act, dw_bias):
+    # Forward and every gradient of the fused op on NCHW inputs split into several bands (stride 1)
+    # or one (stride 2), several images, with and without the depthwise bias and mid activations.
+    shape, m = _BANDED, 2
+    mid = shape.c * m
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, dtype=torch.float64).to(dtype)
+    tensors = [x, _weight(mid, 1, 3, 3, dtype=dtype), _weight(shape.o, mid, 1, 1, dtype=dtype),
+               _weight(shape.o, 1, dtype=dtype)[:, 0], _weight(mid, 1, dtype=dtype)[:, 0] if dw_bias else None]
+
+    def run(x, dw, pw, bias, dwb):
+        return XF.separable_conv2d(x, dw, pw, bias, stride, 1, 1, in_act, mid_act, backend="native",
+                                   depthwise_bias=dwb)
+
+    def ref(x, dw, pw, bias, dwb):
+        return reference.separable_conv2d(x, dw, pw, bias, (stride, stride), (1, 1, 1, 1), (1, 1), in_act or "none",
+                                          mid_act or "none", dwb)
+
+    got = check_against_reference(run, ref, tensors,
+                                  ["input", "depthwise_weight", "pointwise_weight", "bias", "depthwise_bias"])
+    check_memory_formats(x, got["output"], got["grad_input"])
+
+
+def _nchw_weight_grads():
+    torch.manual_seed(0)
+    grads = {}
+    for h, w in ((10, 10), (24, 30)):  # pointwise: images packed side by side; one GEMM per image
+        x = torch.randn(3, 64, h, w, requires_grad=True)
+        pw = torch.randn(48, 64, 1, 1, requires_grad=True)
+        XF.pointwise_conv2d(x, pw, None, backend="native").backward(torch.randn(3, 48, h, w))
+        grads[f"pointwise {h}x{w}"] = pw.grad
+    shape = _BANDED
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w)
+    dw, pw = torch.randn(2 * shape.c, 1, 3, 3), torch.randn(shape.o, 2 * shape.c, 1, 1)
+    dwb = torch.randn(2 * shape.c)
+    for t in (dw, pw, dwb):
+        t.requires_grad_(True)
+    y = XF.separable_conv2d(x, dw, pw, None, 1, 1, 1, "relu", "relu6", backend="native", depthwise_bias=dwb)
+    y.backward(torch.randn_like(y))
+    grads.update({"separable depthwise": dw.grad, "separable pointwise": pw.grad, "separable depthwise bias": dwb.grad})
+    return grads
+
+
+def test_nchw_weight_gradients_independent_of_thread_count(native):
+    # The NCHW weight gradients sum images and pixels in an order fixed by the shape (GEMMs fed
+    # fixed blocks of pixels, image after image or images packed side by side; bands in order):
+    # bitwise equal at 1 and 2 threads, in several bands and images.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _nchw_weight_grads()
+        torch.set_num_threads(2)
+        two = _nchw_weight_grads()
+    finally:
+        torch.set_num_threads(threads)
+    different = [k for k in one if not torch.equal(one[k], two[k])]
+    assert not different, f"depend on the thread count: {different}"

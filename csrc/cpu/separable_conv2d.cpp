@@ -1,4 +1,5 @@
-// Fused depthwise-separable convolution on CPU, channels-last (NCHW inputs: see separable_forward_nchw).
+// Fused depthwise-separable convolution on CPU, channels-last (NCHW inputs: see separable_forward_nchw
+// and separable_backward_nchw).
 //
 // Forward: the output pixels are cut into tiles; for each tile the depthwise result (plus the mid
 // activation) is computed by all threads into a cache-sized float buffer, which goes straight into
@@ -168,6 +169,97 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
   return out;
 }
 
+// The backward in NCHW, image after image, each image's output rows in the forward's bands: the
+// band's depthwise output is recomputed (pre = dw(x) + bias, post = mid(pre)) and with the band of
+// grad_output gY [O, band] gives grad_pw += gY x post^T (addmm_tn_fixed_order, band after band,
+// image after image: a fixed order) and gD [C*M, band] = W_pw^T x gY (times mid'(pre)), written
+// into the image's gD planes [C*M, Ho*Wo]; then the depthwise kernels take the whole image's gD
+// (their input gradient needs neighbouring rows): grad_input of the image in place, and its weight
+// gradient, added to the total image after image. The depthwise bias's gradient sums each gD plane
+// in pixel order, images in order. Buffers: two bands and one image's gD, whatever the batch.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nchw(
+    const SeparableGeometry& sg, const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight,
+    const at::Tensor& pw_weight, const std::optional<at::Tensor>& dw_bias) {
+  const DepthwiseGeometry& g = sg.dw;
+  const Activation mid = sg.mid_activation;
+  const int64_t O = sg.O, plane = g.Ho * g.Wo, in_plane = g.C * g.H * g.W;
+  const auto acc = acc_dtype(input.scalar_type());
+  const auto x = input.contiguous();
+  const auto go = grad_output.contiguous();
+  const auto w_pw_t = pw_weight.reshape({O, g.OC}).to(acc).t().contiguous();  // [C*M, O]
+  const auto w_dw = channel_major(dw_weight);
+  const auto b_dw = acc_bias(dw_bias);
+  const bool empty = g.N == 0 || plane == 0;
+  const auto nchw = input.options().memory_format(at::MemoryFormat::Contiguous);
+  auto grad_input = empty ? at::zeros(input.sizes(), nchw) : at::empty(input.sizes(), nchw);  // overwritten
+  auto grad_pw = at::zeros({O, g.OC}, x.options().dtype(acc));
+  auto grad_dw = at::zeros({g.OC, g.kh * g.kw}, x.options().dtype(acc));
+  auto grad_dw_bias = at::zeros({b_dw.defined() ? g.OC : 0}, x.options().dtype(acc));
+  if (!empty) {
+    const int64_t rows = band_rows(g.OC, g.Ho, g.Wo), T = rows * g.Wo;
+    DepthwiseGeometry image = g;  // one image: the depthwise kernels run on image n's planes
+    image.N = 1;
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
+          using acc_t = Acc<scalar_t>;
+          constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
+          const DepthwiseBandNchw<scalar_t> band(g, mid, x, w_dw, b_dw, T);
+          const auto& ew = band.elementwise;
+          auto d_buf = at::empty({g.OC, T}, x.options().dtype(acc));
+          auto m_buf = mid == Activation::none ? d_buf : at::empty({g.OC, T}, x.options().dtype(acc));
+          auto gy_buf = go_is_acc ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
+          auto gd_buf = at::empty({g.OC, plane}, x.options().dtype(acc));
+          acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
+          acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
+          acc_t* gd_ptr = gd_buf.mutable_data_ptr<acc_t>();
+          acc_t* gdb_ptr = grad_dw_bias.mutable_data_ptr<acc_t>();
+          const scalar_t* go_ptr = go.const_data_ptr<scalar_t>();
+          const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
+          const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
+          scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
+          const auto go_planes = go.view({g.N, O, plane});
+          for (int64_t n = 0; n < g.N; ++n) {
+            for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += rows) {
+              const int64_t ho1 = std::min(g.Ho, ho0 + rows), pixels = (ho1 - ho0) * g.Wo, p0 = ho0 * g.Wo;
+              band(n, ho0, ho1, d_ptr, m_ptr);
+              if constexpr (!go_is_acc) {
+                acc_t* gy_ptr = gy_buf.mutable_data_ptr<acc_t>();
+                at::parallel_for(0, O, grain(pixels), [&](int64_t o0, int64_t o1) {
+                  for (int64_t o = o0; o < o1; ++o)
+                    ew.to_acc(go_ptr + (n * O + o) * plane + p0, gy_ptr + o * T, pixels);
+                });
+              }
+              const auto gy = go_is_acc ? go_planes[n].narrow(1, p0, pixels) : gy_buf.narrow(1, 0, pixels);
+              addmm_tn_fixed_order(grad_pw, gy.t(), m_buf.narrow(1, 0, pixels).t());
+              auto gd = gd_buf.narrow(1, p0, pixels);
+              at::mm_out(gd, w_pw_t, gy);
+              if (mid != Activation::none) {
+                at::parallel_for(0, g.OC, grain(pixels), [&](int64_t c0, int64_t c1) {
+                  for (int64_t oc = c0; oc < c1; ++oc)
+                    ew.activation_grad(mid, d_ptr + oc * T, gd_ptr + oc * plane + p0, pixels);
+                });
+              }
+            }
+            const scalar_t* x_n = x_ptr + n * in_plane;
+            depthwise_grad_input_nchw<scalar_t, acc_t>(image, gd_ptr, w_ptr, x_n, gi_ptr + n * in_plane);
+            grad_dw.add_(depthwise_grad_weight_nchw<scalar_t, acc_t>(image, gd_ptr, x_n));
+            if (b_dw.defined()) {
+              at::parallel_for(0, g.OC, grain(plane), [&](int64_t c0, int64_t c1) {
+                for (int64_t oc = c0; oc < c1; ++oc) {
+                  const acc_t* row = gd_ptr + oc * plane;
+                  acc_t sum = 0;
+                  for (int64_t p = 0; p < plane; ++p) sum += row[p];
+                  gdb_ptr[oc] += sum;
+                }
+              });
+            }
+          }
+        });
+  }
+  const auto grad_bias = b_dw.defined() ? grad_dw_bias.to(input.scalar_type()) : at::empty({0}, input.options());
+  return {grad_input, from_matrix(grad_dw, dw_weight), from_matrix(grad_pw, pw_weight), grad_bias};
+}
+
 }  // namespace
 
 at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
@@ -236,6 +328,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const DepthwiseGeometry& g = sg.dw;
   const Activation mid = sg.mid_activation;
   const int64_t O = sg.O;
+  if (runs_nchw(input)) return separable_backward_nchw(sg, grad_output, input, dw_weight, pw_weight, dw_bias);
 
   const int64_t P = g.N * g.Ho * g.Wo;
   const auto acc = acc_dtype(input.scalar_type());
