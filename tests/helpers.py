@@ -140,6 +140,20 @@ def dispatched_ops(fn, *args, **kwargs) -> set[str]:
     return seen
 
 
+def at_one_and_two_threads(fn):
+    """(fn() with torch at 1 intra-op thread, fn() at 2), the thread count restored after: for the
+    checks that a result does not depend on how work is split across threads."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fn()
+        torch.set_num_threads(2)
+        two = fn()
+    finally:
+        torch.set_num_threads(threads)
+    return one, two
+
+
 # --------------------------------------------------------------------------------------------------
 # Covering designs
 

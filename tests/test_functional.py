@@ -11,7 +11,7 @@ from typing import NamedTuple
 import pytest
 import torch
 import torch.nn.functional as torch_F
-from helpers import DTYPE_NAMES, LAYOUTS, memory_format_of, pairwise, poisoned
+from helpers import DTYPE_NAMES, LAYOUTS, at_one_and_two_threads, memory_format_of, pairwise, poisoned
 
 import xsep.functional as XF
 from xsep.ops import reference
@@ -554,13 +554,6 @@ def test_nchw_weight_gradients_independent_of_thread_count(native):
     # The NCHW weight gradients sum images and pixels in an order fixed by the shape (GEMMs fed
     # fixed blocks of pixels, image after image or images packed side by side; bands in order):
     # bitwise equal at 1 and 2 threads, in several bands and images.
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = _nchw_weight_grads()
-        torch.set_num_threads(2)
-        two = _nchw_weight_grads()
-    finally:
-        torch.set_num_threads(threads)
+    one, two = at_one_and_two_threads(_nchw_weight_grads)
     different = [k for k in one if not torch.equal(one[k], two[k])]
     assert not different, f"depend on the thread count: {different}"

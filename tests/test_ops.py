@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from helpers import memory_format_of
+from helpers import at_one_and_two_threads, memory_format_of
 
 from xsep.ops import reference
 from xsep.testing import check_against_reference, rel_error
@@ -301,14 +301,7 @@ def test_weight_gradients_independent_of_thread_count():
     # problem, not by the thread count, so 1 and 2 threads give bitwise-identical results. The other
     # results must agree too (to rounding): this is also where the multi-threaded paths of every
     # kernel are checked against the single-threaded ones the rest of the suite uses.
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = _seeded_results()
-        torch.set_num_threads(2)
-        two = _seeded_results()
-    finally:
-        torch.set_num_threads(threads)
+    one, two = at_one_and_two_threads(_seeded_results)
     weight_grads = [k for k in one if "weight" in k]
     assert len(weight_grads) == 4
     different = [k for k in weight_grads if not torch.equal(one[k], two[k])]
