@@ -34,6 +34,15 @@
 namespace xsep::cpu {
 namespace {
 
+// out = a . b, plus `bias` (broadcast: a column [rows, 1] or a row [cols]) when defined, as one GEMM.
+void mm_with_bias_out(at::Tensor& out, const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
+  if (bias.defined()) {
+    at::addmm_out(out, bias, a, b);
+  } else {
+    at::mm_out(out, a, b);
+  }
+}
+
 // Pixels per tile: the depthwise tile buffer (tile x C*M floats) is about 1 MB, which stays in
 // the caches between being written and being read by the GEMM; at least 512 rows keep the GEMM
 // efficient on wide layers. Tiles are then evened out so that no small last tile runs a
@@ -151,11 +160,7 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
         band(n, ho0, ho1, d_ptr, d_ptr);
         const auto d = d_buf.narrow(1, 0, pixels);
         auto y = out_is_acc ? out_planes[n].narrow(1, ho0 * g.Wo, pixels) : y_buf.narrow(1, 0, pixels);
-        if (b.defined()) {
-          at::addmm_out(y, b_col, w_pw, d);
-        } else {
-          at::mm_out(y, w_pw, d);
-        }
+        mm_with_bias_out(y, b_col, w_pw, d);
         if constexpr (!out_is_acc) {
           const acc_t* y_ptr = y_buf.const_data_ptr<acc_t>();
           at::parallel_for(0, O, grain(pixels), [&](int64_t o0, int64_t o1) {
@@ -301,11 +306,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
       at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) { tile(p0, q0, q1, d_ptr, d_ptr); });
       const auto d = d_buf.narrow(0, 0, n);
       auto y = out_is_acc ? out_rows.narrow(0, p0, n) : y_buf.narrow(0, 0, n);
-      if (b.defined()) {
-        at::addmm_out(y, b, d, w_pw_t);
-      } else {
-        at::mm_out(y, d, w_pw_t);
-      }
+      mm_with_bias_out(y, b, d, w_pw_t);
       if constexpr (!out_is_acc) {
         const acc_t* y_ptr = y.const_data_ptr<acc_t>();
         at::parallel_for(0, n * O, 16384,
