@@ -50,30 +50,6 @@ __device__ __forceinline__ void store(T* p, const A (&in)[VEC]) {
   }
 }
 
-// v[0, VEC) = p[0, VEC) in the accumulation type (the weights, partial sums), as 16-byte accesses:
-// p is 16-byte aligned (VEC channels of a row whose width is a multiple of VEC).
-template <typename A, int VEC>
-__device__ __forceinline__ void load_acc(const A* p, A (&v)[VEC]) {
-  constexpr int V = kVec16<A> < VEC ? kVec16<A> : VEC;
-#pragma unroll
-  for (int c = 0; c < VEC; c += V) {
-    const Vec<A, V> x = *reinterpret_cast<const Vec<A, V>*>(p + c);
-#pragma unroll
-    for (int e = 0; e < V; ++e) v[c + e] = x.v[e];
-  }
-}
-template <typename A, int VEC>
-__device__ __forceinline__ void store_acc(A* p, const A (&v)[VEC]) {
-  constexpr int V = kVec16<A> < VEC ? kVec16<A> : VEC;
-#pragma unroll
-  for (int c = 0; c < VEC; c += V) {
-    Vec<A, V> x;
-#pragma unroll
-    for (int e = 0; e < V; ++e) x.v[e] = v[c + e];
-    *reinterpret_cast<Vec<A, V>*>(p + c) = x;
-  }
-}
-
 // A thread's TW outputs of channels c0 .. c0 + VEC start at their bias (0 without one).
 template <typename A, int VEC>
 __device__ __forceinline__ void start_with_bias(A (&acc)[TW][VEC], const A* bias, int64_t c0) {
@@ -248,7 +224,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int s = 0; s < K; ++s) {
       A wv[VEC];
       const int tap = TRANSPOSED ? (K - 1 - r) * K + (K - 1 - s) : r * K + s;
-      load_acc(w + tap * p.OC + c0, wv);  // OC == C, a multiple of VEC
+      load_row<true>(w + tap * p.OC + c0, VEC, wv);  // 16-byte loads: OC == C, a multiple of VEC
 #pragma unroll
       for (int t = 0; t < TW; ++t)
 #pragma unroll
@@ -454,7 +430,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int j = 0; j < NS; ++j) {
       A* out = partials + (chunk * taps + r * p.kw + s0 + j) * p.OC + oc0;
       if constexpr (VEC > 1) {
-        store_acc(out, acc[j]);  // OC a multiple of VEC when vectorised
+        store_row<true>(out, VEC, acc[j]);  // 16-byte stores: OC a multiple of VEC when vectorised
       } else {
         out[0] = acc[j][0];
       }
