@@ -13,6 +13,7 @@
 #include <initializer_list>
 #include <type_traits>
 
+#include "cuda/activation.cuh"
 #include "cuda/depthwise_conv2d_kernels.h"
 #include "cuda/kernel_types.cuh"
 #include "cuda/vec.cuh"
@@ -61,6 +62,17 @@ __device__ __forceinline__ void start_with_bias(A (&acc)[TW][VEC], const A* bias
   }
 }
 
+// The forward's output activation (the fused backward's act(d)) on a thread's outputs, in the
+// accumulation type before they are rounded.
+template <typename A, int VEC>
+__device__ __forceinline__ void activate_outputs(Activation act, A (&acc)[TW][VEC]) {
+  if (act == Activation::none) return;
+#pragma unroll
+  for (int t = 0; t < TW; ++t)
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) acc[t][v] = activate(act, acc[t][v]);
+}
+
 __device__ __forceinline__ int64_t global_thread() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
@@ -86,11 +98,12 @@ int blocks_for(int64_t work) {
 
 // ---------------------------------------------------------------------------------------------
 // Forward. K > 0: a k x k kernel known at compile time; K == 0: any kh x kw.
-// VEC > 1 needs M == 1 (then output channel == input channel); VEC == 1 handles any M.
+// VEC > 1 needs M == 1 (then output channel == input channel); VEC == 1 handles any M. `act`: the
+// output activation (Activation::none but for the fused backward's act(d)).
 template <typename T, int VEC, int K>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
-                   const Acc<T>* __restrict__ bias, T* __restrict__ y) {
+                   const Acc<T>* __restrict__ bias, Activation act, T* __restrict__ y) {
   using A = Acc<T>;
   const int64_t cvecs = p.OC / VEC, wtiles = (p.Wo + TW - 1) / TW;
   const int64_t total = p.N * p.Ho * wtiles * cvecs;
@@ -147,6 +160,7 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
+    activate_outputs(act, acc);
     T* yp = y + ((n * p.Ho + ho) * p.Wo + wo0) * p.OC + oc0;
 #pragma unroll
     for (int t = 0; t < TW; ++t)
@@ -162,7 +176,7 @@ __global__ void __launch_bounds__(kThreads)
 // memory about (TILE + K - 1)^2 / TILE^2 times instead of once per output row that uses it.
 // TRANSPOSED: the input gradient, which at unit stride is this correlation of grad_output with the
 // kernel turned by 180 degrees (see launch_tiled_grad_input); `mask` (x, for relu on the input):
-// the output is zero where it is not positive.
+// the output is zero where it is not positive. `act`: the forward's output activation.
 constexpr int TILE_H = 16, TILE_W = 16, TILE_CV = 4;  // output rows, columns and channel vectors
 static_assert(TILE_H * (TILE_W / TW) * TILE_CV == kThreads, "one thread per TW outputs of a vector");
 static_assert(TW == 4 && TILE_CV == 4, "tile_column's swizzle assumes these");
@@ -177,7 +191,8 @@ __device__ __forceinline__ int tile_column(int col) { return col ^ ((col >> 2) &
 template <typename T, int VEC, int K, bool TRANSPOSED>
 __global__ void __launch_bounds__(kThreads)
     forward_tiled_kernel(const DepthwiseGeometry p, const T* __restrict__ x, const Acc<T>* __restrict__ w,
-                         const Acc<T>* __restrict__ bias, const T* __restrict__ mask, T* __restrict__ y) {
+                         const Acc<T>* __restrict__ bias, const T* __restrict__ mask, Activation act,
+                         T* __restrict__ y) {
   using A = Acc<T>;
   constexpr int IH = TILE_H + K - 1, IW = TILE_W + K - 1;
   static_assert(IW % 2 == 0, "tile_column swaps column pairs");
@@ -231,6 +246,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int v = 0; v < VEC; ++v) acc[t][v] += xin[t + s][v] * wv[v];
     }
   }
+  activate_outputs(act, acc);
   const int64_t at = ((n * p.Ho + ho) * p.Wo + wo) * p.OC + c0;
 #pragma unroll
   for (int t = 0; t < TW; ++t) {
@@ -495,30 +511,31 @@ dim3 tiled_grid(const DepthwiseGeometry& p) {
 }
 
 template <typename T, int VEC>
-void launch_forward_at_width(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, T* y,
-                             cudaStream_t stream) {
+void launch_forward_at_width(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, Activation act,
+                             T* y, cudaStream_t stream) {
   with_kernel_size(p, [&](auto k) {
     constexpr int K = decltype(k)::value;
     if constexpr (VEC > 1 && K > 0) {
       if (tiled_kernel_applies<VEC>(p)) {
-        forward_tiled_kernel<T, VEC, K, false><<<tiled_grid<VEC>(p), kThreads, 0, stream>>>(p, x, w, b, nullptr, y);
+        forward_tiled_kernel<T, VEC, K, false>
+            <<<tiled_grid<VEC>(p), kThreads, 0, stream>>>(p, x, w, b, nullptr, act, y);
         return;
       }
     }
     const int blocks = blocks_for(p.N * p.Ho * ((p.Wo + TW - 1) / TW) * (p.OC / VEC));
-    forward_kernel<T, VEC, K><<<blocks, kThreads, 0, stream>>>(p, x, w, b, y);
+    forward_kernel<T, VEC, K><<<blocks, kThreads, 0, stream>>>(p, x, w, b, act, y);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // The channels-last forward, 16-byte vectors wherever every access allows them.
 template <typename T>
-void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, T* y,
+void launch_forward(const DepthwiseGeometry& p, const T* x, const Acc<T>* w, const Acc<T>* b, Activation act, T* y,
                     cudaStream_t stream) {
   if (can_vectorize<T>(p, {x, w, y})) {
-    launch_forward_at_width<T, kVec16<T>>(p, x, w, b, y, stream);
+    launch_forward_at_width<T, kVec16<T>>(p, x, w, b, act, y, stream);
   } else {
-    launch_forward_at_width<T, 1>(p, x, w, b, y, stream);
+    launch_forward_at_width<T, 1>(p, x, w, b, act, y, stream);
   }
 }
 
@@ -552,8 +569,8 @@ bool launch_tiled_grad_input(const DepthwiseGeometry& p, const T* go, const Acc<
   with_kernel_size(p, [&](auto k) {
     constexpr int K = decltype(k)::value;
     if constexpr (K > 0) {
-      forward_tiled_kernel<T, VEC, K, true>
-          <<<tiled_grid<VEC>(q), kThreads, 0, stream>>>(q, go, w, nullptr, p.relu_input ? x : nullptr, gi);
+      forward_tiled_kernel<T, VEC, K, true><<<tiled_grid<VEC>(q), kThreads, 0, stream>>>(
+          q, go, w, nullptr, p.relu_input ? x : nullptr, Activation::none, gi);
     }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -603,11 +620,11 @@ void launch_grad_weight(const DepthwiseGeometry& p, int64_t chunks, const T* go,
 }  // namespace
 
 void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps, const void* bias,
-                            void* y, cudaStream_t stream) {
+                            void* y, cudaStream_t stream, Activation act) {
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
-    launch_forward<T>(p, static_cast<const T*>(x), static_cast<const A*>(w_taps), static_cast<const A*>(bias),
+    launch_forward<T>(p, static_cast<const T*>(x), static_cast<const A*>(w_taps), static_cast<const A*>(bias), act,
                       static_cast<T*>(y), stream);
   });
 }

@@ -16,9 +16,10 @@ namespace xsep::cuda {
 // Weights and biases are in the accumulation type (float; double for f64 data), weights tap-major:
 // w_taps[(r * kw + s) * OC + oc].
 
-// y[N, Ho, Wo, OC] = depthwise(x[N, H, W, C]) (+ bias[OC] when not null).
+// y[N, Ho, Wo, OC] = act(depthwise(x[N, H, W, C]) (+ bias[OC] when not null)), the activation applied
+// in the accumulation type before the rounding (act: the fused backward's act(d); none otherwise).
 void depthwise_forward_nhwc(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps, const void* bias,
-                            void* y, cudaStream_t stream);
+                            void* y, cudaStream_t stream, Activation act = Activation::none);
 
 // The same on NCHW data: y[N, OC, Ho, Wo] from x[N, C, H, W].
 void depthwise_forward_nchw(const DepthwiseGeometry& p, Dtype dt, const void* x, const void* w_taps, const void* bias,

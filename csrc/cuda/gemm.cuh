@@ -6,8 +6,11 @@
 // split in fixed chunks over gridDim.z (deterministic: the partials are summed in order after).
 //
 // Tensor cores (float16, bfloat16): a 128 x 64 C tile per block of 4 warps (each warp 64 x 32, as
-// 4 x 4 mma.sync m16n8k16 tiles), K in steps of 32; tiles staged as [row][k] (k contiguous, rows
-// padded by 8 elements against bank conflicts) and read with ldmatrix.
+// 4 x 4 mma.sync m16n8k16 tiles), K in steps of 32. Each operand's tile is staged in the layout its
+// memory has (tile_is_k_major): [row][k] (k contiguous, rows padded by 8 elements against bank
+// conflicts) read with ldmatrix, or, for an operand whose k index is the outer, strided one
+// (StridedKMajorOperand: a weight gradient's operands, W as the input gradient's B), [k][row] (rows
+// contiguous, padded likewise) read with ldmatrix.trans; either way staged by 16-byte cp.async copies.
 // FMA units (float32, float64; no TF32): a 64 x 64 tile per block of 256 threads, each computing
 // 4 x 4 outputs from k-major shared-memory tiles.
 #pragma once
@@ -47,18 +50,30 @@ inline int64_t k_splits(int64_t K) {
 
 // acc[MI][NJ] (16 x 8 tiles) += A[MI*16 rows][KS] . B[NJ*8 rows][KS]^T on tensor cores, from shared
 // memory: `a` points at the warp's first row of A at the current k, rows `lda` elements apart
-// (likewise `b`, rows of B being C's columns). KS is a multiple of 16.
-template <typename T, int MI, int NJ, int KS>
+// (likewise `b`, rows of B being C's columns). KS is a multiple of 16. A_KMAJOR: A's tile is [k][row]
+// instead (`a` at the warp's first row of the current k, k `lda` apart), read with ldmatrix.trans,
+// which hands out the same fragments (mma.cuh); likewise B_KMAJOR.
+template <typename T, int MI, int NJ, int KS, bool A_KMAJOR = false, bool B_KMAJOR = false>
 __device__ __forceinline__ void warp_mma(float (&acc)[MI][NJ][4], const T* a, int lda, const T* b, int ldb, int lane) {
 #pragma unroll
   for (int ks = 0; ks < KS; ks += 16) {
     uint32_t af[MI][4], bf[NJ][2];
 #pragma unroll
-    for (int i = 0; i < MI; ++i)  // rows lane % 16, k half lane / 16
-      ldmatrix_x4(af[i], a + (i * 16 + lane % 16) * lda + ks + (lane / 16) * 8);
+    for (int i = 0; i < MI; ++i) {
+      if constexpr (A_KMAJOR) {  // matrix lane / 8: rows (m) half (lane / 8) % 2, k half lane / 16; k lane % 8
+        ldmatrix_x4_trans(af[i], a + (ks + (lane / 16) * 8 + lane % 8) * lda + i * 16 + ((lane / 8) % 2) * 8);
+      } else {  // rows lane % 16, k half lane / 16
+        ldmatrix_x4(af[i], a + (i * 16 + lane % 16) * lda + ks + (lane / 16) * 8);
+      }
+    }
 #pragma unroll
-    for (int j = 0; j < NJ; ++j)  // rows (n) lane % 8, k half (lane / 8) % 2
-      ldmatrix_x2(bf[j], b + (j * 8 + lane % 8) * ldb + ks + ((lane / 8) % 2) * 8);
+    for (int j = 0; j < NJ; ++j) {
+      if constexpr (B_KMAJOR) {  // k lane % 16 (matrix (lane / 8) % 2: k half), rows (n) j * 8 ..
+        ldmatrix_x2_trans(bf[j], b + (ks + lane % 16) * ldb + j * 8);
+      } else {  // rows (n) lane % 8, k half (lane / 8) % 2
+        ldmatrix_x2(bf[j], b + (j * 8 + lane % 8) * ldb + ks + ((lane / 8) % 2) * 8);
+      }
+    }
 #pragma unroll
     for (int i = 0; i < MI; ++i)
 #pragma unroll
@@ -147,49 +162,101 @@ __device__ __forceinline__ void thread_fma(T (&acc)[TM][TN], const T* a, int lda
 // ---------------------------------------------------------------------------------------------
 // Operands and epilogues
 
-// A matrix in memory: element (row, k) at p[row * s_row + k * s_k], rows in [0, rows).
+// A matrix in memory: element (row, k) at p[row * s_row + k * s_k], rows in [0, rows). Stages rows
+// [r0, r0 + nr) x k [k0, k0 + nk) into s, element (r, k) at s[r * ld + k] (or at s[k * ld + r] when
+// KMAJOR: the tile's layout, which the kernel chooses), zero beyond `rows` or `k_end`. Where the tile
+// holds runs of memory's contiguous index (k in a row-major tile, rows in a k-major one), 16-byte
+// aligned in both (the caller's tile rows of 16-byte multiples; ld odd on FMA units), as 16-byte
+// cp.async copies: the caller commits and waits for them. Otherwise 16 bytes at a time from memory
+// where k is contiguous and aligned, else element by element with consecutive threads on
+// consecutive addresses of whichever index is contiguous in memory (reads coalesce): odd channel
+// counts, misaligned views, the tiles' edges.
+// (The element-by-element loops are not unrolled: they serve the tiles' edges and odd shapes, and
+// each unrolled copy of a scalar 16-bit load is one more in the kernel's SASS.)
+template <typename T, bool KMAJOR>
+__device__ void stage_strided(const T* p, int64_t rows, int64_t s_row, int64_t s_k, T* s, int ld, int nr, int nk,
+                              int64_t r0, int64_t k0, int64_t k_end) {
+  constexpr int V = kVec16<T>;
+  // element (r, k), 0 beyond the matrix or the K chunk
+  const auto at = [&](int64_t r, int64_t k) { return r < rows && k < k_end ? p[r * s_row + k * s_k] : T(0.0f); };
+  const bool p_aligned = reinterpret_cast<uintptr_t>(p) % 16 == 0 && ld % V == 0;
+  if (KMAJOR && s_row == 1 && s_k % V == 0 && r0 % V == 0 && nr % V == 0 && p_aligned) {
+    // runs of V rows at one k: consecutive threads take consecutive runs, then the next k
+    const int rv = nr / V;
+    for (int i = threadIdx.x; i < nk * rv; i += blockDim.x) {
+      const int kk = i / rv, rr = (i % rv) * V;
+      const int64_t r = r0 + rr, k = k0 + kk;
+      T* dst = s + kk * ld + rr;
+      if (k < k_end && r + V <= rows) {
+        cp_async_16(dst, p + r + k * s_k);
+      } else if (k >= k_end || r >= rows) {  // past the matrix: zeros, as one 16-byte store
+        *reinterpret_cast<uint4*>(dst) = uint4{0, 0, 0, 0};
+      } else {  // the matrix's last rows
+#pragma unroll 1
+        for (int e = 0; e < V; ++e) dst[e] = at(r + e, k);
+      }
+    }
+    return;
+  }
+  if (s_k == 1 && s_row % V == 0 && k0 % V == 0 && nk % V == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0) {
+    const int kv = nk / V;
+    for (int i = threadIdx.x; i < nr * kv; i += blockDim.x) {
+      const int rr = i / kv, kk = (i % kv) * V;
+      const int64_t r = r0 + rr, k = k0 + kk;
+      if (r < rows && k + V <= k_end) {
+        if (!KMAJOR && ld % V == 0) {
+          cp_async_16(s + rr * ld + kk, p + r * s_row + k);
+          continue;
+        }
+        const Vec<T, V> v = *reinterpret_cast<const Vec<T, V>*>(p + r * s_row + k);
+#pragma unroll
+        for (int e = 0; e < V; ++e) s[KMAJOR ? (kk + e) * ld + rr : rr * ld + kk + e] = v.v[e];
+      } else if (!KMAJOR && ld % V == 0 && (r >= rows || k >= k_end)) {  // past the matrix: zeros
+        *reinterpret_cast<uint4*>(s + rr * ld + kk) = uint4{0, 0, 0, 0};
+      } else {  // the tile's edge
+#pragma unroll 1
+        for (int e = 0; e < V; ++e) s[KMAJOR ? (kk + e) * ld + rr : rr * ld + kk + e] = at(r, k + e);
+      }
+    }
+    return;
+  }
+  const bool k_fast = s_k == 1;
+#pragma unroll 1
+  for (int i = threadIdx.x; i < nr * nk; i += blockDim.x) {
+    const int rr = k_fast ? i / nk : i % nr, kk = k_fast ? i % nk : i / nr;
+    s[KMAJOR ? kk * ld + rr : rr * ld + kk] = at(r0 + rr, k0 + kk);
+  }
+}
+
+// A strided matrix whose k index is the contiguous one (s_k == 1: pixels x channels, a weight as the
+// forward's B): staged row-major on tensor cores.
 template <typename T>
 struct StridedOperand {
   const T* p;
   int64_t rows, s_row, s_k;
-
-  // Stages rows [r0, r0 + nr) x k [k0, k0 + nk) into s, element (r, k) at s[r * ld + k] (or at
-  // s[k * ld + r] when KMAJOR), zero beyond `rows` or `k_end`. Consecutive threads take
-  // consecutive addresses of whichever index is contiguous in memory, so reads coalesce; along a
-  // contiguous k, 16 bytes at a time when every row starts 16-byte aligned, and then (row-major
-  // tiles with 16-byte rows) as cp.async copies: the caller commits and waits for them.
   template <bool KMAJOR>
   __device__ void stage(T* s, int ld, int nr, int nk, int64_t r0, int64_t k0, int64_t k_end) const {
-    constexpr int V = kVec16<T>;
-    if (s_k == 1 && s_row % V == 0 && k0 % V == 0 && nk % V == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0) {
-      const int kv = nk / V;
-      for (int i = threadIdx.x; i < nr * kv; i += blockDim.x) {
-        const int rr = i / kv, kk = (i % kv) * V;
-        const int64_t r = r0 + rr, k = k0 + kk;
-        Vec<T, V> v;
-        if (r < rows && k + V <= k_end) {
-          if (!KMAJOR && ld % V == 0) {
-            cp_async_16(s + rr * ld + kk, p + r * s_row + k);
-            continue;
-          }
-          v = *reinterpret_cast<const Vec<T, V>*>(p + r * s_row + k);
-        } else {  // the tile's edge
-#pragma unroll
-          for (int e = 0; e < V; ++e) v.v[e] = r < rows && k + e < k_end ? p[r * s_row + k + e] : T(0.0f);
-        }
-#pragma unroll
-        for (int e = 0; e < V; ++e) s[KMAJOR ? (kk + e) * ld + rr : rr * ld + kk + e] = v.v[e];
-      }
-      return;
-    }
-    const bool k_fast = s_k == 1;
-    for (int i = threadIdx.x; i < nr * nk; i += blockDim.x) {
-      const int rr = k_fast ? i / nk : i % nr, kk = k_fast ? i % nk : i / nr;
-      const int64_t r = r0 + rr, k = k0 + kk;
-      s[KMAJOR ? kk * ld + rr : rr * ld + kk] = r < rows && k < k_end ? p[r * s_row + k * s_k] : T(0.0f);
-    }
+    stage_strided<T, KMAJOR>(p, rows, s_row, s_k, s, ld, nr, nk, r0, k0, k_end);
   }
 };
+
+// The same for a matrix whose rows are the contiguous index (s_row == 1) and k the outer, strided
+// one (a weight gradient's GY^T and X, the input gradient's W): staged k-major on tensor cores.
+template <typename T>
+struct StridedKMajorOperand {
+  const T* p;
+  int64_t rows, s_row, s_k;
+  template <bool KMAJOR>
+  __device__ void stage(T* s, int ld, int nr, int nk, int64_t r0, int64_t k0, int64_t k_end) const {
+    stage_strided<T, KMAJOR>(p, rows, s_row, s_k, s, ld, nr, nk, r0, k0, k_end);
+  }
+};
+
+// Whether gemm_tc_kernel stages an operand's tiles k-major ([k][row]) rather than row-major.
+template <class Op>
+constexpr bool tile_is_k_major = false;
+template <typename T>
+constexpr bool tile_is_k_major<StridedKMajorOperand<T>> = true;
 
 // The epilogues, called by store_groups: aligned_rows<W>(), whether rows of W columns starting at
 // multiples of W are aligned for vectors in every matrix the epilogue touches; columns<VEC, W>(n,
@@ -262,26 +329,33 @@ template <class Op>
 constexpr bool is_strided_operand = false;
 template <typename T>
 constexpr bool is_strided_operand<StridedOperand<T>> = true;
+template <typename T>
+constexpr bool is_strided_operand<StridedKMajorOperand<T>> = true;
 template <class OpA, class OpB>
 constexpr int tc_min_blocks = is_strided_operand<OpA> && is_strided_operand<OpB> ? 0 : 1;
 
 // One block: the C tile at (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z. Two tile buffers:
 // the next K step is staged (its strided parts by cp.async) while the current one is multiplied.
+// Tiles [row][TC_LD] or, k-major (tile_is_k_major), [TC_BK][rows + 8]: 16-byte rows whose 8-row
+// groups (one ldmatrix matrix) fall on distinct banks either way.
 template <typename T, class OpA, class OpB, class Epilogue>
 __global__ void __launch_bounds__(gemm::TC_THREADS, (tc_min_blocks<OpA, OpB>))
     gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
                    const Epilogue epilogue) {
   using namespace gemm;
-  __shared__ __align__(16) T As[2][TC_BM][TC_LD];
-  __shared__ __align__(16) T Bs[2][TC_BN][TC_LD];
+  constexpr bool A_KM = tile_is_k_major<OpA>, B_KM = tile_is_k_major<OpB>;
+  constexpr int LDA = A_KM ? TC_BM + 8 : TC_LD, LDB = B_KM ? TC_BN + 8 : TC_LD;
+  constexpr int A_TILE = A_KM ? TC_BK * LDA : TC_BM * LDA, B_TILE = B_KM ? TC_BK * LDB : TC_BN * LDB;
+  __shared__ __align__(16) T As[2][A_TILE];
+  __shared__ __align__(16) T Bs[2][B_TILE];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * TC_BM, n0 = static_cast<int64_t>(blockIdx.y) * TC_BN;
   const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * k_per_split;
   const int64_t k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
   const int wm = (warp / 2) * 64, wn = (warp % 2) * 32;  // this warp's 64 x 32 sub-tile
   const auto stage = [&](int buf, int64_t k0) {
-    a.template stage<false>(&As[buf][0][0], TC_LD, TC_BM, TC_BK, m0, k0, k_end);
-    b.template stage<false>(&Bs[buf][0][0], TC_LD, TC_BN, TC_BK, n0, k0, k_end);
+    a.template stage<A_KM>(As[buf], LDA, TC_BM, TC_BK, m0, k0, k_end);
+    b.template stage<B_KM>(Bs[buf], LDB, TC_BN, TC_BK, n0, k0, k_end);
     cp_async_commit();
   };
   float acc[4][4][4] = {};
@@ -295,13 +369,15 @@ __global__ void __launch_bounds__(gemm::TC_THREADS, (tc_min_blocks<OpA, OpB>))
       cp_async_wait<0>();
     }
     __syncthreads();
-    warp_mma<T, 4, 4, TC_BK>(acc, &As[cur][wm][0], TC_LD, &Bs[cur][wn][0], TC_LD, lane);
+    // the warp's first row: a column of a k-major tile, a row of a row-major one
+    warp_mma<T, 4, 4, TC_BK, A_KM, B_KM>(acc, As[cur] + (A_KM ? wm : wm * LDA), LDA, Bs[cur] + (B_KM ? wn : wn * LDB),
+                                         LDB, lane);
     __syncthreads();
   }
   store_fragments(acc, lane, m0 + wm, n0 + wn, M, N, epilogue);
 }
 
-// FMA units: k-major tiles, which StridedOperand stages without cp.async.
+// FMA units: k-major tiles (rows of F_BM + 1: never cp.async).
 template <typename T, class OpA, class OpB, class Epilogue>
 __global__ void __launch_bounds__(gemm::F_THREADS) gemm_fma_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split,
                                                                    const OpA a, const OpB b, const Epilogue epilogue) {

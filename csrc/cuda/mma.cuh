@@ -8,6 +8,10 @@
 //   C (16 x 8, float): c[0..1] = C[g][2t..2t+1], c[2..3] = C[g+8][2t..2t+1]
 // ldmatrix.x4 reads four 8 x 8 matrices whose rows' addresses come from lanes 0-7, 8-15, 16-23,
 // 24-31; lane l receives row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1 of each (x2: lanes 0-15).
+// ldmatrix...trans (PTX ISA: "the matrix is loaded in column-major format") hands out the transpose:
+// lane l receives element l / 4 of rows 2 (l % 4) and 2 (l % 4) + 1. So from a tile stored k-major
+// (rows of the 8 x 8 matrix are k, its columns A's rows m or B's columns n), .trans gives the same
+// A and B fragments as the plain load does from a tile stored [m or n][k].
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -27,6 +31,14 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) { :
 
 __device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* p) { ::xsep_emu::ldmatrix_x2(r, p); }
 
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  ::xsep_emu::ldmatrix_x4_trans(r, p);
+}
+
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[2], const void* p) {
+  ::xsep_emu::ldmatrix_x2_trans(r, p);
+}
+
 template <bool BF16>
 __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   ::xsep_emu::mma_16816(BF16, c, a, b);
@@ -44,6 +56,18 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
 
 __device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[2], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
                : "=r"(r[0]), "=r"(r[1])
                : "r"(smem_addr(p)));
 }

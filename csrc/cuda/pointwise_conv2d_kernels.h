@@ -26,7 +26,9 @@ void pointwise_gemm(const GemmParams& g, Dtype dt, const void* a, const void* b,
 
 // The K reduction split into gemm_k_splits(g) fixed chunks (depending on the shape only), each
 // writing a partial C in the accumulation type into `partials` [splits, M, N], then summed in order
-// into `c` (accumulation type): deterministic, for the weight gradient's long reduction over pixels.
+// into `c` (accumulation type): deterministic, for the weight gradient's long reduction over pixels
+// (the pointwise op's, and the fused op's GY^T . act(d)). Both operands are staged k-major on tensor
+// cores (16-byte copies where a_m == b_n == 1 and the strides and pointers allow them).
 int64_t gemm_k_splits(const GemmParams& g);
 void pointwise_gemm_split_k(const GemmParams& g, Dtype dt, const void* a, const void* b, void* partials, void* c,
                             cudaStream_t stream);

@@ -2,12 +2,13 @@
 // around the kernels of separable_conv2d_kernels.cu (channels-last; other layouts are converted
 // here and the outputs returned in the input's memory format).
 //
-// Backward: the pointwise weight gradient comes from a fused GEMM that recomputes the depthwise
-// output on chip; the depthwise output's gradient (grad_d, in the data type as the unfused pair's
-// would be) from a GEMM whose epilogue applies the mid activation's derivative, read from the
-// depthwise output d written by the depthwise forward kernel (only when there is a mid
-// activation); grad_d then goes through the depthwise backward kernels. Weight gradients are
-// deterministic (fixed splits summed in order).
+// Backward: one depthwise pass, the depthwise forward kernel writing act(d) (the depthwise output
+// after the mid activation, in the data type as the unfused pair's intermediate tensor), then plain
+// GEMMs on it: the pointwise weight gradient grad_output^T . act(d) (the pointwise op's split-K
+// GEMM) and the depthwise output's gradient (grad_d, in the data type as the unfused pair's would
+// be) from a GEMM whose epilogue applies the mid activation's derivative, taken from act(d); grad_d
+// then goes through the depthwise backward kernels. Weight gradients are deterministic (fixed
+// splits summed in order).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
@@ -23,6 +24,7 @@
 #include "cuda/cuda_host.h"
 #include "cuda/depthwise_conv2d_kernels.h"
 #include "cuda/ops.h"
+#include "cuda/pointwise_conv2d_kernels.h"
 #include "cuda/separable_conv2d_kernels.h"
 
 namespace xsep::cuda {
@@ -75,20 +77,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const at::Tensor w_taps = tap_major(dw_weight);
   const at::Tensor w_pw = to_matrix(pw_weight);
 
+  // act(d) [P, C*M]: the pointwise weight gradient's operand, and what the mid activation's
+  // derivative is taken from
+  at::Tensor act_d = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
+  depthwise_forward_nhwc(g, dt, x.const_data_ptr(), w_taps.const_data_ptr(), data_or_null(b_dw),
+                         act_d.mutable_data_ptr(), stream, p.mid_activation);
+
+  // grad_pw[o, c] = sum_p grad_output[p, o] act(d)[p, c]: A(o, p) = go[p * O + o], B(p, c) = act_d[p * C*M + c]
+  const int64_t pixels = g.N * g.Ho * g.Wo;
+  const GemmParams gw{O, g.OC, pixels, /*a_m=*/1, /*a_k=*/O, /*b_k=*/g.OC, /*b_n=*/1, /*c_m=*/g.OC};
   at::Tensor grad_pw = at::empty({O, g.OC}, acc);
-  at::Tensor pw_partials = at::empty({separable_grad_pw_splits(p), O, g.OC}, acc);
-  separable_grad_pointwise_weight_nhwc(p, dt, go.const_data_ptr(), x.const_data_ptr(), w_taps.const_data_ptr(),
-                                       data_or_null(b_dw), pw_partials.mutable_data_ptr(), grad_pw.mutable_data_ptr(),
-                                       stream);
+  at::Tensor pw_partials = at::empty({gemm_k_splits(gw), O, g.OC}, acc);
+  pointwise_gemm_split_k(gw, dt, go.const_data_ptr(), act_d.const_data_ptr(), pw_partials.mutable_data_ptr(),
+                         grad_pw.mutable_data_ptr(), stream);
 
   at::Tensor grad_mid = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
-  at::Tensor d;  // the depthwise output (before the mid activation), which its derivative needs
-  if (p.mid_activation != Activation::none) {
-    d = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
-    depthwise_forward_nhwc(g, dt, x.const_data_ptr(), w_taps.const_data_ptr(), data_or_null(b_dw), d.mutable_data_ptr(),
-                           stream);
-  }
-  separable_grad_mid_nhwc(p, dt, go.const_data_ptr(), data_or_null(d), w_pw.const_data_ptr(),
+  separable_grad_mid_nhwc(p, dt, go.const_data_ptr(), act_d.const_data_ptr(), w_pw.const_data_ptr(),
                           grad_mid.mutable_data_ptr(), stream);
 
   at::Tensor grad_input = empty_nhwc({g.N, g.C, g.H, g.W}, input);

@@ -7,10 +7,10 @@
 // tensor cores, 32 on FMA units), they are computed once and multiplied by every output channel's
 // weights (a "resident" A operand; its cost is one depthwise pass). Otherwise the general GEMM
 // recomputes the depthwise slice of each tile (once per 64 output channels).
-// Backward: the pointwise weight gradient recomputes the depthwise tile of each (output-channel
-// tile, pixel chunk); the depthwise output's gradient is a GEMM whose epilogue multiplies by the
-// mid activation's derivative, read from the depthwise output the caller stored (recomputing it
-// there, tap by tap per element, spilled 576-1,600 bytes per thread on sm_90).
+// Backward: one depthwise pass first (depthwise_forward_nhwc writing a = act(d) in the data type, as
+// the unfused pair's intermediate tensor), then plain GEMMs on it: the pointwise weight gradient
+// GY^T . a (both operands k-major: the pixel is their outer index), and the depthwise output's
+// gradient GY . W, whose epilogue multiplies by the mid activation's derivative taken from a.
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -19,41 +19,17 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/activation.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/kernel_types.cuh"
+#include "cuda/pointwise_conv2d_kernels.h"
 #include "cuda/separable_conv2d_kernels.h"
 #include "cuda/vec.cuh"
 
 namespace xsep::cuda {
 namespace {
 
-template <typename A>
-__device__ __forceinline__ A activate(Activation act, A v) {
-  switch (act) {
-    case Activation::relu: return v < A(0) ? A(0) : v;
-    case Activation::relu6: return v < A(0) ? A(0) : (v > A(6) ? A(6) : v);
-    case Activation::elu:
-      if constexpr (std::is_same_v<A, float>) return v > 0.0f ? v : expm1f(v);
-      else return v > 0.0 ? v : expm1(v);
-    default: return v;
-  }
-}
-
-// d(act)/d(pre) * g, as the CPU kernels and PyTorch define it at the kinks (relu'(0) = 0).
-template <typename A>
-__device__ __forceinline__ A activation_grad(Activation act, A pre, A g) {
-  switch (act) {
-    case Activation::relu: return pre > A(0) ? g : A(0);
-    case Activation::relu6: return pre > A(0) && pre < A(6) ? g : A(0);
-    case Activation::elu:
-      if constexpr (std::is_same_v<A, float>) return pre > 0.0f ? g : g * expf(pre);
-      else return pre > 0.0 ? g : g * exp(pre);
-    default: return g;
-  }
-}
-
-// act(dw(x)) as a GEMM operand. pixel_rows: rows are output pixels and k runs over channels (the
-// forward's A); else rows are channels and k runs over pixels (the weight gradient's B). VEC > 1
+// act(dw(x)) as the forward's A operand: rows are output pixels and k runs over channels. VEC > 1
 // (16-byte loads of VEC channels) needs M == 1 and C % VEC == 0.
 template <typename T, int VEC>
 struct DepthwiseOperand {
@@ -63,7 +39,6 @@ struct DepthwiseOperand {
   const A* w;     // tap-major [kh * kw, OC]
   const A* bias;  // the depthwise bias [OC], or nullptr
   Activation act;
-  bool pixel_rows;
 
   // dw(x) + bias (before the activation) at the flat output pixels pix[j] (j < npix; pixels at
   // or past pix_end are 0), output channels oc0 .. oc0 + V; per pixel the bias first, then the taps in
@@ -131,15 +106,15 @@ struct DepthwiseOperand {
   // 2 blocks per SM anyway); the GEMMs' per-tile stages take 1, as 4 costs them 50 registers and a
   // third of their occupancy. Consecutive threads take consecutive channel groups, so x reads
   // coalesce. Where the
-  // tile holds a pixel's channels contiguously and aligned (pixel rows, row-major: the tensor-core
-  // forward's A), the VEC values go to shared memory as one vector.
+  // tile holds a pixel's channels contiguously and aligned (row-major: the tensor-core forward's A),
+  // the VEC values go to shared memory as one vector.
   template <bool KMAJOR, int kPixels = 1>
   __device__ void stage(T* s, int ld, int nr, int nk, int64_t r0, int64_t k0, int64_t k_end) const {
-    const int64_t pix0 = pixel_rows ? r0 : k0, ch0 = pixel_rows ? k0 : r0;
-    const int npix = pixel_rows ? nr : nk, cvecs = (pixel_rows ? nk : nr) / VEC;
+    const int64_t pix0 = r0, ch0 = k0;  // rows: pixels; k: channels
+    const int npix = nr, cvecs = nk / VEC;
     const int groups = (npix + kPixels - 1) / kPixels;
-    const int64_t pix_end = pixel_rows ? p.N * p.Ho * p.Wo : k_end, ch_end = pixel_rows ? k_end : p.OC;
-    const bool s_vec = !KMAJOR && pixel_rows && rows_aligned<T, VEC>(s, ld);
+    const int64_t pix_end = p.N * p.Ho * p.Wo, ch_end = k_end;
+    const bool s_vec = !KMAJOR && rows_aligned<T, VEC>(s, ld);
     for (int u = threadIdx.x; u < groups * cvecs; u += blockDim.x) {
       const int pp0 = u / cvecs * kPixels, cv = u % cvecs;
       const int64_t c = ch0 + static_cast<int64_t>(cv) * VEC;
@@ -163,25 +138,25 @@ struct DepthwiseOperand {
         }
 #pragma unroll
         for (int v = 0; v < VEC; ++v) {
-          const int ch = cv * VEC + v, rr = pixel_rows ? pp : ch, kk = pixel_rows ? ch : pp;
-          s[KMAJOR ? kk * ld + rr : rr * ld + kk] = t[v];
+          const int ch = cv * VEC + v;
+          s[KMAJOR ? ch * ld + pp : pp * ld + ch] = t[v];
         }
       }
     }
   }
 };
 
-// grad_d[m, n] = C[m, n] * act'(d[m, n]) (m: pixel, n: channel), with d the depthwise output before
-// the activation; both [P, ld] in the data type.
+// grad_d[m, n] = C[m, n] * act'(d[m, n]) (m: pixel, n: channel), the derivative taken from
+// a[m, n] = act(d[m, n]) (activation_grad_from_output); both [P, ld] in the data type.
 template <typename T>
 struct StoreGradMid {
   T* out;
-  const T* d;
+  const T* a;
   int64_t ld;
   Activation act;
   template <int W>
   __device__ __forceinline__ bool aligned_rows() const {
-    return rows_aligned<T, W>(out, ld) && rows_aligned<T, W>(d, ld);
+    return rows_aligned<T, W>(out, ld) && rows_aligned<T, W>(a, ld);
   }
   template <bool VEC, int W>
   __device__ __forceinline__ NoColumns columns(int64_t, int) const {
@@ -191,11 +166,11 @@ struct StoreGradMid {
   __device__ __forceinline__ void store(int64_t m, int64_t n, const V (&v)[W], int count, NoColumns) const {
     using A = Acc<T>;
     const int64_t i = m * ld + n;
-    T pre[W], r[W];
-    load_row<VEC>(d + i, count, pre);
+    T act_d[W], r[W];
+    load_row<VEC>(a + i, count, act_d);
 #pragma unroll
     for (int e = 0; e < W; ++e)
-      r[e] = static_cast<T>(activation_grad(act, static_cast<A>(pre[e]), static_cast<A>(v[e])));
+      r[e] = static_cast<T>(activation_grad_from_output(act, static_cast<A>(act_d[e]), static_cast<A>(v[e])));
     store_row<VEC>(out + i, count, r);
   }
 };
@@ -310,14 +285,10 @@ void with_vec(const DepthwiseGeometry& p, const void* x, const void* w_taps, F&&
 
 template <typename T, int VEC>
 DepthwiseOperand<T, VEC> depthwise_operand(const SeparableGeometry& sp, const void* x, const void* w_taps,
-                                           const void* dw_bias, bool pixel_rows) {
+                                           const void* dw_bias) {
   using A = Acc<T>;
-  return DepthwiseOperand<T, VEC>{sp.dw,
-                                  static_cast<const T*>(x),
-                                  static_cast<const A*>(w_taps),
-                                  static_cast<const A*>(dw_bias),
-                                  sp.mid_activation,
-                                  pixel_rows};
+  return DepthwiseOperand<T, VEC>{sp.dw, static_cast<const T*>(x), static_cast<const A*>(w_taps),
+                                  static_cast<const A*>(dw_bias), sp.mid_activation};
 }
 
 }  // namespace
@@ -331,7 +302,7 @@ void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x
     using A = Acc<T>;
     with_vec<T>(sp.dw, x, w_taps, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
-      const auto dw = depthwise_operand<T, VEC>(sp, x, w_taps, dw_bias, /*pixel_rows=*/true);
+      const auto dw = depthwise_operand<T, VEC>(sp, x, w_taps, dw_bias);
       const T* wp = static_cast<const T*>(w_pw);
       const A* b = static_cast<const A*>(bias);
       T* out = static_cast<T*>(y);
@@ -361,42 +332,22 @@ void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x
   });
 }
 
-int64_t separable_grad_pw_splits(const SeparableGeometry& sp) { return gemm::k_splits(sp.dw.N * sp.dw.Ho * sp.dw.Wo); }
-
-void separable_grad_pointwise_weight_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output, const void* x,
-                                          const void* w_taps, const void* dw_bias, void* partials, void* grad_pw,
-                                          cudaStream_t stream) {
-  const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
-  const int64_t splits = separable_grad_pw_splits(sp);
-  dispatch_dtype(dt, [&](auto tag) {
-    using T = decltype(tag);
-    using A = Acc<T>;
-    with_vec<T>(sp.dw, x, w_taps, [&](auto vec) {
-      constexpr int VEC = decltype(vec)::value;
-      // GW[o, c] = sum_p GY[p, o] act(d)[p, c]: A(o, p) = GY[p * O + o], B rows are channels.
-      const StridedOperand<T> gy{static_cast<const T*>(grad_output), O, 1, O};
-      const auto d = depthwise_operand<T, VEC>(sp, x, w_taps, dw_bias, /*pixel_rows=*/false);
-      launch_gemm<T>(O, K, P, splits, gy, d, StorePartial<A>{static_cast<A*>(partials), O, K}, stream);
-    });
-    launch_ordered_sum<A>(splits, O * K, static_cast<const A*>(partials), static_cast<A*>(grad_pw), stream);
-  });
-}
-
-void separable_grad_mid_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output, const void* d,
+void separable_grad_mid_nhwc(const SeparableGeometry& sp, Dtype dt, const void* grad_output, const void* act_d,
                              const void* w_pw, void* grad_mid, cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
+  // GD[p, c] = sum_o GY[p, o] W[o, c]: B(o, c) = W[o * K + c], its rows (c) contiguous (k-major).
+  const GemmParams g{P, K, O, /*a_m=*/O, /*a_k=*/1, /*b_k=*/K, /*b_n=*/1, /*c_m=*/K};
+  if (sp.mid_activation == Activation::none) {  // the pointwise input gradient's GEMM
+    pointwise_gemm(g, dt, grad_output, w_pw, nullptr, grad_mid, stream);
+    return;
+  }
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    // GD[p, c] = sum_o GY[p, o] W[o, c]: B(o, c) = W[o * K + c], its rows (c) with stride 1.
+    using B = std::conditional_t<uses_tensor_cores<T>(), StridedKMajorOperand<T>, StridedOperand<T>>;
     const StridedOperand<T> gy{static_cast<const T*>(grad_output), P, O, 1};
-    const StridedOperand<T> w{static_cast<const T*>(w_pw), K, 1, K};
-    T* out = static_cast<T*>(grad_mid);
-    if (sp.mid_activation == Activation::none) {
-      launch_gemm<T>(P, K, O, 1, gy, w, StoreOutput<T>{out, K, nullptr}, stream);
-    } else {
-      const StoreGradMid<T> epilogue{out, static_cast<const T*>(d), K, sp.mid_activation};
-      launch_gemm<T>(P, K, O, 1, gy, w, epilogue, stream);
-    }
+    const B w{static_cast<const T*>(w_pw), K, 1, K};
+    const StoreGradMid<T> epilogue{static_cast<T*>(grad_mid), static_cast<const T*>(act_d), K, sp.mid_activation};
+    launch_gemm<T>(P, K, O, 1, gy, w, epilogue, stream);
   });
 }
 

@@ -42,6 +42,25 @@ def test_matches_reference(target, case):
         assert got["output"].is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("shape", [(1, 72, 40, 9), (2, 16, 136, 7)], ids=str)
+def test_k_major_operands(target, dtype, shape):
+    # Tensor cores: the operands whose k index is the outer one (the input gradient's weight, both
+    # operands of the weight gradient) staged k-major by 16-byte copies, with rows past a tile edge
+    # (72 > 64 input channels, 136 > 128 output channels) and pixels past a K step (81, 98).
+    n, c, o, s = shape
+    x64 = torch.randn(n, c, s, s, dtype=torch.float64, device=target.device)
+    w64 = torch.randn(o, c, 1, 1, dtype=torch.float64, device=target.device) / c**0.5
+    go64 = torch.randn(n, o, s, s, dtype=torch.float64, device=target.device)
+    want, torch_at_dtype = reference_results(reference.pointwise_conv2d, [x64, w64, None], dtype,
+                                             TENSOR_NAMES["pointwise_conv2d"], go64)
+    x = placed(x64, dtype, "channels_last")
+    w, go = w64.to(dtype), placed(go64, dtype, "channels_last")
+    got = {"grad_input": target.ops.pointwise_conv2d_grad_input(go, x, w),
+           "grad_weight": target.ops.pointwise_conv2d_grad_weight(go, x, w)}
+    assert_matches_reference(got, want, dtype, torch_at_dtype)
+
+
 def test_grad_weight_is_bitwise_reproducible(target):
     # more than 4096 pixels, so that the reduction is split (the emulator's: 4608, a smaller layer)
     n, c, o, s = (16, 128, 256, 40) if target.on_gpu else (2, 64, 128, 48)

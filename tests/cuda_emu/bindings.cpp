@@ -184,6 +184,20 @@ at::Tensor depthwise_forward_nhwc(const at::Tensor& x, const at::Tensor& w_taps,
   return y;
 }
 
+// The same with an output activation (xsep::Activation's code) applied before the rounding: the
+// fused backward's act(d).
+at::Tensor depthwise_forward_act_nhwc(const at::Tensor& x, const at::Tensor& w_taps,
+                                      const std::optional<at::Tensor>& bias, std::vector<int64_t> params,
+                                      bool relu_input, int64_t activation) {
+  const auto p = dw_params(params, relu_input);
+  at::Tensor y = poisoned({p.N, p.Ho, p.Wo, p.OC}, x.scalar_type());
+  checked([&] {
+    xsep::cuda::depthwise_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(bias), out(y), nullptr,
+                                       static_cast<xsep::Activation>(activation));
+  });
+  return y;
+}
+
 // x [N, C, H, W] -> y [N, OC, Ho, Wo]
 at::Tensor depthwise_forward_nchw(const at::Tensor& x, const at::Tensor& w_taps, const std::optional<at::Tensor>& bias,
                                   std::vector<int64_t> params, bool relu_input) {
@@ -292,37 +306,18 @@ at::Tensor separable_forward_nhwc(const at::Tensor& x, const at::Tensor& w_taps,
   return y;
 }
 
-// grad_output [N, Ho, Wo, O], x [N, H, W, C] -> grad_pw [O, OC] in the accumulation type
-at::Tensor separable_grad_pointwise_weight_nhwc(const at::Tensor& grad_output, const at::Tensor& x,
-                                                const at::Tensor& w_taps, const std::optional<at::Tensor>& dw_bias,
-                                                std::vector<int64_t> params, bool relu_input, int64_t mid_activation) {
-  const auto p = sep_params(params, relu_input, grad_output.size(3), mid_activation);
-  const auto acc = acc_dtype(x);
-  at::Tensor partials = poisoned({xsep::cuda::separable_grad_pw_splits(p), p.O, p.dw.OC}, acc);
-  at::Tensor grad_pw = poisoned({p.O, p.dw.OC}, acc);
-  checked([&] {
-    xsep::cuda::separable_grad_pointwise_weight_nhwc(p, dtype_of(x), data(grad_output), data(x), data(w_taps),
-                                                     data(dw_bias), out(partials), out(grad_pw), nullptr);
-  });
-  return grad_pw;
-}
-
-// grad_output [N, Ho, Wo, O], d [N, Ho, Wo, OC] (the depthwise output before the mid activation, in
+// grad_output [N, Ho, Wo, O], act_d [N, Ho, Wo, OC] (the depthwise output after the mid activation, in
 // the data type; None without one), w_pw [O, OC] -> grad_mid [N, Ho, Wo, OC] in the data type
-at::Tensor separable_grad_mid_nhwc(const at::Tensor& grad_output, const std::optional<at::Tensor>& d,
+at::Tensor separable_grad_mid_nhwc(const at::Tensor& grad_output, const std::optional<at::Tensor>& act_d,
                                    const at::Tensor& w_pw, std::vector<int64_t> params, bool relu_input,
                                    int64_t mid_activation) {
   const auto p = sep_params(params, relu_input, w_pw.size(0), mid_activation);
   at::Tensor grad_mid = poisoned({p.dw.N, p.dw.Ho, p.dw.Wo, p.dw.OC}, grad_output.scalar_type());
   checked([&] {
-    xsep::cuda::separable_grad_mid_nhwc(p, dtype_of(grad_output), data(grad_output), data(d), data(w_pw), out(grad_mid),
-                                        nullptr);
+    xsep::cuda::separable_grad_mid_nhwc(p, dtype_of(grad_output), data(grad_output), data(act_d), data(w_pw),
+                                        out(grad_mid), nullptr);
   });
   return grad_mid;
-}
-
-int64_t separable_grad_pw_splits(std::vector<int64_t> params, int64_t out_channels) {
-  return xsep::cuda::separable_grad_pw_splits(sep_params(params, false, out_channels, 0));
 }
 
 int64_t gemm_k_splits(int64_t M, int64_t N, int64_t K) { return xsep::cuda::gemm_k_splits({.M = M, .N = N, .K = K}); }
@@ -374,6 +369,7 @@ TORCH_LIBRARY(xsep_emu, m) {
   for (const char* schema : xsep::kSchemas) m.def(schema);
   m.def("take_unchecked_launch_error", &take_unchecked_launch_error);
   m.def("depthwise_forward_nhwc", &depthwise_forward_nhwc);
+  m.def("depthwise_forward_act_nhwc", &depthwise_forward_act_nhwc);
   m.def("depthwise_forward_nchw", &depthwise_forward_nchw);
   m.def("depthwise_grad_input_nhwc", &depthwise_grad_input_nhwc);
   m.def("depthwise_grad_input_nchw", &depthwise_grad_input_nchw);
@@ -383,9 +379,7 @@ TORCH_LIBRARY(xsep_emu, m) {
   m.def("pointwise_gemm_split_k", &pointwise_gemm_split_k);
   m.def("gemm_k_splits", &gemm_k_splits);
   m.def("separable_forward_nhwc", &separable_forward_nhwc);
-  m.def("separable_grad_pointwise_weight_nhwc", &separable_grad_pointwise_weight_nhwc);
   m.def("separable_grad_mid_nhwc", &separable_grad_mid_nhwc);
-  m.def("separable_grad_pw_splits", &separable_grad_pw_splits);
   m.def("set_schedule_seed", &set_schedule_seed);
   m.def("set_fence", &set_fence);
   m.def("selftest_early_exit", &selftest_early_exit);

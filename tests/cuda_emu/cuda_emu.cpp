@@ -349,7 +349,7 @@ void warp_sync(Emulator& e, const char* op) {
   yield_to_scheduler(e);
 }
 
-template <int NUM>
+template <int NUM, bool TRANS = false>
 void ldmatrix(uint32_t (&r)[NUM], const void* row, const char* op, const char* op_end, const void* pc) {
   Emulator& e = emu();
   const int lane = e.running % kWarp;
@@ -365,12 +365,20 @@ void ldmatrix(uint32_t (&r)[NUM], const void* row, const char* op, const char* o
   warp_sync(e, op);
   if (lane == 0 && detail::observer) detail::observer->ldmatrix(pc, w.rows, NUM);
   // A group of four consecutive lanes loads a row: lane l gets row l / 4, elements 2 (l % 4) and
-  // 2 (l % 4) + 1 (the lower-indexed one in the low half); register i holds matrix i.
+  // 2 (l % 4) + 1 (the lower-indexed one in the low half); register i holds matrix i. TRANS: the
+  // matrix transposed, lane l gets element l / 4 of rows 2 (l % 4) and 2 (l % 4) + 1.
   for (int i = 0; i < NUM; ++i) {
-    const unsigned char* p = static_cast<const unsigned char*>(w.rows[i * 8 + lane / 4]) + 4 * (lane % 4);
     uint16_t lo, hi;
-    std::memcpy(&lo, p, 2);
-    std::memcpy(&hi, p + 2, 2);
+    if constexpr (TRANS) {
+      const auto* even = static_cast<const unsigned char*>(w.rows[i * 8 + 2 * (lane % 4)]);
+      const auto* odd = static_cast<const unsigned char*>(w.rows[i * 8 + 2 * (lane % 4) + 1]);
+      std::memcpy(&lo, even + 2 * (lane / 4), 2);
+      std::memcpy(&hi, odd + 2 * (lane / 4), 2);
+    } else {
+      const unsigned char* p = static_cast<const unsigned char*>(w.rows[i * 8 + lane / 4]) + 4 * (lane % 4);
+      std::memcpy(&lo, p, 2);
+      std::memcpy(&hi, p + 2, 2);
+    }
     r[i] = lo | static_cast<uint32_t>(hi) << 16;
   }
   warp_sync(e, op_end);
@@ -436,6 +444,10 @@ void run(const Site& site, const LaunchConfig& config, const std::function<void(
   }
 }
 
+void trap(const char* file, int line) {
+  throw std::runtime_error("__trap() at " + std::string(file) + ":" + std::to_string(line));
+}
+
 void syncthreads(const char* file, int line) {
   const EmulatorCode emulator;
   Emulator& e = emu();
@@ -469,6 +481,16 @@ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
 void ldmatrix_x2(uint32_t (&r)[2], const void* row) {
   const EmulatorCode emulator;
   ldmatrix<2>(r, row, "ldmatrix.x2", "ldmatrix.x2 (end)", __builtin_return_address(0));
+}
+
+void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  const EmulatorCode emulator;
+  ldmatrix<4, true>(r, row, "ldmatrix.x4.trans", "ldmatrix.x4.trans (end)", __builtin_return_address(0));
+}
+
+void ldmatrix_x2_trans(uint32_t (&r)[2], const void* row) {
+  const EmulatorCode emulator;
+  ldmatrix<2, true>(r, row, "ldmatrix.x2.trans", "ldmatrix.x2.trans (end)", __builtin_return_address(0));
 }
 
 void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {

@@ -61,6 +61,10 @@ inline const ThreadContext* current = nullptr;
 void syncthreads(const char* file, int line);
 #define __syncthreads() ::xsep_emu::syncthreads(__FILE__, __LINE__)
 
+// __trap() stops the kernel with an error, which the launch reports (as the other kernel errors).
+[[noreturn]] void trap(const char* file, int line);
+#define __trap() ::xsep_emu::trap(__FILE__, __LINE__)
+
 // Registers a __shared__ array (emu_build.py declares a static one after each declaration, made
 // static): it is filled with 0xff bytes (NaN in every float type) now and before each block runs.
 // An empty object built by the emulator's code, so that registering writes nothing in the kernel's
@@ -81,6 +85,9 @@ unsigned char* dynamic_smem();
 // ldmatrix.sync.aligned.m8n8.x4 / .x2 .shared.b16: `row` is this lane's row address.
 void ldmatrix_x4(uint32_t (&r)[4], const void* row);
 void ldmatrix_x2(uint32_t (&r)[2], const void* row);
+// The same with .trans: each 8 x 8 matrix transposed (lane l: element l / 4 of rows 2 (l % 4), + 1).
+void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row);
+void ldmatrix_x2_trans(uint32_t (&r)[2], const void* row);
 // mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 with D = C = c.
 void mma_16816(bool bf16, float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 

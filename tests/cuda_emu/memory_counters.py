@@ -111,12 +111,11 @@ def layer_ops(ops, layer: Layer, dtype: torch.dtype) -> dict[str, Op]:
     small_params = [small, *params[1:]]
     relu = layer.relu_input
     partials = 4 * o * c  # one split's float partial of a pointwise weight gradient
-    pw_splits, sep_splits = ops.gemm_k_splits(o, c, p), ops.separable_grad_pw_splits(params, o)
+    pw_splits = ops.gemm_k_splits(o, c, p)
     dw_chunks = ops.depthwise_grad_weight_chunks(params)
-    pw_partials, sep_partials, dw_partials = pw_splits * partials, sep_splits * partials, dw_chunks * 9 * c * 4
+    pw_partials, dw_partials = pw_splits * partials, dw_chunks * 9 * c * 4
     # (the reduced batch's tensors: views of the first images of the full ones)
     reduce_pw = ops.gemm_k_splits(o, c, ps) == pw_splits
-    reduce_sep = ops.separable_grad_pw_splits(small_params, o) == sep_splits
     reduce_dw = ops.depthwise_grad_weight_chunks(small_params) == dw_chunks
 
     def batch(t, reduced):
@@ -151,11 +150,6 @@ def layer_ops(ops, layer: Layer, dtype: torch.dtype) -> dict[str, Op]:
                                 run_for=lambda oc: ops.separable_forward_nhwc(x, taps, None, w_pw[:oc], None, params,
                                                                               relu, 0, SMEM_PER_BLOCK),
                                 out_channels=o),
-        "separable grad pointwise weight": Op(
-            "separable grad pointwise weight", "long_gemm",
-            lambda: ops.separable_grad_pointwise_weight_nhwc(batch(go, reduce_sep), batch(x, reduce_sep), taps, None,
-                                                             geometry(reduce_sep), relu, 0),
-            (p * c + p * o) * s + sep_partials, dw + gemm, REDUCED if reduce_sep else 1),
         "separable grad mid": Op("separable grad mid", "gemm",
                                  lambda: ops.separable_grad_mid_nhwc(go, None, w_pw, params, relu, 0),
                                  pw_bytes, gemm),
@@ -163,12 +157,16 @@ def layer_ops(ops, layer: Layer, dtype: torch.dtype) -> dict[str, Op]:
 
 
 # The paths a layer takes: the unfused pair and the fused op, forward and backward (whose depthwise
-# backward runs on the depthwise output's gradient either way).
+# backward runs on the depthwise output's gradient either way). The fused backward (separable_conv2d_cuda.cpp)
+# makes one depthwise pass writing act(d) (Xception has no mid activation: the depthwise forward's
+# launch), the pointwise weight gradient on it (the pointwise op's split-K GEMM, the same launch as
+# "pointwise grad weight", d in place of x) and the mid gradient (without a mid activation, the
+# pointwise input gradient's GEMM: "separable grad mid" runs it through the fused op's launcher).
 PATHS = {
     "depthwise forward": ["depthwise forward"],
     "depthwise backward": ["depthwise grad input", "depthwise grad weight"],
     "fused forward": ["separable forward"],
-    "fused backward": ["separable grad pointwise weight", "separable grad mid", "depthwise grad input",
+    "fused backward": ["depthwise forward", "pointwise grad weight", "separable grad mid", "depthwise grad input",
                        "depthwise grad weight"],
     "unfused forward": ["depthwise forward", "pointwise forward"],
     "unfused backward": ["pointwise grad input", "pointwise grad weight", "depthwise grad input",

@@ -1,9 +1,10 @@
 """The CUDA fused separable kernels (csrc/cuda/separable_conv2d_kernels.cu) run on the CPU by the
 emulator (tests/cuda_emu, no GPU needed), composed as the CUDA op composes them
-(separable_conv2d_cuda.cpp): the fused forward, then for the backward the pointwise weight gradient
-from a fused GEMM and the depthwise output's gradient from a GEMM whose epilogue reads the depthwise
-output (written by the depthwise forward kernel, with a mid activation), which the depthwise
-backward kernels take on. Every result against the float64 reference. Cases reach both forward paths (depthwise rows
+(separable_conv2d_cuda.cpp): the fused forward, then for the backward one depthwise pass writing
+act(d) (the depthwise forward kernel with the mid activation as its output activation), the
+pointwise weight gradient as the pointwise op's split-K GEMM over it, and the depthwise output's
+gradient from a GEMM whose epilogue takes the mid activation's derivative from act(d), which the
+depthwise backward kernels take on. Every result against the float64 reference. Cases reach both forward paths (depthwise rows
 resident in shared memory, and recomputed per GEMM tile), tensor cores and FMA units, 16-byte and
 scalar depthwise loads, every mid activation, the depthwise bias (added before the mid activation),
 and a pixel reduction split in more than one chunk.
@@ -36,6 +37,8 @@ CASES = [
     _case(bf16, 16, 70, relu=True, mid="relu", bias=True),
     _case(bf16, 16, 70, mid="relu6", dw_bias=True),
     _case(f16, 40, 24, (5, 5), mid="elu", dw_bias=True, resident=False),
+    # elu's derivative from act(d) + 1 in bfloat16 (8 bits), through both signs of d
+    _case(bf16, 16, 24, mid="elu", dw_bias=True),
     _case(bf16, 8, 9, (3, 5), stride=(2, 2), padding=(0, 2, 1, 0), mid="relu6", resident=False),
     _case(bf16, 24, 40, n=1, mid="none", bias=True, resident=False),
     # channels for 16-byte loads, but the input 2 bytes past a 16-byte boundary: scalar loads
@@ -93,7 +96,7 @@ def test_matches_reference(emu, case):
     top, _, left, _ = case["padding"]
     params = [n, c, h, w_, m, oc, kh, kw, *case["stride"], top, left, *case["dilation"], ho, wo]
     if n * ho * wo > 4096:
-        assert emu.separable_grad_pw_splits(params, o) > 1
+        assert emu.gemm_k_splits(o, oc, n * ho * wo) > 1
 
     def nhwc(t):
         return t.permute(0, 2, 3, 1).contiguous()
@@ -117,9 +120,9 @@ def test_matches_reference(emu, case):
     smem = DEVICE_SMEM if case["resident"] else 0
     code = activation_code(mid)
     y = emu.separable_forward_nhwc(input_nhwc(x), taps, dw_bias, w_pw, bias, params, relu, code, smem)
-    grad_pw = emu.separable_grad_pointwise_weight_nhwc(nhwc(go), input_nhwc(x), taps, dw_bias, params, relu, code)
-    d = None if mid == "none" else emu.depthwise_forward_nhwc(input_nhwc(x), taps, dw_bias, params, relu)
-    grad_mid = emu.separable_grad_mid_nhwc(nhwc(go), d, w_pw, params, relu, code)
+    act_d = emu.depthwise_forward_act_nhwc(input_nhwc(x), taps, dw_bias, params, relu, code)
+    grad_pw = emu.pointwise_gemm_split_k(nhwc(go).reshape(-1, o).t(), act_d.reshape(-1, oc))
+    grad_mid = emu.separable_grad_mid_nhwc(nhwc(go), None if mid == "none" else act_d, w_pw, params, relu, code)
     grad_input = emu.depthwise_grad_input_nhwc(grad_mid, taps, nhwc(x), params, relu)
     grad_dw = emu.depthwise_grad_weight_nhwc(grad_mid, nhwc(x), params, relu)
     got = {"output": nchw(y), "grad_input": nchw(grad_input), "grad_depthwise_weight": grad_dw.t().reshape(oc, 1, kh, kw),
