@@ -5,8 +5,9 @@
 // *epilogue* functor (store with bias, store a split's partial sum, ...). The K reduction can be
 // split in fixed chunks over gridDim.z (deterministic: the partials are summed in order after).
 //
-// Tensor cores (float16, bfloat16): a 128 x 64 C tile per block of 4 warps (each warp 64 x 32, as
-// 4 x 4 mma.sync m16n8k16 tiles), K in steps of 32. Each operand's tile is staged in the layout its
+// Tensor cores (float16, bfloat16): a 128 x 128 C tile per block of 4 warps (each warp 64 x 64, as
+// 4 x 8 mma.sync m16n8k16 tiles) for two strided operands, 128 x 64 (warps of 64 x 32) when an
+// operand computes its tile (tc_block_n), K in steps of 32. Each operand's tile is staged in the layout its
 // memory has (tile_is_k_major): [row][k] (k contiguous, rows padded by 8 elements against bank
 // conflicts) read with ldmatrix, or, for an operand whose k index is the outer, strided one
 // (StridedKMajorOperand: a weight gradient's operands, W as the input gradient's B), [k][row] (rows
@@ -34,7 +35,7 @@ constexpr bool uses_tensor_cores() {
 }
 
 namespace gemm {
-constexpr int TC_BM = 128, TC_BN = 64, TC_BK = 32, TC_LD = TC_BK + 8, TC_THREADS = 128;
+constexpr int TC_BM = 128, TC_BN = 64, TC_BN_WIDE = 128, TC_BK = 32, TC_LD = TC_BK + 8, TC_THREADS = 128;
 constexpr int F_BM = 64, F_BN = 64, F_BK = 16, F_THREADS = 256;
 
 // About 4096 of K per split, at most 64 splits: enough blocks for a small M x N (a weight
@@ -334,6 +335,15 @@ constexpr bool is_strided_operand<StridedKMajorOperand<T>> = true;
 template <class OpA, class OpB>
 constexpr int tc_min_blocks = is_strided_operand<OpA> && is_strided_operand<OpB> ? 0 : 1;
 
+// gemm_tc_kernel's C tile width. Two strided operands: 128 (warps of 64 x 64), whose per-k-step
+// traffic (16 KB of cp.async, 32 KB of ldmatrix) is 2/3 of the 64-wide tile's per mma.sync, and whose
+// blocks re-read A half as often (each block reads its A rows and B columns whole): the backward's
+// GEMMs are bound by the SM's memory pipe and by L2 (tests/cuda_emu/memory_counters.py); 164-206
+// registers on sm_90, no spills. An operand that computes its tile (DepthwiseOperand) keeps 64: it
+// needs the registers.
+template <class OpA, class OpB>
+constexpr int tc_block_n = is_strided_operand<OpA> && is_strided_operand<OpB> ? gemm::TC_BN_WIDE : gemm::TC_BN;
+
 // One block: the C tile at (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z. Two tile buffers:
 // the next K step is staged (its strided parts by cp.async) while the current one is multiplied.
 // Tiles [row][TC_LD] or, k-major (tile_is_k_major), [TC_BK][rows + 8]: 16-byte rows whose 8-row
@@ -343,22 +353,23 @@ __global__ void __launch_bounds__(gemm::TC_THREADS, (tc_min_blocks<OpA, OpB>))
     gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
                    const Epilogue epilogue) {
   using namespace gemm;
+  constexpr int BN = tc_block_n<OpA, OpB>, NJ = BN / 16;  // warps 2 x 2 of 64 x BN / 2
   constexpr bool A_KM = tile_is_k_major<OpA>, B_KM = tile_is_k_major<OpB>;
-  constexpr int LDA = A_KM ? TC_BM + 8 : TC_LD, LDB = B_KM ? TC_BN + 8 : TC_LD;
-  constexpr int A_TILE = A_KM ? TC_BK * LDA : TC_BM * LDA, B_TILE = B_KM ? TC_BK * LDB : TC_BN * LDB;
+  constexpr int LDA = A_KM ? TC_BM + 8 : TC_LD, LDB = B_KM ? BN + 8 : TC_LD;
+  constexpr int A_TILE = A_KM ? TC_BK * LDA : TC_BM * LDA, B_TILE = B_KM ? TC_BK * LDB : BN * LDB;
   __shared__ __align__(16) T As[2][A_TILE];
   __shared__ __align__(16) T Bs[2][B_TILE];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * TC_BM, n0 = static_cast<int64_t>(blockIdx.y) * TC_BN;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * TC_BM, n0 = static_cast<int64_t>(blockIdx.y) * BN;
   const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * k_per_split;
   const int64_t k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
-  const int wm = (warp / 2) * 64, wn = (warp % 2) * 32;  // this warp's 64 x 32 sub-tile
+  const int wm = (warp / 2) * 64, wn = (warp % 2) * (BN / 2);  // this warp's sub-tile
   const auto stage = [&](int buf, int64_t k0) {
     a.template stage<A_KM>(As[buf], LDA, TC_BM, TC_BK, m0, k0, k_end);
-    b.template stage<B_KM>(Bs[buf], LDB, TC_BN, TC_BK, n0, k0, k_end);
+    b.template stage<B_KM>(Bs[buf], LDB, BN, TC_BK, n0, k0, k_end);
     cp_async_commit();
   };
-  float acc[4][4][4] = {};
+  float acc[4][NJ][4] = {};
   if (k_begin < k_end) stage(0, k_begin);
   for (int64_t k0 = k_begin; k0 < k_end; k0 += TC_BK) {
     const int cur = static_cast<int>((k0 - k_begin) / TC_BK) % 2;
@@ -370,8 +381,8 @@ __global__ void __launch_bounds__(gemm::TC_THREADS, (tc_min_blocks<OpA, OpB>))
     }
     __syncthreads();
     // the warp's first row: a column of a k-major tile, a row of a row-major one
-    warp_mma<T, 4, 4, TC_BK, A_KM, B_KM>(acc, As[cur] + (A_KM ? wm : wm * LDA), LDA, Bs[cur] + (B_KM ? wn : wn * LDB),
-                                         LDB, lane);
+    warp_mma<T, 4, NJ, TC_BK, A_KM, B_KM>(acc, As[cur] + (A_KM ? wm : wm * LDA), LDA, Bs[cur] + (B_KM ? wn : wn * LDB),
+                                          LDB, lane);
     __syncthreads();
   }
   store_fragments(acc, lane, m0 + wm, n0 + wn, M, N, epilogue);
@@ -422,7 +433,8 @@ void launch_gemm(int64_t M, int64_t N, int64_t K, int64_t splits, const OpA& a, 
   const int64_t step = uses_tensor_cores<T>() ? TC_BK : F_BK;
   const int64_t k_per_split = ((K + splits - 1) / splits + step - 1) / step * step;
   if constexpr (uses_tensor_cores<T>()) {
-    const dim3 grid = grid_of((M + TC_BM - 1) / TC_BM, (N + TC_BN - 1) / TC_BN, splits, "gemm_tc_kernel");
+    constexpr int BN = tc_block_n<OpA, OpB>;
+    const dim3 grid = grid_of((M + TC_BM - 1) / TC_BM, (N + BN - 1) / BN, splits, "gemm_tc_kernel");
     gemm_tc_kernel<T, OpA, OpB, Epilogue><<<grid, TC_THREADS, 0, stream>>>(M, N, K, k_per_split, a, b, epilogue);
   } else {
     const dim3 grid = grid_of((M + F_BM - 1) / F_BM, (N + F_BN - 1) / F_BN, splits, "gemm_fma_kernel");
