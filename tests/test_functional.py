@@ -530,6 +530,42 @@ def test_nchw_separable_in_bands_matches_reference(native, dtype, stride, in_act
     check_memory_formats(x, got["output"], got["grad_input"])
 
 
+# Planes under 256 output pixels run their GEMMs on groups of images side by side (image_groups
+# in csrc/cpu/host.h: at least ceil(512 / plane) images a group, the batch split evenly), the
+# fused op's band holding the group's depthwise outputs. (batch, input side(s), stride): 11 images
+# of 13x11 (143 pixels, 4 a group): groups of 5 and 6; 17 of 16x16 at stride 2 (8x8 out, 8 a
+# group): 8 and 9; 3 images of 7x9 (63 pixels): one group of 3, narrower than 512.
+_GROUPED = [(11, (13, 11), 1), (17, (16, 16), 2), (3, (7, 9), 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=[DTYPE_NAMES[d] for d in DTYPES])
+@pytest.mark.parametrize("n,hw,stride", _GROUPED, ids=["2groups-odd", "2groups-stride2", "1group"])
+def test_nchw_image_groups_native_matches_reference(native, dtype, n, hw, stride):
+    # Pointwise and fused op, forward and every gradient, on NCHW inputs whose small planes make
+    # the GEMMs run on groups of images side by side (copied in and back per image).
+    torch.manual_seed(0)
+    c, m, o = 5, 2, 7
+    x = torch.randn(n, c, *hw, dtype=torch.float64).to(dtype)
+    dw, pw = _weight(c * m, 1, 3, 3, dtype=dtype), _weight(o, c * m, 1, 1, dtype=dtype)
+    bias, dwb = _weight(o, 1, dtype=dtype)[:, 0], _weight(c * m, 1, dtype=dtype)[:, 0]
+
+    def run(x, dw, pw, bias, dwb):
+        return XF.separable_conv2d(x, dw, pw, bias, stride, 1, 1, "relu", "relu6", backend="native",
+                                   depthwise_bias=dwb)
+
+    def ref(x, dw, pw, bias, dwb):
+        return reference.separable_conv2d(x, dw, pw, bias, (stride, stride), (1, 1, 1, 1), (1, 1), "relu", "relu6",
+                                          dwb)
+
+    got = check_against_reference(run, ref, [x, dw, pw, bias, dwb],
+                                  ["input", "depthwise_weight", "pointwise_weight", "bias", "depthwise_bias"])
+    check_memory_formats(x, got["output"], got["grad_input"])
+    xp = torch.randn(n, c * m, *hw, dtype=torch.float64).to(dtype)
+    got = check_against_reference(lambda x, w, b: XF.pointwise_conv2d(x, w, b, backend="native"),
+                                  reference.pointwise_conv2d, [xp, pw, bias], ["input", "weight", "bias"])
+    check_memory_formats(xp, got["output"], got["grad_input"])
+
+
 def _nchw_weight_grads():
     torch.manual_seed(0)
     grads = {}
@@ -547,6 +583,13 @@ def _nchw_weight_grads():
     y = XF.separable_conv2d(x, dw, pw, None, 1, 1, 1, "relu", "relu6", backend="native", depthwise_bias=dwb)
     y.backward(torch.randn_like(y))
     grads.update({"separable depthwise": dw.grad, "separable pointwise": pw.grad, "separable depthwise bias": dwb.grad})
+    x = torch.randn(11, 8, 13, 11)  # two image groups (_GROUPED)
+    dw, pw, dwb = torch.randn(8, 1, 3, 3), torch.randn(16, 8, 1, 1), torch.randn(8)
+    for t in (dw, pw, dwb):
+        t.requires_grad_(True)
+    y = XF.separable_conv2d(x, dw, pw, None, 1, 1, 1, "relu", "relu6", backend="native", depthwise_bias=dwb)
+    y.backward(torch.randn_like(y))
+    grads.update({"grouped depthwise": dw.grad, "grouped pointwise": pw.grad, "grouped depthwise bias": dwb.grad})
     return grads
 
 

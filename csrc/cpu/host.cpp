@@ -2,6 +2,8 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mm.h>
 
 #include <algorithm>
 
@@ -13,6 +15,14 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
     out.addmm_(a.narrow(0, k0, k).t(), b.narrow(0, k0, k));
   }
   return out;
+}
+
+void mm_with_bias_out(at::Tensor& out, const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
+  if (bias.defined()) {
+    at::addmm_out(out, bias, a, b);
+  } else {
+    at::mm_out(out, a, b);
+  }
 }
 
 at::Tensor column_sums_fixed_order(const at::Tensor& rows) {

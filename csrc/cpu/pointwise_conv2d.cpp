@@ -1,8 +1,9 @@
 // Pointwise (1x1) convolution on CPU: in channels-last layout the op is a plain GEMM over pixels,
 // [P, C] x [C, O], which BLAS (MKL/oneDNN through at::mm) does near the machine's peak. In NCHW
 // (runs_nchw) it is one GEMM per image, Y_n [O, HW] = W [O, C] x X_n [C, HW], run in place on the
-// tensors' own memory as one batched GEMM (the weight broadcast over the batch). Low precision is
-// computed in float32 and rounded once, as the other xsep kernels do.
+// tensors' own memory as one batched GEMM (the weight broadcast over the batch); below 256 pixels a
+// plane (10x10), images are grouped side by side into wider GEMMs (image_groups, host.h). Low
+// precision is computed in float32 and rounded once, as the other xsep kernels do.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
@@ -41,23 +42,43 @@ at::Tensor planes(const at::Tensor& t) {
   return t.contiguous().view({t.size(0), t.size(1), t.size(2) * t.size(3)}).to(acc_dtype(t.scalar_type()));
 }
 
-// out_n [R, HW] = m [R, K] x b_n [K, HW] (+ bias [R]) for every image n: one batched GEMM with m
-// broadcast over the batch, written straight into an NCHW [N, R, H, W] tensor shaped like `like`
-// (into a float32 buffer first for low precision, rounded once).
+// out_n [R, HW] = m [R, K] x b_n [K, HW] (+ bias [R]) for every image n, written into an NCHW
+// [N, R, H, W] tensor shaped like `like`. One image per GEMM (image_groups, host.h): one batched
+// GEMM with m broadcast over the batch, straight into the output (into a float32 buffer first for
+// low precision, rounded once). Small planes: image groups, each group's planes copied side by
+// side into [K, images * HW], one GEMM into [R, images * HW], copied back (and rounded) per image.
 at::Tensor batched_left_product(const at::Tensor& m, const at::Tensor& b, const at::Tensor& bias,
                                 const at::Tensor& like, int64_t rows) {
-  const int64_t N = like.size(0);
+  const int64_t N = like.size(0), K = b.size(1), HW = b.size(2);
   auto out =
       at::empty({N, rows, like.size(2), like.size(3)}, like.options().memory_format(at::MemoryFormat::Contiguous));
-  auto y = out.scalar_type() == b.scalar_type() ? out.view({N, rows, b.size(2)})
-                                                : at::empty({N, rows, b.size(2)}, b.options());
-  const auto lhs = m.expand({N, m.size(0), m.size(1)});
-  if (bias.defined()) {
-    at::baddbmm_out(y, bias.view({1, rows, 1}).expand({N, rows, b.size(2)}), lhs, b);
-  } else {
-    at::bmm_out(y, lhs, b);
+  const ImageGroups groups = image_groups(N, HW);
+  if (groups.most() <= 1) {  // one image per GEMM (or none)
+    auto y = out.scalar_type() == b.scalar_type() ? out.view({N, rows, HW}) : at::empty({N, rows, HW}, b.options());
+    // m made contiguous when it is a transposed view (W^T in the input gradient): a weight-sized
+    // copy, cheaper than BLAS reading it transposed in each of N narrow GEMMs. The wide GEMMs of
+    // image groups below read it transposed in place.
+    const auto lhs = m.contiguous().expand({N, m.size(0), m.size(1)});
+    if (bias.defined()) {
+      at::baddbmm_out(y, bias.view({1, rows, 1}).expand({N, rows, HW}), lhs, b);
+    } else {
+      at::bmm_out(y, lhs, b);
+    }
+    if (!y.is_same(out)) out.copy_(y.view(out.sizes()));
+    return out;
   }
-  if (!y.is_same(out)) out.copy_(y.view(out.sizes()));
+  const int64_t most = groups.most();
+  auto side_b = at::empty({K, most * HW}, b.options());
+  auto side_y = at::empty({rows, most * HW}, b.options());
+  const auto bias_col = bias.defined() ? bias.view({rows, 1}) : bias;
+  const auto out_planes = out.view({N, rows, HW});
+  for (int64_t k = 0; k < groups.count; ++k) {
+    const int64_t n0 = groups.begin(k), images = groups.end(k) - n0, cols = images * HW;
+    auto bk = side_b.narrow(1, 0, cols), yk = side_y.narrow(1, 0, cols);
+    bk.view({K, images, HW}).copy_(b.narrow(0, n0, images).transpose(0, 1));
+    mm_with_bias_out(yk, bias_col, m, bk);
+    out_planes.narrow(0, n0, images).transpose(0, 1).copy_(yk.view({rows, images, HW}));
+  }
   return out;
 }
 
@@ -83,9 +104,8 @@ at::Tensor pointwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   if (runs_nchw(input)) {
-    // G_n = W^T x gY_n (W^T made contiguous: a weight-sized copy, cheaper than BLAS's strided reads).
-    return batched_left_product(weight_2d(weight).t().contiguous(), planes(grad_output), at::Tensor(), input,
-                                input.size(1));
+    // G_n = W^T x gY_n.
+    return batched_left_product(weight_2d(weight).t(), planes(grad_output), at::Tensor(), input, input.size(1));
   }
   return from_pixels(at::mm(pixels(grad_output), weight_2d(weight)), input, input.size(1));
 }

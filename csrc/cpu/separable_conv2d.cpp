@@ -13,7 +13,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
@@ -33,15 +32,6 @@
 
 namespace xsep::cpu {
 namespace {
-
-// out = a . b, plus `bias` (broadcast: a column [rows, 1] or a row [cols]) when defined, as one GEMM.
-void mm_with_bias_out(at::Tensor& out, const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
-  if (bias.defined()) {
-    at::addmm_out(out, bias, a, b);
-  } else {
-    at::mm_out(out, a, b);
-  }
-}
 
 // Pixels per tile: the depthwise tile buffer (tile x C*M floats) is about 1 MB, which stays in
 // the caches between being written and being read by the GEMM; at least 512 rows keep the GEMM
@@ -87,15 +77,31 @@ struct DepthwiseTile {
 // NCHW: the output rows of one image in bands of about the same tile size. In NCHW the pointwise
 // step needs no transposition: out[n][:, band] = W [O, C*M] x D [C*M, band pixels] (+ bias), D
 // being the band's depthwise output, so the GEMM writes its [O, band] slice of the output in place.
+// Planes under kMinGemmPixels are one band each; under half that (10x10) too narrow a GEMM: there
+// a band holds a group of images side by side (image_groups, host.h), D [C*M, images * Ho*Wo],
+// and the GEMM's result is copied back per image.
 int64_t band_rows(int64_t mid_channels, int64_t Ho, int64_t Wo) {
   const int64_t rows = std::clamp<int64_t>((tile_pixels(mid_channels, int64_t(1) << 40) + Wo - 1) / Wo, 1, Ho);
   const int64_t bands = (Ho + rows - 1) / rows;
   return (Ho + bands - 1) / bands;
 }
 
-// The depthwise half in NCHW for output rows [ho0, ho1) of image n, into a [C*M, T] tile (T
-// pixels per row of the tile, T >= (ho1 - ho0) * Wo): pre = dw(x) + bias, post = mid(pre) (post
-// may be pre; untouched without a mid activation). All threads, channels split between them.
+// The NCHW band geometry: the images grouped per GEMM, the output rows per band (all of them when
+// several images share a band: tile_pixels is at least kMinGemmPixels), and T, the band buffers'
+// row length (pixels of one band, times the largest group).
+struct NchwBands {
+  ImageGroups groups;
+  int64_t rows, T;
+  explicit NchwBands(const DepthwiseGeometry& g)
+      : groups(image_groups(g.N, g.Ho * g.Wo)), rows(band_rows(g.OC, g.Ho, g.Wo)), T(groups.most() * rows * g.Wo) {
+    TORCH_INTERNAL_ASSERT(groups.most() <= 1 || rows == g.Ho, "a band of several images covers their whole planes");
+  }
+};
+
+// The depthwise half in NCHW for output rows [ho0, ho1) of images [n0, n1), into a [C*M, T] tile
+// (T pixels per row of the tile, T >= (n1 - n0) * (ho1 - ho0) * Wo; image n0 + j at column
+// j * (ho1 - ho0) * Wo): pre = dw(x) + bias, post = mid(pre) (post may be pre; untouched without a
+// mid activation). All threads, channels split between them.
 template <typename T>
 struct DepthwiseBandNchw {
   using acc_t = Acc<T>;
@@ -119,16 +125,25 @@ struct DepthwiseBandNchw {
         bias(bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr),
         T_(tile) {}
 
-  void operator()(int64_t n, int64_t ho0, int64_t ho1, acc_t* pre, acc_t* post) const {
+  void operator()(int64_t n0, int64_t n1, int64_t ho0, int64_t ho1, acc_t* pre, acc_t* post) const {
     const int64_t pixels = (ho1 - ho0) * g.Wo;
-    at::parallel_for(0, g.C, grain(pixels * g.M * g.kh * g.kw), [&](int64_t c0, int64_t c1) {
-      k.forward_acc(g, x, w, bias, pre + c0 * g.M * T_, T_, n, c0, c1, ho0, ho1);
-      if (mid != Activation::none)
-        for (int64_t oc = c0 * g.M; oc < c1 * g.M; ++oc)
-          elementwise.activation(mid, pre + oc * T_, post + oc * T_, pixels);
+    at::parallel_for(0, g.C, grain((n1 - n0) * pixels * g.M * g.kh * g.kw), [&](int64_t c0, int64_t c1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const int64_t at = (n - n0) * pixels;
+        k.forward_acc(g, x, w, bias, pre + c0 * g.M * T_ + at, T_, n, c0, c1, ho0, ho1);
+        if (mid != Activation::none)
+          for (int64_t oc = c0 * g.M; oc < c1 * g.M; ++oc)
+            elementwise.activation(mid, pre + oc * T_ + at, post + oc * T_ + at, pixels);
+      }
     });
   }
 };
+
+// Images [n0, n0 + images), pixels [p0, p0 + pixels) of each plane, of an [N, R, plane] tensor, as
+// an [R, images, pixels] view: the band buffers' layout ([R, images * pixels], images side by side).
+at::Tensor band_of(const at::Tensor& planes, int64_t n0, int64_t images, int64_t p0, int64_t pixels) {
+  return planes.narrow(0, n0, images).narrow(2, p0, pixels).transpose(0, 1);
+}
 
 at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor& input, const at::Tensor& dw_weight,
                                   const at::Tensor& pw_weight, const std::optional<at::Tensor>& bias,
@@ -144,44 +159,42 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
   const auto b_col = b.defined() ? b.view({O, 1}) : b;
   const auto w_dw = channel_major(dw_weight);
   const auto b_dw = acc_bias(dw_bias);
-  const int64_t rows = band_rows(g.OC, g.Ho, g.Wo), T = rows * g.Wo;
+  const NchwBands bands(g);
+  const int64_t T = bands.T;
   auto d_buf = at::empty({g.OC, T}, x.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
-    using acc_t = Acc<scalar_t>;
-    constexpr bool out_is_acc = std::is_same_v<scalar_t, acc_t>;
     const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, T);
-    acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
-    scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+    auto* d_ptr = d_buf.mutable_data_ptr<Acc<scalar_t>>();
     const auto out_planes = out.view({g.N, O, plane});
-    auto y_buf = out_is_acc ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
-    for (int64_t n = 0; n < g.N; ++n) {
-      for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += rows) {
-        const int64_t ho1 = std::min(g.Ho, ho0 + rows), pixels = (ho1 - ho0) * g.Wo;
-        band(n, ho0, ho1, d_ptr, d_ptr);
-        const auto d = d_buf.narrow(1, 0, pixels);
-        auto y = out_is_acc ? out_planes[n].narrow(1, ho0 * g.Wo, pixels) : y_buf.narrow(1, 0, pixels);
+    // The GEMM writes into the output itself for one image in float32/float64, else into y_buf,
+    // copied (and rounded) per image.
+    const bool in_place = bands.groups.most() == 1 && input.scalar_type() == acc;
+    auto y_buf = in_place ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
+    for (int64_t k = 0; k < bands.groups.count; ++k) {
+      const int64_t n0 = bands.groups.begin(k), images = bands.groups.end(k) - n0;
+      for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += bands.rows) {
+        const int64_t ho1 = std::min(g.Ho, ho0 + bands.rows), pixels = (ho1 - ho0) * g.Wo, cols = images * pixels;
+        band(n0, n0 + images, ho0, ho1, d_ptr, d_ptr);
+        const auto d = d_buf.narrow(1, 0, cols);
+        auto y = in_place ? out_planes[n0].narrow(1, ho0 * g.Wo, pixels) : y_buf.narrow(1, 0, cols);
         mm_with_bias_out(y, b_col, w_pw, d);
-        if constexpr (!out_is_acc) {
-          const acc_t* y_ptr = y_buf.const_data_ptr<acc_t>();
-          at::parallel_for(0, O, grain(pixels), [&](int64_t o0, int64_t o1) {
-            for (int64_t o = o0; o < o1; ++o)
-              band.elementwise.from_acc(y_ptr + o * T, out_ptr + (n * O + o) * plane + ho0 * g.Wo, pixels);
-          });
-        }
+        if (!in_place) band_of(out_planes, n0, images, ho0 * g.Wo, pixels).copy_(y.view({O, images, pixels}));
       }
     }
   });
   return out;
 }
 
-// The backward in NCHW, image after image, each image's output rows in the forward's bands: the
-// band's depthwise output is recomputed (pre = dw(x) + bias, post = mid(pre)) and with the band of
-// grad_output gY [O, band] gives grad_pw += gY x post^T (addmm_tn_fixed_order, band after band,
-// image after image: a fixed order) and gD [C*M, band] = W_pw^T x gY (times mid'(pre)), written
-// into the image's gD planes [C*M, Ho*Wo]; then the depthwise kernels take the whole image's gD
-// (their input gradient needs neighbouring rows): grad_input of the image in place, and its weight
-// gradient, added to the total image after image. The depthwise bias's gradient sums each gD plane
-// in pixel order, images in order. Buffers: two bands and one image's gD, whatever the batch.
+// The backward in NCHW, image group after image group (one image per group unless the planes are
+// small, image_groups), each group's output rows in the forward's bands: the band's depthwise
+// output is recomputed (pre = dw(x) + bias, post = mid(pre)) and with the band of grad_output gY
+// [O, band] (the group's images side by side) gives grad_pw += gY x post^T (addmm_tn_fixed_order,
+// band after band, group after group: a fixed order) and gD [C*M, band] = W_pw^T x gY (times
+// mid'(pre)), written into the group's gD planes [images, C*M, Ho*Wo] (through a band buffer when
+// the group has several images); then the depthwise kernels take the group's whole gD (their
+// input gradient needs neighbouring rows): grad_input of the group in place, and its weight
+// gradient, added to the total group after group. The depthwise bias's gradient sums each gD
+// plane in pixel order, images in order. Buffers: a few bands and one group's gD, whatever the batch.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nchw(
     const SeparableGeometry& sg, const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight,
     const at::Tensor& pw_weight, const std::optional<at::Tensor>& dw_bias) {
@@ -191,7 +204,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
   const auto acc = acc_dtype(input.scalar_type());
   const auto x = input.contiguous();
   const auto go = grad_output.contiguous();
-  const auto w_pw_t = pw_weight.reshape({O, g.OC}).to(acc).t().contiguous();  // [C*M, O]
   const auto w_dw = channel_major(dw_weight);
   const auto b_dw = acc_bias(dw_bias);
   const bool empty = g.N == 0 || plane == 0;
@@ -201,60 +213,74 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
   auto grad_dw = at::zeros({g.OC, g.kh * g.kw}, x.options().dtype(acc));
   auto grad_dw_bias = at::zeros({b_dw.defined() ? g.OC : 0}, x.options().dtype(acc));
   if (!empty) {
-    const int64_t rows = band_rows(g.OC, g.Ho, g.Wo), T = rows * g.Wo;
-    DepthwiseGeometry image = g;  // one image: the depthwise kernels run on image n's planes
-    image.N = 1;
+    const NchwBands bands(g);
+    const int64_t T = bands.T, most = bands.groups.most();
+    // W_pw^T [C*M, O]: made contiguous (a weight-sized copy, up to 12 MB) for the many narrow GEMMs
+    // of one image's bands; read transposed in place by the few wide GEMMs of image groups.
+    const auto w_pw_t =
+        most == 1 ? pw_weight.reshape({O, g.OC}).to(acc).t().contiguous() : pw_weight.reshape({O, g.OC}).to(acc).t();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
           using acc_t = Acc<scalar_t>;
-          constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
+          // grad_output is read in place for one image in float32/float64, else copied into
+          // gy_buf (images side by side, converted to acc_t).
+          const bool go_in_place = most == 1 && std::is_same_v<scalar_t, acc_t>;
           const DepthwiseBandNchw<scalar_t> band(g, mid, x, w_dw, b_dw, T);
           const auto& ew = band.elementwise;
           auto d_buf = at::empty({g.OC, T}, x.options().dtype(acc));
           auto m_buf = mid == Activation::none ? d_buf : at::empty({g.OC, T}, x.options().dtype(acc));
-          auto gy_buf = go_is_acc ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
-          auto gd_buf = at::empty({g.OC, plane}, x.options().dtype(acc));
+          auto gy_buf = go_in_place ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
+          auto gd_buf = at::empty({most, g.OC, plane}, x.options().dtype(acc));              // the group's gD planes
+          auto gd_band = most == 1 ? gd_buf : at::empty({g.OC, T}, x.options().dtype(acc));  // side by side
           acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
           acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
           acc_t* gd_ptr = gd_buf.mutable_data_ptr<acc_t>();
           acc_t* gdb_ptr = grad_dw_bias.mutable_data_ptr<acc_t>();
-          const scalar_t* go_ptr = go.const_data_ptr<scalar_t>();
           const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
           const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
           scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
           const auto go_planes = go.view({g.N, O, plane});
-          for (int64_t n = 0; n < g.N; ++n) {
-            for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += rows) {
-              const int64_t ho1 = std::min(g.Ho, ho0 + rows), pixels = (ho1 - ho0) * g.Wo, p0 = ho0 * g.Wo;
-              band(n, ho0, ho1, d_ptr, m_ptr);
-              if constexpr (!go_is_acc) {
-                acc_t* gy_ptr = gy_buf.mutable_data_ptr<acc_t>();
-                at::parallel_for(0, O, grain(pixels), [&](int64_t o0, int64_t o1) {
-                  for (int64_t o = o0; o < o1; ++o)
-                    ew.to_acc(go_ptr + (n * O + o) * plane + p0, gy_ptr + o * T, pixels);
-                });
+          for (int64_t k = 0; k < bands.groups.count; ++k) {
+            const int64_t n0 = bands.groups.begin(k), images = bands.groups.end(k) - n0;
+            for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += bands.rows) {
+              const int64_t ho1 = std::min(g.Ho, ho0 + bands.rows), pixels = (ho1 - ho0) * g.Wo, p0 = ho0 * g.Wo;
+              const int64_t cols = images * pixels;
+              band(n0, n0 + images, ho0, ho1, d_ptr, m_ptr);
+              auto gy = go_in_place ? go_planes[n0].narrow(1, p0, pixels) : gy_buf.narrow(1, 0, cols);
+              if (!go_in_place) gy.view({O, images, pixels}).copy_(band_of(go_planes, n0, images, p0, pixels));
+              addmm_tn_fixed_order(grad_pw, gy.t(), m_buf.narrow(1, 0, cols).t());
+              if (most == 1) {
+                auto gd = gd_buf[0].narrow(1, p0, pixels);
+                at::mm_out(gd, w_pw_t, gy);
+              } else {
+                auto gd = gd_band.narrow(1, 0, cols);
+                at::mm_out(gd, w_pw_t, gy);
+                gd_buf.narrow(0, 0, images).transpose(0, 1).copy_(gd.view({g.OC, images, pixels}));
               }
-              const auto gy = go_is_acc ? go_planes[n].narrow(1, p0, pixels) : gy_buf.narrow(1, 0, pixels);
-              addmm_tn_fixed_order(grad_pw, gy.t(), m_buf.narrow(1, 0, pixels).t());
-              auto gd = gd_buf.narrow(1, p0, pixels);
-              at::mm_out(gd, w_pw_t, gy);
               if (mid != Activation::none) {
-                at::parallel_for(0, g.OC, grain(pixels), [&](int64_t c0, int64_t c1) {
-                  for (int64_t oc = c0; oc < c1; ++oc)
-                    ew.activation_grad(mid, d_ptr + oc * T, gd_ptr + oc * plane + p0, pixels);
+                // mid'(pre) from the band (image j at column j * pixels) into the gD planes.
+                at::parallel_for(0, g.OC, grain(cols), [&](int64_t c0, int64_t c1) {
+                  for (int64_t j = 0; j < images; ++j)
+                    for (int64_t oc = c0; oc < c1; ++oc)
+                      ew.activation_grad(mid, d_ptr + oc * T + j * pixels, gd_ptr + (j * g.OC + oc) * plane + p0,
+                                         pixels);
                 });
               }
             }
-            const scalar_t* x_n = x_ptr + n * in_plane;
-            depthwise_grad_input_nchw<scalar_t, acc_t>(image, gd_ptr, w_ptr, x_n, gi_ptr + n * in_plane);
-            grad_dw.add_(depthwise_grad_weight_nchw<scalar_t, acc_t>(image, gd_ptr, x_n));
+            DepthwiseGeometry group = g;  // the depthwise kernels run on the group's planes
+            group.N = images;
+            const scalar_t* x_k = x_ptr + n0 * in_plane;
+            depthwise_grad_input_nchw<scalar_t, acc_t>(group, gd_ptr, w_ptr, x_k, gi_ptr + n0 * in_plane);
+            grad_dw.add_(depthwise_grad_weight_nchw<scalar_t, acc_t>(group, gd_ptr, x_k));
             if (b_dw.defined()) {
-              at::parallel_for(0, g.OC, grain(plane), [&](int64_t c0, int64_t c1) {
+              at::parallel_for(0, g.OC, grain(images * plane), [&](int64_t c0, int64_t c1) {
                 for (int64_t oc = c0; oc < c1; ++oc) {
-                  const acc_t* row = gd_ptr + oc * plane;
-                  acc_t sum = 0;
-                  for (int64_t p = 0; p < plane; ++p) sum += row[p];
-                  gdb_ptr[oc] += sum;
+                  for (int64_t j = 0; j < images; ++j) {
+                    const acc_t* row = gd_ptr + (j * g.OC + oc) * plane;
+                    acc_t sum = 0;
+                    for (int64_t p = 0; p < plane; ++p) sum += row[p];
+                    gdb_ptr[oc] += sum;
+                  }
                 }
               });
             }
