@@ -5,10 +5,10 @@
 // *epilogue* functor (store with bias, store a split's partial sum, ...). The K reduction can be
 // split in fixed chunks over gridDim.z (deterministic: the partials are summed in order after).
 //
-// Tensor cores (float16, bfloat16): a 128 x 128 C tile per block of 4 warps (each warp 64 x 64, as
-// 4 x 8 mma.sync m16n8k16 tiles) for two strided operands, 128 x 64 (warps of 64 x 32) when an
-// operand computes its tile (tc_block_n), K in steps of 32. Each operand's tile is staged in the layout its
-// memory has (tile_is_k_major): [row][k] (k contiguous, rows padded by 8 elements against bank
+// Tensor cores (float16, bfloat16): a 256 x 128 C tile per block of 8 warps (each warp 64 x 64, as
+// 4 x 8 mma.sync m16n8k16 tiles) for two strided operands, 128 x 64 on 4 warps of 64 x 32 when an
+// operand computes its tile (TcTile), K in steps of 32, the tiles in dynamic shared memory. Each operand's tile is
+// staged in the layout its memory has (tile_is_k_major): [row][k] (k contiguous, rows padded by 8 elements against bank
 // conflicts) read with ldmatrix, or, for an operand whose k index is the outer, strided one
 // (StridedKMajorOperand: a weight gradient's operands, W as the input gradient's B), [k][row] (rows
 // contiguous, padded likewise) read with ldmatrix.trans; either way staged by 16-byte cp.async copies.
@@ -35,7 +35,7 @@ constexpr bool uses_tensor_cores() {
 }
 
 namespace gemm {
-constexpr int TC_BM = 128, TC_BN = 64, TC_BN_WIDE = 128, TC_BK = 32, TC_LD = TC_BK + 8, TC_THREADS = 128;
+constexpr int TC_BK = 32, TC_LD = TC_BK + 8, TC_THREADS = 128;
 constexpr int F_BM = 64, F_BN = 64, F_BK = 16, F_THREADS = 256;
 
 // About 4096 of K per split, at most 64 splits: enough blocks for a small M x N (a weight
@@ -335,38 +335,53 @@ constexpr bool is_strided_operand<StridedKMajorOperand<T>> = true;
 template <class OpA, class OpB>
 constexpr int tc_min_blocks = is_strided_operand<OpA> && is_strided_operand<OpB> ? 0 : 1;
 
-// gemm_tc_kernel's C tile width. Two strided operands: 128 (warps of 64 x 64), whose per-k-step
-// traffic (16 KB of cp.async, 32 KB of ldmatrix) is 2/3 of the 64-wide tile's per mma.sync, and whose
-// blocks re-read A half as often (each block reads its A rows and B columns whole): the backward's
-// GEMMs are bound by the SM's memory pipe and by L2 (tests/cuda_emu/memory_counters.py); 164-206
-// registers on sm_90, no spills. An operand that computes its tile (DepthwiseOperand) keeps 64: it
-// needs the registers.
-template <class OpA, class OpB>
-constexpr int tc_block_n = is_strided_operand<OpA> && is_strided_operand<OpB> ? gemm::TC_BN_WIDE : gemm::TC_BN;
+// gemm_tc_kernel's block. Two strided operands: a 256 x 128 C tile on 8 warps of 64 x 64. Per 32-deep
+// k step it moves 24 KB by cp.async and 64 KB by ldmatrix for 256 mma.sync (the 128 x 64 tile on
+// warps of 64 x 32: 12 + 24 KB for 64), and its blocks read each A row N / 128 times and each B
+// column M / 256 times (each block reads its rows of A and columns of B whole): the backward's GEMMs
+// are bound by the SM's memory pipe and by L2 (tests/cuda_emu/memory_counters.py). 164-206
+// registers on sm_90, one block per SM. An operand that computes its tile (DepthwiseOperand) keeps
+// 128 x 64 on 4 warps: it needs the registers. Tiles [row][TC_LD] or, k-major (tile_is_k_major),
+// [TC_BK][rows + 8]: 16-byte rows whose 8-row groups (one ldmatrix matrix) fall on distinct banks
+// either way; two of each: 51-60 KB of dynamic shared memory (wide), 30 KB static.
+template <typename T, class OpA, class OpB>
+struct TcTile {
+  static constexpr bool wide = is_strided_operand<OpA> && is_strided_operand<OpB>;
+  static constexpr int BM = wide ? 256 : 128, BN = wide ? 128 : 64, threads = wide ? 256 : gemm::TC_THREADS;
+  static constexpr int warps_m = BM / 64, warps_n = threads / 32 / warps_m, NJ = BN / warps_n / 8;
+  static constexpr bool a_km = tile_is_k_major<OpA>, b_km = tile_is_k_major<OpB>;
+  static constexpr int lda = a_km ? BM + 8 : gemm::TC_LD, ldb = b_km ? BN + 8 : gemm::TC_LD;
+  static constexpr int a_tile = a_km ? gemm::TC_BK * lda : BM * lda, b_tile = b_km ? gemm::TC_BK * ldb : BN * ldb;
+  static constexpr int smem_bytes = 2 * (a_tile + b_tile) * static_cast<int>(sizeof(T));
+};
 
 // One block: the C tile at (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z. Two tile buffers:
 // the next K step is staged (its strided parts by cp.async) while the current one is multiplied.
-// Tiles [row][TC_LD] or, k-major (tile_is_k_major), [TC_BK][rows + 8]: 16-byte rows whose 8-row
-// groups (one ldmatrix matrix) fall on distinct banks either way.
 template <typename T, class OpA, class OpB, class Epilogue>
-__global__ void __launch_bounds__(gemm::TC_THREADS, (tc_min_blocks<OpA, OpB>))
+__global__ void __launch_bounds__((TcTile<T, OpA, OpB>::threads), (tc_min_blocks<OpA, OpB>))
     gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
                    const Epilogue epilogue) {
   using namespace gemm;
-  constexpr int BN = tc_block_n<OpA, OpB>, NJ = BN / 16;  // warps 2 x 2 of 64 x BN / 2
-  constexpr bool A_KM = tile_is_k_major<OpA>, B_KM = tile_is_k_major<OpB>;
-  constexpr int LDA = A_KM ? TC_BM + 8 : TC_LD, LDB = B_KM ? BN + 8 : TC_LD;
-  constexpr int A_TILE = A_KM ? TC_BK * LDA : TC_BM * LDA, B_TILE = B_KM ? TC_BK * LDB : BN * LDB;
-  __shared__ __align__(16) T As[2][A_TILE];
-  __shared__ __align__(16) T Bs[2][B_TILE];
+  using S = TcTile<T, OpA, OpB>;
+  constexpr int BM = S::BM, BN = S::BN, NJ = S::NJ, LDA = S::lda, LDB = S::ldb;
+  constexpr bool A_KM = S::a_km, B_KM = S::b_km;
+  T* As;  // [2][a_tile], then Bs: [2][b_tile]
+  if constexpr (S::wide) {
+    XSEP_DYNAMIC_SMEM(smem);
+    As = reinterpret_cast<T*>(smem);
+  } else {
+    __shared__ __align__(16) T tiles[2 * (S::a_tile + S::b_tile)];
+    As = tiles;
+  }
+  T* const Bs = As + 2 * S::a_tile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * TC_BM, n0 = static_cast<int64_t>(blockIdx.y) * BN;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * BM, n0 = static_cast<int64_t>(blockIdx.y) * BN;
   const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * k_per_split;
   const int64_t k_end = k_begin + k_per_split < K ? k_begin + k_per_split : K;
-  const int wm = (warp / 2) * 64, wn = (warp % 2) * (BN / 2);  // this warp's sub-tile
+  const int wm = (warp / S::warps_n) * 64, wn = (warp % S::warps_n) * (NJ * 8);  // this warp's sub-tile
   const auto stage = [&](int buf, int64_t k0) {
-    a.template stage<A_KM>(As[buf], LDA, TC_BM, TC_BK, m0, k0, k_end);
-    b.template stage<B_KM>(Bs[buf], LDB, BN, TC_BK, n0, k0, k_end);
+    a.template stage<A_KM>(As + buf * S::a_tile, LDA, BM, TC_BK, m0, k0, k_end);
+    b.template stage<B_KM>(Bs + buf * S::b_tile, LDB, BN, TC_BK, n0, k0, k_end);
     cp_async_commit();
   };
   float acc[4][NJ][4] = {};
@@ -381,8 +396,8 @@ __global__ void __launch_bounds__(gemm::TC_THREADS, (tc_min_blocks<OpA, OpB>))
     }
     __syncthreads();
     // the warp's first row: a column of a k-major tile, a row of a row-major one
-    warp_mma<T, 4, NJ, TC_BK, A_KM, B_KM>(acc, As[cur] + (A_KM ? wm : wm * LDA), LDA, Bs[cur] + (B_KM ? wn : wn * LDB),
-                                          LDB, lane);
+    warp_mma<T, 4, NJ, TC_BK, A_KM, B_KM>(acc, As + cur * S::a_tile + (A_KM ? wm : wm * LDA), LDA,
+                                          Bs + cur * S::b_tile + (B_KM ? wn : wn * LDB), LDB, lane);
     __syncthreads();
   }
   store_fragments(acc, lane, m0 + wm, n0 + wn, M, N, epilogue);
@@ -433,9 +448,12 @@ void launch_gemm(int64_t M, int64_t N, int64_t K, int64_t splits, const OpA& a, 
   const int64_t step = uses_tensor_cores<T>() ? TC_BK : F_BK;
   const int64_t k_per_split = ((K + splits - 1) / splits + step - 1) / step * step;
   if constexpr (uses_tensor_cores<T>()) {
-    constexpr int BN = tc_block_n<OpA, OpB>;
-    const dim3 grid = grid_of((M + TC_BM - 1) / TC_BM, (N + BN - 1) / BN, splits, "gemm_tc_kernel");
-    gemm_tc_kernel<T, OpA, OpB, Epilogue><<<grid, TC_THREADS, 0, stream>>>(M, N, K, k_per_split, a, b, epilogue);
+    using S = TcTile<T, OpA, OpB>;
+    const dim3 grid = grid_of((M + S::BM - 1) / S::BM, (N + S::BN - 1) / S::BN, splits, "gemm_tc_kernel");
+    const auto kernel = gemm_tc_kernel<T, OpA, OpB, Epilogue>;
+    constexpr int smem = S::wide ? S::smem_bytes : 0;
+    if constexpr (smem > 48 * 1024) allow_dynamic_smem(kernel, smem);
+    kernel<<<grid, S::threads, smem, stream>>>(M, N, K, k_per_split, a, b, epilogue);
   } else {
     const dim3 grid = grid_of((M + F_BM - 1) / F_BM, (N + F_BN - 1) / F_BN, splits, "gemm_fma_kernel");
     gemm_fma_kernel<T, OpA, OpB, Epilogue><<<grid, F_THREADS, 0, stream>>>(M, N, K, k_per_split, a, b, epilogue);

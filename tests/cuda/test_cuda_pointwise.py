@@ -43,11 +43,12 @@ def test_matches_reference(target, case):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("shape", [(1, 72, 40, 9), (2, 16, 136, 7)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 72, 40, 9), (2, 136, 16, 7), (1, 24, 264, 5)], ids=str)
 def test_k_major_operands(target, dtype, shape):
     # Tensor cores: the operands whose k index is the outer one (the input gradient's weight, both
     # operands of the weight gradient) staged k-major by 16-byte copies, with rows past a tile edge
-    # (72 > 64 input channels, 136 > 128 output channels) and pixels past a K step (81, 98).
+    # (136 > 128 input channels: the input gradient's B and the weight gradient's; 264 > 256 output
+    # channels: the weight gradient's A) and pixels past a K step (81, 98, 25).
     n, c, o, s = shape
     x64 = torch.randn(n, c, s, s, dtype=torch.float64, device=target.device)
     w64 = torch.randn(o, c, 1, 1, dtype=torch.float64, device=target.device) / c**0.5
