@@ -2,6 +2,9 @@
 // around the kernels of separable_conv2d_kernels.cu (channels-last; other layouts are converted
 // here and the outputs returned in the input's memory format).
 //
+// Forward: one kernel where a block's pixels' depthwise rows fit in shared memory; on wider layers
+// act(d) goes through a workspace the size of the unfused pair's intermediate tensor
+// (separable_forward_workspace).
 // Backward: one depthwise pass, the depthwise forward kernel writing act(d) (the depthwise output
 // after the mid activation, in the data type as the unfused pair's intermediate tensor), then plain
 // GEMMs on it: the pointwise weight gradient grad_output^T . act(d) (the pointwise op's split-K
@@ -15,6 +18,7 @@
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cstdint>
 #include <optional>
 #include <string_view>
 #include <tuple>
@@ -43,11 +47,17 @@ at::Tensor separable_conv2d_cuda(const at::Tensor& input, const at::Tensor& dw_w
     const at::Tensor x = nhwc(input);
     const at::Tensor w_taps = tap_major(dw_weight);
     const at::Tensor w_pw = to_matrix(pw_weight);
-    const at::Tensor b = acc_bias(bias);
+    at::Tensor b = acc_bias(bias);
+    if (b.defined() && reinterpret_cast<uintptr_t>(b.const_data_ptr()) % 16 != 0) b = b.clone();  // (a view)
     const at::Tensor b_dw = acc_bias(dw_bias);
-    separable_forward_nhwc(p, dtype_of(input), x.const_data_ptr(), w_taps.const_data_ptr(), data_or_null(b_dw),
-                           w_pw.const_data_ptr(), data_or_null(b), out.mutable_data_ptr(), smem_per_block_optin(),
-                           current_stream());
+    const Dtype dt = dtype_of(input);
+    const int64_t smem = smem_per_block_optin();
+    const int64_t workspace_bytes = separable_forward_workspace(p, dt, smem);
+    const at::Tensor workspace =
+        workspace_bytes > 0 ? at::empty({workspace_bytes}, input.options().dtype(at::kByte)) : at::Tensor();
+    separable_forward_nhwc(p, dt, x.const_data_ptr(), w_taps.const_data_ptr(), data_or_null(b_dw),
+                           w_pw.const_data_ptr(), data_or_null(b), out.mutable_data_ptr(),
+                           workspace_bytes > 0 ? workspace.mutable_data_ptr() : nullptr, smem, current_stream());
   }
   return in_format_of(out, input);
 }

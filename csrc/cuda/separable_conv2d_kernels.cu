@@ -1,12 +1,15 @@
-// CUDA fused depthwise-separable kernels (see separable_conv2d_kernels.h). They are GEMMs (gemm.cuh)
-// whose depthwise operand is a DepthwiseOperand: a tile of act(dw(x)) computed from x on the fly,
-// in the accumulation type, rounded to the data type only where the unfused pair would have
+// CUDA fused depthwise-separable kernels (see separable_conv2d_kernels.h). The forward is a GEMM
+// (gemm.cuh's warp tiles) whose A operand is a DepthwiseOperand: a tile of act(dw(x)) computed from x
+// on chip, in the accumulation type, rounded to the data type only where the unfused pair would have
 // rounded its intermediate tensor.
 //
-// Forward: when a block's pixels' whole depthwise rows fit in shared memory (64 pixels x C*M on
+// Forward: when a block's pixels' whole depthwise rows fit in shared memory (128 pixels x C*M on
 // tensor cores, 32 on FMA units), they are computed once and multiplied by every output channel's
-// weights (a "resident" A operand; its cost is one depthwise pass). Otherwise the general GEMM
-// recomputes the depthwise slice of each tile (once per 64 output channels).
+// weights (a "resident" A operand; its cost is one depthwise pass). Otherwise (wider layers) act(d)
+// is materialised in the data type, as the unfused pair's intermediate tensor, between the depthwise
+// kernel and the pointwise GEMM: by the memory counters' model that costs less than a resident tile
+// of 64 pixels (whose weights' traffic per pixel doubles) or a GEMM that recomputes the depthwise
+// slice of each output-channel tile.
 // Backward: one depthwise pass first (depthwise_forward_nhwc writing a = act(d) in the data type, as
 // the unfused pair's intermediate tensor), then plain GEMMs on it: the pointwise weight gradient
 // GY^T . a (both operands k-major: the pixel is their outer index), and the depthwise output's
@@ -20,6 +23,7 @@
 #include <type_traits>
 
 #include "cuda/activation.cuh"
+#include "cuda/depthwise_conv2d_kernels.h"
 #include "cuda/gemm.cuh"
 #include "cuda/kernel_types.cuh"
 #include "cuda/pointwise_conv2d_kernels.h"
@@ -100,14 +104,12 @@ struct DepthwiseOperand {
 
   // Stages act(dw(x)) for rows [r0, r0 + nr) x k [k0, k0 + nk) (zero beyond the pixels, the
   // channels or k_end), like StridedOperand::stage. A thread computes VEC consecutive channels of
-  // kPixels consecutive pixels, sharing each tap's weight load. The resident forward's tile, staged
-  // once, takes 4 (80 -> 149 registers on bf16: occupancy 38% -> 19% where registers bind, on narrow
-  // layers, but 4 independent loads per thread; from about 400 channels its shared memory binds at
-  // 2 blocks per SM anyway); the GEMMs' per-tile stages take 1, as 4 costs them 50 registers and a
-  // third of their occupancy. Consecutive threads take consecutive channel groups, so x reads
-  // coalesce. Where the
-  // tile holds a pixel's channels contiguously and aligned (row-major: the tensor-core forward's A),
-  // the VEC values go to shared memory as one vector.
+  // kPixels consecutive pixels, sharing each tap's weight load (the weights' loads per pixel fall as
+  // 1 / kPixels): the resident tensor-core kernel takes 8 (244 registers on bf16, no spill: the
+  // kernel runs one block of 4 warps per SM anyway), the FMA one 4. Consecutive threads take
+  // consecutive channel groups, so x reads coalesce. Where the tile holds a pixel's channels
+  // contiguously and aligned (row-major: the tensor-core kernel's A), the VEC values go to shared
+  // memory as one vector.
   template <bool KMAJOR, int kPixels = 1>
   __device__ void stage(T* s, int ld, int nr, int nk, int64_t r0, int64_t k0, int64_t k_end) const {
     const int64_t pix0 = r0, ch0 = k0;  // rows: pixels; k: channels
@@ -176,19 +178,56 @@ struct StoreGradMid {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Forward with a resident depthwise operand: block = RES pixels, all of their C*M depthwise
-// values in dynamic shared memory, then every output-channel tile of 64 in turn.
+// Forward with a resident depthwise operand: block = RES_TC pixels, all of their C*M depthwise
+// values in dynamic shared memory, then every output-channel tile of RES_BN in turn.
+//
+// Sized by the SM's memory pipe (shared wavefronts and L1 sectors, 128 B/clk), which bounds
+// mma.sync GEMMs before the tensor cores do. Per 32-deep k step of a block: the weights' tile
+// (RES_BN x 32 bf16, read from L2 and written to shared memory: 2 x 8 KB) plus the warps' ldmatrix
+// reads; 4 warps of 64 x 64 (128 pixels) read 4 KB each per 16 of k, for 32 mma.sync. That
+// is 48 KB (384 clk) against 1 MFLOP of mma.sync (368 clk at 660 TFLOP/s over 132 SMs): about
+// balanced; 64 pixels (warps of 64 x 32) would be 40 KB against half the work, 1.7x the mma time,
+// and the previous design (64 pixels, 64-channel tiles, 32 x 32 warps) was 2.1x: the weights' traffic
+// per pixel falls as 1 / RES_TC. The tile fits in shared memory up to about 800 channels in 16-bit
+// types; wider layers materialise act(d) instead (separable_forward_nhwc).
 
-constexpr int RES_TC = 64, RES_FMA = 32, RES_BN = 64, RES_THREADS = 128;
+constexpr int RES_TC = 128, RES_BN = 128, RES_THREADS = 128;
+constexpr int RES_FMA = 32, RES_FMA_BN = 64;  // FMA units: 32 pixels x 64 output channels
 
 __host__ __device__ inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-// Shared-memory row length of the resident A tile: [RES_TC][lda], k contiguous, padded by 8
-// elements against bank conflicts (16-byte rows for ldmatrix).
+// Shared-memory row length of the resident A tile: [RES_TC][lda], k contiguous, padded by 8 elements
+// against bank conflicts (16-byte rows for ldmatrix).
 __host__ __device__ inline int64_t resident_lda_tc(int64_t K) { return round_up(K, gemm::TC_BK) + 8; }
 
+// An epilogue for launches whose every row of C is whole vectors of 2 (N even, `inner`'s matrices
+// aligned for them: separable_forward_nhwc launches the resident kernel only then). Its element-wise
+// path, which store_fragments would otherwise compile beside the vector one (about 100 scalar 16-bit
+// stores in a 64 x 64 warp tile's epilogue, in the kernel's main loop), traps instead.
+template <class Inner>
+struct VectorRowsOnly {
+  Inner inner;
+  template <int W>
+  __device__ __forceinline__ bool aligned_rows() const {
+    return inner.template aligned_rows<W>();
+  }
+  template <bool VEC, int W>
+  __device__ __forceinline__ auto columns(int64_t n, int count) const {
+    return inner.template columns<true, W>(n, count);
+  }
+  template <bool VEC, int W, typename V, typename Columns>
+  __device__ __forceinline__ void store(int64_t m, int64_t n, const V (&v)[W], int count, const Columns& c) const {
+    if constexpr (VEC) {
+      inner.template store<true>(m, n, v, count, c);
+    } else {
+      __trap();
+    }
+  }
+};
+
+// RES_TC pixels x RES_BN output channels per pass, warps 2 x 2 of 64 x 64.
 template <typename T, int VEC>
-__global__ void __launch_bounds__(RES_THREADS)
+__global__ void __launch_bounds__(RES_THREADS, 1)
     forward_resident_tc_kernel(int64_t O, const DepthwiseOperand<T, VEC> dw, const T* __restrict__ w_pw,
                                const float* __restrict__ bias, T* __restrict__ y) {
   using namespace gemm;
@@ -198,10 +237,10 @@ __global__ void __launch_bounds__(RES_THREADS)
   const int64_t K = dw.p.OC, P = dw.p.N * dw.p.Ho * dw.p.Wo;
   const int kpad = static_cast<int>(round_up(K, TC_BK)), lda = static_cast<int>(resident_lda_tc(K));
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;  // this warp's 32 x 32 sub-tile
+  const int wm = (warp / 2) * 64, wn = (warp % 2) * 64;  // this warp's 64 x 64 sub-tile
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * RES_TC;
   const StridedOperand<T> wop{w_pw, O, K, 1};  // B(k, n) = w_pw[n, k]
-  const StoreOutput<T> out{y, O, bias};
+  const VectorRowsOnly<StoreOutput<T>> out{{y, O, bias}};
   // B steps run over every (output-channel tile, k step) pair, the next one staged (by cp.async)
   // while the current one is multiplied.
   const int k_steps = kpad / TC_BK;
@@ -212,8 +251,8 @@ __global__ void __launch_bounds__(RES_THREADS)
     cp_async_commit();
   };
   stage(0);
-  dw.template stage<false, 4>(As, lda, RES_TC, kpad, m0, 0, K);  // the resident A tile, once
-  float acc[2][4][4] = {};
+  dw.template stage<false, 8>(As, lda, RES_TC, kpad, m0, 0, K);  // the resident A tile, once
+  float acc[4][8][4] = {};
   for (int64_t step = 0; step < steps; ++step) {
     if (step + 1 < steps) {
       stage(step + 1);
@@ -223,7 +262,7 @@ __global__ void __launch_bounds__(RES_THREADS)
     }
     __syncthreads();  // (the first also publishes the resident A tile)
     const int k0 = static_cast<int>(step % k_steps) * TC_BK;
-    warp_mma<T, 2, 4, TC_BK>(acc, As + wm * lda + k0, lda, &Bs[step % 2][wn][0], TC_LD, lane);
+    warp_mma<T, 4, 8, TC_BK>(acc, As + wm * lda + k0, lda, &Bs[step % 2][wn][0], TC_LD, lane);
     __syncthreads();
     if (step % k_steps == k_steps - 1) {  // this output-channel tile is complete
       const int64_t n0 = step / k_steps * RES_BN;
@@ -244,7 +283,7 @@ __global__ void __launch_bounds__(RES_THREADS)
   using namespace gemm;
   XSEP_DYNAMIC_SMEM(smem);
   T* As = reinterpret_cast<T*>(smem);
-  __shared__ T Bs[F_BK][RES_BN + 1];
+  __shared__ T Bs[F_BK][RES_FMA_BN + 1];
   const int64_t K = dw.p.OC, P = dw.p.N * dw.p.Ho * dw.p.Wo;
   const int kpad = static_cast<int>(round_up(K, F_BK));
   const int tm = (threadIdx.x / 16) * 4, tn = (threadIdx.x % 16) * 4;
@@ -252,12 +291,12 @@ __global__ void __launch_bounds__(RES_THREADS)
   dw.template stage<true, 4>(As, RES_FMA, RES_FMA, kpad, m0, 0, K);
   const StridedOperand<T> wop{w_pw, O, K, 1};
   const StoreOutput<T> out{y, O, bias};
-  for (int64_t n0 = 0; n0 < O; n0 += RES_BN) {
+  for (int64_t n0 = 0; n0 < O; n0 += RES_FMA_BN) {
     T acc[4][4] = {};
     for (int k0 = 0; k0 < kpad; k0 += F_BK) {
-      wop.template stage<true>(&Bs[0][0], RES_BN + 1, RES_BN, F_BK, n0, k0, K);
+      wop.template stage<true>(&Bs[0][0], RES_FMA_BN + 1, RES_FMA_BN, F_BK, n0, k0, K);
       __syncthreads();
-      thread_fma<T, 4, 4>(acc, As + k0 * RES_FMA + tm, RES_FMA, &Bs[0][tn], RES_BN + 1, F_BK);
+      thread_fma<T, 4, 4>(acc, As + k0 * RES_FMA + tm, RES_FMA, &Bs[0][tn], RES_FMA_BN + 1, F_BK);
       __syncthreads();
     }
     store_outputs(acc, m0 + tm, n0 + tn, P, O, out);
@@ -293,40 +332,78 @@ DepthwiseOperand<T, VEC> depthwise_operand(const SeparableGeometry& sp, const vo
 
 }  // namespace
 
+namespace {
+
+// Pixels per block of the resident kernel on this layer, or 0 where it does not run: its tile does not
+// fit in `smem_per_block` bytes beside the kernel's static B tile, or (tensor cores) the output's rows
+// are not whole pairs of channels (VectorRowsOnly).
+template <typename T>
+int64_t resident_rows(const SeparableGeometry& sp, int64_t smem_per_block) {
+  const int64_t K = sp.dw.OC, size = static_cast<int64_t>(sizeof(T));
+  if constexpr (uses_tensor_cores<T>()) {
+    const int64_t bytes = (RES_TC * resident_lda_tc(K) + 2 * RES_BN * gemm::TC_LD) * size;
+    return sp.O % 2 == 0 && bytes <= smem_per_block ? RES_TC : 0;
+  } else {
+    const int64_t bytes = (RES_FMA * round_up(K, gemm::F_BK) + gemm::F_BK * (RES_FMA_BN + 1)) * size;
+    return bytes <= smem_per_block ? RES_FMA : 0;
+  }
+}
+
+// The resident tile's dynamic shared memory.
+template <typename T>
+int64_t resident_smem(const SeparableGeometry& sp, int64_t rows) {
+  const int64_t K = sp.dw.OC;
+  return rows * (uses_tensor_cores<T>() ? resident_lda_tc(K) : round_up(K, gemm::F_BK)) *
+         static_cast<int64_t>(sizeof(T));
+}
+
+}  // namespace
+
+int64_t separable_forward_workspace(const SeparableGeometry& sp, Dtype dt, int64_t smem_per_block) {
+  int64_t bytes = 0;
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    if (resident_rows<T>(sp, smem_per_block) == 0)
+      bytes = sp.dw.N * sp.dw.Ho * sp.dw.Wo * sp.dw.OC * static_cast<int64_t>(sizeof(T));
+  });
+  return bytes;
+}
+
 void separable_forward_nhwc(const SeparableGeometry& sp, Dtype dt, const void* x, const void* w_taps,
-                            const void* dw_bias, const void* w_pw, const void* bias, void* y, int64_t smem_per_block,
-                            cudaStream_t stream) {
+                            const void* dw_bias, const void* w_pw, const void* bias, void* y, void* workspace,
+                            int64_t smem_per_block, cudaStream_t stream) {
   const int64_t P = sp.dw.N * sp.dw.Ho * sp.dw.Wo, K = sp.dw.OC, O = sp.O;
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     using A = Acc<T>;
+    const int64_t rows = resident_rows<T>(sp, smem_per_block);
+    if (rows == 0) {  // act(d) [P, K] materialised, then y = act(d) . w_pw^T (+ bias)
+      TORCH_CHECK(workspace != nullptr, "xsep: separable_forward_nhwc needs a workspace of ",
+                  separable_forward_workspace(sp, dt, smem_per_block), " bytes on this layer");
+      depthwise_forward_nhwc(sp.dw, dt, x, w_taps, dw_bias, workspace, stream, sp.mid_activation);
+      const GemmParams g{P, O, K, /*a_m=*/K, /*a_k=*/1, /*b_k=*/1, /*b_n=*/K, /*c_m=*/O};
+      pointwise_gemm(g, dt, workspace, w_pw, bias, y, stream);
+      return;
+    }
+    // whole pairs of output channels (VectorRowsOnly): y and the bias aligned for them
+    TORCH_CHECK(reinterpret_cast<uintptr_t>(y) % (2 * sizeof(T)) == 0 &&
+                    reinterpret_cast<uintptr_t>(bias) % (2 * sizeof(A)) == 0,
+                "xsep: separable_forward_nhwc needs the output and the bias aligned to pairs of elements");
     with_vec<T>(sp.dw, x, w_taps, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;
       const auto dw = depthwise_operand<T, VEC>(sp, x, w_taps, dw_bias);
-      const T* wp = static_cast<const T*>(w_pw);
-      const A* b = static_cast<const A*>(bias);
-      T* out = static_cast<T*>(y);
-      constexpr bool tc = uses_tensor_cores<T>();
-      const int64_t rows = tc ? RES_TC : RES_FMA;
-      // the resident tile (dynamic) plus the kernel's static B tile
-      const int64_t smem = tc ? rows * resident_lda_tc(K) * static_cast<int64_t>(sizeof(T))
-                              : rows * round_up(K, gemm::F_BK) * static_cast<int64_t>(sizeof(T));
-      const int64_t b_tile = tc ? 2 * RES_BN * gemm::TC_LD * static_cast<int64_t>(sizeof(T))
-                                : gemm::F_BK * (RES_BN + 1) * static_cast<int64_t>(sizeof(T));
-      if (smem + b_tile <= smem_per_block) {
-        const unsigned blocks = static_cast<unsigned>((P + rows - 1) / rows);
-        if constexpr (tc) {
-          auto kernel = forward_resident_tc_kernel<T, VEC>;
-          allow_dynamic_smem(kernel, smem);
-          kernel<<<blocks, RES_THREADS, smem, stream>>>(O, dw, wp, b, out);
-        } else {
-          auto kernel = forward_resident_fma_kernel<T, VEC>;
-          allow_dynamic_smem(kernel, smem);
-          kernel<<<blocks, RES_THREADS, smem, stream>>>(O, dw, wp, b, out);
-        }
+      const auto launch = [&](auto kernel) {
+        const int64_t smem = resident_smem<T>(sp, rows);
+        const dim3 grid = grid_of((P + rows - 1) / rows, 1, 1, "forward_resident_kernel");
+        allow_dynamic_smem(kernel, smem);
+        kernel<<<grid, RES_THREADS, smem, stream>>>(O, dw, static_cast<const T*>(w_pw), static_cast<const A*>(bias),
+                                                    static_cast<T*>(y));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if constexpr (uses_tensor_cores<T>()) {
+        launch(forward_resident_tc_kernel<T, VEC>);
       } else {
-        launch_gemm<T>(P, O, K, 1, dw, StridedOperand<T>{wp, O, K, 1}, StoreOutput<T>{out, O, b}, stream);
+        launch(forward_resident_fma_kernel<T, VEC>);
       }
     });
   });

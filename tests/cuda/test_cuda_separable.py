@@ -69,9 +69,9 @@ def test_matches_reference(target, case):
 
 
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32, torch.float64))
-def test_wide_layers_recompute_per_tile(target, dtype):
-    # 2048 depthwise channels do not fit a block's shared memory: the forward takes the general GEMM
-    # with the depthwise slice recomputed per tile instead of the resident one
+def test_wide_layers_materialise_the_depthwise_output(target, dtype):
+    # 2048 depthwise channels do not fit a block's shared memory: the forward writes act(d) to a
+    # workspace for the pointwise GEMM instead of keeping it resident
     x64 = torch.randn(1, 2048, 5, 6, dtype=torch.float64, device=target.device)
     dw64 = torch.randn(2048, 1, 3, 3, dtype=torch.float64, device=target.device) / 3
     pw64 = torch.randn(72, 2048, 1, 1, dtype=torch.float64, device=target.device) / 2048**0.5
@@ -109,3 +109,16 @@ def test_batch_zero(target):
     gi, gdw, gpw, gdb = target.ops.separable_conv2d_backward(y, x, dw, pw, *args)
     assert gi.shape == x.shape and torch.equal(gdw, torch.zeros_like(dw)) and torch.equal(gpw, torch.zeros_like(pw))
     assert gdb.shape == (0,)  # no depthwise bias
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16))
+def test_past_the_resident_tile_with_biases(target, dtype):
+    # 1024 depthwise channels: 128 pixels' rows (264 KB) do not fit a block's shared memory, so act(d)
+    # goes through the workspace, here with both biases and relu6 (its upper kink crossed)
+    x64 = 4 * torch.randn(1, 1024, 9, 10, dtype=torch.float64, device=target.device)
+    dw64 = torch.randn(1024, 1, 3, 3, dtype=torch.float64, device=target.device) / 3
+    pw64 = torch.randn(136, 1024, 1, 1, dtype=torch.float64, device=target.device) / 1024**0.5
+    b64 = torch.randn(136, dtype=torch.float64, device=target.device)
+    dwb64 = torch.randn(1024, dtype=torch.float64, device=target.device)
+    _check(target, x64, dw64, pw64, b64, ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "relu6"), dtype, "channels_last",
+           dwb64)

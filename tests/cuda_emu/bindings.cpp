@@ -291,17 +291,20 @@ xsep::SeparableGeometry sep_params(const std::vector<int64_t>& params, bool relu
 }
 
 // x [N, H, W, C], w_taps [kh * kw, OC], dw_bias [OC] and bias [O] in the accumulation type, w_pw
-// [O, OC] in the data type -> y [N, Ho, Wo, O]. smem_per_block: the shared memory a block may use (decides whether the
-// depthwise rows stay resident; 0 forces the per-tile recomputation).
+// [O, OC] in the data type -> y [N, Ho, Wo, O]. smem_per_block: the shared memory a block may use
+// (decides whether the depthwise rows stay resident; 0 forces act(d) through the workspace, which
+// is allocated here as the CUDA op allocates it, NaN-filled).
 at::Tensor separable_forward_nhwc(const at::Tensor& x, const at::Tensor& w_taps,
                                   const std::optional<at::Tensor>& dw_bias, const at::Tensor& w_pw,
                                   const std::optional<at::Tensor>& bias, std::vector<int64_t> params, bool relu_input,
                                   int64_t mid_activation, int64_t smem_per_block) {
   const auto p = sep_params(params, relu_input, w_pw.size(0), mid_activation);
   at::Tensor y = poisoned({p.dw.N, p.dw.Ho, p.dw.Wo, p.O}, x.scalar_type());
+  const int64_t workspace_bytes = xsep::cuda::separable_forward_workspace(p, dtype_of(x), smem_per_block);
+  at::Tensor workspace = poisoned({workspace_bytes / x.element_size()}, x.scalar_type());
   checked([&] {
     xsep::cuda::separable_forward_nhwc(p, dtype_of(x), data(x), data(w_taps), data(dw_bias), data(w_pw), data(bias),
-                                       out(y), smem_per_block, nullptr);
+                                       out(y), workspace_bytes > 0 ? out(workspace) : nullptr, smem_per_block, nullptr);
   });
   return y;
 }

@@ -278,8 +278,8 @@ def counted(ops, runs: int, launch) -> list[dict]:
     return launches
 
 
-# The fused forward's block runs its resident depthwise rows against every 64 output channels in turn:
-# its counts are linear in the output channels (in whole tiles), on the same grid. Wider than
+# The fused forward's resident block runs its depthwise rows against every 128 (64 on FMA units) output
+# channels in turn: its counts are linear in the output channels (in whole tiles), on the same grid. Wider than
 # EXTRAPOLATE_ABOVE, it is counted at the two widths of EXTRAPOLATE_FROM and extrapolated (a block of the
 # 10x10 1536->2048 layer in float32 would take the emulator over a minute).
 EXTRAPOLATE_FROM, EXTRAPOLATE_ABOVE = (256, 512), 1024
@@ -304,15 +304,21 @@ def extrapolated(at: list[list[dict]], widths: tuple[int, int], width: int) -> l
     return out
 
 
-def count_op(ops, op: Op) -> tuple[list[dict], float]:
+def count_op(ops, op: Op) -> tuple[list[dict], float, bool]:
+    """The op's launch records, the emulator's seconds, and whether they were extrapolated."""
     runs = SAMPLES[op.sample]
     start = time.time()
+    launches = None
     if op.run_for is not None and op.out_channels > EXTRAPOLATE_ABOVE:
         at = [counted(ops, runs, lambda w=w: op.run_for(w)) for w in EXTRAPOLATE_FROM]
-        launches = extrapolated(at, EXTRAPOLATE_FROM, op.out_channels)
-    else:
+        # only where the blocks' work grows with the width on the same grid (the resident kernel; on
+        # layers too wide for it the fused forward's GEMM grows its grid instead: run it as it is)
+        if all(la["grid"] == lb["grid"] for la, lb in zip(*at)):
+            launches = extrapolated(at, EXTRAPOLATE_FROM, op.out_channels)
+    from_smaller = launches is not None
+    if launches is None:
         launches = counted(ops, runs, op.run)
-    return launches, time.time() - start
+    return launches, time.time() - start, from_smaller
 
 
 def summarize(launch: dict, op: Op) -> dict:
@@ -348,9 +354,8 @@ def run(layers: list[Layer], dtypes: list[str]) -> dict:
             entry = dict(layer=layer.name, dtype=dname, ops={}, paths={})
             layer_floors = floors(layer, dtype)
             for name, op in layer_ops(ops, layer, dtype).items():
-                launches, seconds = count_op(ops, op)
+                launches, seconds, extrapolated = count_op(ops, op)
                 kernels = [summarize(launch, op) for launch in launches]
-                extrapolated = op.run_for is not None and op.out_channels > EXTRAPOLATE_ABOVE
                 entry["ops"][name] = dict(min_bytes=op.min_bytes, emulated_seconds=round(seconds, 1),
                                           extrapolated=extrapolated,
                                           kernels=kernels, predicted=sum(k["predicted"] for k in kernels))

@@ -5,7 +5,7 @@ act(d) (the depthwise forward kernel with the mid activation as its output activ
 pointwise weight gradient as the pointwise op's split-K GEMM over it, and the depthwise output's
 gradient from a GEMM whose epilogue takes the mid activation's derivative from act(d), which the
 depthwise backward kernels take on. Every result against the float64 reference. Cases reach both forward paths (depthwise rows
-resident in shared memory, and recomputed per GEMM tile), tensor cores and FMA units, 16-byte and
+resident in shared memory, and act(d) materialised for the pointwise GEMM), tensor cores and FMA units, 16-byte and
 scalar depthwise loads, every mid activation, the depthwise bias (added before the mid activation),
 and a pixel reduction split in more than one chunk.
 Outputs start NaN-filled (bindings.cpp)."""
@@ -63,7 +63,7 @@ def _id(case):
     kh, kw = case["k"]
     parts = [str(case["dtype"]).removeprefix("torch."), f"c{case['c']}m{case['m']}o{case['o']}", f"k{kh}x{kw}",
              "s{}{}".format(*case["stride"]), "d{}{}".format(*case["dilation"]), f"mid-{case['mid']}",
-             "resident" if case["resident"] else "per-tile"]
+             "resident" if case["resident"] else "materialised"]
     parts += [flag for flag in ("relu", "bias", "dw_bias", "misaligned") if case[flag]]
     return "-".join(parts)
 
