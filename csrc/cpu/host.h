@@ -95,10 +95,12 @@ void mm_with_bias_out(at::Tensor& out, const at::Tensor& bias, const at::Tensor&
 // at least kMinGemmPixels wide where the batch allows (its result copied back per image). The
 // groups split the batch evenly (sizes differ by at most one), so no small last group runs a
 // narrow GEMM. Measured on the 2-core Intel Xeon (AVX-512), fp32, batch 8, against torch's NCHW
-// path: 10x10 fused separable forward+backward 0.72-0.73x -> 0.97-1.04x (one thread: 1.02-1.06x
-// -> 1.17-1.22x), pointwise about even -> 1.00-1.06x; MKL's GEMM at one thread 134 -> 162 GFLOP/s
-// from 100 to 800 columns (1536 -> 1024). At 19x19 (361 pixels) a GEMM is already near its best
-// (130 -> 139 GFLOP/s at 722 columns) and the copies cost more than that: not grouped.
+// path (CPU time of both threads, the machine being shared): 10x10 fused separable forward /
+// forward+backward 0.65-0.74x / 0.71x -> 0.98-1.06x / 1.00-1.03x (one thread: about 1.0x ->
+// 1.04-1.09x / 1.17-1.22x), pointwise 0.94-1.09x / 0.91-0.97x -> 1.01-1.18x / 1.05-1.09x; MKL's
+// GEMM at one thread 134 -> 162 GFLOP/s from 100 to 800 columns (1024 -> 1536). At 19x19 (361
+// pixels) a GEMM is already near its best (130 -> 139 GFLOP/s at 722 columns) and the copies cost
+// more than that (grouped: 0.96-1.01x where one image a GEMM gave 1.04-1.12x): not grouped.
 inline constexpr int64_t kMinGemmPixels = 512;
 struct ImageGroups {
   int64_t images, count;  // the batch, and how many groups it is cut into
