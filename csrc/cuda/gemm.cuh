@@ -1,13 +1,13 @@
 // The GEMM core shared by the pointwise and the fused separable kernels:
 //   C[M, N] = A[M, K] . B[K, N]
 // where A and B are *operands* that know how to stage a tile of themselves into shared memory
-// (a strided matrix, or a depthwise convolution computed on the fly), and C goes through an
+// (strided matrices here; the fused forward's resident kernels stage a depthwise convolution
+// computed on the fly the same way and reuse the warp tiles below), and C goes through an
 // *epilogue* functor (store with bias, store a split's partial sum, ...). The K reduction can be
 // split in fixed chunks over gridDim.z (deterministic: the partials are summed in order after).
 //
 // Tensor cores (float16, bfloat16): a 256 x 128 C tile per block of 8 warps (each warp 64 x 64, as
-// 4 x 8 mma.sync m16n8k16 tiles) for two strided operands, 128 x 64 on 4 warps of 64 x 32 when an
-// operand computes its tile (TcTile), K in steps of 32, the tiles in dynamic shared memory. Each operand's tile is
+// 4 x 8 mma.sync m16n8k16 tiles; TcTile), K in steps of 32, the tiles in dynamic shared memory. Each operand's tile is
 // staged in the layout its memory has (tile_is_k_major): [row][k] (k contiguous, rows padded by 8 elements against bank
 // conflicts) read with ldmatrix, or, for an operand whose k index is the outer, strided one
 // (StridedKMajorOperand: a weight gradient's operands, W as the input gradient's B), [k][row] (rows
@@ -323,31 +323,17 @@ struct StorePartial {
 // ---------------------------------------------------------------------------------------------
 // Kernels
 
-// Blocks per SM that gemm_tc_kernel's registers are sized for: ptxas's own choice (0: none given)
-// for strided operands; 1 when an operand computes its tile (DepthwiseOperand: left to ptxas, it
-// caps the 16-byte one at 126 registers and spills an accumulator fragment in the K loop).
-template <class Op>
-constexpr bool is_strided_operand = false;
-template <typename T>
-constexpr bool is_strided_operand<StridedOperand<T>> = true;
-template <typename T>
-constexpr bool is_strided_operand<StridedKMajorOperand<T>> = true;
-template <class OpA, class OpB>
-constexpr int tc_min_blocks = is_strided_operand<OpA> && is_strided_operand<OpB> ? 0 : 1;
-
-// gemm_tc_kernel's block. Two strided operands: a 256 x 128 C tile on 8 warps of 64 x 64. Per 32-deep
-// k step it moves 24 KB by cp.async and 64 KB by ldmatrix for 256 mma.sync (the 128 x 64 tile on
-// warps of 64 x 32: 12 + 24 KB for 64), and its blocks read each A row N / 128 times and each B
-// column M / 256 times (each block reads its rows of A and columns of B whole): the backward's GEMMs
-// are bound by the SM's memory pipe and by L2 (tests/cuda_emu/memory_counters.py). 164-206
-// registers on sm_90, one block per SM. An operand that computes its tile (DepthwiseOperand) keeps
-// 128 x 64 on 4 warps: it needs the registers. Tiles [row][TC_LD] or, k-major (tile_is_k_major),
-// [TC_BK][rows + 8]: 16-byte rows whose 8-row groups (one ldmatrix matrix) fall on distinct banks
-// either way; two of each: 51-60 KB of dynamic shared memory (wide), 30 KB static.
+// gemm_tc_kernel's block: a 256 x 128 C tile on 8 warps of 64 x 64. Per 32-deep k step it moves
+// 24 KB by cp.async and 64 KB by ldmatrix for 256 mma.sync (a 128 x 64 tile on warps of 64 x 32:
+// 12 + 24 KB for 64), and its blocks read each A row N / 128 times and each B column M / 256 times
+// (each block reads its rows of A and columns of B whole): the GEMMs are bound by the SM's memory
+// pipe and by L2 (tests/cuda_emu/memory_counters.py). 164-206 registers on sm_90, one block per SM.
+// Tiles [row][TC_LD] or, k-major (tile_is_k_major), [TC_BK][rows + 8]: 16-byte rows whose 8-row
+// groups (one ldmatrix matrix) fall on distinct banks either way; two of each: 51-60 KB of dynamic
+// shared memory.
 template <typename T, class OpA, class OpB>
 struct TcTile {
-  static constexpr bool wide = is_strided_operand<OpA> && is_strided_operand<OpB>;
-  static constexpr int BM = wide ? 256 : 128, BN = wide ? 128 : 64, threads = wide ? 256 : gemm::TC_THREADS;
+  static constexpr int BM = 256, BN = 128, threads = 256;
   static constexpr int warps_m = BM / 64, warps_n = threads / 32 / warps_m, NJ = BN / warps_n / 8;
   static constexpr bool a_km = tile_is_k_major<OpA>, b_km = tile_is_k_major<OpB>;
   static constexpr int lda = a_km ? BM + 8 : gemm::TC_LD, ldb = b_km ? BN + 8 : gemm::TC_LD;
@@ -358,21 +344,15 @@ struct TcTile {
 // One block: the C tile at (blockIdx.x, blockIdx.y) over the K chunk blockIdx.z. Two tile buffers:
 // the next K step is staged (its strided parts by cp.async) while the current one is multiplied.
 template <typename T, class OpA, class OpB, class Epilogue>
-__global__ void __launch_bounds__((TcTile<T, OpA, OpB>::threads), (tc_min_blocks<OpA, OpB>))
+__global__ void __launch_bounds__((TcTile<T, OpA, OpB>::threads))
     gemm_tc_kernel(int64_t M, int64_t N, int64_t K, int64_t k_per_split, const OpA a, const OpB b,
                    const Epilogue epilogue) {
   using namespace gemm;
   using S = TcTile<T, OpA, OpB>;
   constexpr int BM = S::BM, BN = S::BN, NJ = S::NJ, LDA = S::lda, LDB = S::ldb;
   constexpr bool A_KM = S::a_km, B_KM = S::b_km;
-  T* As;  // [2][a_tile], then Bs: [2][b_tile]
-  if constexpr (S::wide) {
-    XSEP_DYNAMIC_SMEM(smem);
-    As = reinterpret_cast<T*>(smem);
-  } else {
-    __shared__ __align__(16) T tiles[2 * (S::a_tile + S::b_tile)];
-    As = tiles;
-  }
+  XSEP_DYNAMIC_SMEM(smem);
+  T* const As = reinterpret_cast<T*>(smem);  // [2][a_tile], then Bs: [2][b_tile]
   T* const Bs = As + 2 * S::a_tile;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * BM, n0 = static_cast<int64_t>(blockIdx.y) * BN;
@@ -451,9 +431,8 @@ void launch_gemm(int64_t M, int64_t N, int64_t K, int64_t splits, const OpA& a, 
     using S = TcTile<T, OpA, OpB>;
     const dim3 grid = grid_of((M + S::BM - 1) / S::BM, (N + S::BN - 1) / S::BN, splits, "gemm_tc_kernel");
     const auto kernel = gemm_tc_kernel<T, OpA, OpB, Epilogue>;
-    constexpr int smem = S::wide ? S::smem_bytes : 0;
-    if constexpr (smem > 48 * 1024) allow_dynamic_smem(kernel, smem);
-    kernel<<<grid, S::threads, smem, stream>>>(M, N, K, k_per_split, a, b, epilogue);
+    allow_dynamic_smem(kernel, S::smem_bytes);
+    kernel<<<grid, S::threads, S::smem_bytes, stream>>>(M, N, K, k_per_split, a, b, epilogue);
   } else {
     const dim3 grid = grid_of((M + F_BM - 1) / F_BM, (N + F_BN - 1) / F_BN, splits, "gemm_fma_kernel");
     gemm_fma_kernel<T, OpA, OpB, Epilogue><<<grid, F_THREADS, 0, stream>>>(M, N, K, k_per_split, a, b, epilogue);

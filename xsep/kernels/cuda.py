@@ -42,6 +42,20 @@ BLOCK_SIZES = {"ordered_sum_kernel": 256}
 # Kernels launched with dynamic shared memory sized at run time (from the channel count):
 # separable_forward_nhwc's resident kernels. Every other launcher passes 0 bytes.
 DYNAMIC_SMEM = {"forward_resident_tc_kernel", "forward_resident_fma_kernel"}
+# Bytes of 16-bit data per element (the tensor-core kernels' types).
+ELEMENT_BYTES = {"bf16": 2, "f16": 2}
+
+
+def gemm_tc_smem(short: str, dtype: str) -> int:
+    """gemm_tc_kernel's dynamic shared memory, fixed by its template (TcTile in csrc/cuda/gemm.cuh):
+    two stages of a 256-row A tile and a 128-row B tile, 32 deep, each [rows][32 + 8] or, for a
+    k-major operand (StridedKMajor), [32][rows + 8]."""
+    operands = [a.strip() for a in short[short.index("<") + 1:].split(",")[1:3]]
+
+    def tile(rows: int, kind: str) -> int:
+        return 32 * (rows + 8) if kind == "StridedKMajor" else rows * (32 + 8)
+
+    return 2 * (tile(256, operands[0]) + tile(128, operands[1])) * ELEMENT_BYTES[dtype]
 
 
 @dataclass
@@ -203,7 +217,10 @@ def kernels_of(src: str, cubin: str, ptxas_log: str) -> list[dict]:
         serves = SERVES.get(dtype, [dtype]) if base in ACCUMULATOR_KERNELS else [dtype]
         block = bounds.get(mangled) or BLOCK_SIZES.get(base)
         dynamic = "dynamic" if base in DYNAMIC_SMEM else 0
-        o = occ.occupancy(block, res.registers, res.static_smem) if block else None
+        if base == "gemm_tc_kernel":
+            dynamic = gemm_tc_smem(short, dtype)
+        smem = res.static_smem + (dynamic if isinstance(dynamic, int) else 0)
+        o = occ.occupancy(block, res.registers, smem) if block else None
         fn = sass.get(mangled)
         records.append({
             "backend": "cuda", "source": src, "name": short, "mangled": mangled, "dtype": dtype,
