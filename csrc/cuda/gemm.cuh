@@ -200,9 +200,14 @@ __device__ void stage_strided(const T* p, int64_t rows, int64_t s_row, int64_t s
     return;
   }
   if (s_k == 1 && s_row % V == 0 && k0 % V == 0 && nk % V == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0) {
-    const int kv = nk / V;
-    for (int i = threadIdx.x; i < nr * kv; i += blockDim.x) {
-      const int rr = i / kv, kk = (i % kv) * V;
+    // Row-major tiles: each 8 consecutive threads (one phase of a 16-byte shared access) take one
+    // 16-byte chunk of 8 consecutive rows, which the padded rows (TC_LD: 80 bytes) put on distinct
+    // banks, where row by row two rows' chunks would share banks (2 wavefronts per phase). A warp
+    // still reads 8 rows x 4 chunks: the same sectors of memory.
+    const int kv = nk / V, nr8 = KMAJOR ? nr : (nr + 7) / 8 * 8;
+    for (int i = threadIdx.x; i < nr8 * kv; i += blockDim.x) {
+      const int rr = KMAJOR ? i / kv : i / (8 * kv) * 8 + i % 8, kk = (KMAJOR ? i % kv : i / 8 % kv) * V;
+      if (rr >= nr) continue;
       const int64_t r = r0 + rr, k = k0 + kk;
       if (r < rows && k + V <= k_end) {
         if (!KMAJOR && ld % V == 0) {
