@@ -345,8 +345,9 @@ def test_fuse_for_inference_folds_bn_between_halves(timm, native):
     assert sum(m.depthwise.bias is not None for m in fused.modules() if isinstance(m, xsep.SeparableConv2d)) == 3
     assert count(fused, xsep.DepthwiseConv2d) == 0
     assert count(fused, nn.BatchNorm2d) == 0
-    # Left alone: timm's BatchNormAct2d (a BN subclass that applies an activation) after the stem and shortcuts.
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in fused.modules()) == 6
+    # timm's BatchNormAct2d (a BN subclass that applies an activation) after the stem and shortcuts: folded too,
+    # its ReLU left in its place.
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fused.modules()) == 0
     assert all(m.pointwise.bias is not None for m in fused.modules() if isinstance(m, xsep.SeparableConv2d))
     assert_same_outputs(original, fused, torch.randn(1, 3, 64, 64))
 
@@ -389,6 +390,26 @@ def test_fuse_for_inference_efficientnet_b0(native):
     assert count(fused, xsep.DepthwiseConv2d) == 16 and count(fused, xsep.SeparableConv2d) == 0
     assert count(fused, nn.BatchNorm2d) == 0
     assert_same_outputs_float64(original, fused, torch.randn(2, 3, 64, 64))
+
+
+def test_fuse_for_inference_folds_timm_batch_norm_act(timm, native):
+    # timm's EfficientNet: every conv is followed by a BatchNormAct2d (BN, then SiLU or nothing); each folds into
+    # its conv and leaves its activation. With a drop layer (a BatchNormAct2d option), the dropout stays before it.
+    model = randomise_batch_norm_(timm.create_model("efficientnet_b0", pretrained=False)).eval().double()
+    bn_acts = [m for m in model.modules() if type(m).__name__ == "BatchNormAct2d"]
+    assert len(bn_acts) == 49
+    original = copy.deepcopy(model)
+    fused = xsep.fuse_for_inference(model)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in fused.modules()) == 0
+    assert count(fused, nn.SiLU) == count(original, nn.SiLU)  # the BNs' SiLUs, now in their place, and SE's
+    assert_same_outputs_float64(original, fused, torch.randn(2, 3, 64, 64))
+
+    norm_act = timm.layers.BatchNormAct2d(4, act_layer=nn.ReLU, drop_layer=nn.Dropout)
+    model = randomise_batch_norm_(nn.Sequential(nn.Conv2d(3, 4, 3), norm_act)).eval().double()
+    original = copy.deepcopy(model)
+    xsep.fuse_for_inference(model)
+    assert [type(m) for m in model[1]] == [nn.Dropout, nn.ReLU]
+    assert_same_outputs_float64(original, model, torch.randn(2, 3, 9, 9))
 
 
 def test_fold_batch_norm_math():

@@ -28,7 +28,8 @@ a chain split across two non-container modules (the depthwise conv last in one, 
 in the next, as when a custom block's forward ends with it) is not found; tracing specialises on the
 module's current Python state (e.g. `self.training` branches are taken as they stand). Subclasses of
 nn.Conv2d / nn.BatchNorm2d (timm's Conv2dSame, BatchNormAct2d, ...) and of the activations are left
-alone, as are convs whose padding_mode is not 'zeros'.
+alone by `convert`, as are convs whose padding_mode is not 'zeros'; `fuse_for_inference` folds timm's
+BatchNormAct2d too (its BN into the conv before it, leaving its dropout and activation modules).
 
 The fused module replaces the depthwise conv where it sits, and the pointwise conv and the activation
 become `nn.Identity`, so every forward is unchanged and computes the same function.
@@ -318,9 +319,23 @@ def convert(model: nn.Module, backend: str | None = None) -> nn.Module:
 # --------------------------------------------------------------------------------------------------
 # fuse_for_inference
 
+def _is_batch_norm_act(module: nn.Module) -> bool:
+    """timm's BatchNormAct2d: a BatchNorm2d subclass whose forward is the BN, then its `drop` and `act`
+    modules (recognised by name and attributes: timm is an optional dependency)."""
+    return (isinstance(module, nn.BatchNorm2d) and type(module).__name__ == "BatchNormAct2d"
+            and isinstance(getattr(module, "drop", None), nn.Module) and isinstance(getattr(module, "act", None), nn.Module))
+
+
 def _is_foldable_batch_norm(module: nn.Module) -> bool:
-    return (type(module) is nn.BatchNorm2d and not module.training and module.running_mean is not None
-            and module.running_var is not None)
+    return ((type(module) is nn.BatchNorm2d or _is_batch_norm_act(module)) and not module.training
+            and module.running_mean is not None and module.running_var is not None)
+
+
+def _after_fold(bn: nn.Module) -> nn.Module:
+    """What is left of a BN once folded into its conv: nothing, or a BatchNormAct2d's drop and act."""
+    if not _is_batch_norm_act(bn):
+        return nn.Identity()
+    return bn.act if type(bn.drop) is nn.Identity else nn.Sequential(bn.drop, bn.act)
 
 
 def _is_conv(module: nn.Module) -> bool:
@@ -393,7 +408,8 @@ def fuse_for_inference(model: nn.Module, backend: str | None = None) -> nn.Modul
     """For inference: runs `convert`, replaces modules that merely wrap one xsep conv (timm's legacy
     SeparableConv2d) by that conv, folds every eval-mode BatchNorm2d that directly follows a conv (nn.Conv2d,
     xsep.DepthwiseConv2d or xsep.SeparableConv2d; same detection rule as `convert`) into that conv's
-    weights and bias, replacing the BN by nn.Identity; then runs `convert` again, which now also fuses
+    weights and bias, replacing the BN by nn.Identity (timm's BatchNormAct2d likewise, replaced by its
+    activation, after its dropout if it has one); then runs `convert` again, which now also fuses
     depthwise -> BN -> pointwise (e.g. Aligned Xception, timm xception41) into one SeparableConv2d:
     the depthwise BN's scale lands in the depthwise weights, its shift is a per-channel bias on the
     intermediate tensor, which the 1x1 pointwise conv turns into a bias of its own (W t + c). A BN with
@@ -411,5 +427,5 @@ def fuse_for_inference(model: nn.Module, backend: str | None = None) -> nn.Modul
     for parent in list(model.modules()):
         for conv, chain in _pairs(parent, _is_conv, _is_foldable_batch_norm):
             fold_batch_norm_(conv.module, chain[-1].module)
-            _replace(parent, chain[-1].name, nn.Identity())
+            _replace(parent, chain[-1].name, _after_fold(chain[-1].module))
     return convert(model, backend)  # now also the chains that had a BN (and no activation) in them
