@@ -323,7 +323,8 @@ def _is_batch_norm_act(module: nn.Module) -> bool:
     """timm's BatchNormAct2d: a BatchNorm2d subclass whose forward is the BN, then its `drop` and `act`
     modules (recognised by name and attributes: timm is an optional dependency)."""
     return (isinstance(module, nn.BatchNorm2d) and type(module).__name__ == "BatchNormAct2d"
-            and isinstance(getattr(module, "drop", None), nn.Module) and isinstance(getattr(module, "act", None), nn.Module))
+            and isinstance(getattr(module, "drop", None), nn.Module)
+            and isinstance(getattr(module, "act", None), nn.Module))
 
 
 def _is_foldable_batch_norm(module: nn.Module) -> bool:
