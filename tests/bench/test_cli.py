@@ -80,9 +80,13 @@ def test_model_throughput_rows(native, monkeypatch):
 
     rows = models.bench_models("xception", device=torch.device("cpu"), batch=1, dtype=torch.float32,
                                layout="channels_last", compile=False, repeats=1, warmup=0, statistic="min")
+    # inference: xsep's model after fuse_for_inference, timm's as it is and with its BNs folded (torch.fx)
     assert {(r["model"], r["mode"]) for r in rows} == {
-        (m, mode) for m in ("xsep xception", "timm legacy_xception") for mode in ("inference", "training")}
+        (m, mode) for m in ("xsep xception", "timm legacy_xception") for mode in ("inference", "training")} | {
+        ("timm legacy_xception (BN folded)", "inference")}
     assert all(r["seconds_per_step"] > 0 for r in rows)
+    folded = next(r for r in rows if r["model"] == "timm legacy_xception (BN folded)")
+    assert folded["baseline"] == "timm legacy_xception" and folded["speedup"] > 0
     assert "timm legacy_xception" in models.table(rows)
 
 
@@ -137,12 +141,13 @@ def test_model_speedup_is_on_the_xsep_row(monkeypatch):
                         ("slow baseline", SlowBaseline, ("inference",), ("torch", "torch")))
     rows = models.bench_models("xception", device=torch.device("cpu"), batch=1, dtype=torch.float32,
                                layout="contiguous", compile=False, repeats=2, warmup=0, statistic="min")
-    xsep_row, base_row = rows
+    xsep_row, base_row, folded_row = rows  # (the baseline with its BNs folded: none here)
     assert (xsep_row["model"], base_row["model"]) == ("xsep xception", "slow baseline")
+    assert folded_row["model"] == "slow baseline (BN folded)" and folded_row["baseline"] == "slow baseline"
     assert xsep_row["speedup"] == pytest.approx(base_row["seconds_per_step"] / xsep_row["seconds_per_step"])
     assert xsep_row["speedup"] > 1 and xsep_row["baseline"] == "slow baseline"
     assert base_row["speedup"] is None and base_row["baseline"] is None
-    xsep_line, base_line = models.table(rows).splitlines()[2:]
+    xsep_line, base_line, _ = models.table(rows).splitlines()[2:]
     assert xsep_line.startswith("xsep xception") and f"{xsep_row['speedup']:.2f}x  slow baseline" in xsep_line
     assert base_line.startswith("slow baseline") and base_line.rstrip().endswith("-")
 

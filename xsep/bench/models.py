@@ -26,6 +26,20 @@ def _xsep_xception(backend: str | None) -> nn.Module:
     return xception(backend=backend)
 
 
+def _fused_for_inference(model: nn.Module, backend: str | None) -> nn.Module:
+    import xsep
+
+    return xsep.fuse_for_inference(model.eval(), backend)
+
+
+def _batch_norm_folded(model: nn.Module) -> nn.Module:
+    """`model` with every conv -> BN pair folded by torch.fx's own pass (no xsep layer): the baseline
+    an inference user of the original would build."""
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(model.eval())
+
+
 def _timm_xception() -> nn.Module:
     import timm
 
@@ -147,6 +161,10 @@ def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.d
         size = IMAGE_SIZE
 
         def contenders(mode):
+            if mode == "inference":  # xsep's model as served (BNs folded, fused), against timm's as it is and
+                # with its BNs folded
+                return {XSEP: lambda: _fused_for_inference(_xsep_xception(backend), backend), baseline: factory,
+                        f"{baseline} (BN folded)": lambda: _batch_norm_folded(factory())}
             return {XSEP: lambda: _xsep_xception(backend), baseline: factory}
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     # The models keep float32 weights and run under autocast at `dtype`, as users train them.
