@@ -394,6 +394,26 @@ def test_nchw_unit_stride_native_matches_reference(case, dtype):
                             [x, weight, bias], ["input", "weight", "bias"])
 
 
+def test_nchw_weight_gradient_with_an_infinite_input():
+    # An inf in the input's first column: the taps of the kernel's last column never read it, so their
+    # weight gradient is finite; the flat path's dropped lanes would multiply it by a zero of
+    # grad_output (NaN), and the channel is redone by the row path. The taps that read it: inf or NaN.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 10)
+    x[1, 2, 4, 0] = float("inf")
+    weight = torch.randn(3, 1, 3, 3)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], "none")
+    go = torch.randn(2, 3, 9, 10)
+    got = ops().depthwise_conv2d_grad_weight(go, x, weight, *geometry)
+    xp = torch.nn.functional.pad(x.double(), (1, 1, 1, 1))
+    want = torch.stack([torch.stack([(go.double() * xp[:, :, i:i + 9, j:j + 10]).sum((0, 2, 3)) for j in range(3)], -1)
+                        for i in range(3)], -2).unsqueeze(1)
+    assert torch.isfinite(got[:2]).all() and torch.isfinite(got[2, :, :, 2]).all()
+    finite = torch.isfinite(want)
+    assert torch.equal(finite, torch.isfinite(got))
+    assert rel_error(got[finite].double(), want[finite]) < 1e-5
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_nchw_fused_row_bands_native_matches_reference(dtype):
     # 520 depthwise channels make the fused op's NCHW forward cut the 120 output rows into bands

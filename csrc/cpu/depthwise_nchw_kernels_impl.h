@@ -502,7 +502,8 @@ void grad_weight_channels(const DepthwiseGeometry& s, const S* go, const T* x, A
 // the lanes past Wo), and every tap is a dot product of the two flat buffers, the input shifted by
 // the tap's offset: one grad_output vector serves all K * K taps, whose accumulators stay in
 // registers over the images. A dropped lane multiplies a zero of grad_output by an input value
-// (0 * inf would reach a tap that never reads that value: the row path reads only its own pixels).
+// (0 * inf would reach a tap that never reads that value: grad_weight_any redoes such channels by
+// the row path, which reads only its own pixels).
 template <int K, bool Relu, typename S, typename T, typename A>
 void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 c0, i64 c1) {
   constexpr int L = kLanes<A>;
@@ -548,7 +549,16 @@ void grad_weight_any(const DepthwiseGeometry& s, const S* go, const T* x, A* gw,
       constexpr int K = decltype(k)::value;
       if constexpr (K > 0) grad_weight_flat<K, Relu>(s, go, x, gw, c0, c1);
     });
-  else grad_weight_channels<Relu>(s, go, x, gw, c0, c1);
+  else return grad_weight_channels<Relu>(s, go, x, gw, c0, c1);
+  // The flat path's dropped lanes multiply zeros of grad_output by input values no tap of theirs
+  // reads: an inf there gives NaN where the answer is finite. A channel with a NaN is recomputed by
+  // the row path, which reads only its own pixels (NaN then stands; finite channels cost nothing).
+  const i64 taps = s.M * s.kh * s.kw;
+  for (i64 c = c0; c < c1; ++c) {
+    bool nan = false;
+    for (i64 k = c * taps; k < (c + 1) * taps; ++k) nan |= gw[k] != gw[k];
+    if (nan) grad_weight_channels<Relu>(s, go, x, gw, c, c + 1);
+  }
 }
 
 template <typename S, typename T>
