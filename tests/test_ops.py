@@ -414,6 +414,53 @@ def test_nchw_weight_gradient_with_an_infinite_input():
     assert rel_error(got[finite].double(), want[finite]) < 1e-5
 
 
+# --------------------------------------------------------------------------------------------------
+# Channels-last, unit stride along W: the unit tiles
+#
+# With sw = dil_w = 1 and 3, 5 or 7 tap columns the channels-last forward runs a row's interior pixels in
+# tiles of 4-8 pixels that load each input vector once; the rest of the row takes the general tiles, and
+# a channel tail shorter than a vector (when C is at least one vector) is redone as the whole vector
+# ending at C. These cases hit those edges; named "native ... matches_reference" so that
+# test_every_cpu_isa reruns them (the tiles and vectors differ per instruction set).
+
+# (N, C, H, W, (kh, kw), stride, padding (top, bottom, left, right), dilation, input activation, why)
+_UNIT_CASES = [
+    (2, 41, 5, 21, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), "none", "3x3: whole tiles, a rest, a channel tail"),
+    (1, 7, 4, 12, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), "relu", "fewer channels than one vector"),
+    (1, 33, 6, 23, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), "relu", "5x5"),
+    (1, 17, 8, 31, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), "none", "7x7"),
+    (2, 24, 9, 19, (3, 3), (2, 1), (1, 1, 1, 1), (2, 1), "none", "row stride and dilation only"),
+    (1, 64, 3, 10, (3, 3), (1, 1), (0, 0, 1, 1), (1, 1), "none", "a 10-pixel row: one 8-pixel tile"),
+]
+
+
+@pytest.mark.parametrize("dtype", _DTYPES, ids=lambda d: str(d).split(".")[1])
+@pytest.mark.parametrize("case", _UNIT_CASES, ids=[c[-1] for c in _UNIT_CASES])
+def test_channels_last_unit_tiles_native_matches_reference(case, dtype):
+    n, c, h, w, (kh, kw), stride, padding, dilation, act, _ = case
+    torch.manual_seed(0)
+    x = away_from_zero(n, c, h, w).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c, 1, kh, kw, dtype=torch.float64).to(dtype)
+    bias = torch.randn(c, dtype=torch.float64).to(dtype)
+    geometry = (stride, padding, dilation, act)
+    check_against_reference(lambda *t: ops().depthwise_conv2d(*t, *geometry),
+                            lambda *t: reference.depthwise_conv2d(*t, *geometry),
+                            [x, weight, bias], ["input", "weight", "bias"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_channels_last_fused_unit_tiles_native_matches_reference(dtype):
+    # The fused op's depthwise half (written in float into its tile buffer) through the unit tiles,
+    # with a channel tail: 41 channels, rows of 21 pixels.
+    torch.manual_seed(0)
+    x, dw, pw, b = (t.to(dtype) for t in separable_inputs(n=2, c=41, h=5, w=21, m=1, o=8))
+    x = x.contiguous(memory_format=torch.channels_last)
+    geometry = ((1, 1), (1, 1, 1, 1), (1, 1), "relu", "relu6")
+    check_against_reference(lambda *t: ops().separable_conv2d(*t, *geometry),
+                            lambda *t: reference.separable_conv2d(*t, *geometry),
+                            [x, dw, pw, b], ["input", "depthwise_weight", "pointwise_weight", "bias"])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_nchw_fused_row_bands_native_matches_reference(dtype):
     # 520 depthwise channels make the fused op's NCHW forward cut the 120 output rows into bands
