@@ -33,15 +33,20 @@
 namespace xsep::cpu {
 namespace {
 
-// Pixels per tile: the depthwise tile buffer (tile x C*M floats) is about 1 MB, which stays in
-// the caches between being written and being read by the GEMM; at least 512 rows keep the GEMM
-// efficient on wide layers. Tiles are then evened out so that no small last tile runs a
+// Pixels per tile: about tile_floats of depthwise output (tile x C*M floats), which stays in the
+// caches between being written and being read by the GEMM, and at least min_rows pixels, which keep
+// the GEMM efficient on wide layers. Tiles are then evened out so that no small last tile runs a
 // poorly shaped GEMM.
-int64_t tile_pixels(int64_t mid_channels, int64_t pixels) {
-  constexpr int64_t kTileFloats = int64_t(1) << 18, kMinRows = 512;
-  const int64_t target = std::max(kMinRows, kTileFloats / mid_channels);
+int64_t tile_pixels(int64_t mid_channels, int64_t pixels, int64_t tile_floats, int64_t min_rows) {
+  const int64_t target = std::max(min_rows, tile_floats / mid_channels);
   const int64_t tiles = std::max<int64_t>(1, (pixels + target - 1) / target);
   return std::max<int64_t>(1, (pixels + tiles - 1) / tiles);
+}
+// Channels-last tiles: 4 MB (in L2 or L3), at least 1024 pixels. On the 2-core Xeon (fp32, batch
+// 8) 512-pixel tiles ran the 728-wide layers' fused forward 10-12% slower than 1024 or 1536, as
+// separate GEMMs of those sizes did.
+int64_t nhwc_tile_pixels(int64_t mid_channels, int64_t pixels) {
+  return tile_pixels(mid_channels, pixels, int64_t(1) << 20, 1024);
 }
 
 // The depthwise half of the fused op for output pixels [p0 + q0, p0 + q1) of a tile starting at p0,
@@ -74,14 +79,16 @@ struct DepthwiseTile {
   }
 };
 
-// NCHW: the output rows of one image in bands of about the same tile size. In NCHW the pointwise
+// NCHW: the output rows of one image in bands of about 1 MB of depthwise output, at least 512
+// pixels (measured with these NCHW paths; the channels-last tiles' larger size was not). In NCHW the pointwise
 // step needs no transposition: out[n][:, band] = W [O, C*M] x D [C*M, band pixels] (+ bias), D
 // being the band's depthwise output, so the GEMM writes its [O, band] slice of the output in place.
 // Planes under kMinGemmPixels are one band each; under half that (10x10) too narrow a GEMM: there
 // a band holds a group of images side by side (image_groups, host.h), D [C*M, images * Ho*Wo],
 // and the GEMM's result is copied back per image.
 int64_t band_rows(int64_t mid_channels, int64_t Ho, int64_t Wo) {
-  const int64_t rows = std::clamp<int64_t>((tile_pixels(mid_channels, int64_t(1) << 40) + Wo - 1) / Wo, 1, Ho);
+  const int64_t rows = std::clamp<int64_t>(
+      (tile_pixels(mid_channels, int64_t(1) << 40, int64_t(1) << 18, kMinGemmPixels) + Wo - 1) / Wo, 1, Ho);
   const int64_t bands = (Ho + rows - 1) / rows;
   return (Ho + bands - 1) / bands;
 }
@@ -316,7 +323,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const auto w_pw_t = pw_weight.reshape({O, g.OC}).to(acc).t();  // [C*M, O]
   const auto b = acc_bias(bias);
   const auto b_dw = acc_bias(dw_bias);
-  const int64_t T = tile_pixels(g.OC, P);
+  const int64_t T = nhwc_tile_pixels(g.OC, P);
   auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
@@ -368,7 +375,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   auto grad_mid = at::empty({P, g.OC}, x.options().dtype(acc));
 
   auto grad_pw = at::zeros({O, g.OC}, x.options().dtype(acc));
-  const int64_t T = tile_pixels(g.OC, std::max<int64_t>(P, 1));
+  const int64_t T = nhwc_tile_pixels(g.OC, std::max<int64_t>(P, 1));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
     using acc_t = Acc<scalar_t>;
     constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
