@@ -9,12 +9,12 @@ CPUS = ('AMD EPYC', 'Intel(R) Xeon(R) Processor')
 
 # (op, layout): per CPU of CPUS, (forward, forward+backward); None where that CPU has no result.
 TABLE = {
-    ('depthwise_conv2d', 'channels_last'): ((1.07, 1.143), (0.875, 0.805)),
-    ('depthwise_conv2d', 'nchw'): ((0.398, 0.443), (1.312, 1.584)),
-    ('pointwise_conv2d', 'channels_last'): ((1.032, 0.974), (0.996, 1.063)),
-    ('pointwise_conv2d', 'nchw'): ((0.748, 0.766), (1.432, 1.458)),
-    ('separable_conv2d', 'channels_last'): ((1.071, 1.077), (1.102, 1.056)),
-    ('separable_conv2d', 'nchw'): ((0.732, 0.808), (1.34, 1.451)),
+    ('depthwise_conv2d', 'channels_last'): ((1.07, 1.143), (0.816, 0.991)),
+    ('depthwise_conv2d', 'nchw'): ((0.398, 0.443), (1.046, 1.212)),
+    ('pointwise_conv2d', 'channels_last'): ((1.032, 0.974), (0.966, 1.065)),
+    ('pointwise_conv2d', 'nchw'): ((0.748, 0.766), (1.258, 1.275)),
+    ('separable_conv2d', 'channels_last'): ((1.071, 1.077), (1.031, 1.033)),
+    ('separable_conv2d', 'nchw'): ((0.732, 0.808), (1.192, 1.232)),
 }
 
 CPU_SPEEDUPS = {cpu: {key: row[i] for key, row in TABLE.items() if row[i] is not None}
