@@ -280,11 +280,11 @@ def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
                              f"| {cell('forward+backward')} |")
             lines.append("")
         if doc["models"]:
-            lines += ["| model | mode | compiled | dtype | batch | images/s | speedup (baseline time / xsep time) |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += ["| model | mode | compiled | dtype | layout | batch | images/s "
+                      "| speedup (baseline time / xsep time) |", "|---|---|---|---|---|---|---|---|"]
             for r in model_rows(doc["models"]):
                 speedup = f"{r['speedup']:.2f}x vs {r['baseline']}" if r["speedup"] is not None else "-"
                 lines.append(f"| {r['model']} | {r['mode']} | {'yes' if r['compiled'] else 'no'} | {r['dtype']} | "
-                             f"{r['batch']} | {r['images_per_s']:.1f} | {speedup} |")
+                             f"{r.get('layout', '-')} | {r['batch']} | {r['images_per_s']:.1f} | {speedup} |")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
