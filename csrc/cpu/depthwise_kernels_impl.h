@@ -741,13 +741,45 @@ void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const 
 // ---------------------------------------------------------------------------------------------
 // Gradient of the weights
 
+// Pixels per group of gw_tile's unit-stride loop: U x kNV go vectors, J x kNV sums and an input
+// vector within the register file (32 vector registers with AVX-512, 16 otherwise).
+constexpr int kGwUnroll = XSEP_VEC_BYTES == 64 ? 4 : 2;
+
 // For J consecutive tap columns and NV vectors of channels:
 // gw[j * gw_dj + c] += sum_{p < npix} go[p * go_ps + c] * act(x[p * x_ps + j * x_dj + c]).
 template <int J, int NV, bool Partial, bool Relu, typename S, typename T, typename A>
 inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 npix, A* gw, i64 gw_dj, int n) {
   constexpr int L = kLanes<A>;
   Vec<A> acc[J][NV] = {};
-  for (i64 p = 0; p < npix; ++p) {
+  i64 p = 0;
+  if (x_dj == x_ps) {
+    // Unit stride and dilation: pixel p's tap column j is pixel p + j's column 0, so a group of U
+    // pixels loads U + J - 1 input columns instead of U * J (as accumulate_unit does for the
+    // forward). Each acc[j] still sums the pixels in ascending order: the same bits.
+    constexpr int U = kGwUnroll;
+    for (; p + U <= npix; p += U) {
+      __builtin_prefetch(go + (p + 4 + U) * go_ps);
+      __builtin_prefetch(x + (p + 4 + U + J - 1) * x_ps);
+      Vec<A> g[U][NV];
+#pragma GCC unroll 8
+      for (int q = 0; q < U; ++q)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) g[q][v] = ld<Partial>(go + (p + q) * go_ps + v * L, n);
+#pragma GCC unroll 16
+      for (int c = 0; c < U + J - 1; ++c) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+          Vec<A> xv = ld<Partial>(x + (p + c) * x_ps + v * L, n);
+          if constexpr (Relu) xv = relu(xv);
+          keep_in_register(xv);
+#pragma GCC unroll 8
+          for (int j = 0; j < J; ++j)
+            if (c - j >= 0 && c - j < U) acc[j][v] += g[c - j][v] * xv;
+        }
+      }
+    }
+  }
+  for (; p < npix; ++p) {
     // Pixels are C elements or more apart: prefetch this block's lines a few pixels ahead.
     __builtin_prefetch(go + (p + 4) * go_ps);
     __builtin_prefetch(x + (p + 4) * x_ps + (J - 1) * x_dj);
