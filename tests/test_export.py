@@ -206,7 +206,10 @@ def test_torch_compile_keeps_the_ops(native):
 def test_inductor_compiles_models_with_xsep_ops(native):
     # In a fresh process: Inductor is imported after xsep, the order in which its decomposition table
     # could list xsep's ops (and then refuse them as fallbacks).
+    # The library as the suite loads it (tests/helpers.py: prebuilt, else built just in time), before Inductor.
     code = ("import torch, xsep\n"
+            "from xsep import _extension\n"
+            "assert _extension.load(), (xsep.__file__, _extension.load_error())\n"
             "from torch._inductor.decomposition import select_decomp_table\n"
             "assert torch.ops.xsep.separable_conv2d.default not in select_decomp_table()\n"
             "layer = xsep.SeparableConv2d(4, 8, 3, padding=(0, 1, 0, 1), mid_activation='relu', backend='native')\n"

@@ -426,6 +426,18 @@ XSEP_INLINE i64 for_unit_tiles(i64 npix, i64 C, const S* new_cols, i64 rows, i64
   return q;
 }
 
+// f(IntTag<kw>{}) for the tap-column counts that have unit tiles (3, 5, 7), returning the pixels it
+// did; 0 for any other count.
+template <typename F>
+XSEP_INLINE i64 with_unit_kw(i64 kw, F&& f) {
+  switch (kw) {
+    case 3: return f(IntTag<3>{});
+    case 5: return f(IntTag<5>{});
+    case 7: return f(IntTag<7>{});
+    default: return 0;
+  }
+}
+
 // The interior pixels [0, npix) of a row (src: the first one's first tap; out: its output) in
 // unit tiles while a whole tile fits; returns how many pixels it did.
 template <int KW, bool Relu, typename T, typename O, typename A>
@@ -474,9 +486,9 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
       i64 done = 0;
       if (s.sw == 1 && s.dil_w == 1) {
         const i64 npix = hi - lo, rows = ti.count, src_di = k.src_di, w_di = k.w_di;
-        if (s.kw == 3) done = fwd_row_unit<3, Relu>(src, wt, rows, src_di, w_di, C, bias, o_lo, npix);
-        else if (s.kw == 5) done = fwd_row_unit<5, Relu>(src, wt, rows, src_di, w_di, C, bias, o_lo, npix);
-        else if (s.kw == 7) done = fwd_row_unit<7, Relu>(src, wt, rows, src_di, w_di, C, bias, o_lo, npix);
+        done = with_unit_kw(s.kw, [&](auto kw) {
+          return fwd_row_unit<decltype(kw)::value, Relu>(src, wt, rows, src_di, w_di, C, bias, o_lo, npix);
+        });
       }
       for_tiles(hi - lo - done, [&](auto tile, i64 q_rest) {
         constexpr int P = decltype(tile)::value;
@@ -659,9 +671,9 @@ void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T*
         const i64 rows = ti.count, w_di = k.w_di;
         const T* x0 = xr ? xr + col0 * C : nullptr;
         T* g0 = gr + col0 * C;
-        if (s.kw == 3) done = gi_row_unit<3>(t.src, wt, rows, go_di, w_di, C, x0, g0, npix);
-        else if (s.kw == 5) done = gi_row_unit<5>(t.src, wt, rows, go_di, w_di, C, x0, g0, npix);
-        else if (s.kw == 7) done = gi_row_unit<7>(t.src, wt, rows, go_di, w_di, C, x0, g0, npix);
+        done = with_unit_kw(s.kw, [&](auto kw) {
+          return gi_row_unit<decltype(kw)::value>(t.src, wt, rows, go_di, w_di, C, x0, g0, npix);
+        });
       }
       for_tiles(npix - done, [&](auto tile, i64 q_rest) {
         constexpr int P = decltype(tile)::value;
