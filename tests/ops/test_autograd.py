@@ -85,6 +85,28 @@ def test_raw_op_under_torch_func_raises():
         jvp(raw, (x,), (torch.ones_like(x),))
 
 
+@pytest.mark.parametrize("name", ["depthwise", "separable-elu"])
+def test_calls_without_derivatives_skip_the_function(backend, name, monkeypatch):
+    # Nothing to record (no_grad, or no tensor that requires grad): the kernel runs directly, without the
+    # autograd.Function's per-call binding and context; with a tensor that requires grad, the Function.
+    # Same values either way.
+    if backend == "torch":
+        pytest.skip("the torch backend is PyTorch's own ops")
+    from xsep.ops import autograd
+
+    applied = []
+    real = autograd.function
+    monkeypatch.setattr(autograd, "function", lambda *key: applied.append(key) or real(*key))
+    f, (x, *params) = _case(name, backend)
+    with torch.no_grad():
+        inference = f(x, *[p.requires_grad_() for p in params])
+    assert applied == [] and inference.grad_fn is None
+    plain = f(x, *[p.detach() for p in params])
+    assert applied == [] and plain.grad_fn is None and torch.equal(plain, inference)
+    trained = f(x, *params)
+    assert len(applied) == 1 and trained.grad_fn is not None and torch.equal(trained, inference)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradgradcheck(backend, name):
     # Second derivatives (create_graph=True), checked numerically in float64.

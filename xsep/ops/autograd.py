@@ -19,6 +19,7 @@ applies the same Function.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 
@@ -157,8 +158,7 @@ def function(namespace: str, op: str) -> type[torch.autograd.Function]:
     """The autograd.Function of torch.ops.<namespace>.<op>; its forward runs the op's kernel. It
     takes every argument of the op's schema, in order (see `apply`)."""
     def forward(*args):
-        with torch._C._AutoDispatchBelowAutograd():  # to the kernel, past this Autograd kernel
-            return getattr(getattr(torch.ops, namespace), op)(*args)
+        return _below_autograd(namespace, op, args)
 
     def setup_context(ctx, inputs, output):
         tensors, ctx.rest = split_args(op, inputs)
@@ -173,6 +173,8 @@ def function(namespace: str, op: str) -> type[torch.autograd.Function]:
     def jvp(ctx, *tangents):
         return tangent(op, ctx.saved_tensors, ctx.rest, split_args(op, tangents)[0])
 
+    # Function.apply binds each call's arguments to forward's signature: computed once here, not per call.
+    forward.__signature__ = inspect.signature(forward)
     name = "".join(part.title() for part in f"{namespace}_{op}".split("_"))
     return type(name, (torch.autograd.Function,), {
         "generate_vmap_rule": True,  # torch.vmap over forward, backward and jvp
@@ -191,7 +193,27 @@ def apply(namespace: str, op: str, *args):
     Function as an opaque Python call that torch.jit.save cannot keep."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return getattr(getattr(torch.ops, namespace), op)(*args)
+    if not _records_derivatives(op, args):
+        return _below_autograd(namespace, op, args)
     return function(namespace, op).apply(*full_args(op, args))
+
+
+def _records_derivatives(op: str, args) -> bool:
+    """Whether a call has anything for autograd to record: grad mode on with a tensor argument that
+    requires grad, a forward-mode AD level open (dual tensors), or a torch.func transform active.
+    Inference calls skip the Function (its apply binds the arguments to forward's signature and
+    builds a context on every call: tens of microseconds, as much as a small layer's kernel)."""
+    if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
+        return True
+    if not torch.is_grad_enabled():
+        return False
+    positions = TENSOR_POSITIONS[op]
+    return any(i < len(args) and args[i] is not None and args[i].requires_grad for i in positions)
+
+
+def _below_autograd(namespace: str, op: str, args):
+    with torch._C._AutoDispatchBelowAutograd():  # to the kernel, past the Autograd kernel
+        return getattr(getattr(torch.ops, namespace), op)(*args)
 
 
 def _autograd_kernel(namespace: str, op: str):
@@ -203,6 +225,8 @@ def _autograd_kernel(namespace: str, op: str):
             # A Function applied inside the dispatcher cannot take part in torch.func's transforms.
             raise RuntimeError(f"{namespace}.{op} called directly under a torch.func transform: call it "
                                f"through xsep.functional.{op} (or the xsep modules) instead")
+        if not _records_derivatives(op, args):
+            return _below_autograd(namespace, op, args)
         return fn.apply(*full_args(op, args))
     return kernel
 
