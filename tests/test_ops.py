@@ -394,7 +394,46 @@ def test_nchw_unit_stride_native_matches_reference(case, dtype):
                             [x, weight, bias], ["input", "weight", "bias"])
 
 
-def test_nchw_weight_gradient_with_an_infinite_input():
+# NCHW, strides 2 to 4: the phase planes. The padded input is split by row and column phase (modulo the stride) into
+# planes where every tap is again a fixed shift of a flat position; the input gradient convolves grad_output once
+# per input phase and interleaves the phases' rows. These cases hit its edges (odd and even sizes, phases no tap
+# reads, strides along one axis, sizes below a vector).
+# (N, C, H, W, M, (kh, kw), stride, padding (top, bottom, left, right), dilation, input activation, why)
+_PHASE_CASES = [
+    (2, 3, 14, 14, 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "none", "mobilenet's 14x14 stride 2"),
+    (2, 3, 15, 13, 1, (3, 3), (2, 2), (0, 1, 0, 1), (1, 1), "relu", "odd sizes, TF 'same' padding"),
+    (1, 2, 9, 40, 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "none", "rows of several vectors"),
+    (2, 3, 12, 11, 1, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), "relu", "5x5 stride 2 (efficientnet)"),
+    (1, 2, 17, 16, 1, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), "none", "7x7 stride 2"),
+    (1, 3, 13, 12, 1, (3, 3), (2, 2), (2, 2, 2, 2), (2, 2), "none", "dilation 2: phases no tap reads"),
+    (2, 2, 11, 9, 1, (3, 3), (2, 1), (1, 1, 1, 1), (1, 1), "relu", "stride 2 x 1"),
+    (2, 2, 9, 11, 1, (3, 3), (1, 2), (1, 0, 2, 1), (1, 1), "none", "stride 1 x 2, asymmetric padding"),
+    (1, 2, 16, 17, 1, (3, 3), (3, 3), (1, 1, 1, 1), (1, 1), "none", "stride 3"),
+    (1, 2, 18, 19, 1, (5, 5), (4, 4), (2, 2, 2, 2), (1, 1), "relu", "stride 4"),
+    (2, 3, 10, 10, 2, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "relu", "M = 2 (its input gradient: the class path)"),
+    (1, 2, 3, 2, 1, (3, 3), (2, 2), (2, 2, 3, 3), (1, 1), "relu", "padding larger than the plane"),
+    (2, 2, 7, 1, 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "none", "W = 1"),
+    (1, 1, 12, 300, 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "relu", "rows wider than the output chunk"),
+    (1, 2, 12, 12, 1, (3, 3), (5, 5), (1, 1, 1, 1), (1, 1), "none", "stride 5: the row path"),
+]
+
+
+@pytest.mark.parametrize("dtype", _DTYPES, ids=lambda d: str(d).split(".")[1])
+@pytest.mark.parametrize("case", _PHASE_CASES, ids=[c[-1] for c in _PHASE_CASES])
+def test_nchw_strided_phases_native_matches_reference(case, dtype):
+    n, c, h, w, m, (kh, kw), stride, padding, dilation, act, _ = case
+    torch.manual_seed(0)
+    x = away_from_zero(n, c, h, w).to(dtype)
+    weight = torch.randn(c * m, 1, kh, kw, dtype=torch.float64).to(dtype)
+    bias = torch.randn(c * m, dtype=torch.float64).to(dtype)
+    geometry = (stride, padding, dilation, act)
+    check_against_reference(lambda *t: ops().depthwise_conv2d(*t, *geometry),
+                            lambda *t: reference.depthwise_conv2d(*t, *geometry),
+                            [x, weight, bias], ["input", "weight", "bias"])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_nchw_weight_gradient_with_an_infinite_input(stride):
     # An inf in the input's first column: the taps of the kernel's last column never read it, so their
     # weight gradient is finite; the flat path's dropped lanes would multiply it by a zero of
     # grad_output (NaN), and the channel is redone by the row path. The taps that read it: inf or NaN.
@@ -402,12 +441,13 @@ def test_nchw_weight_gradient_with_an_infinite_input():
     x = torch.randn(2, 3, 9, 10)
     x[1, 2, 4, 0] = float("inf")
     weight = torch.randn(3, 1, 3, 3)
-    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], "none")
-    go = torch.randn(2, 3, 9, 10)
+    geometry = ([stride, stride], [1, 1, 1, 1], [1, 1], "none")
+    ho, wo = (9 - 1) // stride + 1, (10 - 1) // stride + 1
+    go = torch.randn(2, 3, ho, wo)
     got = ops().depthwise_conv2d_grad_weight(go, x, weight, *geometry)
     xp = torch.nn.functional.pad(x.double(), (1, 1, 1, 1))
-    want = torch.stack([torch.stack([(go.double() * xp[:, :, i:i + 9, j:j + 10]).sum((0, 2, 3)) for j in range(3)], -1)
-                        for i in range(3)], -2).unsqueeze(1)
+    want = torch.stack([torch.stack([(go.double() * xp[:, :, i:i + 9:stride, j:j + 10:stride]).sum((0, 2, 3))
+                                     for j in range(3)], -1) for i in range(3)], -2).unsqueeze(1)
     assert torch.isfinite(got[:2]).all() and torch.isfinite(got[2, :, :, 2]).all()
     finite = torch.isfinite(want)
     assert torch.equal(finite, torch.isfinite(got))

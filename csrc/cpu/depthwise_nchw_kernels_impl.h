@@ -11,7 +11,8 @@
 // against kh * kw reads per element, and each plane's buffer (a few rows to ~100 KB) stays in L2.
 // At unit stride the rows are also padded vertically and laid end to end (see "the flattened
 // padded plane" below): a whole plane is then one run of full vectors, whatever its width, which
-// is what makes 10x10 and 19x19 planes cheap. The other strides take rows one at a time.
+// is what makes 10x10 and 19x19 planes cheap. Strides 2 to 4 split the padded plane into phase planes
+// (one per row and column phase) that serve the same flat code; wider strides take rows one at a time.
 // Each output element is summed in a fixed order (bias, then taps in (i, j) order; for the input
 // gradient, the M output channels in order), so results do not depend on how the host splits work.
 
@@ -160,10 +161,21 @@ void fill_flat(const S* xp, i64 H, i64 W, i64 top, i64 left, i64 len, i64 pr0, i
   put_vectors(buf + rows * len, tail, zeros);
 }
 
+// Where tap (i, j) reads in a flat buffer, relative to its output's position: i * rstep + j * cstep
+// in one padded plane (unit stride), or a per-tap table over the phase planes (see forward_phases).
+struct GridTaps {
+  i64 rstep, cstep;
+  XSEP_INLINE i64 operator()(i64 i, i64 j, i64) const { return i * rstep + j * cstep; }
+};
+struct TableTaps {
+  const i64* offsets;  // offsets[i * kw + j]
+  XSEP_INLINE i64 operator()(i64 i, i64 j, i64 kw) const { return offsets[i * kw + j]; }
+};
+
 // NV output vectors at p's flat position: bias + sum over the taps (i, j) of w[i][j] * the vector
-// i * rstep + j * cstep further. K: the kernel size (kh = kw = K), or 0 for any (kh, kw).
-template <int K, int NV, typename A>
-XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, i64 rstep, i64 cstep, const A* w, A bias, A* out) {
+// at(i, j) further. K: the kernel size (kh = kw = K), or 0 for any (kh, kw).
+template <int K, int NV, typename A, typename At>
+XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, At at, const A* w, A bias, A* out) {
   constexpr int L = kLanes<A>;
   const i64 KH = K ? K : kh, KW = K ? K : kw;
   Vec<A> acc[NV];
@@ -174,7 +186,7 @@ XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, i64 rstep, i64 cstep, 
 #pragma GCC unroll 7
     for (i64 j = 0; j < KW; ++j) {
       const Vec<A> wv = Vec<A>{} + w[i * KW + j];
-      const A* q = p + i * rstep + j * cstep;
+      const A* q = p + at(i, j, KW);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[v] += load(q + v * L) * wv;
     }
@@ -184,13 +196,13 @@ XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, i64 rstep, i64 cstep, 
 }
 
 // Rows [0, nout) of `width` values of one plane from a filled buffer: row h at flat position
-// h * len of src, its taps i * rstep + j * cstep further, each value init + the taps in (i, j)
+// h * len of src, its taps at(i, j) further, each value init + the taps in (i, j)
 // order. `chunk` rows at a time go through obuf (small, so it stays in L1) and are copied to dst
 // (rows `width` apart), in full vectors while they stay inside the nout * width values (a row's
 // overrun is overwritten by the next row); with Mask, zeroed where mask <= 0.
-template <int K, bool Mask, typename A, typename O, typename T>
-void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, i64 rstep, i64 cstep, const A* w, A init,
-                i64 chunk, A* obuf, O* dst, const T* mask) {
+template <int K, bool Mask, typename A, typename O, typename T, typename At>
+void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At at, const A* w, A init, i64 chunk,
+                A* obuf, O* dst, const T* mask) {
   constexpr int L = kLanes<A>;
   const i64 total = nout * width;
   for (i64 h0 = 0; h0 < nout; h0 += chunk) {
@@ -198,8 +210,8 @@ void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, i64 
     const i64 count = (h1 - h0 - 1) * len + width;  // flat outputs up to the last row's last
     const A* p = src + h0 * len;
     i64 k = 0;
-    for (; k + 4 * L <= count; k += 4 * L) flat_vectors<K, 4>(p + k, kh, kw, rstep, cstep, w, init, obuf + k);
-    for (; k < count; k += L) flat_vectors<K, 1>(p + k, kh, kw, rstep, cstep, w, init, obuf + k);
+    for (; k + 4 * L <= count; k += 4 * L) flat_vectors<K, 4>(p + k, kh, kw, at, w, init, obuf + k);
+    for (; k < count; k += L) flat_vectors<K, 1>(p + k, kh, kw, at, w, init, obuf + k);
     for (i64 h = h0; h < h1; ++h) {
       const A* from = obuf + (h - h0) * len;
       for (i64 wo = 0; wo < width; wo += L) {
@@ -232,7 +244,152 @@ void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
     // Output row ho0 reads padded rows from ho0 (its first tap row).
     fill_flat<Relu>(x + (n * s.C + c) * s.H * s.W, s.H, s.W, s.pad_top, s.pad_left, len, ho0, rows, L, buf);
     for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc)
-      flat_plane<K, false>(buf, len, nout, s.Wo, s.kh, s.kw, rstep, s.dil_w, w + oc * taps,
+      flat_plane<K, false>(buf, len, nout, s.Wo, s.kh, s.kw, GridTaps{rstep, s.dil_w}, w + oc * taps,
+                           bias != nullptr ? bias[oc] : A(0), chunk, obuf, out + (oc - c0 * s.M) * out_plane,
+                           static_cast<const T*>(nullptr));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other strides: the flattened phase planes
+//
+// At stride (sh, sw) output (ho, wo) reads padded input (ho * sh + i * dil_h, wo * sw + j * dil_w).
+// Split the padded input by row phase and column phase (the padded row modulo sh, the column
+// modulo sw): in phase plane ((i * dil_h) % sh, (j * dil_w) % sw), tap (i, j) reads row
+// ho + i * dil_h / sh and column wo + j * dil_w / sw, so with rows of len values every tap is
+// again a fixed shift of the output's flat position ho * len + wo, and the unit-stride code above
+// (flat_plane) runs unchanged with a table of the taps' shifts (TableTaps). The copy reads each
+// input row once and splits it with shuffles at stride 2 (mobilenet's and efficientnet's
+// downsampling layers), where a row at a time with a partial vector per row cost 3-4x more.
+
+// Strides up to 4 take the phase planes (sh * sw of them); wider strides, the row path below.
+XSEP_INLINE bool use_phases(const DepthwiseGeometry& s) { return s.sh <= 4 && s.sw <= 4; }
+
+// The phase planes of one band: sh * sw planes of rows x len values, `stride` apart (the L values
+// after each plane are zeros: the last vectors of a plane read up to L - 1 values past it).
+struct PhasePlanes { i64 len, rows, stride; };
+
+template <typename A>
+XSEP_INLINE PhasePlanes phase_planes(const DepthwiseGeometry& s, i64 nout) {
+  const i64 len = s.Wo + (s.kw - 1) * s.dil_w / s.sw, rows = nout + (s.kh - 1) * s.dil_h / s.sh;
+  return {len, rows, rows * len + kLanes<A>};
+}
+
+// Tap (i, j)'s shift from an output's flat position, from the start of phase plane (0, 0).
+XSEP_INLINE void phase_offsets(const DepthwiseGeometry& s, const PhasePlanes& g, i64* offsets) {
+  for (i64 i = 0; i < s.kh; ++i)
+    for (i64 j = 0; j < s.kw; ++j) {
+      const i64 plane = (i * s.dil_h % s.sh) * s.sw + j * s.dil_w % s.sw;
+      offsets[i * s.kw + j] = plane * g.stride + i * s.dil_h / s.sh * g.len + j * s.dil_w / s.sw;
+    }
+}
+
+// Lanes Phase, Phase + 2, ... of the 2 * L values a then b.
+template <int Phase, typename A>
+XSEP_INLINE Vec<A> every_other(Vec<A> a, Vec<A> b) {
+  using Index = decltype(a < b);  // the integer vector of the same lanes
+  Index index;
+#pragma GCC unroll 16
+  for (int l = 0; l < kLanes<A>; ++l) index[l] = 2 * l + Phase;
+  return __builtin_shuffle(a, b, index);
+}
+
+// dst + pc * stride gets column phase pc of the padded row src (src[c * sw + pc], len values), in
+// full vectors at sw == 2: up to L - 1 values past len are written too (the next row's, or the
+// plane's zeros, written after), and src is read up to 2 * round_up(len, L) values.
+template <typename A>
+XSEP_INLINE void split_columns(const A* src, i64 sw, i64 len, i64 stride, A* dst) {
+  constexpr int L = kLanes<A>;
+  if (sw == 2) {
+    for (i64 c = 0; c < len; c += L) store(dst + c, every_other<0, A>(load(src + 2 * c), load(src + 2 * c + L)));
+    for (i64 c = 0; c < len; c += L)
+      store(dst + stride + c, every_other<1, A>(load(src + 2 * c), load(src + 2 * c + L)));
+    return;
+  }
+  for (i64 pc = 0; pc < sw; ++pc)
+    for (i64 c = 0; c < len; ++c) dst[pc * stride + c] = src[c * sw + pc];
+}
+
+// Lanes from m on zeroed.
+template <typename A>
+XSEP_INLINE Vec<A> first_lanes(Vec<A> v, int m) {
+  using Index = decltype(v < v);
+  Index lane;
+#pragma GCC unroll 16
+  for (int l = 0; l < kLanes<A>; ++l) lane[l] = l;
+  return lane < m ? v : Vec<A>{};
+}
+
+// dst[0, n) zeros with act(src[0, width)) at [left, left + width), in full vectors (up to L - 1
+// values past n written too, as zeros); src is read in full vectors while they end before src_end
+// (the rest of its plane), the row's last vector cut by a compare rather than copied lane by lane.
+template <bool Relu, typename A, typename S>
+XSEP_INLINE void padded_row_vectors(A* dst, i64 n, const S* src, i64 left, i64 width, const S* src_end) {
+  constexpr int L = kLanes<A>;
+  const i64 lo = clamp_(left, 0, n), hi = clamp_(left + width, lo, n), count = hi - lo;
+  put_vectors(dst, n, [](i64) { return Vec<A>{}; });
+  const S* from = src + (lo - left);
+  i64 k = 0;
+  for (; k + L <= count; k += L) {
+    Vec<A> v = ld<false>(from + k, L);
+    if constexpr (Relu) v = relu(v);
+    store(dst + lo + k, v);
+  }
+  if (k < count) {
+    const int m = int(count - k);
+    Vec<A> v = from + k + L <= src_end ? first_lanes<A>(ld<false>(from + k, L), m) : ld<true>(from + k, m);
+    if constexpr (Relu) v = relu(v);
+    store(dst + lo + k, v);
+  }
+}
+
+// The phase planes of output rows [ho0, ho0 + nout) of plane xp: plane (pr, pc) row r holds padded
+// row (ho0 + r) * sh + pr, columns pc, pc + sw, ... with the input activation applied. tmp: one
+// padded row, tmp_len values.
+template <bool Relu, typename T, typename A>
+void fill_phases(const DepthwiseGeometry& s, const PhasePlanes& g, const T* xp, i64 ho0, A* tmp, i64 tmp_len, A* buf) {
+  const auto zeros = [](i64) { return Vec<A>{}; };
+  for (i64 pr = 0; pr < s.sh; ++pr) {
+    for (i64 r = 0; r < g.rows; ++r) {
+      const i64 h = (ho0 + r) * s.sh + pr - s.pad_top;
+      A* dst = buf + pr * s.sw * g.stride + r * g.len;  // plane (pr, 0); plane (pr, pc) is pc * stride further
+      if (h < 0 || h >= s.H) {
+        for (i64 pc = 0; pc < s.sw; ++pc) put_vectors(dst + pc * g.stride, g.len, zeros);
+      } else if (s.sw == 1) {
+        padded_row_vectors<Relu>(dst, g.len, xp + h * s.W, s.pad_left, s.W, xp + s.H * s.W);
+      } else {
+        padded_row_vectors<Relu>(tmp, tmp_len, xp + h * s.W, s.pad_left, s.W, xp + s.H * s.W);
+        split_columns(tmp, s.sw, g.len, g.stride, dst);
+      }
+    }
+  }
+  for (i64 p = 0; p < s.sh * s.sw; ++p) put_vectors(buf + p * g.stride + g.rows * g.len, kLanes<A>, zeros);
+}
+
+// The values of one padded row the phases read (sw * len), rounded for split_columns' full vectors.
+template <typename A>
+XSEP_INLINE i64 phase_row_len(const DepthwiseGeometry& s, const PhasePlanes& g) {
+  return s.sw == 2 ? 2 * round_up(g.len, kLanes<A>) : s.sw * g.len;
+}
+
+// Output rows [ho0, ho1) of image n, input channels [c0, c1), stride > 1 (see above).
+template <int K, bool Relu, typename T, typename O, typename A>
+void forward_phases(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
+                    i64 c0, i64 c1, i64 ho0, i64 ho1) {
+  constexpr int L = kLanes<A>;
+  const i64 nout = ho1 - ho0, taps = s.kh * s.kw;
+  const PhasePlanes g = phase_planes<A>(s, nout);
+  const i64 chunk = clamp_(2048 / g.len, 1, nout), tmp_len = phase_row_len<A>(s, g);
+  const i64 obuf_n = round_up(chunk * g.len, L) + L, buf_n = s.sh * s.sw * g.stride;
+  A* buf = scratch<A>(buf_n + L + tmp_len + L + obuf_n);
+  A* tmp = buf + buf_n + L;
+  A* obuf = tmp + tmp_len + L;
+  i64* offsets = scratch<i64>(taps);
+  phase_offsets(s, g, offsets);
+  for (i64 c = c0; c < c1; ++c) {
+    fill_phases<Relu>(s, g, x + (n * s.C + c) * s.H * s.W, ho0, tmp, tmp_len, buf);
+    for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc)
+      flat_plane<K, false>(buf, g.len, nout, s.Wo, s.kh, s.kw, TableTaps{offsets}, w + oc * taps,
                            bias != nullptr ? bias[oc] : A(0), chunk, obuf, out + (oc - c0 * s.M) * out_plane,
                            static_cast<const T*>(nullptr));
   }
@@ -256,6 +413,12 @@ void forward_rows(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
   if (s.sh == 1 && s.sw == 1) {
     with_kernel_size(
         s, [&](auto k) { forward_flat<decltype(k)::value, Relu>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1); });
+    return;
+  }
+  if (use_phases(s)) {
+    with_kernel_size(s, [&](auto k) {
+      forward_phases<decltype(k)::value, Relu>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+    });
     return;
   }
   const i64 len = input_row_len<A>(s), row = s.sw * len, taps = s.kh * s.kw;
@@ -414,8 +577,128 @@ void grad_input_flat(const DepthwiseGeometry& s, const S* go, const A* w, const 
   for (i64 q = q0; q < q1; ++q) {
     fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top - s.pad_top, left - s.pad_left, len, 0, rows, L, buf);
     const i64 pix = q * s.H * s.W;
-    flat_plane<K, Mask>(buf + top * len + left, len, s.H, s.W, s.kh, s.kw, -s.dil_h * len, -s.dil_w, w + q % s.C * taps,
-                        A(0), chunk, obuf, gi + pix, Mask ? x + pix : static_cast<const T*>(nullptr));
+    flat_plane<K, Mask>(buf + top * len + left, len, s.H, s.W, s.kh, s.kw, GridTaps{-s.dil_h * len, -s.dil_w},
+                        w + q % s.C * taps, A(0), chunk, obuf, gi + pix,
+                        Mask ? x + pix : static_cast<const T*>(nullptr));
+  }
+}
+
+// Strides up to 4, M == 1: the phase planes again, for the gradient. Input pixel
+// (rh + sh * a, rw + sw * b) of input phase (rh, rw) receives tap (i, j) exactly when
+// rh + pad_top - i * dil_h and rw + pad_left - j * dil_w are multiples of sh and sw, from
+// grad_output (a + e_i, b + e_j) with e_i, e_j those multiples' quotients: each input phase is a
+// small convolution of the zero-padded grad_output plane (its taps are fixed shifts of a flat
+// position again), computed with flat_plane into a dense phase plane; the phases' rows are then
+// interleaved (with shuffles at sw == 2) into the gradient's rows. Each value is the sum of its
+// taps in (i, j) order.
+template <typename A>
+XSEP_INLINE Vec<A> interleave(Vec<A> a, Vec<A> b, bool high) {
+  constexpr int L = kLanes<A>;
+  using Index = decltype(a < b);
+  Index lo, hi;
+#pragma GCC unroll 16
+  for (int l = 0; l < L / 2; ++l) {
+    lo[2 * l] = l, lo[2 * l + 1] = L + l;
+    hi[2 * l] = L / 2 + l, hi[2 * l + 1] = L + L / 2 + l;
+  }
+  return high ? __builtin_shuffle(a, b, hi) : __builtin_shuffle(a, b, lo);
+}
+
+template <bool Mask, typename S, typename T, typename A>
+void grad_input_phases(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
+  constexpr int L = kLanes<A>;
+  const i64 taps = s.kh * s.kw, phases = s.sh * s.sw;
+  // The shifts e over every phase's taps, and the grad_output buffer that keeps all reads inside.
+  i64 eh_min = 0, eh_max = 0, ew_min = 0, ew_max = 0;
+  for (i64 i = 0; i < s.kh; ++i)
+    for (i64 rh = 0; rh < s.sh; ++rh)
+      if ((rh + s.pad_top - i * s.dil_h) % s.sh == 0) {
+        const i64 e = floor_div(rh + s.pad_top - i * s.dil_h, s.sh);
+        eh_min = min_(eh_min, e), eh_max = e > eh_max ? e : eh_max;
+      }
+  for (i64 j = 0; j < s.kw; ++j)
+    for (i64 rw = 0; rw < s.sw; ++rw)
+      if ((rw + s.pad_left - j * s.dil_w) % s.sw == 0) {
+        const i64 e = floor_div(rw + s.pad_left - j * s.dil_w, s.sw);
+        ew_min = min_(ew_min, e), ew_max = e > ew_max ? e : ew_max;
+      }
+  const i64 top = -eh_min, left = -ew_min;
+  const i64 ha = (s.H + s.sh - 1) / s.sh, wb = (s.W + s.sw - 1) / s.sw;  // the largest phase plane
+  const i64 rows = (s.Ho > ha + eh_max ? s.Ho : ha + eh_max) + top;
+  const i64 glen = (s.Wo > wb + ew_max ? s.Wo : wb + ew_max) + left;
+  const i64 chunk = clamp_(2048 / glen, 1, ha), pout_n = ha * wb + L;
+  const i64 row_n = round_up(wb, L) * s.sw + 2 * L;
+  A* buf = scratch<A>(rows * glen + L + phases * pout_n + round_up(chunk * glen, L) + L + row_n + taps);
+  A* pout = buf + rows * glen + L;  // phase (rh, rw) at (rh * sw + rw) * pout_n, dense Ha x Wb
+  A* obuf = pout + phases * pout_n;
+  A* row = obuf + round_up(chunk * glen, L) + L;
+  A* wl = row + row_n;  // a phase's weights, in (i, j) order
+  i64* offsets = scratch<i64>(taps);
+  for (i64 q = q0; q < q1; ++q) {
+    const A* wc = w + q % s.C * taps;
+    fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top, left, glen, 0, rows, L, buf);
+    for (i64 rh = 0; rh < s.sh; ++rh)
+      for (i64 rw = 0; rw < s.sw; ++rw) {
+        const i64 h_n = (s.H - rh + s.sh - 1) / s.sh, w_n = (s.W - rw + s.sw - 1) / s.sw;
+        if (h_n <= 0 || w_n <= 0) continue;
+        i64 nt = 0;
+        for (i64 i = 0; i < s.kh; ++i) {
+          const i64 dh = rh + s.pad_top - i * s.dil_h;
+          if (dh % s.sh != 0) continue;
+          for (i64 j = 0; j < s.kw; ++j) {
+            const i64 dw = rw + s.pad_left - j * s.dil_w;
+            if (dw % s.sw != 0) continue;
+            wl[nt] = wc[i * s.kw + j];
+            offsets[nt++] = (floor_div(dh, s.sh) + top) * glen + floor_div(dw, s.sw) + left;
+          }
+        }
+        A* dst = pout + (rh * s.sw + rw) * pout_n;
+        if (nt == 0) put_vectors(dst, h_n * w_n, [](i64) { return Vec<A>{}; });
+        else
+          flat_plane<0, false>(buf, glen, h_n, w_n, 1, nt, TableTaps{offsets}, wl, A(0), chunk, obuf, dst,
+                               static_cast<const T*>(nullptr));
+      }
+    // Interleave each input row's column phases, then store it (full vectors while inside the plane).
+    const i64 plane = s.H * s.W;
+    T* gq = gi + q * plane;
+    const T* xq = Mask ? x + q * plane : nullptr;
+    for (i64 h = 0; h < s.H; ++h) {
+      const i64 rh = h % s.sh, a = h / s.sh;
+      const A* src;
+      if (s.sw == 1) {
+        src = pout + rh * pout_n + a * s.W;
+      } else {
+        const A* p0 = pout + rh * s.sw * pout_n;
+        if (s.sw == 2) {
+          const A* e = p0 + a * ((s.W + 1) / 2);
+          const A* o = p0 + pout_n + a * (s.W / 2);
+          for (i64 b = 0; 2 * b < s.W; b += L) {
+            const Vec<A> ev = load(e + b), ov = load(o + b);
+            store(row + 2 * b, interleave<A>(ev, ov, false));
+            store(row + 2 * b + L, interleave<A>(ev, ov, true));
+          }
+        } else {
+          for (i64 rw = 0; rw < s.sw; ++rw) {
+            const i64 w_n = (s.W - rw + s.sw - 1) / s.sw;
+            const A* pr = p0 + rw * pout_n + a * w_n;
+            for (i64 b = 0; b < w_n; ++b) row[rw + b * s.sw] = pr[b];
+          }
+        }
+        src = row;
+      }
+      const i64 at = h * s.W;
+      for (i64 k = 0; k < s.W; k += L) {
+        const i64 left_in_plane = plane - (at + k);
+        const auto put = [&](auto partial, int m) {
+          constexpr bool P = decltype(partial)::value;
+          Vec<A> v = load(src + k);
+          if constexpr (Mask) v = ld<P>(xq + at + k, m) > Vec<A>{} ? v : Vec<A>{};
+          st<P>(gq + at + k, v, m);
+        };
+        if (left_in_plane >= L) put(BoolTag<false>{}, L);
+        else put(BoolTag<true>{}, int(left_in_plane));
+      }
+    }
   }
 }
 
@@ -423,6 +706,7 @@ template <bool Mask, typename S, typename T, typename A>
 void grad_input_any(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
   if (s.sh == 1 && s.sw == 1 && s.M == 1)
     with_kernel_size(s, [&](auto k) { grad_input_flat<decltype(k)::value, Mask>(s, go, w, x, gi, q0, q1); });
+  else if (s.M == 1 && use_phases(s)) grad_input_phases<Mask>(s, go, w, x, gi, q0, q1);
   else grad_input_planes<Mask>(s, go, w, x, gi, q0, q1);
 }
 
@@ -497,38 +781,47 @@ void grad_weight_channels(const DepthwiseGeometry& s, const S* go, const T* x, A
   }
 }
 
-// Unit stride, K x K kernels (K = 3, 5, 7): the flattened padded planes again. Each image's input
-// plane is filled as for the forward, its grad_output plane into rows of the same len (zeros in
-// the lanes past Wo), and every tap is a dot product of the two flat buffers, the input shifted by
-// the tap's offset: one grad_output vector serves all K * K taps, whose accumulators stay in
+// K x K kernels (K = 3, 5, 7) at unit stride, or at strides up to 4 through the phase planes
+// (Phased): the flattened padded planes again. Each image's input plane is filled as for the forward, its grad_output
+// plane into rows of the same len (zeros in the lanes past Wo), and every tap is a dot product of the two flat buffers,
+// the input shifted by the tap's offset: one grad_output vector serves all K * K taps, whose accumulators stay in
 // registers over the images. A dropped lane multiplies a zero of grad_output by an input value
 // (0 * inf would reach a tap that never reads that value: grad_weight_any redoes such channels by
 // the row path, which reads only its own pixels).
-template <int K, bool Relu, typename S, typename T, typename A>
+template <int K, bool Phased, bool Relu, typename S, typename T, typename A>
 void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 c0, i64 c1) {
   constexpr int L = kLanes<A>;
   constexpr int taps = K * K;
-  const i64 len = s.Wo + (K - 1) * s.dil_w, rows = s.Ho + (K - 1) * s.dil_h;
-  const i64 rstep = s.dil_h * len, cstep = s.dil_w;
+  // The input as one padded plane (unit stride) or its phase planes (Phased: stride > 1), rows of len.
+  const PhasePlanes g = phase_planes<A>(s, s.Ho);
+  const i64 len = g.len, rstep = s.dil_h * len, cstep = s.dil_w;
   const i64 nv = ((s.Ho - 1) * len + s.Wo + L - 1) / L;  // vectors over the flat outputs
-  A* xbuf = scratch<A>(rows * len + L + s.Ho * len + L);
-  A* gbuf = xbuf + rows * len + L;
+  const i64 xbuf_n = Phased ? s.sh * s.sw * g.stride : g.rows * len + L, tmp_len = Phased ? phase_row_len<A>(s, g) : 0;
+  A* xbuf = scratch<A>(xbuf_n + s.Ho * len + L + tmp_len + L);
+  A* gbuf = xbuf + xbuf_n;
+  A* tmp = gbuf + s.Ho * len + L;
+  i64* offsets = scratch<i64>(taps);
+  if constexpr (Phased) phase_offsets(s, g, offsets);
   for (i64 c = c0; c < c1; ++c) {
     for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc) {
       Vec<A> acc[taps];
 #pragma GCC unroll 49
       for (int t = 0; t < taps; ++t) acc[t] = Vec<A>{};
       for (i64 n = 0; n < s.N; ++n) {
-        if (oc == c * s.M || s.N > 1)  // the input plane, unless still in place (N = 1, M > 1)
-          fill_flat<Relu>(x + (n * s.C + c) * s.H * s.W, s.H, s.W, s.pad_top, s.pad_left, len, 0, rows, L, xbuf);
+        const T* xp = x + (n * s.C + c) * s.H * s.W;
+        if (oc == c * s.M || s.N > 1) {  // the input plane, unless still in place (N = 1, M > 1)
+          if constexpr (Phased) fill_phases<Relu>(s, g, xp, 0, tmp, tmp_len, xbuf);
+          else fill_flat<Relu>(xp, s.H, s.W, s.pad_top, s.pad_left, len, 0, g.rows, L, xbuf);
+        }
         fill_flat<false>(go + (n * s.OC + oc) * s.Ho * s.Wo, s.Ho, s.Wo, 0, 0, len, 0, s.Ho, L, gbuf);
         for (i64 k = 0; k < nv * L; k += L) {
-          const Vec<A> g = load(gbuf + k);
+          const Vec<A> gv = load(gbuf + k);
           const A* p = xbuf + k;
 #pragma GCC unroll 7
           for (int i = 0; i < K; ++i)
 #pragma GCC unroll 7
-            for (int j = 0; j < K; ++j) acc[i * K + j] += g * load(p + i * rstep + j * cstep);
+            for (int j = 0; j < K; ++j)
+              acc[i * K + j] += gv * load(p + (Phased ? offsets[i * K + j] : i * rstep + j * cstep));
         }
       }
       // Lanes summed in a fixed order.
@@ -544,13 +837,17 @@ void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw
 
 template <bool Relu, typename S, typename T, typename A>
 void grad_weight_any(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 c0, i64 c1) {
-  if (s.sh == 1 && s.sw == 1 && s.kh == s.kw && (s.kh == 3 || s.kh == 5 || s.kh == 7))
+  const bool unit = s.sh == 1 && s.sw == 1;
+  if (s.kh == s.kw && (s.kh == 3 || s.kh == 5 || s.kh == 7) && (unit || use_phases(s)))
     with_kernel_size(s, [&](auto k) {
       constexpr int K = decltype(k)::value;
-      if constexpr (K > 0) grad_weight_flat<K, Relu>(s, go, x, gw, c0, c1);
+      if constexpr (K > 0) {
+        if (unit) grad_weight_flat<K, false, Relu>(s, go, x, gw, c0, c1);
+        else grad_weight_flat<K, true, Relu>(s, go, x, gw, c0, c1);
+      }
     });
   else return grad_weight_channels<Relu>(s, go, x, gw, c0, c1);
-  // The flat path's dropped lanes multiply zeros of grad_output by input values no tap of theirs
+  // The flat paths' dropped lanes multiply zeros of grad_output by input values no tap of theirs
   // reads: an inf there gives NaN where the answer is finite. A channel with a NaN is recomputed by
   // the row path, which reads only its own pixels (NaN then stands; finite channels cost nothing).
   const i64 taps = s.M * s.kh * s.kw;
