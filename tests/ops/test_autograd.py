@@ -90,8 +90,6 @@ def test_calls_without_derivatives_skip_the_function(backend, name, monkeypatch)
     # Nothing to record (no_grad, or no tensor that requires grad): the kernel runs directly, without the
     # autograd.Function's per-call binding and context; with a tensor that requires grad, the Function.
     # Same values either way.
-    if backend == "torch":
-        pytest.skip("the torch backend is PyTorch's own ops")
     from xsep.ops import autograd
 
     applied = []
@@ -104,7 +102,8 @@ def test_calls_without_derivatives_skip_the_function(backend, name, monkeypatch)
     plain = f(x, *[p.detach() for p in params])
     assert applied == [] and plain.grad_fn is None and torch.equal(plain, inference)
     trained = f(x, *params)
-    assert len(applied) == 1 and trained.grad_fn is not None and torch.equal(trained, inference)
+    functions = 0 if backend == "torch" else 1  # the torch backend runs PyTorch's own ops, no xsep Function
+    assert len(applied) == functions and trained.grad_fn is not None and torch.equal(trained, inference)
 
 
 @pytest.mark.parametrize("name", list(CASES))
