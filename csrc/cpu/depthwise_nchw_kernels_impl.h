@@ -195,6 +195,25 @@ XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, At at, const A* w, A b
   for (int v = 0; v < NV; ++v) store(out + v * L, acc[v]);
 }
 
+// dst[at, at + width) = src[0, width) (acc_t, full vectors readable), zeroed where mask <= 0 with
+// Mask, for a row of a plane of `total` values that rows fill in order: full vectors while they stay
+// inside the plane (a row's overrun is overwritten by the next row), the plane's last one partial.
+template <bool Mask, typename A, typename O, typename T>
+XSEP_INLINE void store_plane_row(const A* src, i64 width, i64 at, i64 total, O* dst, const T* mask) {
+  constexpr int L = kLanes<A>;
+  for (i64 k = 0; k < width; k += L) {
+    const i64 left = total - (at + k);
+    const auto put = [&](auto partial, int m) {
+      constexpr bool P = decltype(partial)::value;
+      Vec<A> v = load(src + k);
+      if constexpr (Mask) v = ld<P>(mask + at + k, m) > Vec<A>{} ? v : Vec<A>{};
+      st<P>(dst + at + k, v, m);
+    };
+    if (left >= L) put(BoolTag<false>{}, L);
+    else put(BoolTag<true>{}, int(left));
+  }
+}
+
 // Rows [0, nout) of `width` values of one plane from a filled buffer: row h at flat position
 // h * len of src, its taps at(i, j) further, each value init + the taps in (i, j)
 // order. `chunk` rows at a time go through obuf (small, so it stays in L1) and are copied to dst
@@ -212,20 +231,7 @@ void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At a
     i64 k = 0;
     for (; k + 4 * L <= count; k += 4 * L) flat_vectors<K, 4>(p + k, kh, kw, at, w, init, obuf + k);
     for (; k < count; k += L) flat_vectors<K, 1>(p + k, kh, kw, at, w, init, obuf + k);
-    for (i64 h = h0; h < h1; ++h) {
-      const A* from = obuf + (h - h0) * len;
-      for (i64 wo = 0; wo < width; wo += L) {
-        const i64 at = h * width + wo, left = total - at;
-        const auto put = [&](auto partial, int m) {
-          constexpr bool P = decltype(partial)::value;
-          Vec<A> v = load(from + wo);
-          if constexpr (Mask) v = ld<P>(mask + at, m) > Vec<A>{} ? v : Vec<A>{};
-          st<P>(dst + at, v, m);
-        };
-        if (left >= L) put(BoolTag<false>{}, L);
-        else put(BoolTag<true>{}, int(left));
-      }
-    }
+    for (i64 h = h0; h < h1; ++h) store_plane_row<Mask>(obuf + (h - h0) * len, width, h * width, total, dst, mask);
   }
 }
 
@@ -609,19 +615,19 @@ void grad_input_phases(const DepthwiseGeometry& s, const S* go, const A* w, cons
   constexpr int L = kLanes<A>;
   const i64 taps = s.kh * s.kw, phases = s.sh * s.sw;
   // The shifts e over every phase's taps, and the grad_output buffer that keeps all reads inside.
-  i64 eh_min = 0, eh_max = 0, ew_min = 0, ew_max = 0;
-  for (i64 i = 0; i < s.kh; ++i)
-    for (i64 rh = 0; rh < s.sh; ++rh)
-      if ((rh + s.pad_top - i * s.dil_h) % s.sh == 0) {
-        const i64 e = floor_div(rh + s.pad_top - i * s.dil_h, s.sh);
-        eh_min = min_(eh_min, e), eh_max = e > eh_max ? e : eh_max;
-      }
-  for (i64 j = 0; j < s.kw; ++j)
-    for (i64 rw = 0; rw < s.sw; ++rw)
-      if ((rw + s.pad_left - j * s.dil_w) % s.sw == 0) {
-        const i64 e = floor_div(rw + s.pad_left - j * s.dil_w, s.sw);
-        ew_min = min_(ew_min, e), ew_max = e > ew_max ? e : ew_max;
-      }
+  // [min, max] of the shifts e along one axis (k taps, dilation, padding, stride), 0 included.
+  const auto shifts = [](i64 k, i64 dil, i64 pad, i64 stride, i64& lo, i64& hi) {
+    lo = hi = 0;
+    for (i64 t = 0; t < k; ++t)
+      for (i64 r = 0; r < stride; ++r)
+        if ((r + pad - t * dil) % stride == 0) {
+          const i64 e = floor_div(r + pad - t * dil, stride);
+          lo = min_(lo, e), hi = e > hi ? e : hi;
+        }
+  };
+  i64 eh_min, eh_max, ew_min, ew_max;
+  shifts(s.kh, s.dil_h, s.pad_top, s.sh, eh_min, eh_max);
+  shifts(s.kw, s.dil_w, s.pad_left, s.sw, ew_min, ew_max);
   const i64 top = -eh_min, left = -ew_min;
   const i64 ha = (s.H + s.sh - 1) / s.sh, wb = (s.W + s.sw - 1) / s.sw;  // the largest phase plane
   const i64 rows = (s.Ho > ha + eh_max ? s.Ho : ha + eh_max) + top;
@@ -686,18 +692,7 @@ void grad_input_phases(const DepthwiseGeometry& s, const S* go, const A* w, cons
         }
         src = row;
       }
-      const i64 at = h * s.W;
-      for (i64 k = 0; k < s.W; k += L) {
-        const i64 left_in_plane = plane - (at + k);
-        const auto put = [&](auto partial, int m) {
-          constexpr bool P = decltype(partial)::value;
-          Vec<A> v = load(src + k);
-          if constexpr (Mask) v = ld<P>(xq + at + k, m) > Vec<A>{} ? v : Vec<A>{};
-          st<P>(gq + at + k, v, m);
-        };
-        if (left_in_plane >= L) put(BoolTag<false>{}, L);
-        else put(BoolTag<true>{}, int(left_in_plane));
-      }
+      store_plane_row<Mask>(src, s.W, h * s.W, plane, gq, xq);
     }
   }
 }
