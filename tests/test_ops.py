@@ -457,8 +457,9 @@ def test_nchw_weight_gradient_with_an_infinite_input(stride):
 # --------------------------------------------------------------------------------------------------
 # Channels-last, unit stride along W: the unit tiles
 #
-# With sw = dil_w = 1 and 3, 5 or 7 tap columns the channels-last forward runs a row's interior pixels in
-# tiles of 4-8 pixels that load each input vector once; the rest of the row takes the general tiles, and
+# With sw = dil_w = 1 and 3, 5 or 7 tap columns the channels-last forward runs each row segment in tiles
+# of 4-8 pixels that load each input vector once; a tile with tap columns in the padding, or with fewer
+# pixels left in the segment, is an edge tile that skips those columns and stores only its pixels; and
 # a channel tail shorter than a vector (when C is at least one vector) is redone as the whole vector
 # ending at C. These cases hit those edges; named "native ... matches_reference" so that
 # test_every_cpu_isa reruns them (the tiles and vectors differ per instruction set).
@@ -471,6 +472,12 @@ _UNIT_CASES = [
     (1, 17, 8, 31, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), "none", "7x7"),
     (2, 24, 9, 19, (3, 3), (2, 1), (1, 1, 1, 1), (2, 1), "none", "row stride and dilation only"),
     (1, 64, 3, 10, (3, 3), (1, 1), (0, 0, 1, 1), (1, 1), "none", "a 10-pixel row: one 8-pixel tile"),
+    (2, 19, 7, 7, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), "none", "7x7 on a 7x7 plane: one edge tile a row"),
+    (1, 20, 7, 7, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), "relu", "5x5 on a 7x7 plane"),
+    (1, 9, 3, 2, (3, 3), (1, 1), (4, 3, 5, 4), (1, 1), "none", "padding larger than the plane"),
+    (2, 16, 6, 9, (3, 3), (1, 1), (0, 1, 0, 1), (1, 1), "none", "TF-same padding: none left, one right"),
+    (1, 33, 5, 12, (5, 5), (1, 1), (1, 3, 3, 1), (1, 1), "relu", "asymmetric 5x5 padding"),
+    (1, 8, 4, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), "none", "W = 1"),
 ]
 
 
@@ -486,6 +493,25 @@ def test_channels_last_unit_tiles_native_matches_reference(case, dtype):
     check_against_reference(lambda *t: ops().depthwise_conv2d(*t, *geometry),
                             lambda *t: reference.depthwise_conv2d(*t, *geometry),
                             [x, weight, bias], ["input", "weight", "bias"])
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+def test_channels_last_unit_tiles_split_mid_row_native_matches_reference(kernel):
+    # With 3 threads the forward's pixels are split into 2 tasks of 800 (1599 / 1213-pixel grain at
+    # 3 channels x 3x3): the second task's first row segment starts mid-row (800 = 61 x 13 + 7), so its
+    # first tile starts at column 7, not at the row's edge. Larger kernels split into more tasks.
+    torch.manual_seed(0)
+    x = away_from_zero(3, 3, 41, 13).float().contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(3, 1, kernel, kernel), torch.randn(3)
+    geometry = ((1, 1), [kernel // 2] * 4, (1, 1), "none")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        check_against_reference(lambda *t: ops().depthwise_conv2d(*t, *geometry),
+                                lambda *t: reference.depthwise_conv2d(*t, *geometry),
+                                [x, weight, bias], ["input", "weight", "bias"])
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])

@@ -344,8 +344,9 @@ inline void fwd_tile(const S* src, i64 src_ps, const A* w, const Walk& k, const 
 // multiply-add: on the 2-core Xeon, one thread, data in cache, the forward ran 1.3-1.5x faster
 // (AVX-512 and AVX2); in the 2-thread bench the layers moved within that machine's noise. Tile shapes: P x NV
 // accumulators plus KW x NV weights within the register file (32 vector registers with AVX-512, 16 otherwise).
+// 5x5 with two vectors (27 registers) ran EfficientNet's 5x5 layers' forward about 8% faster than with one.
 #if XSEP_VEC_BYTES == 64
-template <int KW> constexpr int kUnitNV = KW == 3 ? 2 : 1;
+template <int KW> constexpr int kUnitNV = KW <= 5 ? 2 : 1;
 template <int KW> constexpr int kUnitP = 8;
 #else
 template <int KW> constexpr int kUnitNV = 1;
@@ -367,9 +368,11 @@ XSEP_INLINE void keep_in_register(V& v) {
 // then j ascending) for every pixel. Forward (Flip false): pixel p, tap j reads source column p + j.
 // Input gradient (Flip true, the flipped kernel): it reads column p - j + KW - 1, so the columns
 // go in descending order for j to ascend.
-template <int P, int NV, int KW, bool Flip, bool Partial, bool Relu, typename S, typename A>
+// With Bounded, only the source columns in [c_lo, c_hi) are read: the others lie in the padding
+// (a tile at a row's edge), and their products, zero, are left out.
+template <int P, int NV, int KW, bool Flip, bool Partial, bool Relu, bool Bounded = false, typename S, typename A>
 XSEP_INLINE void accumulate_unit(Vec<A> (&acc)[P][NV], const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C,
-                                 int n) {
+                                 int n, int c_lo = 0, int c_hi = 0) {
   constexpr int L = kLanes<A>;
   for (i64 a = 0; a < rows; ++a) {
     const S* sr = src + a * src_di;
@@ -382,6 +385,7 @@ XSEP_INLINE void accumulate_unit(Vec<A> (&acc)[P][NV], const S* src, const A* w,
 #pragma GCC unroll 16
     for (int i = 0; i < P + KW - 1; ++i) {
       const int c = Flip ? P + KW - 2 - i : i;  // the source column
+      if (Bounded && (c < c_lo || c >= c_hi)) continue;
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
         Vec<A> xv = ld<Partial>(sr + c * C + v * L, n);
@@ -406,6 +410,23 @@ inline void fwd_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_
   store_tile<P, NV, Partial, A>(out, C, acc, n);
 }
 
+// A unit tile at a row's edge: source columns outside [c_lo, c_hi) lie in the padding, and only the
+// first np < P pixels may be in the row. Same sums, in the same order, as the interior tiles.
+template <int P, int NV, int KW, bool Partial, bool Relu, typename S, typename O, typename A>
+inline void fwd_tile_unit_edge(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out,
+                               int n, int c_lo, int c_hi, int np) {
+  constexpr int L = kLanes<A>;
+  Vec<A> acc[P][NV];
+  init_with_bias<P, NV, Partial>(acc, bias, n);
+  accumulate_unit<P, NV, KW, false, Partial, Relu, true>(acc, src, w, rows, src_di, w_di, C, n, c_lo, c_hi);
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+    if (p >= np) break;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) st<Partial>(out + p * C + v * L, acc[p][v], n);
+  }
+}
+
 // Calls f(blk, q, c0, nc) for the unit tiles of a row of npix pixels (tile q, channel block c0)
 // while a whole tile fits, first prefetching that block of the next tile's new source columns
 // (new_cols + (q + P + pp) * C on each of the rows tap rows, src_di apart) and of its pixels in out
@@ -426,6 +447,9 @@ XSEP_INLINE i64 for_unit_tiles(i64 npix, i64 C, const S* new_cols, i64 rows, i64
   return q;
 }
 
+// The tap-column counts that have unit tiles.
+XSEP_INLINE bool has_unit_tiles(i64 kw) { return kw == 3 || kw == 5 || kw == 7; }
+
 // f(IntTag<kw>{}) for the tap-column counts that have unit tiles (3, 5, 7), returning the pixels it
 // did; 0 for any other count.
 template <typename F>
@@ -438,19 +462,45 @@ XSEP_INLINE i64 with_unit_kw(i64 kw, F&& f) {
   }
 }
 
-// The interior pixels [0, npix) of a row (src: the first one's first tap; out: its output) in
-// unit tiles while a whole tile fits; returns how many pixels it did.
+// Output columns [wo0, wo1) of a row at unit stride and dilation along W (xr: the input row of the
+// first tap row; out: output pixel wo0), all in unit tiles: those with a tap column in the padding,
+// or fewer than P pixels left, as edge tiles. Tiles start at wo0, so a row's first tile covers its
+// left border, and a plane narrower than a tile is one edge tile.
 template <int KW, bool Relu, typename T, typename O, typename A>
-i64 fwd_row_unit(const T* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 npix) {
-  return for_unit_tiles<KW, A>(npix, C, src + (KW - 1) * C, rows, src_di, out, [&](auto blk, i64 q, i64 c0, int nc) {
-    fwd_tile_unit<kUnitP<KW>, decltype(blk)::NV, KW, decltype(blk)::partial, Relu>(
-        src + q * C + c0, w + c0, rows, src_di, w_di, C, bias ? bias + c0 : nullptr, out + q * C + c0, nc);
-  });
+void fwd_row_unit_edges(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 wo0,
+                        i64 wo1, i64 pad_left, i64 W) {
+  constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
+  for (i64 q = wo0; q < wo1; q += P) {
+    const i64 sc0 = q - pad_left;  // the input column of the tile's first pixel's first tap
+    const int c_lo = static_cast<int>(clamp_(-sc0, 0, P + KW - 1));
+    const int c_hi = static_cast<int>(clamp_(W - sc0, c_lo, P + KW - 1));
+    const int np = static_cast<int>(min_(P, wo1 - q));
+    const T* src = xr + sc0 * C;
+    O* o = out + (q - wo0) * C;
+    const bool interior = c_lo == 0 && c_hi == P + KW - 1 && np == P;
+    for_channel_blocks<A, NVmax, true>(C, [&](auto blk, i64 c0, int nc) {
+      constexpr int NV = decltype(blk)::NV;
+      constexpr bool Pa = decltype(blk)::partial;
+      const A* b = bias ? bias + c0 : nullptr;
+      if (interior) {
+        // This block of the next tile's new source columns and of its outputs (a pixel is a
+        // separate stream for the hardware prefetchers; prefetching past the end is harmless).
+        for (i64 a = 0; a < rows; ++a)
+          for (int pp = 0; pp < P; ++pp) __builtin_prefetch(src + a * src_di + (KW - 1 + P + pp) * C + c0);
+        for (int pp = 0; pp < P; ++pp) __builtin_prefetch(o + (P + pp) * C + c0, 1);
+        fwd_tile_unit<P, NV, KW, Pa, Relu>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc);
+      } else {
+        fwd_tile_unit_edge<P, NV, KW, Pa, Relu>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, c_lo, c_hi, np);
+      }
+    });
+  }
 }
 
-// M == 1: output pixels [p0, p1), one output row segment at a time. Border pixels (some tap
-// columns in the padding) go one by one; the interior in tiles of kP pixels. Either way all the
-// channels of a pixel (or tile) are done before the next: that reads NHWC memory in order.
+// M == 1: output pixels [p0, p1), one output row segment at a time. At unit stride and dilation
+// along W with 3, 5 or 7 tap columns, all in unit tiles (fwd_row_unit_edges); otherwise border
+// pixels (some tap columns in the padding) go one by one, the interior in tiles of kP pixels.
+// Either way all the channels of a pixel (or tile) are done before the next: that reads NHWC
+// memory in order.
 template <bool Relu, typename T, typename O, typename A>
 void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
   const i64 C = s.C;
@@ -475,24 +525,25 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
         fwd_tile<1, NV, Pa, Relu>(src + c0, 0, wt + c0, k, bias ? bias + c0 : nullptr, o + (wo - wo0) * C + c0, 0, nc);
       });
     };
+    p += wo1 - wo0;
+    if (s.sw == 1 && s.dil_w == 1 && has_unit_tiles(s.kw)) {  // the whole segment in unit tiles
+      const A* wt = w + ti.first * s.kw * C;
+      const i64 rows = ti.count, src_di = s.dil_h * s.W * C, w_di = s.kw * C;
+      with_unit_kw(s.kw, [&](auto kw) {
+        fwd_row_unit_edges<decltype(kw)::value, Relu>(xr, wt, rows, src_di, w_di, C, bias, o, wo0, wo1, s.pad_left,
+                                                      s.W);
+        return i64{0};
+      });
+      continue;
+    }
     const i64 lo = clamp_(in_lo, wo0, wo1), hi = clamp_(in_hi, lo, wo1);
     for (i64 wo = wo0; wo < lo; ++wo) border(wo);
     if (lo < hi) {
       const T* src = xr + (lo * s.sw - s.pad_left) * C;
       const Walk k{ti.count, s.kw, s.dil_h * s.W * C, s.dil_w * C, s.kw * C, C};
       const A* wt = w + ti.first * s.kw * C;
-      O* const o_lo = o + (lo - wo0) * C;
-      // Unit stride and dilation along W with 3, 5 or 7 tap columns: the wider tiles first.
-      i64 done = 0;
-      if (s.sw == 1 && s.dil_w == 1) {
-        const i64 npix = hi - lo, rows = ti.count, src_di = k.src_di, w_di = k.w_di;
-        done = with_unit_kw(s.kw, [&](auto kw) {
-          return fwd_row_unit<decltype(kw)::value, Relu>(src, wt, rows, src_di, w_di, C, bias, o_lo, npix);
-        });
-      }
-      for_tiles(hi - lo - done, [&](auto tile, i64 q_rest) {
+      for_tiles(hi - lo, [&](auto tile, i64 q) {
         constexpr int P = decltype(tile)::value;
-        const i64 q = done + q_rest;
         for_channel_blocks<A, kNV, true>(C, [&](auto blk, i64 c0, int nc) {
           constexpr int NV = decltype(blk)::NV;
           constexpr bool Pa = decltype(blk)::partial;
@@ -510,7 +561,6 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
       });
     }
     for (i64 wo = hi; wo < wo1; ++wo) border(wo);
-    p += wo1 - wo0;
   }
 }
 
