@@ -427,38 +427,17 @@ inline void fwd_tile_unit_edge(const S* src, const A* w, i64 rows, i64 src_di, i
   }
 }
 
-// Calls f(blk, q, c0, nc) for the unit tiles of a row of npix pixels (tile q, channel block c0)
-// while a whole tile fits, first prefetching that block of the next tile's new source columns
-// (new_cols + (q + P + pp) * C on each of the rows tap rows, src_di apart) and of its pixels in out
-// (a pixel is a separate stream for the hardware prefetchers; prefetching past the end is
-// harmless). Returns how many pixels it did.
-template <int KW, typename A, typename S, typename O, typename F>
-XSEP_INLINE i64 for_unit_tiles(i64 npix, i64 C, const S* new_cols, i64 rows, i64 src_di, O* out, F&& f) {
-  constexpr int P = kUnitP<KW>;
-  i64 q = 0;
-  for (; q + P <= npix; q += P) {
-    for_channel_blocks<A, kUnitNV<KW>, true>(C, [&](auto blk, i64 c0, int nc) {
-      for (i64 a = 0; a < rows; ++a)
-        for (int pp = 0; pp < P; ++pp) __builtin_prefetch(new_cols + a * src_di + (q + P + pp) * C + c0);
-      for (int pp = 0; pp < P; ++pp) __builtin_prefetch(out + (q + P + pp) * C + c0, 1);
-      f(blk, q, c0, nc);
-    });
-  }
-  return q;
-}
-
 // The tap-column counts that have unit tiles.
 XSEP_INLINE bool has_unit_tiles(i64 kw) { return kw == 3 || kw == 5 || kw == 7; }
 
-// f(IntTag<kw>{}) for the tap-column counts that have unit tiles (3, 5, 7), returning the pixels it
-// did; 0 for any other count.
+// f(IntTag<kw>{}) for a tap-column count that has unit tiles (3, 5, 7; see has_unit_tiles).
 template <typename F>
-XSEP_INLINE i64 with_unit_kw(i64 kw, F&& f) {
+XSEP_INLINE void with_unit_kw(i64 kw, F&& f) {
   switch (kw) {
     case 3: return f(IntTag<3>{});
     case 5: return f(IntTag<5>{});
     case 7: return f(IntTag<7>{});
-    default: return 0;
+    default: break;
   }
 }
 
@@ -532,7 +511,6 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
       with_unit_kw(s.kw, [&](auto kw) {
         fwd_row_unit_edges<decltype(kw)::value, Relu>(xr, wt, rows, src_di, w_di, C, bias, o, wo0, wo1, s.pad_left,
                                                       s.W);
-        return i64{0};
       });
       continue;
     }
@@ -616,13 +594,14 @@ void forward_acc(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const 
 // ---------------------------------------------------------------------------------------------
 // Gradient of the input
 
-// Stores an input-gradient tile pixel by pixel (gi_ps apart, x laid out alike), zeroed where
-// x <= 0 unless x is null (the gradient of an input relu).
+// Stores the first np pixels of an input-gradient tile pixel by pixel (gi_ps apart, x laid out
+// alike), zeroed where x <= 0 unless x is null (the gradient of an input relu).
 template <int P, int NV, bool Partial, typename A, typename T>
-XSEP_INLINE void store_masked_tile(T* gi, i64 gi_ps, const T* x, const Vec<A> (&acc)[P][NV], int n) {
+XSEP_INLINE void store_masked_tile(T* gi, i64 gi_ps, const T* x, const Vec<A> (&acc)[P][NV], int n, int np = P) {
   constexpr int L = kLanes<A>;
 #pragma GCC unroll 8
   for (int p = 0; p < P; ++p) {
+    if (p >= np) break;
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       Vec<A> g = acc[p][v];
@@ -650,20 +629,56 @@ inline void gi_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_d
   store_masked_tile<P, NV, Partial, A>(gi, C, x, acc, n);
 }
 
-// The interior columns [0, npix) of an input row at unit stride and dilation (go0: the go pixel the
-// first column's tap 0 reads) in unit tiles while a whole tile fits; returns how many it did.
+// An input-gradient unit tile at a row's edge (see fwd_tile_unit_edge): go columns outside
+// [c_lo, c_hi) lie outside the output, and only the first np < P pixels may be in the row.
+template <int P, int NV, int KW, bool Partial, typename S, typename T, typename A>
+inline void gi_tile_unit_edge(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const T* x, T* gi, int n,
+                              int c_lo, int c_hi, int np) {
+  Vec<A> acc[P][NV] = {};
+  accumulate_unit<P, NV, KW, true, Partial, false, true>(acc, src, w, rows, src_di, w_di, C, n, c_lo, c_hi);
+  store_masked_tile<P, NV, Partial, A>(gi, C, x, acc, n, np);
+}
+
+// A whole input row at unit stride and dilation along W (gor: the go row of the first tap row; x:
+// the row's relu mask or null) in unit tiles, those at the row's edges as edge tiles. Input column
+// q + p reads go column q + p + pad_left - j with tap column j.
 template <int KW, typename S, typename T, typename A>
-i64 gi_row_unit(const S* go0, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 npix) {
-  return for_unit_tiles<KW, A>(npix, C, go0, rows, go_di, gi, [&](auto blk, i64 q, i64 c0, int nc) {
-    gi_tile_unit<kUnitP<KW>, decltype(blk)::NV, KW, decltype(blk)::partial>(
-        go0 + (q - (KW - 1)) * C + c0, w + c0, rows, go_di, w_di, C, x ? x + q * C + c0 : nullptr, gi + q * C + c0, nc);
-  });
+void gi_row_unit_edges(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 W, i64 Wo,
+                       i64 pad_left) {
+  constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
+  for (i64 q = 0; q < W; q += P) {
+    const i64 g0 = q + pad_left - (KW - 1);  // the go column of the tile's first pixel's last tap
+    const int c_lo = static_cast<int>(clamp_(-g0, 0, P + KW - 1));
+    const int c_hi = static_cast<int>(clamp_(Wo - g0, c_lo, P + KW - 1));
+    const int np = static_cast<int>(min_(P, W - q));
+    const S* src = gor + g0 * C;
+    const bool interior = c_lo == 0 && c_hi == P + KW - 1 && np == P;
+    for_channel_blocks<A, NVmax, true>(C, [&](auto blk, i64 c0, int nc) {
+      constexpr int NV = decltype(blk)::NV;
+      constexpr bool Pa = decltype(blk)::partial;
+      const T* xq = x ? x + q * C + c0 : nullptr;
+      if (interior) {
+        // This block of the next tile's new go columns and of its pixels (see fwd_row_unit_edges).
+        for (i64 a = 0; a < rows; ++a)
+          for (int pp = 0; pp < P; ++pp) __builtin_prefetch(src + a * go_di + (KW - 1 + P + pp) * C + c0);
+        for (int pp = 0; pp < P; ++pp) {
+          __builtin_prefetch(gi + (q + P + pp) * C + c0, 1);
+          if (x) __builtin_prefetch(x + (q + P + pp) * C + c0);
+        }
+        gi_tile_unit<P, NV, KW, Pa>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc);
+      } else {
+        gi_tile_unit_edge<P, NV, KW, Pa>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, c_lo, c_hi,
+                                         np);
+      }
+    });
+  }
 }
 
 // M == 1: input rows [r0, r1). A correlation of go with the flipped kernel, restricted to the taps
-// whose stride phase matches. Columns where some tap column misses the output go one by one; the
-// others come in residue classes modulo the stride (columns col0, col0 + sw, ...), which share
-// their taps and read consecutive output pixels, in tiles of kP.
+// whose stride phase matches. At unit stride and dilation along W with 3, 5 or 7 tap columns, each
+// row in unit tiles (gi_row_unit_edges). Otherwise columns where some tap column misses the output
+// go one by one; the others come in residue classes modulo the stride (columns col0, col0 + sw,
+// ...), which share their taps and read consecutive output pixels, in tiles of kP.
 template <typename S, typename T, typename A>
 void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 r0, i64 r1) {
   const i64 C = s.C, WoC = s.Wo * C;
@@ -695,6 +710,14 @@ void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T*
     auto walk = [&](const Taps& tj) {
       return Walk{ti.count, tj.count, go_di, -(tj.step * s.dil_w / s.sw) * C, ti.step * s.kw * C, tj.step * C};
     };
+    if (s.sw == 1 && s.dil_w == 1 && has_unit_tiles(s.kw)) {  // the whole row in unit tiles
+      const A* wt = w + ti.first * s.kw * C;
+      const i64 rows = ti.count, w_di = ti.step * s.kw * C;
+      with_unit_kw(s.kw, [&](auto kw) {
+        gi_row_unit_edges<decltype(kw)::value>(gor, wt, rows, go_di, w_di, C, xr, gr, s.W, s.Wo, s.pad_left);
+      });
+      continue;
+    }
     auto first_tap = [&](const Taps& tj) { return ti.first * s.kw + tj.first; };
     auto border = [&](i64 col) {
       const Cols t = cols(col);
@@ -715,19 +738,8 @@ void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T*
       const A* wt = w + first_tap(t.tj) * C;
       const i64 npix = (in_hi - col0 + s.sw - 1) / s.sw;
       const i64 gi_ps = s.sw * C;
-      // Unit stride and dilation with 3, 5 or 7 tap columns: the unit tiles first.
-      i64 done = 0;
-      if (s.sw == 1 && s.dil_w == 1 && t.tj.count == s.kw) {
-        const i64 rows = ti.count, w_di = k.w_di;
-        const T* x0 = xr ? xr + col0 * C : nullptr;
-        T* g0 = gr + col0 * C;
-        done = with_unit_kw(s.kw, [&](auto kw) {
-          return gi_row_unit<decltype(kw)::value>(t.src, wt, rows, go_di, w_di, C, x0, g0, npix);
-        });
-      }
-      for_tiles(npix - done, [&](auto tile, i64 q_rest) {
+      for_tiles(npix, [&](auto tile, i64 q) {
         constexpr int P = decltype(tile)::value;
-        const i64 q = done + q_rest;
         const i64 off = col0 * C + q * gi_ps;
         for_channel_blocks<A, kNV, true>(C, [&](auto blk, i64 c0, int nc) {
           constexpr int NV = decltype(blk)::NV;
