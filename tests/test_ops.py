@@ -497,11 +497,12 @@ def test_channels_last_unit_tiles_native_matches_reference(case, dtype):
 
 @pytest.mark.parametrize("kernel", [3, 5, 7])
 def test_channels_last_unit_tiles_split_mid_row_native_matches_reference(kernel):
-    # With 3 threads the forward's pixels are split into 2 tasks of 800 (1599 / 1213-pixel grain at
-    # 3 channels x 3x3): the second task's first row segment starts mid-row (800 = 61 x 13 + 7), so its
-    # first tile starts at column 7, not at the row's edge. Larger kernels split into more tasks.
+    # With 3 threads at::parallel_for splits the forward's 53 x 29 = 1537 pixels into tasks of
+    # ceil(1537 / tasks) (grain: 32768 multiply-adds, so 1213 pixels at 3 channels x 3x3, 436 at 5x5,
+    # 222 at 7x7): 2 tasks of 769 = 26 x 29 + 15 at 3x3, 3 of 513 = 17 x 29 + 20 at 5x5 and 7x7. Each
+    # later task starts mid-row, so its first tile does not start at the row's edge.
     torch.manual_seed(0)
-    x = away_from_zero(3, 3, 41, 13).float().contiguous(memory_format=torch.channels_last)
+    x = away_from_zero(1, 3, 53, 29).float().contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(3, 1, kernel, kernel), torch.randn(3)
     geometry = ((1, 1), [kernel // 2] * 4, (1, 1), "none")
     threads = torch.get_num_threads()
