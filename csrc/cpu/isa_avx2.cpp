@@ -3,6 +3,8 @@
 
 #if XSEP_CPU_X86_ISAS
 
+#include <immintrin.h>
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #define XSEP_ISA_NS xsep::cpu::avx2::impl
