@@ -372,12 +372,13 @@ XSEP_INLINE void init_with_bias(Vec<A> (&acc)[P][NV], const A* bias, int n) {
     for (int p = 0; p < P; ++p) acc[p][v] = b;
   }
 }
-// ... and are stored pixel by pixel (out_ps apart).
+// ... and are stored pixel by pixel (out_ps apart), the first np of them.
 template <int P, int NV, bool Partial, typename A, typename O>
-XSEP_INLINE void store_tile(O* out, i64 out_ps, const Vec<A> (&acc)[P][NV], int n) {
+XSEP_INLINE void store_tile(O* out, i64 out_ps, const Vec<A> (&acc)[P][NV], int n, int np = P) {
   constexpr int L = kLanes<A>;
 #pragma GCC unroll 8
   for (int p = 0; p < P; ++p) {
+    if (p >= np) break;
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) st<Partial>(out + p * out_ps + v * L, acc[p][v], n);
   }
@@ -423,9 +424,9 @@ XSEP_INLINE void keep_in_register(V& v) {
 // then j ascending) for every pixel. Forward (Flip false): pixel p, tap j reads source column p + j.
 // Input gradient (Flip true, the flipped kernel): it reads column p - j + KW - 1, so the columns
 // go in descending order for j to ascend.
-// With Bounded, only the source columns in [c_lo, c_hi) are read: the others lie in the padding
+// With Edge, only the source columns in [c_lo, c_hi) are read: the others lie in the padding
 // (a tile at a row's edge), and their products, zero, are left out.
-template <int P, int NV, int KW, bool Flip, bool Partial, bool Relu, bool Bounded = false, typename S, typename A>
+template <int P, int NV, int KW, bool Flip, bool Partial, bool Relu, bool Edge = false, typename S, typename A>
 XSEP_INLINE void accumulate_unit(Vec<A> (&acc)[P][NV], const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C,
                                  int n, int c_lo = 0, int c_hi = 0) {
   constexpr int L = kLanes<A>;
@@ -440,7 +441,7 @@ XSEP_INLINE void accumulate_unit(Vec<A> (&acc)[P][NV], const S* src, const A* w,
 #pragma GCC unroll 16
     for (int i = 0; i < P + KW - 1; ++i) {
       const int c = Flip ? P + KW - 2 - i : i;  // the source column
-      if (Bounded && (c < c_lo || c >= c_hi)) continue;
+      if (Edge && (c < c_lo || c >= c_hi)) continue;
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
         Vec<A> xv = ld<Partial>(sr + c * C + v * L, n);
@@ -456,30 +457,32 @@ XSEP_INLINE void accumulate_unit(Vec<A> (&acc)[P][NV], const S* src, const A* w,
   }
 }
 
-template <int P, int NV, int KW, bool Partial, bool Relu, typename S, typename O, typename A>
-inline void fwd_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out,
-                          int n) {
-  Vec<A> acc[P][NV];
-  init_with_bias<P, NV, Partial>(acc, bias, n);
-  accumulate_unit<P, NV, KW, false, Partial, Relu>(acc, src, w, rows, src_di, w_di, C, n);
-  store_tile<P, NV, Partial, A>(out, C, acc, n);
+// Where a unit tile of P pixels and its P + KW - 1 source columns (first: the first one's index in
+// a row of `cols`) meet the row: the source columns [c_lo, c_hi) inside it, the np pixels before
+// the segment ends (pixels_left further), and whether that is all of them. A tile that is not
+// interior is an edge tile: its other source columns lie in the padding and are skipped, and only
+// its first np pixels are stored.
+struct UnitTile {
+  int c_lo, c_hi, np;
+  bool interior;
+};
+template <int P, int KW>
+XSEP_INLINE UnitTile unit_tile(i64 first, i64 cols, i64 pixels_left) {
+  constexpr int N = P + KW - 1;
+  const int c_lo = static_cast<int>(clamp_(-first, 0, N));
+  const int c_hi = static_cast<int>(clamp_(cols - first, c_lo, N));
+  const int np = static_cast<int>(min_(P, pixels_left));
+  return {c_lo, c_hi, np, c_lo == 0 && c_hi == N && np == P};
 }
 
-// A unit tile at a row's edge: source columns outside [c_lo, c_hi) lie in the padding, and only the
-// first np < P pixels may be in the row. Same sums, in the same order, as the interior tiles.
-template <int P, int NV, int KW, bool Partial, bool Relu, typename S, typename O, typename A>
-inline void fwd_tile_unit_edge(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out,
-                               int n, int c_lo, int c_hi, int np) {
-  constexpr int L = kLanes<A>;
+// A forward unit tile; with Edge, an edge tile (see unit_tile): the same sums in the same order.
+template <int P, int NV, int KW, bool Partial, bool Relu, bool Edge, typename S, typename O, typename A>
+inline void fwd_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, int n,
+                          const UnitTile& t) {
   Vec<A> acc[P][NV];
   init_with_bias<P, NV, Partial>(acc, bias, n);
-  accumulate_unit<P, NV, KW, false, Partial, Relu, true>(acc, src, w, rows, src_di, w_di, C, n, c_lo, c_hi);
-#pragma GCC unroll 8
-  for (int p = 0; p < P; ++p) {
-    if (p >= np) break;
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) st<Partial>(out + p * C + v * L, acc[p][v], n);
-  }
+  accumulate_unit<P, NV, KW, false, Partial, Relu, Edge>(acc, src, w, rows, src_di, w_di, C, n, t.c_lo, t.c_hi);
+  store_tile<P, NV, Partial, A>(out, C, acc, n, Edge ? t.np : P);
 }
 
 // The tap-column counts that have unit tiles.
@@ -506,25 +509,22 @@ void fwd_row_unit_edges(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di,
   constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
   for (i64 q = wo0; q < wo1; q += P) {
     const i64 sc0 = q - pad_left;  // the input column of the tile's first pixel's first tap
-    const int c_lo = static_cast<int>(clamp_(-sc0, 0, P + KW - 1));
-    const int c_hi = static_cast<int>(clamp_(W - sc0, c_lo, P + KW - 1));
-    const int np = static_cast<int>(min_(P, wo1 - q));
+    const UnitTile t = unit_tile<P, KW>(sc0, W, wo1 - q);
     const T* src = xr + sc0 * C;
     O* o = out + (q - wo0) * C;
-    const bool interior = c_lo == 0 && c_hi == P + KW - 1 && np == P;
     for_channel_blocks<A, NVmax, true>(C, [&](auto blk, i64 c0, int nc) {
       constexpr int NV = decltype(blk)::NV;
       constexpr bool Pa = decltype(blk)::partial;
       const A* b = bias ? bias + c0 : nullptr;
-      if (interior) {
+      if (t.interior) {
         // This block of the next tile's new source columns and of its outputs (a pixel is a
         // separate stream for the hardware prefetchers; prefetching past the end is harmless).
         for (i64 a = 0; a < rows; ++a)
           for (int pp = 0; pp < P; ++pp) __builtin_prefetch(src + a * src_di + (KW - 1 + P + pp) * C + c0);
         for (int pp = 0; pp < P; ++pp) __builtin_prefetch(o + (P + pp) * C + c0, 1);
-        fwd_tile_unit<P, NV, KW, Pa, Relu>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc);
+        fwd_tile_unit<P, NV, KW, Pa, Relu, false>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, t);
       } else {
-        fwd_tile_unit_edge<P, NV, KW, Pa, Relu>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, c_lo, c_hi, np);
+        fwd_tile_unit<P, NV, KW, Pa, Relu, true>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, t);
       }
     });
   }
@@ -676,22 +676,14 @@ inline void gi_tile(const S* go, i64 go_ps, const A* w, const Walk& k, const T* 
 }
 
 // The unit tiles of the input gradient (see accumulate_unit): P input pixels, their gradient zeroed
-// where x <= 0 unless x is null. src: go's column read by the first pixel's last tap.
-template <int P, int NV, int KW, bool Partial, typename S, typename T, typename A>
-inline void gi_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const T* x, T* gi, int n) {
+// where x <= 0 unless x is null. src: go's column read by the first pixel's last tap. With Edge, an
+// edge tile (see unit_tile): go columns outside [c_lo, c_hi) lie outside the output.
+template <int P, int NV, int KW, bool Partial, bool Edge, typename S, typename T, typename A>
+inline void gi_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const T* x, T* gi, int n,
+                         const UnitTile& t) {
   Vec<A> acc[P][NV] = {};
-  accumulate_unit<P, NV, KW, true, Partial, false>(acc, src, w, rows, src_di, w_di, C, n);
-  store_masked_tile<P, NV, Partial, A>(gi, C, x, acc, n);
-}
-
-// An input-gradient unit tile at a row's edge (see fwd_tile_unit_edge): go columns outside
-// [c_lo, c_hi) lie outside the output, and only the first np < P pixels may be in the row.
-template <int P, int NV, int KW, bool Partial, typename S, typename T, typename A>
-inline void gi_tile_unit_edge(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const T* x, T* gi, int n,
-                              int c_lo, int c_hi, int np) {
-  Vec<A> acc[P][NV] = {};
-  accumulate_unit<P, NV, KW, true, Partial, false, true>(acc, src, w, rows, src_di, w_di, C, n, c_lo, c_hi);
-  store_masked_tile<P, NV, Partial, A>(gi, C, x, acc, n, np);
+  accumulate_unit<P, NV, KW, true, Partial, false, Edge>(acc, src, w, rows, src_di, w_di, C, n, t.c_lo, t.c_hi);
+  store_masked_tile<P, NV, Partial, A>(gi, C, x, acc, n, Edge ? t.np : P);
 }
 
 // A whole input row at unit stride and dilation along W (gor: the go row of the first tap row; x:
@@ -703,16 +695,13 @@ void gi_row_unit_edges(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, 
   constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
   for (i64 q = 0; q < W; q += P) {
     const i64 g0 = q + pad_left - (KW - 1);  // the go column of the tile's first pixel's last tap
-    const int c_lo = static_cast<int>(clamp_(-g0, 0, P + KW - 1));
-    const int c_hi = static_cast<int>(clamp_(Wo - g0, c_lo, P + KW - 1));
-    const int np = static_cast<int>(min_(P, W - q));
+    const UnitTile t = unit_tile<P, KW>(g0, Wo, W - q);
     const S* src = gor + g0 * C;
-    const bool interior = c_lo == 0 && c_hi == P + KW - 1 && np == P;
     for_channel_blocks<A, NVmax, true>(C, [&](auto blk, i64 c0, int nc) {
       constexpr int NV = decltype(blk)::NV;
       constexpr bool Pa = decltype(blk)::partial;
       const T* xq = x ? x + q * C + c0 : nullptr;
-      if (interior) {
+      if (t.interior) {
         // This block of the next tile's new go columns and of its pixels (see fwd_row_unit_edges).
         for (i64 a = 0; a < rows; ++a)
           for (int pp = 0; pp < P; ++pp) __builtin_prefetch(src + a * go_di + (KW - 1 + P + pp) * C + c0);
@@ -720,10 +709,9 @@ void gi_row_unit_edges(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, 
           __builtin_prefetch(gi + (q + P + pp) * C + c0, 1);
           if (x) __builtin_prefetch(x + (q + P + pp) * C + c0);
         }
-        gi_tile_unit<P, NV, KW, Pa>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc);
+        gi_tile_unit<P, NV, KW, Pa, false>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
       } else {
-        gi_tile_unit_edge<P, NV, KW, Pa>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, c_lo, c_hi,
-                                         np);
+        gi_tile_unit<P, NV, KW, Pa, true>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
       }
     });
   }
