@@ -552,6 +552,22 @@ def _cpu_flags() -> set[str]:
         return set()
 
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _subprocess_env() -> dict[str, str]:
+    return {**os.environ, "XSEP_REQUIRE_NATIVE": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
+
+
+def _run_pytest(env: dict[str, str], select: str) -> subprocess.CompletedProcess:
+    """The reference tests and gradchecks that `select` picks, in a fresh process with `env` set."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_functional.py",
+         "tests/test_ops.py", "-k", select],
+        cwd=_ROOT, env={**_subprocess_env(), **env}, capture_output=True, text=True, timeout=600)
+
+
 _ISA_FLAGS = {"default": set(), "avx2": {"avx2", "fma", "f16c"},
               "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq"}}
 
@@ -571,12 +587,37 @@ def test_every_cpu_isa(isa):
         pytest.skip("cannot read the CPU's flags (/proc/cpuinfo)")
     if not _ISA_FLAGS[isa] <= flags:
         pytest.skip(f"this CPU lacks {sorted(_ISA_FLAGS[isa] - flags)}")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "XSEP_CPU_ISA": isa, "XSEP_REQUIRE_NATIVE": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_functional.py",
-         "tests/test_ops.py", "-k", "(native and matches_reference) or gradcheck"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    result = _run_pytest({"XSEP_CPU_ISA": isa}, "(native and matches_reference) or gradcheck")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
+
+
+# Every GEMM library
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("library", ["blas", "onednn"])
+def test_every_cpu_gemm_library(library):
+    # The pointwise products run on BLAS or on oneDNN, whichever is faster on this kind of processor
+    # (csrc/cpu/gemm.h), so the rest of the suite tests only that one. XSEP_CPU_GEMM forces the other:
+    # rerun the pointwise and fused ops' reference sweep and gradchecks with it (a fresh process, as
+    # the choice is made once per process).
+    active = torch.ops.xsep._build_info().split("cpu_gemm=")[1].split(";")[0]
+    if library == active:
+        pytest.skip(f"{library} is the active GEMM library, tested by the rest of the suite")
+    if library == "onednn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch was built without oneDNN")
+    result = _run_pytest({"XSEP_CPU_GEMM": library},
+                         "(pointwise or separable) and ((native and matches_reference) or gradcheck)")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
+
+
+def test_cpu_gemm_library_bad_name():
+    result = subprocess.run([sys.executable, "-c", "import torch, xsep.functional as F; "
+                             "F.pointwise_conv2d(torch.randn(1, 2, 3, 3).to(memory_format=torch.channels_last), "
+                             "torch.randn(4, 2, 1, 1), backend='native')"],
+                            env={**_subprocess_env(), "XSEP_CPU_GEMM": "mkl-please"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert "XSEP_CPU_GEMM='mkl-please' is not one of 'blas', 'onednn'" in result.stderr

@@ -17,6 +17,7 @@
 
 #include "common/conv_args.h"
 #include "common/layout.h"
+#include "cpu/gemm.h"
 #include "cpu/host.h"
 #include "cpu/ops.h"
 
@@ -94,7 +95,7 @@ at::Tensor pointwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   const auto x = pixels(input);
   const auto w = weight_2d(weight);
   const auto b = acc_bias(bias);
-  const auto y = b.defined() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
+  const auto y = linear(x, w, b);
   return from_pixels(y, input, weight.size(0));
 }
 
@@ -107,7 +108,7 @@ at::Tensor pointwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
     // G_n = W^T x gY_n.
     return batched_left_product(weight_2d(weight).t(), planes(grad_output), at::Tensor(), input, input.size(1));
   }
-  return from_pixels(at::mm(pixels(grad_output), weight_2d(weight)), input, input.size(1));
+  return from_pixels(linear(pixels(grad_output), weight_2d(weight).t(), at::Tensor()), input, input.size(1));
 }
 
 at::Tensor pointwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const at::Tensor& input,

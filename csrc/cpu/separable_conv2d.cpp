@@ -27,6 +27,7 @@
 #include "common/layout.h"
 #include "cpu/depthwise_kernels.h"
 #include "cpu/depthwise_nchw_kernels.h"
+#include "cpu/gemm.h"
 #include "cpu/host.h"
 #include "cpu/ops.h"
 
@@ -320,7 +321,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const auto x = nhwc(input);
   const auto acc = acc_dtype(input.scalar_type());
   const auto w_dw = tap_major(dw_weight);
-  const auto w_pw_t = pw_weight.reshape({O, g.OC}).to(acc).t();  // [C*M, O]
+  const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();  // [O, C*M]
   const auto b = acc_bias(bias);
   const auto b_dw = acc_bias(dw_bias);
   const int64_t T = nhwc_tile_pixels(g.OC, P);
@@ -339,7 +340,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
       at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) { tile(p0, q0, q1, d_ptr, d_ptr); });
       const auto d = d_buf.narrow(0, 0, n);
       auto y = out_is_acc ? out_rows.narrow(0, p0, n) : y_buf.narrow(0, 0, n);
-      mm_with_bias_out(y, b, d, w_pw_t);
+      linear_out(y, d, w_pw, b);
       if constexpr (!out_is_acc) {
         const acc_t* y_ptr = y.const_data_ptr<acc_t>();
         at::parallel_for(0, n * O, 16384,
@@ -370,6 +371,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const auto go = nhwc(grad_output);
   const auto w_dw = tap_major(dw_weight);
   const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc);  // [O, C*M]
+  const auto w_pw_t = w_pw.t().contiguous();               // [C*M, O], for linear_out
   const auto b_dw = acc_bias(dw_bias);
   // Gradient with respect to the depthwise output (before the mid activation), [P, C*M].
   auto grad_mid = at::empty({P, g.OC}, x.options().dtype(acc));
@@ -400,7 +402,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
       const auto gy = go_is_acc ? go_rows.narrow(0, p0, n) : gy_buf.narrow(0, 0, n);
       addmm_tn_fixed_order(grad_pw, gy, m_buf.narrow(0, 0, n));  // tile after tile: a fixed order
       auto gm = grad_mid.narrow(0, p0, n);
-      at::mm_out(gm, gy, w_pw);
+      linear_out(gm, gy, w_pw_t, at::Tensor());
       if (mid != Activation::none) {
         at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) {
           k.activation_grad(mid, d_ptr + q0 * g.OC, gm_ptr + (p0 + q0) * g.OC, (q1 - q0) * g.OC);

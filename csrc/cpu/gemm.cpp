@@ -1,0 +1,93 @@
+#include "cpu/gemm.h"
+
+#include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mm.h>
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <optional>
+#include <string_view>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#include <cstring>
+#include <vector>
+
+#include "cpu/host.h"
+
+namespace xsep::cpu {
+namespace {
+
+bool amd_processor() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  char vendor[13] = {};
+  std::memcpy(vendor, &ebx, 4);
+  std::memcpy(vendor + 4, &edx, 4);
+  std::memcpy(vendor + 8, &ecx, 4);
+  return std::string_view(vendor) == "AuthenticAMD";
+#else
+  return false;
+#endif
+}
+
+// oneDNN's fp32 inner product as torch registers it (what torch.compile's CPU backend calls), or
+// nullopt when this torch has none.
+std::optional<c10::OperatorHandle> onednn_linear() {
+  if (!at::hasMKLDNN()) return std::nullopt;
+  return c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+}
+
+bool use_onednn() {
+  static const bool onednn = [] {
+    const char* env = std::getenv("XSEP_CPU_GEMM");
+    if (env != nullptr && *env != '\0') {
+      const std::string_view name(env);
+      TORCH_CHECK(name == "blas" || name == "onednn", "XSEP_CPU_GEMM='", name, "' is not one of 'blas', 'onednn'");
+      TORCH_CHECK(name == "blas" || onednn_linear().has_value(),
+                  "XSEP_CPU_GEMM=onednn: this torch was built without oneDNN (mkldnn::_linear_pointwise)");
+      return name == "onednn";
+    }
+    return amd_processor() && onednn_linear().has_value();
+  }();
+  return onednn;
+}
+
+bool onednn_for(const at::Tensor& x) { return x.scalar_type() == at::kFloat && use_onednn(); }
+
+at::Tensor onednn_linear_call(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+  static const c10::OperatorHandle op = *onednn_linear();
+  // mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm)
+  std::vector<c10::IValue> stack;
+  stack.reserve(6);
+  stack.emplace_back(x.contiguous());
+  stack.emplace_back(w.contiguous());
+  stack.emplace_back(bias.defined() ? c10::IValue(bias) : c10::IValue());
+  stack.emplace_back(std::string("none"));
+  stack.emplace_back(c10::List<std::optional<c10::Scalar>>());
+  stack.emplace_back(c10::IValue());
+  op.callBoxed(&stack);
+  return stack.back().toTensor();
+}
+
+}  // namespace
+
+const char* gemm_library() { return use_onednn() ? "onednn" : "blas"; }
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+  if (onednn_for(x)) return onednn_linear_call(x, w, bias);
+  return bias.defined() ? at::addmm(bias, x, w.t()) : at::mm(x, w.t());
+}
+
+void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+  if (onednn_for(x)) {
+    out.copy_(onednn_linear_call(x, w, bias));
+  } else {
+    mm_with_bias_out(out, bias, x, w.t());
+  }
+}
+
+}  // namespace xsep::cpu

@@ -1,0 +1,28 @@
+// The CPU ops' dense products, on the library that runs them fastest on this machine.
+//
+// torch ships two: BLAS (MKL on x86, through at::mm) and oneDNN (behind its convolutions and
+// mkldnn::_linear_pointwise). On Intel processors MKL runs its AVX-512 code and is the faster one
+// (2-core Xeon, fp32: at::mm 250-320 GFLOP/s, a 1x1 convolution 200-265). On AMD processors MKL
+// runs its AVX2 code while oneDNN runs AVX-512: on the 2-core AMD EPYC (Zen 4, AVX-512), fp32,
+// Xception's pointwise shapes, at::mm 140-190 GFLOP/s against oneDNN's 200-220, which made the
+// pointwise op 0.69x of torch's 1x1 convolution at 10x10 1536 -> 2048 (issue 14). So: oneDNN on
+// AMD processors, BLAS elsewhere; XSEP_CPU_GEMM=blas|onednn overrides it (tests and benchmarks).
+// Only float32 products go to oneDNN; the others, and every product when torch was built without
+// oneDNN, use BLAS. Weight gradients keep BLAS's fixed-order blocks (addmm_tn_fixed_order, host.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace xsep::cpu {
+
+// "blas" or "onednn": the library linear() and linear_out() use for float32 (chosen once per process).
+const char* gemm_library();
+
+// x [P, K] . w [N, K]^T (+ bias [N] when defined): the pointwise forward's product, and the input
+// gradient's with w = the weight transposed. oneDNN reads w contiguous (a copy otherwise): pass a
+// contiguous w when calling more than once with it.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
+// The same, written into out [P, N] (the output's rows, a tile buffer).
+void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
+
+}  // namespace xsep::cpu
