@@ -155,7 +155,7 @@ def test_measured_faster_on_cpu(monkeypatch, cpu, op, layout, faster):
 def test_automatic_choice_on_cpu_never_picks_a_measured_slowdown(monkeypatch, no_backend_env):
     # Where the committed results show native slower than torch for an op and layout, CPU tensors
     # get torch; where they show it faster, native (when the library loads). Asking by name still works.
-    monkeypatch.setattr(backends, "_cpu_name", lambda: "Fast CPU")
+    monkeypatch.setattr(backends, "_cpu_names", lambda: ("Fast CPU (avx512)", "Fast CPU"))  # ISA never measured
     monkeypatch.setattr(backends._measured, "CPU_SPEEDUPS", MEASURED)
     assert backends.select(None, "cpu", "separable_conv2d", "nchw") == "torch"
     assert backends.select(None, "cpu", "depthwise_conv2d", "channels_last") == "torch"
@@ -163,6 +163,20 @@ def test_automatic_choice_on_cpu_never_picks_a_measured_slowdown(monkeypatch, no
         "native" if native_available() else "torch")
     if native_available():
         assert backends.select("native", "cpu", "separable_conv2d", "nchw") == "native"
+
+
+def test_automatic_choice_on_cpu_prefers_the_same_instruction_set(monkeypatch, no_backend_env):
+    # One model name covers CPUs with and without AVX-512 ("AMD EPYC"): results recorded with the
+    # instruction set of xsep's kernels decide for CPUs that use the same one; results recorded
+    # without it (older files) decide only where the CPU's own kind was never measured.
+    measured = {"Same CPU (avx512)": {("separable_conv2d", "channels_last"): (1.2, 1.1)},
+                "Same CPU": {("separable_conv2d", "channels_last"): (0.9, 0.9)}}
+    monkeypatch.setattr(backends._measured, "CPU_SPEEDUPS", measured)
+    native = "native" if native_available() else "torch"
+    monkeypatch.setattr(backends, "_cpu_names", lambda: ("Same CPU (avx512)", "Same CPU"))
+    assert backends.select(None, "cpu", "separable_conv2d", "channels_last") == native
+    monkeypatch.setattr(backends, "_cpu_names", lambda: ("Same CPU (avx2)", "Same CPU"))
+    assert backends.select(None, "cpu", "separable_conv2d", "channels_last") == "torch"
 
 
 def test_functional_passes_the_input_layout(monkeypatch, no_backend_env):

@@ -70,10 +70,13 @@ def unavailable_reason(backend: str, device: torch.device | str, op: str = "sepa
 
 
 @functools.cache
-def _cpu_name() -> str:
-    from xsep.bench.report import device_name  # the name the bench records results under
+def _cpu_names() -> tuple[str, str]:
+    """This CPU as the bench records results under it (report.cpu_kind), and its model name alone
+    (results recorded before the instruction set was)."""
+    from xsep.bench.report import cpu_build, cpu_kind, device_name
 
-    return device_name(torch.device("cpu"))
+    name = device_name(torch.device("cpu"))
+    return cpu_kind(name, cpu_build().get("cpu_isa")), name
 
 
 def measured_faster_on_cpu(op: str, layout: str, cpu: str | None = None) -> bool:
@@ -82,8 +85,9 @@ def measured_faster_on_cpu(op: str, layout: str, cpu: str | None = None) -> bool
     `layout` ('channels_last' or 'nchw') tensors, forward and forward+backward (geometric means over
     Xception's layers), on this kind of CPU: the results of a CPU of the same name, or, for a CPU
     never measured, every measured CPU's (the worst). Never measured: not shown faster."""
-    cpu = _cpu_name() if cpu is None else cpu
-    machines = [_measured.CPU_SPEEDUPS[cpu]] if cpu in _measured.CPU_SPEEDUPS else _measured.CPU_SPEEDUPS.values()
+    names = _cpu_names() if cpu is None else (cpu,)
+    known = [name for name in names if name in _measured.CPU_SPEEDUPS]
+    machines = [_measured.CPU_SPEEDUPS[known[0]]] if known else _measured.CPU_SPEEDUPS.values()
     ratios = [r for m in machines for r in m.get((op, layout), (None, None))]
     return bool(ratios) and all(r is not None and r >= 1.0 for r in ratios)
 

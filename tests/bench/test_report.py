@@ -163,3 +163,15 @@ def test_measured_module_keeps_native_cpu_speedups(tmp_path):
     namespace: dict = {}
     exec(render.measured_module([(None, old), (None, new), (None, gpu)]), namespace)
     assert namespace["CPU_SPEEDUPS"] == {"Some CPU": {("separable_conv2d", "nchw"): (1.25, 0.6)}}
+
+
+def test_measured_module_tells_instruction_sets_apart():
+    # Results that record the instruction set of xsep's kernels are kept apart from those of the
+    # same model name with another one, and from older files that do not record it.
+    render = _render()
+    summary = [{"backend": "native", "op": "pointwise", "layout": "nchw", "mode": "forward", "geomean_speedup": 1.5}]
+    docs = [(None, {"device": {"type": "cpu", "name": "Some CPU"}, "summary": summary}),
+            (None, {"device": {"type": "cpu", "name": "Some CPU", "cpu_isa": "avx512"}, "summary": summary})]
+    namespace: dict = {}
+    exec(render.measured_module(docs), namespace)
+    assert set(namespace["CPU_SPEEDUPS"]) == {"Some CPU", "Some CPU (avx512)"}

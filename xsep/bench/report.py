@@ -1,7 +1,8 @@
 """What a benchmark run leaves behind: the printed table, the geometric-mean summary, the JSON
 results file (`<out>/<device>/<date>.json`, schema below) and a PNG chart of per-layer speedups.
 
-JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings},
+JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings, and for a CPU
+"cpu_isa" and "cpu_gemm" (the instruction set of xsep's kernels, the library of its products)},
 "versions", "settings", "layers": [row, ...] (see layers.bench_case), "models": [row, ...],
 "summary": [{"op", "mode", "backend", "dtype", "layout", "geomean_speedup", "network_speedup", "layers"}]}.
 The ceilings (ceilings.measure): "copy_bytes_per_s", "matmul_flops_per_s" (the best GEMM),
@@ -40,12 +41,29 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_kind(name: str, isa: str | None) -> str:
+    """The name committed results and the automatic choice know a kind of CPU by: its model name and
+    the instruction set xsep's kernels use on it, 'AMD EPYC (avx512)' (one model name covers AVX2 and
+    AVX-512 parts); results recorded before the instruction set was, by the model name alone."""
+    return f"{name} ({isa})" if isa else name
+
+
+def cpu_build() -> dict:
+    """The instruction set and GEMM library xsep's CPU kernels use here (empty without the library)."""
+    from xsep import _extension
+
+    info = _extension.build_info()
+    return {key: info[key] for key in ("cpu_isa", "cpu_gemm") if key in info}
+
+
 def device_slug(device: torch.device) -> str:
-    """A folder name for the device: 'nvidia-h100-80gb-hbm3', 'cpu-amd-epyc-7b13-2t'."""
+    """A folder name for the device: 'nvidia-h100-80gb-hbm3', 'cpu-amd-epyc-avx512-2t' (a CPU's
+    model name, the instruction set of xsep's kernels where the library loads, the thread count)."""
     name = device_name(device).lower()
     slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"\(r\)|\(tm\)|processor|\d+-core", "", name)).strip("-")
     if device.type == "cpu":
-        slug = f"cpu-{slug}-{torch.get_num_threads()}t"
+        isa = cpu_build().get("cpu_isa")
+        slug = f"cpu-{slug}{'-' + isa if isa else ''}-{torch.get_num_threads()}t"
     return slug
 
 
@@ -208,7 +226,8 @@ def new_document(device: torch.device, settings: dict, ceilings: dict) -> dict:
         "date": datetime.date.today().isoformat(),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": {"type": device.type, "name": device_name(device), "slug": device_slug(device),
-                   "threads": torch.get_num_threads() if device.type == "cpu" else None, **ceilings},
+                   "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                   **(cpu_build() if device.type == "cpu" else {}), **ceilings},
         "versions": {"xsep": xsep.__version__, "torch": torch.__version__, "cuda": torch.version.cuda,
                      "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
                      "triton": triton_version, "python": platform.python_version()},
@@ -259,7 +278,9 @@ def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
         settings, device = doc["settings"], doc["device"]
         rel = path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path
         threads = f", {device['threads']} threads" if device.get("threads") else ""
-        lines += [f"**{device['name']}** ({device['type']}{threads}), "
+        isa = "".join(f", {label} {device[key]}" for key, label in (("cpu_isa", "kernels"), ("cpu_gemm", "products"))
+                      if device.get(key))
+        lines += [f"**{device['name']}** ({device['type']}{isa}{threads}), "
                   f"batch {settings['batch']}, {doc['date']}, baseline {settings['baseline']}; measured copy "
                   f"{device['copy_bytes_per_s'] / 1e9:.0f} GB/s, {device['matmul_dtype']} matmul "
                   f"{device['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s{_markdown_extras(doc)}. Data: `{rel}`.", ""]
