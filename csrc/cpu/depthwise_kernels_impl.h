@@ -133,67 +133,74 @@ XSEP_INLINE void store(c10::Half* p, VF v) {
 // compiles to a library call and a failed store-to-load forward per vector (12% of the NCHW
 // forward's time at 10x10 planes, issue 14).
 template <typename S>
+inline constexpr bool kMaskedLanes = XSEP_VEC_BYTES == 64 || (XSEP_VEC_BYTES == 32 && sizeof(S) >= 4);
+
+// The first n lanes of a vector of S, as the masked instructions take them: a bit per lane
+// (AVX-512), or a lane whose sign bit is set (AVX2).
+template <typename S>
+XSEP_INLINE auto lane_mask(int n) {
+#if XSEP_VEC_BYTES == 64
+  return __mmask16((1u << n) - 1);
+#elif XSEP_VEC_BYTES == 32
+  if constexpr (sizeof(S) == 8) return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  else return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#else
+  return n;
+#endif
+}
+
+template <typename S>
 XSEP_INLINE Vec<Acc<S>> load_n(const S* p, int n) {
   constexpr int L = kLanes<Acc<S>>;
+  if constexpr (kMaskedLanes<S>) {
+    const auto m = lane_mask<S>(n);
 #if XSEP_VEC_BYTES == 64
-  const __mmask16 m = __mmask16((1u << n) - 1);
-  if constexpr (sizeof(S) == 4) return bit_cast<VF>(_mm512_maskz_loadu_ps(m, p));
-  else if constexpr (sizeof(S) == 8) return bit_cast<VD>(_mm512_maskz_loadu_pd(__mmask8(m), p));
-  else {
+    if constexpr (sizeof(S) == 4) return bit_cast<VF>(_mm512_maskz_loadu_ps(m, p));
+    else if constexpr (sizeof(S) == 8) return bit_cast<VD>(_mm512_maskz_loadu_pd(__mmask8(m), p));
+    else {
+      S buf[L];
+      const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+      __builtin_memcpy(buf, &h, sizeof h);
+      return load(buf);
+    }
+#elif XSEP_VEC_BYTES == 32
+    if constexpr (sizeof(S) == 4) return bit_cast<VF>(_mm256_maskload_ps(reinterpret_cast<const float*>(p), m));
+    else return bit_cast<VD>(_mm256_maskload_pd(reinterpret_cast<const double*>(p), m));
+#endif
+  } else {
     S buf[L];
-    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-    __builtin_memcpy(buf, &h, sizeof h);
+#pragma GCC unroll 16
+    for (int l = 0; l < L; ++l) {
+      if (l < n) __builtin_memcpy(buf + l, p + l, sizeof(S));
+      else __builtin_memset(buf + l, 0, sizeof(S));
+    }
     return load(buf);
   }
-#else
-#if XSEP_VEC_BYTES == 32
-  if constexpr (sizeof(S) == 4) {
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    return bit_cast<VF>(_mm256_maskload_ps(reinterpret_cast<const float*>(p), m));
-  } else if constexpr (sizeof(S) == 8) {
-    const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-    return bit_cast<VD>(_mm256_maskload_pd(reinterpret_cast<const double*>(p), m));
-  }
-#endif
-  S buf[L];
-#pragma GCC unroll 16
-  for (int l = 0; l < L; ++l) {
-    if (l < n) __builtin_memcpy(buf + l, p + l, sizeof(S));
-    else __builtin_memset(buf + l, 0, sizeof(S));
-  }
-  return load(buf);
-#endif
 }
 template <typename S, typename V>
 XSEP_INLINE void store_n(S* p, V v, int n) {
   constexpr int L = kLanes<Acc<S>>;
+  if constexpr (kMaskedLanes<S>) {
+    const auto m = lane_mask<S>(n);
 #if XSEP_VEC_BYTES == 64
-  const __mmask16 m = __mmask16((1u << n) - 1);
-  if constexpr (sizeof(S) == 4) _mm512_mask_storeu_ps(p, m, bit_cast<__m512>(v));
-  else if constexpr (sizeof(S) == 8) _mm512_mask_storeu_pd(p, __mmask8(m), bit_cast<__m512d>(v));
-  else {
+    if constexpr (sizeof(S) == 4) _mm512_mask_storeu_ps(p, m, bit_cast<__m512>(v));
+    else if constexpr (sizeof(S) == 8) _mm512_mask_storeu_pd(p, __mmask8(m), bit_cast<__m512d>(v));
+    else {
+      S buf[L];
+      store(buf, v);
+      _mm256_mask_storeu_epi16(p, m, load_raw<__m256i>(buf));
+    }
+#elif XSEP_VEC_BYTES == 32
+    if constexpr (sizeof(S) == 4) _mm256_maskstore_ps(reinterpret_cast<float*>(p), m, bit_cast<__m256>(v));
+    else _mm256_maskstore_pd(reinterpret_cast<double*>(p), m, bit_cast<__m256d>(v));
+#endif
+  } else {
     S buf[L];
     store(buf, v);
-    _mm256_mask_storeu_epi16(p, m, load_raw<__m256i>(buf));
-  }
-#else
-#if XSEP_VEC_BYTES == 32
-  if constexpr (sizeof(S) == 4) {
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    _mm256_maskstore_ps(reinterpret_cast<float*>(p), m, bit_cast<__m256>(v));
-    return;
-  } else if constexpr (sizeof(S) == 8) {
-    const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-    _mm256_maskstore_pd(reinterpret_cast<double*>(p), m, bit_cast<__m256d>(v));
-    return;
-  }
-#endif
-  S buf[L];
-  store(buf, v);
 #pragma GCC unroll 16
-  for (int l = 0; l < L; ++l)
-    if (l < n) __builtin_memcpy(p + l, buf + l, sizeof(S));
-#endif
+    for (int l = 0; l < L; ++l)
+      if (l < n) __builtin_memcpy(p + l, buf + l, sizeof(S));
+  }
 }
 
 // A whole vector, or its first n lanes.
