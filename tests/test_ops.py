@@ -515,26 +515,30 @@ def test_channels_last_unit_tiles_split_mid_row_native_matches_reference(kernel)
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-def test_channels_last_fused_unit_tiles_native_matches_reference(dtype):
-    # The fused op's depthwise half (written in float into its tile buffer) through the unit tiles,
-    # with a channel tail: 41 channels, rows of 21 pixels.
-    torch.manual_seed(0)
-    x, dw, pw, b = (t.to(dtype) for t in separable_inputs(n=2, c=41, h=5, w=21, m=1, o=8))
-    x = x.contiguous(memory_format=torch.channels_last)
-    geometry = ((1, 1), (1, 1, 1, 1), (1, 1), "relu", "relu6")
-    check_against_reference(lambda *t: ops().separable_conv2d(*t, *geometry),
-                            lambda *t: reference.separable_conv2d(*t, *geometry),
-                            [x, dw, pw, b], ["input", "depthwise_weight", "pointwise_weight", "bias"])
+# How the fused op cuts its work, per layout: separable_inputs' sizes, channels-last or not, the input
+# and mid activations.
+_SEPARABLE_TILING = [
+    # Channels-last: the depthwise half (written in float into the tile buffer) through the unit
+    # tiles, with a channel tail: 41 channels, rows of 21 pixels.
+    pytest.param(dict(n=2, c=41, h=5, w=21, m=1, o=8), True, "relu", "relu6", id="channels_last-unit_tiles"),
+    # Channels-last, 1024 depthwise channels over 2 x 48 x 48 pixels: several pixel tiles forward and
+    # backward (BLAS: 1M values a tile, 5 tiles; oneDNN: 4M, 2 tiles), each tile's GEMM writing its
+    # rows of the output (and of grad_mid) with the same packed weight.
+    pytest.param(dict(n=2, c=1024, h=48, w=48, m=1, o=8), True, "none", "relu", id="channels_last-several_tiles"),
+    # NCHW, 520 depthwise channels: the forward cuts the 120 output rows into bands (tiles of 512
+    # pixels: 52 rows of 10), each band's depthwise half filling its own padded rows.
+    pytest.param(dict(n=1, c=260, h=120, w=10, m=2, o=8), False, "relu", "none", id="nchw-row_bands"),
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-def test_nchw_fused_row_bands_native_matches_reference(dtype):
-    # 520 depthwise channels make the fused op's NCHW forward cut the 120 output rows into bands
-    # (tiles of 512 pixels: 52 rows of 10), each band's depthwise half filling its own padded rows.
+@pytest.mark.parametrize("sizes, channels_last, input_activation, mid_activation", _SEPARABLE_TILING)
+def test_separable_tiling_native_matches_reference(dtype, sizes, channels_last, input_activation, mid_activation):
     torch.manual_seed(0)
-    x, dw, pw, b = (t.to(dtype) for t in separable_inputs(n=1, c=260, h=120, w=10, m=2, o=8))
-    geometry = ((1, 1), (1, 1, 1, 1), (1, 1), "relu", "none")
+    x, dw, pw, b = (t.to(dtype) for t in separable_inputs(**sizes))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    geometry = ((1, 1), (1, 1, 1, 1), (1, 1), input_activation, mid_activation)
     check_against_reference(lambda *t: ops().separable_conv2d(*t, *geometry),
                             lambda *t: reference.separable_conv2d(*t, *geometry),
                             [x, dw, pw, b], ["input", "depthwise_weight", "pointwise_weight", "bias"])

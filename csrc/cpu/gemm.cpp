@@ -34,12 +34,14 @@ bool amd_processor() {
 #endif
 }
 
-// oneDNN's fp32 inner product as torch registers it (what torch.compile's CPU backend calls), or
-// nullopt when this torch has none.
-std::optional<c10::OperatorHandle> onednn_linear() {
+// oneDNN's fp32 inner product as torch registers it (what torch.compile's CPU backend calls), and
+// its weight packing, or nullopt when this torch has none.
+std::optional<c10::OperatorHandle> onednn_op(const char* name) {
   if (!at::hasMKLDNN()) return std::nullopt;
-  return c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+  return c10::Dispatcher::singleton().findSchema({name, ""});
 }
+std::optional<c10::OperatorHandle> onednn_linear() { return onednn_op("mkldnn::_linear_pointwise"); }
+std::optional<c10::OperatorHandle> onednn_pack() { return onednn_op("mkldnn::_reorder_linear_weight"); }
 
 bool use_onednn() {
   static const bool onednn = [] {
@@ -47,16 +49,14 @@ bool use_onednn() {
     if (env != nullptr && *env != '\0') {
       const std::string_view name(env);
       TORCH_CHECK(name == "blas" || name == "onednn", "XSEP_CPU_GEMM='", name, "' is not one of 'blas', 'onednn'");
-      TORCH_CHECK(name == "blas" || onednn_linear().has_value(),
+      TORCH_CHECK(name == "blas" || (onednn_linear().has_value() && onednn_pack().has_value()),
                   "XSEP_CPU_GEMM=onednn: this torch was built without oneDNN (mkldnn::_linear_pointwise)");
       return name == "onednn";
     }
-    return amd_processor() && onednn_linear().has_value();
+    return amd_processor() && onednn_linear().has_value() && onednn_pack().has_value();
   }();
   return onednn;
 }
-
-bool onednn_for(const at::Tensor& x) { return x.scalar_type() == at::kFloat && use_onednn(); }
 
 at::Tensor onednn_linear_call(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   static const c10::OperatorHandle op = *onednn_linear();
@@ -64,7 +64,7 @@ at::Tensor onednn_linear_call(const at::Tensor& x, const at::Tensor& w, const at
   std::vector<c10::IValue> stack;
   stack.reserve(6);
   stack.emplace_back(x.contiguous());
-  stack.emplace_back(w.contiguous());
+  stack.emplace_back(w.is_mkldnn() ? w : w.contiguous());
   stack.emplace_back(bias.defined() ? c10::IValue(bias) : c10::IValue());
   stack.emplace_back(std::string("none"));
   stack.emplace_back(c10::List<std::optional<c10::Scalar>>());
@@ -77,13 +77,24 @@ at::Tensor onednn_linear_call(const at::Tensor& x, const at::Tensor& w, const at
 
 const char* gemm_library() { return use_onednn() ? "onednn" : "blas"; }
 
+bool linear_uses_onednn(at::ScalarType dtype) { return dtype == at::kFloat && use_onednn(); }
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
-  if (onednn_for(x)) return onednn_linear_call(x, w, bias);
+  if (linear_uses_onednn(x.scalar_type())) return onednn_linear_call(x, w, bias);
   return bias.defined() ? at::addmm(bias, x, w.t()) : at::mm(x, w.t());
 }
 
+at::Tensor packed_linear_weight(const at::Tensor& w, int64_t rows) {
+  if (!linear_uses_onednn(w.scalar_type())) return w;
+  static const c10::OperatorHandle op = *onednn_pack();
+  // mkldnn::_reorder_linear_weight(Tensor self, int? batch_size=None)
+  std::vector<c10::IValue> stack{c10::IValue(w.contiguous()), c10::IValue(rows)};
+  op.callBoxed(&stack);
+  return stack.back().toTensor();
+}
+
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
-  if (onednn_for(x)) {
+  if (linear_uses_onednn(x.scalar_type())) {
     out.copy_(onednn_linear_call(x, w, bias));
   } else {
     mm_with_bias_out(out, bias, x, w.t());

@@ -43,11 +43,14 @@ int64_t tile_pixels(int64_t mid_channels, int64_t pixels, int64_t tile_floats, i
   const int64_t tiles = std::max<int64_t>(1, (pixels + target - 1) / target);
   return std::max<int64_t>(1, (pixels + tiles - 1) / tiles);
 }
-// Channels-last tiles: 4 MB (in L2 or L3), at least 1024 pixels. On the 2-core Xeon (fp32, batch
-// 8) 512-pixel tiles ran the 728-wide layers' fused forward 10-12% slower than 1024 or 1536, as
-// separate GEMMs of those sizes did.
-int64_t nhwc_tile_pixels(int64_t mid_channels, int64_t pixels) {
-  return tile_pixels(mid_channels, pixels, int64_t(1) << 20, 1024);
+// Channels-last tiles: 1M values (4 MB in float32, in L2 or L3), at least 1024 pixels. On the 2-core
+// Xeon (fp32, batch 8) 512-pixel tiles ran the 728-wide layers' fused forward 10-12% slower than 1024
+// or 1536, as separate GEMMs of those sizes did. oneDNN's inner product (gemm.h) gains from taller
+// tiles still: 4M values (16 MB, in the AMD EPYC's 32 MB L3) ran 37x37 728 -> 728 at 0.97-1.01x of
+// torch against 0.86-0.89x with 1M (Zen 4, fp32, batch 8, two alternations).
+int64_t nhwc_tile_pixels(int64_t mid_channels, int64_t pixels, at::ScalarType acc) {
+  const int64_t values = int64_t(1) << (linear_uses_onednn(acc) ? 22 : 20);
+  return tile_pixels(mid_channels, pixels, values, 1024);
 }
 
 // The depthwise half of the fused op for output pixels [p0 + q0, p0 + q1) of a tile starting at p0,
@@ -321,10 +324,10 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const auto x = nhwc(input);
   const auto acc = acc_dtype(input.scalar_type());
   const auto w_dw = tap_major(dw_weight);
-  const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();  // [O, C*M]
   const auto b = acc_bias(bias);
   const auto b_dw = acc_bias(dw_bias);
-  const int64_t T = nhwc_tile_pixels(g.OC, P);
+  const int64_t T = nhwc_tile_pixels(g.OC, P, acc);
+  const auto w_pw = packed_linear_weight(pw_weight.reshape({O, g.OC}).to(acc), T);  // [O, C*M]
   auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
@@ -371,13 +374,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const auto go = nhwc(grad_output);
   const auto w_dw = tap_major(dw_weight);
   const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc);  // [O, C*M]
-  const auto w_pw_t = w_pw.t().contiguous();               // [C*M, O], for linear_out
   const auto b_dw = acc_bias(dw_bias);
   // Gradient with respect to the depthwise output (before the mid activation), [P, C*M].
   auto grad_mid = at::empty({P, g.OC}, x.options().dtype(acc));
 
   auto grad_pw = at::zeros({O, g.OC}, x.options().dtype(acc));
-  const int64_t T = nhwc_tile_pixels(g.OC, std::max<int64_t>(P, 1));
+  const int64_t T = nhwc_tile_pixels(g.OC, std::max<int64_t>(P, 1), acc);
+  const auto w_pw_t = packed_linear_weight(w_pw.t(), T);  // [C*M, O]
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
     using acc_t = Acc<scalar_t>;
     constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
