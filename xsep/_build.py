@@ -185,7 +185,10 @@ def _defines(with_cuda: bool) -> list[str]:
 
 def cxx_flags(with_cuda: bool) -> list[str]:
     # -fopenmp: at::parallel_for is inline in torch's headers and runs serially without it.
-    return ["-O3", "-fno-math-errno", "-fopenmp"] + _defines(with_cuda)
+    # -fno-tree-loop-distribute-patterns: short zero-fill and copy loops in the CPU kernels (the
+    # padding columns of a row buffer, a few values) stay loops instead of becoming memset/memcpy
+    # library calls (510 memset call sites in the AVX2 kernels' object before).
+    return ["-O3", "-fno-math-errno", "-fno-tree-loop-distribute-patterns", "-fopenmp"] + _defines(with_cuda)
 
 
 def link_flags() -> list[str]:
