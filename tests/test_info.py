@@ -75,7 +75,10 @@ def test_a_line_per_backend_and_device(info_output):
     if not torch.cuda.is_available():
         assert status["native/cuda"] == "unavailable: no CUDA device is visible"
     auto = next(ln for ln in lines if ln.startswith("automatic choice on cpu: "))
-    assert auto == "automatic choice on cpu: " + ("native" if _loaded(info_output) else "torch")
+    # native where the library loads and the committed results show the default op (fused
+    # separable, channels_last) at least as fast on this kind of CPU.
+    faster = backends.measured_faster_on_cpu("separable_conv2d", "channels_last")
+    assert auto == "automatic choice on cpu: " + ("native" if _loaded(info_output) and faster else "torch")
 
 
 def test_collect_is_structured():
