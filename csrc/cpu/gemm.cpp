@@ -7,13 +7,13 @@
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string_view>
+#include <vector>
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
-#include <cstring>
-#include <vector>
 
 #include "cpu/host.h"
 
@@ -42,6 +42,7 @@ std::optional<c10::OperatorHandle> onednn_op(const char* name) {
 }
 std::optional<c10::OperatorHandle> onednn_linear() { return onednn_op("mkldnn::_linear_pointwise"); }
 std::optional<c10::OperatorHandle> onednn_pack() { return onednn_op("mkldnn::_reorder_linear_weight"); }
+bool onednn_available() { return onednn_linear().has_value() && onednn_pack().has_value(); }
 
 bool use_onednn() {
   static const bool onednn = [] {
@@ -49,11 +50,11 @@ bool use_onednn() {
     if (env != nullptr && *env != '\0') {
       const std::string_view name(env);
       TORCH_CHECK(name == "blas" || name == "onednn", "XSEP_CPU_GEMM='", name, "' is not one of 'blas', 'onednn'");
-      TORCH_CHECK(name == "blas" || (onednn_linear().has_value() && onednn_pack().has_value()),
+      TORCH_CHECK(name == "blas" || onednn_available(),
                   "XSEP_CPU_GEMM=onednn: this torch was built without oneDNN (mkldnn::_linear_pointwise)");
       return name == "onednn";
     }
-    return amd_processor() && onednn_linear().has_value() && onednn_pack().has_value();
+    return amd_processor() && onednn_available();
   }();
   return onednn;
 }

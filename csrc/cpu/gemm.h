@@ -21,8 +21,8 @@ const char* gemm_library();
 bool linear_uses_onednn(at::ScalarType dtype);
 
 // x [P, K] . w [N, K]^T (+ bias [N] when defined): the pointwise forward's product, and the input
-// gradient's with w = the weight transposed. oneDNN reads w contiguous (a copy otherwise): pass a
-// contiguous w when calling more than once with it.
+// gradient's with w = the weight transposed. oneDNN reads w contiguous (a copy otherwise): pass
+// packed_linear_weight(w) when calling more than once with it.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
 // The same, written into out [P, N] (the output's rows, a tile buffer).
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
