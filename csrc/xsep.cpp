@@ -26,7 +26,8 @@
 // What this library was built with, as "key=value;..." (read by `python -m xsep info`).
 static std::string build_info() {
   return std::string("cuda=") + (XSEP_WITH_CUDA ? "1" : "0") + ";cuda_archs=" + XSEP_CUDA_ARCHS_STR +
-         ";cpu_isa=" + xsep::cpu::kernel_isa() + ";cpu_gemm=" + xsep::cpu::gemm_library() + ";compiler=" +
+         ";cpu_isa=" + xsep::cpu::kernel_isa() + ";cpu_gemm=" + xsep::cpu::gemm_library() +
+         ";cpu_weight_gemm=" + xsep::cpu::weight_gemm_library() + ";compiler=" +
 #if defined(__clang__)
          "clang " __clang_version__;
 #elif defined(__GNUC__)

@@ -267,6 +267,9 @@ def _all_results(dtype=torch.float32, n=4, c=16, h=33, w=30, m=2, o=24):
     y_pw = ops().pointwise_conv2d(x, pw1, None)
     g_dw, g_sep, g_pw = (torch.randn_like(y) for y in (y_dw, y_sep, y_pw))
     sep_grads = ops().separable_conv2d_backward(g_sep, x, dw, pw, *geometry, "relu", "relu6", b)
+    # Channels-last weight gradients go through another product (csrc/cpu/host.h, addmm_tn_fixed_order).
+    x_cl, g_pw_cl, g_sep_cl = (t.to(memory_format=torch.channels_last) for t in (x, g_pw, g_sep))
+    sep_grads_cl = ops().separable_conv2d_backward(g_sep_cl, x_cl, dw, pw, *geometry, "relu", "relu6", b)
     return {
         "depthwise_conv2d": y_dw,
         "separable_conv2d": y_sep,
@@ -279,6 +282,8 @@ def _all_results(dtype=torch.float32, n=4, c=16, h=33, w=30, m=2, o=24):
         "separable_conv2d_backward[grad_depthwise_weight]": sep_grads[1],
         "separable_conv2d_backward[grad_pointwise_weight]": sep_grads[2],
         "separable_conv2d_backward[grad_depthwise_bias]": sep_grads[3],
+        "pointwise_conv2d_grad_weight[channels_last]": ops().pointwise_conv2d_grad_weight(g_pw_cl, x_cl, pw1),
+        "separable_conv2d_backward[channels_last grad_pointwise_weight]": sep_grads_cl[2],
     }
 
 
@@ -303,11 +308,37 @@ def test_weight_gradients_independent_of_thread_count():
     # kernel are checked against the single-threaded ones the rest of the suite uses.
     one, two = at_one_and_two_threads(_seeded_results)
     weight_grads = [k for k in one if "weight" in k]
-    assert len(weight_grads) == 4
+    assert len(weight_grads) == 6
     different = [k for k in weight_grads if not torch.equal(one[k], two[k])]
     assert not different, f"depend on the thread count: {different}"
     for k in one:
         assert rel_error(two[k], one[k]) <= 1e-6, k
+
+
+# (N, C, O, H, W): pixels K = N*H*W below, at and across the weight product's blocks of 256; output
+# rows O in a register tile or several, with tails of every size across the threads' row ranges;
+# columns C below a vector, with a partial vector, and across blocks of 256 (csrc/cpu/tn_product_impl.h).
+_WEIGHT_PRODUCT_SHAPES = [(1, 3, 5, 7, 7), (2, 20, 37, 16, 17), (1, 300, 29, 9, 9), (1, 64, 128, 4, 4),
+                          (3, 17, 13, 11, 8)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", _WEIGHT_PRODUCT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_native_pointwise_grad_weight_matches_reference(shape, dtype):
+    n, c, o, h, w = shape
+    x = torch.randn(n, c, h, w, dtype=dtype).to(memory_format=torch.channels_last)
+    gy = torch.randn(n, o, h, w, dtype=dtype).to(memory_format=torch.channels_last)
+    weight = torch.randn(o, c, 1, 1, dtype=dtype)
+    expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(o, c, 1, 1)
+    for threads in (1, 2):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            got = ops().pointwise_conv2d_grad_weight(gy, x, weight)
+        finally:
+            torch.set_num_threads(previous)
+        assert got.dtype == dtype and got.shape == weight.shape
+        assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14), threads
 
 
 # --------------------------------------------------------------------------------------------------
@@ -591,7 +622,10 @@ def test_every_cpu_isa(isa):
         pytest.skip("cannot read the CPU's flags (/proc/cpuinfo)")
     if not _ISA_FLAGS[isa] <= flags:
         pytest.skip(f"this CPU lacks {sorted(_ISA_FLAGS[isa] - flags)}")
-    result = _run_pytest({"XSEP_CPU_ISA": isa}, "(native and matches_reference) or gradcheck")
+    # xsep's weight-gradient product (compiled per instruction set too) forced on, whatever this
+    # processor's default.
+    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep"},
+                         "(native and matches_reference) or gradcheck or thread_count")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
@@ -599,29 +633,38 @@ def test_every_cpu_isa(isa):
 # Every GEMM library
 
 
+# The libraries of the products: XSEP_CPU_GEMM (the pointwise forward and input-gradient products)
+# and XSEP_CPU_WEIGHT_GEMM (the weight gradients'), with the key _build_info reports each under.
+_PRODUCT_LIBRARIES = {"XSEP_CPU_GEMM": ("cpu_gemm", ["blas", "onednn"]),
+                      "XSEP_CPU_WEIGHT_GEMM": ("cpu_weight_gemm", ["blas", "xsep"])}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("library", ["blas", "onednn"])
-def test_every_cpu_gemm_library(library):
-    # The pointwise products run on BLAS or on oneDNN, whichever is faster on this kind of processor
-    # (csrc/cpu/gemm.h), so the rest of the suite tests only that one. XSEP_CPU_GEMM forces the other:
-    # rerun the pointwise and fused ops' reference sweep and gradchecks with it (a fresh process, as
-    # the choice is made once per process).
-    active = torch.ops.xsep._build_info().split("cpu_gemm=")[1].split(";")[0]
+@pytest.mark.parametrize("variable,library", [(v, lib) for v, (_, libs) in _PRODUCT_LIBRARIES.items() for lib in libs])
+def test_every_cpu_gemm_library(variable, library):
+    # The products run on whichever library is faster on this kind of processor (csrc/cpu/gemm.h),
+    # so the rest of the suite tests only that one. The variable forces the other: rerun the
+    # pointwise and fused ops' reference sweep, gradchecks and thread-count tests with it (a fresh
+    # process, as the choice is made once per process).
+    key = _PRODUCT_LIBRARIES[variable][0]
+    active = torch.ops.xsep._build_info().split(f"{key}=")[1].split(";")[0]
     if library == active:
-        pytest.skip(f"{library} is the active GEMM library, tested by the rest of the suite")
+        pytest.skip(f"{library} is the active library ({variable}), tested by the rest of the suite")
     if library == "onednn" and not torch.backends.mkldnn.is_available():
         pytest.skip("this torch was built without oneDNN")
-    result = _run_pytest({"XSEP_CPU_GEMM": library},
-                         "(pointwise or separable) and ((native and matches_reference) or gradcheck)")
+    result = _run_pytest({variable: library},
+                         "((pointwise or separable) and ((native and matches_reference) or gradcheck)) or thread_count")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
-def test_cpu_gemm_library_bad_name():
+@pytest.mark.parametrize("variable", list(_PRODUCT_LIBRARIES))
+def test_cpu_gemm_library_bad_name(variable):
     result = subprocess.run([sys.executable, "-c", "import torch, xsep.functional as F; "
-                             "F.pointwise_conv2d(torch.randn(1, 2, 3, 3).to(memory_format=torch.channels_last), "
-                             "torch.randn(4, 2, 1, 1), backend='native')"],
-                            env={**_subprocess_env(), "XSEP_CPU_GEMM": "mkl-please"}, capture_output=True, text=True,
+                             "x = torch.randn(1, 2, 3, 3).to(memory_format=torch.channels_last).requires_grad_(); "
+                             "F.pointwise_conv2d(x, torch.randn(4, 2, 1, 1, requires_grad=True), backend='native').sum().backward()"],
+                            env={**_subprocess_env(), variable: "mkl-please"}, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode != 0
-    assert "XSEP_CPU_GEMM='mkl-please' is not one of 'blas', 'onednn'" in result.stderr
+    libraries = ", ".join(f"'{lib}'" for lib in _PRODUCT_LIBRARIES[variable][1])
+    assert f"{variable}='mkl-please' is not one of {libraries}" in result.stderr

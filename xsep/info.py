@@ -62,7 +62,8 @@ def main() -> int:
     build = info["build"]
     if build.get("loaded"):
         cuda = f"CPU + CUDA (archs {build['cuda_archs']})" if build["cuda"] == "1" else "CPU only"
-        print(f"library: {cuda}; CPU kernels use {build['cpu_isa']}, products {build['cpu_gemm']}; "
+        print(f"library: {cuda}; CPU kernels use {build['cpu_isa']}, products {build['cpu_gemm']}, "
+              f"weight products {build.get('cpu_weight_gemm', '?')}; "
               f"{build['compiler']}; {build['how']} at {build['path']}")
     else:
         print(f"library: not loaded: {build['error']}")

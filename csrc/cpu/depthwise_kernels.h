@@ -14,6 +14,9 @@
 
 namespace xsep::cpu {
 
+// Values of scratch memory add_tn_product takes (its packed block of b).
+inline constexpr int64_t kTnWorkspace = 256 * 256;
+
 // Weights are passed tap-major, already converted to acc_t: w[(i * kw + j) * OC + oc].
 // Pixel p means (n * Ho + ho) * Wo + wo; output row r means n * Ho + ho; input row r means n * H + h.
 template <typename T>
@@ -46,6 +49,11 @@ struct DepthwiseKernels {
   void (*activation_grad)(Activation act, const acc_t* pre, acc_t* grad, int64_t n);
   // dst[c] += src[c] for c < n (the deterministic reduction of per-chunk partial sums).
   void (*add_into)(const acc_t* src, acc_t* dst, int64_t n);
+  // Rows [m0, m1) of out [M, N] (row stride ldo) += a^T b, a [K, M] and b [K, N] (row strides lda,
+  // ldb): the weight gradients' product in an order fixed by K alone (tn_product_impl.h); work:
+  // kTnWorkspace values for the caller's thread.
+  void (*add_tn_product)(int64_t K, int64_t N, const acc_t* a, int64_t lda, const acc_t* b, int64_t ldb, acc_t* out,
+                         int64_t ldo, int64_t m0, int64_t m1, acc_t* work);
 };
 
 // The table for the best instruction set this CPU supports (AVX-512, AVX2+FMA, or baseline x86-64),

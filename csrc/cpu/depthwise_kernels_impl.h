@@ -215,6 +215,13 @@ XSEP_INLINE void st(S* p, V v, int n) {
   else store(p, v);
 }
 
+// s in every lane, as one broadcast: s - 0 is s for every s, -0 and NaN included, so GCC drops
+// the subtraction (V{} + s compiles to a scalar addition before the broadcast: -0 + 0 is +0).
+template <typename V, typename A>
+XSEP_INLINE V splat(A s) {
+  return s - V{};
+}
+
 // max(v, 0), keeping NaN.
 template <typename V>
 XSEP_INLINE V relu(V v) {
@@ -1087,6 +1094,8 @@ void add_into(const A* src, A* dst, i64 n) {
   });
 }
 
+#include "cpu/tn_product_impl.h"
+
 template <typename T>
 DepthwiseKernels<T> make_table() {
   using A = Acc<T>;
@@ -1102,6 +1111,7 @@ DepthwiseKernels<T> make_table() {
   t.activation = &activation<A>;
   t.activation_grad = &activation_grad<A>;
   t.add_into = &add_into<A>;
+  t.add_tn_product = &add_tn_product<A>;
   return t;
 }
 

@@ -80,6 +80,25 @@ const char* gemm_library() { return use_onednn() ? "onednn" : "blas"; }
 
 bool linear_uses_onednn(at::ScalarType dtype) { return dtype == at::kFloat && use_onednn(); }
 
+static bool weight_products_on_xsep() {
+  static const bool xsep = [] {
+    const char* env = std::getenv("XSEP_CPU_WEIGHT_GEMM");
+    if (env != nullptr && *env != '\0') {
+      const std::string_view name(env);
+      TORCH_CHECK(name == "blas" || name == "xsep", "XSEP_CPU_WEIGHT_GEMM='", name, "' is not one of 'blas', 'xsep'");
+      return name == "xsep";
+    }
+    return amd_processor();
+  }();
+  return xsep;
+}
+
+const char* weight_gemm_library() { return weight_products_on_xsep() ? "xsep" : "blas"; }
+
+bool tn_product_on_xsep(at::ScalarType dtype) {
+  return (dtype == at::kFloat || dtype == at::kDouble) && weight_products_on_xsep();
+}
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   if (linear_uses_onednn(x.scalar_type())) return onednn_linear_call(x, w, bias);
   return bias.defined() ? at::addmm(bias, x, w.t()) : at::mm(x, w.t());

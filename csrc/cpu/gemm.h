@@ -8,12 +8,22 @@
 // pointwise op 0.69x of torch's 1x1 convolution at 10x10 1536 -> 2048 (issue 14). So: oneDNN on
 // AMD processors, BLAS elsewhere; XSEP_CPU_GEMM=blas|onednn overrides it (tests and benchmarks).
 // Only float32 products go to oneDNN; the others, and every product when torch was built without
-// oneDNN, use BLAS. Weight gradients keep BLAS's fixed-order blocks (addmm_tn_fixed_order, host.h).
+// oneDNN, use BLAS. Weight gradients need a fixed summation order (addmm_tn_fixed_order, host.h):
+// see weight_gemm_library below.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 namespace xsep::cpu {
+
+// "xsep" or "blas": what runs the weight gradients' products (addmm_tn_fixed_order, host.h) for
+// float32 and float64: xsep's own kernel (tn_product_impl.h) on AMD processors, where it ran
+// Xception's pointwise weight gradients 1.1-1.3x faster than MKL's products in fixed blocks (Zen 4,
+// fp32, batch 8), BLAS elsewhere (on Intel, MKL runs its AVX-512 code: not measured against it).
+// XSEP_CPU_WEIGHT_GEMM=blas|xsep overrides it. Chosen once per process.
+const char* weight_gemm_library();
+// Whether addmm_tn_fixed_order runs on xsep's kernel for this dtype.
+bool tn_product_on_xsep(at::ScalarType dtype);
 
 // "blas" or "onednn": the library linear() and linear_out() use for float32 (chosen once per process).
 const char* gemm_library();

@@ -6,10 +6,32 @@
 #include <ATen/ops/mm.h>
 
 #include <algorithm>
+#include <memory>
+
+#include "cpu/depthwise_kernels.h"
+#include "cpu/gemm.h"
 
 namespace xsep::cpu {
 
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  const auto dtype = out.scalar_type();
+  const bool rows = a.scalar_type() == dtype && b.scalar_type() == dtype && a.stride(1) == 1 && b.stride(1) == 1 &&
+                    out.stride(1) == 1;
+  if (rows && tn_product_on_xsep(dtype)) {
+    AT_DISPATCH_FLOATING_TYPES(dtype, "addmm_tn_fixed_order", [&] {
+      const auto& k = depthwise_kernels<scalar_t>();
+      const int64_t K = a.size(0), N = b.size(1);
+      const scalar_t* ap = a.const_data_ptr<scalar_t>();
+      const scalar_t* bp = b.const_data_ptr<scalar_t>();
+      scalar_t* op = out.mutable_data_ptr<scalar_t>();
+      // Each thread its own rows of out, all of k: no element is split across threads.
+      at::parallel_for(0, out.size(0), kTnRowGrain, [&](int64_t m0, int64_t m1) {
+        const std::unique_ptr<scalar_t[]> work(new scalar_t[kTnWorkspace]);  // uninitialised: packed before use
+        k.add_tn_product(K, N, ap, a.stride(0), bp, b.stride(0), op, out.stride(0), m0, m1, work.get());
+      });
+    });
+    return out;
+  }
   for (int64_t k0 = 0; k0 < a.size(0); k0 += kBlasReductionRows) {
     const int64_t k = std::min(kBlasReductionRows, a.size(0) - k0);
     out.addmm_(a.narrow(0, k0, k).t(), b.narrow(0, k0, k));

@@ -78,11 +78,15 @@ at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, 
 }
 
 // out += a^T b for a [K, M] and b [K, N] (weight gradients: K runs over pixels), with the same bits
-// whatever the number of threads: BLAS splits a long reduction across its threads, which changes
-// the order of the sums with the thread count, so the rows are fed to it in fixed blocks of
-// kBlasReductionRows, one after another, each too short for BLAS to split (MKL, measured on Intel
-// Xeon: bitwise equal at 1 and 2 threads for every Xception layer; 1.0-1.3x the time of one call).
+// whatever the number of threads. Where tn_product_on_xsep (gemm.h) and the operands are rows
+// (unit column stride), xsep's own kernel (tn_product_impl.h: each element one chain over k, each
+// thread its own rows of out, at least kTnRowGrain of them). Otherwise BLAS, which splits a long
+// reduction across its threads (the order of the sums then changes with the thread count), so the
+// rows are fed to it in fixed blocks of kBlasReductionRows, one after another, each too short for
+// BLAS to split (MKL, measured on Intel Xeon: bitwise equal at 1 and 2 threads for every Xception
+// layer; 1.0-1.3x the time of one call).
 inline constexpr int64_t kBlasReductionRows = 512;
+inline constexpr int64_t kTnRowGrain = 16;
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
 // out = a . b, plus `bias` (broadcast: a column [rows, 1] or a row [cols]) when defined, as one GEMM.

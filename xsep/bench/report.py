@@ -2,7 +2,8 @@
 results file (`<out>/<device>/<date>.json`, schema below) and a PNG chart of per-layer speedups.
 
 JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings, and for a CPU
-"cpu_isa" and "cpu_gemm" (the instruction set of xsep's kernels, the library of its products)},
+"cpu_isa", "cpu_gemm" and "cpu_weight_gemm" (the instruction set of xsep's kernels, the library of its
+products, what runs its weight gradients' products)},
 "versions", "settings", "layers": [row, ...] (see layers.bench_case), "models": [row, ...],
 "summary": [{"op", "mode", "backend", "dtype", "layout", "geomean_speedup", "network_speedup", "layers"}]}.
 The ceilings (ceilings.measure): "copy_bytes_per_s", "matmul_flops_per_s" (the best GEMM),
@@ -49,11 +50,11 @@ def cpu_kind(name: str, isa: str | None) -> str:
 
 
 def cpu_build() -> dict:
-    """The instruction set and GEMM library xsep's CPU kernels use here (empty without the library)."""
+    """The instruction set and GEMM libraries xsep's CPU kernels use here (empty without the library)."""
     from xsep import _extension
 
     info = _extension.build_info()
-    return {key: info[key] for key in ("cpu_isa", "cpu_gemm") if key in info}
+    return {key: info[key] for key in ("cpu_isa", "cpu_gemm", "cpu_weight_gemm") if key in info}
 
 
 def device_slug(device: torch.device) -> str:
@@ -278,8 +279,8 @@ def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
         settings, device = doc["settings"], doc["device"]
         rel = path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path
         threads = f", {device['threads']} threads" if device.get("threads") else ""
-        isa = "".join(f", {label} {device[key]}" for key, label in (("cpu_isa", "kernels"), ("cpu_gemm", "products"))
-                      if device.get(key))
+        labels = (("cpu_isa", "kernels"), ("cpu_gemm", "products"), ("cpu_weight_gemm", "weight products"))
+        isa = "".join(f", {label} {device[key]}" for key, label in labels if device.get(key))
         lines += [f"**{device['name']}** ({device['type']}{isa}{threads}), "
                   f"batch {settings['batch']}, {doc['date']}, baseline {settings['baseline']}; measured copy "
                   f"{device['copy_bytes_per_s'] / 1e9:.0f} GB/s, {device['matmul_dtype']} matmul "
