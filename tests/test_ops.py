@@ -556,6 +556,9 @@ _SEPARABLE_TILING = [
     # backward (BLAS: 1M values a tile, 5 tiles; oneDNN: 4M, 2 tiles), each tile's GEMM writing its
     # rows of the output (and of grad_mid) with the same packed weight.
     pytest.param(dict(n=2, c=1024, h=48, w=48, m=1, o=8), True, "none", "relu", id="channels_last-several_tiles"),
+    # Channels-last, a short product (64 depthwise channels -> 192): the forward on oneDNN takes 1M
+    # values of depthwise output and result a tile (4096 pixels: 2 tiles here); BLAS, 1 tile.
+    pytest.param(dict(n=2, c=64, h=48, w=48, m=1, o=192), True, "relu", "none", id="channels_last-short_product"),
     # NCHW, 520 depthwise channels: the forward cuts the 120 output rows into bands (tiles of 512
     # pixels: 52 rows of 10), each band's depthwise half filling its own padded rows.
     pytest.param(dict(n=1, c=260, h=120, w=10, m=2, o=8), False, "relu", "none", id="nchw-row_bands"),
