@@ -9,6 +9,7 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/baddbmm.h>
 #include <ATen/ops/bmm.h>
+#include <ATen/ops/convolution.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
@@ -83,6 +84,17 @@ at::Tensor batched_left_product(const at::Tensor& m, const at::Tensor& b, const 
   return out;
 }
 
+// Short float32 products on oneDNN (K <= 256) go through its 1x1 convolution, which ran them faster
+// than its inner product (AMD EPYC, Zen 4, batch 8, one process: 147x147 64->128 18.7 against 21.5
+// ms; 74x74 128->256 and 19x19 728->728 within 5%) and writes the output in place of a copy.
+bool short_product_on_onednn_conv(const at::Tensor& t, int64_t K) {
+  return t.scalar_type() == at::kFloat && linear_uses_onednn(at::kFloat) && K <= 256;
+}
+
+at::Tensor conv1x1(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  return at::convolution(input, weight, bias, {1, 1}, {0, 0}, {1, 1}, false, {0, 0}, 1);
+}
+
 }  // namespace
 
 at::Tensor pointwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -92,6 +104,8 @@ at::Tensor pointwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   if (runs_nchw(input))
     return batched_left_product(weight_2d(weight), planes(input), acc_bias(bias), input, weight.size(0));
+  if (short_product_on_onednn_conv(input, input.size(1)))
+    return in_format_of(conv1x1(nhwc(input), weight, bias), input);
   const auto x = pixels(input);
   const auto w = weight_2d(weight);
   const auto b = acc_bias(bias);
@@ -107,6 +121,9 @@ at::Tensor pointwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   if (runs_nchw(input)) {
     // G_n = W^T x gY_n.
     return batched_left_product(weight_2d(weight).t(), planes(grad_output), at::Tensor(), input, input.size(1));
+  }
+  if (short_product_on_onednn_conv(input, grad_output.size(1))) {
+    return in_format_of(conv1x1(nhwc(grad_output), weight.transpose(0, 1).contiguous(), std::nullopt), input);
   }
   return from_pixels(linear(pixels(grad_output), weight_2d(weight).t(), at::Tensor()), input, input.size(1));
 }
