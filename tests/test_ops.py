@@ -492,7 +492,8 @@ def test_nchw_weight_gradient_with_an_infinite_input(stride):
 # of 4-8 pixels that load each input vector once; a tile with tap columns in the padding, or with fewer
 # pixels left in the segment, is an edge tile that skips those columns and stores only its pixels; and
 # a channel tail shorter than a vector (when C is at least one vector) is redone as the whole vector
-# ending at C. These cases hit those edges; named "native ... matches_reference" so that
+# ending at C. With three tap rows and 3 tap columns, the tiles whose taps all lie inside a row go in
+# runs (weights held in registers) and the rest in unit tiles. These cases hit those edges; named "native ... matches_reference" so that
 # test_every_cpu_isa reruns them (the tiles and vectors differ per instruction set).
 
 # (N, C, H, W, (kh, kw), stride, padding (top, bottom, left, right), dilation, input activation, why)
@@ -509,6 +510,7 @@ _UNIT_CASES = [
     (2, 16, 6, 9, (3, 3), (1, 1), (0, 1, 0, 1), (1, 1), "none", "TF-same padding: none left, one right"),
     (1, 33, 5, 12, (5, 5), (1, 1), (1, 3, 3, 1), (1, 1), "relu", "asymmetric 5x5 padding"),
     (1, 8, 4, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), "none", "W = 1"),
+    (1, 20, 7, 26, (5, 3), (1, 1), (2, 2, 1, 1), (1, 1), "relu", "5x3: runs on the rows with three tap rows"),
 ]
 
 
@@ -610,6 +612,14 @@ _ISA_FLAGS = {"default": set(), "avx2": {"avx2", "fma", "f16c"},
               "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq"}}
 
 
+def _skip_unless_cpu_has(isa: str) -> None:
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("cannot read the CPU's flags (/proc/cpuinfo)")
+    if not _ISA_FLAGS[isa] <= flags:
+        pytest.skip(f"this CPU lacks {sorted(_ISA_FLAGS[isa] - flags)}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", list(_ISA_FLAGS))
 def test_every_cpu_isa(isa):
@@ -620,17 +630,38 @@ def test_every_cpu_isa(isa):
     active = torch.ops.xsep._build_info().split("cpu_isa=")[1].split(";")[0]
     if isa == active:
         pytest.skip(f"{isa} is the active instruction set, tested by the rest of the suite")
-    flags = _cpu_flags()
-    if not flags:
-        pytest.skip("cannot read the CPU's flags (/proc/cpuinfo)")
-    if not _ISA_FLAGS[isa] <= flags:
-        pytest.skip(f"this CPU lacks {sorted(_ISA_FLAGS[isa] - flags)}")
+    _skip_unless_cpu_has(isa)
     # xsep's weight-gradient product (compiled per instruction set too) forced on, whatever this
     # processor's default.
     result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep"},
                          "(native and matches_reference) or gradcheck or thread_count")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_cpu_stream_stores(isa):
+    # Outputs larger than the last-level cache are written with non-temporal stores (the
+    # channels-last depthwise forward, csrc/cpu/host.h: stream_output), which this suite's small
+    # shapes never reach. XSEP_CPU_STREAM_STORES=always forces them: rerun the depthwise reference
+    # sweep, gradchecks and thread-count test with it, under each instruction set that has them.
+    _skip_unless_cpu_has(isa)
+    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_STREAM_STORES": "always"},
+                         "(depthwise and native and matches_reference) or unit_tiles or gradcheck_depthwise "
+                         "or thread_count")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
+
+
+def test_cpu_stream_stores_bad_name():
+    result = subprocess.run([sys.executable, "-c", "import torch, xsep.functional as F; "
+                             "x = torch.randn(1, 2, 3, 3).to(memory_format=torch.channels_last); "
+                             "F.depthwise_conv2d(x, torch.randn(2, 1, 3, 3), padding=1, backend='native')"],
+                            env={**_subprocess_env(), "XSEP_CPU_STREAM_STORES": "sometimes"}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0
+    assert "XSEP_CPU_STREAM_STORES='sometimes' is not one of 'auto', 'always', 'never'" in result.stderr
 
 
 # Every GEMM library

@@ -94,8 +94,9 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
       const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
       scalar_t* yp = out.mutable_data_ptr<scalar_t>();
       const int64_t pixels = g.N * g.Ho * g.Wo;
+      const bool stream = stream_output(x.nbytes() + out.nbytes());
       at::parallel_for(0, pixels, grain(g.OC * g.kh * g.kw),
-                       [&](int64_t p0, int64_t p1) { k.forward(g, xp, wp, bp, yp + p0 * g.OC, p0, p1); });
+                       [&](int64_t p0, int64_t p1) { k.forward(g, xp, wp, bp, yp + p0 * g.OC, p0, p1, stream); });
     });
   }
   return in_format_of(out, input);

@@ -24,8 +24,10 @@ struct DepthwiseKernels {
   using acc_t = Acc<T>;
 
   // out[p - p0][oc] = sum_taps act_in(x) * w (+ bias[oc] when bias != nullptr), p in [p0, p1).
+  // stream_out: write float outputs with non-temporal stores where every pixel's vectors are
+  // aligned (stream_output, host.h); the call returns with them complete (sfence).
   void (*forward)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, T* out, int64_t p0,
-                  int64_t p1);
+                  int64_t p1, bool stream_out);
   // Same, written in acc_t: the fused kernel's tile buffer.
   void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, acc_t* out, int64_t p0,
                       int64_t p1);

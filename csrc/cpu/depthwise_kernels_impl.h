@@ -13,8 +13,7 @@
 // Layout (see depthwise_kernels.h): NHWC activations, tap-major weights w[(i * kw + j) * OC + oc] in acc_t.
 // The M == 1 kernels vectorise along channels: a tile of kP output pixels x kNV vectors of
 // channels keeps its accumulators in registers over all taps, and a tile does all its channels
-// before the next tile (reading NHWC memory in order, with software prefetch of the next tile:
-// each pixel is its own stream, more than the hardware prefetchers follow). Every output element
+// before the next tile (reading NHWC memory in order). Every output element
 // is summed in the same order (bias, then the taps in (i, j) order) whichever tile computes it, so
 // results do not depend on how the host splits the work. M > 1 takes simpler, slower loops.
 
@@ -214,6 +213,19 @@ XSEP_INLINE void st(S* p, V v, int n) {
   if constexpr (Partial) store_n(p, v, n);
   else store(p, v);
 }
+
+// Non-temporal stores of whole float vectors to vector-aligned addresses, bypassing the caches (an
+// output too large to stay there for its reader; no read for ownership), in the AVX2 and AVX-512
+// builds. Weakly ordered: the writer ends with _mm_sfence().
+#if XSEP_VEC_BYTES >= 32
+XSEP_INLINE void store_stream(float* p, VF v) {
+#if XSEP_VEC_BYTES == 64
+  _mm512_stream_ps(p, bit_cast<__m512>(v));
+#else
+  _mm256_stream_ps(p, bit_cast<__m256>(v));
+#endif
+}
+#endif
 
 // s in every lane, as one broadcast: s - 0 is s for every s, -0 and NaN included, so GCC drops
 // the subtraction (V{} + s compiles to a scalar addition before the broadcast: -0 + 0 is +0).
@@ -513,43 +525,139 @@ XSEP_INLINE void with_unit_kw(i64 kw, F&& f) {
   }
 }
 
-// Output columns [wo0, wo1) of a row at unit stride and dilation along W (xr: the input row of the
-// first tap row; out: output pixel wo0), all in unit tiles: those with a tap column in the padding,
-// or fewer than P pixels left, as edge tiles. Tiles start at wo0, so a row's first tile covers its
-// left border, and a plane narrower than a tile is one edge tile.
-template <int KW, bool Relu, typename T, typename O, typename A>
-void fwd_row_unit_edges(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 wo0,
-                        i64 wo1, i64 pad_left, i64 W) {
-  constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
-  for (i64 q = wo0; q < wo1; q += P) {
+// Runs: the pixels of a row whose taps all lie inside it, with three tap rows, for one block of
+// channels at a time, in tiles of P pixels (then 4, 2, 1 for the rest) that keep the block's 3 x KW
+// weights and its bias in registers from one tile to the next. A unit tile reloads them and takes
+// a call each, with its accumulators set up again: at 147x147x64, one thread, data in cache, that
+// overhead was as large as the multiply-adds. The same sums in the same order as fwd_tile_unit.
+#if XSEP_VEC_BYTES == 64
+constexpr int kRunP = 8;
+#else
+constexpr int kRunP = 4;
+#endif
+// Tap-column counts with runs: 3 x KW weights, P accumulators, the bias and an input vector
+// within the register file.
+template <int KW> constexpr bool kHasRuns = KW == 3;
+
+// One tile of a run: P pixels from src (the first pixel's first tap) and out.
+template <int P, int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename V>
+XSEP_INLINE void fwd_run_tile(const S* src, i64 src_di, i64 C, const V (&wv)[3][KW][NV], const V (&b)[NV], O* out,
+                              int n) {
+  using A = Acc<S>;
+  constexpr int L = kLanes<A>;
+  V acc[P][NV];
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[p][v] = b[v];
+#pragma GCC unroll 4
+  for (int a = 0; a < 3; ++a) {
+#pragma GCC unroll 16
+    for (int c = 0; c < P + KW - 1; ++c) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        Vec<A> xv = ld<Partial>(src + a * src_di + c * C + v * L, n);
+        if constexpr (Relu) xv = relu(xv);
+        keep_in_register(xv);
+#pragma GCC unroll 8
+        for (int j = 0; j < KW; ++j)
+          if (c - j >= 0 && c - j < P) acc[c - j][v] += xv * wv[a][j][v];
+      }
+    }
+  }
+  if constexpr (Stream && !Partial) {  // Stream: whole vectors only (see forward)
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) store_stream(out + p * C + v * L, acc[p][v]);
+  } else {
+    store_tile<P, NV, Partial, A>(out, C, acc, n);
+  }
+}
+
+// npix pixels of a run from src (the first pixel's first tap) and out.
+template <int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename A>
+inline void fwd_run_unit(const S* src, const A* w, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, int n,
+                         i64 npix) {
+  constexpr int L = kLanes<A>, P = kRunP;
+  Vec<A> wv[3][KW][NV], b[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    b[v] = bias != nullptr ? ld<Partial>(bias + v * L, n) : Vec<A>{};
+#pragma GCC unroll 4
+    for (int a = 0; a < 3; ++a)
+#pragma GCC unroll 8
+      for (int j = 0; j < KW; ++j) wv[a][j][v] = ld<Partial>(w + a * w_di + j * C + v * L, n);
+  }
+  i64 q = 0;
+  for (; q + P <= npix; q += P)
+    fwd_run_tile<P, NV, KW, Partial, Relu, Stream>(src + q * C, src_di, C, wv, b, out + q * C, n);
+  if constexpr (P > 4)
+    if (q + 4 <= npix) {
+      fwd_run_tile<4, NV, KW, Partial, Relu, Stream>(src + q * C, src_di, C, wv, b, out + q * C, n);
+      q += 4;
+    }
+  if (q + 2 <= npix) {
+    fwd_run_tile<2, NV, KW, Partial, Relu, Stream>(src + q * C, src_di, C, wv, b, out + q * C, n);
+    q += 2;
+  }
+  if (q < npix) fwd_run_tile<1, NV, KW, Partial, Relu, Stream>(src + q * C, src_di, C, wv, b, out + q * C, n);
+}
+
+// Output columns [q0, q1) of a row at unit stride and dilation along W (xr: the input row of the
+// first tap row; out: output pixel q0), all in unit tiles of P pixels: those with a tap column in
+// the padding, or fewer than P pixels left, as edge tiles. Tiles start at q0, so a row's first tile
+// covers its left border, and a plane narrower than a tile is one edge tile.
+template <int KW, bool Relu, int P = kUnitP<KW>, typename T, typename O, typename A>
+void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 q0,
+                    i64 q1, i64 pad_left, i64 W) {
+  constexpr int NVmax = kUnitNV<KW>;
+  for (i64 q = q0; q < q1; q += P) {
     const i64 sc0 = q - pad_left;  // the input column of the tile's first pixel's first tap
-    const UnitTile t = unit_tile<P, KW>(sc0, W, wo1 - q);
+    const UnitTile t = unit_tile<P, KW>(sc0, W, q1 - q);
     const T* src = xr + sc0 * C;
-    O* o = out + (q - wo0) * C;
+    O* o = out + (q - q0) * C;
     for_channel_blocks<A, NVmax, true>(C, [&](auto blk, i64 c0, int nc) {
       constexpr int NV = decltype(blk)::NV;
       constexpr bool Pa = decltype(blk)::partial;
       const A* b = bias ? bias + c0 : nullptr;
-      if (t.interior) {
-        // This block of the next tile's new source columns and of its outputs (a pixel is a
-        // separate stream for the hardware prefetchers; prefetching past the end is harmless).
-        for (i64 a = 0; a < rows; ++a)
-          for (int pp = 0; pp < P; ++pp) __builtin_prefetch(src + a * src_di + (KW - 1 + P + pp) * C + c0);
-        for (int pp = 0; pp < P; ++pp) __builtin_prefetch(o + (P + pp) * C + c0, 1);
+      if (t.interior)
         fwd_tile_unit<P, NV, KW, Pa, Relu, false>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, t);
-      } else {
-        fwd_tile_unit<P, NV, KW, Pa, Relu, true>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, t);
-      }
+      else fwd_tile_unit<P, NV, KW, Pa, Relu, true>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, t);
     });
   }
 }
 
+// Output columns [wo0, wo1) of a row at unit stride and dilation along W (xr, out as in
+// fwd_unit_tiles). With three tap rows and a tap-column count that has runs, the columns whose
+// taps all lie inside the row go in a run (fwd_run_unit) and those at the row's edges pixel by
+// pixel (edge tiles of one pixel); otherwise all in unit tiles. No software prefetch: the rows are
+// read in order, which the hardware prefetchers follow (on the AMD EPYC, Zen 4, prefetching the
+// next tile's columns made the 147x147x64 forward 15-20% slower).
+template <int KW, bool Relu, bool Stream, typename T, typename O, typename A>
+void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 wo0,
+                  i64 wo1, i64 pad_left, i64 W) {
+  // The run: from the first column with no tap in the left padding to the last with none in the right.
+  const i64 a = clamp_(pad_left, wo0, wo1), b = clamp_(W + pad_left - (KW - 1), a, wo1);
+  if (!kHasRuns<KW> || rows != 3 || a == b)
+    return fwd_unit_tiles<KW, Relu>(xr, w, rows, src_di, w_di, C, bias, out, wo0, wo1, pad_left, W);
+  if constexpr (kHasRuns<KW>) {
+    fwd_unit_tiles<KW, Relu, 1>(xr, w, rows, src_di, w_di, C, bias, out, wo0, a, pad_left, W);
+    for_channel_blocks<A, 1, true>(C, [&](auto blk, i64 c0, int nc) {
+      constexpr bool Pa = decltype(blk)::partial;
+      fwd_run_unit<1, KW, Pa, Relu, Stream>(xr + (a - pad_left) * C + c0, w + c0, src_di, w_di, C,
+                                            bias ? bias + c0 : nullptr, out + (a - wo0) * C + c0, nc, b - a);
+    });
+    fwd_unit_tiles<KW, Relu, 1>(xr, w, rows, src_di, w_di, C, bias, out + (b - wo0) * C, b, wo1, pad_left, W);
+  }
+}
+
 // M == 1: output pixels [p0, p1), one output row segment at a time. At unit stride and dilation
-// along W with 3, 5 or 7 tap columns, all in unit tiles (fwd_row_unit_edges); otherwise border
+// along W with 3, 5 or 7 tap columns, in unit tiles and runs of tiles (fwd_row_unit); otherwise border
 // pixels (some tap columns in the padding) go one by one, the interior in tiles of kP pixels.
 // Either way all the channels of a pixel (or tile) are done before the next: that reads NHWC
 // memory in order.
-template <bool Relu, typename T, typename O, typename A>
+template <bool Relu, bool Stream, typename T, typename O, typename A>
 void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
   const i64 C = s.C;
   // Output columns whose taps all lie inside the input.
@@ -578,8 +686,8 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
       const A* wt = w + ti.first * s.kw * C;
       const i64 rows = ti.count, src_di = s.dil_h * s.W * C, w_di = s.kw * C;
       with_unit_kw(s.kw, [&](auto kw) {
-        fwd_row_unit_edges<decltype(kw)::value, Relu>(xr, wt, rows, src_di, w_di, C, bias, o, wo0, wo1, s.pad_left,
-                                                      s.W);
+        fwd_row_unit<decltype(kw)::value, Relu, Stream>(xr, wt, rows, src_di, w_di, C, bias, o, wo0, wo1, s.pad_left,
+                                                        s.W);
       });
       continue;
     }
@@ -638,11 +746,11 @@ void forward_general(const DepthwiseGeometry& s, const T* x, const A* w, const A
   }
 }
 
-template <typename T, typename O, typename A>
+template <bool Stream = false, typename T, typename O, typename A>
 void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
   if (s.M == 1) {
-    if (s.relu_input) forward_m1<true>(s, x, w, bias, out, p0, p1);
-    else forward_m1<false>(s, x, w, bias, out, p0, p1);
+    if (s.relu_input) forward_m1<true, Stream>(s, x, w, bias, out, p0, p1);
+    else forward_m1<false, Stream>(s, x, w, bias, out, p0, p1);
   } else {
     if (s.relu_input) forward_general<true>(s, x, w, bias, out, p0, p1);
     else forward_general<false>(s, x, w, bias, out, p0, p1);
@@ -650,7 +758,21 @@ void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bi
 }
 
 template <typename T>
-void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 p0, i64 p1) {
+void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 p0, i64 p1,
+             bool stream_out) {
+#if XSEP_VEC_BYTES >= 32
+  if constexpr (std::is_same_v<T, float>) {
+    // Every pixel's vectors aligned: the output is, and a pixel is a whole number of vectors.
+    if (stream_out && (s.OC * sizeof(float)) % XSEP_VEC_BYTES == 0 &&
+        reinterpret_cast<unsigned long>(out) % XSEP_VEC_BYTES == 0) {
+      forward_any<true>(s, x, w, bias, out, p0, p1);
+      _mm_sfence();  // the streamed stores are weakly ordered: complete them before the output is read
+      return;
+    }
+  }
+#else
+  (void)stream_out;
+#endif
   forward_any(s, x, w, bias, out, p0, p1);
 }
 
@@ -715,18 +837,10 @@ void gi_row_unit_edges(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, 
       constexpr int NV = decltype(blk)::NV;
       constexpr bool Pa = decltype(blk)::partial;
       const T* xq = x ? x + q * C + c0 : nullptr;
-      if (t.interior) {
-        // This block of the next tile's new go columns and of its pixels (see fwd_row_unit_edges).
-        for (i64 a = 0; a < rows; ++a)
-          for (int pp = 0; pp < P; ++pp) __builtin_prefetch(src + a * go_di + (KW - 1 + P + pp) * C + c0);
-        for (int pp = 0; pp < P; ++pp) {
-          __builtin_prefetch(gi + (q + P + pp) * C + c0, 1);
-          if (x) __builtin_prefetch(x + (q + P + pp) * C + c0);
-        }
+      // No software prefetch (see fwd_row_unit): it measured no faster here.
+      if (t.interior)
         gi_tile_unit<P, NV, KW, Pa, false>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
-      } else {
-        gi_tile_unit<P, NV, KW, Pa, true>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
-      }
+      else gi_tile_unit<P, NV, KW, Pa, true>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
     });
   }
 }

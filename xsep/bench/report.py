@@ -2,8 +2,8 @@
 results file (`<out>/<device>/<date>.json`, schema below) and a PNG chart of per-layer speedups.
 
 JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings, and for a CPU
-"cpu_isa", "cpu_gemm" and "cpu_weight_gemm" (the instruction set of xsep's kernels, the library of its
-products, what runs its weight gradients' products)},
+"cpu_isa", "cpu_gemm", "cpu_weight_gemm" and "cpu_stream_stores" (the instruction set of xsep's kernels, the
+library of its products, what runs its weight gradients' products, when it writes outputs past the caches)},
 "versions", "settings", "layers": [row, ...] (see layers.bench_case), "models": [row, ...],
 "summary": [{"op", "mode", "backend", "dtype", "layout", "geomean_speedup", "network_speedup", "layers"}]}.
 The ceilings (ceilings.measure): "copy_bytes_per_s", "matmul_flops_per_s" (the best GEMM),
@@ -54,7 +54,7 @@ def cpu_build() -> dict:
     from xsep import _extension
 
     info = _extension.build_info()
-    return {key: info[key] for key in ("cpu_isa", "cpu_gemm", "cpu_weight_gemm") if key in info}
+    return {key: info[key] for key in ("cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_stream_stores") if key in info}
 
 
 def device_slug(device: torch.device) -> str:
