@@ -122,8 +122,9 @@ at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
       const scalar_t* xp = x.defined() ? x.const_data_ptr<scalar_t>() : nullptr;
       const acc_t* wp = w.const_data_ptr<acc_t>();
       scalar_t* gip = gi.mutable_data_ptr<scalar_t>();
+      const bool stream = stream_output(go.nbytes() + gi.nbytes() + (x.defined() ? x.nbytes() : 0));
       at::parallel_for(0, g.N * g.H, grain(g.W * g.OC * g.kh * g.kw),
-                       [&](int64_t r0, int64_t r1) { k.grad_input(g, gop, wp, xp, gip, r0, r1); });
+                       [&](int64_t r0, int64_t r1) { k.grad_input(g, gop, wp, xp, gip, r0, r1, stream); });
     });
   }
   return in_format_of(gi, input);

@@ -33,10 +33,11 @@ struct DepthwiseKernels {
                       int64_t p1);
 
   // gi[n, h, :, :] for input rows r in [r0, r1) (overwrites); x is read only when relu_input
-  // (gradient masked where x <= 0). go is [N, Ho, Wo, OC] of type T or acc_t.
-  void (*grad_input)(const DepthwiseGeometry&, const T* go, const acc_t* w, const T* x, T* gi, int64_t r0, int64_t r1);
+  // (gradient masked where x <= 0). go is [N, Ho, Wo, OC] of type T or acc_t. stream_out as in forward.
+  void (*grad_input)(const DepthwiseGeometry&, const T* go, const acc_t* w, const T* x, T* gi, int64_t r0, int64_t r1,
+                     bool stream_out);
   void (*grad_input_acc)(const DepthwiseGeometry&, const acc_t* go, const acc_t* w, const T* x, T* gi, int64_t r0,
-                         int64_t r1);
+                         int64_t r1, bool stream_out);
 
   // gw[(i * kw + j) * OC + oc] += sum over output rows r in [r0, r1) of go * act_in(x).
   void (*grad_weight)(const DepthwiseGeometry&, const T* go, const T* x, acc_t* gw, int64_t r0, int64_t r1);

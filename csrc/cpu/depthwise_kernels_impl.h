@@ -225,6 +225,11 @@ XSEP_INLINE void store_stream(float* p, VF v) {
   _mm256_stream_ps(p, bit_cast<__m256>(v));
 #endif
 }
+// Whether every pixel's vectors of an NHWC float array with C channels are aligned for
+// store_stream: the array is, and a pixel is a whole number of vectors.
+XSEP_INLINE bool streamable(const float* p, i64 C) {
+  return (C * sizeof(float)) % XSEP_VEC_BYTES == 0 && reinterpret_cast<unsigned long>(p) % XSEP_VEC_BYTES == 0;
+}
 #endif
 
 // s in every lane, as one broadcast: s - 0 is s for every s, -0 and NaN included, so GCC drops
@@ -539,69 +544,94 @@ constexpr int kRunP = 4;
 // within the register file.
 template <int KW> constexpr bool kHasRuns = KW == 3;
 
-// One tile of a run: P pixels from src (the first pixel's first tap) and out.
-template <int P, int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename V>
-XSEP_INLINE void fwd_run_tile(const S* src, i64 src_di, i64 C, const V (&wv)[3][KW][NV], const V (&b)[NV], O* out,
-                              int n) {
-  using A = Acc<S>;
+// A run's weights: w's three tap rows (w_di apart) of KW taps, NV vectors of channels each.
+template <int NV, int KW, bool Partial, typename A>
+XSEP_INLINE void load_run_weights(Vec<A> (&wv)[3][KW][NV], const A* w, i64 w_di, i64 C, int n) {
   constexpr int L = kLanes<A>;
-  V acc[P][NV];
-#pragma GCC unroll 16
-  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+  for (int a = 0; a < 3; ++a)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[p][v] = b[v];
+    for (int j = 0; j < KW; ++j)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) wv[a][j][v] = ld<Partial>(w + a * w_di + j * C + v * L, n);
+}
+
+// accumulate_unit with three tap rows and the weights in registers: the same sums in the same order.
+template <int P, int NV, int KW, bool Flip, bool Partial, bool Relu, typename S, typename V>
+XSEP_INLINE void run_accumulate(V (&acc)[P][NV], const S* src, i64 src_di, i64 C, const V (&wv)[3][KW][NV], int n) {
+  constexpr int L = kLanes<Acc<S>>;
 #pragma GCC unroll 4
   for (int a = 0; a < 3; ++a) {
 #pragma GCC unroll 16
-    for (int c = 0; c < P + KW - 1; ++c) {
+    for (int i = 0; i < P + KW - 1; ++i) {
+      const int c = Flip ? P + KW - 2 - i : i;  // the source column
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-        Vec<A> xv = ld<Partial>(src + a * src_di + c * C + v * L, n);
+        V xv = ld<Partial>(src + a * src_di + c * C + v * L, n);
         if constexpr (Relu) xv = relu(xv);
         keep_in_register(xv);
 #pragma GCC unroll 8
-        for (int j = 0; j < KW; ++j)
-          if (c - j >= 0 && c - j < P) acc[c - j][v] += xv * wv[a][j][v];
+        for (int j = 0; j < KW; ++j) {
+          const int p = Flip ? c + j - (KW - 1) : c - j;
+          if (p >= 0 && p < P) acc[p][v] += xv * wv[a][j][v];
+        }
       }
     }
   }
-  if constexpr (Stream && !Partial) {  // Stream: whole vectors only (see forward)
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p)
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) store_stream(out + p * C + v * L, acc[p][v]);
-  } else {
-    store_tile<P, NV, Partial, A>(out, C, acc, n);
-  }
 }
 
-// npix pixels of a run from src (the first pixel's first tap) and out.
-template <int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename A>
-inline void fwd_run_unit(const S* src, const A* w, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, int n,
-                         i64 npix) {
-  constexpr int L = kLanes<A>, P = kRunP;
-  Vec<A> wv[3][KW][NV], b[NV];
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) {
-    b[v] = bias != nullptr ? ld<Partial>(bias + v * L, n) : Vec<A>{};
-#pragma GCC unroll 4
-    for (int a = 0; a < 3; ++a)
-#pragma GCC unroll 8
-      for (int j = 0; j < KW; ++j) wv[a][j][v] = ld<Partial>(w + a * w_di + j * C + v * L, n);
-  }
+// A run of npix pixels in tiles: f(IntTag<kRunP>{}, q) for q = 0, kRunP, ..., then tiles of 4, 2
+// and 1 pixel for the rest.
+template <typename F>
+XSEP_INLINE void for_run_tiles(i64 npix, F&& f) {
   i64 q = 0;
-  for (; q + P <= npix; q += P)
-    fwd_run_tile<P, NV, KW, Partial, Relu, Stream>(src + q * C, src_di, C, wv, b, out + q * C, n);
-  if constexpr (P > 4)
+  for (; q + kRunP <= npix; q += kRunP) f(IntTag<kRunP>{}, q);
+  if constexpr (kRunP > 4)
     if (q + 4 <= npix) {
-      fwd_run_tile<4, NV, KW, Partial, Relu, Stream>(src + q * C, src_di, C, wv, b, out + q * C, n);
+      f(IntTag<4>{}, q);
       q += 4;
     }
   if (q + 2 <= npix) {
-    fwd_run_tile<2, NV, KW, Partial, Relu, Stream>(src + q * C, src_di, C, wv, b, out + q * C, n);
+    f(IntTag<2>{}, q);
     q += 2;
   }
-  if (q < npix) fwd_run_tile<1, NV, KW, Partial, Relu, Stream>(src + q * C, src_di, C, wv, b, out + q * C, n);
+  if (q < npix) f(IntTag<1>{}, q);
+}
+
+// Stores a tile's P pixels (ps apart), with non-temporal stores when Stream (whole, aligned
+// vectors only: see forward).
+template <bool Stream, int P, int NV, bool Partial, typename A, typename O>
+XSEP_INLINE void store_run_tile(O* out, i64 ps, const Vec<A> (&acc)[P][NV], int n) {
+  if constexpr (Stream && !Partial) {
+    constexpr int L = kLanes<A>;
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) store_stream(out + p * ps + v * L, acc[p][v]);
+  } else {
+    store_tile<P, NV, Partial, A>(out, ps, acc, n);
+  }
+}
+
+// The forward's run: npix pixels from src (the first pixel's first tap) and out.
+template <int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename A>
+inline void fwd_run_unit(const S* src, const A* w, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, int n,
+                         i64 npix) {
+  constexpr int L = kLanes<A>;
+  Vec<A> wv[3][KW][NV], b[NV];
+  load_run_weights<NV, KW, Partial>(wv, w, w_di, C, n);
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) b[v] = bias != nullptr ? ld<Partial>(bias + v * L, n) : Vec<A>{};
+  for_run_tiles(npix, [&](auto tile, i64 q) __attribute__((always_inline)) {
+    constexpr int P = decltype(tile)::value;
+    Vec<A> acc[P][NV];
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[p][v] = b[v];
+    run_accumulate<P, NV, KW, false, Partial, Relu>(acc, src + q * C, src_di, C, wv, n);
+    store_run_tile<Stream, P, NV, Partial, A>(out + q * C, C, acc, n);
+  });
 }
 
 // Output columns [q0, q1) of a row at unit stride and dilation along W (xr: the input row of the
@@ -762,9 +792,7 @@ void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<
              bool stream_out) {
 #if XSEP_VEC_BYTES >= 32
   if constexpr (std::is_same_v<T, float>) {
-    // Every pixel's vectors aligned: the output is, and a pixel is a whole number of vectors.
-    if (stream_out && (s.OC * sizeof(float)) % XSEP_VEC_BYTES == 0 &&
-        reinterpret_cast<unsigned long>(out) % XSEP_VEC_BYTES == 0) {
+    if (stream_out && streamable(out, s.OC)) {
       forward_any<true>(s, x, w, bias, out, p0, p1);
       _mm_sfence();  // the streamed stores are weakly ordered: complete them before the output is read
       return;
@@ -822,22 +850,21 @@ inline void gi_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_d
   store_masked_tile<P, NV, Partial, A>(gi, C, x, acc, n, Edge ? t.np : P);
 }
 
-// A whole input row at unit stride and dilation along W (gor: the go row of the first tap row; x:
-// the row's relu mask or null) in unit tiles, those at the row's edges as edge tiles. Input column
-// q + p reads go column q + p + pad_left - j with tap column j.
-template <int KW, typename S, typename T, typename A>
-void gi_row_unit_edges(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 W, i64 Wo,
-                       i64 pad_left) {
-  constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
-  for (i64 q = 0; q < W; q += P) {
+// Input columns [q0, q1) of a row at unit stride and dilation along W (gor: the go row of the first
+// tap row; x: the row's relu mask or null; gi: the row) in unit tiles of P pixels, those at the
+// row's edges as edge tiles. Input column q + p reads go column q + p + pad_left - j with tap column j.
+template <int KW, int P = kUnitP<KW>, typename S, typename T, typename A>
+void gi_unit_tiles(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 q0, i64 q1,
+                   i64 Wo, i64 pad_left) {
+  constexpr int NVmax = kUnitNV<KW>;
+  for (i64 q = q0; q < q1; q += P) {
     const i64 g0 = q + pad_left - (KW - 1);  // the go column of the tile's first pixel's last tap
-    const UnitTile t = unit_tile<P, KW>(g0, Wo, W - q);
+    const UnitTile t = unit_tile<P, KW>(g0, Wo, q1 - q);
     const S* src = gor + g0 * C;
     for_channel_blocks<A, NVmax, true>(C, [&](auto blk, i64 c0, int nc) {
       constexpr int NV = decltype(blk)::NV;
       constexpr bool Pa = decltype(blk)::partial;
       const T* xq = x ? x + q * C + c0 : nullptr;
-      // No software prefetch (see fwd_row_unit): it measured no faster here.
       if (t.interior)
         gi_tile_unit<P, NV, KW, Pa, false>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
       else gi_tile_unit<P, NV, KW, Pa, true>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
@@ -845,12 +872,55 @@ void gi_row_unit_edges(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, 
   }
 }
 
+// The input gradient's run: npix input pixels from gi, whose go columns (src: the one the first
+// pixel's last tap reads) all lie inside the output; zeroed where x <= 0 unless x is null.
+template <int NV, int KW, bool Partial, bool Stream, typename S, typename T, typename A>
+inline void gi_run_unit(const S* src, const A* w, i64 src_di, i64 w_di, i64 C, const T* x, T* gi, int n, i64 npix) {
+  constexpr int L = kLanes<A>;
+  Vec<A> wv[3][KW][NV];
+  load_run_weights<NV, KW, Partial>(wv, w, w_di, C, n);
+  for_run_tiles(npix, [&](auto tile, i64 q) __attribute__((always_inline)) {
+    constexpr int P = decltype(tile)::value;
+    Vec<A> acc[P][NV] = {};
+    run_accumulate<P, NV, KW, true, Partial, false>(acc, src + q * C, src_di, C, wv, n);
+    if (x != nullptr) {
+#pragma GCC unroll 16
+      for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v)
+          acc[p][v] = ld<Partial>(x + (q + p) * C + v * L, n) > Vec<A>{} ? acc[p][v] : Vec<A>{};
+    }
+    store_run_tile<Stream, P, NV, Partial, A>(gi + q * C, C, acc, n);
+  });
+}
+
+// A whole input row at unit stride and dilation along W (arguments as in gi_unit_tiles). With three
+// tap rows and a tap-column count that has runs, the columns whose go columns all lie inside the
+// output go in a run (gi_run_unit) and those at the row's edges pixel by pixel; otherwise all in
+// unit tiles. No software prefetch (see fwd_row_unit): it measured no faster here.
+template <int KW, bool Stream, typename S, typename T, typename A>
+void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 W, i64 Wo,
+                 i64 pad_left) {
+  const i64 a = clamp_(KW - 1 - pad_left, 0, W), b = clamp_(Wo - pad_left, a, W);
+  if (!kHasRuns<KW> || rows != 3 || a == b)
+    return gi_unit_tiles<KW>(gor, w, rows, go_di, w_di, C, x, gi, 0, W, Wo, pad_left);
+  if constexpr (kHasRuns<KW>) {
+    gi_unit_tiles<KW, 1>(gor, w, rows, go_di, w_di, C, x, gi, 0, a, Wo, pad_left);
+    for_channel_blocks<A, 1, true>(C, [&](auto blk, i64 c0, int nc) {
+      constexpr bool Pa = decltype(blk)::partial;
+      gi_run_unit<1, KW, Pa, Stream>(gor + (a + pad_left - (KW - 1)) * C + c0, w + c0, go_di, w_di, C,
+                                     x ? x + a * C + c0 : nullptr, gi + a * C + c0, nc, b - a);
+    });
+    gi_unit_tiles<KW, 1>(gor, w, rows, go_di, w_di, C, x, gi, b, W, Wo, pad_left);
+  }
+}
+
 // M == 1: input rows [r0, r1). A correlation of go with the flipped kernel, restricted to the taps
 // whose stride phase matches. At unit stride and dilation along W with 3, 5 or 7 tap columns, each
-// row in unit tiles (gi_row_unit_edges). Otherwise columns where some tap column misses the output
+// row in unit tiles and runs (gi_row_unit). Otherwise columns where some tap column misses the output
 // go one by one; the others come in residue classes modulo the stride (columns col0, col0 + sw,
 // ...), which share their taps and read consecutive output pixels, in tiles of kP.
-template <typename S, typename T, typename A>
+template <bool Stream, typename S, typename T, typename A>
 void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 r0, i64 r1) {
   const i64 C = s.C, WoC = s.Wo * C;
   // Input columns all of whose tap columns land inside the output's columns (if in phase).
@@ -885,7 +955,7 @@ void grad_input_m1(const DepthwiseGeometry& s, const S* go, const A* w, const T*
       const A* wt = w + ti.first * s.kw * C;
       const i64 rows = ti.count, w_di = ti.step * s.kw * C;
       with_unit_kw(s.kw, [&](auto kw) {
-        gi_row_unit_edges<decltype(kw)::value>(gor, wt, rows, go_di, w_di, C, xr, gr, s.W, s.Wo, s.pad_left);
+        gi_row_unit<decltype(kw)::value, Stream>(gor, wt, rows, go_di, w_di, C, xr, gr, s.W, s.Wo, s.pad_left);
       });
       continue;
     }
@@ -974,9 +1044,19 @@ void grad_input_general(const DepthwiseGeometry& s, const S* go, const A* w, con
 }
 
 template <typename S, typename T>
-void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 r0, i64 r1) {
+void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 r0, i64 r1,
+                bool stream_out) {
   if (s.M == 1) {
-    grad_input_m1(s, go, w, x, gi, r0, r1);
+#if XSEP_VEC_BYTES >= 32
+    if constexpr (std::is_same_v<T, float>) {
+      if (stream_out && streamable(gi, s.C)) {
+        grad_input_m1<true>(s, go, w, x, gi, r0, r1);
+        _mm_sfence();  // see forward
+        return;
+      }
+    }
+#endif
+    grad_input_m1<false>(s, go, w, x, gi, r0, r1);
   } else {
     if (s.relu_input) grad_input_general<true>(s, go, w, x, gi, r0, r1);
     else grad_input_general<false>(s, go, w, x, gi, r0, r1);

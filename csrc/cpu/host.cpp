@@ -135,8 +135,9 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGe
     const acc_t* w = w_taps.const_data_ptr<acc_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
     if (grad_input.numel() > 0) {
+      const bool stream = stream_output(grad_out_acc.nbytes() + grad_input.nbytes());
       at::parallel_for(0, shape.N * shape.H, grain(shape.W * shape.OC * shape.kh * shape.kw),
-                       [&](int64_t r0, int64_t r1) { k.grad_input_acc(shape, go, w, x_ptr, gi, r0, r1); });
+                       [&](int64_t r0, int64_t r1) { k.grad_input_acc(shape, go, w, x_ptr, gi, r0, r1, stream); });
     }
     grad_taps = depthwise_grad_weight_taps<scalar_t, acc_t>(shape, go, x_ptr);
   });
