@@ -10,12 +10,12 @@ CPUS = ('AMD EPYC', 'AMD EPYC (avx512)', 'Intel(R) Xeon(R) Processor')
 
 # (op, layout): per CPU of CPUS, (forward, forward+backward); None where that CPU has no result.
 TABLE = {
-    ('depthwise_conv2d', 'channels_last'): ((1.07, 1.143), (0.846, 0.933), (0.919, 1.007)),
-    ('depthwise_conv2d', 'nchw'): ((0.398, 0.443), (1.533, 1.714), (1.215, 1.251)),
-    ('pointwise_conv2d', 'channels_last'): ((1.032, 0.974), (0.996, 0.974), (0.966, 1.065)),
-    ('pointwise_conv2d', 'nchw'): ((0.748, 0.766), (0.699, 0.766), (1.258, 1.275)),
-    ('separable_conv2d', 'channels_last'): ((1.071, 1.077), (0.94, 0.948), (1.058, 1.053)),
-    ('separable_conv2d', 'nchw'): ((0.732, 0.808), (0.78, 0.854), (1.192, 1.232)),
+    ('depthwise_conv2d', 'channels_last'): ((1.07, 1.143), (0.985, 1.054), (0.919, 1.007)),
+    ('depthwise_conv2d', 'nchw'): ((0.398, 0.443), (1.633, 1.724), (1.215, 1.251)),
+    ('pointwise_conv2d', 'channels_last'): ((1.032, 0.974), (0.987, 0.982), (0.966, 1.065)),
+    ('pointwise_conv2d', 'nchw'): ((0.748, 0.766), (0.709, 0.792), (1.258, 1.275)),
+    ('separable_conv2d', 'channels_last'): ((1.071, 1.077), (0.949, 0.959), (1.058, 1.053)),
+    ('separable_conv2d', 'nchw'): ((0.732, 0.808), (0.861, 0.888), (1.192, 1.232)),
 }
 
 CPU_SPEEDUPS = {cpu: {key: row[i] for key, row in TABLE.items() if row[i] is not None}
