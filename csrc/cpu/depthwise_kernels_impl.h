@@ -530,11 +530,13 @@ XSEP_INLINE void with_unit_kw(i64 kw, F&& f) {
   }
 }
 
-// Runs: the pixels of a row whose taps all lie inside it, with three tap rows, for one block of
-// channels at a time, in tiles of P pixels (then 4, 2, 1 for the rest) that keep the block's 3 x KW
-// weights and its bias in registers from one tile to the next. A unit tile reloads them and takes
-// a call each, with its accumulators set up again: at 147x147x64, one thread, data in cache, that
-// overhead was as large as the multiply-adds. The same sums in the same order as fwd_tile_unit.
+// Runs: a row segment with R = 2 or 3 tap rows (a plane's first and last rows have 2 at 3x3), for
+// one block of channels at a time, keeping the block's R x KW weights and its bias in registers:
+// the pixels whose taps all lie inside the row in tiles of P pixels (then 4, 2, 1 for the rest),
+// those at the row's edges one by one, skipping their taps in the padding. A unit tile reloads the
+// weights and takes a call each, with its accumulators set up again: at 147x147x64, one thread,
+// data in cache, that overhead was as large as the multiply-adds. The same sums in the same order
+// as fwd_tile_unit and gi_tile_unit.
 #if XSEP_VEC_BYTES == 64
 constexpr int kRunP = 8;
 #else
@@ -544,27 +546,39 @@ constexpr int kRunP = 4;
 // within the register file.
 template <int KW> constexpr bool kHasRuns = KW == 3;
 
-// A run's weights: w's three tap rows (w_di apart) of KW taps, NV vectors of channels each.
-template <int NV, int KW, bool Partial, typename A>
-XSEP_INLINE void load_run_weights(Vec<A> (&wv)[3][KW][NV], const A* w, i64 w_di, i64 C, int n) {
+// f(IntTag<rows>{}) for the tap-row counts runs take (2, 3); false for the others.
+template <typename F>
+XSEP_INLINE bool with_run_rows(i64 rows, F&& f) {
+  switch (rows) {
+    case 2: f(IntTag<2>{}); return true;
+    case 3: f(IntTag<3>{}); return true;
+    default: return false;
+  }
+}
+
+// A run's weights: w's R tap rows (w_di apart) of KW taps, NV vectors of channels each.
+template <int R, int NV, int KW, bool Partial, typename A>
+XSEP_INLINE void load_run_weights(Vec<A> (&wv)[R][KW][NV], const A* w, i64 w_di, i64 C, int n) {
   constexpr int L = kLanes<A>;
 #pragma GCC unroll 4
-  for (int a = 0; a < 3; ++a)
+  for (int a = 0; a < R; ++a)
 #pragma GCC unroll 8
     for (int j = 0; j < KW; ++j)
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) wv[a][j][v] = ld<Partial>(w + a * w_di + j * C + v * L, n);
 }
 
-// accumulate_unit with three tap rows and the weights in registers: the same sums in the same order.
-template <int P, int NV, int KW, bool Flip, bool Partial, bool Relu, typename S, typename V>
-XSEP_INLINE void run_accumulate(V (&acc)[P][NV], const S* src, i64 src_di, i64 C, const V (&wv)[3][KW][NV], int n) {
+// accumulate_unit with R tap rows and the weights in registers: the same sums in the same order.
+template <int P, int NV, int KW, int R, bool Flip, bool Partial, bool Relu, bool Edge = false, typename S, typename V>
+XSEP_INLINE void run_accumulate(V (&acc)[P][NV], const S* src, i64 src_di, i64 C, const V (&wv)[R][KW][NV], int n,
+                                int c_lo = 0, int c_hi = 0) {
   constexpr int L = kLanes<Acc<S>>;
 #pragma GCC unroll 4
-  for (int a = 0; a < 3; ++a) {
+  for (int a = 0; a < R; ++a) {
 #pragma GCC unroll 16
     for (int i = 0; i < P + KW - 1; ++i) {
       const int c = Flip ? P + KW - 2 - i : i;  // the source column
+      if (Edge && (c < c_lo || c >= c_hi)) continue;
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
         V xv = ld<Partial>(src + a * src_di + c * C + v * L, n);
@@ -613,25 +627,39 @@ XSEP_INLINE void store_run_tile(O* out, i64 ps, const Vec<A> (&acc)[P][NV], int 
   }
 }
 
-// The forward's run: npix pixels from src (the first pixel's first tap) and out.
-template <int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename A>
-inline void fwd_run_unit(const S* src, const A* w, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, int n,
-                         i64 npix) {
+// The forward's run: output columns [wo0, wo1) of a row (xr: the input row of the first tap row;
+// out: output pixel wo0), those in [a, b) with all their taps inside the row.
+template <int R, int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename A>
+inline void fwd_run(const S* xr, const A* w, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, int n, i64 wo0,
+                    i64 wo1, i64 a, i64 b, i64 pad_left, i64 W) {
   constexpr int L = kLanes<A>;
-  Vec<A> wv[3][KW][NV], b[NV];
-  load_run_weights<NV, KW, Partial>(wv, w, w_di, C, n);
+  Vec<A> wv[R][KW][NV], bv[NV];
+  load_run_weights<R, NV, KW, Partial>(wv, w, w_di, C, n);
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) b[v] = bias != nullptr ? ld<Partial>(bias + v * L, n) : Vec<A>{};
-  for_run_tiles(npix, [&](auto tile, i64 q) __attribute__((always_inline)) {
+  for (int v = 0; v < NV; ++v) bv[v] = bias != nullptr ? ld<Partial>(bias + v * L, n) : Vec<A>{};
+  auto edge = [&](i64 q) {  // one pixel with taps in the padding
+    const i64 sc0 = q - pad_left;
+    const UnitTile t = unit_tile<1, KW>(sc0, W, 1);
+    Vec<A> acc[1][NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[0][v] = bv[v];
+    run_accumulate<1, NV, KW, R, false, Partial, Relu, true>(acc, xr + sc0 * C, src_di, C, wv, n, t.c_lo, t.c_hi);
+    store_tile<1, NV, Partial, A>(out + (q - wo0) * C, C, acc, n);
+  };
+  for (i64 q = wo0; q < a; ++q) edge(q);
+  const S* src = xr + (a - pad_left) * C;
+  O* o = out + (a - wo0) * C;
+  for_run_tiles(b - a, [&](auto tile, i64 q) __attribute__((always_inline)) {
     constexpr int P = decltype(tile)::value;
     Vec<A> acc[P][NV];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[p][v] = b[v];
-    run_accumulate<P, NV, KW, false, Partial, Relu>(acc, src + q * C, src_di, C, wv, n);
-    store_run_tile<Stream, P, NV, Partial, A>(out + q * C, C, acc, n);
+      for (int v = 0; v < NV; ++v) acc[p][v] = bv[v];
+    run_accumulate<P, NV, KW, R, false, Partial, Relu>(acc, src + q * C, src_di, C, wv, n);
+    store_run_tile<Stream, P, NV, Partial, A>(o + q * C, C, acc, n);
   });
+  for (i64 q = b; q < wo1; ++q) edge(q);
 }
 
 // Output columns [q0, q1) of a row at unit stride and dilation along W (xr: the input row of the
@@ -659,27 +687,30 @@ void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64
 }
 
 // Output columns [wo0, wo1) of a row at unit stride and dilation along W (xr, out as in
-// fwd_unit_tiles). With three tap rows and a tap-column count that has runs, the columns whose
-// taps all lie inside the row go in a run (fwd_run_unit) and those at the row's edges pixel by
-// pixel (edge tiles of one pixel); otherwise all in unit tiles. No software prefetch: the rows are
-// read in order, which the hardware prefetchers follow (on the AMD EPYC, Zen 4, prefetching the
-// next tile's columns made the 147x147x64 forward 15-20% slower).
+// fwd_unit_tiles): in a run (fwd_run) with 2 or 3 tap rows, a tap-column count that has runs and
+// some pixels with all their taps inside the row; otherwise in unit tiles. No software prefetch:
+// the rows are read in order, which the hardware prefetchers follow (on the AMD EPYC, Zen 4,
+// prefetching the next tile's columns made the 147x147x64 forward 15-20% slower).
 template <int KW, bool Relu, bool Stream, typename T, typename O, typename A>
 void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 wo0,
                   i64 wo1, i64 pad_left, i64 W) {
-  // The run: from the first column with no tap in the left padding to the last with none in the right.
+  // The pixels with all their taps inside the row: from the first with none in the left padding
+  // to the last with none in the right.
   const i64 a = clamp_(pad_left, wo0, wo1), b = clamp_(W + pad_left - (KW - 1), a, wo1);
-  if (!kHasRuns<KW> || rows != 3 || a == b)
-    return fwd_unit_tiles<KW, Relu>(xr, w, rows, src_di, w_di, C, bias, out, wo0, wo1, pad_left, W);
   if constexpr (kHasRuns<KW>) {
-    fwd_unit_tiles<KW, Relu, 1>(xr, w, rows, src_di, w_di, C, bias, out, wo0, a, pad_left, W);
-    for_channel_blocks<A, 1, true>(C, [&](auto blk, i64 c0, int nc) {
-      constexpr bool Pa = decltype(blk)::partial;
-      fwd_run_unit<1, KW, Pa, Relu, Stream>(xr + (a - pad_left) * C + c0, w + c0, src_di, w_di, C,
-                                            bias ? bias + c0 : nullptr, out + (a - wo0) * C + c0, nc, b - a);
-    });
-    fwd_unit_tiles<KW, Relu, 1>(xr, w, rows, src_di, w_di, C, bias, out + (b - wo0) * C, b, wo1, pad_left, W);
+    if (a < b && with_run_rows(
+                     rows,
+                     [&](auto r) {
+                       for_channel_blocks<A, 1, true>(C, [&](auto blk, i64 c0, int nc) {
+                         constexpr bool Pa = decltype(blk)::partial;
+                         fwd_run<decltype(r)::value, 1, KW, Pa, Relu, Stream>(xr + c0, w + c0, src_di, w_di, C,
+                                                                              bias ? bias + c0 : nullptr, out + c0, nc,
+                                                                              wo0, wo1, a, b, pad_left, W);
+                       });
+                     }))
+      return;
   }
+  fwd_unit_tiles<KW, Relu>(xr, w, rows, src_di, w_di, C, bias, out, wo0, wo1, pad_left, W);
 }
 
 // M == 1: output pixels [p0, p1), one output row segment at a time. At unit stride and dilation
@@ -872,47 +903,66 @@ void gi_unit_tiles(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 
   }
 }
 
-// The input gradient's run: npix input pixels from gi, whose go columns (src: the one the first
-// pixel's last tap reads) all lie inside the output; zeroed where x <= 0 unless x is null.
-template <int NV, int KW, bool Partial, bool Stream, typename S, typename T, typename A>
-inline void gi_run_unit(const S* src, const A* w, i64 src_di, i64 w_di, i64 C, const T* x, T* gi, int n, i64 npix) {
+// The input gradient's run: a whole input row (gor: the go row of the first tap row; x: the row's
+// relu mask or null; gi: the row), the columns in [a, b) with all their go columns inside the
+// output; zeroed where x <= 0 unless x is null.
+template <int R, int NV, int KW, bool Partial, bool Stream, typename S, typename T, typename A>
+inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, int n, i64 a, i64 b, i64 W,
+                   i64 Wo, i64 pad_left) {
   constexpr int L = kLanes<A>;
-  Vec<A> wv[3][KW][NV];
-  load_run_weights<NV, KW, Partial>(wv, w, w_di, C, n);
-  for_run_tiles(npix, [&](auto tile, i64 q) __attribute__((always_inline)) {
+  Vec<A> wv[R][KW][NV];
+  load_run_weights<R, NV, KW, Partial>(wv, w, w_di, C, n);
+  auto mask = [&](auto& acc, i64 q) __attribute__((always_inline)) {  // acc: pixels q, q + 1, ...
+    constexpr int P = sizeof(acc) / sizeof(acc[0]);
+    if (x == nullptr) return;
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        acc[p][v] = ld<Partial>(x + (q + p) * C + v * L, n) > Vec<A>{} ? acc[p][v] : Vec<A>{};
+  };
+  auto edge = [&](i64 q) {                   // one pixel with go columns outside the output
+    const i64 g0 = q + pad_left - (KW - 1);  // the go column of its last tap
+    const UnitTile t = unit_tile<1, KW>(g0, Wo, 1);
+    Vec<A> acc[1][NV] = {};
+    run_accumulate<1, NV, KW, R, true, Partial, false, true>(acc, gor + g0 * C, go_di, C, wv, n, t.c_lo, t.c_hi);
+    mask(acc, q);
+    store_tile<1, NV, Partial, A>(gi + q * C, C, acc, n);
+  };
+  for (i64 q = 0; q < a; ++q) edge(q);
+  const S* src = gor + (a + pad_left - (KW - 1)) * C;
+  for_run_tiles(b - a, [&](auto tile, i64 q) __attribute__((always_inline)) {
     constexpr int P = decltype(tile)::value;
     Vec<A> acc[P][NV] = {};
-    run_accumulate<P, NV, KW, true, Partial, false>(acc, src + q * C, src_di, C, wv, n);
-    if (x != nullptr) {
-#pragma GCC unroll 16
-      for (int p = 0; p < P; ++p)
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v)
-          acc[p][v] = ld<Partial>(x + (q + p) * C + v * L, n) > Vec<A>{} ? acc[p][v] : Vec<A>{};
-    }
-    store_run_tile<Stream, P, NV, Partial, A>(gi + q * C, C, acc, n);
+    run_accumulate<P, NV, KW, R, true, Partial, false>(acc, src + q * C, go_di, C, wv, n);
+    mask(acc, a + q);
+    store_run_tile<Stream, P, NV, Partial, A>(gi + (a + q) * C, C, acc, n);
   });
+  for (i64 q = b; q < W; ++q) edge(q);
 }
 
-// A whole input row at unit stride and dilation along W (arguments as in gi_unit_tiles). With three
-// tap rows and a tap-column count that has runs, the columns whose go columns all lie inside the
-// output go in a run (gi_run_unit) and those at the row's edges pixel by pixel; otherwise all in
-// unit tiles. No software prefetch (see fwd_row_unit): it measured no faster here.
+// A whole input row at unit stride and dilation along W (arguments as in gi_unit_tiles): in a run
+// (gi_run) with 2 or 3 tap rows, a tap-column count that has runs and some columns with all their
+// go columns inside the output; otherwise in unit tiles. No software prefetch (see fwd_row_unit):
+// it measured no faster here.
 template <int KW, bool Stream, typename S, typename T, typename A>
 void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 W, i64 Wo,
                  i64 pad_left) {
   const i64 a = clamp_(KW - 1 - pad_left, 0, W), b = clamp_(Wo - pad_left, a, W);
-  if (!kHasRuns<KW> || rows != 3 || a == b)
-    return gi_unit_tiles<KW>(gor, w, rows, go_di, w_di, C, x, gi, 0, W, Wo, pad_left);
   if constexpr (kHasRuns<KW>) {
-    gi_unit_tiles<KW, 1>(gor, w, rows, go_di, w_di, C, x, gi, 0, a, Wo, pad_left);
-    for_channel_blocks<A, 1, true>(C, [&](auto blk, i64 c0, int nc) {
-      constexpr bool Pa = decltype(blk)::partial;
-      gi_run_unit<1, KW, Pa, Stream>(gor + (a + pad_left - (KW - 1)) * C + c0, w + c0, go_di, w_di, C,
-                                     x ? x + a * C + c0 : nullptr, gi + a * C + c0, nc, b - a);
-    });
-    gi_unit_tiles<KW, 1>(gor, w, rows, go_di, w_di, C, x, gi, b, W, Wo, pad_left);
+    if (a < b && with_run_rows(
+                     rows,
+                     [&](auto r) {
+                       for_channel_blocks<A, 1, true>(C, [&](auto blk, i64 c0, int nc) {
+                         constexpr bool Pa = decltype(blk)::partial;
+                         gi_run<decltype(r)::value, 1, KW, Pa, Stream>(gor + c0, w + c0, go_di, w_di, C,
+                                                                       x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo,
+                                                                       pad_left);
+                       });
+                     }))
+      return;
   }
+  gi_unit_tiles<KW>(gor, w, rows, go_di, w_di, C, x, gi, 0, W, Wo, pad_left);
 }
 
 // M == 1: input rows [r0, r1). A correlation of go with the flipped kernel, restricted to the taps
