@@ -59,6 +59,19 @@ bool use_onednn() {
   return onednn;
 }
 
+bool weight_products_on_xsep() {
+  static const bool xsep = [] {
+    const char* env = std::getenv("XSEP_CPU_WEIGHT_GEMM");
+    if (env != nullptr && *env != '\0') {
+      const std::string_view name(env);
+      TORCH_CHECK(name == "blas" || name == "xsep", "XSEP_CPU_WEIGHT_GEMM='", name, "' is not one of 'blas', 'xsep'");
+      return name == "xsep";
+    }
+    return amd_processor();
+  }();
+  return xsep;
+}
+
 at::Tensor onednn_linear_call(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   static const c10::OperatorHandle op = *onednn_linear();
   // mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm)
@@ -79,19 +92,6 @@ at::Tensor onednn_linear_call(const at::Tensor& x, const at::Tensor& w, const at
 const char* gemm_library() { return use_onednn() ? "onednn" : "blas"; }
 
 bool linear_uses_onednn(at::ScalarType dtype) { return dtype == at::kFloat && use_onednn(); }
-
-static bool weight_products_on_xsep() {
-  static const bool xsep = [] {
-    const char* env = std::getenv("XSEP_CPU_WEIGHT_GEMM");
-    if (env != nullptr && *env != '\0') {
-      const std::string_view name(env);
-      TORCH_CHECK(name == "blas" || name == "xsep", "XSEP_CPU_WEIGHT_GEMM='", name, "' is not one of 'blas', 'xsep'");
-      return name == "xsep";
-    }
-    return amd_processor();
-  }();
-  return xsep;
-}
 
 const char* weight_gemm_library() { return weight_products_on_xsep() ? "xsep" : "blas"; }
 

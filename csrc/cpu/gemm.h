@@ -25,6 +25,12 @@ const char* weight_gemm_library();
 // Whether addmm_tn_fixed_order runs on xsep's kernel for this dtype.
 bool tn_product_on_xsep(at::ScalarType dtype);
 
+// The longest inner dimension (K) of a "short" product: one whose output is large next to its
+// operands, where oneDNN's 1x1 convolution beats its inner product (the pointwise op) and the
+// copy of the inner product's result out of its own tensor is a large share of the time (the
+// fused op's forward tiles). Xception's 64-, 128- and 256-channel layers.
+inline constexpr int64_t kShortProductK = 256;
+
 // "blas" or "onednn": the library linear() and linear_out() use for float32 (chosen once per process).
 const char* gemm_library();
 // Whether linear() and linear_out() run on oneDNN for operands of this dtype.

@@ -84,11 +84,11 @@ at::Tensor batched_left_product(const at::Tensor& m, const at::Tensor& b, const 
   return out;
 }
 
-// Short float32 products on oneDNN (K <= 256) go through its 1x1 convolution, which ran them faster
+// Short float32 products on oneDNN (K <= kShortProductK) go through its 1x1 convolution, which ran them faster
 // than its inner product (AMD EPYC, Zen 4, batch 8, one process: 147x147 64->128 18.7 against 21.5
 // ms; 74x74 128->256 and 19x19 728->728 within 5%) and writes the output in place of a copy.
 bool short_product_on_onednn_conv(const at::Tensor& t, int64_t K) {
-  return t.scalar_type() == at::kFloat && linear_uses_onednn(at::kFloat) && K <= 256;
+  return t.scalar_type() == at::kFloat && linear_uses_onednn(at::kFloat) && K <= kShortProductK;
 }
 
 at::Tensor conv1x1(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {

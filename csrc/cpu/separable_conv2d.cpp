@@ -52,7 +52,7 @@ int64_t nhwc_tile_pixels(int64_t mid_channels, int64_t pixels, at::ScalarType ac
   const int64_t values = int64_t(1) << (linear_uses_onednn(acc) ? 22 : 20);
   return tile_pixels(mid_channels, pixels, values, 1024);
 }
-// The forward's tiles on oneDNN with short products (mid channels <= 256): 1M values of the tile's
+// The forward's tiles on oneDNN with short products (mid channels <= kShortProductK): 1M values of the tile's
 // depthwise output and GEMM result together. oneDNN's inner product writes a new tensor, copied into
 // the output tile by tile, and a short product leaves that copy a large share of the time unless
 // the result is still in cache: on the AMD EPYC (Zen 4, fp32, batch 8, `retain`, in one process)
@@ -61,7 +61,7 @@ int64_t nhwc_tile_pixels(int64_t mid_channels, int64_t pixels, at::ScalarType ac
 // (0.94-0.97x either way, where taller tiles had measured better before), so they keep
 // nhwc_tile_pixels, as the backward does (the same change moved its forward+backward within noise).
 int64_t nhwc_forward_tile_pixels(int64_t mid_channels, int64_t out_channels, int64_t pixels, at::ScalarType acc) {
-  if (!linear_uses_onednn(acc) || mid_channels > 256) return nhwc_tile_pixels(mid_channels, pixels, acc);
+  if (!linear_uses_onednn(acc) || mid_channels > kShortProductK) return nhwc_tile_pixels(mid_channels, pixels, acc);
   return tile_pixels(mid_channels + out_channels, pixels, int64_t(1) << 20, 1024);
 }
 
