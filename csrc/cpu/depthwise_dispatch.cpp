@@ -7,6 +7,7 @@
 
 #include "cpu/depthwise_kernels.h"
 #include "cpu/depthwise_nchw_kernels.h"
+#include "cpu/host.h"
 #include "cpu/isa_tables.h"
 
 namespace xsep::cpu {
@@ -39,15 +40,9 @@ bool cpu_supports(Isa isa) {
 }
 
 Isa select_isa() {
-  const char* env = std::getenv("XSEP_CPU_ISA");
-  if (env != nullptr && *env != '\0') {
-    const std::string_view name(env);
-    Isa isa;
-    if (name == "avx512") isa = Isa::avx512;
-    else if (name == "avx2") isa = Isa::avx2;
-    else if (name == "default") isa = Isa::baseline;
-    else TORCH_CHECK(false, "XSEP_CPU_ISA='", name, "' is not one of 'avx512', 'avx2', 'default'");
-    TORCH_CHECK(cpu_supports(isa), "XSEP_CPU_ISA=", name, ": this CPU (or this build) does not ",
+  if (const auto name = env_choice("XSEP_CPU_ISA", {"avx512", "avx2", "default"})) {
+    const Isa isa = name == "avx512" ? Isa::avx512 : name == "avx2" ? Isa::avx2 : Isa::baseline;
+    TORCH_CHECK(cpu_supports(isa), "XSEP_CPU_ISA=", *name, ": this CPU (or this build) does not ",
                 "support that instruction set");
     return isa;
   }

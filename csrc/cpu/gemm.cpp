@@ -46,10 +46,7 @@ bool onednn_available() { return onednn_linear().has_value() && onednn_pack().ha
 
 bool use_onednn() {
   static const bool onednn = [] {
-    const char* env = std::getenv("XSEP_CPU_GEMM");
-    if (env != nullptr && *env != '\0') {
-      const std::string_view name(env);
-      TORCH_CHECK(name == "blas" || name == "onednn", "XSEP_CPU_GEMM='", name, "' is not one of 'blas', 'onednn'");
+    if (const auto name = env_choice("XSEP_CPU_GEMM", {"blas", "onednn"})) {
       TORCH_CHECK(name == "blas" || onednn_available(),
                   "XSEP_CPU_GEMM=onednn: this torch was built without oneDNN (mkldnn::_linear_pointwise)");
       return name == "onednn";
@@ -61,12 +58,7 @@ bool use_onednn() {
 
 bool weight_products_on_xsep() {
   static const bool xsep = [] {
-    const char* env = std::getenv("XSEP_CPU_WEIGHT_GEMM");
-    if (env != nullptr && *env != '\0') {
-      const std::string_view name(env);
-      TORCH_CHECK(name == "blas" || name == "xsep", "XSEP_CPU_WEIGHT_GEMM='", name, "' is not one of 'blas', 'xsep'");
-      return name == "xsep";
-    }
+    if (const auto name = env_choice("XSEP_CPU_WEIGHT_GEMM", {"blas", "xsep"})) return name == "xsep";
     return amd_processor();
   }();
   return xsep;

@@ -45,10 +45,7 @@ int64_t last_level_cache_bytes() {
 // -1: always, 0: never, else the threshold in bytes. Read once per process.
 int64_t stream_threshold() {
   static const int64_t threshold = [] {
-    const char* env = std::getenv("XSEP_CPU_STREAM_STORES");
-    const std::string_view name(env != nullptr ? env : "");
-    TORCH_CHECK(name.empty() || name == "auto" || name == "always" || name == "never", "XSEP_CPU_STREAM_STORES='", name,
-                "' is not one of 'auto', 'always', 'never'");
+    const auto name = env_choice("XSEP_CPU_STREAM_STORES", {"auto", "always", "never"});
     if (name == "always") return int64_t{-1};
     if (name == "never") return int64_t{0};
     return last_level_cache_bytes();
@@ -57,6 +54,16 @@ int64_t stream_threshold() {
 }
 
 }  // namespace
+
+std::optional<std::string_view> env_choice(const char* variable, std::initializer_list<std::string_view> allowed) {
+  const char* env = std::getenv(variable);
+  if (env == nullptr || *env == '\0') return std::nullopt;
+  const std::string_view name(env);
+  if (std::find(allowed.begin(), allowed.end(), name) != allowed.end()) return name;
+  std::string choices;
+  for (const std::string_view choice : allowed) choices += (choices.empty() ? "'" : ", '") + std::string(choice) + "'";
+  TORCH_CHECK(false, variable, "='", name, "' is not one of ", choices);
+}
 
 bool stream_output(int64_t bytes) {
   const int64_t threshold = stream_threshold();

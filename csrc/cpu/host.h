@@ -7,7 +7,10 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <initializer_list>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 
@@ -24,6 +27,11 @@ inline int64_t grain(int64_t work_per_item) {
   constexpr int64_t kTaskWork = 32768;
   return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(1, work_per_item));
 }
+
+// The value of the environment variable `variable` when it is set and not empty, checked to be one
+// of `allowed` (else an error naming the variable and the choices); nullopt when unset or empty.
+// The settings that override a choice xsep makes per machine (XSEP_CPU_ISA, XSEP_CPU_GEMM, ...).
+std::optional<std::string_view> env_choice(const char* variable, std::initializer_list<std::string_view> allowed);
 
 // Whether an op writes its output with non-temporal stores, past the caches: when the bytes it
 // reads and writes exceed the last-level cache, so the output would be evicted before its reader
