@@ -666,10 +666,10 @@ inline void fwd_run(const S* xr, const A* w, i64 src_di, i64 w_di, i64 C, const 
 // first tap row; out: output pixel q0), all in unit tiles of P pixels: those with a tap column in
 // the padding, or fewer than P pixels left, as edge tiles. Tiles start at q0, so a row's first tile
 // covers its left border, and a plane narrower than a tile is one edge tile.
-template <int KW, bool Relu, int P = kUnitP<KW>, typename T, typename O, typename A>
+template <int KW, bool Relu, typename T, typename O, typename A>
 void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 q0,
                     i64 q1, i64 pad_left, i64 W) {
-  constexpr int NVmax = kUnitNV<KW>;
+  constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
   for (i64 q = q0; q < q1; q += P) {
     const i64 sc0 = q - pad_left;  // the input column of the tile's first pixel's first tap
     const UnitTile t = unit_tile<P, KW>(sc0, W, q1 - q);
@@ -884,10 +884,10 @@ inline void gi_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_d
 // Input columns [q0, q1) of a row at unit stride and dilation along W (gor: the go row of the first
 // tap row; x: the row's relu mask or null; gi: the row) in unit tiles of P pixels, those at the
 // row's edges as edge tiles. Input column q + p reads go column q + p + pad_left - j with tap column j.
-template <int KW, int P = kUnitP<KW>, typename S, typename T, typename A>
+template <int KW, typename S, typename T, typename A>
 void gi_unit_tiles(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 q0, i64 q1,
                    i64 Wo, i64 pad_left) {
-  constexpr int NVmax = kUnitNV<KW>;
+  constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
   for (i64 q = q0; q < q1; q += P) {
     const i64 g0 = q + pad_left - (KW - 1);  // the go column of the tile's first pixel's last tap
     const UnitTile t = unit_tile<P, KW>(g0, Wo, q1 - q);
