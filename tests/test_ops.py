@@ -504,6 +504,7 @@ _UNIT_CASES = [
     (1, 17, 8, 31, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), "none", "7x7"),
     (2, 24, 9, 19, (3, 3), (2, 1), (1, 1, 1, 1), (2, 1), "none", "row stride and dilation only"),
     (1, 64, 3, 10, (3, 3), (1, 1), (0, 0, 1, 1), (1, 1), "none", "a 10-pixel row: one 8-pixel tile"),
+    (2, 41, 4, 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), "relu", "a short row: runs of two vectors, a channel tail"),
     (2, 19, 7, 7, (7, 7), (1, 1), (3, 3, 3, 3), (1, 1), "none", "7x7 on a 7x7 plane: one edge tile a row"),
     (1, 20, 7, 7, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), "relu", "5x5 on a 7x7 plane"),
     (1, 9, 3, 2, (3, 3), (1, 1), (4, 3, 5, 4), (1, 1), "none", "padding larger than the plane"),

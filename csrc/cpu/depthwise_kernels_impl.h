@@ -451,40 +451,58 @@ XSEP_INLINE void keep_in_register(V& v) {
 #endif
 }
 
-// acc[p][v] += act(src column) * w[tap row][j] over the tap rows, in accumulate's order (tap rows,
-// then j ascending) for every pixel. Forward (Flip false): pixel p, tap j reads source column p + j.
-// Input gradient (Flip true, the flipped kernel): it reads column p - j + KW - 1, so the columns
-// go in descending order for j to ascend.
-// With Edge, only the source columns in [c_lo, c_hi) are read: the others lie in the padding
-// (a tile at a row's edge), and their products, zero, are left out.
-template <int P, int NV, int KW, bool Flip, bool Partial, bool Relu, bool Edge = false, typename S, typename A>
-XSEP_INLINE void accumulate_unit(Vec<A> (&acc)[P][NV], const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C,
-                                 int n, int c_lo = 0, int c_hi = 0) {
+// Weights for run_accumulate: w's R tap rows (w_di apart) of KW taps, NV vectors of channels each.
+template <int R, int NV, int KW, bool Partial, typename A>
+XSEP_INLINE void load_run_weights(Vec<A> (&wv)[R][KW][NV], const A* w, i64 w_di, i64 C, int n) {
   constexpr int L = kLanes<A>;
-  for (i64 a = 0; a < rows; ++a) {
-    const S* sr = src + a * src_di;
-    const A* wr = w + a * w_di;
-    Vec<A> wv[KW][NV];
+#pragma GCC unroll 4
+  for (int a = 0; a < R; ++a)
 #pragma GCC unroll 8
     for (int j = 0; j < KW; ++j)
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) wv[j][v] = ld<Partial>(wr + j * C + v * L, n);
+      for (int v = 0; v < NV; ++v) wv[a][j][v] = ld<Partial>(w + a * w_di + j * C + v * L, n);
+}
+
+// acc[p][v] += act(src column) * wv[tap row][j] over R tap rows (src_di apart), in accumulate's
+// order (tap rows, then j ascending) for every pixel; each source vector of a tap row is loaded once
+// (P + KW - 1 of them, against P * KW in accumulate). Forward (Flip false): pixel p, tap j reads
+// source column p + j. Input gradient (Flip true, the flipped kernel): it reads column
+// p - j + KW - 1, so the columns go in descending order for j to ascend.
+// With Edge, only the source columns in [c_lo, c_hi) are read: the others lie in the padding
+// (a tile at a row's edge), and their products, zero, are left out.
+template <int P, int NV, int KW, int R, bool Flip, bool Partial, bool Relu, bool Edge = false, typename S, typename V>
+XSEP_INLINE void run_accumulate(V (&acc)[P][NV], const S* src, i64 src_di, i64 C, const V (&wv)[R][KW][NV], int n,
+                                int c_lo = 0, int c_hi = 0) {
+  constexpr int L = kLanes<Acc<S>>;
+#pragma GCC unroll 4
+  for (int a = 0; a < R; ++a) {
 #pragma GCC unroll 16
     for (int i = 0; i < P + KW - 1; ++i) {
       const int c = Flip ? P + KW - 2 - i : i;  // the source column
       if (Edge && (c < c_lo || c >= c_hi)) continue;
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-        Vec<A> xv = ld<Partial>(sr + c * C + v * L, n);
+        V xv = ld<Partial>(src + a * src_di + c * C + v * L, n);
         if constexpr (Relu) xv = relu(xv);
         keep_in_register(xv);
 #pragma GCC unroll 8
         for (int j = 0; j < KW; ++j) {
           const int p = Flip ? c + j - (KW - 1) : c - j;
-          if (p >= 0 && p < P) acc[p][v] += xv * wv[j][v];
+          if (p >= 0 && p < P) acc[p][v] += xv * wv[a][j][v];
         }
       }
     }
+  }
+}
+
+// run_accumulate over `rows` tap rows (w_di apart in w), each row's weights loaded for this tile.
+template <int P, int NV, int KW, bool Flip, bool Partial, bool Relu, bool Edge = false, typename S, typename A>
+XSEP_INLINE void accumulate_unit(Vec<A> (&acc)[P][NV], const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C,
+                                 int n, int c_lo = 0, int c_hi = 0) {
+  for (i64 a = 0; a < rows; ++a) {  // one tap row at a time, its weights loaded for this tile only
+    Vec<A> wv[1][KW][NV];
+    load_run_weights<1, NV, KW, Partial>(wv, w + a * w_di, 0, C, n);
+    run_accumulate<P, NV, KW, 1, Flip, Partial, Relu, Edge>(acc, src + a * src_di, 0, C, wv, n, c_lo, c_hi);
   }
 }
 
@@ -556,51 +574,35 @@ XSEP_INLINE bool with_run_rows(i64 rows, F&& f) {
   }
 }
 
-// A run's weights: w's R tap rows (w_di apart) of KW taps, NV vectors of channels each.
-template <int R, int NV, int KW, bool Partial, typename A>
-XSEP_INLINE void load_run_weights(Vec<A> (&wv)[R][KW][NV], const A* w, i64 w_di, i64 C, int n) {
-  constexpr int L = kLanes<A>;
-#pragma GCC unroll 4
-  for (int a = 0; a < R; ++a)
-#pragma GCC unroll 8
-    for (int j = 0; j < KW; ++j)
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) wv[a][j][v] = ld<Partial>(w + a * w_di + j * C + v * L, n);
+// Runs take one vector of channels at a time, or two in the AVX-512 build on rows with fewer than
+// 2 * kRunP pixels in the run (Xception's 10x10 planes): the pixels at the row's edges then have
+// two independent chains of multiply-adds, and a run's setup serves twice the channels. Forward,
+// interleaved against one vector: 1.1-1.35x at 10x10x1024 and 10x10x1536 (input gradient
+// 1.15-1.4x); at 37x37x728 two vectors ran 5-9% slower, at 19x19x728 within noise. Calls f(Block, c0, nc) as
+// for_channel_blocks.
+template <typename A, typename F>
+XSEP_INLINE void for_run_blocks(i64 C, i64 run_pixels, F&& f) {
+#if XSEP_VEC_BYTES == 64
+  if (run_pixels < 2 * kRunP) return for_channel_blocks<A, 2, true>(C, f);
+#endif
+  for_channel_blocks<A, 1, true>(C, f);
 }
 
-// accumulate_unit with R tap rows and the weights in registers: the same sums in the same order.
-template <int P, int NV, int KW, int R, bool Flip, bool Partial, bool Relu, bool Edge = false, typename S, typename V>
-XSEP_INLINE void run_accumulate(V (&acc)[P][NV], const S* src, i64 src_di, i64 C, const V (&wv)[R][KW][NV], int n,
-                                int c_lo = 0, int c_hi = 0) {
-  constexpr int L = kLanes<Acc<S>>;
-#pragma GCC unroll 4
-  for (int a = 0; a < R; ++a) {
-#pragma GCC unroll 16
-    for (int i = 0; i < P + KW - 1; ++i) {
-      const int c = Flip ? P + KW - 2 - i : i;  // the source column
-      if (Edge && (c < c_lo || c >= c_hi)) continue;
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) {
-        V xv = ld<Partial>(src + a * src_di + c * C + v * L, n);
-        if constexpr (Relu) xv = relu(xv);
-        keep_in_register(xv);
-#pragma GCC unroll 8
-        for (int j = 0; j < KW; ++j) {
-          const int p = Flip ? c + j - (KW - 1) : c - j;
-          if (p >= 0 && p < P) acc[p][v] += xv * wv[a][j][v];
-        }
-      }
-    }
-  }
+// A row segment's runs: f(IntTag<R>{}, Block, c0, nc) for each block of channels (for_run_blocks),
+// R = rows, the tap-row count; false, calling nothing, for a count runs do not take (with_run_rows).
+template <typename A, typename F>
+XSEP_INLINE bool for_runs(i64 rows, i64 C, i64 run_pixels, F&& f) {
+  return with_run_rows(
+      rows, [&](auto r) { for_run_blocks<A>(C, run_pixels, [&](auto blk, i64 c0, int nc) { f(r, blk, c0, nc); }); });
 }
 
-// A run of npix pixels in tiles: f(IntTag<kRunP>{}, q) for q = 0, kRunP, ..., then tiles of 4, 2
-// and 1 pixel for the rest.
-template <typename F>
+// A run of npix pixels in tiles: f(IntTag<Pmax>{}, q) for q = 0, Pmax, ..., then tiles of 4, 2
+// and 1 pixel for the rest. Pmax: kRunP / NV (the accumulators of NV vectors of channels).
+template <int Pmax = kRunP, typename F>
 XSEP_INLINE void for_run_tiles(i64 npix, F&& f) {
   i64 q = 0;
-  for (; q + kRunP <= npix; q += kRunP) f(IntTag<kRunP>{}, q);
-  if constexpr (kRunP > 4)
+  for (; q + Pmax <= npix; q += Pmax) f(IntTag<Pmax>{}, q);
+  if constexpr (Pmax > 4)
     if (q + 4 <= npix) {
       f(IntTag<4>{}, q);
       q += 4;
@@ -627,6 +629,23 @@ XSEP_INLINE void store_run_tile(O* out, i64 ps, const Vec<A> (&acc)[P][NV], int 
   }
 }
 
+// A run reads one vector of channels of every pixel of its rows, C apart: with a few hundred
+// channels or more, no two in the same page, where the hardware prefetchers do not follow
+// (AMD EPYC, Zen 4). So a run prefetches, into L2, the pixels of its tap row that is new to the
+// caches (the others were read by the row before), kPrefetchAhead values further on in memory: the
+// vectors a later run reads. Measured at 2 threads, batch 8, interleaved against no prefetch: the
+// forward 1.05-1.5x faster on Xception's 3x3 layers (64x147x147 to 1536x10x10); 8 vectors ahead
+// ran faster than 1, 2 or 4, and the L2 hints faster than into L1.
+template <typename S>
+constexpr i64 kPrefetchAhead = 8 * kLanes<Acc<S>>;
+// Pixels [c0, c1) of a row (C apart), kPrefetchAhead values on.
+template <int NV = 1, typename S>
+XSEP_INLINE void prefetch_ahead(const S* row, i64 c0, i64 c1, i64 C) {
+  for (i64 c = c0; c < c1; ++c)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) __builtin_prefetch(row + c * C + kPrefetchAhead<S> + v * kLanes<Acc<S>>, 0, 1);
+}
+
 // The forward's run: output columns [wo0, wo1) of a row (xr: the input row of the first tap row;
 // out: output pixel wo0), those in [a, b) with all their taps inside the row.
 template <int R, int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename A>
@@ -646,10 +665,12 @@ inline void fwd_run(const S* xr, const A* w, i64 src_di, i64 w_di, i64 C, const 
     run_accumulate<1, NV, KW, R, false, Partial, Relu, true>(acc, xr + sc0 * C, src_di, C, wv, n, t.c_lo, t.c_hi);
     store_tile<1, NV, Partial, A>(out + (q - wo0) * C, C, acc, n);
   };
+  // The last tap row is the one the rows above did not read.
+  prefetch_ahead<NV>(xr + (R - 1) * src_di, clamp_(wo0 - pad_left, 0, W), clamp_(wo1 - pad_left + KW - 1, 0, W), C);
   for (i64 q = wo0; q < a; ++q) edge(q);
   const S* src = xr + (a - pad_left) * C;
   O* o = out + (a - wo0) * C;
-  for_run_tiles(b - a, [&](auto tile, i64 q) __attribute__((always_inline)) {
+  for_run_tiles<kRunP / NV>(b - a, [&](auto tile, i64 q) __attribute__((always_inline)) {
     constexpr int P = decltype(tile)::value;
     Vec<A> acc[P][NV];
 #pragma GCC unroll 16
@@ -688,9 +709,10 @@ void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64
 
 // Output columns [wo0, wo1) of a row at unit stride and dilation along W (xr, out as in
 // fwd_unit_tiles): in a run (fwd_run) with 2 or 3 tap rows, a tap-column count that has runs and
-// some pixels with all their taps inside the row; otherwise in unit tiles. No software prefetch:
-// the rows are read in order, which the hardware prefetchers follow (on the AMD EPYC, Zen 4,
-// prefetching the next tile's columns made the 147x147x64 forward 15-20% slower).
+// some pixels with all their taps inside the row; otherwise in unit tiles. Runs prefetch (see
+// prefetch_ahead); unit tiles do not: they read the rows in order, which the hardware prefetchers
+// follow (on the AMD EPYC, Zen 4, prefetching the next tile's columns made the 147x147x64 forward
+// 15-20% slower).
 template <int KW, bool Relu, bool Stream, typename T, typename O, typename A>
 void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 wo0,
                   i64 wo1, i64 pad_left, i64 W) {
@@ -698,15 +720,12 @@ void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C
   // to the last with none in the right.
   const i64 a = clamp_(pad_left, wo0, wo1), b = clamp_(W + pad_left - (KW - 1), a, wo1);
   if constexpr (kHasRuns<KW>) {
-    if (a < b && with_run_rows(
-                     rows,
-                     [&](auto r) {
-                       for_channel_blocks<A, 1, true>(C, [&](auto blk, i64 c0, int nc) {
-                         constexpr bool Pa = decltype(blk)::partial;
-                         fwd_run<decltype(r)::value, 1, KW, Pa, Relu, Stream>(xr + c0, w + c0, src_di, w_di, C,
-                                                                              bias ? bias + c0 : nullptr, out + c0, nc,
-                                                                              wo0, wo1, a, b, pad_left, W);
-                       });
+    if (a < b && for_runs<A>(
+                     rows, C, b - a,
+                     [&](auto r, auto blk, i64 c0, int nc) {
+                       fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
+                           xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + c0, nc, wo0, wo1, a, b,
+                           pad_left, W);
                      }))
       return;
   }
@@ -881,16 +900,16 @@ inline void gi_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_d
   store_masked_tile<P, NV, Partial, A>(gi, C, x, acc, n, Edge ? t.np : P);
 }
 
-// Input columns [q0, q1) of a row at unit stride and dilation along W (gor: the go row of the first
+// A whole input row of W columns at unit stride and dilation along W (gor: the go row of the first
 // tap row; x: the row's relu mask or null; gi: the row) in unit tiles of P pixels, those at the
 // row's edges as edge tiles. Input column q + p reads go column q + p + pad_left - j with tap column j.
 template <int KW, typename S, typename T, typename A>
-void gi_unit_tiles(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 q0, i64 q1,
-                   i64 Wo, i64 pad_left) {
+void gi_unit_tiles(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 W, i64 Wo,
+                   i64 pad_left) {
   constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
-  for (i64 q = q0; q < q1; q += P) {
+  for (i64 q = 0; q < W; q += P) {
     const i64 g0 = q + pad_left - (KW - 1);  // the go column of the tile's first pixel's last tap
-    const UnitTile t = unit_tile<P, KW>(g0, Wo, q1 - q);
+    const UnitTile t = unit_tile<P, KW>(g0, Wo, W - q);
     const S* src = gor + g0 * C;
     for_channel_blocks<A, NVmax, true>(C, [&](auto blk, i64 c0, int nc) {
       constexpr int NV = decltype(blk)::NV;
@@ -921,6 +940,11 @@ inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T
       for (int v = 0; v < NV; ++v)
         acc[p][v] = ld<Partial>(x + (q + p) * C + v * L, n) > Vec<A>{} ? acc[p][v] : Vec<A>{};
   };
+  // As in fwd_run: the first tap row is the output-gradient row new to the caches (the input rows
+  // go up, the tap rows' output rows down), and the relu mask's row is new (1.05-1.4x, and 1.15-1.3x
+  // more with a mask).
+  prefetch_ahead<NV>(gor, 0, Wo, C);
+  if (x != nullptr) prefetch_ahead<NV>(x, 0, W, C);
   auto edge = [&](i64 q) {                   // one pixel with go columns outside the output
     const i64 g0 = q + pad_left - (KW - 1);  // the go column of its last tap
     const UnitTile t = unit_tile<1, KW>(g0, Wo, 1);
@@ -931,7 +955,7 @@ inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T
   };
   for (i64 q = 0; q < a; ++q) edge(q);
   const S* src = gor + (a + pad_left - (KW - 1)) * C;
-  for_run_tiles(b - a, [&](auto tile, i64 q) __attribute__((always_inline)) {
+  for_run_tiles<kRunP / NV>(b - a, [&](auto tile, i64 q) __attribute__((always_inline)) {
     constexpr int P = decltype(tile)::value;
     Vec<A> acc[P][NV] = {};
     run_accumulate<P, NV, KW, R, true, Partial, false>(acc, src + q * C, go_di, C, wv, n);
@@ -943,26 +967,22 @@ inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T
 
 // A whole input row at unit stride and dilation along W (arguments as in gi_unit_tiles): in a run
 // (gi_run) with 2 or 3 tap rows, a tap-column count that has runs and some columns with all their
-// go columns inside the output; otherwise in unit tiles. No software prefetch (see fwd_row_unit):
-// it measured no faster here.
+// go columns inside the output; otherwise in unit tiles. Prefetch as in fwd_row_unit: in runs only
+// (in unit tiles it measured no faster here).
 template <int KW, bool Stream, typename S, typename T, typename A>
 void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 W, i64 Wo,
                  i64 pad_left) {
   const i64 a = clamp_(KW - 1 - pad_left, 0, W), b = clamp_(Wo - pad_left, a, W);
   if constexpr (kHasRuns<KW>) {
-    if (a < b && with_run_rows(
-                     rows,
-                     [&](auto r) {
-                       for_channel_blocks<A, 1, true>(C, [&](auto blk, i64 c0, int nc) {
-                         constexpr bool Pa = decltype(blk)::partial;
-                         gi_run<decltype(r)::value, 1, KW, Pa, Stream>(gor + c0, w + c0, go_di, w_di, C,
-                                                                       x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo,
-                                                                       pad_left);
-                       });
+    if (a < b && for_runs<A>(
+                     rows, C, b - a,
+                     [&](auto r, auto blk, i64 c0, int nc) {
+                       gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
+                           gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo, pad_left);
                      }))
       return;
   }
-  gi_unit_tiles<KW>(gor, w, rows, go_di, w_di, C, x, gi, 0, W, Wo, pad_left);
+  gi_unit_tiles<KW>(gor, w, rows, go_di, w_di, C, x, gi, W, Wo, pad_left);
 }
 
 // M == 1: input rows [r0, r1). A correlation of go with the flipped kernel, restricted to the taps
