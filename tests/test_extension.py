@@ -68,3 +68,26 @@ def test_cuda_build_registers_the_cuda_kernels(native):
            if schema.name.startswith("xsep::") and not schema.name.startswith("xsep::_")}
     with_cuda = {op for op in ops if torch._C._dispatch_has_kernel_for_dispatch_key(f"xsep::{op}", "CUDA")}
     assert len(ops) == 8 and with_cuda == ops
+
+
+def test_failed_build_says_so_once(monkeypatch, capsys):
+    # A just-in-time build that fails leaves the pure-PyTorch parts working (load() returns False,
+    # never raises) but says so on stderr, with the error's last line, and keeps the whole error for
+    # `python -m xsep info`; later calls do not try again.
+    for key, value in {"loaded": False, "error": None, "how": None, "path": None}.items():
+        monkeypatch.setitem(_extension._state, key, value)
+    monkeypatch.setenv("XSEP_JIT", "1")
+    calls = []
+
+    def failing_build():
+        calls.append(1)
+        raise RuntimeError("Error building extension 'xsep_C'\nhost.cpp:1: error: expected ';'")
+
+    monkeypatch.setattr(_extension, "_jit_build", failing_build)
+    assert _extension.load() is False
+    err = capsys.readouterr().err
+    assert "xsep: the build failed, so the native backend is unavailable" in err
+    assert "host.cpp:1: error: expected ';'" in err
+    assert "host.cpp:1" in _extension.load_error()
+    assert _extension.load() is False and calls == [1]
+    assert capsys.readouterr().err == ""

@@ -83,7 +83,13 @@ def load(jit: bool = True) -> bool:
             elif not jit:
                 return False
             else:
-                path = _jit_build()
+                try:
+                    path = _jit_build()
+                except Exception as exc:  # said once here: every later load() returns False silently
+                    print(f"xsep: the build failed, so the native backend is unavailable ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); "
+                          "`python -m xsep info` shows why", file=sys.stderr, flush=True)
+                    raise
                 _state["how"] = "just-in-time"
             _state["path"] = path
             from xsep import ops
