@@ -142,8 +142,8 @@ def test_availability_is_per_op(monkeypatch):
 # CPU: the automatic choice follows the committed measurements (xsep/_measured.py)
 
 MEASURED = {
-    "Fast CPU": {("separable_conv2d", "channels_last"): (1.2, 1.1), ("separable_conv2d", "nchw"): (1.1, 0.9)},
-    "Slow CPU": {("separable_conv2d", "channels_last"): (0.8, 1.3)},
+    "Fast CPU": {"default": {("separable_conv2d", "channels_last"): (1.2, 1.1), ("separable_conv2d", "nchw"): (1.1, 0.9)}},
+    "Slow CPU": {"default": {("separable_conv2d", "channels_last"): (0.8, 1.3)}},
 }
 
 
@@ -157,7 +157,28 @@ MEASURED = {
 ])
 def test_measured_faster_on_cpu(monkeypatch, cpu, op, layout, faster):
     monkeypatch.setattr(backends._measured, "CPU_SPEEDUPS", MEASURED)
-    assert backends.measured_faster_on_cpu(op, layout, cpu) is faster
+    assert backends.measured_faster_on_cpu(op, layout, cpu, "default") is faster
+
+
+@pytest.mark.parametrize("allocator, faster", [
+    ("default", True),   # the results of the process's own setting decide
+    ("retain", False),
+    ("custom", False),   # a setting never measured on that CPU: the worst of its settings
+])
+def test_measured_faster_on_cpu_reads_the_allocator_setting(monkeypatch, allocator, faster):
+    # How much of a CPU op's time goes to page faults depends on the host allocator (bench
+    # --allocator): the results measured with the process's setting decide.
+    measured = {"Some CPU": {"default": {("separable_conv2d", "nchw"): (1.3, 1.2)},
+                             "retain": {("separable_conv2d", "nchw"): (0.9, 1.0)}}}
+    monkeypatch.setattr(backends._measured, "CPU_SPEEDUPS", measured)
+    assert backends.measured_faster_on_cpu("separable_conv2d", "nchw", "Some CPU", allocator) is faster
+
+
+def test_allocator_setting_is_the_bench_s():
+    # The setting the automatic choice looks up is the one the bench records for this process.
+    from xsep.bench.timing import allocator
+
+    assert backends.allocator_setting() == allocator()["setting"]
 
 
 def test_automatic_choice_on_cpu_never_picks_a_measured_slowdown(monkeypatch, no_backend_env):
@@ -177,8 +198,8 @@ def test_automatic_choice_on_cpu_prefers_the_same_instruction_set(monkeypatch, n
     # One model name covers CPUs with and without AVX-512 ("AMD EPYC"): results recorded with the
     # instruction set of xsep's kernels decide for CPUs that use the same one; results recorded
     # without it (older files) decide only where the CPU's own kind was never measured.
-    measured = {"Same CPU (avx512)": {("separable_conv2d", "channels_last"): (1.2, 1.1)},
-                "Same CPU": {("separable_conv2d", "channels_last"): (0.9, 0.9)}}
+    measured = {"Same CPU (avx512)": {"default": {("separable_conv2d", "channels_last"): (1.2, 1.1)}},
+                "Same CPU": {"default": {("separable_conv2d", "channels_last"): (0.9, 0.9)}}}
     monkeypatch.setattr(backends._measured, "CPU_SPEEDUPS", measured)
     native = "native" if native_available() else "torch"
     monkeypatch.setattr(backends, "_cpu_names", lambda: ("Same CPU (avx512)", "Same CPU"))

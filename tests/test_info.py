@@ -81,6 +81,17 @@ def test_a_line_per_backend_and_device(info_output):
     assert auto == "automatic choice on cpu: " + ("native" if _loaded(info_output) and faster else "torch")
 
 
+def test_automatic_choice_per_op_on_cpu(info_output):
+    # On CPU the automatic choice follows the committed results per op, layout and allocator
+    # setting: info names the setting and what each op gets in each layout.
+    line = next(ln for ln in info_output.splitlines() if ln.startswith("automatic choice per op on cpu"))
+    head, choices = line.split("): ", 1)
+    assert head.endswith(f"allocator {backends.allocator_setting()}")
+    expected = [f"{op} {backends.select(None, 'cpu', op, 'channels_last')} / {backends.select(None, 'cpu', op, 'nchw')}"
+                for op in backends.OPS]
+    assert choices.split(", ") == expected
+
+
 def test_collect_is_structured():
     # The data behind the text: every backend/device key, reasons None or strings.
     data = info.collect()

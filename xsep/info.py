@@ -77,4 +77,8 @@ def main() -> int:
         print(f"  {key:<12} {'available' if reason is None else 'unavailable: ' + reason}{note}")
     for device in _devices():
         print(f"automatic choice on {device}: {backends.select(None, device)}")
+    # On CPU it differs per op, layout and allocator setting (the committed results it follows).
+    per_op = ", ".join(f"{op} {backends.select(None, 'cpu', op, 'channels_last')} / "
+                       f"{backends.select(None, 'cpu', op, 'nchw')}" for op in backends.OPS)
+    print(f"automatic choice per op on cpu (channels_last / nchw; allocator {backends.allocator_setting()}): {per_op}")
     return 0

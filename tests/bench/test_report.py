@@ -162,7 +162,22 @@ def test_measured_module_keeps_native_cpu_speedups(tmp_path):
     gpu = {"device": {"type": "cuda", "name": "Some GPU"}, "summary": old["summary"]}
     namespace: dict = {}
     exec(render.measured_module([(None, old), (None, new), (None, gpu)]), namespace)
-    assert namespace["CPU_SPEEDUPS"] == {"Some CPU": {("separable_conv2d", "nchw"): (1.25, 0.6)}}
+    assert namespace["CPU_SPEEDUPS"] == {"Some CPU": {"default": {("separable_conv2d", "nchw"): (1.25, 0.6)}}}
+
+
+def test_measured_module_keeps_allocator_settings_apart():
+    # Results measured with freed memory kept mapped (bench --allocator retain) are kept apart from
+    # those with glibc's defaults; files that do not record the setting count as the default.
+    render = _render()
+    summary = [{"backend": "native", "op": "depthwise", "layout": "nchw", "mode": "forward", "geomean_speedup": 1.5}]
+    retain = [{**summary[0], "geomean_speedup": 0.9}]
+    docs = [(None, {"device": {"type": "cpu", "name": "Some CPU"}, "summary": summary}),
+            (None, {"device": {"type": "cpu", "name": "Some CPU"}, "summary": retain,
+                    "settings": {"allocator": {"setting": "retain"}}})]
+    namespace: dict = {}
+    exec(render.measured_module(docs), namespace)
+    assert namespace["CPU_SPEEDUPS"] == {"Some CPU": {"default": {("depthwise_conv2d", "nchw"): (1.5, None)},
+                                                      "retain": {("depthwise_conv2d", "nchw"): (0.9, None)}}}
 
 
 def test_measured_module_tells_instruction_sets_apart():
