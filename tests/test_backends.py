@@ -8,6 +8,7 @@ from helpers import dispatched_ops, native_available, require_native
 
 import xsep.functional as XF
 from xsep import _extension, backends
+from xsep.bench import report
 
 
 @pytest.fixture
@@ -206,6 +207,30 @@ def test_automatic_choice_on_cpu_prefers_the_same_instruction_set(monkeypatch, n
     assert backends.select(None, "cpu", "separable_conv2d", "channels_last") == native
     monkeypatch.setattr(backends, "_cpu_names", lambda: ("Same CPU (avx2)", "Same CPU"))
     assert backends.select(None, "cpu", "separable_conv2d", "channels_last") == "torch"
+
+
+def test_automatic_choice_on_cpu_prefers_the_same_generation(monkeypatch, no_backend_env):
+    # One model name and instruction set covers generations (AMD EPYC Zen 4 and Zen 5): results
+    # recorded with the CPU's family and model numbers decide for that family and model; results
+    # recorded without them (older files) decide only where this CPU's own was never measured.
+    measured = {"Same CPU (avx512, family 26 model 2)": {"default": {("separable_conv2d", "nchw"): (1.2, 1.1)}},
+                "Same CPU (avx512)": {"default": {("separable_conv2d", "nchw"): (0.9, 0.9)}}}
+    monkeypatch.setattr(backends._measured, "CPU_SPEEDUPS", measured)
+    native = "native" if native_available() else "torch"
+    zen5 = ("Same CPU (avx512, family 26 model 2)", "Same CPU (avx512)", "Same CPU")
+    monkeypatch.setattr(backends, "_cpu_names", lambda: zen5)
+    assert backends.measured_cpu_kind() == zen5[0]
+    assert backends.select(None, "cpu", "separable_conv2d", "nchw") == native
+    zen4 = ("Same CPU (avx512, family 25 model 17)", "Same CPU (avx512)", "Same CPU")
+    monkeypatch.setattr(backends, "_cpu_names", lambda: zen4)
+    assert backends.measured_cpu_kind() == "Same CPU (avx512)"
+    assert backends.select(None, "cpu", "separable_conv2d", "nchw") == "torch"
+
+
+def test_cpu_names_run_from_the_most_specific():
+    names = backends._cpu_names()
+    assert names[-1] == report.device_name(torch.device("cpu"))
+    assert all(names[-1] in name for name in names) and len(set(names)) == len(names)
 
 
 def test_functional_passes_the_input_layout(monkeypatch, no_backend_env):

@@ -80,5 +80,8 @@ def main() -> int:
     # On CPU it differs per op, layout and allocator setting (the committed results it follows).
     per_op = ", ".join(f"{op} {backends.select(None, 'cpu', op, 'channels_last')} / "
                        f"{backends.select(None, 'cpu', op, 'nchw')}" for op in backends.OPS)
-    print(f"automatic choice per op on cpu (channels_last / nchw; allocator {backends.allocator_setting()}): {per_op}")
+    kind = backends.measured_cpu_kind()
+    source = f"results of {kind}" if kind else "this CPU never measured: the worst of every CPU's results"
+    print(f"automatic choice per op on cpu (channels_last / nchw; {source}; allocator {backends.allocator_setting()}): "
+          f"{per_op}")
     return 0

@@ -186,7 +186,21 @@ def test_measured_module_tells_instruction_sets_apart():
     render = _render()
     summary = [{"backend": "native", "op": "pointwise", "layout": "nchw", "mode": "forward", "geomean_speedup": 1.5}]
     docs = [(None, {"device": {"type": "cpu", "name": "Some CPU"}, "summary": summary}),
-            (None, {"device": {"type": "cpu", "name": "Some CPU", "cpu_isa": "avx512"}, "summary": summary})]
+            (None, {"device": {"type": "cpu", "name": "Some CPU", "cpu_isa": "avx512"}, "summary": summary}),
+            (None, {"device": {"type": "cpu", "name": "Some CPU", "cpu_isa": "avx512",
+                               "cpu_family_model": "family 26 model 2"}, "summary": summary})]
     namespace: dict = {}
     exec(render.measured_module(docs), namespace)
-    assert set(namespace["CPU_SPEEDUPS"]) == {"Some CPU", "Some CPU (avx512)"}
+    assert set(namespace["CPU_SPEEDUPS"]) == {"Some CPU", "Some CPU (avx512)", "Some CPU (avx512, family 26 model 2)"}
+
+
+def test_cpu_kind_names_the_generation():
+    # One model name ("AMD EPYC") covers Zen 4 (family 25) and Zen 5 (family 26) parts, whose speeds
+    # differ: the kind names the family and model numbers where known, and only beside an
+    # instruction set (files that record no instruction set record no family either).
+    assert report.cpu_kind("AMD EPYC", "avx512", "family 26 model 2") == "AMD EPYC (avx512, family 26 model 2)"
+    assert report.cpu_kind("AMD EPYC", "avx512") == "AMD EPYC (avx512)"
+    assert report.cpu_kind("AMD EPYC", None, "family 26 model 2") == "AMD EPYC"
+    with open("/proc/cpuinfo") as f:
+        family = next(line.split(":")[1].strip() for line in f if line.startswith("cpu family"))
+    assert report.cpu_family_model().startswith(f"family {family} model ")

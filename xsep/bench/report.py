@@ -3,7 +3,8 @@ results file (`<out>/<device>/<date>.json`, schema below) and a PNG chart of per
 
 JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings, and for a CPU
 "cpu_isa", "cpu_gemm", "cpu_weight_gemm" and "cpu_stream_stores" (the instruction set of xsep's kernels, the
-library of its products, what runs its weight gradients' products, when it writes outputs past the caches)},
+library of its products, what runs its weight gradients' products, when it writes outputs past the caches) and
+"cpu_family_model" ('family 26 model 2', cpu_family_model)},
 "versions", "settings", "layers": [row, ...] (see layers.bench_case), "models": [row, ...],
 "summary": [{"op", "mode", "backend", "dtype", "layout", "geomean_speedup", "network_speedup", "layers"}]}.
 The ceilings (ceilings.measure): "copy_bytes_per_s", "matmul_flops_per_s" (the best GEMM),
@@ -42,11 +43,33 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_kind(name: str, isa: str | None) -> str:
-    """The name committed results and the automatic choice know a kind of CPU by: its model name and
-    the instruction set xsep's kernels use on it, 'AMD EPYC (avx512)' (one model name covers AVX2 and
-    AVX-512 parts); results recorded before the instruction set was, by the model name alone."""
-    return f"{name} ({isa})" if isa else name
+def cpu_family_model() -> str | None:
+    """The CPU's family and model numbers as /proc/cpuinfo gives them, 'family 26 model 2' (None where
+    it cannot be read): one model name covers generations ('AMD EPYC': Zen 4 is family 25, Zen 5
+    family 26) whose speeds differ."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("cpu family", "model") and key.strip() not in fields:
+                    fields[key.strip()] = value.strip()
+                if not line.strip():
+                    break  # the first processor's block
+    except OSError:
+        return None
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    return f"family {fields['cpu family']} model {fields['model']}"
+
+
+def cpu_kind(name: str, isa: str | None, family_model: str | None = None) -> str:
+    """The name committed results and the automatic choice know a kind of CPU by: its model name, the
+    instruction set xsep's kernels use on it and its family and model numbers, 'AMD EPYC (avx512,
+    family 26 model 2)' (one model name covers AVX2 and AVX-512 parts, and generations); results
+    recorded before the family was, by the first two; before the instruction set was, by the name."""
+    details = ", ".join(d for d in (isa, family_model if isa else None) if d)
+    return f"{name} ({details})" if details else name
 
 
 def cpu_build() -> dict:
@@ -228,7 +251,8 @@ def new_document(device: torch.device, settings: dict, ceilings: dict) -> dict:
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": {"type": device.type, "name": device_name(device), "slug": device_slug(device),
                    "threads": torch.get_num_threads() if device.type == "cpu" else None,
-                   **(cpu_build() if device.type == "cpu" else {}), **ceilings},
+                   **(cpu_build() if device.type == "cpu" else {}),
+                   **({"cpu_family_model": cpu_family_model()} if device.type == "cpu" else {}), **ceilings},
         "versions": {"xsep": xsep.__version__, "torch": torch.__version__, "cuda": torch.version.cuda,
                      "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
                      "triton": triton_version, "python": platform.python_version()},
@@ -281,6 +305,8 @@ def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
         threads = f", {device['threads']} threads" if device.get("threads") else ""
         labels = (("cpu_isa", "kernels"), ("cpu_gemm", "products"), ("cpu_weight_gemm", "weight products"))
         isa = "".join(f", {label} {device[key]}" for key, label in labels if device.get(key))
+        if device.get("cpu_family_model"):
+            isa = f", {device['cpu_family_model']}{isa}"
         lines += [f"**{device['name']}** ({device['type']}{isa}{threads}), "
                   f"batch {settings['batch']}, {doc['date']}, baseline {settings['baseline']}; measured copy "
                   f"{device['copy_bytes_per_s'] / 1e9:.0f} GB/s, {device['matmul_dtype']} matmul "
