@@ -655,14 +655,33 @@ def test_cpu_stream_stores(isa):
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
-def test_cpu_stream_stores_bad_name():
+@pytest.mark.slow
+def test_cpu_run_vectors():
+    # The AVX-512 build's channels-last depthwise runs take two vectors of channels on short rows,
+    # or on every row where that measured faster (csrc/cpu/depthwise_kernels.h: two_vector_runs);
+    # the suite runs this CPU's choice. XSEP_CPU_RUN_VECTORS forces the other one: rerun the
+    # depthwise reference sweep, unit-tile cases and gradchecks with it.
+    _skip_unless_cpu_has("avx512")
+    active = torch.ops.xsep._build_info().split("cpu_run_vectors=")[1].split(";")[0]
+    other = {"short rows": "every-row", "every row": "short-rows"}[active]
+    result = _run_pytest({"XSEP_CPU_ISA": "avx512", "XSEP_CPU_RUN_VECTORS": other},
+                         "(depthwise and native and matches_reference) or unit_tiles or gradcheck_depthwise "
+                         "or separable and native and matches_reference")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("variable, value, choices", [
+    ("XSEP_CPU_STREAM_STORES", "sometimes", "'auto', 'always', 'never'"),
+    ("XSEP_CPU_RUN_VECTORS", "two", "'auto', 'short-rows', 'every-row'"),
+])
+def test_cpu_setting_bad_name(variable, value, choices):
     result = subprocess.run([sys.executable, "-c", "import torch, xsep.functional as F; "
                              "x = torch.randn(1, 2, 3, 3).to(memory_format=torch.channels_last); "
                              "F.depthwise_conv2d(x, torch.randn(2, 1, 3, 3), padding=1, backend='native')"],
-                            env={**_subprocess_env(), "XSEP_CPU_STREAM_STORES": "sometimes"}, capture_output=True,
-                            text=True, timeout=300)
+                            env={**_subprocess_env(), variable: value}, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "XSEP_CPU_STREAM_STORES='sometimes' is not one of 'auto', 'always', 'never'" in result.stderr
+    assert f"{variable}='{value}' is not one of {choices}" in result.stderr
 
 
 # Every GEMM library

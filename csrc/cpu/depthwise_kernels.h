@@ -65,4 +65,12 @@ template <typename T> const DepthwiseKernels<T>& depthwise_kernels();
 // Name of the instruction set those tables use.
 const char* kernel_isa();
 
+// Whether the AVX-512 build's channels-last depthwise runs take two vectors of channels on every
+// row, or only on rows of fewer than 2 * kRunP pixels (for_run_blocks): every row on CPUs measured
+// faster that way, AMD's Zen 5 (family 26) and later. Chosen once, with the tables;
+// XSEP_CPU_RUN_VECTORS=auto|short-rows|every-row overrides (tests, benchmarks).
+bool two_vector_runs();
+// That choice in words: "short rows" or "every row".
+const char* run_vectors_setting();
+
 }  // namespace xsep::cpu

@@ -575,15 +575,16 @@ XSEP_INLINE bool with_run_rows(i64 rows, F&& f) {
 }
 
 // Runs take one vector of channels at a time, or two in the AVX-512 build on rows with fewer than
-// 2 * kRunP pixels in the run (Xception's 10x10 planes): the pixels at the row's edges then have
-// two independent chains of multiply-adds, and a run's setup serves twice the channels. Forward,
+// 2 * kRunP pixels in the run (Xception's 10x10 planes), or on every row where two_vector_runs()
+// (depthwise_kernels.h: AMD Zen 5): the pixels at the row's edges then have two independent chains
+// of multiply-adds, and a run's setup serves twice the channels. On the AMD EPYC Zen 4, forward,
 // interleaved against one vector: 1.1-1.35x at 10x10x1024 and 10x10x1536 (input gradient
-// 1.15-1.4x); at 37x37x728 two vectors ran 5-9% slower, at 19x19x728 within noise. Calls f(Block, c0, nc) as
-// for_channel_blocks.
+// 1.15-1.4x); at 37x37x728 two vectors ran 5-9% slower, at 19x19x728 within noise. Calls
+// f(Block, c0, nc) as for_channel_blocks.
 template <typename A, typename F>
 XSEP_INLINE void for_run_blocks(i64 C, i64 run_pixels, F&& f) {
 #if XSEP_VEC_BYTES == 64
-  if (run_pixels < 2 * kRunP) return for_channel_blocks<A, 2, true>(C, f);
+  if (run_pixels < 2 * kRunP || two_vector_runs()) return for_channel_blocks<A, 2, true>(C, f);
 #endif
   for_channel_blocks<A, 1, true>(C, f);
 }

@@ -2,8 +2,9 @@
 results file (`<out>/<device>/<date>.json`, schema below) and a PNG chart of per-layer speedups.
 
 JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings, and for a CPU
-"cpu_isa", "cpu_gemm", "cpu_weight_gemm" and "cpu_stream_stores" (the instruction set of xsep's kernels, the
-library of its products, what runs its weight gradients' products, when it writes outputs past the caches) and
+"cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_stream_stores" and "cpu_run_vectors" (the instruction set of xsep's
+kernels, the library of its products, what runs its weight gradients' products, when it writes outputs past the
+caches, on which rows its channels-last depthwise runs take two vectors of channels) and
 "cpu_family_model" ('family 26 model 2', cpu_family_model)},
 "versions", "settings", "layers": [row, ...] (see layers.bench_case), "models": [row, ...],
 "summary": [{"op", "mode", "backend", "dtype", "layout", "geomean_speedup", "network_speedup", "layers"}]}.
@@ -77,7 +78,8 @@ def cpu_build() -> dict:
     from xsep import _extension
 
     info = _extension.build_info()
-    return {key: info[key] for key in ("cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_stream_stores") if key in info}
+    keys = ("cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_stream_stores", "cpu_run_vectors")
+    return {key: info[key] for key in keys if key in info}
 
 
 def device_slug(device: torch.device) -> str:
