@@ -6,10 +6,6 @@
 #include <cstdlib>
 #include <string_view>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#include <cpuid.h>
-#endif
-
 #include "cpu/depthwise_kernels.h"
 #include "cpu/depthwise_nchw_kernels.h"
 #include "cpu/host.h"
@@ -60,21 +56,6 @@ Isa select_isa() {
 Isa active_isa() {
   static const Isa isa = select_isa();
   return isa;
-}
-
-// AMD's CPU family number (CPUID leaf 1: base family, plus the extended family when the base is
-// 15), 0 on other vendors and architectures.
-int amd_family() {
-#if XSEP_CPU_X86_ISAS
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  // "AuthenticAMD" in ebx, edx, ecx.
-  if (!__get_cpuid(0, &a, &b, &c, &d) || b != 0x68747541 || d != 0x69746e65 || c != 0x444d4163) return 0;
-  if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-  const int base = (a >> 8) & 0xf;
-  return base == 0xf ? base + static_cast<int>((a >> 20) & 0xff) : base;
-#else
-  return 0;
-#endif
 }
 
 // Two vectors on every row: on the AMD EPYC of family 26 (Zen 5), interleaved against the short-row

@@ -6,33 +6,19 @@
 #include <ATen/ops/mm.h>
 #include <c10/util/Exception.h>
 
+#include <ATen/ops/convolution.h>
+
 #include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <string_view>
 #include <vector>
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
 
 #include "cpu/host.h"
 
 namespace xsep::cpu {
 namespace {
 
-bool amd_processor() {
-#if defined(__x86_64__) || defined(__i386__)
-  unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
-  char vendor[13] = {};
-  std::memcpy(vendor, &ebx, 4);
-  std::memcpy(vendor + 4, &edx, 4);
-  std::memcpy(vendor + 8, &ecx, 4);
-  return std::string_view(vendor) == "AuthenticAMD";
-#else
-  return false;
-#endif
-}
+bool amd_processor() { return amd_family() > 0; }
 
 // oneDNN's fp32 inner product as torch registers it (what torch.compile's CPU backend calls), and
 // its weight packing, or nullopt when this torch has none.
@@ -103,6 +89,15 @@ at::Tensor packed_linear_weight(const at::Tensor& w, int64_t rows) {
   std::vector<c10::IValue> stack{c10::IValue(w.contiguous()), c10::IValue(rows)};
   op.callBoxed(&stack);
   return stack.back().toTensor();
+}
+
+void left_product_out(at::Tensor& out, const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
+  if (!linear_uses_onednn(b.scalar_type())) return mm_with_bias_out(out, bias, a, b);
+  const int64_t R = a.size(0), K = a.size(1), T = b.size(1);
+  const auto y = at::convolution(b.contiguous().view({1, K, 1, T}), a.contiguous().view({R, K, 1, 1}),
+                                 bias.defined() ? std::optional<at::Tensor>(bias.reshape({R})) : std::nullopt, {1, 1},
+                                 {0, 0}, {1, 1}, false, {0, 0}, 1);
+  out.copy_(y.reshape({R, T}));
 }
 
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {

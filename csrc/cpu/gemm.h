@@ -43,6 +43,13 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bi
 // The same, written into out [P, N] (the output's rows, a tile buffer).
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
 
+// out [R, T] (rows may lie further apart) = a [R, K] x b [K, T] (+ bias [R, 1] when defined): the
+// NCHW paths' products, a weight on the left of a band of planes. On oneDNN (float32,
+// linear_uses_onednn) as its 1x1 convolution of b viewed as one [K, 1, T] image, the result copied
+// into out: at::mm is MKL, which runs AVX2 code on AMD processors (Zen 5: 0.18-0.20 TFLOP/s against
+// oneDNN's 0.36-0.42, 2 threads). Else BLAS, in place.
+void left_product_out(at::Tensor& out, const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
+
 // w [N, K] prepared for many linear()/linear_out() calls of about `rows` rows each (the fused op's
 // tiles): on oneDNN, packed once into its blocked layout (an opaque tensor, for those calls only),
 // which its inner product otherwise does on every call (tiles of 1369 x 728 x 728 on the AMD EPYC:

@@ -11,6 +11,9 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "cpu/depthwise_kernels.h"
 #include "cpu/gemm.h"
@@ -54,6 +57,19 @@ int64_t stream_threshold() {
 }
 
 }  // namespace
+
+int amd_family() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  // "AuthenticAMD" in ebx, edx, ecx.
+  if (!__get_cpuid(0, &a, &b, &c, &d) || b != 0x68747541 || d != 0x69746e65 || c != 0x444d4163) return 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+  const int base = (a >> 8) & 0xf;
+  return base == 0xf ? base + static_cast<int>((a >> 20) & 0xff) : base;
+#else
+  return 0;
+#endif
+}
 
 std::optional<std::string_view> env_choice(const char* variable, std::initializer_list<std::string_view> allowed) {
   const char* env = std::getenv(variable);

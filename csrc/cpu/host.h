@@ -33,6 +33,10 @@ inline int64_t grain(int64_t work_per_item) {
 // The settings that override a choice xsep makes per machine (XSEP_CPU_ISA, XSEP_CPU_GEMM, ...).
 std::optional<std::string_view> env_choice(const char* variable, std::initializer_list<std::string_view> allowed);
 
+// AMD's CPU family number (CPUID leaf 1: the base family, plus the extended family when the base
+// is 15: Zen 4 is 25, Zen 5 26), 0 on other vendors and architectures. Per-machine choices key on it.
+int amd_family();
+
 // Whether an op writes its output with non-temporal stores, past the caches: when the bytes it
 // reads and writes exceed the last-level cache, so the output would be evicted before its reader
 // gets to it and caching it costs a read of every line first. On the AMD EPYC (Zen 4, 32 MiB L3),

@@ -1,8 +1,9 @@
 // Pointwise (1x1) convolution on CPU: in channels-last layout the op is a plain GEMM over pixels,
 // [P, C] x [C, O], which BLAS (MKL/oneDNN through at::mm) does near the machine's peak. In NCHW
-// (runs_nchw) it is one GEMM per image, Y_n [O, HW] = W [O, C] x X_n [C, HW], run in place on the
-// tensors' own memory as one batched GEMM (the weight broadcast over the batch); below 256 pixels a
-// plane (10x10), images are grouped side by side into wider GEMMs (image_groups, host.h). Low
+// (runs_nchw) it is one GEMM per image, Y_n [O, HW] = W [O, C] x X_n [C, HW]: on oneDNN (gemm.h) its
+// 1x1 convolution over the batch; on BLAS run in place on the tensors' own memory as one batched GEMM
+// (the weight broadcast over the batch), and below 256 pixels a plane (10x10), images grouped side
+// by side into wider GEMMs (image_groups, host.h). Low
 // precision is computed in float32 and rounded once, as the other xsep kernels do.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
@@ -45,13 +46,21 @@ at::Tensor planes(const at::Tensor& t) {
 }
 
 // out_n [R, HW] = m [R, K] x b_n [K, HW] (+ bias [R]) for every image n, written into an NCHW
-// [N, R, H, W] tensor shaped like `like`. One image per GEMM (image_groups, host.h): one batched
-// GEMM with m broadcast over the batch, straight into the output (into a float32 buffer first for
-// low precision, rounded once). Small planes: image groups, each group's planes copied side by
-// side into [K, images * HW], one GEMM into [R, images * HW], copied back (and rounded) per image.
+// [N, R, H, W] tensor shaped like `like`. On oneDNN, its 1x1 convolution. One image per GEMM (image_groups, host.h):
+// one batched GEMM with m broadcast over the batch, straight into the output (into a float32 buffer first for low
+// precision, rounded once). Small planes: image groups, each group's planes copied side by side into [K, images * HW],
+// one GEMM into [R, images * HW], copied back (and rounded) per image.
 at::Tensor batched_left_product(const at::Tensor& m, const at::Tensor& b, const at::Tensor& bias,
                                 const at::Tensor& like, int64_t rows) {
   const int64_t N = like.size(0), K = b.size(1), HW = b.size(2);
+  if (linear_uses_onednn(b.scalar_type())) {
+    // oneDNN: its 1x1 convolution over the whole batch, torch's own NCHW path (MKL's at::bmm runs
+    // AVX2 code on AMD processors: gemm.h).
+    const auto y = at::convolution(b.view({N, K, like.size(2), like.size(3)}), m.contiguous().view({rows, K, 1, 1}),
+                                   bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt, {1, 1}, {0, 0},
+                                   {1, 1}, false, {0, 0}, 1);
+    return y.to(like.scalar_type()).contiguous();
+  }
   auto out =
       at::empty({N, rows, like.size(2), like.size(3)}, like.options().memory_format(at::MemoryFormat::Contiguous));
   const ImageGroups groups = image_groups(N, HW);

@@ -200,7 +200,7 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
         band(n0, n0 + images, ho0, ho1, d_ptr, d_ptr);
         const auto d = d_buf.narrow(1, 0, cols);
         auto y = in_place ? out_planes[n0].narrow(1, ho0 * g.Wo, pixels) : y_buf.narrow(1, 0, cols);
-        mm_with_bias_out(y, b_col, w_pw, d);
+        left_product_out(y, b_col, w_pw, d);
         if (!in_place) band_of(out_planes, n0, images, ho0 * g.Wo, pixels).copy_(y.view({O, images, pixels}));
       }
     }
@@ -239,9 +239,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
     const NchwBands bands(g);
     const int64_t T = bands.T, most = bands.groups.most();
     // W_pw^T [C*M, O]: made contiguous (a weight-sized copy, up to 12 MB) for the many narrow GEMMs
-    // of one image's bands; read transposed in place by the few wide GEMMs of image groups.
+    // of one image's bands, and for oneDNN (left_product_out); read transposed in place by BLAS in
+    // the few wide GEMMs of image groups.
+    const bool w_t_copy = most == 1 || linear_uses_onednn(acc);
     const auto w_pw_t =
-        most == 1 ? pw_weight.reshape({O, g.OC}).to(acc).t().contiguous() : pw_weight.reshape({O, g.OC}).to(acc).t();
+        w_t_copy ? pw_weight.reshape({O, g.OC}).to(acc).t().contiguous() : pw_weight.reshape({O, g.OC}).to(acc).t();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
           using acc_t = Acc<scalar_t>;
@@ -274,10 +276,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
               addmm_tn_fixed_order(grad_pw, gy.t(), m_buf.narrow(1, 0, cols).t());
               if (most == 1) {
                 auto gd = gd_buf[0].narrow(1, p0, pixels);
-                at::mm_out(gd, w_pw_t, gy);
+                left_product_out(gd, at::Tensor(), w_pw_t, gy);
               } else {
                 auto gd = gd_band.narrow(1, 0, cols);
-                at::mm_out(gd, w_pw_t, gy);
+                left_product_out(gd, at::Tensor(), w_pw_t, gy);
                 gd_buf.narrow(0, 0, images).transpose(0, 1).copy_(gd.view({g.OC, images, pixels}));
               }
               if (mid != Activation::none) {
