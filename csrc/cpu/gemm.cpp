@@ -3,10 +3,9 @@
 #include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/convolution.h>
 #include <ATen/ops/mm.h>
 #include <c10/util/Exception.h>
-
-#include <ATen/ops/convolution.h>
 
 #include <cstdlib>
 #include <optional>

@@ -3,8 +3,8 @@
 // (runs_nchw) it is one GEMM per image, Y_n [O, HW] = W [O, C] x X_n [C, HW]: on oneDNN (gemm.h) its
 // 1x1 convolution over the batch; on BLAS run in place on the tensors' own memory as one batched GEMM
 // (the weight broadcast over the batch), and below 256 pixels a plane (10x10), images grouped side
-// by side into wider GEMMs (image_groups, host.h). Low
-// precision is computed in float32 and rounded once, as the other xsep kernels do.
+// by side into wider GEMMs (image_groups, host.h). Low precision is computed in float32 and rounded
+// once, as the other xsep kernels do.
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
@@ -46,10 +46,11 @@ at::Tensor planes(const at::Tensor& t) {
 }
 
 // out_n [R, HW] = m [R, K] x b_n [K, HW] (+ bias [R]) for every image n, written into an NCHW
-// [N, R, H, W] tensor shaped like `like`. On oneDNN, its 1x1 convolution. One image per GEMM (image_groups, host.h):
-// one batched GEMM with m broadcast over the batch, straight into the output (into a float32 buffer first for low
-// precision, rounded once). Small planes: image groups, each group's planes copied side by side into [K, images * HW],
-// one GEMM into [R, images * HW], copied back (and rounded) per image.
+// [N, R, H, W] tensor shaped like `like`. On oneDNN: its 1x1 convolution over the batch. On BLAS, one
+// image per GEMM (image_groups, host.h): one batched GEMM with m broadcast over the batch, straight
+// into the output (into a float32 buffer first for low precision, rounded once); small planes: image
+// groups, each group's planes copied side by side into [K, images * HW], one GEMM into
+// [R, images * HW], copied back (and rounded) per image.
 at::Tensor batched_left_product(const at::Tensor& m, const at::Tensor& b, const at::Tensor& bias,
                                 const at::Tensor& like, int64_t rows) {
   const int64_t N = like.size(0), K = b.size(1), HW = b.size(2);

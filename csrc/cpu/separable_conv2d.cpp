@@ -189,8 +189,8 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
     const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, T);
     auto* d_ptr = d_buf.mutable_data_ptr<Acc<scalar_t>>();
     const auto out_planes = out.view({g.N, O, plane});
-    // The GEMM writes into the output itself for one image in float32/float64, else into y_buf,
-    // copied (and rounded) per image.
+    // The GEMM writes into the output itself for one image in float32/float64 (on oneDNN, through
+    // its own result: left_product_out), else into y_buf, copied (and rounded) per image.
     const bool in_place = bands.groups.most() == 1 && input.scalar_type() == acc;
     auto y_buf = in_place ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
     for (int64_t k = 0; k < bands.groups.count; ++k) {
