@@ -57,6 +57,12 @@ def test_just_in_time_build(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "xsep: compiling" in result.stderr
     assert "how=just-in-time" in result.stdout
+    # Once built, a new process loads the same library without compiling, and says nothing of it.
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "xsep: compil" not in again.stderr
+    assert "how=just-in-time" in again.stdout
 
 
 def test_cuda_build_registers_the_cuda_kernels(native):

@@ -46,11 +46,14 @@ def _jit_build() -> str:
     os.makedirs(build_dir, exist_ok=True)
     generated = _build.generate_headers(os.path.join(build_dir, "generated"))
     os.environ.setdefault("MAX_JOBS", str(_build.max_jobs()))
-    print(
-        f"xsep: compiling the C++{'/CUDA' if with_cuda else ''} library in {build_dir} "
-        f"(first use; this takes a few minutes; CUDA: {why}) ...",
-        file=sys.stderr, flush=True,
-    )
+    # Said only when there is something to compile: a library already built here loads silently.
+    compiling = not _up_to_date(build_dir)
+    if compiling:
+        print(
+            f"xsep: compiling the C++{'/CUDA' if with_cuda else ''} library in {build_dir} "
+            f"(first use; this takes a few minutes; CUDA: {why}) ...",
+            file=sys.stderr, flush=True,
+        )
     cpp_extension.load(
         name="xsep_C",
         sources=sources,
@@ -63,8 +66,25 @@ def _jit_build() -> str:
         is_python_module=False,
         verbose=os.environ.get("XSEP_VERBOSE_BUILD", "") == "1",
     )
-    print("xsep: compiled.", file=sys.stderr, flush=True)
+    if compiling:
+        print("xsep: compiled.", file=sys.stderr, flush=True)
     return os.path.join(build_dir, "xsep_C.so")
+
+
+def _up_to_date(build_dir: str) -> bool:
+    """Whether ninja has nothing to do in build_dir (its dry run says so; False when it cannot tell:
+    no earlier build, or no ninja). Sources changed since then, or flags, count as work: the build
+    file is rewritten with new flags only when they differ, and ninja then rebuilds."""
+    import subprocess
+
+    if not os.path.exists(os.path.join(build_dir, "build.ninja")) or not os.path.exists(
+            os.path.join(build_dir, "xsep_C.so")):
+        return False
+    try:
+        dry = subprocess.run(["ninja", "-C", build_dir, "-n"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return dry.returncode == 0 and "no work to do" in dry.stdout
 
 
 def load(jit: bool = True) -> bool:
