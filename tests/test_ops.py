@@ -318,18 +318,23 @@ def test_weight_gradients_independent_of_thread_count():
 # (N, C, O, H, W): pixels K = N*H*W below, at and across the weight product's blocks of 256; output
 # rows O in a register tile or several, with tails of every size across the threads' row ranges;
 # columns C below a vector, with a partial vector, and across blocks of 256 (csrc/cpu/tn_product_impl.h).
+# The last two are wide enough (O * C >= 128 * (O + C), host.h: kTnCopyMinRatio) for NCHW's
+# pixel-contiguous operands to be copied into rows for xsep's kernel; the others take BLAS in NCHW.
 _WEIGHT_PRODUCT_SHAPES = [(1, 3, 5, 7, 7), (2, 20, 37, 16, 17), (1, 300, 29, 9, 9), (1, 64, 128, 4, 4),
-                          (3, 17, 13, 11, 8)]
+                          (3, 17, 13, 11, 8), (2, 260, 300, 5, 5), (1, 256, 256, 16, 17)]
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", _WEIGHT_PRODUCT_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_native_pointwise_grad_weight_matches_reference(shape, dtype):
+def test_native_pointwise_grad_weight_matches_reference(shape, dtype, layout):
     n, c, o, h, w = shape
-    x = torch.randn(n, c, h, w, dtype=dtype).to(memory_format=torch.channels_last)
-    gy = torch.randn(n, o, h, w, dtype=dtype).to(memory_format=torch.channels_last)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(n, c, h, w, dtype=dtype).to(memory_format=fmt)
+    gy = torch.randn(n, o, h, w, dtype=dtype).to(memory_format=fmt)
     weight = torch.randn(o, c, 1, 1, dtype=dtype)
     expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(o, c, 1, 1)
+    results = []
     for threads in (1, 2):
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -339,6 +344,22 @@ def test_native_pointwise_grad_weight_matches_reference(shape, dtype):
             torch.set_num_threads(previous)
         assert got.dtype == dtype and got.shape == weight.shape
         assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14), threads
+        results.append(got)
+    assert torch.equal(results[0], results[1]), "depends on the thread count"
+
+
+def test_native_separable_nchw_wide_weight_gradients_match_reference():
+    # The fused NCHW backward's pointwise weight gradient on bands wide enough for the copy into rows
+    # (see _WEIGHT_PRODUCT_SHAPES), and its other gradients, against the float64 reference.
+    x = torch.randn(2, 260, 6, 5, dtype=torch.float64)
+    dw, pw = torch.randn(260, 1, 3, 3, dtype=torch.float64), torch.randn(300, 260, 1, 1, dtype=torch.float64)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], "relu", "relu6")
+    g = torch.randn(2, 300, 6, 5, dtype=torch.float64)
+    got = ops().separable_conv2d_backward(g.float(), x.float(), dw.float(), pw.float(), *geometry)
+    leaves = [t.clone().requires_grad_() for t in (x, dw, pw)]
+    reference.separable_conv2d(leaves[0], leaves[1], leaves[2], None, *geometry).backward(g)
+    for name, value, leaf in zip(("input", "depthwise", "pointwise"), got[:3], leaves):
+        assert rel_error(value, leaf.grad) <= 1e-5, name
 
 
 # --------------------------------------------------------------------------------------------------

@@ -95,19 +95,23 @@ std::string stream_stores_setting() {
 
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   const auto dtype = out.scalar_type();
-  const bool rows = a.scalar_type() == dtype && b.scalar_type() == dtype && a.stride(1) == 1 && b.stride(1) == 1 &&
-                    out.stride(1) == 1;
-  if (rows && tn_product_on_xsep(dtype)) {
+  const int64_t M = a.size(1), N = b.size(1);
+  const bool rows = a.stride(1) == 1 && b.stride(1) == 1;
+  if (a.scalar_type() == dtype && b.scalar_type() == dtype && out.stride(1) == 1 && tn_product_on_xsep(dtype) &&
+      (rows || dtype == at::kDouble || M * N >= kTnCopyMinRatio * (M + N))) {
+    // Operands that are not rows (NCHW: pixels contiguous) are copied into rows first.
+    const auto a_rows = a.stride(1) == 1 ? a : a.contiguous();
+    const auto b_rows = b.stride(1) == 1 ? b : b.contiguous();
     AT_DISPATCH_FLOATING_TYPES(dtype, "addmm_tn_fixed_order", [&] {
       const auto& k = depthwise_kernels<scalar_t>();
-      const int64_t K = a.size(0), N = b.size(1);
-      const scalar_t* ap = a.const_data_ptr<scalar_t>();
-      const scalar_t* bp = b.const_data_ptr<scalar_t>();
+      const int64_t K = a_rows.size(0);
+      const scalar_t* ap = a_rows.const_data_ptr<scalar_t>();
+      const scalar_t* bp = b_rows.const_data_ptr<scalar_t>();
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
       // Each thread its own rows of out, all of k: no element is split across threads.
       at::parallel_for(0, out.size(0), kTnRowGrain, [&](int64_t m0, int64_t m1) {
         const std::unique_ptr<scalar_t[]> work(new scalar_t[kTnWorkspace]);  // uninitialised: packed before use
-        k.add_tn_product(K, N, ap, a.stride(0), bp, b.stride(0), op, out.stride(0), m0, m1, work.get());
+        k.add_tn_product(K, N, ap, a_rows.stride(0), bp, b_rows.stride(0), op, out.stride(0), m0, m1, work.get());
       });
     });
     return out;

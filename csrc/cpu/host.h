@@ -102,15 +102,23 @@ at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, 
 }
 
 // out += a^T b for a [K, M] and b [K, N] (weight gradients: K runs over pixels), with the same bits
-// whatever the number of threads. Where tn_product_on_xsep (gemm.h) and the operands are rows
-// (unit column stride), xsep's own kernel (tn_product_impl.h: each element one chain over k, each
-// thread its own rows of out, at least kTnRowGrain of them). Otherwise BLAS, which splits a long
-// reduction across its threads (the order of the sums then changes with the thread count), so the
-// rows are fed to it in fixed blocks of kBlasReductionRows, one after another, each too short for
-// BLAS to split (MKL, measured on Intel Xeon: bitwise equal at 1 and 2 threads for every Xception
-// layer; 1.0-1.3x the time of one call).
+// whatever the number of threads. Where tn_product_on_xsep (gemm.h), xsep's own kernel
+// (tn_product_impl.h: each element one chain over k, each thread its own rows of out, at least
+// kTnRowGrain of them) on the operands as rows (unit column stride); operands that are not rows
+// (NCHW's pixel-contiguous planes) are copied into rows when the product is wide enough to pay
+// for the copies, M * N >= kTnCopyMinRatio * (M + N), or is float64 (MKL's float64 products on
+// the AMD EPYC split even fixed blocks across threads: other bits at 1 and 2 threads). On the AMD
+// EPYC Zen 5, 2 threads, MKL's blocks ran Xception's NCHW pointwise weight gradients at 160-185
+// GFLOP/s, this kernel on rows at about 400, and torch's transposing copy moved 11-18 GB/s: the
+// copies cost 4 (M + N) bytes per M * N multiply-adds, which pays where M * N / (M + N) is above
+// about 100 (728 -> 728: 12 ms against 17; 128 -> 256, ratio 85: 27 ms against 18). Otherwise
+// BLAS, which splits a long reduction across its threads (the order of the sums then changes with
+// the thread count), so the rows are fed to it in fixed blocks of kBlasReductionRows, one after
+// another, each too short for BLAS to split (MKL, measured on Intel Xeon: bitwise equal at 1 and 2
+// threads for every Xception layer; 1.0-1.3x the time of one call).
 inline constexpr int64_t kBlasReductionRows = 512;
 inline constexpr int64_t kTnRowGrain = 16;
+inline constexpr int64_t kTnCopyMinRatio = 128;
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
 // out = a . b, plus `bias` (broadcast: a column [rows, 1] or a row [cols]) when defined, as one GEMM.
