@@ -366,6 +366,43 @@ def test_native_separable_nchw_wide_weight_gradients_match_reference():
         assert rel_error(value, leaf.grad) <= 1e-5, name
 
 
+# Channels-last shapes whose fused products span several of xsep's row blocks (about 32K values of
+# depthwise output each, csrc/cpu/separable_conv2d.cpp) and a partial last block, with output widths
+# that leave a partial panel of columns and a partial register tile of rows: (n, c, o, h, w).
+_ROW_BLOCK_SHAPES = [(2, 300, 37, 9, 7), (1, 1024, 65, 5, 7), (3, 24, 3, 11, 13)]
+
+
+@pytest.mark.parametrize("shape", _ROW_BLOCK_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_separable_channels_last_row_blocks_match_reference(shape, dtype):
+    # The channels-last fused op, forward and backward, on shapes of several row blocks, against the
+    # float64 reference; the same bits at 1 and 2 threads (each output element one chain).
+    n, c, o, h, w = shape
+    x = torch.randn(n, c, h, w, dtype=torch.float64).to(memory_format=torch.channels_last)
+    dw, pw = torch.randn(c, 1, 3, 3, dtype=torch.float64), torch.randn(o, c, 1, 1, dtype=torch.float64)
+    b, dw_b = torch.randn(o, dtype=torch.float64), torch.randn(c, dtype=torch.float64)
+    g = torch.randn(n, o, h, w, dtype=torch.float64).to(memory_format=torch.channels_last)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], "none", "relu6")
+
+    def run():
+        args = [t.to(dtype) for t in (x, dw, pw)]
+        out = ops().separable_conv2d(*args, b.to(dtype), *geometry, dw_b.to(dtype))
+        grads = ops().separable_conv2d_backward(g.to(dtype), *args, *geometry, dw_b.to(dtype))
+        return (out, *grads)
+
+    one, two = at_one_and_two_threads(run)
+    leaves = [t.clone().requires_grad_() for t in (x, dw, pw, dw_b)]
+    expected = reference.separable_conv2d(leaves[0], leaves[1], leaves[2], b, *geometry, leaves[3])
+    expected.backward(g)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    names = ("output", "input", "depthwise", "pointwise", "depthwise bias")
+    for name, got, want in zip(names, one, (expected, *(leaf.grad for leaf in leaves))):
+        assert got.dtype == dtype, name
+        assert rel_error(got, want) <= tolerance, name
+    for name, a, b_ in zip(names, one, two):
+        assert torch.equal(a, b_), f"{name} depends on the thread count"
+
+
 # --------------------------------------------------------------------------------------------------
 # Empty batches
 
@@ -657,9 +694,9 @@ def test_every_cpu_isa(isa):
     if isa == active:
         pytest.skip(f"{isa} is the active instruction set, tested by the rest of the suite")
     _skip_unless_cpu_has(isa)
-    # xsep's weight-gradient product (compiled per instruction set too) forced on, whatever this
-    # processor's default.
-    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep"},
+    # xsep's weight-gradient and fused products (compiled per instruction set too) forced on,
+    # whatever this processor's default.
+    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep", "XSEP_CPU_FUSED_GEMM": "xsep"},
                          "(native and matches_reference) or gradcheck or thread_count")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
@@ -712,10 +749,12 @@ def test_cpu_setting_bad_name(variable, value, choices):
 # Every GEMM library
 
 
-# The libraries of the products: XSEP_CPU_GEMM (the pointwise forward and input-gradient products)
-# and XSEP_CPU_WEIGHT_GEMM (the weight gradients'), with the key _build_info reports each under.
+# The libraries of the products: XSEP_CPU_GEMM (the pointwise forward and input-gradient products),
+# XSEP_CPU_WEIGHT_GEMM (the weight gradients') and XSEP_CPU_FUSED_GEMM (the channels-last fused op's
+# forward and depthwise-output gradient), with the key _build_info reports each under.
 _PRODUCT_LIBRARIES = {"XSEP_CPU_GEMM": ("cpu_gemm", ["blas", "onednn"]),
-                      "XSEP_CPU_WEIGHT_GEMM": ("cpu_weight_gemm", ["blas", "xsep"])}
+                      "XSEP_CPU_WEIGHT_GEMM": ("cpu_weight_gemm", ["blas", "xsep"]),
+                      "XSEP_CPU_FUSED_GEMM": ("cpu_fused_gemm", ["library", "xsep"])}
 
 
 @pytest.mark.slow
@@ -741,7 +780,8 @@ def test_every_cpu_gemm_library(variable, library):
 def test_cpu_gemm_library_bad_name(variable):
     result = subprocess.run([sys.executable, "-c", "import torch, xsep.functional as F; "
                              "x = torch.randn(1, 2, 3, 3).to(memory_format=torch.channels_last).requires_grad_(); "
-                             "F.pointwise_conv2d(x, torch.randn(4, 2, 1, 1, requires_grad=True), backend='native').sum().backward()"],
+                             "F.pointwise_conv2d(x, torch.randn(4, 2, 1, 1, requires_grad=True), backend='native').sum().backward(); "
+                             "F.separable_conv2d(x, torch.randn(2, 1, 3, 3), torch.randn(4, 2, 1, 1), padding=1, backend='native')"],
                             env={**_subprocess_env(), variable: "mkl-please"}, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode != 0

@@ -64,6 +64,7 @@ def main() -> int:
         cuda = f"CPU + CUDA (archs {build['cuda_archs']})" if build["cuda"] == "1" else "CPU only"
         print(f"library: {cuda}; CPU kernels use {build['cpu_isa']}, products {build['cpu_gemm']}, "
               f"weight products {build.get('cpu_weight_gemm', '?')}, "
+              f"fused products {build.get('cpu_fused_gemm', '?')}, "
               f"non-temporal stores {build.get('cpu_stream_stores', '?')}, "
               f"two-vector runs on {build.get('cpu_run_vectors', '?')}; "
               f"{build['compiler']}; {build['how']} at {build['path']}")

@@ -16,6 +16,9 @@ namespace xsep::cpu {
 
 // Values of scratch memory add_tn_product takes (its packed block of b).
 inline constexpr int64_t kTnWorkspace = 256 * 256;
+// Values of scratch memory row_product takes for M rows of K values (a packed in tiles of up to
+// 12 rows, the largest register tile).
+inline constexpr int64_t row_product_work(int64_t M, int64_t K) { return (M + 11) / 12 * 12 * K; }
 
 // Weights are passed tap-major, already converted to acc_t: w[(i * kw + j) * OC + oc].
 // Pixel p means (n * Ho + ho) * Wo + wo; output row r means n * Ho + ho; input row r means n * H + h.
@@ -57,6 +60,16 @@ struct DepthwiseKernels {
   // kTnWorkspace values for the caller's thread.
   void (*add_tn_product)(int64_t K, int64_t N, const acc_t* a, int64_t lda, const acc_t* b, int64_t ldb, acc_t* out,
                          int64_t ldo, int64_t m0, int64_t m1, acc_t* work);
+  // The fused op's pointwise product (row_product_impl.h), one thread's rows: out[i][0, N) = bias (or
+  // zero when nullptr) + sum_k a[i][k] w[.][k] for i < M, each element summed in k order; a [M, K],
+  // rows lda apart; out rows ldo apart; work: row_product_work(M, K) values. w packed by
+  // pack_row_product_weight: w [N, K] (element (n, k) at w[n * sn + k * sk]) into
+  // ceil(N / row_product_width) panels of K * row_product_width values (zero past N), panel after
+  // panel (panels can be packed separately).
+  void (*pack_row_product_weight)(int64_t K, int64_t N, const acc_t* w, int64_t sn, int64_t sk, acc_t* packed);
+  void (*row_product)(int64_t M, int64_t K, int64_t N, const acc_t* a, int64_t lda, const acc_t* packed,
+                      const acc_t* bias, acc_t* out, int64_t ldo, acc_t* work);
+  int64_t row_product_width;
 };
 
 // The table for the best instruction set this CPU supports (AVX-512, AVX2+FMA, or baseline x86-64),

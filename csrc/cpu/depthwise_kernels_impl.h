@@ -1359,6 +1359,7 @@ void add_into(const A* src, A* dst, i64 n) {
   });
 }
 
+#include "cpu/row_product_impl.h"
 #include "cpu/tn_product_impl.h"
 
 template <typename T>
@@ -1377,6 +1378,9 @@ DepthwiseKernels<T> make_table() {
   t.activation_grad = &activation_grad<A>;
   t.add_into = &add_into<A>;
   t.add_tn_product = &add_tn_product<A>;
+  t.pack_row_product_weight = &pack_row_product_weight<A>;
+  t.row_product = &row_product<A>;
+  t.row_product_width = kRpVectors * kLanes<A>;
   return t;
 }
 

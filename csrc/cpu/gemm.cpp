@@ -49,6 +49,14 @@ bool weight_products_on_xsep() {
   return xsep;
 }
 
+bool fused_products_on_xsep() {
+  static const bool xsep = [] {
+    if (const auto name = env_choice("XSEP_CPU_FUSED_GEMM", {"library", "xsep"})) return name == "xsep";
+    return amd_processor();
+  }();
+  return xsep;
+}
+
 at::Tensor onednn_linear_call(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   static const c10::OperatorHandle op = *onednn_linear();
   // mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm)
@@ -64,6 +72,17 @@ at::Tensor onednn_linear_call(const at::Tensor& x, const at::Tensor& w, const at
   return stack.back().toTensor();
 }
 
+// x [P, K] . w [N, K]^T (+ bias) as oneDNN's 1x1 convolution of x viewed as one channels-last
+// [1, K, 1, P] image: its result is channels-last, so the [P, N] rows are a view of it.
+at::Tensor onednn_conv_product(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+  const int64_t P = x.size(0), K = x.size(1), N = w.size(0);
+  const auto image = x.contiguous().view({1, 1, P, K}).permute({0, 3, 1, 2});
+  const auto y = at::convolution(image, w.contiguous().view({N, K, 1, 1}),
+                                 bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt, {1, 1}, {0, 0},
+                                 {1, 1}, false, {0, 0}, 1);
+  return y.permute({0, 2, 3, 1}).reshape({P, N});
+}
+
 }  // namespace
 
 const char* gemm_library() { return use_onednn() ? "onednn" : "blas"; }
@@ -72,17 +91,29 @@ bool linear_uses_onednn(at::ScalarType dtype) { return dtype == at::kFloat && us
 
 const char* weight_gemm_library() { return weight_products_on_xsep() ? "xsep" : "blas"; }
 
+const char* fused_gemm_library() { return fused_products_on_xsep() ? "xsep" : "library"; }
+
+bool row_product_on_xsep() { return fused_products_on_xsep(); }
+
 bool tn_product_on_xsep(at::ScalarType dtype) {
   return (dtype == at::kFloat || dtype == at::kDouble) && weight_products_on_xsep();
 }
 
+bool product_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K) {
+  return linear_uses_onednn(dtype) && (K <= kShortProductK || rows >= kConvProductMinRows);
+}
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
-  if (linear_uses_onednn(x.scalar_type())) return onednn_linear_call(x, w, bias);
+  if (linear_uses_onednn(x.scalar_type())) {
+    if (!w.is_mkldnn() && product_on_onednn_conv(x.scalar_type(), x.size(0), x.size(1)))
+      return onednn_conv_product(x, w, bias);
+    return onednn_linear_call(x, w, bias);
+  }
   return bias.defined() ? at::addmm(bias, x, w.t()) : at::mm(x, w.t());
 }
 
 at::Tensor packed_linear_weight(const at::Tensor& w, int64_t rows) {
-  if (!linear_uses_onednn(w.scalar_type())) return w;
+  if (!linear_uses_onednn(w.scalar_type()) || product_on_onednn_conv(w.scalar_type(), rows, w.size(1))) return w;
   static const c10::OperatorHandle op = *onednn_pack();
   // mkldnn::_reorder_linear_weight(Tensor self, int? batch_size=None)
   std::vector<c10::IValue> stack{c10::IValue(w.contiguous()), c10::IValue(rows)};
@@ -101,7 +132,7 @@ void left_product_out(at::Tensor& out, const at::Tensor& bias, const at::Tensor&
 
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   if (linear_uses_onednn(x.scalar_type())) {
-    out.copy_(onednn_linear_call(x, w, bias));
+    out.copy_(linear(x, w, bias));
   } else {
     mm_with_bias_out(out, bias, x, w.t());
   }

@@ -25,6 +25,17 @@ const char* weight_gemm_library();
 // Whether addmm_tn_fixed_order runs on xsep's kernel for this dtype.
 bool tn_product_on_xsep(at::ScalarType dtype);
 
+// "xsep" or "library": what runs the channels-last fused op's pointwise products (forward, and the
+// backward's gradient of the depthwise output), every dtype: xsep's own kernel (row_product_impl.h),
+// the depthwise output of each thread's block of pixels multiplied from L2 straight into the
+// output, on AMD processors; elsewhere the library of linear() (gemm_library), tile by tile.
+// oneDNN, AMD's library, writes each result into a new tensor (a copy per tile) and re-packs the
+// weight per call: on Zen 5 (fp32, batch 8, `retain`, interleaved) the forward ran 1.03-1.27x of
+// torch with xsep's product against 0.82-0.97x tile by tile through oneDNN. On Intel, BLAS writes in
+// place: not measured against it. XSEP_CPU_FUSED_GEMM=library|xsep overrides it.
+const char* fused_gemm_library();
+bool row_product_on_xsep();
+
 // The longest inner dimension (K) of a "short" product: one whose output is large next to its
 // operands, where oneDNN's 1x1 convolution beats its inner product (the pointwise op) and the
 // copy of the inner product's result out of its own tensor is a large share of the time (the
@@ -36,9 +47,21 @@ const char* gemm_library();
 // Whether linear() and linear_out() run on oneDNN for operands of this dtype.
 bool linear_uses_onednn(at::ScalarType dtype);
 
+// The fewest rows (P) of a product that oneDNN runs faster as its 1x1 convolution than as its inner
+// product. Zen 5 (AMD EPYC family 26, fp32, 2 threads, interleaved, K and N from 728 to 2048): at
+// 2888 rows (19x19, batch 8) and 10952 (37x37) the convolution ran 0-9% faster (433-449 GFLOP/s,
+// what torch's own 1x1 convolution reaches); at 800 rows (10x10) the inner product ran 0-7% faster
+// (30% at K 2048, N 728).
+inline constexpr int64_t kConvProductMinRows = 2048;
+// Whether a product of `rows` rows and inner dimension K runs on oneDNN's 1x1 convolution: float32
+// on oneDNN, with a short inner dimension (K <= kShortProductK) or at least kConvProductMinRows rows.
+bool product_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K);
+
 // x [P, K] . w [N, K]^T (+ bias [N] when defined): the pointwise forward's product, and the input
-// gradient's with w = the weight transposed. oneDNN reads w contiguous (a copy otherwise): pass
-// packed_linear_weight(w) when calling more than once with it.
+// gradient's with w = the weight transposed. On oneDNN, its 1x1 convolution of x viewed as one
+// channels-last [1, K, 1, P] image where product_on_onednn_conv, else its inner product; either
+// reads w contiguous (a copy otherwise). Pass packed_linear_weight(w, rows) when calling more than
+// once with it.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
 // The same, written into out [P, N] (the output's rows, a tile buffer).
 void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias);
@@ -51,9 +74,10 @@ void linear_out(at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const
 void left_product_out(at::Tensor& out, const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
 
 // w [N, K] prepared for many linear()/linear_out() calls of about `rows` rows each (the fused op's
-// tiles): on oneDNN, packed once into its blocked layout (an opaque tensor, for those calls only),
-// which its inner product otherwise does on every call (tiles of 1369 x 728 x 728 on the AMD EPYC:
-// 130-170 GFLOP/s unpacked, 170-185 packed); else w itself.
+// tiles): for oneDNN's inner product, packed once into its blocked layout (an opaque tensor, for
+// those calls only), which it otherwise does on every call (tiles of 1369 x 728 x 728 on the AMD
+// EPYC, Zen 4: 130-170 GFLOP/s unpacked, 170-185 packed); else (BLAS, or products that run on
+// oneDNN's convolution) w itself.
 at::Tensor packed_linear_weight(const at::Tensor& w, int64_t rows);
 
 }  // namespace xsep::cpu

@@ -94,11 +94,10 @@ at::Tensor batched_left_product(const at::Tensor& m, const at::Tensor& b, const 
   return out;
 }
 
-// Short float32 products on oneDNN (K <= kShortProductK) go through its 1x1 convolution, which ran them faster
-// than its inner product (AMD EPYC, Zen 4, batch 8, one process: 147x147 64->128 18.7 against 21.5
-// ms; 74x74 128->256 and 19x19 728->728 within 5%) and writes the output in place of a copy.
-bool short_product_on_onednn_conv(const at::Tensor& t, int64_t K) {
-  return t.scalar_type() == at::kFloat && linear_uses_onednn(at::kFloat) && K <= kShortProductK;
+// Float32 products on oneDNN's 1x1 convolution (product_on_onednn_conv, gemm.h) run as torch's own
+// call on the channels-last tensor itself, writing the output in place of a copy.
+bool pointwise_on_onednn_conv(const at::Tensor& t, int64_t K) {
+  return t.scalar_type() == at::kFloat && product_on_onednn_conv(at::kFloat, t.size(0) * t.size(2) * t.size(3), K);
 }
 
 at::Tensor conv1x1(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
@@ -114,8 +113,7 @@ at::Tensor pointwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   if (runs_nchw(input))
     return batched_left_product(weight_2d(weight), planes(input), acc_bias(bias), input, weight.size(0));
-  if (short_product_on_onednn_conv(input, input.size(1)))
-    return in_format_of(conv1x1(nhwc(input), weight, bias), input);
+  if (pointwise_on_onednn_conv(input, input.size(1))) return in_format_of(conv1x1(nhwc(input), weight, bias), input);
   const auto x = pixels(input);
   const auto w = weight_2d(weight);
   const auto b = acc_bias(bias);
@@ -132,7 +130,7 @@ at::Tensor pointwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
     // G_n = W^T x gY_n.
     return batched_left_product(weight_2d(weight).t(), planes(grad_output), at::Tensor(), input, input.size(1));
   }
-  if (short_product_on_onednn_conv(input, grad_output.size(1))) {
+  if (pointwise_on_onednn_conv(input, grad_output.size(1))) {
     return in_format_of(conv1x1(nhwc(grad_output), weight.transpose(0, 1).contiguous(), std::nullopt), input);
   }
   return from_pixels(linear(pixels(grad_output), weight_2d(weight).t(), at::Tensor()), input, input.size(1));

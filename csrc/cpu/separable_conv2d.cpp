@@ -1,14 +1,17 @@
 // Fused depthwise-separable convolution on CPU, channels-last (NCHW inputs: see separable_forward_nchw
 // and separable_backward_nchw).
 //
-// Forward: the output pixels are cut into tiles; for each tile the depthwise result (plus the mid
-// activation) is computed by all threads into a cache-sized float buffer, which goes straight into
-// the pointwise GEMM (BLAS, itself multi-threaded), so the [N, C*M, Ho, Wo] intermediate never
-// exists in memory. Tiles run one after another: calling BLAS from inside a parallel region made
-// the GEMM 40x slower here (nested thread pools), and a tile is large enough to use every core.
-// Backward: the same tiles recompute the depthwise output, giving the pointwise weight gradient
-// (accumulated tile after tile, in a fixed order) and the gradient of the depthwise output, which
-// then goes through the depthwise backward kernels.
+// Forward, where xsep's own product runs the pointwise step (fused_gemm_library, gemm.h): each
+// thread takes blocks of output pixels, computes their depthwise result (plus the mid activation)
+// into a block buffer in L2 and multiplies it straight into the output's rows
+// (separable_forward_rows). Elsewhere the output pixels are cut into tiles; for each tile the
+// depthwise result is computed by all threads into a cache-sized float buffer, which goes into the
+// library's pointwise GEMM (itself multi-threaded). Tiles run one after another: calling BLAS from
+// inside a parallel region made the GEMM 40x slower here (nested thread pools), and a tile is large
+// enough to use every core. Either way the [N, C*M, Ho, Wo] intermediate never exists in memory.
+// Backward: tiles recompute the depthwise output, giving the pointwise weight gradient (accumulated
+// tile after tile, in a fixed order) and the gradient of the depthwise output (xsep's product per
+// thread, or the library's per tile), which then goes through the depthwise backward kernels.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -18,6 +21,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <tuple>
@@ -94,6 +98,64 @@ struct DepthwiseTile {
     if (mid != Activation::none) k.activation(mid, pre + q0 * g.OC, post + q0 * g.OC, (q1 - q0) * g.OC);
   }
 };
+
+// The channels-last forward on xsep's own product (row_product_impl.h): each thread takes blocks
+// of about kRowBlockValues values of depthwise output (256 KB in float32, in L2 with a weight panel),
+// runs the depthwise into its block buffer and the product from there straight into the output's
+// rows. The pointwise weight [O, C*M] is packed once per call, by all threads.
+// On Zen 5 (fp32, batch 8), 128 KB blocks ran 10x10 1024->1536 and 1536->2048 5-10% faster than
+// 256 KB, the other layers within noise; 64 KB and 32 KB were no faster anywhere.
+inline constexpr int64_t kRowBlockValues = int64_t(1) << 15;
+
+// w (a contiguous [R, S] matrix in acc_t) packed for row_product as its [N, K] operand: w itself
+// (K = S) or, transposed, w^T (K = R); all threads, panel by panel.
+template <typename acc_t, typename T>
+at::Tensor row_product_weight(const DepthwiseKernels<T>& k, const at::Tensor& w, bool transposed) {
+  const int64_t R = w.size(0), S = w.size(1), N = transposed ? S : R, K = transposed ? R : S;
+  const int64_t sn = transposed ? 1 : S, sk = transposed ? S : 1;
+  const int64_t W = k.row_product_width, panels = (N + W - 1) / W;
+  auto packed = at::empty({panels * W * K}, w.options());
+  const acc_t* src = w.const_data_ptr<acc_t>();
+  acc_t* dst = packed.mutable_data_ptr<acc_t>();
+  at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
+    k.pack_row_product_weight(K, std::min(N, p1 * W) - p0 * W, src + p0 * W * sn, sn, sk, dst + p0 * W * K);
+  });
+  return packed;
+}
+
+// Rows per block of row_product's operand a with K values a row: about kRowBlockValues values, a
+// multiple of 12 (the AVX-512 register tile's rows, twice AVX2's).
+int64_t row_block(int64_t K) { return std::max<int64_t>(12, kRowBlockValues / K / 12 * 12); }
+
+template <typename T>
+void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::Tensor& w_pw, const at::Tensor& bias,
+                            at::Tensor& out) {
+  using acc_t = Acc<T>;
+  const auto& k = tile.k;
+  const DepthwiseGeometry& g = tile.g;
+  const int64_t C = g.OC, P = g.N * g.Ho * g.Wo;
+  const at::Tensor packed = row_product_weight<acc_t>(k, w_pw, false);
+  const acc_t* pk = packed.const_data_ptr<acc_t>();
+  const int64_t block = row_block(C), blocks = (P + block - 1) / block;
+  const acc_t* b = bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr;
+  T* out_ptr = out.mutable_data_ptr<T>();
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    constexpr bool out_is_acc = std::is_same_v<T, acc_t>;
+    const std::unique_ptr<acc_t[]> d(new acc_t[block * C]);  // uninitialised: written before read
+    const std::unique_ptr<acc_t[]> work(new acc_t[row_product_work(block, C)]);
+    const std::unique_ptr<acc_t[]> y(out_is_acc ? nullptr : new acc_t[block * O]);
+    for (int64_t i = b0; i < b1; ++i) {
+      const int64_t p0 = i * block, n = std::min(block, P - p0);
+      tile(p0, 0, n, d.get(), d.get());
+      if constexpr (out_is_acc) {
+        k.row_product(n, C, O, d.get(), C, pk, b, out_ptr + p0 * O, O, work.get());
+      } else {
+        k.row_product(n, C, O, d.get(), C, pk, b, y.get(), O, work.get());
+        k.from_acc(y.get(), out_ptr + p0 * O, n * O);
+      }
+    }
+  });
+}
 
 // NCHW: the output rows of one image in bands of about 1 MB of depthwise output, at least 512
 // pixels (measured with these NCHW paths; the channels-last tiles' larger size was not). In NCHW the pointwise
@@ -331,18 +393,39 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const Activation mid = sg.mid_activation;
   const int64_t O = sg.O;
   if (runs_nchw(input)) return separable_forward_nchw(sg, input, dw_weight, pw_weight, bias, dw_bias);
-  auto out = empty_nhwc({g.N, O, g.Ho, g.Wo}, input);
   const int64_t P = g.N * g.Ho * g.Wo;
-  if (P == 0) return in_format_of(out, input);
+  if (P == 0) return in_format_of(empty_nhwc({g.N, O, g.Ho, g.Wo}, input), input);
 
   const auto x = nhwc(input);
   const auto acc = acc_dtype(input.scalar_type());
   const auto w_dw = tap_major(dw_weight);
   const auto b = acc_bias(bias);
   const auto b_dw = acc_bias(dw_bias);
+  if (row_product_on_xsep()) {
+    auto out = empty_nhwc({g.N, O, g.Ho, g.Wo}, input);
+    const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
+      separable_forward_rows(DepthwiseTile<scalar_t>(g, mid, x, w_dw, b_dw), O, w_pw, b, out);
+    });
+    return in_format_of(out, input);
+  }
   const int64_t T = nhwc_forward_tile_pixels(g.OC, O, P, acc);
-  const auto w_pw = packed_linear_weight(pw_weight.reshape({O, g.OC}).to(acc), T);  // [O, C*M]
+  // [O, C*M], packed for the products of several tiles (packing for one call costs more than it saves).
+  const auto w_pw_2d = pw_weight.reshape({O, g.OC}).to(acc);
+  const auto w_pw = T < P ? packed_linear_weight(w_pw_2d, T) : w_pw_2d;
   auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
+  // One tile in float32/float64: the product's own result is the output's rows (no copy).
+  if (T >= P && input.scalar_type() == acc) {
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "separable_conv2d_cpu", [&] {
+      const DepthwiseTile<scalar_t> tile(g, mid, x, w_dw, b_dw);
+      at::parallel_for(0, P, tile.grain, [&](int64_t q0, int64_t q1) {
+        tile(0, q0, q1, d_buf.mutable_data_ptr<scalar_t>(), d_buf.mutable_data_ptr<scalar_t>());
+      });
+    });
+    const auto rows = linear(d_buf.narrow(0, 0, P), w_pw, b).contiguous();
+    return in_format_of(rows.view({g.N, g.Ho, g.Wo, O}).permute({0, 3, 1, 2}), input);
+  }
+  auto out = empty_nhwc({g.N, O, g.Ho, g.Wo}, input);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
     using acc_t = Acc<scalar_t>;
@@ -389,12 +472,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const auto w_dw = tap_major(dw_weight);
   const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc);  // [O, C*M]
   const auto b_dw = acc_bias(dw_bias);
-  // Gradient with respect to the depthwise output (before the mid activation), [P, C*M].
-  auto grad_mid = at::empty({P, g.OC}, x.options().dtype(acc));
-
   auto grad_pw = at::zeros({O, g.OC}, x.options().dtype(acc));
   const int64_t T = nhwc_tile_pixels(g.OC, std::max<int64_t>(P, 1), acc);
-  const auto w_pw_t = packed_linear_weight(w_pw.t(), T);  // [C*M, O]
+  // Gradient with respect to the depthwise output (before the mid activation), [P, C*M]: with one
+  // tile, the product's own result (no copy).
+  const bool rows_on_xsep = row_product_on_xsep();
+  const bool one_tile = !rows_on_xsep && P > 0 && T >= P;
+  auto grad_mid = one_tile ? at::Tensor() : at::empty({P, g.OC}, x.options().dtype(acc));
+  const auto w_pw_t = rows_on_xsep ? at::Tensor()
+                      : one_tile   ? w_pw.t()
+                                   : packed_linear_weight(w_pw.t(), T);  // [C*M, O]
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
     using acc_t = Acc<scalar_t>;
     constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
@@ -407,7 +494,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
     auto gy_buf = go_is_acc ? at::Tensor() : at::empty({T, O}, x.options().dtype(acc));
     acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
     acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
-    acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
+    // xsep's product: W_pw [O, C*M] packed as gD = gY W_pw's operand, and gD's rows in blocks.
+    const at::Tensor w_rows = rows_on_xsep ? row_product_weight<acc_t>(k, w_pw.contiguous(), true) : at::Tensor();
+    const int64_t block = row_block(O);
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
       at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) {
@@ -418,8 +507,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
       });
       const auto gy = go_is_acc ? go_rows.narrow(0, p0, n) : gy_buf.narrow(0, 0, n);
       addmm_tn_fixed_order(grad_pw, gy, m_buf.narrow(0, 0, n));  // tile after tile: a fixed order
-      auto gm = grad_mid.narrow(0, p0, n);
-      linear_out(gm, gy, w_pw_t, at::Tensor());
+      if (rows_on_xsep) {
+        // gD's rows straight into grad_mid (times mid'(pre)), each thread its blocks of the tile.
+        const acc_t* gy_ptr = gy.const_data_ptr<acc_t>();
+        const acc_t* pk = w_rows.const_data_ptr<acc_t>();
+        acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
+        at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t b0, int64_t b1) {
+          const std::unique_ptr<acc_t[]> work(new acc_t[row_product_work(block, O)]);
+          for (int64_t i = b0; i < b1; ++i) {
+            const int64_t q0 = i * block, rows = std::min(block, n - q0);
+            acc_t* gm = gm_ptr + (p0 + q0) * g.OC;
+            k.row_product(rows, O, g.OC, gy_ptr + q0 * O, O, pk, nullptr, gm, g.OC, work.get());
+            if (mid != Activation::none) k.activation_grad(mid, d_ptr + q0 * g.OC, gm, rows * g.OC);
+          }
+        });
+        continue;
+      }
+      if (one_tile) {
+        grad_mid = linear(gy, w_pw_t, at::Tensor()).contiguous();
+      } else {
+        auto gm = grad_mid.narrow(0, p0, n);
+        linear_out(gm, gy, w_pw_t, at::Tensor());
+      }
+      acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
       if (mid != Activation::none) {
         at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) {
           k.activation_grad(mid, d_ptr + q0 * g.OC, gm_ptr + (p0 + q0) * g.OC, (q1 - q0) * g.OC);

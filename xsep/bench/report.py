@@ -2,9 +2,10 @@
 results file (`<out>/<device>/<date>.json`, schema below) and a PNG chart of per-layer speedups.
 
 JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings, and for a CPU
-"cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_stream_stores" and "cpu_run_vectors" (the instruction set of xsep's
-kernels, the library of its products, what runs its weight gradients' products, when it writes outputs past the
-caches, on which rows its channels-last depthwise runs take two vectors of channels) and
+"cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_fused_gemm", "cpu_stream_stores" and "cpu_run_vectors" (the
+instruction set of xsep's kernels, the library of its products, what runs its weight gradients' products and its
+channels-last fused op's, when it writes outputs past the caches, on which rows its channels-last depthwise runs
+take two vectors of channels) and
 "cpu_family_model" ('family 26 model 2', cpu_family_model)},
 "versions", "settings", "layers": [row, ...] (see layers.bench_case), "models": [row, ...],
 "summary": [{"op", "mode", "backend", "dtype", "layout", "geomean_speedup", "network_speedup", "layers"}]}.
@@ -78,7 +79,7 @@ def cpu_build() -> dict:
     from xsep import _extension
 
     info = _extension.build_info()
-    keys = ("cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_stream_stores", "cpu_run_vectors")
+    keys = ("cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_fused_gemm", "cpu_stream_stores", "cpu_run_vectors")
     return {key: info[key] for key in keys if key in info}
 
 
@@ -305,7 +306,8 @@ def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
         settings, device = doc["settings"], doc["device"]
         rel = path.relative_to(root) if path.is_absolute() and path.is_relative_to(root) else path
         threads = f", {device['threads']} threads" if device.get("threads") else ""
-        labels = (("cpu_isa", "kernels"), ("cpu_gemm", "products"), ("cpu_weight_gemm", "weight products"))
+        labels = (("cpu_isa", "kernels"), ("cpu_gemm", "products"), ("cpu_weight_gemm", "weight products"),
+                  ("cpu_fused_gemm", "fused products"))
         isa = "".join(f", {label} {device[key]}" for key, label in labels if device.get(key))
         if device.get("cpu_family_model"):
             isa = f", {device['cpu_family_model']}{isa}"

@@ -1,0 +1,117 @@
+// out = a w^T (+ bias), the fused op's pointwise product written straight into the output's rows
+// (a: [M, K] rows, the depthwise output of a block of pixels; w: the pointwise weight [N, K],
+// packed once per call into panels). Part of depthwise_kernels_impl.h (same instruction-set
+// region, same helpers), kept in its own file.
+//
+// Why: oneDNN (torch's own GEMM on AMD) cannot write into memory it is given, so a tiled product
+// through it pays a copy of every result (half the time of the depthwise itself at 147x147), and
+// calling it per tile re-packs the weight. Here each thread runs depthwise then product on its own
+// block of pixels, the block's depthwise output never leaving L2.
+//
+// Order: every output element is one chain, bias (or zero) then k ascending: the same bits whatever
+// the threads and blocks.
+//
+// Register tile: MR rows x kRpVectors vectors of columns, as in tn_product_impl.h (each k loads the
+// panel's vectors and broadcasts MR values of a). The host's block of rows (its depthwise output,
+// in L2) is first packed into tiles of MR rows, k-major (MR values of one k side by side), then
+// multiplied by each panel in turn, so a panel (K x W values) is read from L2 by every row tile of
+// the block. Packing a: read in place, the MR rows of a tile lie lda apart, 4 KB apart in float32
+// with 1024 channels, and share cache sets: 10x10 1024->1536 ran 10% slower than with half the
+// block (Zen 5, fp32, batch 8), a cost packing does not have.
+
+#if XSEP_VEC_BYTES == 64
+constexpr int kRpRows = 12;  // 24 accumulators of the 32 AVX-512 registers
+#else
+constexpr int kRpRows = 6;  // 12 of the 16 otherwise
+#endif
+static_assert(kRpRows <= 12, "row_product_work (depthwise_kernels.h) packs a in tiles of up to 12 rows");
+constexpr int kRpVectors = 2;
+
+// w [N, K] (element (n, k) at w[n * sn + k * sk]) into panels of W = kRpVectors vectors of columns:
+// panel p at packed + p * K * W, packed[p * K * W + k * W + j] = w[p * W + j][k], zero past N.
+template <typename A>
+void pack_row_product_weight(i64 K, i64 N, const A* w, i64 sn, i64 sk, A* packed) {
+  constexpr int W = kRpVectors * kLanes<A>;
+  for (i64 p = 0; p * W < N; ++p) {
+    A* panel = packed + p * K * W;
+    const int cols = int(min_(W, N - p * W));
+    const A* src = w + p * W * sn;
+    if (sk == 1) {  // read w's rows in order
+      for (int j = 0; j < W; ++j)
+        for (i64 k = 0; k < K; ++k) panel[k * W + j] = j < cols ? src[j * sn + k] : A(0);
+    } else {
+      for (i64 k = 0; k < K; ++k)
+        for (int j = 0; j < W; ++j) panel[k * W + j] = j < cols ? src[j * sn + k * sk] : A(0);
+    }
+  }
+}
+
+// MR rows of out (ldo apart), the n <= W columns of one panel: bias (or zero) + a packed tile of a
+// (ap[k * kRpRows + i] = a[i][k]) times the panel, over all K.
+template <int MR, typename A>
+XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* bias, A* out, i64 ldo, int n) {
+  constexpr int L = kLanes<A>, NV = kRpVectors, W = NV * L;
+  using V = Vec<A>;
+  V acc[MR][NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const int lanes = n - v * L;
+    const V b = bias == nullptr ? V{} : lanes >= L ? load(bias + v * L) : lanes > 0 ? load_n(bias + v * L, lanes) : V{};
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i][v] = b;
+  }
+  for (i64 k = 0; k < K; ++k) {
+    V bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = load(panel + k * W + v * L);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const V av = splat<V>(ap[k * kRpRows + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const int lanes = n - v * L;
+      if (lanes >= L) store(out + i * ldo + v * L, acc[i][v]);
+      else if (lanes > 0) store_n(out + i * ldo + v * L, acc[i][v], lanes);
+    }
+  }
+}
+
+// row_product_tile for `rows` < kRpRows rows (MR fixed at compile time).
+template <int MR, typename A>
+XSEP_INLINE void row_product_tail(int rows, i64 K, const A* ap, const A* panel, const A* bias, A* out, i64 ldo, int n) {
+  if constexpr (MR > 0) {
+    if (rows == MR) return row_product_tile<MR>(K, ap, panel, bias, out, ldo, n);
+    row_product_tail<MR - 1>(rows, K, ap, panel, bias, out, ldo, n);
+  }
+}
+
+// out[i][0, N) = bias + sum_k a[i][k] w[.][k] for i < M (out rows ldo apart, a's lda apart), w
+// packed by pack_row_product_weight; work: ceil(M / kRpRows) * kRpRows * K values, for a packed.
+// One thread: the host gives each its own rows.
+template <typename A>
+void row_product(i64 M, i64 K, i64 N, const A* a, i64 lda, const A* packed, const A* bias, A* out, i64 ldo, A* work) {
+  constexpr int W = kRpVectors * kLanes<A>;
+  for (i64 m = 0; m < M; m += kRpRows) {
+    A* tile = work + m * K;
+    const int rows = int(min_(kRpRows, M - m));
+    for (int i = 0; i < rows; ++i) {
+      const A* src = a + (m + i) * lda;
+      for (i64 k = 0; k < K; ++k) tile[k * kRpRows + i] = src[k];
+    }
+  }
+  for (i64 p = 0; p * W < N; ++p) {
+    const A* panel = packed + p * K * W;
+    const A* b = bias == nullptr ? nullptr : bias + p * W;
+    const int n = int(min_(W, N - p * W));
+    i64 m = 0;
+    for (; m + kRpRows <= M; m += kRpRows)
+      row_product_tile<kRpRows>(K, work + m * K, panel, b, out + m * ldo + p * W, ldo, n);
+    if (m < M) row_product_tail<kRpRows - 1>(int(M - m), K, work + m * K, panel, b, out + m * ldo + p * W, ldo, n);
+  }
+}
