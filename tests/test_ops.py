@@ -366,10 +366,13 @@ def test_native_separable_nchw_wide_weight_gradients_match_reference():
         assert rel_error(value, leaf.grad) <= 1e-5, name
 
 
-# Channels-last shapes whose fused products span several of xsep's row blocks (about 32K values of
-# depthwise output each, csrc/cpu/separable_conv2d.cpp) and a partial last block, with output widths
-# that leave a partial panel of columns and a partial register tile of rows: (n, c, o, h, w).
-_ROW_BLOCK_SHAPES = [(2, 300, 37, 9, 7), (1, 1024, 65, 5, 7), (3, 24, 3, 11, 13)]
+# Channels-last shapes for xsep's fused products (csrc/cpu/separable_conv2d.cpp: row blocks of about
+# 32K values of the product's left operand, register tiles of up to 12 rows, panels of up to 32
+# columns): the forward over several blocks and a partial last one (300 and 1024 channels), the
+# backward's over several blocks (1100 outputs), the backward in two tiles (70x70, 256 channels),
+# partial panels (37, 65, 1100 and 3 outputs; 16 channels) and partial register tiles: (n, c, o, h, w).
+_ROW_BLOCK_SHAPES = [(2, 300, 37, 9, 7), (1, 1024, 65, 5, 7), (1, 16, 1100, 5, 7), (1, 256, 8, 70, 70),
+                     (3, 24, 3, 11, 13)]
 
 
 @pytest.mark.parametrize("shape", _ROW_BLOCK_SHAPES)

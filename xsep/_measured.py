@@ -26,8 +26,8 @@ TABLE = {
         (1.07, 1.143),  # AMD EPYC, default
         (0.91, 0.971),  # AMD EPYC (avx512), default
         (1.11, 1.089),  # AMD EPYC (avx512), retain
-        (1.046, 0.996),  # AMD EPYC (avx512, family 26 model 2), default
-        (1.117, 1.159),  # AMD EPYC (avx512, family 26 model 2), retain
+        (1.382, 0.976),  # AMD EPYC (avx512, family 26 model 2), default
+        (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
         (0.919, 1.007),  # Intel(R) Xeon(R) Processor, retain
     ),
@@ -35,8 +35,8 @@ TABLE = {
         (0.398, 0.443),  # AMD EPYC, default
         (2.019, 1.92),  # AMD EPYC (avx512), default
         (1.462, 1.542),  # AMD EPYC (avx512), retain
-        (2.413, 1.96),  # AMD EPYC (avx512, family 26 model 2), default
-        (1.695, 1.657),  # AMD EPYC (avx512, family 26 model 2), retain
+        (2.284, 2.144),  # AMD EPYC (avx512, family 26 model 2), default
+        (1.659, 1.66),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
         (1.215, 1.251),  # Intel(R) Xeon(R) Processor, retain
     ),
@@ -44,8 +44,8 @@ TABLE = {
         (1.032, 0.974),  # AMD EPYC, default
         (0.975, 0.987),  # AMD EPYC (avx512), default
         (0.996, 0.982),  # AMD EPYC (avx512), retain
-        (0.975, 1.029),  # AMD EPYC (avx512, family 26 model 2), default
-        (0.964, 1.021),  # AMD EPYC (avx512, family 26 model 2), retain
+        (1.006, 1.053),  # AMD EPYC (avx512, family 26 model 2), default
+        (0.992, 1.028),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.01, 1.088),  # Intel(R) Xeon(R) Processor, default
         (0.966, 1.065),  # Intel(R) Xeon(R) Processor, retain
     ),
@@ -53,8 +53,8 @@ TABLE = {
         (0.748, 0.766),  # AMD EPYC, default
         (0.987, 1.082),  # AMD EPYC (avx512), default
         (0.794, 0.845),  # AMD EPYC (avx512), retain
-        (0.986, 1.018),  # AMD EPYC (avx512, family 26 model 2), default
-        (0.98, 0.891),  # AMD EPYC (avx512, family 26 model 2), retain
+        (1.004, 1.004),  # AMD EPYC (avx512, family 26 model 2), default
+        (0.983, 0.903),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
         (1.258, 1.275),  # Intel(R) Xeon(R) Processor, retain
     ),
@@ -62,8 +62,8 @@ TABLE = {
         (1.071, 1.077),  # AMD EPYC, default
         (1.052, 0.976),  # AMD EPYC (avx512), default
         (0.985, 0.952),  # AMD EPYC (avx512), retain
-        (1.065, 1.03),  # AMD EPYC (avx512, family 26 model 2), default
-        (0.934, 0.974),  # AMD EPYC (avx512, family 26 model 2), retain
+        (1.119, 1.101),  # AMD EPYC (avx512, family 26 model 2), default
+        (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
         (1.058, 1.053),  # Intel(R) Xeon(R) Processor, retain
     ),
@@ -71,8 +71,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
-        (1.452, 1.347),  # AMD EPYC (avx512, family 26 model 2), default
-        (0.981, 0.97),  # AMD EPYC (avx512, family 26 model 2), retain
+        (1.33, 1.429),  # AMD EPYC (avx512, family 26 model 2), default
+        (1.007, 0.942),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
         (1.192, 1.232),  # Intel(R) Xeon(R) Processor, retain
     ),
