@@ -373,18 +373,24 @@ def test_native_separable_nchw_wide_weight_gradients_match_reference():
 # partial panels (37, 65, 1100 and 3 outputs; 16 channels) and partial register tiles: (n, c, o, h, w).
 _ROW_BLOCK_SHAPES = [(2, 300, 37, 9, 7), (1, 1024, 65, 5, 7), (1, 16, 1100, 5, 7), (1, 256, 8, 70, 70),
                      (3, 24, 3, 11, 13)]
+# NCHW shapes whose bands (one image each: planes of at least 256 pixels) go through xsep's product:
+# two bands of a 30x30 plane with 512 channels (partial register tiles of 37 output rows), one band of
+# 17x16 with 13 outputs and 24 channels (a partial panel of 272 pixels).
+_NCHW_BAND_SHAPES = [(2, 512, 37, 30, 30), (2, 24, 13, 17, 16)]
 
 
-@pytest.mark.parametrize("shape", _ROW_BLOCK_SHAPES)
+@pytest.mark.parametrize("shape, layout", [(s, "channels_last") for s in _ROW_BLOCK_SHAPES] +
+                         [(s, "nchw") for s in _NCHW_BAND_SHAPES])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_native_separable_channels_last_row_blocks_match_reference(shape, dtype):
-    # The channels-last fused op, forward and backward, on shapes of several row blocks, against the
-    # float64 reference; the same bits at 1 and 2 threads (each output element one chain).
+def test_native_separable_row_blocks_match_reference(shape, layout, dtype):
+    # The fused op, forward and backward, on shapes that exercise its products' blocks, tiles and
+    # panels, against the float64 reference; the same bits at 1 and 2 threads.
     n, c, o, h, w = shape
-    x = torch.randn(n, c, h, w, dtype=torch.float64).to(memory_format=torch.channels_last)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(n, c, h, w, dtype=torch.float64).to(memory_format=fmt)
     dw, pw = torch.randn(c, 1, 3, 3, dtype=torch.float64), torch.randn(o, c, 1, 1, dtype=torch.float64)
     b, dw_b = torch.randn(o, dtype=torch.float64), torch.randn(c, dtype=torch.float64)
-    g = torch.randn(n, o, h, w, dtype=torch.float64).to(memory_format=torch.channels_last)
+    g = torch.randn(n, o, h, w, dtype=torch.float64).to(memory_format=fmt)
     geometry = ([1, 1], [1, 1, 1, 1], [1, 1], "none", "relu6")
 
     def run():
@@ -753,8 +759,8 @@ def test_cpu_setting_bad_name(variable, value, choices):
 
 
 # The libraries of the products: XSEP_CPU_GEMM (the pointwise forward and input-gradient products),
-# XSEP_CPU_WEIGHT_GEMM (the weight gradients') and XSEP_CPU_FUSED_GEMM (the channels-last fused op's
-# forward and depthwise-output gradient), with the key _build_info reports each under.
+# XSEP_CPU_WEIGHT_GEMM (the weight gradients') and XSEP_CPU_FUSED_GEMM (the fused op's forward and
+# depthwise-output gradient), with the key _build_info reports each under.
 _PRODUCT_LIBRARIES = {"XSEP_CPU_GEMM": ("cpu_gemm", ["blas", "onednn"]),
                       "XSEP_CPU_WEIGHT_GEMM": ("cpu_weight_gemm", ["blas", "xsep"]),
                       "XSEP_CPU_FUSED_GEMM": ("cpu_fused_gemm", ["library", "xsep"])}

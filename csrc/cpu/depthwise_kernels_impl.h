@@ -1380,6 +1380,8 @@ DepthwiseKernels<T> make_table() {
   t.add_tn_product = &add_tn_product<A>;
   t.pack_row_product_weight = &pack_row_product_weight<A>;
   t.row_product = &row_product<A>;
+  t.pack_row_product_rows = &pack_row_product_rows<A>;
+  t.row_product_packed = &row_product_packed<A>;
   t.row_product_width = kRpVectors * kLanes<A>;
   return t;
 }

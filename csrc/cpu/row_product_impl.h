@@ -46,10 +46,12 @@ void pack_row_product_weight(i64 K, i64 N, const A* w, i64 sn, i64 sk, A* packed
   }
 }
 
-// MR rows of out (ldo apart), the n <= W columns of one panel: bias (or zero) + a packed tile of a
-// (ap[k * kRpRows + i] = a[i][k]) times the panel, over all K.
+// MR rows of out (ldo apart), the n <= W columns of one panel: the bias (a column's, bias[j], or a
+// row's, row_bias[i], or zero) + a packed tile of a (ap[k * kRpRows + i] = a[i][k]) times the panel,
+// over all K.
 template <int MR, typename A>
-XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* bias, A* out, i64 ldo, int n) {
+XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* bias, const A* row_bias, A* out, i64 ldo,
+                                  int n) {
   constexpr int L = kLanes<A>, NV = kRpVectors, W = NV * L;
   using V = Vec<A>;
   V acc[MR][NV];
@@ -58,7 +60,7 @@ XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* b
     const int lanes = n - v * L;
     const V b = bias == nullptr ? V{} : lanes >= L ? load(bias + v * L) : lanes > 0 ? load_n(bias + v * L, lanes) : V{};
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) acc[i][v] = b;
+    for (int i = 0; i < MR; ++i) acc[i][v] = row_bias == nullptr ? b : splat<V>(row_bias[i]);
   }
   for (i64 k = 0; k < K; ++k) {
     V bv[NV];
@@ -84,34 +86,55 @@ XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* b
 
 // row_product_tile for `rows` < kRpRows rows (MR fixed at compile time).
 template <int MR, typename A>
-XSEP_INLINE void row_product_tail(int rows, i64 K, const A* ap, const A* panel, const A* bias, A* out, i64 ldo, int n) {
+XSEP_INLINE void row_product_tail(int rows, i64 K, const A* ap, const A* panel, const A* bias, const A* row_bias,
+                                  A* out, i64 ldo, int n) {
   if constexpr (MR > 0) {
-    if (rows == MR) return row_product_tile<MR>(K, ap, panel, bias, out, ldo, n);
-    row_product_tail<MR - 1>(rows, K, ap, panel, bias, out, ldo, n);
+    if (rows == MR) return row_product_tile<MR>(K, ap, panel, bias, row_bias, out, ldo, n);
+    row_product_tail<MR - 1>(rows, K, ap, panel, bias, row_bias, out, ldo, n);
   }
 }
 
-// out[i][0, N) = bias + sum_k a[i][k] w[.][k] for i < M (out rows ldo apart, a's lda apart), w
-// packed by pack_row_product_weight; work: ceil(M / kRpRows) * kRpRows * K values, for a packed.
-// One thread: the host gives each its own rows.
+// a [M, K] (element (m, k) at a[m * sm + k * sk]) packed into tiles of kRpRows rows, k-major:
+// tile t at ap + t * kRpRows * K, ap[t * kRpRows * K + k * kRpRows + i] = a[t * kRpRows + i][k]
+// (a last tile's missing rows unset, never read).
 template <typename A>
-void row_product(i64 M, i64 K, i64 N, const A* a, i64 lda, const A* packed, const A* bias, A* out, i64 ldo, A* work) {
-  constexpr int W = kRpVectors * kLanes<A>;
+void pack_row_product_rows(i64 M, i64 K, const A* a, i64 sm, i64 sk, A* ap) {
   for (i64 m = 0; m < M; m += kRpRows) {
-    A* tile = work + m * K;
+    A* tile = ap + m * K;
     const int rows = int(min_(kRpRows, M - m));
     for (int i = 0; i < rows; ++i) {
-      const A* src = a + (m + i) * lda;
-      for (i64 k = 0; k < K; ++k) tile[k * kRpRows + i] = src[k];
+      const A* src = a + (m + i) * sm;
+      for (i64 k = 0; k < K; ++k) tile[k * kRpRows + i] = src[k * sk];
     }
   }
+}
+
+// out[i][0, N) = the bias (bias[j] per column, or row_bias[i] per row, or zero) + sum_k a[i][k]
+// w[.][k] for i < M (out rows ldo apart), a packed by pack_row_product_rows, w by
+// pack_row_product_weight. One thread: the host gives each its own rows.
+template <typename A>
+void row_product_packed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const A* bias, const A* row_bias, A* out,
+                        i64 ldo) {
+  constexpr int W = kRpVectors * kLanes<A>;
   for (i64 p = 0; p * W < N; ++p) {
     const A* panel = packed + p * K * W;
     const A* b = bias == nullptr ? nullptr : bias + p * W;
     const int n = int(min_(W, N - p * W));
     i64 m = 0;
-    for (; m + kRpRows <= M; m += kRpRows)
-      row_product_tile<kRpRows>(K, work + m * K, panel, b, out + m * ldo + p * W, ldo, n);
-    if (m < M) row_product_tail<kRpRows - 1>(int(M - m), K, work + m * K, panel, b, out + m * ldo + p * W, ldo, n);
+    for (; m + kRpRows <= M; m += kRpRows) {
+      const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
+      row_product_tile<kRpRows>(K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n);
+    }
+    if (m < M) {
+      const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
+      row_product_tail<kRpRows - 1>(int(M - m), K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n);
+    }
   }
+}
+
+// The same with a [M, K] rows lda apart, packed first into work (row_product_work(M, K) values).
+template <typename A>
+void row_product(i64 M, i64 K, i64 N, const A* a, i64 lda, const A* packed, const A* bias, A* out, i64 ldo, A* work) {
+  pack_row_product_rows(M, K, a, lda, i64(1), work);
+  row_product_packed(M, K, N, work, packed, bias, static_cast<const A*>(nullptr), out, ldo);
 }

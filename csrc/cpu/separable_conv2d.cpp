@@ -224,6 +224,41 @@ struct DepthwiseBandNchw {
   }
 };
 
+// NCHW products on xsep's product (row_product_on_xsep): out [M, N] (rows ldo apart) = a [M, K]
+// (packed once per call by pack_row_product_rows: the pointwise weight or its transpose) x b [K, N]
+// (element (k, j) at b[k * ldb + j]: a band of planes) (+ row_bias [M]). b is packed into `panels`
+// (all threads, panel by panel), then each thread multiplies its register tiles of rows straight
+// into out: no result copied, no weight re-packed per band as oneDNN's convolution does. Zen 5
+// (fp32, batch 8, `retain`, interleaved): forward 1.10-2.05x of torch from 147x147 to 19x19 against
+// 0.91-1.39x through oneDNN, backward 1.27-1.96x against 1.16-1.68x. Bands of image groups (planes
+// under half of kMinGemmPixels, 10x10) stay on the library: there each thread's rows of the weight
+// (up to 3 MB) are read again for every panel of the wide band, and the forward ran 0.83-0.85x
+// against 0.90-0.92x, the backward 1.05-1.09x against 1.22-1.37x (xsep_band_products).
+bool xsep_band_products(const ImageGroups& groups) { return row_product_on_xsep() && groups.most() == 1; }
+template <typename T>
+void band_product(const DepthwiseKernels<T>& k, int64_t M, int64_t K, int64_t N, const Acc<T>* a_rows, const Acc<T>* b,
+                  int64_t ldb, Acc<T>* panels, const Acc<T>* row_bias, Acc<T>* out, int64_t ldo) {
+  const int64_t W = k.row_product_width;
+  at::parallel_for(0, (N + W - 1) / W, 1, [&](int64_t p0, int64_t p1) {
+    k.pack_row_product_weight(K, std::min(N, p1 * W) - p0 * W, b + p0 * W, 1, ldb, panels + p0 * W * K);
+  });
+  // Rows in whole tiles of 12 (the AVX-512 register tile's, twice AVX2's), where a's packed tiles start.
+  at::parallel_for(0, (M + 11) / 12, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t m0 = t0 * 12, m1 = std::min(M, t1 * 12);
+    k.row_product_packed(m1 - m0, K, N, a_rows + m0 * K, panels, nullptr, row_bias ? row_bias + m0 : nullptr,
+                         out + m0 * ldo, ldo);
+  });
+}
+
+// a [M, K] (element (m, k) at a[m * sm + k * sk], acc_t) packed for band_product.
+template <typename T>
+at::Tensor packed_rows(const DepthwiseKernels<T>& k, const at::Tensor& a, int64_t M, int64_t K, int64_t sm,
+                       int64_t sk) {
+  auto packed = at::empty({row_product_work(M, K)}, a.options());
+  k.pack_row_product_rows(M, K, a.const_data_ptr<Acc<T>>(), sm, sk, packed.mutable_data_ptr<Acc<T>>());
+  return packed;
+}
+
 // Images [n0, n0 + images), pixels [p0, p0 + pixels) of each plane, of an [N, R, plane] tensor, as
 // an [R, images, pixels] view: the band buffers' layout ([R, images * pixels], images side by side).
 at::Tensor band_of(const at::Tensor& planes, int64_t n0, int64_t images, int64_t p0, int64_t pixels) {
@@ -255,6 +290,14 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
     // its own result: left_product_out), else into y_buf, copied (and rounded) per image.
     const bool in_place = bands.groups.most() == 1 && input.scalar_type() == acc;
     auto y_buf = in_place ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
+    using acc_t = Acc<scalar_t>;
+    const bool on_xsep = xsep_band_products(bands.groups);
+    const auto& kt = band.elementwise;
+    const auto w_rows = on_xsep ? packed_rows(kt, w_pw, O, g.OC, g.OC, 1) : at::Tensor();
+    auto panels = on_xsep
+                      ? at::empty({(T + kt.row_product_width - 1) / kt.row_product_width * kt.row_product_width * g.OC},
+                                  x.options().dtype(acc))
+                      : at::Tensor();
     for (int64_t k = 0; k < bands.groups.count; ++k) {
       const int64_t n0 = bands.groups.begin(k), images = bands.groups.end(k) - n0;
       for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += bands.rows) {
@@ -262,7 +305,12 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
         band(n0, n0 + images, ho0, ho1, d_ptr, d_ptr);
         const auto d = d_buf.narrow(1, 0, cols);
         auto y = in_place ? out_planes[n0].narrow(1, ho0 * g.Wo, pixels) : y_buf.narrow(1, 0, cols);
-        left_product_out(y, b_col, w_pw, d);
+        if (on_xsep) {
+          band_product(kt, O, g.OC, cols, w_rows.const_data_ptr<acc_t>(), d_ptr, T, panels.mutable_data_ptr<acc_t>(),
+                       b.defined() ? b.const_data_ptr<acc_t>() : nullptr, y.mutable_data_ptr<acc_t>(), y.stride(0));
+        } else {
+          left_product_out(y, b_col, w_pw, d);
+        }
         if (!in_place) band_of(out_planes, n0, images, ho0 * g.Wo, pixels).copy_(y.view({O, images, pixels}));
       }
     }
@@ -303,9 +351,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
     // W_pw^T [C*M, O]: made contiguous (a weight-sized copy, up to 12 MB) for the many narrow GEMMs
     // of one image's bands, and for oneDNN (left_product_out); read transposed in place by BLAS in
     // the few wide GEMMs of image groups.
+    const bool on_xsep = xsep_band_products(bands.groups);
+    const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();
     const bool w_t_copy = most == 1 || linear_uses_onednn(acc);
-    const auto w_pw_t =
-        w_t_copy ? pw_weight.reshape({O, g.OC}).to(acc).t().contiguous() : pw_weight.reshape({O, g.OC}).to(acc).t();
+    const auto w_pw_t = on_xsep ? at::Tensor() : w_t_copy ? w_pw.t().contiguous() : w_pw.t();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
           using acc_t = Acc<scalar_t>;
@@ -327,6 +376,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
           const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
           scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
           const auto go_planes = go.view({g.N, O, plane});
+          // xsep's product: W_pw^T packed once as gD = W_pw^T gY's rows.
+          const auto w_rows = on_xsep ? packed_rows(ew, w_pw, g.OC, O, 1, g.OC) : at::Tensor();
+          const int64_t W = ew.row_product_width;
+          auto panels = on_xsep ? at::empty({(T + W - 1) / W * W * O}, x.options().dtype(acc)) : at::Tensor();
           for (int64_t k = 0; k < bands.groups.count; ++k) {
             const int64_t n0 = bands.groups.begin(k), images = bands.groups.end(k) - n0;
             for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += bands.rows) {
@@ -336,14 +389,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
               auto gy = go_in_place ? go_planes[n0].narrow(1, p0, pixels) : gy_buf.narrow(1, 0, cols);
               if (!go_in_place) gy.view({O, images, pixels}).copy_(band_of(go_planes, n0, images, p0, pixels));
               addmm_tn_fixed_order(grad_pw, gy.t(), m_buf.narrow(1, 0, cols).t());
-              if (most == 1) {
-                auto gd = gd_buf[0].narrow(1, p0, pixels);
-                left_product_out(gd, at::Tensor(), w_pw_t, gy);
+              auto gd = most == 1 ? gd_buf[0].narrow(1, p0, pixels) : gd_band.narrow(1, 0, cols);
+              if (on_xsep) {
+                band_product(ew, g.OC, O, cols, w_rows.const_data_ptr<acc_t>(), gy.const_data_ptr<acc_t>(),
+                             gy.stride(0), panels.mutable_data_ptr<acc_t>(), nullptr, gd.mutable_data_ptr<acc_t>(),
+                             gd.stride(0));
               } else {
-                auto gd = gd_band.narrow(1, 0, cols);
                 left_product_out(gd, at::Tensor(), w_pw_t, gy);
-                gd_buf.narrow(0, 0, images).transpose(0, 1).copy_(gd.view({g.OC, images, pixels}));
               }
+              if (most > 1) gd_buf.narrow(0, 0, images).transpose(0, 1).copy_(gd.view({g.OC, images, pixels}));
               if (mid != Activation::none) {
                 // mid'(pre) from the band (image j at column j * pixels) into the gD planes.
                 at::parallel_for(0, g.OC, grain(cols), [&](int64_t c0, int64_t c1) {
