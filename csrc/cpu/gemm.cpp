@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cpu/depthwise_kernels.h"
 #include "cpu/host.h"
 
 namespace xsep::cpu {
@@ -52,7 +53,7 @@ bool weight_products_on_xsep() {
 bool fused_products_on_xsep() {
   static const bool xsep = [] {
     if (const auto name = env_choice("XSEP_CPU_FUSED_GEMM", {"library", "xsep"})) return name == "xsep";
-    return amd_processor();
+    return amd_processor() && std::string_view(kernel_isa()) == "avx512";
   }();
   return xsep;
 }

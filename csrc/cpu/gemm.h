@@ -27,9 +27,11 @@ bool tn_product_on_xsep(at::ScalarType dtype);
 
 // "xsep" or "library": what runs the fused op's pointwise products (forward, and the backward's
 // gradient of the depthwise output), every dtype: xsep's own kernel (row_product_impl.h), on AMD
-// processors (channels_last: the depthwise output of each thread's block of pixels multiplied from
-// L2 straight into the output; NCHW: each band of one image, separable_conv2d.cpp); elsewhere the
-// library of linear() (gemm_library) and left_product_out, tile by tile.
+// processors whose kernels run AVX-512 (channels_last: the depthwise output of each thread's block
+// of pixels multiplied from L2 straight into the output; NCHW: each band of one image,
+// separable_conv2d.cpp); elsewhere the library of linear() (gemm_library) and left_product_out,
+// tile by tile. Its AVX2 build (6 x 16 register tiles) is tested but was never timed against
+// oneDNN's AVX2 code, hence AVX-512 only.
 // oneDNN, AMD's library, writes each result into a new tensor (a copy per tile) and re-packs the
 // weight per call: on Zen 5 (fp32, batch 8, `retain`, interleaved) the forward ran 1.03-1.27x of
 // torch with xsep's product against 0.82-0.97x tile by tile through oneDNN. On Intel, BLAS writes in

@@ -100,7 +100,7 @@ struct DepthwiseTile {
 };
 
 // The channels-last forward on xsep's own product (row_product_impl.h): each thread takes blocks
-// of about kRowBlockValues values of depthwise output (256 KB in float32, in L2 with a weight panel),
+// of about kRowBlockValues values of depthwise output (128 KB in float32, in L2 with a weight panel),
 // runs the depthwise into its block buffer and the product from there straight into the output's
 // rows. The pointwise weight [O, C*M] is packed once per call, by all threads.
 // On Zen 5 (fp32, batch 8), 128 KB blocks ran 10x10 1024->1536 and 1536->2048 5-10% faster than
