@@ -71,8 +71,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
-        (1.33, 1.429),  # AMD EPYC (avx512, family 26 model 2), default
-        (1.007, 0.942),  # AMD EPYC (avx512, family 26 model 2), retain
+        (1.782, 1.557),  # AMD EPYC (avx512, family 26 model 2), default
+        (1.275, 1.097),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
         (1.192, 1.232),  # Intel(R) Xeon(R) Processor, retain
     ),
