@@ -72,10 +72,11 @@ struct DepthwiseKernels {
   int64_t row_product_width;
   // row_product in two steps, for an a used many times: a [M, K] (element (m, k) at a[m * sm + k *
   // sk]) packed into row_product_work(M, K) values, and the product from there, with a column bias
-  // (bias[j]) or a row bias (row_bias[i]) or none (nullptr).
+  // (bias[j]) or a row bias (row_bias[i]) or none (nullptr); with `add` (no bias), added to out
+  // (each element's sum from zero, then added).
   void (*pack_row_product_rows)(int64_t M, int64_t K, const acc_t* a, int64_t sm, int64_t sk, acc_t* packed_rows);
   void (*row_product_packed)(int64_t M, int64_t K, int64_t N, const acc_t* packed_rows, const acc_t* packed,
-                             const acc_t* bias, const acc_t* row_bias, acc_t* out, int64_t ldo);
+                             const acc_t* bias, const acc_t* row_bias, acc_t* out, int64_t ldo, bool add);
 };
 
 // The table for the best instruction set this CPU supports (AVX-512, AVX2+FMA, or baseline x86-64),

@@ -104,8 +104,10 @@ at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, 
 // out += a^T b for a [K, M] and b [K, N] (weight gradients: K runs over pixels), with the same bits
 // whatever the number of threads. Where tn_product_on_xsep (gemm.h), xsep's own kernel
 // (tn_product_impl.h: each element one chain over k, each thread its own rows of out, at least
-// kTnRowGrain of them) on the operands as rows (unit column stride); operands that are not rows
-// (NCHW's pixel-contiguous planes) are copied into rows when the product is wide enough to pay
+// kTnRowGrain of them) on the operands as rows (unit column stride). Pixel-contiguous operands
+// (NCHW's planes), where xsep's row product runs (row_product_on_xsep, gemm.h), go to it in the
+// same order, packed from their own rows. Elsewhere operands that are not rows
+// are copied into rows when the product is wide enough to pay
 // for the copies, M * N >= kTnCopyMinRatio * (M + N), or is float64 (MKL's float64 products on
 // the AMD EPYC split even fixed blocks across threads: other bits at 1 and 2 threads). On the AMD
 // EPYC Zen 5, 2 threads, MKL's blocks ran Xception's NCHW pointwise weight gradients at 160-185
@@ -119,6 +121,8 @@ at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, 
 inline constexpr int64_t kBlasReductionRows = 512;
 inline constexpr int64_t kTnRowGrain = 16;
 inline constexpr int64_t kTnCopyMinRatio = 128;
+// tn_product_impl.h's k block (kTnKBlock), for the host's row-product path of the same order.
+inline constexpr int64_t kTnKBlockPixels = 256;
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
 // out = a . b, plus `bias` (broadcast: a column [rows, 1] or a row [cols]) when defined, as one GEMM.

@@ -48,10 +48,10 @@ void pack_row_product_weight(i64 K, i64 N, const A* w, i64 sn, i64 sk, A* packed
 
 // MR rows of out (ldo apart), the n <= W columns of one panel: the bias (a column's, bias[j], or a
 // row's, row_bias[i], or zero) + a packed tile of a (ap[k * kRpRows + i] = a[i][k]) times the panel,
-// over all K.
+// over all K; with `add`, that sum (from zero) added to out instead.
 template <int MR, typename A>
 XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* bias, const A* row_bias, A* out, i64 ldo,
-                                  int n) {
+                                  int n, bool add) {
   constexpr int L = kLanes<A>, NV = kRpVectors, W = NV * L;
   using V = Vec<A>;
   V acc[MR][NV];
@@ -78,8 +78,9 @@ XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* b
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const int lanes = n - v * L;
-      if (lanes >= L) store(out + i * ldo + v * L, acc[i][v]);
-      else if (lanes > 0) store_n(out + i * ldo + v * L, acc[i][v], lanes);
+      A* o = out + i * ldo + v * L;
+      if (lanes >= L) store(o, add ? load(o) + acc[i][v] : acc[i][v]);
+      else if (lanes > 0) store_n(o, add ? load_n(o, lanes) + acc[i][v] : acc[i][v], lanes);
     }
   }
 }
@@ -87,10 +88,10 @@ XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* b
 // row_product_tile for `rows` < kRpRows rows (MR fixed at compile time).
 template <int MR, typename A>
 XSEP_INLINE void row_product_tail(int rows, i64 K, const A* ap, const A* panel, const A* bias, const A* row_bias,
-                                  A* out, i64 ldo, int n) {
+                                  A* out, i64 ldo, int n, bool add) {
   if constexpr (MR > 0) {
-    if (rows == MR) return row_product_tile<MR>(K, ap, panel, bias, row_bias, out, ldo, n);
-    row_product_tail<MR - 1>(rows, K, ap, panel, bias, row_bias, out, ldo, n);
+    if (rows == MR) return row_product_tile<MR>(K, ap, panel, bias, row_bias, out, ldo, n, add);
+    row_product_tail<MR - 1>(rows, K, ap, panel, bias, row_bias, out, ldo, n, add);
   }
 }
 
@@ -111,10 +112,11 @@ void pack_row_product_rows(i64 M, i64 K, const A* a, i64 sm, i64 sk, A* ap) {
 
 // out[i][0, N) = the bias (bias[j] per column, or row_bias[i] per row, or zero) + sum_k a[i][k]
 // w[.][k] for i < M (out rows ldo apart), a packed by pack_row_product_rows, w by
-// pack_row_product_weight. One thread: the host gives each its own rows.
+// pack_row_product_weight; with `add` (no bias), out[i][j] += that sum, summed from zero. One
+// thread: the host gives each its own rows.
 template <typename A>
 void row_product_packed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const A* bias, const A* row_bias, A* out,
-                        i64 ldo) {
+                        i64 ldo, bool add) {
   constexpr int W = kRpVectors * kLanes<A>;
   for (i64 p = 0; p * W < N; ++p) {
     const A* panel = packed + p * K * W;
@@ -123,11 +125,11 @@ void row_product_packed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const
     i64 m = 0;
     for (; m + kRpRows <= M; m += kRpRows) {
       const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
-      row_product_tile<kRpRows>(K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n);
+      row_product_tile<kRpRows>(K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n, add);
     }
     if (m < M) {
       const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
-      row_product_tail<kRpRows - 1>(int(M - m), K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n);
+      row_product_tail<kRpRows - 1>(int(M - m), K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n, add);
     }
   }
 }
@@ -136,5 +138,5 @@ void row_product_packed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const
 template <typename A>
 void row_product(i64 M, i64 K, i64 N, const A* a, i64 lda, const A* packed, const A* bias, A* out, i64 ldo, A* work) {
   pack_row_product_rows(M, K, a, lda, i64(1), work);
-  row_product_packed(M, K, N, work, packed, bias, static_cast<const A*>(nullptr), out, ldo);
+  row_product_packed(M, K, N, work, packed, bias, static_cast<const A*>(nullptr), out, ldo, false);
 }

@@ -246,7 +246,7 @@ void band_product(const DepthwiseKernels<T>& k, int64_t M, int64_t K, int64_t N,
   at::parallel_for(0, (M + 11) / 12, 1, [&](int64_t t0, int64_t t1) {
     const int64_t m0 = t0 * 12, m1 = std::min(M, t1 * 12);
     k.row_product_packed(m1 - m0, K, N, a_rows + m0 * K, panels, nullptr, row_bias ? row_bias + m0 : nullptr,
-                         out + m0 * ldo, ldo);
+                         out + m0 * ldo, ldo, false);
   });
 }
 
