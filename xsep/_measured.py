@@ -53,8 +53,8 @@ TABLE = {
         (0.748, 0.766),  # AMD EPYC, default
         (0.987, 1.082),  # AMD EPYC (avx512), default
         (0.794, 0.845),  # AMD EPYC (avx512), retain
-        (1.004, 1.004),  # AMD EPYC (avx512, family 26 model 2), default
-        (0.983, 0.903),  # AMD EPYC (avx512, family 26 model 2), retain
+        (0.99, 1.057),  # AMD EPYC (avx512, family 26 model 2), default
+        (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
         (1.258, 1.275),  # Intel(R) Xeon(R) Processor, retain
     ),
@@ -71,8 +71,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
-        (1.782, 1.557),  # AMD EPYC (avx512, family 26 model 2), default
-        (1.275, 1.097),  # AMD EPYC (avx512, family 26 model 2), retain
+        (1.728, 1.658),  # AMD EPYC (avx512, family 26 model 2), default
+        (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
         (1.192, 1.232),  # Intel(R) Xeon(R) Processor, retain
     ),
