@@ -16,9 +16,13 @@ namespace xsep::cpu {
 
 // Values of scratch memory add_tn_product takes (its packed block of b).
 inline constexpr int64_t kTnWorkspace = 256 * 256;
-// Values of scratch memory row_product takes for M rows of K values (a packed in tiles of up to
-// 12 rows, the largest register tile).
-inline constexpr int64_t row_product_work(int64_t M, int64_t K) { return (M + 11) / 12 * 12 * K; }
+// The rows of row_product's largest register tile (AVX-512; AVX2's and the baseline's are half):
+// hosts split rows between threads in multiples of it, where packed tiles of a start.
+inline constexpr int64_t kRowProductTileRows = 12;
+// Values of scratch memory row_product takes for M rows of K values (a packed in tiles).
+inline constexpr int64_t row_product_work(int64_t M, int64_t K) {
+  return (M + kRowProductTileRows - 1) / kRowProductTileRows * kRowProductTileRows * K;
+}
 
 // Weights are passed tap-major, already converted to acc_t: w[(i * kw + j) * OC + oc].
 // Pixel p means (n * Ho + ho) * Wo + wo; output row r means n * Ho + ho; input row r means n * H + h.

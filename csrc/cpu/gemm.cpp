@@ -50,6 +50,8 @@ bool weight_products_on_xsep() {
   return xsep;
 }
 
+}  // namespace
+
 bool fused_products_on_xsep() {
   static const bool xsep = [] {
     if (const auto name = env_choice("XSEP_CPU_FUSED_GEMM", {"library", "xsep"})) return name == "xsep";
@@ -57,6 +59,8 @@ bool fused_products_on_xsep() {
   }();
   return xsep;
 }
+
+namespace {
 
 at::Tensor onednn_linear_call(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   static const c10::OperatorHandle op = *onednn_linear();
@@ -93,8 +97,6 @@ bool linear_uses_onednn(at::ScalarType dtype) { return dtype == at::kFloat && us
 const char* weight_gemm_library() { return weight_products_on_xsep() ? "xsep" : "blas"; }
 
 const char* fused_gemm_library() { return fused_products_on_xsep() ? "xsep" : "library"; }
-
-bool row_product_on_xsep() { return fused_products_on_xsep(); }
 
 bool tn_product_on_xsep(at::ScalarType dtype) {
   return (dtype == at::kFloat || dtype == at::kDouble) && weight_products_on_xsep();

@@ -37,7 +37,7 @@ bool tn_product_on_xsep(at::ScalarType dtype);
 // torch with xsep's product against 0.82-0.97x tile by tile through oneDNN. On Intel, BLAS writes in
 // place: not measured against it. XSEP_CPU_FUSED_GEMM=library|xsep overrides it.
 const char* fused_gemm_library();
-bool row_product_on_xsep();
+bool fused_products_on_xsep();
 
 // The longest inner dimension (K) of a "short" product: one whose output is large next to its
 // operands, where oneDNN's 1x1 convolution beats its inner product (the pointwise op) and the

@@ -98,7 +98,7 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
   const int64_t M = a.size(1), N = b.size(1);
   const bool rows = a.stride(1) == 1 && b.stride(1) == 1;
   if (a.scalar_type() == dtype && b.scalar_type() == dtype && out.stride(1) == 1 && tn_product_on_xsep(dtype) &&
-      row_product_on_xsep() && a.stride(0) == 1 && b.stride(0) == 1) {
+      fused_products_on_xsep() && a.stride(0) == 1 && b.stride(0) == 1) {
     // Pixel-contiguous operands (NCHW planes: a = gY^T, b = X^T): out[m][n] += sum_k a^T[m][k]
     // b^T[n][k] on xsep's row product, which packs them from their own rows (contiguous reads) in
     // blocks of kTnKBlockPixels pixels, each block's sum from zero then added: the order of
@@ -107,20 +107,15 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
     AT_DISPATCH_FLOATING_TYPES(dtype, "addmm_tn_fixed_order", [&] {
       const auto& k = depthwise_kernels<scalar_t>();
       const int64_t K = a.size(0), sa = a.stride(1), sb = b.stride(1), W = k.row_product_width;
-      const int64_t panels = (N + W - 1) / W;
       const scalar_t* ap = a.const_data_ptr<scalar_t>();
       const scalar_t* bp = b.const_data_ptr<scalar_t>();
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
-      const std::unique_ptr<scalar_t[]> bpack(new scalar_t[panels * W * kTnKBlockPixels]);
+      const std::unique_ptr<scalar_t[]> bpack(new scalar_t[(N + W - 1) / W * W * kTnKBlockPixels]);
       for (int64_t k0 = 0; k0 < K; k0 += kTnKBlockPixels) {
         const int64_t kc = std::min(kTnKBlockPixels, K - k0);
-        at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
-          k.pack_row_product_weight(kc, std::min(N, p1 * W) - p0 * W, bp + p0 * W * sb + k0, sb, 1,
-                                    bpack.get() + p0 * W * kc);
-        });
-        // Each thread its 12-row tiles of out (where packed tiles of a start, for any register tile).
-        at::parallel_for(0, (M + 11) / 12, 1, [&](int64_t t0, int64_t t1) {
-          const int64_t m0 = t0 * 12, rows_here = std::min(M, t1 * 12) - m0;
+        pack_panels(k, kc, N, bp + k0, sb, 1, bpack.get());
+        for_row_tiles(M, [&](int64_t m0, int64_t m1) {
+          const int64_t rows_here = m1 - m0;
           const std::unique_ptr<scalar_t[]> apack(new scalar_t[row_product_work(rows_here, kc)]);
           k.pack_row_product_rows(rows_here, kc, ap + m0 * sa + k0, sa, 1, apack.get());
           k.row_product_packed(rows_here, kc, N, apack.get(), bpack.get(), nullptr, nullptr, op + m0 * out.stride(0),

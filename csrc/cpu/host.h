@@ -101,11 +101,29 @@ at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, 
   return total;
 }
 
+// b [N, K] (element (n, k) at b[n * sn + k * sk]) packed by all threads, panel by panel, into
+// `panels` as row_product's packed operand (pack_row_product_weight, depthwise_kernels.h).
+template <typename T>
+void pack_panels(const DepthwiseKernels<T>& k, int64_t K, int64_t N, const Acc<T>* b, int64_t sn, int64_t sk,
+                 Acc<T>* panels) {
+  const int64_t W = k.row_product_width;
+  at::parallel_for(0, (N + W - 1) / W, 1, [&](int64_t p0, int64_t p1) {
+    k.pack_row_product_weight(K, std::min(N, p1 * W) - p0 * W, b + p0 * W * sn, sn, sk, panels + p0 * W * K);
+  });
+}
+
+// fn(m0, m1) for rows [0, M) split between threads in whole register tiles (kRowProductTileRows).
+template <typename F>
+void for_row_tiles(int64_t M, const F& fn) {
+  constexpr int64_t R = kRowProductTileRows;
+  at::parallel_for(0, (M + R - 1) / R, 1, [&](int64_t t0, int64_t t1) { fn(t0 * R, std::min(M, t1 * R)); });
+}
+
 // out += a^T b for a [K, M] and b [K, N] (weight gradients: K runs over pixels), with the same bits
 // whatever the number of threads. Where tn_product_on_xsep (gemm.h), xsep's own kernel
 // (tn_product_impl.h: each element one chain over k, each thread its own rows of out, at least
 // kTnRowGrain of them) on the operands as rows (unit column stride). Pixel-contiguous operands
-// (NCHW's planes), where xsep's row product runs (row_product_on_xsep, gemm.h), go to it in the
+// (NCHW's planes), where xsep's row product runs (fused_products_on_xsep, gemm.h), go to it in the
 // same order, packed from their own rows. Elsewhere operands that are not rows
 // are copied into rows when the product is wide enough to pay
 // for the copies, M * N >= kTnCopyMinRatio * (M + N), or is float64 (MKL's float64 products on

@@ -24,7 +24,7 @@ constexpr int kRpRows = 12;  // 24 accumulators of the 32 AVX-512 registers
 #else
 constexpr int kRpRows = 6;  // 12 of the 16 otherwise
 #endif
-static_assert(kRpRows <= 12, "row_product_work (depthwise_kernels.h) packs a in tiles of up to 12 rows");
+static_assert(::xsep::cpu::kRowProductTileRows % kRpRows == 0, "hosts split rows in multiples of the tile");
 constexpr int kRpVectors = 2;
 
 // w [N, K] (element (n, k) at w[n * sn + k * sk]) into panels of W = kRpVectors vectors of columns:

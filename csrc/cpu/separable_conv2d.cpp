@@ -113,19 +113,18 @@ template <typename acc_t, typename T>
 at::Tensor row_product_weight(const DepthwiseKernels<T>& k, const at::Tensor& w, bool transposed) {
   const int64_t R = w.size(0), S = w.size(1), N = transposed ? S : R, K = transposed ? R : S;
   const int64_t sn = transposed ? 1 : S, sk = transposed ? S : 1;
-  const int64_t W = k.row_product_width, panels = (N + W - 1) / W;
-  auto packed = at::empty({panels * W * K}, w.options());
-  const acc_t* src = w.const_data_ptr<acc_t>();
-  acc_t* dst = packed.mutable_data_ptr<acc_t>();
-  at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
-    k.pack_row_product_weight(K, std::min(N, p1 * W) - p0 * W, src + p0 * W * sn, sn, sk, dst + p0 * W * K);
-  });
+  const int64_t W = k.row_product_width;
+  auto packed = at::empty({(N + W - 1) / W * W * K}, w.options());
+  pack_panels(k, K, N, w.const_data_ptr<acc_t>(), sn, sk, packed.mutable_data_ptr<acc_t>());
   return packed;
 }
 
 // Rows per block of row_product's operand a with K values a row: about kRowBlockValues values, a
 // multiple of 12 (the AVX-512 register tile's rows, twice AVX2's).
-int64_t row_block(int64_t K) { return std::max<int64_t>(12, kRowBlockValues / K / 12 * 12); }
+int64_t row_block(int64_t K) {
+  constexpr int64_t R = kRowProductTileRows;
+  return std::max<int64_t>(R, kRowBlockValues / K / R * R);
+}
 
 template <typename T>
 void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::Tensor& w_pw, const at::Tensor& bias,
@@ -224,7 +223,7 @@ struct DepthwiseBandNchw {
   }
 };
 
-// NCHW products on xsep's product (row_product_on_xsep): out [M, N] (rows ldo apart) = a [M, K]
+// NCHW products on xsep's product (fused_products_on_xsep): out [M, N] (rows ldo apart) = a [M, K]
 // (packed once per call by pack_row_product_rows: the pointwise weight or its transpose) x b [K, N]
 // (element (k, j) at b[k * ldb + j]: a band of planes) (+ row_bias [M]). b is packed into `panels`
 // (all threads, panel by panel), then each thread multiplies its register tiles of rows straight
@@ -234,17 +233,12 @@ struct DepthwiseBandNchw {
 // under half of kMinGemmPixels, 10x10) stay on the library: there each thread's rows of the weight
 // (up to 3 MB) are read again for every panel of the wide band, and the forward ran 0.83-0.85x
 // against 0.90-0.92x, the backward 1.05-1.09x against 1.22-1.37x (xsep_band_products).
-bool xsep_band_products(const ImageGroups& groups) { return row_product_on_xsep() && groups.most() == 1; }
+bool xsep_band_products(const ImageGroups& groups) { return fused_products_on_xsep() && groups.most() == 1; }
 template <typename T>
 void band_product(const DepthwiseKernels<T>& k, int64_t M, int64_t K, int64_t N, const Acc<T>* a_rows, const Acc<T>* b,
                   int64_t ldb, Acc<T>* panels, const Acc<T>* row_bias, Acc<T>* out, int64_t ldo) {
-  const int64_t W = k.row_product_width;
-  at::parallel_for(0, (N + W - 1) / W, 1, [&](int64_t p0, int64_t p1) {
-    k.pack_row_product_weight(K, std::min(N, p1 * W) - p0 * W, b + p0 * W, 1, ldb, panels + p0 * W * K);
-  });
-  // Rows in whole tiles of 12 (the AVX-512 register tile's, twice AVX2's), where a's packed tiles start.
-  at::parallel_for(0, (M + 11) / 12, 1, [&](int64_t t0, int64_t t1) {
-    const int64_t m0 = t0 * 12, m1 = std::min(M, t1 * 12);
+  pack_panels(k, K, N, b, 1, ldb, panels);
+  for_row_tiles(M, [&](int64_t m0, int64_t m1) {
     k.row_product_packed(m1 - m0, K, N, a_rows + m0 * K, panels, nullptr, row_bias ? row_bias + m0 : nullptr,
                          out + m0 * ldo, ldo, false);
   });
@@ -455,7 +449,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const auto w_dw = tap_major(dw_weight);
   const auto b = acc_bias(bias);
   const auto b_dw = acc_bias(dw_bias);
-  if (row_product_on_xsep()) {
+  if (fused_products_on_xsep()) {
     auto out = empty_nhwc({g.N, O, g.Ho, g.Wo}, input);
     const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
@@ -527,7 +521,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc);  // [O, C*M]
   const auto b_dw = acc_bias(dw_bias);
   auto grad_pw = at::zeros({O, g.OC}, x.options().dtype(acc));
-  const bool rows_on_xsep = row_product_on_xsep();
+  const bool rows_on_xsep = fused_products_on_xsep();
   // Tiles of 1M values for short products on xsep's: 147x147 64->128 and 128->128, 74x74 128->256
   // and 256->256 ran 1.01-1.13x faster than with 4M (Zen 5, fp32, batch 8, interleaved, both
   // allocator settings); 37x37 256->728 within noise.
