@@ -224,7 +224,10 @@ def run(args: argparse.Namespace) -> int:
             for layout in args.layout:
                 document["models"] += models.bench_models(
                     args.model, device=device, batch=batch, dtype=dtype, layout=layout,
-                    compile=not args.no_compile, repeats=max(3, repeats // 3), warmup=2 if on_gpu else 1,
+                    compile=not args.no_compile, repeats=max(3, repeats // 3) if on_gpu else repeats,
+                    # On a CPU with glibc's default allocator the first training steps are slower until
+                    # its mmap threshold has grown past the step's tensors (freed mmapped blocks raise it).
+                    warmup=2 if on_gpu else 3,
                     statistic=statistic, backend=args.backends[0] if args.backends else None, progress=progress)
         progress.close()
         print(models.table(document["models"]))

@@ -191,7 +191,7 @@ def bench_models(which: str, *, device: torch.device, batch: int, dtype: torch.d
                              "xsep_backend": backend or "automatic",
                              "dtype": str(dtype).removeprefix("torch."), "layout": layout,
                              "seconds_per_step": s, "steps_per_s": 1 / s, "images_per_s": batch / s,
-                             "samples": len(samples[name]),
+                             "samples": len(samples[name]), "seconds_samples": samples[name],
                              "speedup": seconds[baseline] / s if is_xsep else None,
                              "baseline": baseline if is_xsep else None})
     return rows

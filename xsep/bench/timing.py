@@ -3,8 +3,10 @@
 CUDA: each call bracketed by CUDA events on the current stream, after warm-up, median of the
 repeats; arguments rotated between calls over enough copies that the working set exceeds twice the
 L2 cache, so neither side is flattered by data a previous call left in L2.
-CPU: wall clock around each call, calls of the compared functions interleaved (a, b, a, b, ...) so
-both see the same machine state; the median, or the minimum on a noisy shared machine.
+CPU: wall clock around each call, calls of the compared functions interleaved so both see the same
+machine state, and the order rotated each round (a, b, then b, a, ...): on a CPU the call that comes
+second runs in the memory the first one just freed, and with a fixed order two identical training
+steps measured 4-13% apart. The median, or the minimum on a noisy shared machine.
 """
 
 from __future__ import annotations
@@ -38,14 +40,18 @@ def synchronize(device: torch.device) -> None:
 def time_calls(fns: dict[str, Callable[[int], object]], device: torch.device, *, repeats: int,
                warmup: int = 2, rotate: int = 1, statistic: str = "median") -> dict[str, list[float]]:
     """Seconds per call for each of `fns` (called with the rotation index 0..rotate-1), calls of
-    the different functions interleaved. Returns the list of samples per name."""
+    the different functions interleaved, their order rotated each round. Returns the list of samples
+    per name."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
     for i in range(warmup):
         for fn in fns.values():
             fn(i % rotate)
     synchronize(device)
     for r in range(repeats):
-        for name, fn in fns.items():
+        first = r % len(names) if names else 0
+        for name in names[first:] + names[:first]:
+            fn = fns[name]
             if device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
