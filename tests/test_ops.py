@@ -703,9 +703,10 @@ def test_every_cpu_isa(isa):
     if isa == active:
         pytest.skip(f"{isa} is the active instruction set, tested by the rest of the suite")
     _skip_unless_cpu_has(isa)
-    # xsep's weight-gradient and fused products (compiled per instruction set too) forced on,
-    # whatever this processor's default.
-    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep", "XSEP_CPU_FUSED_GEMM": "xsep"},
+    # xsep's weight-gradient and fused products and its NCHW kernels on narrow float32 planes
+    # (compiled per instruction set too) forced on, whatever this processor's default.
+    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep", "XSEP_CPU_FUSED_GEMM": "xsep",
+                          "XSEP_CPU_NCHW_DEPTHWISE": "xsep"},
                          "(native and matches_reference) or gradcheck or thread_count")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
@@ -742,14 +743,61 @@ def test_cpu_run_vectors():
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
+@pytest.mark.slow
+def test_cpu_nchw_depthwise_on_xsep_everywhere():
+    # Narrow float32 NCHW planes run the depthwise forward and input gradient on oneDNN
+    # (csrc/cpu/depthwise_conv2d.cpp: narrow_planes_on_onednn), which covers most of this suite's
+    # small float32 NCHW cases. XSEP_CPU_NCHW_DEPTHWISE=xsep keeps them on xsep's plane kernels:
+    # rerun the depthwise reference sweeps, gradchecks and thread-count tests with it.
+    result = _run_pytest({"XSEP_CPU_NCHW_DEPTHWISE": "xsep"},
+                         "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
+
+
+# (C, H, W, M, kernel, stride, padding): planes narrower than the rule's bound for their kernel.
+_NARROW_NCHW_PLANES = [(5, 10, 10, 1, 3, 1, 1), (4, 7, 13, 2, 3, 2, 1), (3, 20, 20, 1, 5, 1, 2),
+                       (2, 28, 28, 1, 7, 1, 3), (2, 39, 17, 1, 7, 2, 3)]
+
+
+@pytest.mark.parametrize("case", _NARROW_NCHW_PLANES, ids=lambda c: f"{c[2]}wide_k{c[4]}_s{c[5]}_m{c[3]}")
+def test_narrow_nchw_float32_planes_run_torchs_own_depthwise(case):
+    # Where xsep's plane kernels measured slower than torch's own depthwise convolution, the native
+    # op runs that call: its forward and input gradient are then torch's to the bit.
+    if "cpu_nchw_depthwise=xsep" in torch.ops.xsep._build_info():
+        pytest.skip("XSEP_CPU_NCHW_DEPTHWISE=xsep: every plane on xsep's kernels")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch was built without oneDNN")
+    import xsep.functional as F
+
+    c, h, w, m, k, stride, pad = case
+    torch.manual_seed(0)
+    x = torch.randn(2, c, h, w, requires_grad=True)
+    weight = torch.randn(c * m, 1, k, k, requires_grad=True)
+    bias = torch.randn(c * m)
+    with torch.profiler.profile() as forward:
+        y = F.depthwise_conv2d(x, weight, bias, stride=stride, padding=pad, backend="native")
+    g = torch.randn_like(y)
+    with torch.profiler.profile() as backward:
+        (gi,) = torch.autograd.grad(y, [x], g)
+    # xsep's kernels often sum in oneDNN's order too: the calls themselves tell the paths apart.
+    assert "aten::convolution" in {e.name for e in forward.events()}
+    assert "aten::convolution_backward" in {e.name for e in backward.events()}
+    expected = torch.nn.functional.conv2d(x, weight, bias, stride, pad, groups=c)
+    (expected_gi,) = torch.autograd.grad(expected, [x], g)
+    assert torch.equal(y, expected) and torch.equal(gi, expected_gi)
+
+
 @pytest.mark.parametrize("variable, value, choices", [
     ("XSEP_CPU_STREAM_STORES", "sometimes", "'auto', 'always', 'never'"),
     ("XSEP_CPU_RUN_VECTORS", "two", "'auto', 'short-rows', 'every-row'"),
+    ("XSEP_CPU_NCHW_DEPTHWISE", "onednn", "'auto', 'xsep'"),
 ])
 def test_cpu_setting_bad_name(variable, value, choices):
     result = subprocess.run([sys.executable, "-c", "import torch, xsep.functional as F; "
                              "x = torch.randn(1, 2, 3, 3).to(memory_format=torch.channels_last); "
-                             "F.depthwise_conv2d(x, torch.randn(2, 1, 3, 3), padding=1, backend='native')"],
+                             "F.depthwise_conv2d(x, torch.randn(2, 1, 3, 3), padding=1, backend='native'); "
+                             "F.depthwise_conv2d(x.contiguous(), torch.randn(2, 1, 3, 3), padding=1, backend='native')"],
                             env={**_subprocess_env(), variable: value}, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert f"{variable}='{value}' is not one of {choices}" in result.stderr

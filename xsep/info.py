@@ -66,7 +66,8 @@ def main() -> int:
               f"weight products {build.get('cpu_weight_gemm', '?')}, "
               f"fused products {build.get('cpu_fused_gemm', '?')}, "
               f"non-temporal stores {build.get('cpu_stream_stores', '?')}, "
-              f"two-vector runs on {build.get('cpu_run_vectors', '?')}; "
+              f"two-vector runs on {build.get('cpu_run_vectors', '?')}, "
+              f"NCHW depthwise {build.get('cpu_nchw_depthwise', '?')}; "
               f"{build['compiler']}; {build['how']} at {build['path']}")
     else:
         print(f"library: not loaded: {build['error']}")

@@ -1,9 +1,14 @@
 // CPU depthwise convolution: argument checks, layout and threading around the vectorised kernels.
-// NCHW inputs run the NCHW kernels (depthwise_nchw_kernels.h) in place; channels-last inputs the
-// NHWC kernels (depthwise_kernels.h). Outputs are returned in the input's memory format.
+// NCHW inputs run the NCHW kernels (depthwise_nchw_kernels.h) in place (narrow float32 planes:
+// oneDNN, see narrow_planes_on_onednn); channels-last inputs the NHWC kernels (depthwise_kernels.h). Outputs are
+// returned in the input's memory format.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/convolution.h>
+#include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
@@ -72,6 +77,24 @@ at::Tensor grad_input_in_nchw(const DepthwiseGeometry& g, const at::Tensor& grad
   return gi;
 }
 
+// NCHW float32 planes narrower than 14 pixels (kernels up to 3 wide) or 40 (wider kernels) run the
+// forward and the input gradient on oneDNN's depthwise convolution, torch's own call, which holds
+// channels in its vector lanes; xsep's plane kernels hold a plane's pixels there, and measured
+// slower on such planes. Zen 5 EPYC, fp32, batch 8, 2 threads, interleaved, 2026-12-03, forward /
+// input gradient against torch, stride 1: 3x3 12 pixels wide 0.98x / 1.12x, 10 wide 0.73-0.88x /
+// 0.81-0.89x, 7 wide 0.68x / 0.84x, against 1.10-1.24x / 1.19-1.33x 14 wide; 5x5 28 wide 0.77-0.87x
+// / 1.08-1.22x, 14 wide 0.54x / 0.76x, against 1.30-1.42x / 1.71-1.79x 56 wide; 7x7 32 wide
+// 0.81-0.90x / 0.98-1.04x, 28 wide 0.63x / 0.82x, against 1.32x / 1.69x 40 wide. (No rule linear in
+// the kernel width fits those three boundaries.) Only where oneDNN computes the same thing (symmetric
+// padding, no relu on the input) and XSEP_CPU_NCHW_DEPTHWISE allows it. The weight gradient stays
+// on xsep's kernels: the same bits at any thread count, and oneDNN's 5x5 and 7x7 weight gradients
+// ran 3-35x slower (its 3x3 one 1.1-1.8x faster on planes up to 14 wide).
+bool narrow_planes_on_onednn(const DepthwiseGeometry& g, const at::Tensor& input, at::IntArrayRef padding) {
+  return nchw_depthwise_may_use_onednn() && input.scalar_type() == at::kFloat && !g.relu_input &&
+         g.W < (g.kw <= 3 ? 14 : 40) && padding[0] == padding[1] && padding[2] == padding[3] && at::hasMKLDNN() &&
+         at::globalContext().userEnabledMkldnn();
+}
+
 }  // namespace
 
 at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -80,7 +103,13 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   constexpr const char* op = "xsep.depthwise_conv2d";
   const DepthwiseGeometry g =
       check_depthwise_forward(op, at::kCPU, input, weight, bias, stride, padding, dilation, input_activation);
-  if (runs_nchw(input)) return forward_in_nchw(g, input, weight, bias);
+  if (runs_nchw(input)) {
+    if (narrow_planes_on_onednn(g, input, padding)) {
+      const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a value, not a graph
+      return at::convolution(input, weight, bias, stride, {padding[0], padding[2]}, dilation, false, {0, 0}, g.C);
+    }
+    return forward_in_nchw(g, input, weight, bias);
+  }
   at::Tensor out = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
   if (out.numel() > 0) {
     const at::Tensor x = nhwc(input);
@@ -108,7 +137,15 @@ at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   constexpr const char* op = "xsep.depthwise_conv2d_grad_input";
   const DepthwiseGeometry g =
       check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding, dilation, input_activation);
-  if (runs_nchw(input)) return grad_input_in_nchw(g, grad_output, input, weight);
+  if (runs_nchw(input)) {
+    if (narrow_planes_on_onednn(g, input, padding)) {
+      const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a value, not a graph
+      return std::get<0>(at::convolution_backward(grad_output, input, weight, std::nullopt, stride,
+                                                  {padding[0], padding[2]}, dilation, false, {0, 0}, g.C,
+                                                  {true, false, false}));
+    }
+    return grad_input_in_nchw(g, grad_output, input, weight);
+  }
   at::Tensor gi = empty_nhwc({g.N, g.C, g.H, g.W}, input);
   if (gi.numel() > 0) {
     const at::Tensor go = nhwc(grad_output);

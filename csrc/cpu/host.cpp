@@ -86,6 +86,15 @@ bool stream_output(int64_t bytes) {
   return threshold < 0 || (threshold > 0 && bytes > threshold);
 }
 
+bool nchw_depthwise_may_use_onednn() {
+  static const bool allowed = env_choice("XSEP_CPU_NCHW_DEPTHWISE", {"auto", "xsep"}).value_or("auto") == "auto";
+  return allowed;
+}
+
+std::string nchw_depthwise_setting() {
+  return nchw_depthwise_may_use_onednn() ? "onednn on narrow float32 planes" : "xsep";
+}
+
 std::string stream_stores_setting() {
   const int64_t threshold = stream_threshold();
   if (threshold < 0) return "always";
