@@ -35,8 +35,8 @@ TABLE = {
         (0.398, 0.443),  # AMD EPYC, default
         (2.019, 1.92),  # AMD EPYC (avx512), default
         (1.462, 1.542),  # AMD EPYC (avx512), retain
-        (2.284, 2.144),  # AMD EPYC (avx512, family 26 model 2), default
-        (1.659, 1.66),  # AMD EPYC (avx512, family 26 model 2), retain
+        (2.367, 2.024),  # AMD EPYC (avx512, family 26 model 2), default
+        (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
         (1.215, 1.251),  # Intel(R) Xeon(R) Processor, retain
     ),
