@@ -6,8 +6,8 @@ from xsep.bench.timing import summarize, time_calls
 
 
 def test_time_calls_rotates_the_order_of_the_compared_calls():
-    # A fixed order lets the second call run in memory the first just freed (4-13% between two
-    # identical CPU training steps); each name must come first in turn.
+    # With a fixed order the second call always runs in memory the first just freed: each name
+    # must come first in turn.
     calls = []
     fns = {name: (lambda i, name=name: calls.append(name)) for name in ("a", "b", "c")}
     samples = time_calls(fns, torch.device("cpu"), repeats=4, warmup=1)

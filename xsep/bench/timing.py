@@ -4,9 +4,11 @@ CUDA: each call bracketed by CUDA events on the current stream, after warm-up, m
 repeats; arguments rotated between calls over enough copies that the working set exceeds twice the
 L2 cache, so neither side is flattered by data a previous call left in L2.
 CPU: wall clock around each call, calls of the compared functions interleaved so both see the same
-machine state, and the order rotated each round (a, b, then b, a, ...): on a CPU the call that comes
-second runs in the memory the first one just freed, and with a fixed order two identical training
-steps measured 4-13% apart. The median, or the minimum on a noisy shared machine.
+machine state, and the order rotated each round (a, b, then b, a, ...), so that neither always
+runs in the memory the other just freed. The median, or the minimum on a noisy shared machine. With
+glibc's default allocator a CPU's large steps stay noisy even so: two identical copies of
+mobilenet_v2's training step (batch 8, Zen 5) measured 0.84-1.19x of each other, 0.98-1.03x with
+freed memory kept mapped (bench --allocator retain).
 """
 
 from __future__ import annotations
