@@ -108,6 +108,13 @@ at::Tensor depthwise_grad_weight_taps(const DepthwiseGeometry& s, const GT* go, 
   return total;
 }
 
+// Values of pack_panels' output for N columns of K values (whole panels of row_product_width).
+template <typename T>
+int64_t panel_values(const DepthwiseKernels<T>& k, int64_t K, int64_t N) {
+  const int64_t W = k.row_product_width;
+  return (N + W - 1) / W * W * K;
+}
+
 // b [N, K] (element (n, k) at b[n * sn + k * sk]) packed by all threads, panel by panel, into
 // `panels` as row_product's packed operand (pack_row_product_weight, depthwise_kernels.h).
 template <typename T>

@@ -113,8 +113,7 @@ template <typename acc_t, typename T>
 at::Tensor row_product_weight(const DepthwiseKernels<T>& k, const at::Tensor& w, bool transposed) {
   const int64_t R = w.size(0), S = w.size(1), N = transposed ? S : R, K = transposed ? R : S;
   const int64_t sn = transposed ? 1 : S, sk = transposed ? S : 1;
-  const int64_t W = k.row_product_width;
-  auto packed = at::empty({(N + W - 1) / W * W * K}, w.options());
+  at::Tensor packed = at::empty({panel_values(k, K, N)}, w.options());
   pack_panels(k, K, N, w.const_data_ptr<acc_t>(), sn, sk, packed.mutable_data_ptr<acc_t>());
   return packed;
 }
@@ -288,10 +287,7 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
     const bool on_xsep = xsep_band_products(bands.groups);
     const auto& kt = band.elementwise;
     const auto w_rows = on_xsep ? packed_rows(kt, w_pw, O, g.OC, g.OC, 1) : at::Tensor();
-    auto panels = on_xsep
-                      ? at::empty({(T + kt.row_product_width - 1) / kt.row_product_width * kt.row_product_width * g.OC},
-                                  x.options().dtype(acc))
-                      : at::Tensor();
+    auto panels = on_xsep ? at::empty({panel_values(kt, g.OC, T)}, x.options().dtype(acc)) : at::Tensor();
     for (int64_t k = 0; k < bands.groups.count; ++k) {
       const int64_t n0 = bands.groups.begin(k), images = bands.groups.end(k) - n0;
       for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += bands.rows) {
@@ -372,8 +368,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
           const auto go_planes = go.view({g.N, O, plane});
           // xsep's product: W_pw^T packed once as gD = W_pw^T gY's rows.
           const auto w_rows = on_xsep ? packed_rows(ew, w_pw, g.OC, O, 1, g.OC) : at::Tensor();
-          const int64_t W = ew.row_product_width;
-          auto panels = on_xsep ? at::empty({(T + W - 1) / W * W * O}, x.options().dtype(acc)) : at::Tensor();
+          auto panels = on_xsep ? at::empty({panel_values(ew, O, T)}, x.options().dtype(acc)) : at::Tensor();
           for (int64_t k = 0; k < bands.groups.count; ++k) {
             const int64_t n0 = bands.groups.begin(k), images = bands.groups.end(k) - n0;
             for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += bands.rows) {
