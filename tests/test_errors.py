@@ -95,6 +95,9 @@ FUNCTIONAL_CASES = [
     ("negative_stride", dw_call(stride=-2), ValueError, r"stride must be >= 1"),
     ("float_stride", dw_call(stride=1.5), ValueError, "stride must be an int or a pair of ints, got 1.5"),
     ("bool_stride", dw_call(stride=True), ValueError, "stride must be an int or a pair of ints, got True"),
+    # A bool inside a tuple is not an int (the plain-tuple fast path checks types exactly)
+    ("bool_in_stride_pair", dw_call(stride=(1, True)), ValueError, r"stride must be an int or a pair of ints, got \(1, True\)"),
+    ("bool_in_padding_4", dw_call(padding=(1, 1, False, 1)), ValueError, r"padding must hold ints, got \(1, 1, False, 1\)"),
     ("zero_dilation", sep_call(dilation=(0, 1)), ValueError, r"dilation must be >= 1, got \(0, 1\)"),
     ("dilation_3", dw_call(dilation=(1, 1, 1)), ValueError, r"dilation must be an int or a pair of ints, got \(1, 1, 1\)"),
     ("kernel_larger_than_input", dw_call(x=_x(2, 3, 5, 5), w=_dw(6, 1, 7, 7), padding=0), ValueError,

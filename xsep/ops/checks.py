@@ -43,7 +43,18 @@ def depthwise_output_shape(input: torch.Tensor, weight: torch.Tensor, stride, pa
 # The public API's checks and normalisation
 
 
+def _plain_ints(value, length: int, minimum: int) -> bool:
+    """A tuple of `length` ints (not bools) each >= minimum: the form modules and the ops already hold,
+    checked without the abstract-class isinstance tests below (a few microseconds a call, comparable to
+    a small layer's kernel)."""
+    return type(value) is tuple and len(value) == length and all(type(v) is int and v >= minimum for v in value)
+
+
 def pair(value: IntOrPair, name: str, minimum: int) -> tuple[int, int]:
+    if type(value) is int:
+        value = (value, value)
+    if _plain_ints(value, 2, minimum):
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
     if (not isinstance(value, Sequence) or len(value) != 2
@@ -66,6 +77,12 @@ _PADDING_FORMS = "padding must be an int, an (h, w) pair, a (top, bottom, left, 
 def normalize_padding(padding: Padding, input_size: Sequence[int] | None, kernel_size: Sequence[int],
                       stride: Sequence[int], dilation: Sequence[int]) -> tuple[int, int, int, int]:
     """Any accepted `padding` as (top, bottom, left, right); 'same' needs the input's (H, W)."""
+    if type(padding) is int and padding >= 0:
+        return (padding,) * 4
+    if _plain_ints(padding, 4, 0):
+        return padding
+    if _plain_ints(padding, 2, 0):
+        return (padding[0], padding[0], padding[1], padding[1])
     if isinstance(padding, str):
         if padding == "valid":
             return (0, 0, 0, 0)
