@@ -13,6 +13,8 @@ COLUMNS = (
     ('AMD EPYC', 'default'),
     ('AMD EPYC (avx512)', 'default'),
     ('AMD EPYC (avx512)', 'retain'),
+    ('AMD EPYC (avx512, family 25 model 17)', 'default'),
+    ('AMD EPYC (avx512, family 25 model 17)', 'retain'),
     ('AMD EPYC (avx512, family 26 model 2)', 'default'),
     ('AMD EPYC (avx512, family 26 model 2)', 'retain'),
     ('Intel(R) Xeon(R) Processor', 'default'),
@@ -26,6 +28,8 @@ TABLE = {
         (1.07, 1.143),  # AMD EPYC, default
         (0.91, 0.971),  # AMD EPYC (avx512), default
         (1.11, 1.089),  # AMD EPYC (avx512), retain
+        (0.946, 0.991),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.15, 1.124),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.382, 0.976),  # AMD EPYC (avx512, family 26 model 2), default
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
@@ -35,6 +39,8 @@ TABLE = {
         (0.398, 0.443),  # AMD EPYC, default
         (2.019, 1.92),  # AMD EPYC (avx512), default
         (1.462, 1.542),  # AMD EPYC (avx512), retain
+        (2.02, 1.906),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.625, 1.582),  # AMD EPYC (avx512, family 25 model 17), retain
         (2.367, 2.024),  # AMD EPYC (avx512, family 26 model 2), default
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
@@ -44,6 +50,8 @@ TABLE = {
         (1.032, 0.974),  # AMD EPYC, default
         (0.975, 0.987),  # AMD EPYC (avx512), default
         (0.996, 0.982),  # AMD EPYC (avx512), retain
+        (1.001, 1.004),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.013, 0.987),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.006, 1.053),  # AMD EPYC (avx512, family 26 model 2), default
         (0.992, 1.028),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.01, 1.088),  # Intel(R) Xeon(R) Processor, default
@@ -53,6 +61,8 @@ TABLE = {
         (0.748, 0.766),  # AMD EPYC, default
         (0.987, 1.082),  # AMD EPYC (avx512), default
         (0.794, 0.845),  # AMD EPYC (avx512), retain
+        (0.982, 1.009),  # AMD EPYC (avx512, family 25 model 17), default
+        (0.986, 0.928),  # AMD EPYC (avx512, family 25 model 17), retain
         (0.99, 1.057),  # AMD EPYC (avx512, family 26 model 2), default
         (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
@@ -62,6 +72,8 @@ TABLE = {
         (1.071, 1.077),  # AMD EPYC, default
         (1.052, 0.976),  # AMD EPYC (avx512), default
         (0.985, 0.952),  # AMD EPYC (avx512), retain
+        (1.116, 1.027),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.013, 0.988),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.119, 1.101),  # AMD EPYC (avx512, family 26 model 2), default
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
@@ -71,6 +83,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
+        (1.41, 1.399),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.085, 0.982),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.728, 1.658),  # AMD EPYC (avx512, family 26 model 2), default
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
