@@ -15,15 +15,15 @@
 #   environment   device, capability, torch/triton/nvcc/driver versions, which tools exist
 #   build         the library (xsep._C, just-in-time with ninja) for this GPU's compute capability only,
 #                 ptxas resource usage (registers, spills) in the log
-#   then at once, in parallel (correctness only, nothing timed): tests/cuda's GPU cases (-m cuda: CI
-#                 runs their emulator twins) with XSEP_REQUIRE_CUDA=1 (a skip is a failure); compute-sanitizer memcheck (PYTORCH_NO_CUDA_MEMORY_CACHING=1,
-#                 so an access past a tensor is not hidden inside a cached block), racecheck, synccheck
-#                 and initcheck on scripts/sanitizer_cases.py (every native op, forward and backward)
+#   then at once, in parallel (correctness only, nothing timed), XSEP_REQUIRE_CUDA=1 (a skip is a
+#                 failure): tests/triton on the GPU; tests/cuda's GPU cases (-m cuda: CI runs their
+#                 emulator twins); compute-sanitizer memcheck (PYTORCH_NO_CUDA_MEMORY_CACHING=1, so an
+#                 access past a tensor is not hidden inside a cached block), racecheck, synccheck and
+#                 initcheck on scripts/sanitizer_cases.py (every native op, forward and backward)
 #   bench-layers  python -m xsep bench, native vs cuDNN, on 4 representative layers, verified at batch 128
 #   profile       per-kernel times (torch.profiler) of one fused forward+backward per layer, native and torch
 #   big-tensor    a bf16 depthwise forward on more than 2^31 elements, checked against torch on slices
 #   ncu           SpeedOfLight + MemoryWorkloadAnalysis of the native kernels on the 19x19 728->728 layer
-#   triton-tests  tests/triton on the GPU (XSEP_REQUIRE_CUDA=1)
 #   bench-full    python -m xsep bench: every layer, native and triton (Triton autotuning off), as time allows
 #
 # OUT_DIR receives at most 8 files, no folders (checked at the end, and said in the summary):
@@ -192,7 +192,9 @@ for b in ('native', 'triton'):
     > "$WORK/logs/build-spills.log"
 
   # Correctness, in parallel (nothing here is timed; 16 cores): each step keeps its own deadline.
-  local correctness=(cuda-tests memcheck racecheck synccheck initcheck) n
+  # tests/triton needs no library, so it runs beside them (its Triton compiles use the spare cores).
+  local correctness=(cuda-tests memcheck racecheck synccheck initcheck triton-tests) n
+  gc_run triton-tests 180 "$pytest_key" "$PY" -m pytest tests/triton -q -rs -p no:cacheprovider &
   if [ "$BUILD_OK" = 1 ]; then
     gc_run cuda-tests 180 "$pytest_key" bash -c '"$1" -m pytest tests/cuda -m cuda -q -rs -p no:cacheprovider --junitxml="$2"
       rc=$?; "$1" scripts/junit_no_skips.py "$2" || rc=1; exit $rc' _ "$PY" "$WORK/logs/cuda-tests.xml" &
@@ -229,7 +231,6 @@ for b in ('native', 'triton'):
   else
     for n in bench-layers profile big-tensor ncu; do gc_skip "$n" "build failed"; gc_record "$n"; done
   fi
-  gc_step triton-tests 180 "$pytest_key" "$PY" -m pytest tests/triton -q -rs -p no:cacheprovider
   # The whole bench: every layer, native (if built) and triton; Triton autotuning off so it can fit.
   local all_backends=triton
   [ "$BUILD_OK" = 1 ] && all_backends=native,triton

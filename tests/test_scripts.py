@@ -73,8 +73,9 @@ def test_gpu_check_dry_run_writes_at_most_8_files(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["run"]["dry_run"] is True and results["run"]["budget_s"] == 300
     assert [s["status"] for s in results["steps"]] == ["not run (dry run)"] * 13
-    assert "--batch 128 --verify-batch 128" in results["steps"][7]["key"]
-    assert "--layers 147:64:128,37:728:728,19:728:728,10:1536:2048" in results["steps"][8]["key"]
+    key = {s["name"]: s["key"] for s in results["steps"]}
+    assert "--batch 128 --verify-batch 128" in key["bench-layers"]
+    assert "--layers 147:64:128,37:728:728,19:728:728,10:1536:2048" in key["profile"]
     assert list(tmp_path.glob("xsep-gpu-check.*")) == []  # its work folder is removed
 
 

@@ -243,7 +243,10 @@ def register(namespace: str, lib: torch.library.Library) -> None:
     """Autograd for the ops of `namespace` (`lib`: a Library of that namespace that lives as long as
     the ops). The backward ops raise when differentiated (rather than PyTorch's default for ops
     without a formula: a warning and silently missing gradients)."""
+    # A torch.library.custom_op (torch.ops.xsep_triton) comes with an Autograd kernel of its own, which
+    # this one replaces: torch 2.11 refuses that unless told (allow_override=False by default; 2.14: True).
+    override = {"allow_override": True} if "allow_override" in inspect.signature(lib.impl).parameters else {}
     for op in FORWARD_OPS:
-        lib.impl(op, _autograd_kernel(namespace, op), "Autograd")
+        lib.impl(op, _autograd_kernel(namespace, op), "Autograd", **override)
     for name in BACKWARD_OPS:
         torch.library.register_autograd(f"{namespace}::{name}", _no_derivative(namespace, name), lib=lib)

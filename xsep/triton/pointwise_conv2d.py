@@ -68,7 +68,8 @@ def _gemm_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, P, K, N, HW, W,
         else:
             b_rows = aligned(k * sbk, ALIGN)
         b = tl.load(b_ptr + b_rows[:, None] + b_cols[None, :], mask=k_mask[:, None] & n_mask[None, :], other=0.0)
-        acc = tl.dot(dot_operand(a, a, UPCAST), dot_operand(b, b, UPCAST), acc, input_precision=PREC)
+        acc = tl.dot(dot_operand(a, a, UPCAST), dot_operand(b, b, UPCAST), acc,
+                     input_precision=PREC, out_dtype=ACC)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cols, mask=n_mask, other=0.0).to(ACC)[None, :]
     c_rows = aligned(pixel_offsets(p, HW, W, scn_, sch, scw), ALIGN)
@@ -99,7 +100,8 @@ def _grad_weight_kernel(g_ptr, x_ptr, part_ptr, P, O, C, HW, W, ROWS_PER_SPLIT,
                      other=0.0)
         xv = tl.load(x_ptr + x_rows[:, None] + c.to(tl.int64)[None, :] * sxc, mask=p_mask[:, None] & c_mask[None, :],
                      other=0.0)
-        acc = tl.dot(dot_operand(gt, gt, UPCAST), dot_operand(xv, xv, UPCAST), acc, input_precision=PREC)
+        acc = tl.dot(dot_operand(gt, gt, UPCAST), dot_operand(xv, xv, UPCAST), acc,
+                     input_precision=PREC, out_dtype=ACC)
     rows = aligned((split * O + o).to(tl.int64) * C, ALIGN)
     tl.store(part_ptr + rows[:, None] + c[None, :], acc, mask=o_mask[:, None] & c_mask[None, :])
 

@@ -131,7 +131,7 @@ def _forward_kernel(x_ptr, dw_ptr, db_ptr, pw_ptr, b_ptr, y_ptr, P, CM, M: tl.co
         wt = tl.load(pw_ptr + (k * spk)[:, None] + w_cols[None, :],
                      mask=k_mask[:, None] & o_mask[None, :], other=0.0)
         acc = tl.dot(dot_operand(mid, wt, UPCAST), dot_operand(wt, wt, UPCAST), acc,
-                     input_precision=PREC)
+                     input_precision=PREC, out_dtype=ACC)
     if HAS_BIAS:
         acc += tl.load(b_ptr + o, mask=o_mask, other=0.0).to(ACC)[None, :]
     rows = aligned(pixel_offsets(p, Ho * Wo, Wo, syn, syh, syw), ALIGN)
@@ -181,7 +181,7 @@ def _backward_mid_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, pw_ptr, gpre_ptr, part_pt
             wv = tl.load(pw_ptr + aligned(o * spo, ALIGN)[:, None] + w_rows[None, :],
                          mask=o_mask[:, None] & k_mask[None, :], other=0.0)
             gmid = tl.dot(dot_operand(gv, gv, UPCAST), dot_operand(wv, wv, UPCAST), gmid,
-                          input_precision=PREC)
+                          input_precision=PREC, out_dtype=ACC)
         gpre = mid_act_grad(gmid, pre, MID_ACT)
         gpre = tl.where(p_mask[:, None] & k_mask[None, :], gpre, 0.0)
         # g_pre is stored channels_last-contiguous: [P, CM].
@@ -242,7 +242,7 @@ def _backward_pw_kernel(g_ptr, x_ptr, dw_ptr, db_ptr, part_ptr, P, CM, M: tl.con
             mid += tl.load(db_ptr + k, mask=k_mask, other=0.0).to(ACC)[None, :]
         mid = mid_act(mid, MID_ACT)
         acc = tl.dot(dot_operand(gt, gt, UPCAST), dot_operand(mid, gt, UPCAST), acc,
-                     input_precision=PREC)
+                     input_precision=PREC, out_dtype=ACC)
     rows = aligned((split * O + o).to(tl.int64) * CM, ALIGN)
     tl.store(part_ptr + rows[:, None] + k[None, :], acc, mask=o_mask[:, None] & k_mask[None, :])
 
