@@ -58,3 +58,16 @@ def test_cpu_kernels_call_no_memcpy_and_few_memsets():
     assert len(kernels) > 100, "the kernels' functions were not found in the library's symbols"
     assert calls["memcpy"] == [], calls["memcpy"][:5]
     assert len(calls["memset"]) <= 30, calls["memset"][:5]  # 18 today: whole-buffer zeroing, once per call
+
+
+def test_library_uses_no_iostreams():
+    # A toolchain that links libstdc++ statically into the library (the H200 machine's g++ wrapper,
+    # 2026-12-04) breaks its iostreams inside a process that loaded the shared libstdc++ (torch does):
+    # `ifstream >> int` segfaulted there and, with gcc 12 here, read nothing. Files are read with C stdio.
+    found = []
+    for root, _, files in os.walk(_build.CSRC):
+        for name in files:
+            with open(os.path.join(root, name)) as f:
+                text = f.read()
+            found += [f"{name}: <{h}>" for h in re.findall(r"#include <(fstream|sstream|iostream|istream)>", text)]
+    assert not found

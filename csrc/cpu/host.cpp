@@ -6,8 +6,8 @@
 #include <ATen/ops/mm.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,20 +23,27 @@ namespace {
 
 // The last-level cache's size in bytes, as Linux describes cpu0's caches (the highest level's
 // size), or 32 MiB where it does not. Not sysconf(_SC_LEVEL3_CACHE_SIZE): on the AMD EPYC VM
-// glibc reported 320 MiB for its 32 MiB L3.
+// glibc reported 320 MiB for its 32 MiB L3. Read with C stdio, not iostreams: a toolchain that
+// links libstdc++ statically into the library (the GPU machine's g++ wrapper did) leaves this
+// library's iostream locale half set up inside a process that loaded the shared libstdc++ (torch
+// did): `ifstream >> int` crashed there (gcc 13) or silently read nothing (gcc 12).
 int64_t last_level_cache_bytes() {
   int64_t bytes = int64_t{32} << 20;
   int best_level = 0;
   for (int i = 0; i < 16; ++i) {
     const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
-    std::ifstream level_file(dir + "level"), size_file(dir + "size");
     int level = 0;
-    int64_t size = 0;
-    std::string unit;
-    if (!(level_file >> level) || !(size_file >> size)) break;
-    size_file >> unit;  // "32768K"
-    if (!unit.empty() && unit[0] == 'K') size <<= 10;
-    else if (!unit.empty() && unit[0] == 'M') size <<= 20;
+    long long size = 0;
+    char unit = '\0';
+    std::FILE* level_file = std::fopen((dir + "level").c_str(), "r");
+    std::FILE* size_file = std::fopen((dir + "size").c_str(), "r");
+    const bool read = level_file != nullptr && size_file != nullptr && std::fscanf(level_file, "%d", &level) == 1 &&
+                      std::fscanf(size_file, "%lld%c", &size, &unit) >= 1;  // "32768K"
+    if (level_file != nullptr) std::fclose(level_file);
+    if (size_file != nullptr) std::fclose(size_file);
+    if (!read) break;
+    if (unit == 'K') size <<= 10;
+    else if (unit == 'M') size <<= 20;
     if (level > best_level && size > 0) {
       best_level = level;
       bytes = size;
