@@ -29,6 +29,7 @@ from xsep.triton import depthwise_conv2d as D  # noqa: E402
 from xsep.triton import pointwise_conv2d as PW  # noqa: E402
 from xsep.triton import separable_conv2d as S  # noqa: E402
 
+HOPPER_SHARED_PER_BLOCK = 227 * 1024  # the most shared memory one block may have on sm_90
 DTYPES = {"bf16": torch.bfloat16, "f32": torch.float32, "f16": torch.float16, "f64": torch.float64}
 POINTER = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float64: "*fp64"}
 
@@ -96,7 +97,8 @@ def main() -> int:
     for name in args.dtypes.split(","):
         dtype = DTYPES[name]
         for kernel, pointers, partials, constexprs, uses_dot in _jobs(dtype):
-            configs = [kernel.xsep_plain_config]
+            # the configuration launch() runs for this dtype (float64: small tiles)
+            configs = [kernel.xsep_float64_config if dtype == torch.float64 else kernel.xsep_plain_config]
             if args.all_configs:
                 configs = [dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages) for c in kernel.configs]
             for config in configs:
@@ -108,6 +110,11 @@ def main() -> int:
                 except Exception as e:  # report every failure, not just the first
                     failed += 1
                     print(f"FAIL {label}: {type(e).__name__}: {e}")
+                    continue
+                shared = getattr(compiled.metadata, "shared", 0)
+                if args.arch >= 90 and shared > HOPPER_SHARED_PER_BLOCK:
+                    failed += 1  # the launch fails on the GPU: float64's big tiles did, on an H200
+                    print(f"FAIL {label}: {shared} bytes of shared memory (sm_90 allows {HOPPER_SHARED_PER_BLOCK})")
                     continue
                 ptx = compiled.asm.get("ptx", "")
                 tensor_cores = "wgmma" in ptx

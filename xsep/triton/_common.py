@@ -92,6 +92,10 @@ def tuned(configs: list[dict], key: list[str], interpret_config: dict, warps: li
         tuned_kernel = triton.autotune(configs=full, key=key)(kernel)
         tuned_kernel.xsep_plain = kernel
         tuned_kernel.xsep_plain_config = dict(configs[0], num_warps=warps[0][0], num_stages=warps[0][1])
+        # float64 runs the interpreter's small tiles, untuned: in float64 the first configuration's
+        # GEMM tiles need 256 KiB of shared memory, past sm_90's 227 KiB a block (the likely cause
+        # of the float64 GEMM tests' failures on an H200), and float64 is for exactness, not speed.
+        tuned_kernel.xsep_float64_config = dict(interpret_config)
         return tuned_kernel
 
     return decorate
@@ -100,7 +104,10 @@ def tuned(configs: list[dict], key: list[str], interpret_config: dict, warps: li
 def launch(kernel, grid, *args, **kwargs) -> None:
     """Runs `kernel`: autotuned on a GPU, else (interpreter, XSEP_TRITON_AUTOTUNE=0) with its fixed
     configuration. `grid` is a function of the chosen meta-parameters."""
-    if kernel.xsep_plain is kernel or not autotune_enabled():
+    if kwargs.get("ACC") == tl.float64 and kernel.xsep_plain is not kernel:
+        config = kernel.xsep_float64_config
+        kernel.xsep_plain[lambda meta: grid(config)](*args, **kwargs, **config)
+    elif kernel.xsep_plain is kernel or not autotune_enabled():
         config = kernel.xsep_plain_config
         kernel.xsep_plain[lambda meta: grid(config)](*args, **kwargs, **config)
     else:
