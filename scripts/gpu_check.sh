@@ -88,7 +88,8 @@ gc_run() {  # gc_run NAME CAP KEY_REGEX COMMAND...: runs COMMAND within its dead
     gc_set "$name" "not run (budget)" 0 "$limit" "" "${left}s of the budget left"; return 0
   fi
   t0=$SECONDS
-  timeout --kill-after=5 "$limit" "$@" > "$log" 2>&1
+  # SIGINT first: pytest then prints its report of what failed before the deadline (a SIGTERM lost it)
+  timeout --signal=INT --kill-after=10 "$limit" "$@" > "$log" 2>&1
   rc=$?
   took=$((SECONDS - t0))
   note=$( (grep -E -- "${key:-^\$^}" "$log" 2>/dev/null || true) | tail -n 4 | tr -s ' \t\r\n|' ' ')
@@ -194,7 +195,11 @@ for b in ('native', 'triton'):
   # Correctness, in parallel (nothing here is timed; 16 cores): each step keeps its own deadline.
   # tests/triton needs no library, so it runs beside them (its Triton compiles use the spare cores).
   local correctness=(cuda-tests memcheck racecheck synccheck initcheck triton-tests) n
-  gc_run triton-tests 180 "$pytest_key" "$PY" -m pytest tests/triton -q -rs -p no:cacheprovider &
+  # Triton compiles each case (about 3.5 s a test on the H200, one at a time): pytest-xdist, where the
+  # machine has it, spreads them over 8 workers.
+  local xdist=()
+  "$PY" -c 'import xdist' 2> /dev/null && xdist=(-n 8)
+  gc_run triton-tests 180 "$pytest_key" "$PY" -m pytest tests/triton -q -rfEs -p no:cacheprovider "${xdist[@]}" &
   if [ "$BUILD_OK" = 1 ]; then
     gc_run cuda-tests 180 "$pytest_key" bash -c '"$1" -m pytest tests/cuda -m cuda -q -rs -p no:cacheprovider --junitxml="$2"
       rc=$?; "$1" scripts/junit_no_skips.py "$2" || rc=1; exit $rc' _ "$PY" "$WORK/logs/cuda-tests.xml" &
