@@ -13,6 +13,8 @@
 # is "not run (budget)", never "failed"; its partial log is kept. Steps that need the library are
 # "not run (build failed)" when the build failed.
 #   environment   device, capability, torch/triton/nvcc/driver versions, which tools exist
+#   prebuilt      only with XSEP_LIBRARY=PATH (scripts/build_for_gpu_machine.sh made it, with PATH.sources):
+#                 that library, if it was built from these sources and loads; then no build
 #   build         the library (xsep._C, just-in-time with ninja) for this GPU's compute capability only,
 #                 ptxas resource usage (registers, spills) in the log
 #   then at once, in parallel (correctness only, nothing timed), XSEP_REQUIRE_CUDA=1 (a skip is a
@@ -23,7 +25,7 @@
 #   bench-layers  python -m xsep bench, native vs cuDNN, on 4 representative layers, verified at batch 128
 #   profile       per-kernel times (torch.profiler) of one fused forward+backward per layer, native and torch
 #   big-tensor    a bf16 depthwise forward on more than 2^31 elements, checked against torch on slices
-#   ncu           SpeedOfLight + MemoryWorkloadAnalysis of the native kernels on the 19x19 728->728 layer
+#   ncu           SpeedOfLight, memory, occupancy, warp stalls, compute of the native kernels on 19x19 728->728
 #   bench-full    python -m xsep bench: every layer, native and triton (Triton autotuning off), as time allows
 #
 # OUT_DIR receives at most 8 files, no folders (checked at the end, and said in the summary):
@@ -164,6 +166,10 @@ gc_main() {
   local a; for a in "$@"; do if [ "$a" = --dry-run ]; then dry=1; else pos+=("$a"); fi; done
   gc_init "${pos[0]:-${XSEP_GPU_CHECK_OUT:-${OUT:-gpu-check}}}" "${pos[1]:-${XSEP_GPU_CHECK_BUDGET:-540}}" "$dry" \
     || exit 2
+  if [ -n "${XSEP_LIBRARY:-}" ]; then  # as an absolute path: the steps run from the checkout's root
+    XSEP_LIBRARY=$(cd "$(dirname "$XSEP_LIBRARY")" 2> /dev/null && pwd)/$(basename "$XSEP_LIBRARY")
+    export XSEP_LIBRARY
+  fi
   cd "$GC_ROOT" || exit 2
   export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
   export XSEP_JIT=1                                   # build here, against this machine's torch (pins don't apply)
@@ -179,18 +185,36 @@ gc_main() {
          2>/dev/null)
   [ -n "$arch" ] && export TORCH_CUDA_ARCH_LIST=$arch
 
-  # NVCC_APPEND_FLAGS: ptxas prints each kernel's registers, shared memory and spills into the build log
-  gc_step build 360 'cuda_archs|spill|available' env NVCC_APPEND_FLAGS="-Xptxas -v" XSEP_VERBOSE_BUILD=1 "$PY" -c "
+  local load_check="
 import time; t = time.time()
 from xsep import _extension, backends
 assert _extension.load(), _extension.load_error()
-print('built in %.0fs:' % (time.time() - t), _extension.build_info())
+print('loaded in %.0fs:' % (time.time() - t), _extension.build_info())
 for b in ('native', 'triton'):
     print(b, 'on cuda:', backends.unavailable_reason(b, 'cuda') or 'available')
 "
-  if [ "$DRY_RUN" = 1 ] || grep -q '^passed' "$WORK/status/build"; then BUILD_OK=1; fi
-  [ "$DRY_RUN" = 1 ] || grep -E 'bytes spill' "$WORK/logs/build.log" | grep -v ' 0 bytes spill stores, 0 bytes spill loads' \
-    > "$WORK/logs/build-spills.log"
+  # A library built elsewhere for this machine's torch (scripts/build_for_gpu_machine.sh), named by
+  # XSEP_LIBRARY: used when it was built from these very sources and loads; else the build below.
+  if [ -n "${XSEP_LIBRARY:-}" ]; then
+    if [ "$(cat "$XSEP_LIBRARY.sources" 2> /dev/null)" = "$("$PY" scripts/gpu_check_report.py sources)" ]; then
+      gc_step prebuilt 60 'cuda_archs|available' "$PY" -c "$load_check"
+      grep -q '^passed' "$WORK/status/prebuilt" && BUILD_OK=1
+    else
+      gc_skip prebuilt "built from other sources"; gc_record prebuilt
+    fi
+    [ "$BUILD_OK" = 1 ] || unset XSEP_LIBRARY
+  fi
+  if [ "$BUILD_OK" = 1 ] && [ "$DRY_RUN" != 1 ]; then
+    gc_skip build "the prebuilt library loaded"; gc_record build
+  else
+    # NVCC_APPEND_FLAGS: ptxas prints each kernel's registers, shared memory and spills into the build log
+    gc_step build 360 'cuda_archs|spill|available' env NVCC_APPEND_FLAGS="-Xptxas -v" XSEP_VERBOSE_BUILD=1 \
+      "$PY" -c "$load_check"
+    BUILD_OK=0
+    if [ "$DRY_RUN" = 1 ] || grep -q '^passed' "$WORK/status/build"; then BUILD_OK=1; fi
+    [ "$DRY_RUN" = 1 ] || grep -E 'bytes spill' "$WORK/logs/build.log" \
+      | grep -v ' 0 bytes spill stores, 0 bytes spill loads' > "$WORK/logs/build-spills.log"
+  fi
 
   # Correctness, in parallel (nothing here is timed; 16 cores): each step keeps its own deadline.
   # tests/triton needs no library, so it runs beside them (its Triton compiles use the spare cores).
@@ -225,8 +249,11 @@ for b in ('native', 'triton'):
       --backends native,torch --out "$OUT_DIR/profile.txt"
     gc_step big-tensor 90 '^ok|^WRONG|^skipped' "$PY" scripts/big_tensor_case.py --device cuda
     if command -v ncu > /dev/null || [ "$DRY_RUN" = 1 ]; then
+      # Occupancy and warp stalls too: the H200 run's fused forward ran about 11x slower than the memory
+      # counters' model predicted, with one block of 4 warps per SM (a latency question ncu answers).
       gc_step ncu 75 '==PROF==|==ERROR==|==WARNING==' bash -c 'ncu --clock-control none --section SpeedOfLight \
-        --section MemoryWorkloadAnalysis --kernel-name-base demangled --kernel-name regex:xsep --launch-count 12 \
+        --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+        --kernel-name-base demangled --kernel-name regex:xsep --launch-count 12 \
         "$1" scripts/profile_layers.py --device cuda --layers 19:728:728 --backends native --plain > "$2/ncu.txt" 2>&1
         rc=$?; { echo "== ncu: 19x19 728->728, native, one fused forward+backward"; cat "$2/ncu.txt"; } >> "$3/profile.txt"
         cat "$2/ncu.txt"; exit $rc' _ "$PY" "$WORK/logs" "$OUT_DIR"

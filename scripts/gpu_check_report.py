@@ -1,7 +1,9 @@
-"""The GPU check's (scripts/gpu_check.sh) two Python helpers:
+"""The GPU check's (scripts/gpu_check.sh) Python helpers:
 
     python scripts/gpu_check_report.py env ENV_JSON         what machine this is (imports torch and triton)
     python scripts/gpu_check_report.py report WORK OUT_DIR  (re)writes OUT_DIR/results.json (standard library only)
+    python scripts/gpu_check_report.py sources              a hash of what the library is built from (a carried
+                                                            library is used only when its hash matches)
 
 `report` runs after every step, so results.json always holds every step finished so far: the
 environment, each step's status, seconds, deadline, exit code and key numbers (from WORK/steps.tsv),
@@ -14,6 +16,7 @@ calibration, layer by layer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -136,7 +139,21 @@ def report(work: Path, out: Path) -> dict:
     return doc
 
 
+def sources_hash(root: Path = COUNTERS.parent.parent.parent) -> str:
+    """sha256 over the library's sources: csrc/ and the Python files the build reads (its flags, the
+    generated contract header's schemas), by path and content."""
+    h = hashlib.sha256()
+    files = sorted(p for p in (root / "csrc").rglob("*") if p.is_file())
+    files += [root / "xsep" / "_build.py", root / "xsep" / "ops" / "schemas.py"]
+    for path in files:
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["sources"]:
+        print(sources_hash())
+        return 0
     if len(argv) == 2 and argv[0] == "env":
         env = environment()
         Path(argv[1]).write_text(json.dumps(env, indent=1) + "\n")

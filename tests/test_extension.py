@@ -63,6 +63,22 @@ def test_just_in_time_build(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "xsep: compil" not in again.stderr
     assert "how=just-in-time" in again.stdout
+    # XSEP_LIBRARY loads that file (what the GPU check does with a library built on another machine).
+    env.pop("XSEP_JIT")
+    carried = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
+                             env={**env, "XSEP_LIBRARY": str(tmp_path / "xsep_C.so")}, timeout=600)
+    assert carried.returncode == 0, carried.stderr[-3000:]
+    assert "xsep: compil" not in carried.stderr
+    assert "how=XSEP_LIBRARY" in carried.stdout
+
+
+def test_a_missing_xsep_library_is_named_in_the_error(tmp_path):
+    code = "from xsep import _extension\nprint(_extension.load(), _extension.load_error())\n"
+    env = {**os.environ, "XSEP_LIBRARY": str(tmp_path / "nothing.so"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("False FileNotFoundError: XSEP_LIBRARY=") and "nothing.so: no such file" in done.stdout
 
 
 def test_cuda_build_registers_the_cuda_kernels(native):

@@ -79,6 +79,26 @@ def test_gpu_check_dry_run_writes_at_most_8_files(tmp_path):
     assert list(tmp_path.glob("xsep-gpu-check.*")) == []  # its work folder is removed
 
 
+@pytest.mark.parametrize("same_sources", [True, False])
+def test_gpu_check_uses_a_carried_library_only_when_built_from_these_sources(tmp_path, same_sources):
+    library = tmp_path / "xsep_C.so"
+    library.write_bytes(b"not a library: a dry run never loads it")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check_report.py"), "sources"],
+                          capture_output=True, text=True, check=True)
+    (tmp_path / "xsep_C.so.sources").write_text(done.stdout if same_sources else "0" * 64 + "\n")
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(GPU_CHECK), str(out), "300", "--dry-run"], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path), "PYTHON": sys.executable,
+                               "XSEP_LIBRARY": str(library)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (out / "summary.md").read_text()
+    if same_sources:
+        assert "| prebuilt | not run (dry run) |" in summary
+    else:
+        assert "| prebuilt | not run (built from other sources) |" in summary
+    assert "| build | not run (dry run) |" in summary  # a dry run never loads, so it would build
+
+
 def test_gpu_check_budget_timeout_is_not_run_not_failed(tmp_path):
     out = tmp_path / "out"
     steps = """

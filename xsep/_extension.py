@@ -1,7 +1,8 @@
 """Loads the compiled library that defines torch.ops.xsep: the prebuilt xsep._C when setup.py built
 one, else a just-in-time build with ninja from the same sources (xsep/_build.py). XSEP_JIT=1 uses
 the just-in-time build even when a prebuilt library exists (handy while editing kernels: ninja
-rebuilds only what changed).
+rebuilds only what changed). XSEP_LIBRARY=PATH loads that compiled library instead (one built from the
+same sources against the same torch, e.g. on another machine: scripts/build_for_gpu_machine.sh).
 
 Nothing here raises at import: `load()` returns whether the ops exist and `load_error()` says why
 not, so the pure-PyTorch parts of xsep work without a compiler.
@@ -96,8 +97,14 @@ def load(jit: bool = True) -> bool:
         if _state["error"] is not None and _state["how"] == "failed":
             return False
         try:
+            library = os.environ.get("XSEP_LIBRARY", "")
             path = None if os.environ.get("XSEP_JIT") == "1" else _prebuilt_path()
-            if path is not None:
+            if library:  # a library built elsewhere against this torch (the GPU check carries one)
+                if not os.path.isfile(library):
+                    raise FileNotFoundError(f"XSEP_LIBRARY={library}: no such file")
+                torch.ops.load_library(library)
+                path, _state["how"] = library, "XSEP_LIBRARY"
+            elif path is not None:
                 torch.ops.load_library(path)
                 _state["how"] = "prebuilt"
             elif not jit:
