@@ -16,7 +16,7 @@ calibration, layer by layer.
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -140,14 +140,11 @@ def report(work: Path, out: Path) -> dict:
 
 
 def sources_hash(root: Path = COUNTERS.parent.parent.parent) -> str:
-    """sha256 over the library's sources: csrc/ and the Python files the build reads (its flags, the
-    generated contract header's schemas), by path and content."""
-    h = hashlib.sha256()
-    files = sorted(p for p in (root / "csrc").rglob("*") if p.is_file())
-    files += [root / "xsep" / "_build.py", root / "xsep" / "ops" / "schemas.py"]
-    for path in files:
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
+    """xsep/_build.py's library_sources_hash (loaded by path, as setup.py does: no torch needed)."""
+    spec = importlib.util.spec_from_file_location("xsep_build", root / "xsep" / "_build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return build.library_sources_hash()
 
 
 def main(argv: list[str]) -> int:

@@ -4,6 +4,7 @@ the build flags keep library calls out of the CPU kernels."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -71,3 +72,21 @@ def test_library_uses_no_iostreams():
                 text = f.read()
             found += [f"{name}: <{h}>" for h in re.findall(r"#include <(fstream|sstream|iostream|istream)>", text)]
     assert not found
+
+
+def test_hash_files_follows_names_and_contents_not_the_checkout(tmp_path):
+    a, b = tmp_path / "a.h", tmp_path / "b.h"
+    a.write_text("int x;")
+    b.write_text("int x;")
+    first = _build.hash_files([a]).hexdigest()
+    assert _build.hash_files([a]).hexdigest() == first
+    assert _build.hash_files([b]).hexdigest() != first  # same content, another file
+    a.write_text("int y;")
+    assert _build.hash_files([a]).hexdigest() != first
+    # Inside the checkout files are named relative to it: the same sources hash the same anywhere.
+    inside = os.path.join(_build.ROOT, "xsep", "_build.py")
+    h = hashlib.sha256()
+    with open(inside, "rb") as f:
+        h.update(b"xsep/_build.py\0" + f.read() + b"\0")
+    assert _build.hash_files([inside]).hexdigest() == h.hexdigest()
+    assert len(_build.library_sources_hash()) == 64

@@ -17,6 +17,7 @@ Importing this module must stay cheap and torch-free: setup.py loads it by path.
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import json
 import os
@@ -51,6 +52,27 @@ def cuda_sources() -> list[str]:
 def sources(with_cuda: bool) -> list[str]:
     """Everything compiled into xsep._C."""
     return cpp_sources(with_cuda) + (cuda_sources() if with_cuda else [])
+
+
+def hash_files(paths, h=None):
+    """A sha256 (`h`, or a new one) updated with each file's name (relative to the checkout where
+    inside it) and content: how caches of things built from files tell that the files changed."""
+    h = h if h is not None else hashlib.sha256()
+    for path in paths:
+        path = os.fspath(path)
+        name = os.path.relpath(path, ROOT) if os.path.abspath(path).startswith(ROOT + os.sep) else path
+        with open(path, "rb") as f:
+            h.update(name.encode() + b"\0" + f.read() + b"\0")
+    return h
+
+
+def library_sources_hash() -> str:
+    """The hash of what the library is built from: csrc/ and the Python files the build reads (this
+    file: flags; the schemas: the generated contract header). A library built elsewhere is used only
+    when its hash matches (scripts/build_for_gpu_machine.sh, scripts/gpu_check.sh)."""
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(CSRC) for f in fs)
+    return hash_files(files + [os.path.join(ROOT, "xsep", "_build.py"),
+                               os.path.join(ROOT, "xsep", "ops", "schemas.py")]).hexdigest()
 
 
 def _env_flag(name: str) -> bool:

@@ -169,13 +169,8 @@ def _source_hash(command: list[str], nvcc_version: str, include_dirs: list[str])
     for d in include_dirs:
         if not d.startswith(_build.ROOT):  # torch's and the CUDA wheels' headers: their versions
             continue
-        for root, _, files in sorted(os.walk(d)):
-            for f in sorted(files):
-                if f.endswith((".h", ".cuh", ".hpp", ".inc", ".cu")):
-                    path = os.path.join(root, f)
-                    h.update(path.encode())
-                    with open(path, "rb") as fh:
-                        h.update(fh.read())
+        _build.hash_files(sorted(os.path.join(root, f) for root, _, files in os.walk(d) for f in files
+                                 if f.endswith((".h", ".cuh", ".hpp", ".inc", ".cu"))), h)
     return h.hexdigest()[:16]
 
 
@@ -236,13 +231,9 @@ def kernels_of(src: str, cubin: str, ptxas_log: str) -> list[dict]:
 def code_hash() -> str:
     """A hash of the report's own code (xsep/kernels/*.py): cached results derived by older code
     are not reused."""
-    h = hashlib.sha256()
     here = os.path.dirname(os.path.abspath(__file__))
-    for f in sorted(os.listdir(here)):
-        if f.endswith(".py"):
-            with open(os.path.join(here, f), "rb") as fh:
-                h.update(f.encode() + fh.read())
-    return h.hexdigest()[:8]
+    return _build.hash_files(sorted(os.path.join(here, f) for f in os.listdir(here) if f.endswith(".py"))
+                             ).hexdigest()[:8]
 
 
 def report(cache_dir: str, log=print) -> tuple[list[dict], dict]:

@@ -95,9 +95,7 @@ def _hash(dtypes: list[str]) -> str:
 
     h = hashlib.sha256((",".join(dtypes) + triton.__version__).encode())
     paths = [COMPILE_SCRIPT] + sorted(os.path.join(TRITON_DIR, f) for f in os.listdir(TRITON_DIR) if f.endswith(".py"))
-    for path in paths:
-        with open(path, "rb") as f:
-            h.update(path.encode() + f.read())
+    _build.hash_files(paths, h)
     from xsep.kernels import cuda
 
     return h.hexdigest()[:16] + "-" + cuda.code_hash()

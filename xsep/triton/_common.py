@@ -104,14 +104,12 @@ def tuned(configs: list[dict], key: list[str], interpret_config: dict, warps: li
 def launch(kernel, grid, *args, **kwargs) -> None:
     """Runs `kernel`: autotuned on a GPU, else (interpreter, XSEP_TRITON_AUTOTUNE=0) with its fixed
     configuration. `grid` is a function of the chosen meta-parameters."""
-    if kwargs.get("ACC") == tl.float64 and kernel.xsep_plain is not kernel:
-        config = kernel.xsep_float64_config
-        kernel.xsep_plain[lambda meta: grid(config)](*args, **kwargs, **config)
-    elif kernel.xsep_plain is kernel or not autotune_enabled():
-        config = kernel.xsep_plain_config
-        kernel.xsep_plain[lambda meta: grid(config)](*args, **kwargs, **config)
-    else:
+    if kernel.xsep_plain is not kernel and autotune_enabled() and kwargs.get("ACC") != tl.float64:
         kernel[grid](*args, **kwargs)
+        return
+    float64 = kwargs.get("ACC") == tl.float64 and kernel.xsep_plain is not kernel
+    config = kernel.xsep_float64_config if float64 else kernel.xsep_plain_config
+    kernel.xsep_plain[lambda meta: grid(config)](*args, **kwargs, **config)
 
 
 def alignment(counts=(), tensors=(), strides=()) -> int:
