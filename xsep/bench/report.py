@@ -32,34 +32,32 @@ import torch
 SCHEMA = "xsep-bench/1"
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ({} where it cannot be read)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_family_model() -> str | None:
     """The CPU's family and model numbers as /proc/cpuinfo gives them, 'family 26 model 2' (None where
     it cannot be read): one model name covers generations ('AMD EPYC': Zen 4 is family 25, Zen 5
     family 26) whose speeds differ."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("cpu family", "model") and key.strip() not in fields:
-                    fields[key.strip()] = value.strip()
-                if not line.strip():
-                    break  # the first processor's block
-    except OSError:
-        return None
+    fields = _cpuinfo()
     if "cpu family" not in fields or "model" not in fields:
         return None
     return f"family {fields['cpu family']} model {fields['model']}"
