@@ -755,43 +755,77 @@ def test_cpu_nchw_depthwise_on_xsep_everywhere():
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
+@pytest.mark.slow
+def test_cpu_nchw_depthwise_on_onednn_for_every_narrow_plane():
+    # Small layers on narrow planes stay on xsep's kernels (auto: oneDNN's fixed cost outweighs its
+    # speed there), so this suite's small cases rarely reach oneDNN. XSEP_CPU_NCHW_DEPTHWISE=narrow
+    # hands every narrow float32 plane to it: rerun the depthwise reference sweeps, gradchecks and
+    # thread-count tests with it.
+    result = _run_pytest({"XSEP_CPU_NCHW_DEPTHWISE": "narrow"},
+                         "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count "
+                         "or narrow_nchw")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
+
+
 # (C, H, W, M, kernel, stride, padding): planes narrower than the rule's bound for their kernel.
 _NARROW_NCHW_PLANES = [(5, 10, 10, 1, 3, 1, 1), (4, 7, 13, 2, 3, 2, 1), (3, 20, 20, 1, 5, 1, 2),
                        (2, 28, 28, 1, 7, 1, 3), (2, 39, 17, 1, 7, 2, 3)]
 
 
-@pytest.mark.parametrize("case", _NARROW_NCHW_PLANES, ids=lambda c: f"{c[2]}wide_k{c[4]}_s{c[5]}_m{c[3]}")
-def test_narrow_nchw_float32_planes_run_torchs_own_depthwise(case):
-    # Where xsep's plane kernels measured slower than torch's own depthwise convolution, the native
-    # op runs that call: its forward and input gradient are then torch's to the bit.
-    if "cpu_nchw_depthwise=xsep" in torch.ops.xsep._build_info():
-        pytest.skip("XSEP_CPU_NCHW_DEPTHWISE=xsep: every plane on xsep's kernels")
-    if not torch.backends.mkldnn.is_available():
-        pytest.skip("this torch was built without oneDNN")
+def _narrow_plane_paths(case, channels):
+    """(whether the forward and the input gradient ran torch's own calls, whether both equal torch's
+    to the bit) for `case` with `channels` input channels, batch 2."""
     import xsep.functional as F
 
-    c, h, w, m, k, stride, pad = case
+    _, h, w, m, k, stride, pad = case
     torch.manual_seed(0)
-    x = torch.randn(2, c, h, w, requires_grad=True)
-    weight = torch.randn(c * m, 1, k, k, requires_grad=True)
-    bias = torch.randn(c * m)
+    x = torch.randn(2, channels, h, w, requires_grad=True)
+    weight = torch.randn(channels * m, 1, k, k, requires_grad=True)
+    bias = torch.randn(channels * m)
     with torch.profiler.profile() as forward:
         y = F.depthwise_conv2d(x, weight, bias, stride=stride, padding=pad, backend="native")
     g = torch.randn_like(y)
     with torch.profiler.profile() as backward:
         (gi,) = torch.autograd.grad(y, [x], g)
     # xsep's kernels often sum in oneDNN's order too: the calls themselves tell the paths apart.
-    assert "aten::convolution" in {e.name for e in forward.events()}
-    assert "aten::convolution_backward" in {e.name for e in backward.events()}
-    expected = torch.nn.functional.conv2d(x, weight, bias, stride, pad, groups=c)
+    ran = ("aten::convolution" in {e.name for e in forward.events()},
+           "aten::convolution_backward" in {e.name for e in backward.events()})
+    expected = torch.nn.functional.conv2d(x, weight, bias, stride, pad, groups=channels)
     (expected_gi,) = torch.autograd.grad(expected, [x], g)
-    assert torch.equal(y, expected) and torch.equal(gi, expected_gi)
+    return ran, torch.equal(y, expected) and torch.equal(gi, expected_gi)
+
+
+@pytest.mark.parametrize("case", _NARROW_NCHW_PLANES, ids=lambda c: f"{c[2]}wide_k{c[4]}_s{c[5]}_m{c[3]}")
+def test_narrow_nchw_float32_planes_run_torchs_own_depthwise(case):
+    # Where xsep's plane kernels measured slower than torch's own depthwise convolution, the native
+    # op runs that call: its forward and input gradient are then torch's to the bit. With the
+    # default setting only layers of at least 2 M multiply-adds a thread do
+    # (csrc/cpu/depthwise_conv2d.cpp): this case as given (under 1 M) stays on xsep's kernels, and
+    # with channels enough for 4 M a thread goes to oneDNN.
+    build = torch.ops.xsep._build_info()
+    if "cpu_nchw_depthwise=xsep" in build:
+        pytest.skip("XSEP_CPU_NCHW_DEPTHWISE=xsep: every plane on xsep's kernels")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch was built without oneDNN")
+    c, h, w, m, k, stride, pad = case
+    every_narrow_plane = "cpu_nchw_depthwise=onednn on every narrow float32 plane" in build
+    ho, wo = ((n + 2 * pad - k) // stride + 1 for n in (h, w))
+    per_channel = 2 * m * ho * wo * k * k  # multiply-adds
+    large = -(-4 * 2**20 * torch.get_num_threads() // per_channel)
+    assert c * per_channel < 2**20
+    ran, same = _narrow_plane_paths(case, c)
+    if every_narrow_plane:
+        assert ran == (True, True) and same
+    else:
+        assert ran == (False, False)  # xsep's kernels, checked against float64 by the reference sweeps
+    assert _narrow_plane_paths(case, large) == ((True, True), True)
 
 
 @pytest.mark.parametrize("variable, value, choices", [
     ("XSEP_CPU_STREAM_STORES", "sometimes", "'auto', 'always', 'never'"),
     ("XSEP_CPU_RUN_VECTORS", "two", "'auto', 'short-rows', 'every-row'"),
-    ("XSEP_CPU_NCHW_DEPTHWISE", "onednn", "'auto', 'xsep'"),
+    ("XSEP_CPU_NCHW_DEPTHWISE", "onednn", "'auto', 'narrow', 'xsep'"),
 ])
 def test_cpu_setting_bad_name(variable, value, choices):
     result = subprocess.run([sys.executable, "-c", "import torch, xsep.functional as F; "

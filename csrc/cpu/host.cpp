@@ -93,13 +93,25 @@ bool stream_output(int64_t bytes) {
   return threshold < 0 || (threshold > 0 && bytes > threshold);
 }
 
-bool nchw_depthwise_may_use_onednn() {
-  static const bool allowed = env_choice("XSEP_CPU_NCHW_DEPTHWISE", {"auto", "xsep"}).value_or("auto") == "auto";
-  return allowed;
+NchwDepthwiseOnOneDnn nchw_depthwise_on_onednn() {
+  static const NchwDepthwiseOnOneDnn setting = [] {
+    const std::string_view v = env_choice("XSEP_CPU_NCHW_DEPTHWISE", {"auto", "narrow", "xsep"}).value_or("auto");
+    return v == "auto"     ? NchwDepthwiseOnOneDnn::kEnoughWork
+           : v == "narrow" ? NchwDepthwiseOnOneDnn::kEveryNarrowPlane
+                           : NchwDepthwiseOnOneDnn::kNever;
+  }();
+  return setting;
 }
 
 std::string nchw_depthwise_setting() {
-  return nchw_depthwise_may_use_onednn() ? "onednn on narrow float32 planes" : "xsep";
+  switch (nchw_depthwise_on_onednn()) {
+    case NchwDepthwiseOnOneDnn::kEnoughWork:
+      return "onednn on narrow float32 planes of enough work";
+    case NchwDepthwiseOnOneDnn::kEveryNarrowPlane:
+      return "onednn on every narrow float32 plane";
+    default:
+      return "xsep";
+  }
 }
 
 std::string stream_stores_setting() {

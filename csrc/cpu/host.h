@@ -54,11 +54,13 @@ std::string stream_stores_setting();
 // format the output is returned in (in_format_of), so neither path converts its output back.
 inline bool runs_nchw(const at::Tensor& input) { return input.suggest_memory_format() == at::MemoryFormat::Contiguous; }
 
-// Whether the NCHW depthwise forward and input gradient may hand narrow float32 planes to oneDNN
-// (depthwise_conv2d.cpp: narrow_planes_on_onednn). XSEP_CPU_NCHW_DEPTHWISE=auto (the default) lets
-// them; =xsep keeps every plane on xsep's kernels (tests, benchmarks). Read once per process.
-bool nchw_depthwise_may_use_onednn();
-// That setting in words: "onednn on narrow float32 planes" or "xsep".
+// Which NCHW depthwise forwards and input gradients on narrow float32 planes go to oneDNN
+// (depthwise_conv2d.cpp: narrow_planes_on_onednn), XSEP_CPU_NCHW_DEPTHWISE, read once per process:
+// auto (the default): those with enough work to pay oneDNN's fixed cost; narrow: every one; xsep:
+// none, every plane on xsep's kernels (tests, benchmarks).
+enum class NchwDepthwiseOnOneDnn { kEnoughWork, kEveryNarrowPlane, kNever };
+NchwDepthwiseOnOneDnn nchw_depthwise_on_onednn();
+// That setting in words, e.g. "xsep".
 std::string nchw_depthwise_setting();
 
 // Depthwise weight [C*M, 1, kh, kw] -> channel-major [C*M, kh*kw] in the accumulation dtype (the
