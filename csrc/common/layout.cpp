@@ -48,8 +48,8 @@ at::Tensor transposed_on_cpu(const at::Tensor& src, int64_t rows, int64_t cols, 
 
 at::Tensor tap_major(const at::Tensor& weight) {
   const int64_t rows = weight.size(0);
-  at::Tensor out = transposed_on_cpu(weight, rows, rows == 0 ? 0 : weight.numel() / rows,
-                                     acc_dtype(weight.scalar_type()));
+  at::Tensor out =
+      transposed_on_cpu(weight, rows, rows == 0 ? 0 : weight.numel() / rows, acc_dtype(weight.scalar_type()));
   if (out.defined()) return out;
   return weight.reshape({weight.size(0), -1}).t().contiguous().to(acc_dtype(weight.scalar_type()));
 }

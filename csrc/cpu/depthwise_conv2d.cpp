@@ -90,14 +90,14 @@ at::Tensor grad_input_in_nchw(const DepthwiseGeometry& g, const at::Tensor& grad
 // on xsep's kernels: the same bits at any thread count, and oneDNN's 5x5 and 7x7 weight gradients
 // ran 3-35x slower (its 3x3 one 1.1-1.8x faster on planes up to 14 wide).
 //
-// And only with enough work (auto): oneDNN's call costs 60-90 us whatever the size, xsep's 5-15 us,
-// so a small layer (one image, a small batch: serving) ran 1.3-7x faster on xsep's kernels although
-// they do less per multiply-add. Zen 4 EPYC, 2 threads, 2026-12-04, min of two processes each
-// (benchmarks/results/cpu-amd-epyc-avx512-2t/2026-12-04_narrow-nchw-planes): one 10x10 image of 160
-// channels, 3x3: oneDNN 152 / 115 us, xsep 22 / 22 us; 14x14x480 5x5: 125 / 135 vs 96 / 99 us; the
-// two met at 2-9 M multiply-adds (xsep's kernels then take 100-250 us). A bound of 2 M multiply-adds
-// a thread (xsep's time falls with threads, oneDNN's fixed cost does not) misplaces a few cases
-// near it by up to 1.3x either way, against 7x at the smallest before.
+// And only with enough work (auto): oneDNN's call costs 65-100 us however small the layer, xsep's
+// 13-21 us, so a small layer (one image, a small batch: serving) ran 1.01-6.5x faster on xsep's
+// kernels although they do less per multiply-add. Zen 4 EPYC, 2 threads, 2026-12-04
+// (benchmarks/results/cpu-amd-epyc-avx512-2t/2026-12-04_narrow-nchw-planes, forward / input
+// gradient): one 10x10 image of 160 channels, 3x3: oneDNN 86 / 77 us, xsep 21 / 19 us; 14x14x480,
+// 5x5: 119 / 127 against 92 / 93 us; the two met at 2-9 M multiply-adds (xsep's kernels then take
+// 100-250 us). Below 2 M multiply-adds a thread (xsep's time falls with threads, oneDNN's fixed
+// cost does not) xsep's kernels were faster in all 48 cases measured (geometric mean 2.54x).
 constexpr int64_t kOneDnnDepthwiseMinWorkPerThread = int64_t{2} << 20;
 
 bool narrow_planes_on_onednn(const DepthwiseGeometry& g, const at::Tensor& input, at::IntArrayRef padding) {

@@ -105,12 +105,9 @@ NchwDepthwiseOnOneDnn nchw_depthwise_on_onednn() {
 
 std::string nchw_depthwise_setting() {
   switch (nchw_depthwise_on_onednn()) {
-    case NchwDepthwiseOnOneDnn::kEnoughWork:
-      return "onednn on narrow float32 planes of enough work";
-    case NchwDepthwiseOnOneDnn::kEveryNarrowPlane:
-      return "onednn on every narrow float32 plane";
-    default:
-      return "xsep";
+    case NchwDepthwiseOnOneDnn::kEnoughWork: return "onednn on narrow float32 planes of enough work";
+    case NchwDepthwiseOnOneDnn::kEveryNarrowPlane: return "onednn on every narrow float32 plane";
+    default: return "xsep";
   }
 }
 
