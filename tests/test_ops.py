@@ -315,6 +315,51 @@ def test_weight_gradients_independent_of_thread_count():
         assert rel_error(two[k], one[k]) <= 1e-6, k
 
 
+# (N, C, H, O): short fused products, one block of rows or a few (csrc/cpu/separable_conv2d.cpp:
+# row_block): 49 rows of 96 channels (one 336-row block, split in 2 or 3), of 960 (three 24-row
+# blocks, made 4 even ones at 2 threads, 3 at 3), 162 rows of 200 (two 156-row blocks: 2 or 3 even
+# ones); 4096 rows of 64 channels: eight 504-row blocks and a tail, the usual blocks at 2 threads
+# (4 or more a thread), 9 even ones at 3.
+_SHORT_FUSED_PRODUCTS = [(1, 96, 7, 32), (1, 960, 7, 40), (2, 200, 9, 24), (4, 64, 32, 16)]
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("shape", _SHORT_FUSED_PRODUCTS, ids=lambda s: "x".join(map(str, s)))
+def test_short_fused_products_split_evenly_thread_count(shape, threads):
+    # Few blocks of rows are cut evenly between the threads instead of whole blocks of the usual
+    # size: the fused op's output and gradients then match the float64 reference, and one thread's
+    # bit for bit (each element is summed in the same order however the rows are split).
+    from helpers import require_native
+
+    require_native()
+    import xsep.functional as F
+
+    n, c, h, o = shape
+    torch.manual_seed(0)
+    x = torch.randn(n, c, h, h).to(memory_format=torch.channels_last)
+    dw, pw, gy = torch.randn(c, 1, 3, 3), torch.randn(o, c, 1, 1), torch.randn(n, o, h, h)
+
+    def run():
+        inputs = [t.clone().requires_grad_() for t in (x, dw, pw)]
+        y = F.separable_conv2d(*inputs, padding=1, mid_activation="relu", backend="native")
+        return [y, *torch.autograd.grad(y, inputs, gy)]
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(threads)
+        many = run()
+    finally:
+        torch.set_num_threads(previous)
+    inputs = [t.double().requires_grad_() for t in (x, dw, pw)]
+    y = reference.separable_conv2d(*inputs, None, (1, 1), (1, 1, 1, 1), (1, 1), "none", "relu")
+    expected = [y, *torch.autograd.grad(y, inputs, gy.double())]
+    for got, single, want in zip(many, one, expected):
+        assert torch.equal(got, single)
+        assert rel_error(got, want) <= 1e-5
+
+
 # (N, C, O, H, W): pixels K = N*H*W below, at and across the weight product's blocks of 256; output
 # rows O in a register tile or several, with tails of every size across the threads' row ranges;
 # columns C below a vector, with a partial vector, and across blocks of 256 (csrc/cpu/tn_product_impl.h).

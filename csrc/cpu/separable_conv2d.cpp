@@ -118,11 +118,20 @@ at::Tensor row_product_weight(const DepthwiseKernels<T>& k, const at::Tensor& w,
   return packed;
 }
 
-// Rows per block of row_product's operand a with K values a row: about kRowBlockValues values, a
-// multiple of 12 (the AVX-512 register tile's rows, twice AVX2's).
-int64_t row_block(int64_t K) {
+// Rows per block of row_product's operand a, for `rows` rows of K values split between the threads
+// block by block (at::parallel_for, grain 1: each thread a run of whole blocks): about
+// kRowBlockValues values, a multiple of 12 (the AVX-512 register tile's rows, twice AVX2's). A
+// short product (a small batch: 49 rows for one 7x7 image) would then be a few blocks shared
+// unevenly, 49 rows as 24 + 24 + 1, two blocks on one thread and a row on the other: with fewer
+// than 4 blocks a thread, the block count is instead a multiple of the threads and the blocks even
+// (49 rows on 2 threads: 13 + 13 + 13 + 10), their tails of fewer than 12 rows the price.
+int64_t row_block(int64_t rows, int64_t K) {
   constexpr int64_t R = kRowProductTileRows;
-  return std::max<int64_t>(R, kRowBlockValues / K / R * R);
+  const int64_t block = std::max<int64_t>(R, kRowBlockValues / K / R * R);
+  const int64_t threads = at::get_num_threads(), blocks = (rows + block - 1) / block;
+  if (threads <= 1 || blocks >= 4 * threads) return block;
+  const int64_t even = (blocks + threads - 1) / threads * threads;
+  return std::max<int64_t>(1, (rows + even - 1) / even);
 }
 
 template <typename T>
@@ -134,7 +143,7 @@ void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::T
   const int64_t C = g.OC, P = g.N * g.Ho * g.Wo;
   const at::Tensor packed = row_product_weight<acc_t>(k, w_pw, false);
   const acc_t* pk = packed.const_data_ptr<acc_t>();
-  const int64_t block = row_block(C), blocks = (P + block - 1) / block;
+  const int64_t block = row_block(P, C), blocks = (P + block - 1) / block;
   const acc_t* b = bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr;
   T* out_ptr = out.mutable_data_ptr<T>();
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -544,7 +553,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
     acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
     // xsep's product: W_pw [O, C*M] packed as gD = gY W_pw's operand, and gD's rows in blocks.
     const at::Tensor w_rows = rows_on_xsep ? row_product_weight<acc_t>(k, w_pw.contiguous(), true) : at::Tensor();
-    const int64_t block = row_block(O);
     for (int64_t p0 = 0; p0 < P; p0 += T) {
       const int64_t n = std::min(T, P - p0);
       at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) {
@@ -560,6 +568,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
         const acc_t* gy_ptr = gy.const_data_ptr<acc_t>();
         const acc_t* pk = w_rows.const_data_ptr<acc_t>();
         acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
+        const int64_t block = row_block(n, O);
         at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t b0, int64_t b1) {
           const std::unique_ptr<acc_t[]> work(new acc_t[row_product_work(block, O)]);
           for (int64_t i = b0; i < b1; ++i) {
