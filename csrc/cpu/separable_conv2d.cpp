@@ -118,21 +118,32 @@ at::Tensor row_product_weight(const DepthwiseKernels<T>& k, const at::Tensor& w,
   return packed;
 }
 
-// Rows per block of row_product's operand a, for `rows` rows of K values split between the threads
-// block by block (at::parallel_for, grain 1: each thread a run of whole blocks): about
-// kRowBlockValues values, a multiple of 12 (the AVX-512 register tile's rows, twice AVX2's). A
-// short product (a small batch: 49 rows for one 7x7 image) would then be a few blocks shared
-// unevenly, 49 rows as 24 + 24 + 1, two blocks on one thread and a row on the other: with fewer
-// than 4 blocks a thread, the block count is instead a multiple of the threads and the blocks even
-// (49 rows on 2 threads: 13 + 13 + 13 + 10), their tails of fewer than 12 rows the price.
-int64_t row_block(int64_t rows, int64_t K) {
-  constexpr int64_t R = kRowProductTileRows;
-  const int64_t block = std::max<int64_t>(R, kRowBlockValues / K / R * R);
-  const int64_t threads = at::get_num_threads(), blocks = (rows + block - 1) / block;
-  if (threads <= 1 || blocks >= 4 * threads) return block;
-  const int64_t even = (blocks + threads - 1) / threads * threads;
-  return std::max<int64_t>(1, (rows + even - 1) / even);
-}
+// The blocks of a row product over `rows` rows of K values, which the threads share block by block
+// (at::parallel_for, grain 1: each thread a run of whole blocks). Usually blocks of about
+// kRowBlockValues values (in L2 beside a weight panel), a multiple of 12 rows (the AVX-512 register
+// tile's, twice AVX2's). A short product (a small batch: 49 rows for one 7x7 image) would then be a
+// few blocks shared unevenly, 49 rows as 24 + 24 + 1, two blocks on one thread and a row on the
+// other: with fewer than 4 blocks a thread, each thread takes one block instead, the last one the
+// rest (49 rows on 2 threads: 24 + 25). Blocks start at multiples of 12 rows either way, so each row
+// is computed by the same register tile whatever the thread count: the same bits.
+struct RowBlocks {
+  int64_t rows, size, count;
+  RowBlocks(int64_t rows, int64_t K) : rows(rows) {
+    constexpr int64_t R = kRowProductTileRows;
+    size = std::max<int64_t>(R, kRowBlockValues / K / R * R);
+    count = (rows + size - 1) / size;
+    const int64_t threads = at::get_num_threads();
+    if (threads <= 1 || count >= 4 * threads) return;
+    // The multiple of R just below or just above rows / threads, whichever leaves the longest block shorter.
+    const auto longest = [&](int64_t s) { return std::max(s, rows - (std::min(threads, (rows + s - 1) / s) - 1) * s); };
+    const int64_t below = std::max<int64_t>(R, rows / threads / R * R), above = below + R;
+    size = longest(below) <= longest(above) ? below : above;
+    count = std::min(threads, (rows + size - 1) / size);
+  }
+  int64_t begin(int64_t i) const { return i * size; }
+  int64_t end(int64_t i) const { return i == count - 1 ? rows : (i + 1) * size; }
+  int64_t longest() const { return std::max(size, rows - (count - 1) * size); }
+};
 
 template <typename T>
 void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::Tensor& w_pw, const at::Tensor& bias,
@@ -143,16 +154,17 @@ void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::T
   const int64_t C = g.OC, P = g.N * g.Ho * g.Wo;
   const at::Tensor packed = row_product_weight<acc_t>(k, w_pw, false);
   const acc_t* pk = packed.const_data_ptr<acc_t>();
-  const int64_t block = row_block(P, C), blocks = (P + block - 1) / block;
+  const RowBlocks blocks(P, C);
+  const int64_t block = blocks.longest();
   const acc_t* b = bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr;
   T* out_ptr = out.mutable_data_ptr<T>();
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, blocks.count, 1, [&](int64_t b0, int64_t b1) {
     constexpr bool out_is_acc = std::is_same_v<T, acc_t>;
     const std::unique_ptr<acc_t[]> d(new acc_t[block * C]);  // uninitialised: written before read
     const std::unique_ptr<acc_t[]> work(new acc_t[row_product_work(block, C)]);
     const std::unique_ptr<acc_t[]> y(out_is_acc ? nullptr : new acc_t[block * O]);
     for (int64_t i = b0; i < b1; ++i) {
-      const int64_t p0 = i * block, n = std::min(block, P - p0);
+      const int64_t p0 = blocks.begin(i), n = blocks.end(i) - p0;
       tile(p0, 0, n, d.get(), d.get());
       if constexpr (out_is_acc) {
         k.row_product(n, C, O, d.get(), C, pk, b, out_ptr + p0 * O, O, work.get());
@@ -568,11 +580,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
         const acc_t* gy_ptr = gy.const_data_ptr<acc_t>();
         const acc_t* pk = w_rows.const_data_ptr<acc_t>();
         acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
-        const int64_t block = row_block(n, O);
-        at::parallel_for(0, (n + block - 1) / block, 1, [&](int64_t b0, int64_t b1) {
-          const std::unique_ptr<acc_t[]> work(new acc_t[row_product_work(block, O)]);
+        const RowBlocks blocks(n, O);
+        at::parallel_for(0, blocks.count, 1, [&](int64_t b0, int64_t b1) {
+          const std::unique_ptr<acc_t[]> work(new acc_t[row_product_work(blocks.longest(), O)]);
           for (int64_t i = b0; i < b1; ++i) {
-            const int64_t q0 = i * block, rows = std::min(block, n - q0);
+            const int64_t q0 = blocks.begin(i), rows = blocks.end(i) - q0;
             acc_t* gm = gm_ptr + (p0 + q0) * g.OC;
             k.row_product(rows, O, g.OC, gy_ptr + q0 * O, O, pk, nullptr, gm, g.OC, work.get());
             if (mid != Activation::none) k.activation_grad(mid, d_ptr + q0 * g.OC, gm, rows * g.OC);
