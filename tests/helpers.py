@@ -18,6 +18,7 @@ pytest_configure hook imports Triton for the interpreter, which must come before
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -140,17 +141,24 @@ def dispatched_ops(fn, *args, **kwargs) -> set[str]:
     return seen
 
 
+@contextlib.contextmanager
+def intra_op_threads(count: int):
+    """torch at `count` intra-op threads inside the block, the thread count restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def at_one_and_two_threads(fn):
     """(fn() with torch at 1 intra-op thread, fn() at 2), the thread count restored after: for the
     checks that a result does not depend on how work is split across threads."""
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with intra_op_threads(1):
         one = fn()
-        torch.set_num_threads(2)
+    with intra_op_threads(2):
         two = fn()
-    finally:
-        torch.set_num_threads(threads)
     return one, two
 
 

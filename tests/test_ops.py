@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from helpers import at_one_and_two_threads, memory_format_of
+from helpers import at_one_and_two_threads, intra_op_threads, memory_format_of, require_native
 
 from xsep.ops import reference
 from xsep.testing import check_against_reference, rel_error
@@ -330,8 +330,6 @@ def test_short_fused_products_split_evenly_thread_count(shape, threads):
     # of the usual size: the fused op's output and gradients then match the float64 reference and
     # one thread's; on xsep's products to the bit (blocks start at multiples of the register tile
     # whatever the thread count), on the library's to rounding.
-    from helpers import require_native
-
     require_native()
     import xsep.functional as F
 
@@ -345,14 +343,10 @@ def test_short_fused_products_split_evenly_thread_count(shape, threads):
         y = F.separable_conv2d(*inputs, padding=1, mid_activation="relu", backend="native")
         return [y, *torch.autograd.grad(y, inputs, gy)]
 
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with intra_op_threads(1):
         one = run()
-        torch.set_num_threads(threads)
+    with intra_op_threads(threads):
         many = run()
-    finally:
-        torch.set_num_threads(previous)
     inputs = [t.double().requires_grad_() for t in (x, dw, pw)]
     y = reference.separable_conv2d(*inputs, None, (1, 1), (1, 1, 1, 1), (1, 1), "none", "relu")
     expected = [y, *torch.autograd.grad(y, inputs, gy.double())]
@@ -383,12 +377,8 @@ def test_native_pointwise_grad_weight_matches_reference(shape, dtype, layout):
     expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(o, c, 1, 1)
     results = []
     for threads in (1, 2):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with intra_op_threads(threads):
             got = ops().pointwise_conv2d_grad_weight(gy, x, weight)
-        finally:
-            torch.set_num_threads(previous)
         assert got.dtype == dtype and got.shape == weight.shape
         assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14), threads
         results.append(got)
@@ -657,14 +647,10 @@ def test_channels_last_unit_tiles_split_mid_row_native_matches_reference(kernel)
     x = away_from_zero(1, 3, 53, 29).float().contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(3, 1, kernel, kernel), torch.randn(3)
     geometry = ((1, 1), [kernel // 2] * 4, (1, 1), "none")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(3)
-    try:
+    with intra_op_threads(3):
         check_against_reference(lambda *t: ops().depthwise_conv2d(*t, *geometry),
                                 lambda *t: reference.depthwise_conv2d(*t, *geometry),
                                 [x, weight, bias], ["input", "weight", "bias"])
-    finally:
-        torch.set_num_threads(threads)
 
 
 # How the fused op cuts its work, per layout: separable_inputs' sizes, channels-last or not, the input
