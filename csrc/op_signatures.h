@@ -19,6 +19,12 @@ using DepthwiseConv2dFn = at::Tensor(const at::Tensor& input, const at::Tensor& 
 using DepthwiseConv2dGradFn = at::Tensor(const at::Tensor& grad_output, const at::Tensor& input,
                                          const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
                                          at::IntArrayRef dilation, std::string_view input_activation);
+// depthwise_conv2d_backward: (grad_input, grad_weight).
+using DepthwiseConv2dBackwardFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor& grad_output,
+                                                                     const at::Tensor& input, const at::Tensor& weight,
+                                                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                                                     at::IntArrayRef dilation,
+                                                                     std::string_view input_activation);
 
 using PointwiseConv2dFn = at::Tensor(const at::Tensor& input, const at::Tensor& weight,
                                      const std::optional<at::Tensor>& bias);

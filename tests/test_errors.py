@@ -236,6 +236,12 @@ RAW_CASES = [
     ("grad_output_shape", lambda: torch.ops.xsep.depthwise_conv2d_grad_input(
         torch.randn(2, 6, 7, 8), _x(), _dw(), ST, PAD, DIL, "none"), ValueError,
      r"xsep(\.|::)depthwise_conv2d_grad_input: grad_output must have shape \[2, 6, 8, 8\], got \[2, 6, 7, 8\]"),
+    ("depthwise_backward_grad_output_shape", lambda: torch.ops.xsep.depthwise_conv2d_backward(
+        torch.randn(2, 6, 8, 7), _x(), _dw(), ST, PAD, DIL, "none"), ValueError,
+     r"xsep(\.|::)depthwise_conv2d_backward: grad_output must have shape \[2, 6, 8, 8\], got \[2, 6, 8, 7\]"),
+    ("depthwise_backward_weight_dtype", lambda: torch.ops.xsep.depthwise_conv2d_backward(
+        torch.randn(2, 6, 8, 8), _x(), _dw().double(), ST, PAD, DIL, "relu"), TypeError,
+     r"xsep(\.|::)depthwise_conv2d_backward: weight has dtype Double but input has dtype Float"),
     ("grad_output_dtype", lambda: torch.ops.xsep.separable_conv2d_backward(
         torch.randn(2, 5, 8, 8, dtype=torch.float64), _x(), _dw(), _pw(), ST, PAD, DIL, "none", "none"), TypeError,
      r"xsep(\.|::)separable_conv2d_backward: grad_output has dtype Double but input has dtype Float"),

@@ -14,7 +14,7 @@ import torch
 from helpers import at_one_and_two_threads, intra_op_threads, memory_format_of, require_native
 
 from xsep.ops import reference
-from xsep.testing import check_against_reference, rel_error
+from xsep.testing import assert_matches_reference, check_against_reference, reference_results, rel_error
 
 pytestmark = pytest.mark.usefixtures("native")
 
@@ -79,7 +79,7 @@ def _depthwise_out_shape(x, weight):
 
 @pytest.mark.parametrize("input_activation", ["none", "relu"])
 def test_gradcheck_depthwise(input_activation):
-    # Autograd of depthwise_conv2d (its grad_input / grad_weight ops and the bias sum) against
+    # Autograd of depthwise_conv2d (its backward op for both gradients, and the bias sum) against
     # finite differences, with and without the input relu (inputs kept away from 0).
     x, weight, bias = depthwise_inputs(requires_grad=True)
     assert torch.autograd.gradcheck(
@@ -174,6 +174,7 @@ def _opcheck_cases():
         ("depthwise_conv2d", "none", dw_fwd("none")),
         ("depthwise_conv2d_grad_input", "relu", dw_bwd),
         ("depthwise_conv2d_grad_weight", "relu", dw_bwd),
+        ("depthwise_conv2d_backward", "relu", dw_bwd),
         ("pointwise_conv2d", "", pw_fwd),
         ("pointwise_conv2d_grad_input", "", pw_bwd),
         ("pointwise_conv2d_grad_weight", "", pw_bwd),
@@ -267,9 +268,12 @@ def _all_results(dtype=torch.float32, n=4, c=16, h=33, w=30, m=2, o=24):
     y_pw = ops().pointwise_conv2d(x, pw1, None)
     g_dw, g_sep, g_pw = (torch.randn_like(y) for y in (y_dw, y_sep, y_pw))
     sep_grads = ops().separable_conv2d_backward(g_sep, x, dw, pw, *geometry, "relu", "relu6", b)
+    dw_grads = ops().depthwise_conv2d_backward(g_dw, x, dw, *geometry, "relu")
     # Channels-last weight gradients go through another product (csrc/cpu/host.h, addmm_tn_fixed_order).
-    x_cl, g_pw_cl, g_sep_cl = (t.to(memory_format=torch.channels_last) for t in (x, g_pw, g_sep))
+    x_cl, g_pw_cl, g_sep_cl, g_dw_cl = (t.to(memory_format=torch.channels_last) for t in (x, g_pw, g_sep, g_dw))
     sep_grads_cl = ops().separable_conv2d_backward(g_sep_cl, x_cl, dw, pw, *geometry, "relu", "relu6", b)
+    # Channels-last depthwise gradients come from one pass over its chunks (csrc/cpu/host.h).
+    dw_grads_cl = ops().depthwise_conv2d_backward(g_dw_cl, x_cl, dw, *geometry, "relu")
     return {
         "depthwise_conv2d": y_dw,
         "separable_conv2d": y_sep,
@@ -278,12 +282,16 @@ def _all_results(dtype=torch.float32, n=4, c=16, h=33, w=30, m=2, o=24):
         "pointwise_conv2d_grad_input": ops().pointwise_conv2d_grad_input(g_pw, x, pw1),
         "separable_conv2d_backward[grad_input]": sep_grads[0],
         "depthwise_conv2d_grad_weight": ops().depthwise_conv2d_grad_weight(g_dw, x, dw, *geometry, "relu"),
+        "depthwise_conv2d_backward[grad_input]": dw_grads[0],
+        "depthwise_conv2d_backward[grad_weight]": dw_grads[1],
         "pointwise_conv2d_grad_weight": ops().pointwise_conv2d_grad_weight(g_pw, x, pw1),
         "separable_conv2d_backward[grad_depthwise_weight]": sep_grads[1],
         "separable_conv2d_backward[grad_pointwise_weight]": sep_grads[2],
         "separable_conv2d_backward[grad_depthwise_bias]": sep_grads[3],
         "pointwise_conv2d_grad_weight[channels_last]": ops().pointwise_conv2d_grad_weight(g_pw_cl, x_cl, pw1),
         "separable_conv2d_backward[channels_last grad_pointwise_weight]": sep_grads_cl[2],
+        "depthwise_conv2d_backward[channels_last grad_input]": dw_grads_cl[0],
+        "depthwise_conv2d_backward[channels_last grad_weight]": dw_grads_cl[1],
     }
 
 
@@ -308,7 +316,7 @@ def test_weight_gradients_independent_of_thread_count():
     # kernel are checked against the single-threaded ones the rest of the suite uses.
     one, two = at_one_and_two_threads(_seeded_results)
     weight_grads = [k for k in one if "weight" in k]
-    assert len(weight_grads) == 6
+    assert len(weight_grads) == 8
     different = [k for k in weight_grads if not torch.equal(one[k], two[k])]
     assert not different, f"depend on the thread count: {different}"
     for k in one:
@@ -354,6 +362,47 @@ def test_short_fused_products_split_evenly_thread_count(shape, threads):
     for got, single, want in zip(many, one, expected):
         assert torch.equal(got, single) if on_xsep else rel_error(got, single) <= 1e-6
         assert rel_error(got, want) <= 1e-5
+
+
+# (N, C, H, W, M, kernel, stride, padding (top, bottom, left, right), dilation, input activation):
+# one or many chunks of output rows (csrc/cpu/host.h: depthwise_backward_taps, at least 32 output
+# pixels a chunk), stride 2 and 3 (input rows a chunk starts between its output rows), a depth
+# multiplier, dilation, asymmetric padding, and padding so tall that the last output rows start
+# below the image (their chunks own no input row).
+_DEPTHWISE_BACKWARD_CASES = [
+    (2, 16, 13, 11, 1, 3, 1, (1, 1, 1, 1), 1, "none"),
+    (2, 8, 12, 9, 2, 3, 2, (1, 1, 1, 1), 1, "relu"),
+    (1, 24, 9, 14, 1, 5, 1, (4, 4, 4, 4), 2, "none"),
+    (3, 8, 7, 7, 1, 3, 2, (0, 3, 1, 0), 1, "relu"),
+    (1, 5, 7, 20, 1, 3, 3, (0, 0, 1, 1), 1, "none"),
+    (4, 32, 33, 30, 1, 3, 1, (1, 1, 1, 1), 1, "relu"),
+    (2, 8, 5, 6, 1, 3, 1, (4, 4, 1, 1), 1, "none"),
+]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", _DEPTHWISE_BACKWARD_CASES, ids=lambda c: "-".join(map(str, c[:7])))
+def test_native_depthwise_backward_matches_reference(case, dtype, layout):
+    # depthwise_conv2d_backward (both gradients in one call: what autograd runs when the input and
+    # the weight need them; channels-last in one pass over grad_output) against the float64
+    # reference, and equal to the bit to what grad_input and grad_weight compute alone.
+    n, c, h, w, m, k, stride, padding, dilation, act = case
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x64, wt64 = torch.randn(n, c, h, w, dtype=torch.float64), torch.randn(c * m, 1, k, k, dtype=torch.float64)
+    geometry = ((stride, stride), padding, (dilation, dilation), act)
+    x = x64.to(dtype).contiguous(memory_format=fmt)
+    wt = wt64.to(dtype)
+    y = reference.depthwise_conv2d(x64, wt64, None, *geometry)
+    go64 = torch.randn_like(y)
+    go = go64.to(dtype).contiguous(memory_format=fmt)
+    got = dict(zip(("grad_input", "grad_weight"), ops().depthwise_conv2d_backward(go, x, wt, *geometry)))
+    want, torch_at_dtype = reference_results(lambda x, wt: reference.depthwise_conv2d(x, wt, None, *geometry),
+                                             [x64, wt64], dtype, ["input", "weight"], go64)
+    assert_matches_reference(got, want, dtype, torch_at_dtype)
+    assert memory_format_of(got["grad_input"]) == memory_format_of(x)
+    assert torch.equal(got["grad_input"], ops().depthwise_conv2d_grad_input(go, x, wt, *geometry))
+    assert torch.equal(got["grad_weight"], ops().depthwise_conv2d_grad_weight(go, x, wt, *geometry))
 
 
 # (N, C, O, H, W): pixels K = N*H*W below, at and across the weight product's blocks of 256; output

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <optional>
 #include <string_view>
+#include <tuple>
 
 #include "common/conv_args.h"
 #include "common/layout.h"
@@ -147,64 +148,101 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   return in_format_of(out, input);
 }
 
+namespace {
+
+// The backward once the arguments are checked (g). NCHW: the input gradient (narrow planes on
+// oneDNN, see narrow_planes_on_onednn) and the weight gradient are separate passes.
+at::Tensor grad_input_of_nchw(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                              const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                              at::IntArrayRef dilation) {
+  if (narrow_planes_on_onednn(g, input, padding)) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a value, not a graph
+    return std::get<0>(at::convolution_backward(grad_output, input, weight, std::nullopt, stride,
+                                                {padding[0], padding[2]}, dilation, false, {0, 0}, g.C,
+                                                {true, false, false}));
+  }
+  return grad_input_in_nchw(g, grad_output, input, weight);
+}
+
+// Deterministic (see depthwise_backward_taps).
+at::Tensor grad_weight_in_nchw(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                               const at::Tensor& weight) {
+  const at::Tensor go = grad_output.contiguous(), x = input.contiguous();
+  at::Tensor gw;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_grad_weight",
+      [&] { gw = depthwise_grad_weight_nchw(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>()); });
+  return from_matrix(gw, weight);
+}
+
+// Channels-last: (grad_input when with_input, else undefined; grad_weight when with_weight, else
+// undefined); both from one pass over grad_output (depthwise_backward_taps).
+std::tuple<at::Tensor, at::Tensor> backward_in_nhwc(const DepthwiseGeometry& g, const at::Tensor& grad_output,
+                                                    const at::Tensor& input, const at::Tensor& weight, bool with_input,
+                                                    bool with_weight) {
+  const at::Tensor go = nhwc(grad_output);
+  // The input is read by the weight gradient, and by the input gradient to mask its relu.
+  const at::Tensor x = with_weight || g.relu_input ? nhwc(input) : at::Tensor();
+  at::Tensor gi = with_input ? empty_nhwc({g.N, g.C, g.H, g.W}, input) : at::Tensor();
+  const at::Tensor w = with_input ? tap_major(weight) : at::Tensor();
+  if (with_input && !with_weight) {
+    if (gi.numel() == 0) return {in_format_of(gi, input), {}};
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_grad_input", [&] {
+          using acc_t = Acc<scalar_t>;
+          const auto& k = depthwise_kernels<scalar_t>();
+          const scalar_t* gop = go.const_data_ptr<scalar_t>();
+          const scalar_t* xp = x.defined() ? x.const_data_ptr<scalar_t>() : nullptr;
+          const acc_t* wp = w.const_data_ptr<acc_t>();
+          scalar_t* gip = gi.mutable_data_ptr<scalar_t>();
+          const bool stream = stream_output(go.nbytes() + gi.nbytes() + (x.defined() ? x.nbytes() : 0));
+          at::parallel_for(0, g.N * g.H, grain(g.W * g.OC * g.kh * g.kw),
+                           [&](int64_t r0, int64_t r1) { k.grad_input(g, gop, wp, xp, gip, r0, r1, stream); });
+        });
+    return {in_format_of(gi, input), {}};
+  }
+  at::Tensor taps;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_backward", [&] {
+    using acc_t = Acc<scalar_t>;
+    scalar_t* gip = with_input && gi.numel() > 0 ? gi.mutable_data_ptr<scalar_t>() : nullptr;
+    const acc_t* wp = gip != nullptr ? w.const_data_ptr<acc_t>() : nullptr;
+    const bool stream = gip != nullptr && stream_output(go.nbytes() + gi.nbytes() + x.nbytes());
+    taps = depthwise_backward_taps(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), wp, gip, stream);
+  });
+  return {with_input ? in_format_of(gi, input) : at::Tensor(), from_tap_major(taps, weight)};
+}
+
+}  // namespace
+
 at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                            const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
                                            at::IntArrayRef dilation, std::string_view input_activation) {
-  constexpr const char* op = "xsep.depthwise_conv2d_grad_input";
-  const DepthwiseGeometry g =
-      check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding, dilation, input_activation);
-  if (runs_nchw(input)) {
-    if (narrow_planes_on_onednn(g, input, padding)) {
-      const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a value, not a graph
-      return std::get<0>(at::convolution_backward(grad_output, input, weight, std::nullopt, stride,
-                                                  {padding[0], padding[2]}, dilation, false, {0, 0}, g.C,
-                                                  {true, false, false}));
-    }
-    return grad_input_in_nchw(g, grad_output, input, weight);
-  }
-  at::Tensor gi = empty_nhwc({g.N, g.C, g.H, g.W}, input);
-  if (gi.numel() > 0) {
-    const at::Tensor go = nhwc(grad_output);
-    // The input is only read to mask the gradient of its relu.
-    const at::Tensor x = g.relu_input ? nhwc(input) : at::Tensor();
-    const at::Tensor w = tap_major(weight);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-      using acc_t = Acc<scalar_t>;
-      const auto& k = depthwise_kernels<scalar_t>();
-      const scalar_t* gop = go.const_data_ptr<scalar_t>();
-      const scalar_t* xp = x.defined() ? x.const_data_ptr<scalar_t>() : nullptr;
-      const acc_t* wp = w.const_data_ptr<acc_t>();
-      scalar_t* gip = gi.mutable_data_ptr<scalar_t>();
-      const bool stream = stream_output(go.nbytes() + gi.nbytes() + (x.defined() ? x.nbytes() : 0));
-      at::parallel_for(0, g.N * g.H, grain(g.W * g.OC * g.kh * g.kw),
-                       [&](int64_t r0, int64_t r1) { k.grad_input(g, gop, wp, xp, gip, r0, r1, stream); });
-    });
-  }
-  return in_format_of(gi, input);
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_input", at::kCPU, grad_output, input,
+                                                       weight, stride, padding, dilation, input_activation);
+  if (runs_nchw(input)) return grad_input_of_nchw(g, grad_output, input, weight, stride, padding, dilation);
+  return std::get<0>(backward_in_nhwc(g, grad_output, input, weight, true, false));
 }
 
-// Deterministic (see depthwise_grad_weight_taps).
 at::Tensor depthwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                             const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
                                             at::IntArrayRef dilation, std::string_view input_activation) {
-  constexpr const char* op = "xsep.depthwise_conv2d_grad_weight";
-  const DepthwiseGeometry g =
-      check_depthwise_backward(op, at::kCPU, grad_output, input, weight, stride, padding, dilation, input_activation);
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_weight", at::kCPU, grad_output,
+                                                       input, weight, stride, padding, dilation, input_activation);
+  if (runs_nchw(input)) return grad_weight_in_nchw(g, grad_output, input, weight);
+  return std::get<1>(backward_in_nhwc(g, grad_output, input, weight, false, true));
+}
+
+std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                                                 const at::Tensor& weight, at::IntArrayRef stride,
+                                                                 at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                                 std::string_view input_activation) {
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_backward", at::kCPU, grad_output, input,
+                                                       weight, stride, padding, dilation, input_activation);
   if (runs_nchw(input)) {
-    const at::Tensor go = grad_output.contiguous(), x = input.contiguous();
-    at::Tensor gw;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-      gw = depthwise_grad_weight_nchw(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>());
-    });
-    return from_matrix(gw, weight);
+    return {grad_input_of_nchw(g, grad_output, input, weight, stride, padding, dilation),
+            grad_weight_in_nchw(g, grad_output, input, weight)};
   }
-  const at::Tensor go = nhwc(grad_output);
-  const at::Tensor x = nhwc(input);
-  at::Tensor taps;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-    taps = depthwise_grad_weight_taps(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>());
-  });
-  return from_tap_major(taps, weight);
+  return backward_in_nhwc(g, grad_output, input, weight, true, true);
 }
 
 }  // namespace xsep::cpu

@@ -211,17 +211,12 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGe
   at::Tensor grad_taps;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "depthwise_backward_from_acc", [&] {
     using acc_t = Acc<scalar_t>;
-    const auto& k = depthwise_kernels<scalar_t>();
     const acc_t* go = grad_out_acc.const_data_ptr<acc_t>();
     const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
     const acc_t* w = w_taps.const_data_ptr<acc_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-    if (grad_input.numel() > 0) {
-      const bool stream = stream_output(grad_out_acc.nbytes() + grad_input.nbytes());
-      at::parallel_for(0, shape.N * shape.H, grain(shape.W * shape.OC * shape.kh * shape.kw),
-                       [&](int64_t r0, int64_t r1) { k.grad_input_acc(shape, go, w, x_ptr, gi, r0, r1, stream); });
-    }
-    grad_taps = depthwise_grad_weight_taps<scalar_t, acc_t>(shape, go, x_ptr);
+    const bool stream = stream_output(grad_out_acc.nbytes() + grad_input.nbytes());
+    grad_taps = depthwise_backward_taps<scalar_t, acc_t>(shape, go, x_ptr, w, gi, stream);
   });
   return {in_format_of(grad_input, input), from_tap_major(grad_taps, weight)};
 }

@@ -11,6 +11,7 @@ namespace xsep::cpu {
 // Each declared with its op's signature type (op_signatures.h).
 DepthwiseConv2dFn depthwise_conv2d_cpu;
 DepthwiseConv2dGradFn depthwise_conv2d_grad_input_cpu, depthwise_conv2d_grad_weight_cpu;
+DepthwiseConv2dBackwardFn depthwise_conv2d_backward_cpu;
 PointwiseConv2dFn pointwise_conv2d_cpu;
 PointwiseConv2dGradFn pointwise_conv2d_grad_input_cpu, pointwise_conv2d_grad_weight_cpu;
 SeparableConv2dFn separable_conv2d_cpu;

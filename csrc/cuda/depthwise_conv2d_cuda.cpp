@@ -9,6 +9,7 @@
 
 #include <optional>
 #include <string_view>
+#include <tuple>
 
 #include "common/conv_args.h"
 #include "common/layout.h"
@@ -46,12 +47,11 @@ at::Tensor depthwise_conv2d_cuda(const at::Tensor& input, const at::Tensor& weig
   return in_format_of(out, input);
 }
 
-at::Tensor depthwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                            const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
-                                            at::IntArrayRef dilation, std::string_view input_activation) {
-  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_input", kDevice, grad_output, input,
-                                                       weight, stride, padding, dilation, input_activation);
-  const c10::cuda::CUDAGuard guard(input.device());
+namespace {
+
+// The two gradients once the arguments are checked (g); the caller holds the device guard.
+at::Tensor grad_input(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                      const at::Tensor& weight) {
   const at::Tensor w = tap_major(weight);
   if (input.suggest_memory_format() == at::MemoryFormat::Contiguous) {
     // NCHW at unit stride with M == 1: the NCHW kernel, no layout conversion
@@ -76,12 +76,8 @@ at::Tensor depthwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const
 }
 
 // Deterministic: fixed chunks, partial sums, an ordered second pass (see depthwise_conv2d_kernels.h).
-at::Tensor depthwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                             const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
-                                             at::IntArrayRef dilation, std::string_view input_activation) {
-  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_weight", kDevice, grad_output, input,
-                                                       weight, stride, padding, dilation, input_activation);
-  const c10::cuda::CUDAGuard guard(input.device());
+at::Tensor grad_weight(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                       const at::Tensor& weight) {
   const auto acc = input.options().dtype(acc_dtype(input.scalar_type()));
   at::Tensor taps = at::empty({g.kh * g.kw, g.OC}, acc);
   if (g.N * g.Ho * g.Wo == 0) {
@@ -94,6 +90,38 @@ at::Tensor depthwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, cons
                                taps.mutable_data_ptr(), current_stream());
   }
   return from_tap_major(taps, weight);
+}
+
+}  // namespace
+
+at::Tensor depthwise_conv2d_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                            const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                            at::IntArrayRef dilation, std::string_view input_activation) {
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_input", kDevice, grad_output, input,
+                                                       weight, stride, padding, dilation, input_activation);
+  const c10::cuda::CUDAGuard guard(input.device());
+  return grad_input(g, grad_output, input, weight);
+}
+
+at::Tensor depthwise_conv2d_grad_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                             const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                             at::IntArrayRef dilation, std::string_view input_activation) {
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_weight", kDevice, grad_output, input,
+                                                       weight, stride, padding, dilation, input_activation);
+  const c10::cuda::CUDAGuard guard(input.device());
+  return grad_weight(g, grad_output, input, weight);
+}
+
+// The two kernels one after the other (each reads grad_output).
+std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cuda(const at::Tensor& grad_output,
+                                                                  const at::Tensor& input, const at::Tensor& weight,
+                                                                  at::IntArrayRef stride, at::IntArrayRef padding,
+                                                                  at::IntArrayRef dilation,
+                                                                  std::string_view input_activation) {
+  const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_backward", kDevice, grad_output, input,
+                                                       weight, stride, padding, dilation, input_activation);
+  const c10::cuda::CUDAGuard guard(input.device());
+  return {grad_input(g, grad_output, input, weight), grad_weight(g, grad_output, input, weight)};
 }
 
 }  // namespace xsep::cuda

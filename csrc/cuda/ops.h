@@ -11,6 +11,7 @@ namespace xsep::cuda {
 // Each declared with its op's signature type (op_signatures.h).
 DepthwiseConv2dFn depthwise_conv2d_cuda;
 DepthwiseConv2dGradFn depthwise_conv2d_grad_input_cuda, depthwise_conv2d_grad_weight_cuda;
+DepthwiseConv2dBackwardFn depthwise_conv2d_backward_cuda;
 PointwiseConv2dFn pointwise_conv2d_cuda;
 PointwiseConv2dGradFn pointwise_conv2d_grad_input_cuda, pointwise_conv2d_grad_weight_cuda;
 SeparableConv2dFn separable_conv2d_cuda;

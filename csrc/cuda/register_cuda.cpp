@@ -19,6 +19,7 @@ TORCH_LIBRARY_IMPL(XSEP_CUDA_OPS_LIBRARY, XSEP_CUDA_OPS_KEY, m) {
   m.impl("depthwise_conv2d", &depthwise_conv2d_cuda);
   m.impl("depthwise_conv2d_grad_input", &depthwise_conv2d_grad_input_cuda);
   m.impl("depthwise_conv2d_grad_weight", &depthwise_conv2d_grad_weight_cuda);
+  m.impl("depthwise_conv2d_backward", &depthwise_conv2d_backward_cuda);
   m.impl("pointwise_conv2d", &pointwise_conv2d_cuda);
   m.impl("pointwise_conv2d_grad_input", &pointwise_conv2d_grad_input_cuda);
   m.impl("pointwise_conv2d_grad_weight", &pointwise_conv2d_grad_weight_cuda);

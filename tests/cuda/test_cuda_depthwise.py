@@ -30,7 +30,7 @@ CASES = pairwise({
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()).replace(" ", ""))
 def test_matches_reference(target, case):
-    # Forward, grad input and grad weight (the raw ops) over the covering design.
+    # Forward, grad input and grad weight (the raw ops, and the backward op of both) over the covering design.
     dtype, (kh, kw) = case["dtype"], case["kernel"]
     n, c, h, w_ = 2, case["channels"], 13, 17
     oc = c * case["multiplier"]
@@ -48,6 +48,9 @@ def test_matches_reference(target, case):
            "grad_weight": target.ops.depthwise_conv2d_grad_weight(go, x, w, *args)}
     assert all(t.dtype == dtype for t in got.values())
     assert_matches_reference(got, want, dtype, torch_at_dtype)
+    # Both gradients in one call (what autograd runs): the same kernels, the same bits.
+    grad_input, grad_weight = target.ops.depthwise_conv2d_backward(go, x, w, *args)
+    assert torch.equal(grad_input, got["grad_input"]) and torch.equal(grad_weight, got["grad_weight"])
     # outputs keep the input's memory format
     if case["layout"] == "channels_last":
         assert got["output"].is_contiguous(memory_format=torch.channels_last)

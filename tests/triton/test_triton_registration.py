@@ -188,7 +188,7 @@ def test_errors_match_native(triton_device, case):
 
 
 def test_registers_exactly_the_schemas():
-    """torch.ops.xsep_triton defines the eight ops with xsep/ops/schemas.py's schemas, and nothing else
+    """torch.ops.xsep_triton defines the nine ops with xsep/ops/schemas.py's schemas, and nothing else
     (the compiled namespace's twin of this test is in tests/test_schemas.py)."""
     from xsep.ops.schemas import SCHEMAS
     from xsep.triton import _ops

@@ -23,7 +23,7 @@ _lock = threading.Lock()
 
 
 def register(namespace: str) -> None:
-    """Fake kernels, autograd and decompositions for the eight ops of `namespace`, once per namespace."""
+    """Fake kernels, autograd and decompositions for the nine ops of `namespace`, once per namespace."""
     with _lock:
         if namespace in _libraries:
             return

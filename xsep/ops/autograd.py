@@ -52,8 +52,8 @@ def join_args(op: str, tensors, rest) -> list:
     tensors, rest = iter(tensors), iter(rest)
     positions = TENSOR_POSITIONS[op]
     return [next(tensors) if i in positions else next(rest) for i in range(NUM_ARGS[op])]
-BACKWARD_OPS = ("depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight", "pointwise_conv2d_grad_input",
-                "pointwise_conv2d_grad_weight", "separable_conv2d_backward")
+BACKWARD_OPS = ("depthwise_conv2d_grad_input", "depthwise_conv2d_grad_weight", "depthwise_conv2d_backward",
+                "pointwise_conv2d_grad_input", "pointwise_conv2d_grad_weight", "separable_conv2d_backward")
 
 
 def _reference_of(op: str, tensors, rest, which):
@@ -78,6 +78,9 @@ def _kernel_grads(namespace: str, op: str, tensors, rest, needs, grad_output):
             gi, gdw, gpw, gdb = ops.separable_conv2d_backward(grad_output, *tensors[:3], *rest, depthwise_bias)
             grads[:3] = [g if need else None for g, need in zip((gi, gdw, gpw), needs)]
             grads[4] = gdb if depthwise_bias is not None and needs[4] else None
+    elif op == "depthwise_conv2d" and needs[0] and needs[1]:
+        # Both from one call: a kernel may read grad_output once for the two.
+        grads[:2] = ops.depthwise_conv2d_backward(grad_output, *tensors[:2], *rest)
     else:
         input, weight = tensors[:2]
         if needs[0]:

@@ -313,7 +313,7 @@ def depthwise_conv2d(input, weight, bias, stride, padding, dilation, input_activ
 
 
 def depthwise_conv2d_backward(op, grad_output, input, weight, stride, padding, dilation, input_activation):
-    """depthwise_conv2d_grad_input and _grad_weight."""
+    """depthwise_conv2d_grad_input, _grad_weight and _backward."""
     g = op_depthwise(op, input, weight, None, stride, padding, dilation, input_activation)
     op_grad_output(op, grad_output, input, g.OC, g.Ho, g.Wo)
     return g

@@ -70,6 +70,10 @@ def depthwise_conv2d_grad_weight(grad_output, input, weight, stride, padding, di
                                (False, True))[1]
 
 
+def depthwise_conv2d_backward(grad_output, input, weight, stride, padding, dilation, input_activation):
+    return _depthwise_backward(grad_output, input, weight, stride, padding, dilation, input_activation, (True, True))
+
+
 def _pointwise_backward(grad_output, input, weight, mask):
     return aten.convolution_backward(grad_output, input, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
                                      [mask[0], mask[1], False])
@@ -100,6 +104,7 @@ DECOMPOSITIONS = {
     "depthwise_conv2d": reference.depthwise_conv2d,
     "depthwise_conv2d_grad_input": depthwise_conv2d_grad_input,
     "depthwise_conv2d_grad_weight": depthwise_conv2d_grad_weight,
+    "depthwise_conv2d_backward": depthwise_conv2d_backward,
     "pointwise_conv2d": reference.pointwise_conv2d,
     "pointwise_conv2d_grad_input": pointwise_conv2d_grad_input,
     "pointwise_conv2d_grad_weight": pointwise_conv2d_grad_weight,

@@ -1,4 +1,4 @@
-"""Fake (meta) kernels of the eight ops, for every namespace that implements them: shapes, dtypes and
+"""Fake (meta) kernels of the nine ops, for every namespace that implements them: shapes, dtypes and
 memory formats without computing anything, after the same argument checks as the real kernels
 (xsep/ops/checks.py), so that meta and fake tensors are refused as real ones would be rather than
 traced into a graph that fails later.
@@ -41,6 +41,12 @@ def depthwise_conv2d_grad_weight(grad_output, input, weight, stride, padding, di
     return _weight_like(weight)
 
 
+def depthwise_conv2d_backward(grad_output, input, weight, stride, padding, dilation, input_activation):
+    checks.depthwise_conv2d_backward("xsep.depthwise_conv2d_backward", grad_output, input, weight, stride,
+                                     padding, dilation, input_activation)
+    return empty_like_format(input, input.shape), _weight_like(weight)
+
+
 def pointwise_conv2d(input, weight, bias):
     checks.pointwise_conv2d(input, weight, bias)
     n, _, h, w = input.shape
@@ -77,6 +83,7 @@ FAKES = {
     "depthwise_conv2d": depthwise_conv2d,
     "depthwise_conv2d_grad_input": depthwise_conv2d_grad_input,
     "depthwise_conv2d_grad_weight": depthwise_conv2d_grad_weight,
+    "depthwise_conv2d_backward": depthwise_conv2d_backward,
     "pointwise_conv2d": pointwise_conv2d,
     "pointwise_conv2d_grad_input": pointwise_conv2d_grad_input,
     "pointwise_conv2d_grad_weight": pointwise_conv2d_grad_weight,

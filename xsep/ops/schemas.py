@@ -20,6 +20,10 @@ SCHEMAS: dict[str, str] = {
     "depthwise_conv2d": f"(Tensor input, Tensor weight, Tensor? bias, {_DEPTHWISE_ARGS}) -> Tensor",
     "depthwise_conv2d_grad_input": f"(Tensor grad_output, Tensor input, Tensor weight, {_DEPTHWISE_ARGS}) -> Tensor",
     "depthwise_conv2d_grad_weight": f"(Tensor grad_output, Tensor input, Tensor weight, {_DEPTHWISE_ARGS}) -> Tensor",
+    # Both gradients, (grad_input, grad_weight), in one call (what a training step needs): a kernel
+    # may then read grad_output once for the two.
+    "depthwise_conv2d_backward": (f"(Tensor grad_output, Tensor input, Tensor weight, {_DEPTHWISE_ARGS}) "
+                                  "-> (Tensor, Tensor)"),
     "pointwise_conv2d": "(Tensor input, Tensor weight, Tensor? bias) -> Tensor",
     "pointwise_conv2d_grad_input": "(Tensor grad_output, Tensor input, Tensor weight) -> Tensor",
     "pointwise_conv2d_grad_weight": "(Tensor grad_output, Tensor input, Tensor weight) -> Tensor",

@@ -69,6 +69,19 @@ depthwise_conv2d_grad_input = _depthwise_backward("grad_input")
 depthwise_conv2d_grad_weight = _depthwise_backward("grad_weight")
 
 
+@_op("depthwise_conv2d_backward")
+def depthwise_conv2d_backward(grad_output, input, weight, stride, padding, dilation, input_activation):
+    from xsep.triton import depthwise_conv2d as k
+
+    stride, padding, dilation = _lists(stride, padding, dilation)
+    checks.depthwise_conv2d_backward("xsep.depthwise_conv2d_backward", grad_output, input, weight, stride, padding,
+                                     dilation, input_activation)
+    relu = input_activation == "relu"
+    with _on(input):  # the two kernels one after the other
+        return (k.grad_input(grad_output, input, weight, stride, padding, dilation, relu),
+                k.grad_weight(grad_output, input, weight, stride, padding, dilation, relu))
+
+
 # --------------------------------------------------------------------------------------------------
 # Pointwise
 
