@@ -28,8 +28,8 @@ TABLE = {
         (1.07, 1.143),  # AMD EPYC, default
         (0.91, 0.971),  # AMD EPYC (avx512), default
         (1.11, 1.089),  # AMD EPYC (avx512), retain
-        (0.946, 0.991),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.15, 1.124),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.148, 1.094),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.224, 1.265),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.382, 0.976),  # AMD EPYC (avx512, family 26 model 2), default
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
@@ -72,8 +72,8 @@ TABLE = {
         (1.071, 1.077),  # AMD EPYC, default
         (1.052, 0.976),  # AMD EPYC (avx512), default
         (0.985, 0.952),  # AMD EPYC (avx512), retain
-        (1.116, 1.027),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.013, 0.988),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.102, 1.035),  # AMD EPYC (avx512, family 25 model 17), default
+        (0.996, 1.004),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.119, 1.101),  # AMD EPYC (avx512, family 26 model 2), default
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
