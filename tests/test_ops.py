@@ -368,7 +368,8 @@ def test_short_fused_products_split_evenly_thread_count(shape, threads):
 # one or many chunks of output rows (csrc/cpu/host.h: depthwise_backward_taps, at least 32 output
 # pixels a chunk), stride 2 and 3 (input rows a chunk starts between its output rows), a depth
 # multiplier, dilation, asymmetric padding, and padding so tall that the last output rows start
-# below the image (their chunks own no input row).
+# below the image (their chunks own no input row); in NCHW, blocks of channels (csrc/cpu/
+# depthwise_conv2d.cpp: backward_in_nchw): one, or (64x64 planes) several a thread.
 _DEPTHWISE_BACKWARD_CASES = [
     (2, 16, 13, 11, 1, 3, 1, (1, 1, 1, 1), 1, "none"),
     (2, 8, 12, 9, 2, 3, 2, (1, 1, 1, 1), 1, "relu"),
@@ -377,6 +378,7 @@ _DEPTHWISE_BACKWARD_CASES = [
     (1, 5, 7, 20, 1, 3, 3, (0, 0, 1, 1), 1, "none"),
     (4, 32, 33, 30, 1, 3, 1, (1, 1, 1, 1), 1, "relu"),
     (2, 8, 5, 6, 1, 3, 1, (4, 4, 1, 1), 1, "none"),
+    (2, 32, 64, 64, 1, 3, 1, (1, 1, 1, 1), 1, "relu"),
 ]
 
 
