@@ -39,8 +39,8 @@ TABLE = {
         (0.398, 0.443),  # AMD EPYC, default
         (2.019, 1.92),  # AMD EPYC (avx512), default
         (1.462, 1.542),  # AMD EPYC (avx512), retain
-        (2.02, 1.906),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.625, 1.582),  # AMD EPYC (avx512, family 25 model 17), retain
+        (2.164, 1.997),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.465, 1.413),  # AMD EPYC (avx512, family 25 model 17), retain
         (2.367, 2.024),  # AMD EPYC (avx512, family 26 model 2), default
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
