@@ -121,6 +121,17 @@ def no_backend_env(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_automatic_choice():
+    """xsep.functional remembers its automatic backend choices; tests change what they depend on
+    (the committed results, this CPU's name, the selection itself), so each test starts afresh."""
+    from xsep import functional
+
+    functional._AUTOMATIC.clear()
+    yield
+    functional._AUTOMATIC.clear()
+
+
+@pytest.fixture(autouse=True)
 def _seed(request):
     """A fixed seed per test (from its id), so a failure reproduces when the test runs alone."""
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))

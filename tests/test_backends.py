@@ -242,3 +242,25 @@ def test_functional_passes_the_input_layout(monkeypatch, no_backend_env):
     XF.depthwise_conv2d(x, w)
     XF.depthwise_conv2d(x.to(memory_format=torch.channels_last), w)
     assert seen == ["nchw", "channels_last"]
+
+
+def test_functional_makes_the_automatic_choice_once(monkeypatch, no_backend_env):
+    # The automatic choice is remembered per device, op and layout (making it costs more than a
+    # small layer's kernel); a backend named by the argument or by XSEP_BACKEND is checked each call.
+    seen = []
+    real = backends.select
+    monkeypatch.setattr(backends, "select", lambda *a: seen.append(a[0]) or real(*a))
+    x, w = torch.randn(1, 3, 6, 6), torch.randn(3, 1, 3, 3)
+    for _ in range(3):
+        XF.depthwise_conv2d(x, w)
+    XF.depthwise_conv2d(x.to(memory_format=torch.channels_last), w)
+    XF.pointwise_conv2d(x, torch.randn(4, 3, 1, 1))
+    assert seen == [None, None, None]
+    XF.depthwise_conv2d(x, w, backend="torch")
+    XF.depthwise_conv2d(x, w, backend="torch")
+    monkeypatch.setenv("XSEP_BACKEND", "torch")
+    XF.depthwise_conv2d(x, w)
+    assert seen == [None, None, None, "torch", "torch", None]
+    monkeypatch.setenv("XSEP_BACKEND", "no-such-backend")
+    with pytest.raises(ValueError, match="unknown XSEP_BACKEND 'no-such-backend'"):
+        XF.depthwise_conv2d(x, w)

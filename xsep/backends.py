@@ -10,7 +10,8 @@ kernels, `torch` as the last resort; for CUDA tensors the automatic choice skips
 NOT_YET_VERIFIED_ON_GPU, and for CPU tensors it takes `native` only for the ops and layouts where
 the committed benchmark results show it at least as fast as torch on that kind of CPU with the
 process's allocator setting (`measured_faster_on_cpu`). An explicit choice that cannot run raises,
-saying why.
+saying why. xsep.functional makes the automatic choice once per device, op and layout and remembers it
+(what it depends on is fixed for the process); a name, given or in XSEP_BACKEND, is checked every call.
 
 `implementation(name)` is a backend's three ops on normalised arguments (see xsep/ops/checks.py),
 each differentiable: what xsep.functional calls once it has chosen.

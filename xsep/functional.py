@@ -13,6 +13,8 @@ Arguments follow torch.nn.functional.conv2d, with two extensions:
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from xsep import backends
@@ -28,11 +30,25 @@ def _autocast(device_type: str, tensors):
     return [None if t is None else t.to(dtype) for t in tensors]
 
 
+# The automatic choice per (device, op, layout), made once: every input it depends on (the library,
+# the committed results, this CPU, the allocator setting) is fixed for the process, and making it
+# costs tens of microseconds a call, up to 200 when a model's large layers have just evicted the
+# interpreter's data from the caches: as much as a small layer's kernel. Tests that change those
+# inputs clear it (tests/conftest.py).
+_AUTOMATIC: dict[tuple[torch.device, str, str], str] = {}
+
+
 @torch.compiler.assume_constant_result
 def _select_backend(backend: str | None, device: torch.device, op: str, layout: str) -> str:
     """backends.select, which torch.compile runs once while tracing and bakes into the graph (it
     takes a lock, reads the environment and asks the dispatcher: nothing for Dynamo to trace)."""
-    return backends.select(backend, device, op, layout)
+    if backend is not None or os.environ.get("XSEP_BACKEND"):
+        return backends.select(backend, device, op, layout)
+    key = (device, op, layout)
+    choice = _AUTOMATIC.get(key)
+    if choice is None:
+        choice = _AUTOMATIC[key] = backends.select(None, device, op, layout)
+    return choice
 
 
 def _layout(input: torch.Tensor) -> str:
