@@ -152,16 +152,13 @@ namespace {
 
 // The backward once the arguments are checked (g). NCHW: the input gradient (narrow planes on
 // oneDNN, see narrow_planes_on_onednn) and the weight gradient are separate passes.
-at::Tensor grad_input_of_nchw(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
-                              const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
-                              at::IntArrayRef dilation) {
-  if (narrow_planes_on_onednn(g, input, padding)) {
-    const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a value, not a graph
-    return std::get<0>(at::convolution_backward(grad_output, input, weight, std::nullopt, stride,
-                                                {padding[0], padding[2]}, dilation, false, {0, 0}, g.C,
-                                                {true, false, false}));
-  }
-  return grad_input_in_nchw(g, grad_output, input, weight);
+at::Tensor grad_input_on_onednn(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                                const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                at::IntArrayRef dilation) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a value, not a graph
+  return std::get<0>(at::convolution_backward(grad_output, input, weight, std::nullopt, stride,
+                                              {padding[0], padding[2]}, dilation, false, {0, 0}, g.C,
+                                              {true, false, false}));
 }
 
 // Deterministic (see depthwise_backward_taps).
@@ -266,7 +263,12 @@ at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
                                            at::IntArrayRef dilation, std::string_view input_activation) {
   const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_input", at::kCPU, grad_output, input,
                                                        weight, stride, padding, dilation, input_activation);
-  if (runs_nchw(input)) return grad_input_of_nchw(g, grad_output, input, weight, stride, padding, dilation);
+  if (runs_nchw(input)) {
+    if (narrow_planes_on_onednn(g, input, padding)) {
+      return grad_input_on_onednn(g, grad_output, input, weight, stride, padding, dilation);
+    }
+    return grad_input_in_nchw(g, grad_output, input, weight);
+  }
   return std::get<0>(backward_in_nhwc(g, grad_output, input, weight, true, false));
 }
 
@@ -287,7 +289,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(const at::Tenso
                                                        weight, stride, padding, dilation, input_activation);
   if (runs_nchw(input)) {
     if (!narrow_planes_on_onednn(g, input, padding)) return backward_in_nchw(g, grad_output, input, weight);
-    return {grad_input_of_nchw(g, grad_output, input, weight, stride, padding, dilation),
+    return {grad_input_on_onednn(g, grad_output, input, weight, stride, padding, dilation),
             grad_weight_in_nchw(g, grad_output, input, weight)};
   }
   return backward_in_nhwc(g, grad_output, input, weight, true, true);
