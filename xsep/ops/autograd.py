@@ -68,7 +68,14 @@ def _reference_of(op: str, tensors, rest, which):
 
 
 def _kernel_grads(namespace: str, op: str, tensors, rest, needs, grad_output):
-    """First derivatives from the namespace's backward ops (bias: grad_output summed over N, H, W)."""
+    """First derivatives from the namespace's backward ops (bias: grad_output summed over N, H, W).
+    Called with grad mode off (see `gradients`), so the ops run below autograd: nothing to record,
+    and their Autograd kernel (Python, torch.library's) would cost a trip through it each call."""
+    with torch._C._AutoDispatchBelowAutograd():
+        return _kernel_grads_below_autograd(namespace, op, tensors, rest, needs, grad_output)
+
+
+def _kernel_grads_below_autograd(namespace: str, op: str, tensors, rest, needs, grad_output):
     ops = getattr(torch.ops, namespace)
     grads = [None] * len(tensors)
     if op == "separable_conv2d":
