@@ -32,9 +32,9 @@ def _autocast(device_type: str, tensors):
 
 # The automatic choice per (device, op, layout), made once: every input it depends on (the library,
 # the committed results, this CPU, the allocator setting) is fixed for the process, and making it
-# costs tens of microseconds a call, up to 200 when a model's large layers have just evicted the
-# interpreter's data from the caches: as much as a small layer's kernel. Tests that change those
-# inputs clear it (tests/conftest.py).
+# cost 40-90 us a call inside a model, whose large layers leave the interpreter's data out of the
+# caches (convnext_atto's 7x7 layers, Zen 4): as much as a small layer's kernel. Tests that change
+# those inputs clear it (tests/conftest.py).
 _AUTOMATIC: dict[tuple[torch.device, str, str], str] = {}
 
 
