@@ -150,8 +150,9 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
 
 namespace {
 
-// The backward once the arguments are checked (g). NCHW: the input gradient (narrow planes on
-// oneDNN, see narrow_planes_on_onednn) and the weight gradient are separate passes.
+// The backward once the arguments are checked (g). NCHW input gradient of narrow float32 planes:
+// oneDNN's, torch's own call (see narrow_planes_on_onednn); the weight gradient is then a pass of its
+// own (grad_weight_in_nchw), while other NCHW layers take both in one pass (backward_in_nchw).
 at::Tensor grad_input_on_onednn(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
                                 const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
                                 at::IntArrayRef dilation) {
