@@ -671,6 +671,8 @@ _UNIT_CASES = [
     (1, 33, 5, 12, (5, 5), (1, 1), (1, 3, 3, 1), (1, 1), "relu", "asymmetric 5x5 padding"),
     (1, 8, 4, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), "none", "W = 1"),
     (1, 20, 7, 26, (5, 3), (1, 1), (2, 2, 1, 1), (1, 1), "relu", "5x3: runs on the rows with three tap rows"),
+    (1, 1024, 4, 11, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), "relu",
+     "pixels 4 KiB apart in float32 and float64 (unit tiles, not runs), 2 KiB in 16-bit types (runs)"),
 ]
 
 

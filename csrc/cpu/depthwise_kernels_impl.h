@@ -534,6 +534,24 @@ inline void fwd_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_
   store_tile<P, NV, Partial, A>(out, C, acc, n, Edge ? t.np : P);
 }
 
+// Whether runs suit rows whose pixels are C values of S apart. A run reads one block of channels
+// from every pixel of its rows; when the pixels are a multiple of 4 KiB apart (1024 float channels,
+// 2048, ...) those reads all fall in the same few L1 cache sets (the address bits below 4 KiB pick
+// the set), and unit tiles, which read all of a pixel's channels in turn, ran faster. Zen 4 EPYC,
+// fp32, batch 8, 2 threads, 3x3, 2026-12-04, separate processes alternating (min of two), runs ->
+// unit tiles, forward / input gradient in us: AVX-512 7x7x1024 121 -> 98 / 130 -> 91, 10x10x1024
+// 214 -> 197 / 233 -> 207, 10x10x2048 419 -> 389 / 441 -> 341, 19x19x1024 1017 -> 775 / 1049 -> 737,
+// 37x37x1024 4401 -> 4361 / 4612 -> 4432; the AVX2 build (XSEP_CPU_ISA=avx2) 1.3-1.9x: 10x10x1024
+// 479 -> 263 / 504 -> 273, 19x19x1024 2039 -> 1194 / 2167 -> 1165, 37x37x1024 9075 -> 5212 / 9644
+// -> 4968. Other channel counts stay in runs: within 10% of unit tiles on short rows (AVX-512
+// forward, 19x19x728 310 against 284 us, 10x10x1536 193 against 182) and 1.8x faster on long ones
+// (74x74x256 2780 against 5096). Even in unit tiles, 1024 channels cost about twice as much per
+// channel as 1008 or 1040 (10x10: 197 us against 105-107).
+template <typename S>
+XSEP_INLINE bool runs_suit_pixel_stride(i64 C) {
+  return (C * i64(sizeof(S))) % 4096 != 0;
+}
+
 // The tap-column counts that have unit tiles.
 XSEP_INLINE bool has_unit_tiles(i64 kw) { return kw == 3 || kw == 5 || kw == 7; }
 
@@ -721,13 +739,14 @@ void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C
   // to the last with none in the right.
   const i64 a = clamp_(pad_left, wo0, wo1), b = clamp_(W + pad_left - (KW - 1), a, wo1);
   if constexpr (kHasRuns<KW>) {
-    if (a < b && for_runs<A>(
-                     rows, C, b - a,
-                     [&](auto r, auto blk, i64 c0, int nc) {
-                       fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
-                           xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + c0, nc, wo0, wo1, a, b,
-                           pad_left, W);
-                     }))
+    if (a < b && runs_suit_pixel_stride<T>(C) &&
+        for_runs<A>(
+            rows, C, b - a,
+            [&](auto r, auto blk, i64 c0, int nc) {
+              fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
+                  xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + c0, nc, wo0, wo1, a, b, pad_left,
+                  W);
+            }))
       return;
   }
   fwd_unit_tiles<KW, Relu>(xr, w, rows, src_di, w_di, C, bias, out, wo0, wo1, pad_left, W);
@@ -975,12 +994,13 @@ void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C,
                  i64 pad_left) {
   const i64 a = clamp_(KW - 1 - pad_left, 0, W), b = clamp_(Wo - pad_left, a, W);
   if constexpr (kHasRuns<KW>) {
-    if (a < b && for_runs<A>(
-                     rows, C, b - a,
-                     [&](auto r, auto blk, i64 c0, int nc) {
-                       gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
-                           gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo, pad_left);
-                     }))
+    if (a < b && runs_suit_pixel_stride<S>(C) &&
+        for_runs<A>(
+            rows, C, b - a,
+            [&](auto r, auto blk, i64 c0, int nc) {
+              gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
+                  gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo, pad_left);
+            }))
       return;
   }
   gi_unit_tiles<KW>(gor, w, rows, go_di, w_di, C, x, gi, W, Wo, pad_left);
