@@ -28,8 +28,8 @@ TABLE = {
         (1.07, 1.143),  # AMD EPYC, default
         (0.91, 0.971),  # AMD EPYC (avx512), default
         (1.11, 1.089),  # AMD EPYC (avx512), retain
-        (1.148, 1.094),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.224, 1.265),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.007, 1.083),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.229, 1.239),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.382, 0.976),  # AMD EPYC (avx512, family 26 model 2), default
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
