@@ -652,7 +652,8 @@ def test_nchw_weight_gradient_with_an_infinite_input(stride):
 # pixels left in the segment, is an edge tile that skips those columns and stores only its pixels; and
 # a channel tail shorter than a vector (when C is at least one vector) is redone as the whole vector
 # ending at C. With three tap rows and 3 tap columns, the tiles whose taps all lie inside a row go in
-# runs (weights held in registers) and the rest in unit tiles. These cases hit those edges; named "native ... matches_reference" so that
+# runs (weights held in registers) and the rest in unit tiles; rows whose pixels are a multiple of
+# 4 KiB apart go wholly in unit tiles. These cases hit those edges; named "native ... matches_reference" so that
 # test_every_cpu_isa reruns them (the tiles and vectors differ per instruction set).
 
 # (N, C, H, W, (kh, kw), stride, padding (top, bottom, left, right), dilation, input activation, why)
