@@ -220,32 +220,37 @@ std::tuple<at::Tensor, at::Tensor> backward_in_nchw(const DepthwiseGeometry& g, 
   return {gi, from_matrix(gw, weight)};
 }
 
-// Channels-last: (grad_input when with_input, else undefined; grad_weight when with_weight, else
-// undefined); both from one pass over grad_output (depthwise_backward_taps).
-std::tuple<at::Tensor, at::Tensor> backward_in_nhwc(const DepthwiseGeometry& g, const at::Tensor& grad_output,
-                                                    const at::Tensor& input, const at::Tensor& weight, bool with_input,
-                                                    bool with_weight) {
+// Channels-last input gradient alone: the input rows split between threads.
+at::Tensor grad_input_in_nhwc(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
+                              const at::Tensor& weight) {
+  at::Tensor gi = empty_nhwc({g.N, g.C, g.H, g.W}, input);
+  if (gi.numel() == 0) return in_format_of(gi, input);
   const at::Tensor go = nhwc(grad_output);
-  // The input is read by the weight gradient, and by the input gradient to mask its relu.
-  const at::Tensor x = with_weight || g.relu_input ? nhwc(input) : at::Tensor();
+  const at::Tensor x = g.relu_input ? nhwc(input) : at::Tensor();  // read only to mask the input's relu
+  const at::Tensor w = tap_major(weight);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_grad_input", [&] {
+        using acc_t = Acc<scalar_t>;
+        const auto& k = depthwise_kernels<scalar_t>();
+        const scalar_t* gop = go.const_data_ptr<scalar_t>();
+        const scalar_t* xp = x.defined() ? x.const_data_ptr<scalar_t>() : nullptr;
+        const acc_t* wp = w.const_data_ptr<acc_t>();
+        scalar_t* gip = gi.mutable_data_ptr<scalar_t>();
+        const bool stream = stream_output(go.nbytes() + gi.nbytes() + (x.defined() ? x.nbytes() : 0));
+        at::parallel_for(0, g.N * g.H, grain(g.W * g.OC * g.kh * g.kw),
+                         [&](int64_t r0, int64_t r1) { k.grad_input(g, gop, wp, xp, gip, r0, r1, stream); });
+      });
+  return in_format_of(gi, input);
+}
+
+// Channels-last: (grad_input when with_input, else undefined; grad_weight), both from one pass over
+// grad_output (depthwise_backward_taps).
+std::tuple<at::Tensor, at::Tensor> backward_in_nhwc(const DepthwiseGeometry& g, const at::Tensor& grad_output,
+                                                    const at::Tensor& input, const at::Tensor& weight,
+                                                    bool with_input) {
+  const at::Tensor go = nhwc(grad_output), x = nhwc(input);
   at::Tensor gi = with_input ? empty_nhwc({g.N, g.C, g.H, g.W}, input) : at::Tensor();
   const at::Tensor w = with_input ? tap_major(weight) : at::Tensor();
-  if (with_input && !with_weight) {
-    if (gi.numel() == 0) return {in_format_of(gi, input), {}};
-    AT_DISPATCH_FLOATING_TYPES_AND2(
-        at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_grad_input", [&] {
-          using acc_t = Acc<scalar_t>;
-          const auto& k = depthwise_kernels<scalar_t>();
-          const scalar_t* gop = go.const_data_ptr<scalar_t>();
-          const scalar_t* xp = x.defined() ? x.const_data_ptr<scalar_t>() : nullptr;
-          const acc_t* wp = w.const_data_ptr<acc_t>();
-          scalar_t* gip = gi.mutable_data_ptr<scalar_t>();
-          const bool stream = stream_output(go.nbytes() + gi.nbytes() + (x.defined() ? x.nbytes() : 0));
-          at::parallel_for(0, g.N * g.H, grain(g.W * g.OC * g.kh * g.kw),
-                           [&](int64_t r0, int64_t r1) { k.grad_input(g, gop, wp, xp, gip, r0, r1, stream); });
-        });
-    return {in_format_of(gi, input), {}};
-  }
   at::Tensor taps;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_backward", [&] {
     using acc_t = Acc<scalar_t>;
@@ -270,7 +275,7 @@ at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
     }
     return grad_input_in_nchw(g, grad_output, input, weight);
   }
-  return std::get<0>(backward_in_nhwc(g, grad_output, input, weight, true, false));
+  return grad_input_in_nhwc(g, grad_output, input, weight);
 }
 
 at::Tensor depthwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const at::Tensor& input,
@@ -279,7 +284,7 @@ at::Tensor depthwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const
   const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_weight", at::kCPU, grad_output,
                                                        input, weight, stride, padding, dilation, input_activation);
   if (runs_nchw(input)) return grad_weight_in_nchw(g, grad_output, input, weight);
-  return std::get<1>(backward_in_nhwc(g, grad_output, input, weight, false, true));
+  return std::get<1>(backward_in_nhwc(g, grad_output, input, weight, /*with_input=*/false));
 }
 
 std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
@@ -293,7 +298,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(const at::Tenso
     return {grad_input_on_onednn(g, grad_output, input, weight, stride, padding, dilation),
             grad_weight_in_nchw(g, grad_output, input, weight)};
   }
-  return backward_in_nhwc(g, grad_output, input, weight, true, true);
+  return backward_in_nhwc(g, grad_output, input, weight, /*with_input=*/true);
 }
 
 }  // namespace xsep::cpu
