@@ -608,9 +608,11 @@ XSEP_INLINE void for_run_blocks(i64 C, i64 run_pixels, F&& f) {
 }
 
 // A row segment's runs: f(IntTag<R>{}, Block, c0, nc) for each block of channels (for_run_blocks),
-// R = rows, the tap-row count; false, calling nothing, for a count runs do not take (with_run_rows).
-template <typename A, typename F>
+// R = rows, the tap-row count; false, calling nothing, for a count runs do not take (with_run_rows)
+// or rows of S whose pixels runs do not suit (runs_suit_pixel_stride).
+template <typename A, typename S, typename F>
 XSEP_INLINE bool for_runs(i64 rows, i64 C, i64 run_pixels, F&& f) {
+  if (!runs_suit_pixel_stride<S>(C)) return false;
   return with_run_rows(
       rows, [&](auto r) { for_run_blocks<A>(C, run_pixels, [&](auto blk, i64 c0, int nc) { f(r, blk, c0, nc); }); });
 }
@@ -739,14 +741,13 @@ void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C
   // to the last with none in the right.
   const i64 a = clamp_(pad_left, wo0, wo1), b = clamp_(W + pad_left - (KW - 1), a, wo1);
   if constexpr (kHasRuns<KW>) {
-    if (a < b && runs_suit_pixel_stride<T>(C) &&
-        for_runs<A>(
-            rows, C, b - a,
-            [&](auto r, auto blk, i64 c0, int nc) {
-              fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
-                  xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + c0, nc, wo0, wo1, a, b, pad_left,
-                  W);
-            }))
+    if (a < b && for_runs<A, T>(
+                     rows, C, b - a,
+                     [&](auto r, auto blk, i64 c0, int nc) {
+                       fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
+                           xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + c0, nc, wo0, wo1, a, b,
+                           pad_left, W);
+                     }))
       return;
   }
   fwd_unit_tiles<KW, Relu>(xr, w, rows, src_di, w_di, C, bias, out, wo0, wo1, pad_left, W);
@@ -994,13 +995,12 @@ void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C,
                  i64 pad_left) {
   const i64 a = clamp_(KW - 1 - pad_left, 0, W), b = clamp_(Wo - pad_left, a, W);
   if constexpr (kHasRuns<KW>) {
-    if (a < b && runs_suit_pixel_stride<S>(C) &&
-        for_runs<A>(
-            rows, C, b - a,
-            [&](auto r, auto blk, i64 c0, int nc) {
-              gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
-                  gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo, pad_left);
-            }))
+    if (a < b && for_runs<A, S>(
+                     rows, C, b - a,
+                     [&](auto r, auto blk, i64 c0, int nc) {
+                       gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
+                           gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo, pad_left);
+                     }))
       return;
   }
   gi_unit_tiles<KW>(gor, w, rows, go_di, w_di, C, x, gi, W, Wo, pad_left);
