@@ -247,7 +247,8 @@ struct DepthwiseBandNchw {
 // (packed once per call by pack_row_product_rows: the pointwise weight or its transpose) x b [K, N]
 // (element (k, j) at b[k * ldb + j]: a band of planes) (+ row_bias [M]). b is packed into `panels`
 // (all threads, panel by panel), then each thread multiplies its register tiles of rows straight
-// into out: no result copied, no weight re-packed per band as oneDNN's convolution does. Zen 5
+// into out (called in a parallel region, as the forward does, all of it on the calling thread): no
+// result copied, no weight re-packed per band as oneDNN's convolution does. Zen 5
 // (fp32, batch 8, `retain`, interleaved): forward 1.10-2.05x of torch from 147x147 to 19x19 against
 // 0.91-1.39x through oneDNN, backward 1.27-1.96x against 1.16-1.68x. Bands of image groups (planes
 // under half of kMinGemmPixels, 10x10) stay on the library: there each thread's rows of the weight
@@ -279,6 +280,17 @@ at::Tensor band_of(const at::Tensor& planes, int64_t n0, int64_t images, int64_t
   return planes.narrow(0, n0, images).narrow(2, p0, pixels).transpose(0, 1);
 }
 
+// The rows of the bands that threads take whole in the NCHW forward on xsep's product: band_rows,
+// cut finer where that makes the batch's band count a multiple of the threads, so that no thread
+// idles through the last band (batch 1 on a one-band plane: a band per thread).
+int64_t thread_band_rows(int64_t images, int64_t Ho, int64_t rows, int64_t threads) {
+  for (int64_t bands = (Ho + rows - 1) / rows; bands <= Ho; ++bands) {
+    const int64_t r = (Ho + bands - 1) / bands;
+    if (images * ((Ho + r - 1) / r) % threads == 0) return r;
+  }
+  return rows;
+}
+
 at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor& input, const at::Tensor& dw_weight,
                                   const at::Tensor& pw_weight, const std::optional<at::Tensor>& bias,
                                   const std::optional<at::Tensor>& dw_bias) {
@@ -290,39 +302,67 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
   const auto acc = acc_dtype(input.scalar_type());
   const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();
   const auto b = acc_bias(bias);
-  const auto b_col = b.defined() ? b.view({O, 1}) : b;
   const auto w_dw = channel_major(dw_weight);
   const auto b_dw = acc_bias(dw_bias);
   const NchwBands bands(g);
-  const int64_t T = bands.T;
-  auto d_buf = at::empty({g.OC, T}, x.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
-    const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, T);
-    auto* d_ptr = d_buf.mutable_data_ptr<Acc<scalar_t>>();
-    const auto out_planes = out.view({g.N, O, plane});
-    // The GEMM writes into the output itself for one image in float32/float64 (on oneDNN, through
-    // its own result: left_product_out), else into y_buf, copied (and rounded) per image.
-    const bool in_place = bands.groups.most() == 1 && input.scalar_type() == acc;
-    auto y_buf = in_place ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
     using acc_t = Acc<scalar_t>;
-    const bool on_xsep = xsep_band_products(bands.groups);
-    const auto& kt = band.elementwise;
-    const auto w_rows = on_xsep ? packed_rows(kt, w_pw, O, g.OC, g.OC, 1) : at::Tensor();
-    auto panels = on_xsep ? at::empty({panel_values(kt, g.OC, T)}, x.options().dtype(acc)) : at::Tensor();
+    // The GEMM writes into the output itself in float32/float64, else into a band buffer, copied
+    // (and rounded) per band.
+    const bool in_place = input.scalar_type() == acc;
+    if (xsep_band_products(bands.groups)) {
+      // Each thread takes whole bands (one image each): their depthwise output, its packed panels
+      // and the product stay with the thread that made them. With all threads on every band (the
+      // library's way, below) each band's depthwise output went from core to core twice (channels
+      // split for the depthwise, columns for the packing): on the 2-vCPU Zen 4, 74x74 256 -> 256,
+      // the depthwise and packing took 6.6 ms of 35 where the two vCPUs ran close, 20 of 49 where
+      // not (within one process too); one thread packed faster than two.
+      const int64_t rows = thread_band_rows(g.N, g.Ho, bands.rows, at::get_num_threads());
+      const int64_t per_image = (g.Ho + rows - 1) / rows, T = rows * g.Wo;
+      const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, T);
+      const auto& kt = band.elementwise;
+      const auto w_rows = packed_rows(kt, w_pw, O, g.OC, g.OC, 1);
+      const acc_t* bias_ptr = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
+      scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+      acc_t* out_acc = in_place ? out.mutable_data_ptr<acc_t>() : nullptr;
+      at::parallel_for(0, g.N * per_image, 1, [&](int64_t i0, int64_t i1) {
+        const std::unique_ptr<acc_t[]> d(new acc_t[g.OC * T]);  // uninitialised: written before read
+        const std::unique_ptr<acc_t[]> panels(new acc_t[panel_values(kt, g.OC, T)]);
+        const std::unique_ptr<acc_t[]> y(in_place ? nullptr : new acc_t[O * T]);
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t n = i / per_image, ho0 = i % per_image * rows, ho1 = std::min(g.Ho, ho0 + rows);
+          const int64_t pixels = (ho1 - ho0) * g.Wo;
+          const int64_t at = n * O * plane + ho0 * g.Wo;  // the band's first output element
+          band(n, n + 1, ho0, ho1, d.get(), d.get());     // in a parallel region: on this thread alone
+          if (in_place) {
+            band_product(kt, O, g.OC, pixels, w_rows.const_data_ptr<acc_t>(), d.get(), T, panels.get(), bias_ptr,
+                         out_acc + at, plane);
+          } else {
+            band_product(kt, O, g.OC, pixels, w_rows.const_data_ptr<acc_t>(), d.get(), T, panels.get(), bias_ptr,
+                         y.get(), T);
+            for (int64_t o = 0; o < O; ++o) kt.from_acc(y.get() + o * T, out_ptr + at + o * plane, pixels);
+          }
+        }
+      });
+      return;
+    }
+    const int64_t T = bands.T;
+    const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, T);
+    auto d_buf = at::empty({g.OC, T}, x.options().dtype(acc));
+    auto* d_ptr = d_buf.mutable_data_ptr<acc_t>();
+    const auto out_planes = out.view({g.N, O, plane});
+    const auto b_col = b.defined() ? b.view({O, 1}) : b;
+    // On oneDNN the GEMM writes through its own result (left_product_out) for one image.
+    const bool one_image = in_place && bands.groups.most() == 1;
+    auto y_buf = one_image ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
     for (int64_t k = 0; k < bands.groups.count; ++k) {
       const int64_t n0 = bands.groups.begin(k), images = bands.groups.end(k) - n0;
       for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += bands.rows) {
         const int64_t ho1 = std::min(g.Ho, ho0 + bands.rows), pixels = (ho1 - ho0) * g.Wo, cols = images * pixels;
         band(n0, n0 + images, ho0, ho1, d_ptr, d_ptr);
-        const auto d = d_buf.narrow(1, 0, cols);
-        auto y = in_place ? out_planes[n0].narrow(1, ho0 * g.Wo, pixels) : y_buf.narrow(1, 0, cols);
-        if (on_xsep) {
-          band_product(kt, O, g.OC, cols, w_rows.const_data_ptr<acc_t>(), d_ptr, T, panels.mutable_data_ptr<acc_t>(),
-                       b.defined() ? b.const_data_ptr<acc_t>() : nullptr, y.mutable_data_ptr<acc_t>(), y.stride(0));
-        } else {
-          left_product_out(y, b_col, w_pw, d);
-        }
-        if (!in_place) band_of(out_planes, n0, images, ho0 * g.Wo, pixels).copy_(y.view({O, images, pixels}));
+        auto y = one_image ? out_planes[n0].narrow(1, ho0 * g.Wo, pixels) : y_buf.narrow(1, 0, cols);
+        left_product_out(y, b_col, w_pw, d_buf.narrow(1, 0, cols));
+        if (!one_image) band_of(out_planes, n0, images, ho0 * g.Wo, pixels).copy_(y.view({O, images, pixels}));
       }
     }
   });
