@@ -26,6 +26,7 @@
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "common/conv_args.h"
 #include "common/layout.h"
@@ -372,19 +373,117 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
 // The backward in NCHW, image group after image group (one image per group unless the planes are
 // small, image_groups), each group's output rows in the forward's bands: the band's depthwise
 // output is recomputed (pre = dw(x) + bias, post = mid(pre)) and with the band of grad_output gY
-// [O, band] (the group's images side by side) gives grad_pw += gY x post^T (addmm_tn_fixed_order,
-// band after band, group after group: a fixed order) and gD [C*M, band] = W_pw^T x gY (times
-// mid'(pre)), written into the group's gD planes [images, C*M, Ho*Wo] (through a band buffer when
-// the group has several images); then the depthwise kernels take the group's whole gD (their
-// input gradient needs neighbouring rows): grad_input of the group in place, and its weight
-// gradient, added to the total group after group. The depthwise bias's gradient sums each gD
-// plane in pixel order, images in order. Buffers: a few bands and one group's gD, whatever the batch.
+// [O, band] (the group's images side by side) gives the group's gY x post^T (addmm_tn_fixed_order,
+// band after band, from zero) and gD [C*M, band] = W_pw^T x gY (times mid'(pre)), written into the
+// group's gD planes [images, C*M, Ho*Wo] (through a band buffer when the group has several
+// images); then the depthwise kernels take the group's whole gD (their input gradient needs
+// neighbouring rows): grad_input of the group in place, and its weight gradient. The depthwise
+// bias's gradient sums each gD plane in pixel order. Each group's three weight gradients are its
+// own sums, added to the totals group after group: a fixed order, whichever thread made them.
+// Buffers: a few bands and one group's gD per group in flight, whatever the batch.
+template <typename T>
+struct NchwGroupBackward {
+  using acc_t = Acc<T>;
+  // What one group in flight writes: its band buffers, its gD planes and its weight gradients.
+  struct Slot { at::Tensor d, m, gy, gd, gd_band, panels, grad_pw, grad_dw, grad_db; };
+
+  const DepthwiseGeometry& g;
+  Activation mid;
+  int64_t O;
+  const NchwBands& bands;
+  const DepthwiseBandNchw<T>& band;
+  bool on_xsep;
+  const at::Tensor& go;      // grad_output, NCHW
+  const at::Tensor& x;       // input, NCHW
+  const at::Tensor& w_dw;    // channel-major depthwise weight
+  const at::Tensor& w_rows;  // on xsep's product: W_pw^T packed as gD = W_pw^T gY's rows
+  const at::Tensor& w_pw_t;  // elsewhere: W_pw^T for the library
+  bool with_db;              // the depthwise bias's gradient wanted
+  at::Tensor& grad_input;
+
+  int64_t plane() const { return g.Ho * g.Wo; }
+  bool go_in_place() const { return bands.groups.most() == 1 && std::is_same_v<T, acc_t>; }
+
+  Slot slot() const {
+    const auto opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    const int64_t T_ = bands.T, most = bands.groups.most();
+    Slot s;
+    s.d = at::empty({g.OC, T_}, opts);
+    s.m = mid == Activation::none ? s.d : at::empty({g.OC, T_}, opts);
+    s.gy = go_in_place() ? at::Tensor() : at::empty({O, T_}, opts);
+    s.gd = at::empty({most, g.OC, plane()}, opts);
+    s.gd_band = most == 1 ? s.gd : at::empty({g.OC, T_}, opts);  // side by side
+    s.panels = on_xsep ? at::empty({panel_values(band.elementwise, O, T_)}, opts) : at::Tensor();
+    s.grad_pw = at::empty({O, g.OC}, opts);
+    s.grad_db = at::empty({with_db ? g.OC : 0}, opts);
+    return s;
+  }
+
+  // Group k into slot s. Called by all threads (each step parallel inside), or by one thread in a
+  // parallel region (each step then on that thread alone): the same steps and sums either way.
+  void operator()(int64_t k, Slot& s) const {
+    const int64_t n0 = bands.groups.begin(k), images = bands.groups.end(k) - n0, T_ = bands.T;
+    const int64_t P = plane(), in_plane = g.C * g.H * g.W;
+    const auto& ew = band.elementwise;
+    const auto go_planes = go.view({g.N, O, P});
+    acc_t* d_ptr = s.d.template mutable_data_ptr<acc_t>();
+    acc_t* m_ptr = s.m.template mutable_data_ptr<acc_t>();
+    acc_t* gd_ptr = s.gd.template mutable_data_ptr<acc_t>();
+    s.grad_pw.zero_();
+    for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += bands.rows) {
+      const int64_t ho1 = std::min(g.Ho, ho0 + bands.rows), pixels = (ho1 - ho0) * g.Wo, p0 = ho0 * g.Wo;
+      const int64_t cols = images * pixels;
+      band(n0, n0 + images, ho0, ho1, d_ptr, m_ptr);
+      auto gy = go_in_place() ? go_planes[n0].narrow(1, p0, pixels) : s.gy.narrow(1, 0, cols);
+      if (!go_in_place()) gy.view({O, images, pixels}).copy_(band_of(go_planes, n0, images, p0, pixels));
+      addmm_tn_fixed_order(s.grad_pw, gy.t(), s.m.narrow(1, 0, cols).t());
+      auto gd = images == 1 ? s.gd[0].narrow(1, p0, pixels) : s.gd_band.narrow(1, 0, cols);
+      if (on_xsep) {
+        band_product(ew, g.OC, O, cols, w_rows.template const_data_ptr<acc_t>(), gy.template const_data_ptr<acc_t>(),
+                     gy.stride(0), s.panels.template mutable_data_ptr<acc_t>(), nullptr,
+                     gd.template mutable_data_ptr<acc_t>(), gd.stride(0));
+      } else {
+        left_product_out(gd, at::Tensor(), w_pw_t, gy);
+      }
+      if (images > 1) s.gd.narrow(0, 0, images).transpose(0, 1).copy_(gd.view({g.OC, images, pixels}));
+      if (mid != Activation::none) {
+        // mid'(pre) from the band (image j at column j * pixels) into the gD planes.
+        at::parallel_for(0, g.OC, grain(cols), [&](int64_t c0, int64_t c1) {
+          for (int64_t j = 0; j < images; ++j)
+            for (int64_t oc = c0; oc < c1; ++oc)
+              ew.activation_grad(mid, d_ptr + oc * T_ + j * pixels, gd_ptr + (j * g.OC + oc) * P + p0, pixels);
+        });
+      }
+    }
+    DepthwiseGeometry group = g;  // the depthwise kernels run on the group's planes
+    group.N = images;
+    const T* x_k = x.template const_data_ptr<T>() + n0 * in_plane;
+    depthwise_grad_input_nchw<T, acc_t>(group, gd_ptr, w_dw.template const_data_ptr<acc_t>(), x_k,
+                                        grad_input.template mutable_data_ptr<T>() + n0 * in_plane);
+    s.grad_dw = depthwise_grad_weight_nchw<T, acc_t>(group, gd_ptr, x_k);
+    if (with_db) {
+      acc_t* db = s.grad_db.template mutable_data_ptr<acc_t>();
+      at::parallel_for(0, g.OC, grain(images * P), [&](int64_t c0, int64_t c1) {
+        for (int64_t oc = c0; oc < c1; ++oc) {
+          acc_t total = 0;
+          for (int64_t j = 0; j < images; ++j) {
+            const acc_t* row = gd_ptr + (j * g.OC + oc) * P;
+            acc_t sum = 0;
+            for (int64_t p = 0; p < P; ++p) sum += row[p];
+            total = j == 0 ? sum : total + sum;
+          }
+          db[oc] = total;
+        }
+      });
+    }
+  }
+};
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nchw(
     const SeparableGeometry& sg, const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight,
     const at::Tensor& pw_weight, const std::optional<at::Tensor>& dw_bias) {
   const DepthwiseGeometry& g = sg.dw;
-  const Activation mid = sg.mid_activation;
-  const int64_t O = sg.O, plane = g.Ho * g.Wo, in_plane = g.C * g.H * g.W;
+  const int64_t O = sg.O, plane = g.Ho * g.Wo;
   const auto acc = acc_dtype(input.scalar_type());
   const auto x = input.contiguous();
   const auto go = grad_output.contiguous();
@@ -398,7 +497,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
   auto grad_dw_bias = at::zeros({b_dw.defined() ? g.OC : 0}, x.options().dtype(acc));
   if (!empty) {
     const NchwBands bands(g);
-    const int64_t T = bands.T, most = bands.groups.most();
+    const int64_t most = bands.groups.most();
     // W_pw^T [C*M, O]: made contiguous (a weight-sized copy, up to 12 MB) for the many narrow GEMMs
     // of one image's bands, and for oneDNN (left_product_out); read transposed in place by BLAS in
     // the few wide GEMMs of image groups.
@@ -408,72 +507,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
     const auto w_pw_t = on_xsep ? at::Tensor() : w_t_copy ? w_pw.t().contiguous() : w_pw.t();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
-          using acc_t = Acc<scalar_t>;
-          // grad_output is read in place for one image in float32/float64, else copied into
-          // gy_buf (images side by side, converted to acc_t).
-          const bool go_in_place = most == 1 && std::is_same_v<scalar_t, acc_t>;
-          const DepthwiseBandNchw<scalar_t> band(g, mid, x, w_dw, b_dw, T);
-          const auto& ew = band.elementwise;
-          auto d_buf = at::empty({g.OC, T}, x.options().dtype(acc));
-          auto m_buf = mid == Activation::none ? d_buf : at::empty({g.OC, T}, x.options().dtype(acc));
-          auto gy_buf = go_in_place ? at::Tensor() : at::empty({O, T}, x.options().dtype(acc));
-          auto gd_buf = at::empty({most, g.OC, plane}, x.options().dtype(acc));              // the group's gD planes
-          auto gd_band = most == 1 ? gd_buf : at::empty({g.OC, T}, x.options().dtype(acc));  // side by side
-          acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
-          acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
-          acc_t* gd_ptr = gd_buf.mutable_data_ptr<acc_t>();
-          acc_t* gdb_ptr = grad_dw_bias.mutable_data_ptr<acc_t>();
-          const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
-          const acc_t* w_ptr = w_dw.const_data_ptr<acc_t>();
-          scalar_t* gi_ptr = grad_input.mutable_data_ptr<scalar_t>();
-          const auto go_planes = go.view({g.N, O, plane});
+          const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, bands.T);
           // xsep's product: W_pw^T packed once as gD = W_pw^T gY's rows.
-          const auto w_rows = on_xsep ? packed_rows(ew, w_pw, g.OC, O, 1, g.OC) : at::Tensor();
-          auto panels = on_xsep ? at::empty({panel_values(ew, O, T)}, x.options().dtype(acc)) : at::Tensor();
-          for (int64_t k = 0; k < bands.groups.count; ++k) {
-            const int64_t n0 = bands.groups.begin(k), images = bands.groups.end(k) - n0;
-            for (int64_t ho0 = 0; ho0 < g.Ho; ho0 += bands.rows) {
-              const int64_t ho1 = std::min(g.Ho, ho0 + bands.rows), pixels = (ho1 - ho0) * g.Wo, p0 = ho0 * g.Wo;
-              const int64_t cols = images * pixels;
-              band(n0, n0 + images, ho0, ho1, d_ptr, m_ptr);
-              auto gy = go_in_place ? go_planes[n0].narrow(1, p0, pixels) : gy_buf.narrow(1, 0, cols);
-              if (!go_in_place) gy.view({O, images, pixels}).copy_(band_of(go_planes, n0, images, p0, pixels));
-              addmm_tn_fixed_order(grad_pw, gy.t(), m_buf.narrow(1, 0, cols).t());
-              auto gd = most == 1 ? gd_buf[0].narrow(1, p0, pixels) : gd_band.narrow(1, 0, cols);
-              if (on_xsep) {
-                band_product(ew, g.OC, O, cols, w_rows.const_data_ptr<acc_t>(), gy.const_data_ptr<acc_t>(),
-                             gy.stride(0), panels.mutable_data_ptr<acc_t>(), nullptr, gd.mutable_data_ptr<acc_t>(),
-                             gd.stride(0));
-              } else {
-                left_product_out(gd, at::Tensor(), w_pw_t, gy);
-              }
-              if (most > 1) gd_buf.narrow(0, 0, images).transpose(0, 1).copy_(gd.view({g.OC, images, pixels}));
-              if (mid != Activation::none) {
-                // mid'(pre) from the band (image j at column j * pixels) into the gD planes.
-                at::parallel_for(0, g.OC, grain(cols), [&](int64_t c0, int64_t c1) {
-                  for (int64_t j = 0; j < images; ++j)
-                    for (int64_t oc = c0; oc < c1; ++oc)
-                      ew.activation_grad(mid, d_ptr + oc * T + j * pixels, gd_ptr + (j * g.OC + oc) * plane + p0,
-                                         pixels);
-                });
-              }
-            }
-            DepthwiseGeometry group = g;  // the depthwise kernels run on the group's planes
-            group.N = images;
-            const scalar_t* x_k = x_ptr + n0 * in_plane;
-            depthwise_grad_input_nchw<scalar_t, acc_t>(group, gd_ptr, w_ptr, x_k, gi_ptr + n0 * in_plane);
-            grad_dw.add_(depthwise_grad_weight_nchw<scalar_t, acc_t>(group, gd_ptr, x_k));
-            if (b_dw.defined()) {
-              at::parallel_for(0, g.OC, grain(images * plane), [&](int64_t c0, int64_t c1) {
-                for (int64_t oc = c0; oc < c1; ++oc) {
-                  for (int64_t j = 0; j < images; ++j) {
-                    const acc_t* row = gd_ptr + (j * g.OC + oc) * plane;
-                    acc_t sum = 0;
-                    for (int64_t p = 0; p < plane; ++p) sum += row[p];
-                    gdb_ptr[oc] += sum;
-                  }
-                }
+          const auto w_rows = on_xsep ? packed_rows(band.elementwise, w_pw, g.OC, O, 1, g.OC) : at::Tensor();
+          const NchwGroupBackward<scalar_t> group{
+              g, sg.mid_activation, O, bands, band, on_xsep, go, x, w_dw, w_rows, w_pw_t, b_dw.defined(), grad_input};
+          // On xsep's product, with at least an image per thread, each thread takes whole images (a
+          // wave of one image a thread at a time): as in the forward, a band's data then stays
+          // with the thread that made it. 2-vCPU Zen 4, fp32, batch 8, backward: 147x147 128 -> 128
+          // 97-98 ms against 107 (all threads on each image, where the two vCPUs ran close) or
+          // 139 (where not), 74x74 256 -> 256 75-77 against 76 or 92-95, 37x37 728 -> 728 134-136
+          // against 132 or 140-142; 19x19 within noise. Otherwise (the library, whose products are
+          // parallel inside, or fewer images than threads) all threads work on one group at a time.
+          const int64_t threads = at::get_num_threads();
+          const int64_t wave = on_xsep && threads > 1 && g.N >= threads ? threads : 1;
+          std::vector<typename NchwGroupBackward<scalar_t>::Slot> slots;
+          for (int64_t i = 0; i < wave; ++i) slots.push_back(group.slot());
+          for (int64_t k0 = 0; k0 < bands.groups.count; k0 += wave) {
+            const int64_t k1 = std::min(bands.groups.count, k0 + wave);
+            if (wave == 1) {
+              group(k0, slots[0]);
+            } else {
+              at::parallel_for(k0, k1, 1, [&](int64_t i0, int64_t i1) {
+                for (int64_t k = i0; k < i1; ++k) group(k, slots[k - k0]);
               });
+            }
+            for (int64_t k = k0; k < k1; ++k) {  // the groups' sums in group order
+              auto& s = slots[k - k0];
+              grad_pw.add_(s.grad_pw);
+              grad_dw.add_(s.grad_dw);
+              if (b_dw.defined()) grad_dw_bias.add_(s.grad_db);
             }
           }
         });
