@@ -83,8 +83,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
-        (1.41, 1.399),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.085, 0.982),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.7, 1.491),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.126, 1.034),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.728, 1.658),  # AMD EPYC (avx512, family 26 model 2), default
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
