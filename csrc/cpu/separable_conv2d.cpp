@@ -9,9 +9,11 @@
 // library's pointwise GEMM (itself multi-threaded). Tiles run one after another: calling BLAS from
 // inside a parallel region made the GEMM 40x slower here (nested thread pools), and a tile is large
 // enough to use every core. Either way the [N, C*M, Ho, Wo] intermediate never exists in memory.
-// Backward: tiles recompute the depthwise output, giving the pointwise weight gradient (accumulated
-// tile after tile, in a fixed order) and the gradient of the depthwise output (xsep's product per
-// thread, or the library's per tile), which then goes through the depthwise backward kernels.
+// Backward: tiles recompute the depthwise output, giving the pointwise weight gradient (each tile's
+// share its own sum, added tile after tile: a fixed order) and the gradient of the depthwise output
+// (xsep's product per thread, or the library's per tile), which then goes through the depthwise
+// backward kernels. On xsep's product a thread takes whole tiles where there are enough of them
+// (NCHW: whole images), so that a tile's data stays with the thread that made it.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -661,23 +663,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
     const auto& k = tile.k;
     const scalar_t* go_ptr = go.const_data_ptr<scalar_t>();
     const auto go_rows = go.permute({0, 2, 3, 1}).view({P, O});
-    auto d_buf = at::empty({T, g.OC}, x.options().dtype(acc));
-    auto m_buf = mid == Activation::none ? d_buf : at::empty({T, g.OC}, x.options().dtype(acc));
-    auto gy_buf = go_is_acc ? at::Tensor() : at::empty({T, O}, x.options().dtype(acc));
-    acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
-    acc_t* m_ptr = m_buf.mutable_data_ptr<acc_t>();
+    const auto acc_options = x.options().dtype(acc);
     // xsep's product: W_pw [O, C*M] packed as gD = gY W_pw's operand, and gD's rows in blocks.
     const at::Tensor w_rows = rows_on_xsep ? row_product_weight<acc_t>(k, w_pw.contiguous(), true) : at::Tensor();
-    for (int64_t p0 = 0; p0 < P; p0 += T) {
+    // What one tile in flight writes: its depthwise output (pre and post mid activation), its
+    // grad_output in acc_t, and its own share of the pointwise weight's gradient.
+    struct Slot { at::Tensor d, m, gy, grad_pw; };
+    const auto slot = [&] {
+      Slot s;
+      s.d = at::empty({T, g.OC}, acc_options);
+      s.m = mid == Activation::none ? s.d : at::empty({T, g.OC}, acc_options);
+      s.gy = go_is_acc ? at::Tensor() : at::empty({T, O}, acc_options);
+      s.grad_pw = at::empty({O, g.OC}, acc_options);
+      return s;
+    };
+    // The tile starting at pixel p0 into slot s: called by all threads (each step parallel inside)
+    // or by one thread in a parallel region (each step on that thread alone), the same sums either way.
+    const auto run_tile = [&](int64_t p0, Slot& s) {
       const int64_t n = std::min(T, P - p0);
+      acc_t* d_ptr = s.d.mutable_data_ptr<acc_t>();
+      acc_t* m_ptr = s.m.mutable_data_ptr<acc_t>();
       at::parallel_for(0, n, tile.grain, [&](int64_t q0, int64_t q1) {
         tile(p0, q0, q1, d_ptr, m_ptr);
         if constexpr (!go_is_acc) {
-          k.to_acc(go_ptr + (p0 + q0) * O, gy_buf.mutable_data_ptr<acc_t>() + q0 * O, (q1 - q0) * O);
+          k.to_acc(go_ptr + (p0 + q0) * O, s.gy.mutable_data_ptr<acc_t>() + q0 * O, (q1 - q0) * O);
         }
       });
-      const auto gy = go_is_acc ? go_rows.narrow(0, p0, n) : gy_buf.narrow(0, 0, n);
-      addmm_tn_fixed_order(grad_pw, gy, m_buf.narrow(0, 0, n));  // tile after tile: a fixed order
+      const auto gy = go_is_acc ? go_rows.narrow(0, p0, n) : s.gy.narrow(0, 0, n);
+      s.grad_pw.zero_();
+      addmm_tn_fixed_order(s.grad_pw, gy, s.m.narrow(0, 0, n));
       if (rows_on_xsep) {
         // gD's rows straight into grad_mid (times mid'(pre)), each thread its blocks of the tile.
         const acc_t* gy_ptr = gy.const_data_ptr<acc_t>();
@@ -693,7 +707,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
             if (mid != Activation::none) k.activation_grad(mid, d_ptr + q0 * g.OC, gm, rows * g.OC);
           }
         });
-        continue;
+        return;
       }
       if (one_tile) {
         grad_mid = linear(gy, w_pw_t, at::Tensor()).contiguous();
@@ -707,6 +721,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
           k.activation_grad(mid, d_ptr + q0 * g.OC, gm_ptr + (p0 + q0) * g.OC, (q1 - q0) * g.OC);
         });
       }
+    };
+    // On xsep's product, with 1M-value tiles (short products) and at least a tile per thread, each
+    // thread takes whole tiles (a wave of one tile a thread at a time): a tile's depthwise output
+    // then stays with the thread that made it, where the pointwise weight's gradient read all of
+    // it from every thread. Taller tiles (4M values) would not leave the caches room for a tile
+    // per thread; the library's products run parallel inside. Either way each tile's share of the
+    // weight gradient is its own sum, added tile after tile: the same bits at any thread count.
+    const int64_t threads = at::get_num_threads(), tiles = (P + T - 1) / T;
+    const int64_t wave =
+        rows_on_xsep && T * g.OC <= (int64_t(1) << 20) && threads > 1 && tiles >= threads ? threads : 1;
+    std::vector<Slot> slots;
+    for (int64_t i = 0; i < wave; ++i) slots.push_back(slot());
+    for (int64_t t0 = 0; t0 < tiles; t0 += wave) {
+      const int64_t t1 = std::min(tiles, t0 + wave);
+      if (wave == 1) {
+        run_tile(t0 * T, slots[0]);
+      } else {
+        at::parallel_for(t0, t1, 1, [&](int64_t i0, int64_t i1) {
+          for (int64_t t = i0; t < i1; ++t) run_tile(t * T, slots[t - t0]);
+        });
+      }
+      for (int64_t t = t0; t < t1; ++t) grad_pw.add_(slots[t - t0].grad_pw);  // tile order
     }
   });
   auto [grad_input, grad_dw] = depthwise_backward_from_acc(g, input, x, grad_mid, dw_weight, w_dw);
