@@ -72,8 +72,8 @@ TABLE = {
         (1.071, 1.077),  # AMD EPYC, default
         (1.052, 0.976),  # AMD EPYC (avx512), default
         (0.985, 0.952),  # AMD EPYC (avx512), retain
-        (1.102, 1.035),  # AMD EPYC (avx512, family 25 model 17), default
-        (0.996, 1.004),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.12, 1.029),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.023, 1.022),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.119, 1.101),  # AMD EPYC (avx512, family 26 model 2), default
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
