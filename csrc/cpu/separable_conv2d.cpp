@@ -472,7 +472,7 @@ struct NchwGroupBackward {
             const acc_t* row = gd_ptr + (j * g.OC + oc) * P;
             acc_t sum = 0;
             for (int64_t p = 0; p < P; ++p) sum += row[p];
-            total = j == 0 ? sum : total + sum;
+            total += sum;
           }
           db[oc] = total;
         }
