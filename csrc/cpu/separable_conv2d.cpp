@@ -521,8 +521,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
           // 139 (where not), 74x74 256 -> 256 75-77 against 76 or 92-95, 37x37 728 -> 728 134-136
           // against 132 or 140-142; 19x19 within noise. Otherwise (the library, whose products are
           // parallel inside, or fewer images than threads) all threads work on one group at a time.
+          // The weight gradient's product must run on xsep's kernel too (BLAS called from a parallel
+          // region runs on one thread, or oversubscribes).
           const int64_t threads = at::get_num_threads();
-          const int64_t wave = on_xsep && threads > 1 && g.N >= threads ? threads : 1;
+          const int64_t wave = on_xsep && tn_product_on_xsep(acc) && threads > 1 && g.N >= threads ? threads : 1;
           std::vector<typename NchwGroupBackward<scalar_t>::Slot> slots;
           for (int64_t i = 0; i < wave; ++i) slots.push_back(group.slot());
           for (int64_t k0 = 0; k0 < bands.groups.count; k0 += wave) {
@@ -727,10 +729,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
     // then stays with the thread that made it, where the pointwise weight's gradient read all of
     // it from every thread. Taller tiles (4M values) would not leave the caches room for a tile
     // per thread; the library's products run parallel inside. Either way each tile's share of the
-    // weight gradient is its own sum, added tile after tile: the same bits at any thread count.
+    // weight gradient is its own sum, added tile after tile: the same bits at any thread count. The
+    // weight gradient's product must run on xsep's kernel too (BLAS in a parallel region: see NCHW).
     const int64_t threads = at::get_num_threads(), tiles = (P + T - 1) / T;
     const int64_t wave =
-        rows_on_xsep && T * g.OC <= (int64_t(1) << 20) && threads > 1 && tiles >= threads ? threads : 1;
+        rows_on_xsep && tn_product_on_xsep(acc) && T * g.OC <= (int64_t(1) << 20) && threads > 1 && tiles >= threads
+            ? threads
+            : 1;
     std::vector<Slot> slots;
     for (int64_t i = 0; i < wave; ++i) slots.push_back(slot());
     for (int64_t t0 = 0; t0 < tiles; t0 += wave) {
