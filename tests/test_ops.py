@@ -369,8 +369,10 @@ def test_short_fused_products_split_evenly_thread_count(shape, threads):
 # backward where there are as many as threads: 1024 channels on a 33x33 plane are 3 bands of 11
 # rows (512-pixel bands), cut into 4 (9, 9, 9, 6 rows) at 2 threads, and one image (all threads on
 # it in the backward); 64 channels on 2 planes of 40x40 are a band each, cut into 3 a plane at 3
-# threads, and an image a thread in the backward at 2 threads (all threads on each at 3).
-_NCHW_BANDS = [(1, 1024, 33, 8), (2, 64, 40, 16)]
+# threads, and an image a thread in the backward at 2 threads (all threads on each at 3). 12x12
+# planes are small (one group of 4 images side by side, a small weight: still xsep's products):
+# a band an image forward (cut into 3 at 3 threads), the group's side-by-side bands backward.
+_NCHW_BANDS = [(1, 1024, 33, 8), (2, 64, 40, 16), (4, 32, 12, 16)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])

@@ -254,10 +254,19 @@ struct DepthwiseBandNchw {
 // result copied, no weight re-packed per band as oneDNN's convolution does. Zen 5
 // (fp32, batch 8, `retain`, interleaved): forward 1.10-2.05x of torch from 147x147 to 19x19 against
 // 0.91-1.39x through oneDNN, backward 1.27-1.96x against 1.16-1.68x. Bands of image groups (planes
-// under half of kMinGemmPixels, 10x10) stay on the library: there each thread's rows of the weight
-// (up to 3 MB) are read again for every panel of the wide band, and the forward ran 0.83-0.85x
-// against 0.90-0.92x, the backward 1.05-1.09x against 1.22-1.37x (xsep_band_products).
-bool xsep_band_products(const ImageGroups& groups) { return fused_products_on_xsep() && groups.most() == 1; }
+// under half of kMinGemmPixels, 10x10) stay on the library unless the pointwise weight is small
+// (kSmallBandWeightValues): there each thread's rows of the weight (up to 3 MB) are read again for
+// every panel of the wide band, and the forward ran 0.83-0.85x against 0.90-0.92x, the backward
+// 1.05-1.09x against 1.22-1.37x. With a small weight the re-reads come from L2: on the Zen 4 (2
+// threads, batch 8, `retain`, three rounds of alternating processes, relu6 between the halves),
+// 14x14 384 -> 64, 384 -> 96 and 576 -> 96 (25K to 55K weight values) ran the forward 7-17% and the
+// backward 4-17% faster than on the library, 7x7 576 -> 160 (92K) even; with a thread per image,
+// 10x10 1024 -> 1536 and 1536 -> 2048 (1.6M and 3.1M) forward 0.77-0.85x of torch against 0.95-1.03x
+// on the library, 7x7 960 -> 160 and -> 320 even.
+inline constexpr int64_t kSmallBandWeightValues = int64_t(1) << 17;  // 512 KB in float32: half a Zen L2
+bool xsep_band_products(const ImageGroups& groups, int64_t O, int64_t K) {
+  return fused_products_on_xsep() && (groups.most() == 1 || O * K <= kSmallBandWeightValues);
+}
 template <typename T>
 void band_product(const DepthwiseKernels<T>& k, int64_t M, int64_t K, int64_t N, const Acc<T>* a_rows, const Acc<T>* b,
                   int64_t ldb, Acc<T>* panels, const Acc<T>* row_bias, Acc<T>* out, int64_t ldo) {
@@ -313,7 +322,7 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
     // The GEMM writes into the output itself in float32/float64, else into a band buffer, copied
     // (and rounded) per band.
     const bool in_place = input.scalar_type() == acc;
-    if (xsep_band_products(bands.groups)) {
+    if (xsep_band_products(bands.groups, O, g.OC)) {
       // Each thread takes whole bands (one image each): their depthwise output, its packed panels
       // and the product stay with the thread that made them. With all threads on every band (the
       // library's way, below) each band's depthwise output went from core to core twice (channels
@@ -503,7 +512,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
     // W_pw^T [C*M, O]: made contiguous (a weight-sized copy, up to 12 MB) for the many narrow GEMMs
     // of one image's bands, and for oneDNN (left_product_out); read transposed in place by BLAS in
     // the few wide GEMMs of image groups.
-    const bool on_xsep = xsep_band_products(bands.groups);
+    const bool on_xsep = xsep_band_products(bands.groups, O, g.OC);
     const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();
     const bool w_t_copy = most == 1 || linear_uses_onednn(acc);
     const auto w_pw_t = on_xsep ? at::Tensor() : w_t_copy ? w_pw.t().contiguous() : w_pw.t();
@@ -514,17 +523,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
           const auto w_rows = on_xsep ? packed_rows(band.elementwise, w_pw, g.OC, O, 1, g.OC) : at::Tensor();
           const NchwGroupBackward<scalar_t> group{
               g, sg.mid_activation, O, bands, band, on_xsep, go, x, w_dw, w_rows, w_pw_t, b_dw.defined(), grad_input};
-          // On xsep's product, with at least an image per thread, each thread takes whole images (a
-          // wave of one image a thread at a time): as in the forward, a band's data then stays
-          // with the thread that made it. 2-vCPU Zen 4, fp32, batch 8, backward: 147x147 128 -> 128
-          // 97-98 ms against 107 (all threads on each image, where the two vCPUs ran close) or
-          // 139 (where not), 74x74 256 -> 256 75-77 against 76 or 92-95, 37x37 728 -> 728 134-136
-          // against 132 or 140-142; 19x19 within noise. Otherwise (the library, whose products are
-          // parallel inside, or fewer images than threads) all threads work on one group at a time.
-          // The weight gradient's product must run on xsep's kernel too (BLAS called from a parallel
-          // region runs on one thread, or oversubscribes).
+          // On xsep's product, with at least a group per thread, each thread takes whole groups (a
+          // wave of one group a thread at a time; a group is one image unless the planes are small): as in the forward,
+          // a band's data then stays with the thread that made it. 2-vCPU Zen 4, fp32, batch 8, backward: 147x147 128
+          // -> 128 97-98 ms against 107 (all threads on each image, where the two vCPUs ran close) or 139 (where not),
+          // 74x74 256 -> 256 75-77 against 76 or 92-95, 37x37 728 -> 728 134-136 against 132 or 140-142; 19x19 within
+          // noise. Otherwise (the library, whose products are parallel inside, or fewer images than threads) all
+          // threads work on one group at a time. The weight gradient's product must run on xsep's kernel too (BLAS
+          // called from a parallel region runs on one thread, or oversubscribes).
           const int64_t threads = at::get_num_threads();
-          const int64_t wave = on_xsep && tn_product_on_xsep(acc) && threads > 1 && g.N >= threads ? threads : 1;
+          const int64_t wave =
+              on_xsep && tn_product_on_xsep(acc) && threads > 1 && bands.groups.count >= threads ? threads : 1;
           std::vector<typename NchwGroupBackward<scalar_t>::Slot> slots;
           for (int64_t i = 0; i < wave; ++i) slots.push_back(group.slot());
           for (int64_t k0 = 0; k0 < bands.groups.count; k0 += wave) {
