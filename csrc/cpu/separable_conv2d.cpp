@@ -185,7 +185,8 @@ void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::T
 // being the band's depthwise output, so the GEMM writes its [O, band] slice of the output in place.
 // Planes under kMinGemmPixels are one band each; under half that (10x10) too narrow a GEMM: there
 // a band holds a group of images side by side (image_groups, host.h), D [C*M, images * Ho*Wo],
-// and the GEMM's result is copied back per image.
+// and the GEMM's result is copied back per image (except in the forward on xsep's product, whose
+// threads take a band an image: thread_band_rows).
 int64_t band_rows(int64_t mid_channels, int64_t Ho, int64_t Wo) {
   const int64_t rows = std::clamp<int64_t>(
       (tile_pixels(mid_channels, int64_t(1) << 40, int64_t(1) << 18, kMinGemmPixels) + Wo - 1) / Wo, 1, Ho);
