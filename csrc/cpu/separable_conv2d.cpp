@@ -382,6 +382,26 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
   return out;
 }
 
+// run(k, slot) for the backward's units of work k in [0, count) (NCHW groups, channels-last
+// tiles), as many at a time as there are slots: one slot, all threads on each unit (the steps
+// parallel inside); several, one unit a thread in a parallel region (the steps on that thread
+// alone). Then add(slot) for each unit in order: the units' own sums added in a fixed order.
+template <typename Slot, typename Run, typename Add>
+void units_in_waves(int64_t count, std::vector<Slot>& slots, const Run& run, const Add& add) {
+  const int64_t wave = static_cast<int64_t>(slots.size());
+  for (int64_t k0 = 0; k0 < count; k0 += wave) {
+    const int64_t k1 = std::min(count, k0 + wave);
+    if (wave == 1) {
+      run(k0, slots[0]);
+    } else {
+      at::parallel_for(k0, k1, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t k = i0; k < i1; ++k) run(k, slots[k - k0]);
+      });
+    }
+    for (int64_t k = k0; k < k1; ++k) add(slots[k - k0]);
+  }
+}
+
 // The backward in NCHW, image group after image group (one image per group unless the planes are
 // small, image_groups), each group's output rows in the forward's bands: the band's depthwise
 // output is recomputed (pre = dw(x) + bias, post = mid(pre)) and with the band of grad_output gY
@@ -537,22 +557,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
               on_xsep && tn_product_on_xsep(acc) && threads > 1 && bands.groups.count >= threads ? threads : 1;
           std::vector<typename NchwGroupBackward<scalar_t>::Slot> slots;
           for (int64_t i = 0; i < wave; ++i) slots.push_back(group.slot());
-          for (int64_t k0 = 0; k0 < bands.groups.count; k0 += wave) {
-            const int64_t k1 = std::min(bands.groups.count, k0 + wave);
-            if (wave == 1) {
-              group(k0, slots[0]);
-            } else {
-              at::parallel_for(k0, k1, 1, [&](int64_t i0, int64_t i1) {
-                for (int64_t k = i0; k < i1; ++k) group(k, slots[k - k0]);
-              });
-            }
-            for (int64_t k = k0; k < k1; ++k) {  // the groups' sums in group order
-              auto& s = slots[k - k0];
-              grad_pw.add_(s.grad_pw);
-              grad_dw.add_(s.grad_dw);
-              if (b_dw.defined()) grad_dw_bias.add_(s.grad_db);
-            }
-          }
+          units_in_waves(bands.groups.count, slots, group, [&](const auto& s) {
+            grad_pw.add_(s.grad_pw);
+            grad_dw.add_(s.grad_dw);
+            if (b_dw.defined()) grad_dw_bias.add_(s.grad_db);
+          });
         });
   }
   const auto grad_bias = b_dw.defined() ? grad_dw_bias.to(input.scalar_type()) : at::empty({0}, input.options());
@@ -748,17 +757,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
             : 1;
     std::vector<Slot> slots;
     for (int64_t i = 0; i < wave; ++i) slots.push_back(slot());
-    for (int64_t t0 = 0; t0 < tiles; t0 += wave) {
-      const int64_t t1 = std::min(tiles, t0 + wave);
-      if (wave == 1) {
-        run_tile(t0 * T, slots[0]);
-      } else {
-        at::parallel_for(t0, t1, 1, [&](int64_t i0, int64_t i1) {
-          for (int64_t t = i0; t < i1; ++t) run_tile(t * T, slots[t - t0]);
-        });
-      }
-      for (int64_t t = t0; t < t1; ++t) grad_pw.add_(slots[t - t0].grad_pw);  // tile order
-    }
+    units_in_waves(
+        tiles, slots, [&](int64_t t, Slot& s) { run_tile(t * T, s); }, [&](const Slot& s) { grad_pw.add_(s.grad_pw); });
   });
   auto [grad_input, grad_dw] = depthwise_backward_from_acc(g, input, x, grad_mid, dw_weight, w_dw);
   // The depthwise bias's gradient: grad_mid summed over the pixels (one more pass over it, so only
