@@ -518,7 +518,8 @@ _NCHW_BAND_SHAPES = [(2, 512, 37, 30, 30), (2, 24, 13, 17, 16)]
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_separable_row_blocks_match_reference(shape, layout, dtype):
     # The fused op, forward and backward, on shapes that exercise its products' blocks, tiles and
-    # panels, against the float64 reference; the same bits at 1 and 2 threads.
+    # panels, against the float64 reference; on xsep's products the same bits at 1 and 2 threads (on
+    # the library's, oneDNN's products may round differently by thread count: there to rounding).
     n, c, o, h, w = shape
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     x = torch.randn(n, c, h, w, dtype=torch.float64).to(memory_format=fmt)
@@ -542,8 +543,12 @@ def test_native_separable_row_blocks_match_reference(shape, layout, dtype):
     for name, got, want in zip(names, one, (expected, *(leaf.grad for leaf in leaves))):
         assert got.dtype == dtype, name
         assert rel_error(got, want) <= tolerance, name
+    on_xsep = "cpu_fused_gemm=xsep" in torch.ops.xsep._build_info()
     for name, a, b_ in zip(names, one, two):
-        assert torch.equal(a, b_), f"{name} depends on the thread count"
+        if on_xsep:
+            assert torch.equal(a, b_), f"{name} depends on the thread count"
+        else:
+            assert rel_error(a, b_) <= tolerance / 10, f"{name} depends on the thread count"
 
 
 # --------------------------------------------------------------------------------------------------
