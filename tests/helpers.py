@@ -152,6 +152,12 @@ def intra_op_threads(count: int):
         torch.set_num_threads(previous)
 
 
+def fused_products_on_xsep() -> bool:
+    """Whether the CPU fused op's products run on xsep's own kernel in this process
+    (XSEP_CPU_FUSED_GEMM, csrc/cpu/gemm.h), which gives the same bits at any thread count."""
+    return "cpu_fused_gemm=xsep" in torch.ops.xsep._build_info()
+
+
 def at_one_and_two_threads(fn):
     """(fn() with torch at 1 intra-op thread, fn() at 2), the thread count restored after: for the
     checks that a result does not depend on how work is split across threads."""

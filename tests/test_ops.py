@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from helpers import at_one_and_two_threads, intra_op_threads, memory_format_of, require_native
+from helpers import at_one_and_two_threads, fused_products_on_xsep, intra_op_threads, memory_format_of, require_native
 
 from xsep.ops import reference
 from xsep.testing import assert_matches_reference, check_against_reference, reference_results, rel_error
@@ -358,7 +358,7 @@ def test_short_fused_products_split_evenly_thread_count(shape, threads):
     inputs = [t.double().requires_grad_() for t in (x, dw, pw)]
     y = reference.separable_conv2d(*inputs, None, (1, 1), (1, 1, 1, 1), (1, 1), "none", "relu")
     expected = [y, *torch.autograd.grad(y, inputs, gy.double())]
-    on_xsep = "cpu_fused_gemm=xsep" in torch.ops.xsep._build_info()
+    on_xsep = fused_products_on_xsep()
     for got, single, want in zip(many, one, expected):
         assert torch.equal(got, single) if on_xsep else rel_error(got, single) <= 1e-6
         assert rel_error(got, want) <= 1e-5
@@ -402,7 +402,7 @@ def test_nchw_fused_bands_per_thread_thread_count(shape, threads, dtype):
         one = run()
     with intra_op_threads(threads):
         many = run()
-    on_xsep = "cpu_fused_gemm=xsep" in torch.ops.xsep._build_info()
+    on_xsep = fused_products_on_xsep()
     for name in one:
         if on_xsep:
             assert torch.equal(many[name], one[name]), name
@@ -543,7 +543,7 @@ def test_native_separable_row_blocks_match_reference(shape, layout, dtype):
     for name, got, want in zip(names, one, (expected, *(leaf.grad for leaf in leaves))):
         assert got.dtype == dtype, name
         assert rel_error(got, want) <= tolerance, name
-    on_xsep = "cpu_fused_gemm=xsep" in torch.ops.xsep._build_info()
+    on_xsep = fused_products_on_xsep()
     for name, a, b_ in zip(names, one, two):
         if on_xsep:
             assert torch.equal(a, b_), f"{name} depends on the thread count"
