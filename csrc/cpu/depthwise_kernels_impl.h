@@ -148,12 +148,14 @@ XSEP_INLINE auto lane_mask(int n) {
 #endif
 }
 
+// Lanes [a, b) of a vector read from p (0 <= a <= b <= lanes), the others zero; nothing outside
+// p[a, b) is read (masked lanes do not fault), so p + a may be the start of an array.
 template <typename S>
-XSEP_INLINE Vec<Acc<S>> load_n(const S* p, int n) {
+XSEP_INLINE Vec<Acc<S>> load_lanes(const S* p, int a, int b) {
   constexpr int L = kLanes<Acc<S>>;
   if constexpr (kMaskedLanes<S>) {
-    const auto m = lane_mask<S>(n);
 #if XSEP_VEC_BYTES == 64
+    const auto m = __mmask16(lane_mask<S>(b) & ~lane_mask<S>(a));
     if constexpr (sizeof(S) == 4) return bit_cast<VF>(_mm512_maskz_loadu_ps(m, p));
     else if constexpr (sizeof(S) == 8) return bit_cast<VD>(_mm512_maskz_loadu_pd(__mmask8(m), p));
     else {
@@ -163,6 +165,7 @@ XSEP_INLINE Vec<Acc<S>> load_n(const S* p, int n) {
       return load(buf);
     }
 #elif XSEP_VEC_BYTES == 32
+    const auto m = _mm256_andnot_si256(lane_mask<S>(a), lane_mask<S>(b));
     if constexpr (sizeof(S) == 4) return bit_cast<VF>(_mm256_maskload_ps(reinterpret_cast<const float*>(p), m));
     else return bit_cast<VD>(_mm256_maskload_pd(reinterpret_cast<const double*>(p), m));
 #endif
@@ -170,18 +173,23 @@ XSEP_INLINE Vec<Acc<S>> load_n(const S* p, int n) {
     S buf[L];
 #pragma GCC unroll 16
     for (int l = 0; l < L; ++l) {
-      if (l < n) __builtin_memcpy(buf + l, p + l, sizeof(S));
+      if (l >= a && l < b) __builtin_memcpy(buf + l, p + l, sizeof(S));
       else __builtin_memset(buf + l, 0, sizeof(S));
     }
     return load(buf);
   }
 }
+template <typename S>
+XSEP_INLINE Vec<Acc<S>> load_n(const S* p, int n) {
+  return load_lanes(p, 0, n);
+}
+// Lanes [a, b) of v stored to p[a, b) (0 <= a <= b <= lanes); nothing else is written.
 template <typename S, typename V>
-XSEP_INLINE void store_n(S* p, V v, int n) {
+XSEP_INLINE void store_lanes(S* p, V v, int a, int b) {
   constexpr int L = kLanes<Acc<S>>;
   if constexpr (kMaskedLanes<S>) {
-    const auto m = lane_mask<S>(n);
 #if XSEP_VEC_BYTES == 64
+    const auto m = __mmask16(lane_mask<S>(b) & ~lane_mask<S>(a));
     if constexpr (sizeof(S) == 4) _mm512_mask_storeu_ps(p, m, bit_cast<__m512>(v));
     else if constexpr (sizeof(S) == 8) _mm512_mask_storeu_pd(p, __mmask8(m), bit_cast<__m512d>(v));
     else {
@@ -190,6 +198,7 @@ XSEP_INLINE void store_n(S* p, V v, int n) {
       _mm256_mask_storeu_epi16(p, m, load_raw<__m256i>(buf));
     }
 #elif XSEP_VEC_BYTES == 32
+    const auto m = _mm256_andnot_si256(lane_mask<S>(a), lane_mask<S>(b));
     if constexpr (sizeof(S) == 4) _mm256_maskstore_ps(reinterpret_cast<float*>(p), m, bit_cast<__m256>(v));
     else _mm256_maskstore_pd(reinterpret_cast<double*>(p), m, bit_cast<__m256d>(v));
 #endif
@@ -198,8 +207,12 @@ XSEP_INLINE void store_n(S* p, V v, int n) {
     store(buf, v);
 #pragma GCC unroll 16
     for (int l = 0; l < L; ++l)
-      if (l < n) __builtin_memcpy(p + l, buf + l, sizeof(S));
+      if (l >= a && l < b) __builtin_memcpy(p + l, buf + l, sizeof(S));
   }
+}
+template <typename S, typename V>
+XSEP_INLINE void store_n(S* p, V v, int n) {
+  store_lanes(p, v, 0, n);
 }
 
 // A whole vector, or its first n lanes.

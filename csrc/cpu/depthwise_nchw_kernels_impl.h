@@ -95,10 +95,10 @@ XSEP_INLINE void fwd_vectors(const DepthwiseGeometry& s, const A* src, const i64
   constexpr int L = kLanes<A>;
   Vec<A> acc[NV];
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) acc[v] = Vec<A>{} + bias;
+  for (int v = 0; v < NV; ++v) acc[v] = splat<Vec<A>>(bias);
   for (i64 a = 0; a < nrows; ++a) {
     for (i64 j = 0; j < s.kw; ++j) {
-      const Vec<A> wv = Vec<A>{} + w[a * s.kw + j];
+      const Vec<A> wv = splat<Vec<A>>(w[a * s.kw + j]);
       const A* p = src + a * row_step + offsets[j];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[v] += load(p + v * L) * wv;
@@ -175,24 +175,21 @@ struct TableTaps {
 // NV output vectors at p's flat position: bias + sum over the taps (i, j) of w[i][j] * the vector
 // at(i, j) further. K: the kernel size (kh = kw = K), or 0 for any (kh, kw).
 template <int K, int NV, typename A, typename At>
-XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, At at, const A* w, A bias, A* out) {
+XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, At at, const A* w, A bias, Vec<A>* acc) {
   constexpr int L = kLanes<A>;
   const i64 KH = K ? K : kh, KW = K ? K : kw;
-  Vec<A> acc[NV];
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) acc[v] = Vec<A>{} + bias;
+  for (int v = 0; v < NV; ++v) acc[v] = splat<Vec<A>>(bias);
 #pragma GCC unroll 7
   for (i64 i = 0; i < KH; ++i) {
 #pragma GCC unroll 7
     for (i64 j = 0; j < KW; ++j) {
-      const Vec<A> wv = Vec<A>{} + w[i * KW + j];
+      const Vec<A> wv = splat<Vec<A>>(w[i * KW + j]);
       const A* q = p + at(i, j, KW);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[v] += load(q + v * L) * wv;
     }
   }
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) store(out + v * L, acc[v]);
 }
 
 // dst[at, at + width) = src[0, width) (acc_t, full vectors readable), zeroed where mask <= 0 with
@@ -214,23 +211,77 @@ XSEP_INLINE void store_plane_row(const A* src, i64 width, i64 at, i64 total, O* 
   }
 }
 
+// With AVX-512, flat_plane stores each output vector's lanes straight into their rows (one masked
+// store per row the vector meets) instead of copying them out of obuf, on rows of at least
+// kFlatRowsDirectLen values (a vector then meets one row, now and then two). Zen 4 EPYC, fp32,
+// batch 8, 2 threads, 2026-12-05, NCHW 3x3 forward: 74x74 and 147x147 planes 10-15% faster; on
+// 7x7 to 19x19 planes (a vector meets 2-3 rows) the masked stores cost 5-25% more than the copy.
+// AVX2's masked stores are slow on AMD processors, so other builds always copy.
+inline constexpr bool kFlatRowsDirect = XSEP_VEC_BYTES == 64;
+inline constexpr i64 kFlatRowsDirectLen = 64;
+
+// The lanes of v, flat positions (h, col), (h, col + 1), ... of rows len apart, into the rows of
+// `width` values of dst (zeroed where mask <= 0 with Mask); the lanes at columns >= width dropped.
+template <bool Mask, typename A, typename O, typename T>
+XSEP_INLINE void put_flat_vector(Vec<A> v, i64 h, i64 col, i64 len, i64 nout, i64 width, O* dst, const T* mask) {
+  constexpr int L = kLanes<A>;
+  for (i64 lane = 0; lane < L && h < nout; lane += len - col, col = 0, ++h) {
+    const int a = int(lane), b = int(min_(L, lane + (width > col ? width - col : 0)));
+    if (a >= b) continue;
+    const i64 at = h * width + col - lane;  // lane l goes to dst[at + l]
+    Vec<A> u = v;
+    if constexpr (Mask) u = load_lanes(mask + at, a, b) > Vec<A>{} ? v : Vec<A>{};
+    store_lanes(dst + at, u, a, b);
+  }
+}
+
 // Rows [0, nout) of `width` values of one plane from a filled buffer: row h at flat position
 // h * len of src, its taps at(i, j) further, each value init + the taps in (i, j)
-// order. `chunk` rows at a time go through obuf (small, so it stays in L1) and are copied to dst
-// (rows `width` apart), in full vectors while they stay inside the nout * width values (a row's
-// overrun is overwritten by the next row); with Mask, zeroed where mask <= 0.
+// order; with Mask, zeroed where mask <= 0. Stored directly (kFlatRowsDirect), or `chunk` rows at
+// a time go through obuf (small, so it stays in L1) and are copied to dst (rows `width` apart), in
+// full vectors while they stay inside the nout * width values (a row's overrun is overwritten by
+// the next row).
 template <int K, bool Mask, typename A, typename O, typename T, typename At>
 void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At at, const A* w, A init, i64 chunk,
                 A* obuf, O* dst, const T* mask) {
   constexpr int L = kLanes<A>;
+  if (kFlatRowsDirect && len >= kFlatRowsDirectLen) {
+    const i64 count = (nout - 1) * len + width;  // flat outputs up to the last row's last
+    i64 k = 0, h = 0, col = 0;                   // flat position k is row h, column col
+    const auto put = [&](Vec<A> v) {
+      put_flat_vector<Mask, A>(v, h, col, len, nout, width, dst, mask);
+      for (col += L; col >= len; col -= len) ++h;
+    };
+    for (; k + 4 * L <= count; k += 4 * L) {
+      Vec<A> acc[4];
+      flat_vectors<K, 4>(src + k, kh, kw, at, w, init, acc);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) put(acc[v]);
+    }
+    for (; k < count; k += L) {
+      Vec<A> acc[1];
+      flat_vectors<K, 1>(src + k, kh, kw, at, w, init, acc);
+      put(acc[0]);
+    }
+    return;
+  }
   const i64 total = nout * width;
   for (i64 h0 = 0; h0 < nout; h0 += chunk) {
     const i64 h1 = min_(h0 + chunk, nout);
     const i64 count = (h1 - h0 - 1) * len + width;  // flat outputs up to the last row's last
     const A* p = src + h0 * len;
     i64 k = 0;
-    for (; k + 4 * L <= count; k += 4 * L) flat_vectors<K, 4>(p + k, kh, kw, at, w, init, obuf + k);
-    for (; k < count; k += L) flat_vectors<K, 1>(p + k, kh, kw, at, w, init, obuf + k);
+    for (; k + 4 * L <= count; k += 4 * L) {
+      Vec<A> acc[4];
+      flat_vectors<K, 4>(p + k, kh, kw, at, w, init, acc);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) store(obuf + k + v * L, acc[v]);
+    }
+    for (; k < count; k += L) {
+      Vec<A> acc[1];
+      flat_vectors<K, 1>(p + k, kh, kw, at, w, init, acc);
+      store(obuf + k, acc[0]);
+    }
     for (i64 h = h0; h < h1; ++h) store_plane_row<Mask>(obuf + (h - h0) * len, width, h * width, total, dst, mask);
   }
 }
@@ -300,82 +351,65 @@ XSEP_INLINE Vec<A> every_other(Vec<A> a, Vec<A> b) {
   return __builtin_shuffle(a, b, index);
 }
 
-// dst + pc * stride gets column phase pc of the padded row src (src[c * sw + pc], len values), in
-// full vectors at sw == 2: up to L - 1 values past len are written too (the next row's, or the
-// plane's zeros, written after), and src is read up to 2 * round_up(len, L) values.
-template <typename A>
-XSEP_INLINE void split_columns(const A* src, i64 sw, i64 len, i64 stride, A* dst) {
-  constexpr int L = kLanes<A>;
-  if (sw == 2) {
-    for (i64 c = 0; c < len; c += L) store(dst + c, every_other<0, A>(load(src + 2 * c), load(src + 2 * c + L)));
-    for (i64 c = 0; c < len; c += L)
-      store(dst + stride + c, every_other<1, A>(load(src + 2 * c), load(src + 2 * c + L)));
-    return;
-  }
-  for (i64 pc = 0; pc < sw; ++pc)
-    for (i64 c = 0; c < len; ++c) dst[pc * stride + c] = src[c * sw + pc];
-}
-
-// Lanes from m on zeroed.
-template <typename A>
-XSEP_INLINE Vec<A> first_lanes(Vec<A> v, int m) {
-  using Index = decltype(v < v);
-  Index lane;
-#pragma GCC unroll 16
-  for (int l = 0; l < kLanes<A>; ++l) lane[l] = l;
-  return lane < m ? v : Vec<A>{};
-}
-
-// dst[0, n) zeros with act(src[0, width)) at [left, left + width), in full vectors (up to L - 1
-// values past n written too, as zeros); src is read in full vectors while they end before src_end
-// (the rest of its plane), the row's last vector cut by a compare rather than copied lane by lane.
+// The L values of a zero-padded row at padded columns [at, at + L): act(src[at + l]) where
+// 0 <= at + l < width, else zero; a full vector where it lies inside the row, else a masked load
+// (nothing outside the row is read). Built in registers: a row put in memory first and read
+// back at once (a vector spanning two of the stores that wrote it) waits until those stores reach
+// the cache, which cost 45% of the stride-2 fill (14x14x576 planes, Zen 4, issue 14).
 template <bool Relu, typename A, typename S>
-XSEP_INLINE void padded_row_vectors(A* dst, i64 n, const S* src, i64 left, i64 width, const S* src_end) {
+XSEP_INLINE Vec<A> row_window(const S* src, i64 at, i64 width) {
   constexpr int L = kLanes<A>;
-  const i64 lo = clamp_(left, 0, n), hi = clamp_(left + width, lo, n), count = hi - lo;
-  put_vectors(dst, n, [](i64) { return Vec<A>{}; });
-  const S* from = src + (lo - left);
-  i64 k = 0;
-  for (; k + L <= count; k += L) {
-    Vec<A> v = ld<false>(from + k, L);
-    if constexpr (Relu) v = relu(v);
-    store(dst + lo + k, v);
+  Vec<A> v;
+  if (at >= 0 && at + L <= width) {
+    v = load(src + at);
+  } else {
+    const int a = int(clamp_(-at, 0, L)), b = int(clamp_(width - at, 0, L));
+    if (a >= b) return Vec<A>{};
+    v = load_lanes(src + at, a, b);
   }
-  if (k < count) {
-    const int m = int(count - k);
-    Vec<A> v = from + k + L <= src_end ? first_lanes<A>(ld<false>(from + k, L), m) : ld<true>(from + k, m);
-    if constexpr (Relu) v = relu(v);
-    store(dst + lo + k, v);
-  }
+  if constexpr (Relu) v = relu(v);
+  return v;
 }
 
 // The phase planes of output rows [ho0, ho0 + nout) of plane xp: plane (pr, pc) row r holds padded
-// row (ho0 + r) * sh + pr, columns pc, pc + sw, ... with the input activation applied. tmp: one
-// padded row, tmp_len values.
+// row (ho0 + r) * sh + pr, columns pc, pc + sw, ... with the input activation applied, in full
+// vectors (up to L - 1 values past a row written too: the next row's, or the plane's zeros, written
+// after). At sw == 2 each pair of row windows is split by two shuffles; wider strides go through
+// tmp (one padded row, tmp_len values) lane by lane.
 template <bool Relu, typename T, typename A>
 void fill_phases(const DepthwiseGeometry& s, const PhasePlanes& g, const T* xp, i64 ho0, A* tmp, i64 tmp_len, A* buf) {
+  constexpr int L = kLanes<A>;
   const auto zeros = [](i64) { return Vec<A>{}; };
   for (i64 pr = 0; pr < s.sh; ++pr) {
     for (i64 r = 0; r < g.rows; ++r) {
       const i64 h = (ho0 + r) * s.sh + pr - s.pad_top;
       A* dst = buf + pr * s.sw * g.stride + r * g.len;  // plane (pr, 0); plane (pr, pc) is pc * stride further
+      const T* row = xp + h * s.W;
       if (h < 0 || h >= s.H) {
         for (i64 pc = 0; pc < s.sw; ++pc) put_vectors(dst + pc * g.stride, g.len, zeros);
       } else if (s.sw == 1) {
-        padded_row_vectors<Relu>(dst, g.len, xp + h * s.W, s.pad_left, s.W, xp + s.H * s.W);
+        put_vectors(dst, g.len, [&](i64 c) { return row_window<Relu, A>(row, c - s.pad_left, s.W); });
+      } else if (s.sw == 2) {
+        for (i64 c = 0; c < g.len; c += L) {
+          const Vec<A> a = row_window<Relu, A>(row, 2 * c - s.pad_left, s.W);
+          const Vec<A> b = row_window<Relu, A>(row, 2 * c + L - s.pad_left, s.W);
+          store(dst + c, every_other<0, A>(a, b));
+          store(dst + g.stride + c, every_other<1, A>(a, b));
+        }
       } else {
-        padded_row_vectors<Relu>(tmp, tmp_len, xp + h * s.W, s.pad_left, s.W, xp + s.H * s.W);
-        split_columns(tmp, s.sw, g.len, g.stride, dst);
+        put_vectors(tmp, tmp_len, [&](i64 c) { return row_window<Relu, A>(row, c - s.pad_left, s.W); });
+        for (i64 pc = 0; pc < s.sw; ++pc)
+          for (i64 c = 0; c < g.len; ++c) dst[pc * g.stride + c] = tmp[c * s.sw + pc];
       }
     }
   }
   for (i64 p = 0; p < s.sh * s.sw; ++p) put_vectors(buf + p * g.stride + g.rows * g.len, kLanes<A>, zeros);
 }
 
-// The values of one padded row the phases read (sw * len), rounded for split_columns' full vectors.
+// The values of one padded row the phases read through tmp (strides 3 and 4), rounded up to a vector.
 template <typename A>
 XSEP_INLINE i64 phase_row_len(const DepthwiseGeometry& s, const PhasePlanes& g) {
-  return s.sw == 2 ? 2 * round_up(g.len, kLanes<A>) : s.sw * g.len;
+  return round_up(s.sw * g.len, kLanes<A>);
 }
 
 // Output rows [ho0, ho1) of image n, input channels [c0, c1), stride > 1 (see above).
@@ -501,7 +535,7 @@ XSEP_INLINE void gi_vectors(const DepthwiseGeometry& s, const A* gobuf, i64 glen
       const A* gr = gobuf + (m * s.Ho + ho) * glen + go_left + t0;
       const A* wr = w + m * s.kh * s.kw + i * s.kw;
       for (i64 b = 0; b < ncols; ++b) {
-        const Vec<A> wv = Vec<A>{} + wr[cols[b].j];
+        const Vec<A> wv = splat<Vec<A>>(wr[cols[b].j]);
         const A* p = gr + cols[b].shift;
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) acc[v] += load(p + v * L) * wv;
@@ -639,7 +673,27 @@ void grad_input_phases(const DepthwiseGeometry& s, const S* go, const A* w, cons
   A* obuf = pout + phases * pout_n;
   A* row = obuf + round_up(chunk * glen, L) + L;
   A* wl = row + row_n;  // a phase's weights, in (i, j) order
-  i64* offsets = scratch<i64>(taps);
+  // Each phase's taps (i * kw + j) and their shifts, found once per call: the divisions cost more
+  // than a small plane's multiply-adds (72 of them a plane at 3x3, stride 2).
+  i64* tap_of = scratch<i64>(2 * phases * taps + phases);
+  i64* offsets = tap_of + phases * taps;  // phase p's at p * taps
+  i64* ntaps = offsets + phases * taps;
+  for (i64 rh = 0; rh < s.sh; ++rh)
+    for (i64 rw = 0; rw < s.sw; ++rw) {
+      const i64 ph = rh * s.sw + rw;
+      i64 nt = 0;
+      for (i64 i = 0; i < s.kh; ++i) {
+        const i64 dh = rh + s.pad_top - i * s.dil_h;
+        if (dh % s.sh != 0) continue;
+        for (i64 j = 0; j < s.kw; ++j) {
+          const i64 dw = rw + s.pad_left - j * s.dil_w;
+          if (dw % s.sw != 0) continue;
+          tap_of[ph * taps + nt] = i * s.kw + j;
+          offsets[ph * taps + nt++] = (floor_div(dh, s.sh) + top) * glen + floor_div(dw, s.sw) + left;
+        }
+      }
+      ntaps[ph] = nt;
+    }
   for (i64 q = q0; q < q1; ++q) {
     const A* wc = w + q % s.C * taps;
     fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top, left, glen, 0, rows, L, buf);
@@ -647,30 +701,20 @@ void grad_input_phases(const DepthwiseGeometry& s, const S* go, const A* w, cons
       for (i64 rw = 0; rw < s.sw; ++rw) {
         const i64 h_n = (s.H - rh + s.sh - 1) / s.sh, w_n = (s.W - rw + s.sw - 1) / s.sw;
         if (h_n <= 0 || w_n <= 0) continue;
-        i64 nt = 0;
-        for (i64 i = 0; i < s.kh; ++i) {
-          const i64 dh = rh + s.pad_top - i * s.dil_h;
-          if (dh % s.sh != 0) continue;
-          for (i64 j = 0; j < s.kw; ++j) {
-            const i64 dw = rw + s.pad_left - j * s.dil_w;
-            if (dw % s.sw != 0) continue;
-            wl[nt] = wc[i * s.kw + j];
-            offsets[nt++] = (floor_div(dh, s.sh) + top) * glen + floor_div(dw, s.sw) + left;
-          }
-        }
-        A* dst = pout + (rh * s.sw + rw) * pout_n;
+        const i64 ph = rh * s.sw + rw, nt = ntaps[ph];
+        for (i64 t = 0; t < nt; ++t) wl[t] = wc[tap_of[ph * taps + t]];
+        A* dst = pout + ph * pout_n;
         if (nt == 0) put_vectors(dst, h_n * w_n, [](i64) { return Vec<A>{}; });
         else
-          flat_plane<0, false>(buf, glen, h_n, w_n, 1, nt, TableTaps{offsets}, wl, A(0), chunk, obuf, dst,
+          flat_plane<0, false>(buf, glen, h_n, w_n, 1, nt, TableTaps{offsets + ph * taps}, wl, A(0), chunk, obuf, dst,
                                static_cast<const T*>(nullptr));
       }
     // Interleave each input row's column phases, then store it (full vectors while inside the plane).
     const i64 plane = s.H * s.W;
     T* gq = gi + q * plane;
     const T* xq = Mask ? x + q * plane : nullptr;
-    for (i64 h = 0; h < s.H; ++h) {
-      const i64 rh = h % s.sh, a = h / s.sh;
-      const A* src;
+    for (i64 h = 0, rh = 0, a = 0; h < s.H; ++h, rh = rh + 1 == s.sh ? 0 : rh + 1, a += rh == 0) {
+      const A* src;  // row h = a * sh + rh
       if (s.sw == 1) {
         src = pout + rh * pout_n + a * s.W;
       } else {
