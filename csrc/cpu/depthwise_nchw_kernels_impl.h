@@ -214,9 +214,10 @@ XSEP_INLINE void store_plane_row(const A* src, i64 width, i64 at, i64 total, O* 
 // With AVX-512, flat_plane stores each output vector's lanes straight into their rows (one masked
 // store per row the vector meets) instead of copying them out of obuf, on rows of at least
 // kFlatRowsDirectLen values (a vector then meets one row, now and then two). Zen 4 EPYC, fp32,
-// batch 8, 2 threads, 2026-12-05, NCHW 3x3 forward: 74x74 and 147x147 planes 10-15% faster; on
-// 7x7 to 19x19 planes (a vector meets 2-3 rows) the masked stores cost 5-25% more than the copy.
-// AVX2's masked stores are slow on AMD processors, so other builds always copy.
+// batch 8, 2 threads, 2026-12-05, NCHW 3x3 forward: 74x74 and 147x147 planes 7-15% faster; on
+// 10x10 to 28x28 planes (a vector meets 2-3 rows) the masked stores took 5-25% longer than the
+// copy, 7x7 even. Other builds always copy (not measured there: AVX2's masked stores are many
+// micro-ops on AMD's processors).
 inline constexpr bool kFlatRowsDirect = XSEP_VEC_BYTES == 64;
 inline constexpr i64 kFlatRowsDirectLen = 64;
 
@@ -384,7 +385,7 @@ void fill_phases(const DepthwiseGeometry& s, const PhasePlanes& g, const T* xp, 
     for (i64 r = 0; r < g.rows; ++r) {
       const i64 h = (ho0 + r) * s.sh + pr - s.pad_top;
       A* dst = buf + pr * s.sw * g.stride + r * g.len;  // plane (pr, 0); plane (pr, pc) is pc * stride further
-      const T* row = xp + h * s.W;
+      const T* row = xp + clamp_(h, 0, s.H - 1) * s.W;  // read only when h is a row of the plane
       if (h < 0 || h >= s.H) {
         for (i64 pc = 0; pc < s.sw; ++pc) put_vectors(dst + pc * g.stride, g.len, zeros);
       } else if (s.sw == 1) {
