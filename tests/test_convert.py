@@ -319,6 +319,63 @@ def test_converted_model_trains_like_the_original(native):
     assert rel_error(model[0].depthwise.pointwise.weight.grad, original[0].pointwise.weight.grad) <= 1e-5
 
 
+class ReluFeeds(nn.Module):
+    """A ReLU feeding an xsep-convertible pair; `share` also returns the ReLU's input (an in-place ReLU
+    changes it), `twice` feeds the ReLU's output to a second user, `on_input` applies it to the input."""
+
+    def __init__(self, inplace: bool, share: bool = False, twice: bool = False, on_input: bool = False):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=inplace)
+        self.sep = separable_pair(4, 6)
+        self.share, self.twice, self.on_input = share, twice, on_input
+
+    def forward(self, x):
+        y = x if self.on_input else self.bn(x)
+        z = self.relu(y)
+        out = self.sep(z)
+        if self.share:
+            out = out + y[:, :1]
+        if self.twice:
+            out = out + z[:, :1]
+        return out
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_before_an_xsep_conv_becomes_its_input_activation(native, inplace):
+    torch.manual_seed(0)
+    model = randomise_batch_norm_(ReluFeeds(inplace)).double()
+    original = copy.deepcopy(model)
+    xsep.convert(model)
+    assert type(model.relu) is nn.Identity and model.sep[0].input_activation == "relu"
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    assert_same_outputs_float64(original.eval(), model.eval(), x)
+    # Training mode, gradients of the input and of every weight (the same parameter order).
+    original.train(), model.train()
+    grads = []
+    for m in (original, model):
+        xi = x.clone().requires_grad_()
+        grads.append(torch.autograd.grad(m(xi).square().sum(), [xi, *m.parameters()]))
+    assert len(grads[0]) == len(grads[1])
+    for ours, theirs in zip(grads[1], grads[0]):
+        assert rel_error(ours.reshape(theirs.shape), theirs) <= 1e-12
+
+
+@pytest.mark.parametrize("case", ["in place, input shared", "in place, on the module's input", "output used twice"])
+def test_relu_stays_where_absorbing_it_would_change_a_value(native, case):
+    model = {"in place, input shared": ReluFeeds(True, share=True),
+             "in place, on the module's input": ReluFeeds(True, on_input=True),
+             "output used twice": ReluFeeds(False, twice=True)}[case]
+    model = randomise_batch_norm_(model).double().eval()
+    original = copy.deepcopy(model)
+    xsep.convert(model)
+    assert type(model.relu) is nn.ReLU and model.sep[0].input_activation == "none"
+    # The in-place cases mutate their input: each model gets its own copy.
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    with torch.no_grad():
+        assert rel_error(model(x.clone()), original(x.clone())) <= 1e-12
+
+
 # --------------------------------------------------------------------------------------------------
 # fuse_for_inference
 
@@ -329,6 +386,11 @@ def test_fuse_for_inference_timm_legacy_xception(timm, native):
     fused = xsep.fuse_for_inference(model)
     assert count(fused, nn.BatchNorm2d) == 0
     assert count(fused, xsep.SeparableConv2d) == 34
+    # Every separable conv but two (block1's first and conv3, which read a block's output) reads a
+    # ReLU's output that nothing else reads: the ReLU becomes the fused op's input activation. The
+    # three left: act1 (a plain conv follows), act2 (block1's input, also its skip's) and act4.
+    assert sum(m.input_activation == "relu" for m in fused.modules() if type(m) is xsep.SeparableConv2d) == 32
+    assert count(fused, nn.ReLU) == 3
     assert_same_outputs(original, fused, torch.randn(2, 3, 71, 71))
 
 

@@ -33,6 +33,13 @@ BatchNormAct2d too (its BN into the conv before it, leaving its dropout and acti
 
 The fused module replaces the depthwise conv where it sits, and the pointwise conv and the activation
 become `nn.Identity`, so every forward is unchanged and computes the same function.
+
+Then an `nn.ReLU` whose output goes to nothing but one xsep conv (directly, through `nn.Identity`, or
+into a module whose forward just calls one, such as timm's legacy SeparableConv2d) becomes that conv's
+`input_activation` and an `nn.Identity`: the op applies it as it reads its input instead of a pass
+over the tensor of its own (timm's legacy_xception: 32 of its 35 ReLUs). An in-place ReLU only where
+its input is a conv's or BatchNorm's output that nothing else uses, since another user would have
+seen the change.
 """
 
 from __future__ import annotations
@@ -313,7 +320,59 @@ def convert(model: nn.Module, backend: str | None = None) -> nn.Module:
         for name, child in list(parent.named_children()):
             if is_depthwise_conv(child):
                 setattr(parent, name, _depthwise_from(child, backend))
+    _absorb_input_relus(model)
     return model
+
+
+# Modules whose output is a tensor of its own (never a view of their input), so an in-place ReLU on it
+# changes nothing another value shares.
+_FRESH_OUTPUT = (nn.Conv2d, nn.BatchNorm2d, DepthwiseConv2d, SeparableConv2d)
+
+
+def _sole_user_back_to_producer(call: _Call, by_node: dict[torch.fx.Node, _Call]) -> bool:
+    """Whether the value `call` takes came from one of _FRESH_OUTPUT in this forward, through nothing
+    but nn.Identity, with no other user on the way (an in-place ReLU changes it for every user)."""
+    node = call.node.args[0] if len(call.node.args) == 1 and not call.node.kwargs else None
+    while isinstance(node, torch.fx.Node) and len(node.users) == 1 and node in by_node:
+        module = by_node[node].module
+        if type(module) is not nn.Identity:
+            return type(module) in _FRESH_OUTPUT
+        node = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+    return False
+
+
+def _absorb_input_relus(model: nn.Module) -> None:
+    """Each nn.ReLU whose output feeds nothing but one xsep conv without an input activation (through
+    nn.Identity at most; or a module that merely calls one, see _xsep_conv_in) becomes that conv's
+    input_activation='relu' and an nn.Identity: the op applies it as it reads its input, instead of
+    a pass of its own over the tensor (and its gradient). An in-place ReLU only where its input is a
+    conv's or BN's output that nothing else uses (another user would have seen the change)."""
+    for parent in list(model.modules()):
+        calls = _calls(parent)
+        by_node = {c.node: c for c in calls}
+        for call in calls:
+            if type(call.module) is not nn.ReLU:
+                continue
+            consumer = _sole_consumer(call, by_node)
+            while consumer is not None and type(consumer.module) is nn.Identity:
+                consumer = _sole_consumer(consumer, by_node)
+            conv = None if consumer is None else _xsep_conv_in(consumer.module)
+            if conv is None or conv.input_activation != "none":
+                continue
+            if call.module.inplace and not _sole_user_back_to_producer(call, by_node):
+                continue
+            conv.input_activation = "relu"
+            _replace(parent, call.name, nn.Identity())
+
+
+def _xsep_conv_in(module: nn.Module) -> DepthwiseConv2d | SeparableConv2d | None:
+    """`module` if it is an xsep conv, or the xsep conv its forward amounts to (a wrapper such as timm's
+    legacy SeparableConv2d after convert), else None."""
+    if type(module) in (DepthwiseConv2d, SeparableConv2d):
+        return module
+    sole = _sole_call(module)
+    inner = None if sole is None else module.get_submodule(sole)
+    return inner if type(inner) in (DepthwiseConv2d, SeparableConv2d) else None
 
 
 # --------------------------------------------------------------------------------------------------
