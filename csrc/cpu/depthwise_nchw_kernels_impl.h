@@ -242,47 +242,42 @@ XSEP_INLINE void put_flat_vector(Vec<A> v, i64 h, i64 col, i64 len, i64 nout, i6
 // a time go through obuf (small, so it stays in L1) and are copied to dst (rows `width` apart), in
 // full vectors while they stay inside the nout * width values (a row's overrun is overwritten by
 // the next row).
+// The `count` flat output vectors from p on, in blocks of four then one: sink(k, vector) for each
+// flat position k, in order.
+template <int K, typename A, typename At, typename Sink>
+XSEP_INLINE void flat_run(const A* p, i64 count, i64 kh, i64 kw, At at, const A* w, A init, Sink&& sink) {
+  constexpr int L = kLanes<A>;
+  i64 k = 0;
+  for (; k + 4 * L <= count; k += 4 * L) {
+    Vec<A> acc[4];
+    flat_vectors<K, 4>(p + k, kh, kw, at, w, init, acc);
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) sink(k + v * L, acc[v]);
+  }
+  for (; k < count; k += L) {
+    Vec<A> acc[1];
+    flat_vectors<K, 1>(p + k, kh, kw, at, w, init, acc);
+    sink(k, acc[0]);
+  }
+}
+
 template <int K, bool Mask, typename A, typename O, typename T, typename At>
 void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At at, const A* w, A init, i64 chunk,
                 A* obuf, O* dst, const T* mask) {
   constexpr int L = kLanes<A>;
   if (kFlatRowsDirect && len >= kFlatRowsDirectLen) {
-    const i64 count = (nout - 1) * len + width;  // flat outputs up to the last row's last
-    i64 k = 0, h = 0, col = 0;                   // flat position k is row h, column col
-    const auto put = [&](Vec<A> v) {
+    i64 h = 0, col = 0;  // the next vector's flat position is row h, column col
+    flat_run<K>(src, (nout - 1) * len + width, kh, kw, at, w, init, [&](i64, Vec<A> v) {
       put_flat_vector<Mask, A>(v, h, col, len, nout, width, dst, mask);
       for (col += L; col >= len; col -= len) ++h;
-    };
-    for (; k + 4 * L <= count; k += 4 * L) {
-      Vec<A> acc[4];
-      flat_vectors<K, 4>(src + k, kh, kw, at, w, init, acc);
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; ++v) put(acc[v]);
-    }
-    for (; k < count; k += L) {
-      Vec<A> acc[1];
-      flat_vectors<K, 1>(src + k, kh, kw, at, w, init, acc);
-      put(acc[0]);
-    }
+    });
     return;
   }
   const i64 total = nout * width;
   for (i64 h0 = 0; h0 < nout; h0 += chunk) {
     const i64 h1 = min_(h0 + chunk, nout);
     const i64 count = (h1 - h0 - 1) * len + width;  // flat outputs up to the last row's last
-    const A* p = src + h0 * len;
-    i64 k = 0;
-    for (; k + 4 * L <= count; k += 4 * L) {
-      Vec<A> acc[4];
-      flat_vectors<K, 4>(p + k, kh, kw, at, w, init, acc);
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; ++v) store(obuf + k + v * L, acc[v]);
-    }
-    for (; k < count; k += L) {
-      Vec<A> acc[1];
-      flat_vectors<K, 1>(p + k, kh, kw, at, w, init, acc);
-      store(obuf + k, acc[0]);
-    }
+    flat_run<K>(src + h0 * len, count, kh, kw, at, w, init, [&](i64 k, Vec<A> v) { store(obuf + k, v); });
     for (i64 h = h0; h < h1; ++h) store_plane_row<Mask>(obuf + (h - h0) * len, width, h * width, total, dst, mask);
   }
 }
@@ -676,12 +671,15 @@ void grad_input_phases(const DepthwiseGeometry& s, const S* go, const A* w, cons
   A* wl = row + row_n;  // a phase's weights, in (i, j) order
   // Each phase's taps (i * kw + j) and their shifts, found once per call: the divisions cost more
   // than a small plane's multiply-adds (72 of them a plane at 3x3, stride 2).
-  i64* tap_of = scratch<i64>(2 * phases * taps + phases);
+  i64* tap_of = scratch<i64>(2 * phases * taps + 3 * phases);
   i64* offsets = tap_of + phases * taps;  // phase p's at p * taps
   i64* ntaps = offsets + phases * taps;
+  i64* rows_of = ntaps + phases;  // phase p's plane: rows_of[p] x cols_of[p] input pixels
+  i64* cols_of = rows_of + phases;
   for (i64 rh = 0; rh < s.sh; ++rh)
     for (i64 rw = 0; rw < s.sw; ++rw) {
       const i64 ph = rh * s.sw + rw;
+      rows_of[ph] = (s.H - rh + s.sh - 1) / s.sh, cols_of[ph] = (s.W - rw + s.sw - 1) / s.sw;
       i64 nt = 0;
       for (i64 i = 0; i < s.kh; ++i) {
         const i64 dh = rh + s.pad_top - i * s.dil_h;
@@ -698,18 +696,16 @@ void grad_input_phases(const DepthwiseGeometry& s, const S* go, const A* w, cons
   for (i64 q = q0; q < q1; ++q) {
     const A* wc = w + q % s.C * taps;
     fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top, left, glen, 0, rows, L, buf);
-    for (i64 rh = 0; rh < s.sh; ++rh)
-      for (i64 rw = 0; rw < s.sw; ++rw) {
-        const i64 h_n = (s.H - rh + s.sh - 1) / s.sh, w_n = (s.W - rw + s.sw - 1) / s.sw;
-        if (h_n <= 0 || w_n <= 0) continue;
-        const i64 ph = rh * s.sw + rw, nt = ntaps[ph];
-        for (i64 t = 0; t < nt; ++t) wl[t] = wc[tap_of[ph * taps + t]];
-        A* dst = pout + ph * pout_n;
-        if (nt == 0) put_vectors(dst, h_n * w_n, [](i64) { return Vec<A>{}; });
-        else
-          flat_plane<0, false>(buf, glen, h_n, w_n, 1, nt, TableTaps{offsets + ph * taps}, wl, A(0), chunk, obuf, dst,
-                               static_cast<const T*>(nullptr));
-      }
+    for (i64 ph = 0; ph < phases; ++ph) {
+      const i64 h_n = rows_of[ph], w_n = cols_of[ph], nt = ntaps[ph];
+      if (h_n <= 0 || w_n <= 0) continue;
+      for (i64 t = 0; t < nt; ++t) wl[t] = wc[tap_of[ph * taps + t]];
+      A* dst = pout + ph * pout_n;
+      if (nt == 0) put_vectors(dst, h_n * w_n, [](i64) { return Vec<A>{}; });
+      else
+        flat_plane<0, false>(buf, glen, h_n, w_n, 1, nt, TableTaps{offsets + ph * taps}, wl, A(0), chunk, obuf, dst,
+                             static_cast<const T*>(nullptr));
+    }
     // Interleave each input row's column phases, then store it (full vectors while inside the plane).
     const i64 plane = s.H * s.W;
     T* gq = gi + q * plane;
