@@ -841,10 +841,11 @@ def test_every_cpu_isa(isa):
     if isa == active:
         pytest.skip(f"{isa} is the active instruction set, tested by the rest of the suite")
     _skip_unless_cpu_has(isa)
-    # xsep's weight-gradient and fused products and its NCHW kernels on narrow float32 planes
-    # (compiled per instruction set too) forced on, whatever this processor's default.
+    # xsep's weight-gradient and fused products and its NCHW plane kernels on every plane (compiled
+    # per instruction set too) forced on, whatever this processor's default; the channel blocks
+    # under each set: test_cpu_nchw_depthwise_in_blocks_everywhere.
     result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep", "XSEP_CPU_FUSED_GEMM": "xsep",
-                          "XSEP_CPU_NCHW_DEPTHWISE": "xsep"},
+                          "XSEP_CPU_NCHW_DEPTHWISE": "planes"},
                          "(native and matches_reference) or gradcheck or thread_count")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
@@ -882,12 +883,26 @@ def test_cpu_run_vectors():
 
 
 @pytest.mark.slow
-def test_cpu_nchw_depthwise_on_xsep_everywhere():
-    # Narrow float32 NCHW planes run the depthwise forward and input gradient on oneDNN
-    # (csrc/cpu/depthwise_conv2d.cpp: narrow_planes_on_onednn), which covers most of this suite's
-    # small float32 NCHW cases. XSEP_CPU_NCHW_DEPTHWISE=xsep keeps them on xsep's plane kernels:
-    # rerun the depthwise reference sweeps, gradchecks and thread-count tests with it.
-    result = _run_pytest({"XSEP_CPU_NCHW_DEPTHWISE": "xsep"},
+def test_cpu_nchw_depthwise_on_planes_everywhere():
+    # Small NCHW planes run the depthwise op in channel blocks through the NHWC kernels
+    # (csrc/cpu/depthwise_conv2d.cpp: nchw_depthwise_path), which covers many of this suite's small
+    # NCHW cases. XSEP_CPU_NCHW_DEPTHWISE=planes keeps every one on the plane kernels: rerun the
+    # depthwise reference sweeps, gradchecks and thread-count tests with it.
+    result = _run_pytest({"XSEP_CPU_NCHW_DEPTHWISE": "planes"},
+                         "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])
+def test_cpu_nchw_depthwise_in_blocks_everywhere(isa):
+    # The channel blocks (their transposes compiled per instruction set) take only small planes of
+    # layers with 128 or more planes by default: XSEP_CPU_NCHW_DEPTHWISE=blocks puts every NCHW
+    # depthwise case of the reference sweeps, gradchecks and thread-count tests there, under each
+    # instruction set this CPU can run.
+    _skip_unless_cpu_has(isa)
+    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_NCHW_DEPTHWISE": "blocks"},
                          "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
@@ -895,10 +910,9 @@ def test_cpu_nchw_depthwise_on_xsep_everywhere():
 
 @pytest.mark.slow
 def test_cpu_nchw_depthwise_on_onednn_for_every_narrow_plane():
-    # Small layers on narrow planes stay on xsep's kernels (auto: oneDNN's fixed cost outweighs its
-    # speed there), so this suite's small cases rarely reach oneDNN. XSEP_CPU_NCHW_DEPTHWISE=narrow
-    # hands every narrow float32 plane to it: rerun the depthwise reference sweeps, gradchecks and
-    # thread-count tests with it.
+    # No plane goes to oneDNN by default (channel blocks measured faster on narrow planes);
+    # XSEP_CPU_NCHW_DEPTHWISE=narrow hands every narrow float32 plane to it, as the default did
+    # until 2026-12-05: rerun the depthwise reference sweeps, gradchecks and thread-count tests with it.
     result = _run_pytest({"XSEP_CPU_NCHW_DEPTHWISE": "narrow"},
                          "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count "
                          "or narrow_nchw")
@@ -906,7 +920,7 @@ def test_cpu_nchw_depthwise_on_onednn_for_every_narrow_plane():
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
-# (C, H, W, M, kernel, stride, padding): planes narrower than the rule's bound for their kernel.
+# (C, H, W, M, kernel, stride, padding): planes narrower than the `narrow` setting's bound for their kernel.
 _NARROW_NCHW_PLANES = [(5, 10, 10, 1, 3, 1, 1), (4, 7, 13, 2, 3, 2, 1), (3, 20, 20, 1, 5, 1, 2),
                        (2, 28, 28, 1, 7, 1, 3), (2, 39, 17, 1, 7, 2, 3)]
 
@@ -935,35 +949,48 @@ def _narrow_plane_paths(case, channels):
 
 
 @pytest.mark.parametrize("case", _NARROW_NCHW_PLANES, ids=lambda c: f"{c[2]}wide_k{c[4]}_s{c[5]}_m{c[3]}")
-def test_narrow_nchw_float32_planes_run_torchs_own_depthwise(case):
-    # Where xsep's plane kernels measured slower than torch's own depthwise convolution, the native
-    # op runs that call: its forward and input gradient are then torch's to the bit. With the
-    # default setting only layers of at least 2 M multiply-adds a thread do
-    # (csrc/cpu/depthwise_conv2d.cpp): this case as given (under 1 M) stays on xsep's kernels, and
-    # with channels enough for 4 M a thread goes to oneDNN.
-    build = torch.ops.xsep._build_info()
-    if "cpu_nchw_depthwise=xsep" in build:
-        pytest.skip("XSEP_CPU_NCHW_DEPTHWISE=xsep: every plane on xsep's kernels")
+def test_narrow_nchw_float32_planes_on_onednn_only_when_asked(case):
+    # XSEP_CPU_NCHW_DEPTHWISE=narrow runs torch's own depthwise convolution for the forward and the
+    # input gradient of narrow float32 planes, small layers and large (its forward and input gradient
+    # are then torch's to the bit); every other setting, the default included, runs xsep's kernels
+    # (checked against float64 by the reference sweeps).
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch was built without oneDNN")
-    c, h, w, m, k, stride, pad = case
-    every_narrow_plane = "cpu_nchw_depthwise=onednn on every narrow float32 plane" in build
-    ho, wo = ((n + 2 * pad - k) // stride + 1 for n in (h, w))
-    per_channel = 2 * m * ho * wo * k * k  # multiply-adds
-    large = -(-4 * 2**20 * torch.get_num_threads() // per_channel)
-    assert c * per_channel < 2**20
-    ran, same = _narrow_plane_paths(case, c)
-    if every_narrow_plane:
-        assert ran == (True, True) and same
-    else:
-        assert ran == (False, False)  # xsep's kernels, checked against float64 by the reference sweeps
-    assert _narrow_plane_paths(case, large) == ((True, True), True)
+    on_onednn = "cpu_nchw_depthwise=onednn on narrow float32 planes" in torch.ops.xsep._build_info()
+    for channels in (case[0], 160):
+        ran, same = _narrow_plane_paths(case, channels)
+        assert ran == (on_onednn, on_onednn)
+        assert same or not on_onednn
+
+
+# (N, C, H, W, M, kernel, stride, padding, input relu): small NCHW planes of 128 or more planes,
+# which run in channel blocks by default: 7x7 and 10x12 planes, output rows of 7 at stride 2, 5x5 on
+# 20-wide planes, 7x7 kernels; channels not a multiple of 16, a depth multiplier, odd padding.
+_CHANNEL_BLOCK_CASES = [(2, 70, 7, 7, 1, 3, 1, 1, False), (1, 130, 10, 12, 2, 3, 1, 1, True),
+                        (2, 96, 14, 13, 1, 3, 2, 1, False), (3, 50, 20, 20, 1, 5, 1, 2, True),
+                        (2, 80, 12, 12, 1, 7, 1, (3, 2, 1, 3), False)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", _CHANNEL_BLOCK_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}x{c[3]}_k{c[5]}_s{c[6]}")
+def test_native_depthwise_nchw_channel_blocks_matches_reference(case, dtype):
+    # The NCHW output and the three gradients against the float64 reference.
+    require_native()
+    n, c, h, w, m, k, stride, padding, relu = case
+    padding = padding if isinstance(padding, tuple) else (padding,) * 4
+    geometry = ((stride, stride), padding, (1, 1), "relu" if relu else "none")
+    inputs = [torch.randn(n, c, h, w, dtype=dtype), torch.randn(c * m, 1, k, k, dtype=dtype),
+              torch.randn(c * m, dtype=dtype)]
+    got = check_against_reference(lambda x, wt, b: ops().depthwise_conv2d(x, wt, b, *geometry),
+                                  lambda x, wt, b: reference.depthwise_conv2d(x, wt, b, *geometry),
+                                  inputs, ["input", "weight", "bias"])
+    assert got["output"].is_contiguous() and got["grad_input"].is_contiguous()
 
 
 @pytest.mark.parametrize("variable, value, choices", [
     ("XSEP_CPU_STREAM_STORES", "sometimes", "'auto', 'always', 'never'"),
     ("XSEP_CPU_RUN_VECTORS", "two", "'auto', 'short-rows', 'every-row'"),
-    ("XSEP_CPU_NCHW_DEPTHWISE", "onednn", "'auto', 'narrow', 'xsep'"),
+    ("XSEP_CPU_NCHW_DEPTHWISE", "xsep", "'auto', 'planes', 'blocks', 'narrow'"),
 ])
 def test_cpu_setting_bad_name(variable, value, choices):
     result = subprocess.run([sys.executable, "-c", "import torch, xsep.functional as F; "

@@ -1,7 +1,7 @@
 // CPU depthwise convolution: argument checks, layout and threading around the vectorised kernels.
-// NCHW inputs run the NCHW kernels (depthwise_nchw_kernels.h) in place (narrow float32 planes:
-// oneDNN, see narrow_planes_on_onednn); channels-last inputs the NHWC kernels (depthwise_kernels.h). Outputs are
-// returned in the input's memory format.
+// NCHW inputs run the NCHW plane kernels (depthwise_nchw_kernels.h) in place, or, on small planes,
+// channel blocks through the NHWC kernels (see nchw_depthwise_path); channels-last inputs the NHWC
+// kernels (depthwise_kernels.h). Outputs are returned in the input's memory format.
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -32,13 +32,29 @@
 namespace xsep::cpu {
 namespace {
 
-// The NCHW paths (runs_nchw): the kernels read and write dense NCHW tensors in place.
+// Channels a block (DepthwiseNchwKernels::forward_blocked): the most of 64, 48, 32, 16 (whole
+// AVX-512 vectors of floats; 64 channels are 4) that still gives each thread 4 (image, block) items
+// to balance, in blocks of even size. Each value is summed in the same order whatever the block
+// (the NHWC kernels' order per channel), so the thread count still does not change the bits.
+int64_t nchw_block_channels(const DepthwiseGeometry& g) {
+  const int64_t wanted = 4 * at::get_num_threads();
+  int64_t even = g.C;
+  for (int64_t cb = 64; cb >= 16; cb -= 16) {
+    const int64_t blocks = (g.C + cb - 1) / cb;
+    even = std::min(g.C, ((g.C + blocks - 1) / blocks + 15) / 16 * 16);
+    if (g.N * ((g.C + even - 1) / even) >= wanted) break;
+  }
+  return even;
+}
+
+// The NCHW paths (runs_nchw): the kernels read and write dense NCHW tensors in place. The forward
+// on the plane kernels, or in channel blocks (see nchw_depthwise_path).
 at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias) {
+                           const std::optional<at::Tensor>& bias, bool in_blocks) {
   at::Tensor out = at::empty({g.N, g.OC, g.Ho, g.Wo}, input.options());
   if (out.numel() == 0) return out;
   const at::Tensor x = input.contiguous();
-  const at::Tensor w = channel_major(weight);
+  const at::Tensor w = in_blocks ? tap_major(weight) : channel_major(weight);
   const at::Tensor b = acc_bias(bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d", [&] {
     using acc_t = Acc<scalar_t>;
@@ -47,6 +63,16 @@ at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, 
     const acc_t* wp = w.const_data_ptr<acc_t>();
     const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+    if (in_blocks) {
+      const int64_t cb = nchw_block_channels(g), blocks = (g.C + cb - 1) / cb;
+      at::parallel_for(0, g.N * blocks, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t n = i / blocks, c0 = i % blocks * cb;
+          k.forward_blocked(g, xp, wp, bp, yp, n, c0, std::min(g.C, c0 + cb));
+        }
+      });
+      return;
+    }
     const int64_t plane = g.Ho * g.Wo;
     // Input planes q = n * C + c (each with its M output planes), whole images of rows; one kernel
     // call per image's run of channels, so that its setup is paid once per run, not per plane.
@@ -78,38 +104,83 @@ at::Tensor grad_input_in_nchw(const DepthwiseGeometry& g, const at::Tensor& grad
   return gi;
 }
 
-// NCHW float32 planes narrower than 14 pixels (kernels up to 3 wide) or 40 (wider kernels) run the
-// forward and the input gradient on oneDNN's depthwise convolution, torch's own call, which holds
-// channels in its vector lanes; xsep's plane kernels hold a plane's pixels there, and measured
-// slower on such planes. Zen 5 EPYC, fp32, batch 8, 2 threads, interleaved, 2026-12-03, forward /
-// input gradient against torch, stride 1: 3x3 12 pixels wide 0.98x / 1.12x, 10 wide 0.73-0.88x /
-// 0.81-0.89x, 7 wide 0.68x / 0.84x, against 1.10-1.24x / 1.19-1.33x 14 wide; 5x5 28 wide 0.77-0.87x
-// / 1.08-1.22x, 14 wide 0.54x / 0.76x, against 1.30-1.42x / 1.71-1.79x 56 wide; 7x7 32 wide
-// 0.81-0.90x / 0.98-1.04x, 28 wide 0.63x / 0.82x, against 1.32x / 1.69x 40 wide. (No rule linear in
-// the kernel width fits those three boundaries.) Only where oneDNN computes the same thing (symmetric
-// padding, no relu on the input) and XSEP_CPU_NCHW_DEPTHWISE allows it. The weight gradient stays
-// on xsep's kernels: the same bits at any thread count, and oneDNN's 5x5 and 7x7 weight gradients
-// ran 3-35x slower (its 3x3 one 1.1-1.8x faster on planes up to 14 wide).
-//
-// And only with enough work (auto): oneDNN's call costs 65-100 us however small the layer, xsep's
-// 13-21 us, so a small layer (one image, a small batch: serving) ran 1.01-6.5x faster on xsep's
-// kernels although they do less per multiply-add. Zen 4 EPYC, 2 threads, 2026-12-04
-// (benchmarks/results/cpu-amd-epyc-avx512-2t/2026-12-04_narrow-nchw-planes, forward / input
-// gradient): one 10x10 image of 160 channels, 3x3: oneDNN 86 / 77 us, xsep 21 / 19 us; 14x14x480,
-// 5x5: 119 / 127 against 92 / 93 us; the two met at 2-9 M multiply-adds (xsep's kernels then take
-// 100-250 us). Below 2 M multiply-adds a thread (xsep's time falls with threads, oneDNN's fixed
-// cost does not) xsep's kernels were faster in all 48 cases measured (geometric mean 2.54x).
-constexpr int64_t kOneDnnDepthwiseMinWorkPerThread = int64_t{2} << 20;
+// What runs an NCHW depthwise forward and input gradient (the weight gradient: blocks where they
+// do, else the plane kernels).
+enum class NchwPath { kPlanes, kBlocks, kOneDnn };
 
-bool narrow_planes_on_onednn(const DepthwiseGeometry& g, const at::Tensor& input, at::IntArrayRef padding) {
-  const NchwDepthwiseOnOneDnn setting = nchw_depthwise_on_onednn();
-  if (setting == NchwDepthwiseOnOneDnn::kNever) return false;
-  const bool narrow = input.scalar_type() == at::kFloat && !g.relu_input && g.W < (g.kw <= 3 ? 14 : 40) &&
-                      padding[0] == padding[1] && padding[2] == padding[3] && at::hasMKLDNN() &&
-                      at::globalContext().userEnabledMkldnn();
-  if (!narrow || setting == NchwDepthwiseOnOneDnn::kEveryNarrowPlane) return narrow;
-  const int64_t multiply_adds = g.N * g.OC * g.Ho * g.Wo * g.kh * g.kw;
-  return multiply_adds >= kOneDnnDepthwiseMinWorkPerThread * at::get_num_threads();
+// auto: channel blocks where the planes are small for the plane kernels, which hold a plane's
+// pixels in their vector lanes (a plane's fill, tap table and row stores then cost more than its
+// multiply-adds): planes up to 28 wide for 3x3 (and smaller) kernels, up to 56 wide for 5x5 and 6x6,
+// any for 7x7 and wider; in layers of 128 or more planes. Zen 4 EPYC, fp32, 2 threads, 2026-12-05,
+// two runs of benchmarks/results/cpu-amd-epyc-avx512-2t/2026-12-05_nchw-depthwise-paths
+// (scripts/nchw_depthwise_paths.py), blocks over the plane kernels, forward / backward, batch 8
+// (batch 1): 3x3 on planes 7 to 28 wide, stride 1 or 2, 1.02-2.05x / 0.97-3.03x (0.96-1.76x /
+// 1.21-2.06x); 5x5, 7 to 56 wide, 0.96-2.90x / 0.90-3.36x (0.90-1.61x / 0.89-2.38x; the low ends:
+// stride 2 on 56 wide); 7x7, 7 to 56 wide, 1.42-3.73x / 1.19-1.95x (1.62-1.79x / 1.21-1.68x).
+// Against 0.56-1.07x forward (most below 1) / 0.85-1.33x backward for 3x3 on planes 37 to 112 wide. On the narrow
+// planes oneDNN ran by default until then (torch's own call, XSEP_CPU_NCHW_DEPTHWISE=narrow, which
+// holds channels in its lanes too), blocks were 1.03-2.82x faster forward and 1.12-2.37x backward.
+// And only with 128 or more planes (images x channels: 8 blocks of 16 channels, items enough for
+// 2 threads): one 56x56 image of 40 channels, 7x7, ran 0.84x backward in blocks (one block), while
+// the plane kernels split its planes between threads. (A bound on the thread count would make the
+// weight gradient's bits depend on it.)
+NchwPath nchw_depthwise_path(const DepthwiseGeometry& g, const at::Tensor& input, at::IntArrayRef padding) {
+  const bool some_output = g.N > 0 && g.C > 0 && g.Ho * g.Wo > 0;
+  switch (nchw_depthwise_setting_choice()) {
+    case NchwDepthwiseSetting::kPlanes: return NchwPath::kPlanes;
+    case NchwDepthwiseSetting::kBlocks: return some_output ? NchwPath::kBlocks : NchwPath::kPlanes;
+    case NchwDepthwiseSetting::kOneDnnOnNarrowPlanes: {
+      // Planes narrower than 14 pixels (kernels up to 3 wide) or 40 (wider), where oneDNN computes
+      // the same thing (symmetric padding, no relu on the input).
+      const bool narrow = input.scalar_type() == at::kFloat && !g.relu_input && g.W < (g.kw <= 3 ? 14 : 40) &&
+                          padding[0] == padding[1] && padding[2] == padding[3] && at::hasMKLDNN() &&
+                          at::globalContext().userEnabledMkldnn();
+      return narrow ? NchwPath::kOneDnn : NchwPath::kPlanes;
+    }
+    default: {
+      const bool small = g.W <= (g.kw >= 7 ? g.W : g.kw >= 5 ? 56 : 28);
+      return some_output && small && g.N * g.C >= 128 ? NchwPath::kBlocks : NchwPath::kPlanes;
+    }
+  }
+}
+
+// (grad_input when with_input, else undefined; grad_weight when with_weight, else undefined). Each
+// weight value: one kernel call's sum per image, then the images in order (add_into): the same
+// bits at any thread count.
+std::tuple<at::Tensor, at::Tensor> backward_in_nchw_blocks(const DepthwiseGeometry& g, const at::Tensor& grad_output,
+                                                           const at::Tensor& input, const at::Tensor& weight,
+                                                           bool with_input, bool with_weight) {
+  const at::Tensor go = grad_output.contiguous(), x = input.contiguous();
+  const at::Tensor w = tap_major(weight);
+  at::Tensor gi = with_input ? at::empty({g.N, g.C, g.H, g.W}, input.options()) : at::Tensor();
+  const auto acc = input.options().dtype(acc_dtype(input.scalar_type()));
+  const int64_t size = g.kh * g.kw * g.OC;
+  at::Tensor part = with_weight ? at::empty({g.N, size}, acc) : at::Tensor();
+  at::Tensor total = with_weight ? at::empty({g.kh * g.kw, g.OC}, acc) : at::Tensor();
+  const int64_t cb = nchw_block_channels(g), blocks = (g.C + cb - 1) / cb;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_backward", [&] {
+    using acc_t = Acc<scalar_t>;
+    const auto& k = depthwise_nchw_kernels<scalar_t>();
+    const scalar_t* gop = go.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const acc_t* wp = w.const_data_ptr<acc_t>();
+    scalar_t* gip = with_input ? gi.mutable_data_ptr<scalar_t>() : nullptr;
+    acc_t* pp = with_weight ? part.mutable_data_ptr<acc_t>() : nullptr;
+    at::parallel_for(0, g.N * blocks, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t n = i / blocks, c0 = i % blocks * cb;
+        k.backward_blocked(g, gop, xp, wp, gip, pp != nullptr ? pp + n * size : nullptr, n, c0, std::min(g.C, c0 + cb));
+      }
+    });
+    if (!with_weight) return;
+    const auto& add = depthwise_kernels<scalar_t>().add_into;
+    acc_t* tot = total.mutable_data_ptr<acc_t>();
+    at::parallel_for(0, size, 4096, [&](int64_t e0, int64_t e1) {
+      std::copy(pp + e0, pp + e1, tot + e0);
+      for (int64_t n = 1; n < g.N; ++n) add(pp + n * size + e0, tot + e0, e1 - e0);
+    });
+  });
+  return {gi, with_weight ? from_tap_major(total, weight) : at::Tensor()};
 }
 
 }  // namespace
@@ -121,11 +192,12 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   const DepthwiseGeometry g =
       check_depthwise_forward(op, at::kCPU, input, weight, bias, stride, padding, dilation, input_activation);
   if (runs_nchw(input)) {
-    if (narrow_planes_on_onednn(g, input, padding)) {
+    const NchwPath path = nchw_depthwise_path(g, input, padding);
+    if (path == NchwPath::kOneDnn) {
       const at::AutoDispatchBelowADInplaceOrView below_autograd;  // a value, not a graph
       return at::convolution(input, weight, bias, stride, {padding[0], padding[2]}, dilation, false, {0, 0}, g.C);
     }
-    return forward_in_nchw(g, input, weight, bias);
+    return forward_in_nchw(g, input, weight, bias, path == NchwPath::kBlocks);
   }
   at::Tensor out = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, input);
   if (out.numel() > 0) {
@@ -151,8 +223,8 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
 namespace {
 
 // The backward once the arguments are checked (g). NCHW input gradient of narrow float32 planes:
-// oneDNN's, torch's own call (see narrow_planes_on_onednn); the weight gradient is then a pass of its
-// own (grad_weight_in_nchw), while other NCHW layers take both in one pass (backward_in_nchw).
+// oneDNN's, torch's own call (XSEP_CPU_NCHW_DEPTHWISE=narrow, see nchw_depthwise_path); the weight gradient is then a
+// pass of its own (grad_weight_in_nchw), while other NCHW layers take both in one pass (backward_in_nchw).
 at::Tensor grad_input_on_onednn(const DepthwiseGeometry& g, const at::Tensor& grad_output, const at::Tensor& input,
                                 const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
                                 at::IntArrayRef dilation) {
@@ -270,7 +342,11 @@ at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_input", at::kCPU, grad_output, input,
                                                        weight, stride, padding, dilation, input_activation);
   if (runs_nchw(input)) {
-    if (narrow_planes_on_onednn(g, input, padding)) {
+    const NchwPath path = nchw_depthwise_path(g, input, padding);
+    if (path == NchwPath::kBlocks) {
+      return std::get<0>(backward_in_nchw_blocks(g, grad_output, input, weight, true, false));
+    }
+    if (path == NchwPath::kOneDnn) {
       return grad_input_on_onednn(g, grad_output, input, weight, stride, padding, dilation);
     }
     return grad_input_in_nchw(g, grad_output, input, weight);
@@ -283,7 +359,12 @@ at::Tensor depthwise_conv2d_grad_weight_cpu(const at::Tensor& grad_output, const
                                             at::IntArrayRef dilation, std::string_view input_activation) {
   const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_grad_weight", at::kCPU, grad_output,
                                                        input, weight, stride, padding, dilation, input_activation);
-  if (runs_nchw(input)) return grad_weight_in_nchw(g, grad_output, input, weight);
+  if (runs_nchw(input)) {
+    if (nchw_depthwise_path(g, input, padding) == NchwPath::kBlocks) {
+      return std::get<1>(backward_in_nchw_blocks(g, grad_output, input, weight, false, true));
+    }
+    return grad_weight_in_nchw(g, grad_output, input, weight);
+  }
   return std::get<1>(backward_in_nhwc(g, grad_output, input, weight, /*with_input=*/false));
 }
 
@@ -294,7 +375,9 @@ std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(const at::Tenso
   const DepthwiseGeometry g = check_depthwise_backward("xsep.depthwise_conv2d_backward", at::kCPU, grad_output, input,
                                                        weight, stride, padding, dilation, input_activation);
   if (runs_nchw(input)) {
-    if (!narrow_planes_on_onednn(g, input, padding)) return backward_in_nchw(g, grad_output, input, weight);
+    const NchwPath path = nchw_depthwise_path(g, input, padding);
+    if (path == NchwPath::kBlocks) return backward_in_nchw_blocks(g, grad_output, input, weight, true, true);
+    if (path == NchwPath::kPlanes) return backward_in_nchw(g, grad_output, input, weight);
     return {grad_input_on_onednn(g, grad_output, input, weight, stride, padding, dilation),
             grad_weight_in_nchw(g, grad_output, input, weight)};
   }

@@ -900,6 +900,161 @@ void grad_weight_nchw(const DepthwiseGeometry& s, const S* go, const T* x, Acc<T
   else grad_weight_any<false>(s, go, x, gw, c0, c1);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Small planes: channel blocks through the NHWC kernels
+//
+// The plane kernels above hold a plane's pixels in their vector lanes; on small planes (7x7,
+// 14x14 at stride 2) a plane is a few vectors and its fill, tap table and row stores cost more than
+// its multiply-adds. There a block of channels of one image is transposed into an NHWC buffer (a
+// few KB to ~100 KB: it stays in L1/L2), the NHWC kernels (depthwise_kernels_impl.h: channels in
+// the lanes, as oneDNN does) run on it as a one-image layer of those channels, and the result is
+// transposed back. Per output value the same sums in the same order as those kernels.
+
+// Swaps, in every 2H x 2H block of the tile rows a and b (H rows apart), the two H x H blocks off
+// its diagonal: a's upper-right with b's lower-left.
+template <int H, typename V>
+XSEP_INLINE void swap_off_diagonal(V& a, V& b) {
+  using Index = decltype(a < b);
+  constexpr int L = sizeof(V) / sizeof(a[0]);
+  Index lo, hi;
+#pragma GCC unroll 16
+  for (int l = 0; l < L; ++l) {
+    const int g = l / (2 * H) * (2 * H), q = l % (2 * H);
+    lo[l] = q < H ? g + q : L + g + q - H;
+    hi[l] = q < H ? g + H + q : L + g + q;
+  }
+  const V a2 = __builtin_shuffle(a, b, lo), b2 = __builtin_shuffle(a, b, hi);
+  a = a2;
+  b = b2;
+}
+
+// The L x L tile t (row i = t[i]) transposed in registers: one swap per bit of the index.
+template <int H, typename V>
+XSEP_INLINE void transpose_tile(V* t) {
+  if constexpr (H >= 1) {
+    constexpr int L = sizeof(V) / sizeof(t[0][0]);
+#pragma GCC unroll 16
+    for (int i = 0; i < L; ++i)
+      if ((i & H) == 0) swap_off_diagonal<H>(t[i], t[i + H]);
+    transpose_tile<H / 2>(t);
+  }
+}
+
+// dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: L x L tiles in registers (partial
+// tiles by masked loads and stores), or element by element for 16-bit types.
+template <typename T>
+void transpose(const T* src, i64 rows, i64 cols, i64 lds, T* dst, i64 ldd) {
+  if constexpr (std::is_same_v<T, Acc<T>>) {
+    constexpr int L = kLanes<T>;
+    for (i64 r0 = 0; r0 < rows; r0 += L) {
+      const int nr = int(min_(L, rows - r0));
+      for (i64 c0 = 0; c0 < cols; c0 += L) {
+        const int nc = int(min_(L, cols - c0));
+        Vec<T> t[L];
+#pragma GCC unroll 16
+        for (int i = 0; i < L; ++i) {
+          const T* p = src + (r0 + i) * lds + c0;
+          t[i] = i >= nr ? Vec<T>{} : nc == L ? load(p) : load_lanes(p, 0, nc);
+        }
+        transpose_tile<L / 2>(t);
+        for (int j = 0; j < nc; ++j) {
+          T* q = dst + (c0 + j) * ldd + r0;
+          if (nr == L) store(q, t[j]);
+          else store_lanes(q, t[j], 0, nr);
+        }
+      }
+    }
+  } else {
+    for (i64 r = 0; r < rows; ++r)
+      for (i64 c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+  }
+}
+
+// The geometry of input channels [c0, c1) of one image as an NHWC layer of their own.
+XSEP_INLINE DepthwiseGeometry block_geometry(const DepthwiseGeometry& s, i64 c0, i64 c1) {
+  DepthwiseGeometry b = s;
+  b.N = 1;
+  b.C = c1 - c0;
+  b.OC = (c1 - c0) * s.M;
+  return b;
+}
+
+// A thread's buffers for one block (from `bytes` of scratch), each on a 64-byte boundary: malloc's
+// 16-byte alignment would split a quarter to all of the vector loads and stores across cache lines,
+// by chance per process (measured 10-25% slower backward, Zen 4).
+struct BlockBuffers {
+  unsigned char* base;
+  i64 used = 0;
+  explicit BlockBuffers(i64 bytes) {
+    unsigned char* p = scratch<unsigned char>(bytes + 63);
+    base = p + (64 - reinterpret_cast<unsigned long>(p) % 64) % 64;
+  }
+  template <typename X>
+  X* take(i64 count) {
+    X* p = reinterpret_cast<X*>(base + used);
+    used += round_up(count * i64(sizeof(X)), 64);
+    return p;
+  }
+};
+XSEP_INLINE i64 block_buffer_bytes(const DepthwiseGeometry& b, i64 acc_size, i64 value_size) {
+  const i64 in = b.H * b.W * b.C, out = b.Ho * b.Wo * b.OC, taps = b.kh * b.kw * b.OC;
+  return 2 * round_up(in * value_size, 64) + round_up(out * value_size, 64) + 2 * round_up(taps * acc_size, 64);
+}
+
+// The block's weights, tap-major: wb[t * b.OC + oc] = w_taps[t * s.OC + c0 * M + oc].
+template <typename A>
+XSEP_INLINE void block_weights(const DepthwiseGeometry& s, const DepthwiseGeometry& b, const A* w_taps, i64 c0, A* wb) {
+  for (i64 t = 0; t < s.kh * s.kw; ++t)
+    for (i64 oc = 0; oc < b.OC; ++oc) wb[t * b.OC + oc] = w_taps[t * s.OC + c0 * s.M + oc];
+}
+
+// Output planes of image n, input channels [c0, c1) (w_taps: the layer's tap-major weights).
+template <typename T>
+void forward_blocked(const DepthwiseGeometry& s, const T* x, const Acc<T>* w_taps, const Acc<T>* bias, T* out, i64 n,
+                     i64 c0, i64 c1) {
+  using A = Acc<T>;
+  const DepthwiseGeometry b = block_geometry(s, c0, c1);
+  BlockBuffers buf(block_buffer_bytes(b, sizeof(A), sizeof(T)));
+  T* xb = buf.take<T>(b.H * b.W * b.C);
+  T* yb = buf.take<T>(b.Ho * b.Wo * b.OC);
+  A* wb = buf.take<A>(b.kh * b.kw * b.OC);
+  transpose(x + (n * s.C + c0) * s.H * s.W, b.C, s.H * s.W, s.H * s.W, xb, b.C);
+  block_weights(s, b, w_taps, c0, wb);
+  forward<T>(b, xb, wb, bias != nullptr ? bias + c0 * s.M : nullptr, yb, 0, b.Ho * b.Wo, false);
+  transpose(yb, b.Ho * b.Wo, b.OC, b.OC, out + (n * s.OC + c0 * s.M) * s.Ho * s.Wo, s.Ho * s.Wo);
+}
+
+// Image n, input channels [c0, c1): the input-gradient planes into gi (when not null) and this
+// image's weight gradient into gw_taps (tap-major [kh * kw, C * M], the block's columns
+// overwritten; when not null).
+template <typename T>
+void backward_blocked(const DepthwiseGeometry& s, const T* go, const T* x, const Acc<T>* w_taps, T* gi, Acc<T>* gw_taps,
+                      i64 n, i64 c0, i64 c1) {
+  using A = Acc<T>;
+  const DepthwiseGeometry b = block_geometry(s, c0, c1);
+  const i64 taps = b.kh * b.kw;
+  BlockBuffers buf(block_buffer_bytes(b, sizeof(A), sizeof(T)));
+  T* xb = buf.take<T>(b.H * b.W * b.C);
+  T* gib = buf.take<T>(b.H * b.W * b.C);
+  T* gob = buf.take<T>(b.Ho * b.Wo * b.OC);
+  A* wb = buf.take<A>(taps * b.OC);
+  A* gwb = buf.take<A>(taps * b.OC);
+  transpose(go + (n * s.OC + c0 * s.M) * s.Ho * s.Wo, b.OC, s.Ho * s.Wo, s.Ho * s.Wo, gob, b.OC);
+  const bool need_x = gw_taps != nullptr || s.relu_input;
+  if (need_x) transpose(x + (n * s.C + c0) * s.H * s.W, b.C, s.H * s.W, s.H * s.W, xb, b.C);
+  if (gw_taps != nullptr) {
+    for (i64 k = 0; k < taps * b.OC; ++k) gwb[k] = A(0);
+    grad_weight<T, T>(b, gob, xb, gwb, 0, b.Ho);
+    for (i64 t = 0; t < taps; ++t)
+      for (i64 oc = 0; oc < b.OC; ++oc) gw_taps[t * s.OC + c0 * s.M + oc] = gwb[t * b.OC + oc];
+  }
+  if (gi != nullptr) {
+    block_weights(s, b, w_taps, c0, wb);
+    grad_input<T, T>(b, gob, wb, need_x ? xb : nullptr, gib, 0, b.H, false);
+    transpose(gib, b.H * b.W, b.C, b.C, gi + (n * s.C + c0) * s.H * s.W, s.H * s.W);
+  }
+}
+
 template <typename T>
 DepthwiseNchwKernels<T> make_nchw_table() {
   using A = Acc<T>;
@@ -910,6 +1065,8 @@ DepthwiseNchwKernels<T> make_nchw_table() {
   t.grad_input_acc = &grad_input_nchw<A, T>;
   t.grad_weight = &grad_weight_nchw<T, T>;
   t.grad_weight_acc = &grad_weight_nchw<A, T>;
+  t.forward_blocked = &forward_blocked<T>;
+  t.backward_blocked = &backward_blocked<T>;
   return t;
 }
 

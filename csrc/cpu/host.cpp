@@ -93,21 +93,24 @@ bool stream_output(int64_t bytes) {
   return threshold < 0 || (threshold > 0 && bytes > threshold);
 }
 
-NchwDepthwiseOnOneDnn nchw_depthwise_on_onednn() {
-  static const NchwDepthwiseOnOneDnn setting = [] {
-    const std::string_view v = env_choice("XSEP_CPU_NCHW_DEPTHWISE", {"auto", "narrow", "xsep"}).value_or("auto");
-    return v == "auto"     ? NchwDepthwiseOnOneDnn::kEnoughWork
-           : v == "narrow" ? NchwDepthwiseOnOneDnn::kEveryNarrowPlane
-                           : NchwDepthwiseOnOneDnn::kNever;
+NchwDepthwiseSetting nchw_depthwise_setting_choice() {
+  static const NchwDepthwiseSetting setting = [] {
+    const std::string_view v =
+        env_choice("XSEP_CPU_NCHW_DEPTHWISE", {"auto", "planes", "blocks", "narrow"}).value_or("auto");
+    return v == "planes"   ? NchwDepthwiseSetting::kPlanes
+           : v == "blocks" ? NchwDepthwiseSetting::kBlocks
+           : v == "narrow" ? NchwDepthwiseSetting::kOneDnnOnNarrowPlanes
+                           : NchwDepthwiseSetting::kAuto;
   }();
   return setting;
 }
 
 std::string nchw_depthwise_setting() {
-  switch (nchw_depthwise_on_onednn()) {
-    case NchwDepthwiseOnOneDnn::kEnoughWork: return "onednn on narrow float32 planes of enough work";
-    case NchwDepthwiseOnOneDnn::kEveryNarrowPlane: return "onednn on every narrow float32 plane";
-    default: return "xsep";
+  switch (nchw_depthwise_setting_choice()) {
+    case NchwDepthwiseSetting::kPlanes: return "planes";
+    case NchwDepthwiseSetting::kBlocks: return "blocks";
+    case NchwDepthwiseSetting::kOneDnnOnNarrowPlanes: return "onednn on narrow float32 planes";
+    default: return "blocks on small planes";
   }
 }
 

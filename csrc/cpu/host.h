@@ -54,13 +54,14 @@ std::string stream_stores_setting();
 // format the output is returned in (in_format_of), so neither path converts its output back.
 inline bool runs_nchw(const at::Tensor& input) { return input.suggest_memory_format() == at::MemoryFormat::Contiguous; }
 
-// Which NCHW depthwise forwards and input gradients on narrow float32 planes go to oneDNN
-// (depthwise_conv2d.cpp: narrow_planes_on_onednn), XSEP_CPU_NCHW_DEPTHWISE, read once per process:
-// auto (the default): those with enough work to pay oneDNN's fixed cost; narrow: every one; xsep:
-// none, every plane on xsep's kernels (tests, benchmarks).
-enum class NchwDepthwiseOnOneDnn { kEnoughWork, kEveryNarrowPlane, kNever };
-NchwDepthwiseOnOneDnn nchw_depthwise_on_onednn();
-// That setting in words, e.g. "xsep".
+// What runs the NCHW depthwise op (depthwise_conv2d.cpp: nchw_depthwise_path),
+// XSEP_CPU_NCHW_DEPTHWISE, read once per process: auto (the default): channel blocks on small
+// planes, the plane kernels elsewhere; planes, blocks: that path everywhere (tests, benchmarks);
+// narrow: oneDNN's depthwise convolution (torch's own call) for the forward and input gradient
+// on narrow float32 planes, the plane kernels elsewhere (the default until 2026-12-05).
+enum class NchwDepthwiseSetting { kAuto, kPlanes, kBlocks, kOneDnnOnNarrowPlanes };
+NchwDepthwiseSetting nchw_depthwise_setting_choice();
+// That setting in words, e.g. "planes".
 std::string nchw_depthwise_setting();
 
 // Depthwise weight [C*M, 1, kh, kw] -> channel-major [C*M, kh*kw] in the accumulation dtype (the
