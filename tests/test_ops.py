@@ -964,7 +964,8 @@ def test_narrow_nchw_float32_planes_on_onednn_only_when_asked(case):
 
 
 # (N, C, H, W, M, kernel, stride, padding, input relu): small NCHW planes of 128 or more planes,
-# which run in channel blocks by default: 7x7 and 10x12 planes, output rows of 7 at stride 2, 5x5 on
+# which run in channel blocks by default in float32 (the other types there under
+# XSEP_CPU_NCHW_DEPTHWISE=blocks, test_cpu_nchw_depthwise_in_blocks_everywhere): 7x7 and 10x12 planes, output rows of 7 at stride 2, 5x5 on
 # 20-wide planes, 7x7 kernels; channels not a multiple of 16, a depth multiplier, odd padding.
 _CHANNEL_BLOCK_CASES = [(2, 70, 7, 7, 1, 3, 1, 1, False), (1, 130, 10, 12, 2, 3, 1, 1, True),
                         (2, 96, 14, 13, 1, 3, 2, 1, False), (3, 50, 20, 20, 1, 5, 1, 2, True),

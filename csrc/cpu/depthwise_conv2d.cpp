@@ -111,15 +111,17 @@ enum class NchwPath { kPlanes, kBlocks, kOneDnn };
 // auto: channel blocks where the planes are small for the plane kernels, which hold a plane's
 // pixels in their vector lanes (a plane's fill, tap table and row stores then cost more than its
 // multiply-adds): planes up to 28 wide for 3x3 (and smaller) kernels, up to 56 wide for 5x5 and 6x6,
-// any for 7x7 and wider; in layers of 128 or more planes. Zen 4 EPYC, fp32, 2 threads, 2026-12-05,
+// any for 7x7 and wider; in float32 layers (the other types were not timed; their 16-bit
+// transposes go element by element) of 128 or more planes. Zen 4 EPYC, fp32, 2 threads, 2026-12-05,
 // two runs of benchmarks/results/cpu-amd-epyc-avx512-2t/2026-12-05_nchw-depthwise-paths
 // (scripts/nchw_depthwise_paths.py), blocks over the plane kernels, forward / backward, batch 8
 // (batch 1): 3x3 on planes 7 to 28 wide, stride 1 or 2, 1.02-2.05x / 0.97-3.03x (0.96-1.76x /
 // 1.21-2.06x); 5x5, 7 to 56 wide, 0.96-2.90x / 0.90-3.36x (0.90-1.61x / 0.89-2.38x; the low ends:
 // stride 2 on 56 wide); 7x7, 7 to 56 wide, 1.42-3.73x / 1.19-1.95x (1.62-1.79x / 1.21-1.68x).
-// Against 0.56-1.07x forward (most below 1) / 0.85-1.33x backward for 3x3 on planes 37 to 112 wide. On the narrow
-// planes oneDNN ran by default until then (torch's own call, XSEP_CPU_NCHW_DEPTHWISE=narrow, which
-// holds channels in its lanes too), blocks were 1.03-2.82x faster forward and 1.12-2.37x backward.
+// Against 0.56-1.07x forward (most below 1) / 0.85-1.33x backward for 3x3 on planes 37 to 112
+// wide. On the narrow planes oneDNN ran by default until then (torch's own call,
+// XSEP_CPU_NCHW_DEPTHWISE=narrow, which holds channels in its lanes too), blocks were 1.03-2.82x
+// faster forward and 1.12-2.37x backward.
 // And only with 128 or more planes (images x channels: 8 blocks of 16 channels, items enough for
 // 2 threads): one 56x56 image of 40 channels, 7x7, ran 0.84x backward in blocks (one block), while
 // the plane kernels split its planes between threads. (A bound on the thread count would make the
@@ -139,7 +141,8 @@ NchwPath nchw_depthwise_path(const DepthwiseGeometry& g, const at::Tensor& input
     }
     default: {
       const bool small = g.W <= (g.kw >= 7 ? g.W : g.kw >= 5 ? 56 : 28);
-      return some_output && small && g.N * g.C >= 128 ? NchwPath::kBlocks : NchwPath::kPlanes;
+      const bool measured = input.scalar_type() == at::kFloat;
+      return some_output && small && g.N * g.C >= 128 && measured ? NchwPath::kBlocks : NchwPath::kPlanes;
     }
   }
 }

@@ -903,9 +903,9 @@ void grad_weight_nchw(const DepthwiseGeometry& s, const S* go, const T* x, Acc<T
 // ---------------------------------------------------------------------------------------------
 // Small planes: channel blocks through the NHWC kernels
 //
-// The plane kernels above hold a plane's pixels in their vector lanes; on small planes (7x7,
-// 14x14 at stride 2) a plane is a few vectors and its fill, tap table and row stores cost more than
-// its multiply-adds. There a block of channels of one image is transposed into an NHWC buffer (a
+// The plane kernels above hold a plane's pixels in their vector lanes; on a small plane (7x7,
+// 14x14 at stride 2: a few vectors) its fill, tap table and row stores cost more than its
+// multiply-adds. There a block of channels of one image is transposed into an NHWC buffer (a
 // few KB to ~100 KB: it stays in L1/L2), the NHWC kernels (depthwise_kernels_impl.h: channels in
 // the lanes, as oneDNN does) run on it as a one-image layer of those channels, and the result is
 // transposed back. Per output value the same sums in the same order as those kernels.
@@ -979,9 +979,10 @@ XSEP_INLINE DepthwiseGeometry block_geometry(const DepthwiseGeometry& s, i64 c0,
   return b;
 }
 
-// A thread's buffers for one block (from `bytes` of scratch), each on a 64-byte boundary: malloc's
-// 16-byte alignment would split a quarter to all of the vector loads and stores across cache lines,
-// by chance per process (measured 10-25% slower backward, Zen 4).
+// A thread's buffers for one block (from `bytes` of scratch), each on a 64-byte boundary: malloc
+// aligns to 16 bytes, and where its block started 16, 32 or 48 bytes into a cache line (by chance,
+// per process) every 64-byte vector load and store spanned two lines (the backward measured 10-25%
+// slower in such processes, Zen 4).
 struct BlockBuffers {
   unsigned char* base;
   i64 used = 0;
