@@ -897,13 +897,15 @@ def test_cpu_nchw_depthwise_on_planes_everywhere():
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])
 def test_cpu_nchw_depthwise_in_blocks_everywhere(isa):
-    # The channel blocks (their transposes compiled per instruction set) take only small planes of
-    # layers with 128 or more planes by default: XSEP_CPU_NCHW_DEPTHWISE=blocks puts every NCHW
-    # depthwise case of the reference sweeps, gradchecks and thread-count tests there, under each
-    # instruction set this CPU can run.
+    # The channel blocks (their transposes compiled per instruction set) take only small float32
+    # planes of layers with 128 or more planes by default: XSEP_CPU_NCHW_DEPTHWISE=blocks puts every
+    # NCHW depthwise case of the reference sweeps, gradchecks and thread-count tests there, and the
+    # fused op's whole-plane bands of the channel-block cases, under each instruction set this CPU
+    # can run.
     _skip_unless_cpu_has(isa)
     result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_NCHW_DEPTHWISE": "blocks"},
-                         "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count")
+                         "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count "
+                         "or channel_blocks")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
@@ -963,29 +965,47 @@ def test_narrow_nchw_float32_planes_on_onednn_only_when_asked(case):
         assert same or not on_onednn
 
 
-# (N, C, H, W, M, kernel, stride, padding, input relu): small NCHW planes of 128 or more planes,
+# (N, C, H, W, M, kernel, stride, padding, activation, O): small NCHW planes of 128 or more planes,
 # which run in channel blocks by default in float32 (the other types there under
-# XSEP_CPU_NCHW_DEPTHWISE=blocks, test_cpu_nchw_depthwise_in_blocks_everywhere): 7x7 and 10x12 planes, output rows of 7 at stride 2, 5x5 on
-# 20-wide planes, 7x7 kernels; channels not a multiple of 16, a depth multiplier, odd padding.
-_CHANNEL_BLOCK_CASES = [(2, 70, 7, 7, 1, 3, 1, 1, False), (1, 130, 10, 12, 2, 3, 1, 1, True),
-                        (2, 96, 14, 13, 1, 3, 2, 1, False), (3, 50, 20, 20, 1, 5, 1, 2, True),
-                        (2, 80, 12, 12, 1, 7, 1, (3, 2, 1, 3), False)]
+# XSEP_CPU_NCHW_DEPTHWISE=blocks, test_cpu_nchw_depthwise_in_blocks_everywhere). The depthwise op
+# (O None; the activation on its input): 7x7 and 10x12 planes, output rows of 7 at stride 2, 5x5 on
+# 20-wide planes, 7x7 kernels; channels not a multiple of 16, a depth multiplier, odd padding. The
+# fused op's depthwise half (the activation between the halves; csrc/cpu/separable_conv2d.cpp:
+# DepthwiseBandNchw, which its backward runs again): 7x7 and 10x10 planes (several images side by
+# side in a band), stride 2, a depth multiplier, 5x5 and 7x7 kernels, asymmetric padding.
+_CHANNEL_BLOCK_CASES = [
+    (2, 70, 7, 7, 1, 3, 1, 1, "none", None), (1, 130, 10, 12, 2, 3, 1, 1, "relu", None),
+    (2, 96, 14, 13, 1, 3, 2, 1, "none", None), (3, 50, 20, 20, 1, 5, 1, 2, "relu", None),
+    (2, 80, 12, 12, 1, 7, 1, (3, 2, 1, 3), "none", None),
+    (2, 70, 7, 7, 1, 3, 1, 1, "relu6", 24), (3, 64, 10, 10, 2, 3, 1, 1, "none", 40),
+    (2, 96, 14, 14, 1, 3, 2, 1, "relu", 16), (2, 80, 12, 12, 1, 5, 1, 2, "none", 32),
+    (2, 72, 9, 9, 1, 7, 1, (3, 2, 1, 3), "relu6", 8),
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("case", _CHANNEL_BLOCK_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}x{c[3]}_k{c[5]}_s{c[6]}")
-def test_native_depthwise_nchw_channel_blocks_matches_reference(case, dtype):
-    # The NCHW output and the three gradients against the float64 reference.
+@pytest.mark.parametrize("case", _CHANNEL_BLOCK_CASES, ids=lambda c: ("separable" if c[9] else "depthwise")
+                         + f"_{c[0]}x{c[1]}x{c[2]}x{c[3]}_k{c[5]}_s{c[6]}")
+def test_native_nchw_channel_blocks_matches_reference(case, dtype):
+    # The NCHW output and every gradient against the float64 reference.
     require_native()
-    n, c, h, w, m, k, stride, padding, relu = case
+    n, c, h, w, m, k, stride, padding, act, o = case
     padding = padding if isinstance(padding, tuple) else (padding,) * 4
-    geometry = ((stride, stride), padding, (1, 1), "relu" if relu else "none")
-    inputs = [torch.randn(n, c, h, w, dtype=dtype), torch.randn(c * m, 1, k, k, dtype=dtype),
-              torch.randn(c * m, dtype=dtype)]
-    got = check_against_reference(lambda x, wt, b: ops().depthwise_conv2d(x, wt, b, *geometry),
-                                  lambda x, wt, b: reference.depthwise_conv2d(x, wt, b, *geometry),
-                                  inputs, ["input", "weight", "bias"])
-    assert got["output"].is_contiguous() and got["grad_input"].is_contiguous()
+    inputs = [torch.randn(n, c, h, w, dtype=dtype), torch.randn(c * m, 1, k, k, dtype=dtype)]
+    if o is None:  # depthwise_conv2d(x, weight, bias, *geometry)
+        op, geometry, names = "depthwise_conv2d", ((stride, stride), padding, (1, 1), act), ["input", "weight", "bias"]
+        inputs.append(torch.randn(c * m, dtype=dtype))
+    else:  # separable_conv2d(x, dw, pw, bias, *geometry, dw_bias)
+        op, geometry = "separable_conv2d", ((stride, stride), padding, (1, 1), "none", act)
+        names = ["input", "depthwise_weight", "pointwise_weight", "bias", "depthwise_bias"]
+        inputs += [torch.randn(o, c * m, 1, 1, dtype=dtype), torch.randn(o, dtype=dtype), torch.randn(c * m, dtype=dtype)]
+
+    def call(fn, *args):
+        return fn(*args, *geometry) if o is None else fn(*args[:4], *geometry, args[4])
+
+    got = check_against_reference(lambda *args: call(getattr(ops(), op), *args),
+                                  lambda *args: call(getattr(reference, op), *args), inputs, names)
+    assert got["output"].is_contiguous()
 
 
 @pytest.mark.parametrize("variable, value, choices", [

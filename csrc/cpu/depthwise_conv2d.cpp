@@ -30,22 +30,49 @@
 #endif
 
 namespace xsep::cpu {
-namespace {
 
-// Channels a block (DepthwiseNchwKernels::forward_blocked): the most of 64, 48, 32, 16 (whole
-// AVX-512 vectors of floats; 64 channels are 4) that still gives each thread 4 (image, block) items
-// to balance, in blocks of even size. Each value is summed in the same order whatever the block
-// (the NHWC kernels' order per channel), so the thread count still does not change the bits.
-int64_t nchw_block_channels(const DepthwiseGeometry& g) {
+// Channel blocks (auto) where the planes are small for the plane kernels, which hold a plane's
+// pixels in their vector lanes (a plane's fill, tap table and row stores then cost more than its
+// multiply-adds): planes up to 28 wide for 3x3 (and smaller) kernels, up to 56 wide for 5x5 and 6x6,
+// any for 7x7 and wider; in float32 layers (the other types were not timed; their 16-bit
+// transposes go element by element) of 128 or more planes. Zen 4 EPYC, fp32, 2 threads, 2026-12-05,
+// two runs of benchmarks/results/cpu-amd-epyc-avx512-2t/2026-12-05_nchw-depthwise-paths
+// (scripts/nchw_depthwise_paths.py), blocks over the plane kernels, forward / backward, batch 8
+// (batch 1): 3x3 on planes 7 to 28 wide, stride 1 or 2, 1.02-2.05x / 0.97-3.03x (0.96-1.76x /
+// 1.21-2.06x); 5x5, 7 to 56 wide, 0.96-2.90x / 0.90-3.36x (0.90-1.61x / 0.89-2.38x; the low ends:
+// stride 2 on 56 wide); 7x7, 7 to 56 wide, 1.42-3.73x / 1.19-1.95x (1.62-1.79x / 1.21-1.68x).
+// Against 0.56-1.07x forward (most below 1) / 0.85-1.33x backward for 3x3 on planes 37 to 112
+// wide. On the narrow planes oneDNN ran by default until then (torch's own call,
+// XSEP_CPU_NCHW_DEPTHWISE=narrow, which holds channels in its lanes too), blocks were 1.03-2.82x
+// faster forward and 1.12-2.37x backward.
+// And only with 128 or more planes (images x channels: 8 blocks of 16 channels, items enough for
+// 2 threads): one 56x56 image of 40 channels, 7x7, ran 0.84x backward in blocks (one block), while
+// the plane kernels split its planes between threads. (A bound on the thread count would make the
+// weight gradient's bits depend on it.)
+bool nchw_in_blocks(const DepthwiseGeometry& g, at::ScalarType dtype) {
+  const bool some_output = g.N > 0 && g.C > 0 && g.Ho * g.Wo > 0;
+  switch (nchw_depthwise_setting_choice()) {
+    case NchwDepthwiseSetting::kBlocks: return some_output;
+    case NchwDepthwiseSetting::kAuto: {
+      const bool small = g.W <= (g.kw >= 7 ? g.W : g.kw >= 5 ? 56 : 28);
+      return some_output && small && g.N * g.C >= 128 && dtype == at::kFloat;
+    }
+    default: return false;
+  }
+}
+
+int64_t nchw_block_channels(int64_t C, int64_t images) {
   const int64_t wanted = 4 * at::get_num_threads();
-  int64_t even = g.C;
+  int64_t even = C;
   for (int64_t cb = 64; cb >= 16; cb -= 16) {
-    const int64_t blocks = (g.C + cb - 1) / cb;
-    even = std::min(g.C, ((g.C + blocks - 1) / blocks + 15) / 16 * 16);
-    if (g.N * ((g.C + even - 1) / even) >= wanted) break;
+    const int64_t blocks = (C + cb - 1) / cb;
+    even = std::min(C, ((C + blocks - 1) / blocks + 15) / 16 * 16);
+    if (images * ((C + even - 1) / even) >= wanted) break;
   }
   return even;
 }
+
+namespace {
 
 // The NCHW paths (runs_nchw): the kernels read and write dense NCHW tensors in place. The forward
 // on the plane kernels, or in channel blocks (see nchw_depthwise_path).
@@ -64,11 +91,12 @@ at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, 
     const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* yp = out.mutable_data_ptr<scalar_t>();
     if (in_blocks) {
-      const int64_t cb = nchw_block_channels(g), blocks = (g.C + cb - 1) / cb;
+      const int64_t cb = nchw_block_channels(g.C, g.N), blocks = (g.C + cb - 1) / cb;
       at::parallel_for(0, g.N * blocks, 1, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t n = i / blocks, c0 = i % blocks * cb;
-          k.forward_blocked(g, xp, wp, bp, yp, n, c0, std::min(g.C, c0 + cb));
+          k.forward_blocked(g, xp, wp, bp, yp + (n * g.OC + c0 * g.M) * g.Ho * g.Wo, g.Ho * g.Wo, n, c0,
+                            std::min(g.C, c0 + cb));
         }
       });
       return;
@@ -108,43 +136,16 @@ at::Tensor grad_input_in_nchw(const DepthwiseGeometry& g, const at::Tensor& grad
 // do, else the plane kernels).
 enum class NchwPath { kPlanes, kBlocks, kOneDnn };
 
-// auto: channel blocks where the planes are small for the plane kernels, which hold a plane's
-// pixels in their vector lanes (a plane's fill, tap table and row stores then cost more than its
-// multiply-adds): planes up to 28 wide for 3x3 (and smaller) kernels, up to 56 wide for 5x5 and 6x6,
-// any for 7x7 and wider; in float32 layers (the other types were not timed; their 16-bit
-// transposes go element by element) of 128 or more planes. Zen 4 EPYC, fp32, 2 threads, 2026-12-05,
-// two runs of benchmarks/results/cpu-amd-epyc-avx512-2t/2026-12-05_nchw-depthwise-paths
-// (scripts/nchw_depthwise_paths.py), blocks over the plane kernels, forward / backward, batch 8
-// (batch 1): 3x3 on planes 7 to 28 wide, stride 1 or 2, 1.02-2.05x / 0.97-3.03x (0.96-1.76x /
-// 1.21-2.06x); 5x5, 7 to 56 wide, 0.96-2.90x / 0.90-3.36x (0.90-1.61x / 0.89-2.38x; the low ends:
-// stride 2 on 56 wide); 7x7, 7 to 56 wide, 1.42-3.73x / 1.19-1.95x (1.62-1.79x / 1.21-1.68x).
-// Against 0.56-1.07x forward (most below 1) / 0.85-1.33x backward for 3x3 on planes 37 to 112
-// wide. On the narrow planes oneDNN ran by default until then (torch's own call,
-// XSEP_CPU_NCHW_DEPTHWISE=narrow, which holds channels in its lanes too), blocks were 1.03-2.82x
-// faster forward and 1.12-2.37x backward.
-// And only with 128 or more planes (images x channels: 8 blocks of 16 channels, items enough for
-// 2 threads): one 56x56 image of 40 channels, 7x7, ran 0.84x backward in blocks (one block), while
-// the plane kernels split its planes between threads. (A bound on the thread count would make the
-// weight gradient's bits depend on it.)
 NchwPath nchw_depthwise_path(const DepthwiseGeometry& g, const at::Tensor& input, at::IntArrayRef padding) {
-  const bool some_output = g.N > 0 && g.C > 0 && g.Ho * g.Wo > 0;
-  switch (nchw_depthwise_setting_choice()) {
-    case NchwDepthwiseSetting::kPlanes: return NchwPath::kPlanes;
-    case NchwDepthwiseSetting::kBlocks: return some_output ? NchwPath::kBlocks : NchwPath::kPlanes;
-    case NchwDepthwiseSetting::kOneDnnOnNarrowPlanes: {
-      // Planes narrower than 14 pixels (kernels up to 3 wide) or 40 (wider), where oneDNN computes
-      // the same thing (symmetric padding, no relu on the input).
-      const bool narrow = input.scalar_type() == at::kFloat && !g.relu_input && g.W < (g.kw <= 3 ? 14 : 40) &&
-                          padding[0] == padding[1] && padding[2] == padding[3] && at::hasMKLDNN() &&
-                          at::globalContext().userEnabledMkldnn();
-      return narrow ? NchwPath::kOneDnn : NchwPath::kPlanes;
-    }
-    default: {
-      const bool small = g.W <= (g.kw >= 7 ? g.W : g.kw >= 5 ? 56 : 28);
-      const bool measured = input.scalar_type() == at::kFloat;
-      return some_output && small && g.N * g.C >= 128 && measured ? NchwPath::kBlocks : NchwPath::kPlanes;
-    }
+  if (nchw_depthwise_setting_choice() == NchwDepthwiseSetting::kOneDnnOnNarrowPlanes) {
+    // Planes narrower than 14 pixels (kernels up to 3 wide) or 40 (wider), where oneDNN computes
+    // the same thing (symmetric padding, no relu on the input).
+    const bool narrow = input.scalar_type() == at::kFloat && !g.relu_input && g.W < (g.kw <= 3 ? 14 : 40) &&
+                        padding[0] == padding[1] && padding[2] == padding[3] && at::hasMKLDNN() &&
+                        at::globalContext().userEnabledMkldnn();
+    return narrow ? NchwPath::kOneDnn : NchwPath::kPlanes;
   }
+  return nchw_in_blocks(g, input.scalar_type()) ? NchwPath::kBlocks : NchwPath::kPlanes;
 }
 
 // (grad_input when with_input, else undefined; grad_weight when with_weight, else undefined). Each
@@ -160,7 +161,7 @@ std::tuple<at::Tensor, at::Tensor> backward_in_nchw_blocks(const DepthwiseGeomet
   const int64_t size = g.kh * g.kw * g.OC;
   at::Tensor part = with_weight ? at::empty({g.N, size}, acc) : at::Tensor();
   at::Tensor total = with_weight ? at::empty({g.kh * g.kw, g.OC}, acc) : at::Tensor();
-  const int64_t cb = nchw_block_channels(g), blocks = (g.C + cb - 1) / cb;
+  const int64_t cb = nchw_block_channels(g.C, g.N), blocks = (g.C + cb - 1) / cb;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_backward", [&] {
     using acc_t = Acc<scalar_t>;
     const auto& k = depthwise_nchw_kernels<scalar_t>();

@@ -43,11 +43,15 @@ struct DepthwiseNchwKernels {
   // Small planes in channel blocks (depthwise_conv2d.cpp: the NCHW block paths): image n, input
   // channels [c0, c1), through an NHWC copy in a per-thread buffer and the NHWC kernels
   // (depthwise_kernels.h), with the layer's tap-major weights w_taps [kh * kw, C * M].
-  // forward_blocked writes the block's output planes. backward_blocked writes its input-gradient
-  // planes into gi (when not null; x is then read only when relu_input) and this image's weight
-  // gradient into the block's columns of gw_taps (tap-major, when not null).
+  // forward_blocked writes the block's output planes (plane oc - c0 * M at out + (oc - c0 * M) *
+  // out_plane; the depthwise op: its output's planes, the fused op: a tile buffer).
+  // backward_blocked writes its input-gradient planes into gi (when not null; x is then read only
+  // when relu_input) and this image's weight gradient into the block's columns of gw_taps
+  // (tap-major, when not null).
   void (*forward_blocked)(const DepthwiseGeometry&, const T* x, const acc_t* w_taps, const acc_t* bias, T* out,
-                          int64_t n, int64_t c0, int64_t c1);
+                          int64_t out_plane, int64_t n, int64_t c0, int64_t c1);
+  void (*forward_blocked_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w_taps, const acc_t* bias, acc_t* out,
+                              int64_t out_plane, int64_t n, int64_t c0, int64_t c1);
   void (*backward_blocked)(const DepthwiseGeometry&, const T* go, const T* x, const acc_t* w_taps, T* gi,
                            acc_t* gw_taps, int64_t n, int64_t c0, int64_t c1);
 };

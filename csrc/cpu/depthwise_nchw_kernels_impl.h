@@ -999,7 +999,7 @@ struct BlockBuffers {
 };
 XSEP_INLINE i64 block_buffer_bytes(const DepthwiseGeometry& b, i64 acc_size, i64 value_size) {
   const i64 in = b.H * b.W * b.C, out = b.Ho * b.Wo * b.OC, taps = b.kh * b.kw * b.OC;
-  return 2 * round_up(in * value_size, 64) + round_up(out * value_size, 64) + 2 * round_up(taps * acc_size, 64);
+  return 2 * round_up(in * value_size, 64) + round_up(out * acc_size, 64) + 2 * round_up(taps * acc_size, 64);
 }
 
 // The block's weights, tap-major: wb[t * b.OC + oc] = w_taps[t * s.OC + c0 * M + oc].
@@ -1009,20 +1009,23 @@ XSEP_INLINE void block_weights(const DepthwiseGeometry& s, const DepthwiseGeomet
     for (i64 oc = 0; oc < b.OC; ++oc) wb[t * b.OC + oc] = w_taps[t * s.OC + c0 * s.M + oc];
 }
 
-// Output planes of image n, input channels [c0, c1) (w_taps: the layer's tap-major weights).
-template <typename T>
-void forward_blocked(const DepthwiseGeometry& s, const T* x, const Acc<T>* w_taps, const Acc<T>* bias, T* out, i64 n,
-                     i64 c0, i64 c1) {
+// The output planes of image n, input channels [c0, c1) (w_taps: the layer's tap-major weights),
+// into out (the block's first plane; planes out_plane apart), in T or acc_t (O).
+template <typename T, typename O>
+void forward_blocked(const DepthwiseGeometry& s, const T* x, const Acc<T>* w_taps, const Acc<T>* bias, O* out,
+                     i64 out_plane, i64 n, i64 c0, i64 c1) {
   using A = Acc<T>;
   const DepthwiseGeometry b = block_geometry(s, c0, c1);
   BlockBuffers buf(block_buffer_bytes(b, sizeof(A), sizeof(T)));
   T* xb = buf.take<T>(b.H * b.W * b.C);
-  T* yb = buf.take<T>(b.Ho * b.Wo * b.OC);
+  O* yb = buf.take<O>(b.Ho * b.Wo * b.OC);
   A* wb = buf.take<A>(b.kh * b.kw * b.OC);
   transpose(x + (n * s.C + c0) * s.H * s.W, b.C, s.H * s.W, s.H * s.W, xb, b.C);
   block_weights(s, b, w_taps, c0, wb);
-  forward<T>(b, xb, wb, bias != nullptr ? bias + c0 * s.M : nullptr, yb, 0, b.Ho * b.Wo, false);
-  transpose(yb, b.Ho * b.Wo, b.OC, b.OC, out + (n * s.OC + c0 * s.M) * s.Ho * s.Wo, s.Ho * s.Wo);
+  const A* bb = bias != nullptr ? bias + c0 * s.M : nullptr;
+  if constexpr (std::is_same_v<O, T>) forward<T>(b, xb, wb, bb, yb, 0, b.Ho * b.Wo, false);
+  else forward_acc<T>(b, xb, wb, bb, yb, 0, b.Ho * b.Wo);
+  transpose(yb, b.Ho * b.Wo, b.OC, b.OC, out, out_plane);
 }
 
 // Image n, input channels [c0, c1): the input-gradient planes into gi (when not null) and this
@@ -1066,7 +1069,8 @@ DepthwiseNchwKernels<T> make_nchw_table() {
   t.grad_input_acc = &grad_input_nchw<A, T>;
   t.grad_weight = &grad_weight_nchw<T, T>;
   t.grad_weight_acc = &grad_weight_nchw<A, T>;
-  t.forward_blocked = &forward_blocked<T>;
+  t.forward_blocked = &forward_blocked<T, T>;
+  t.forward_blocked_acc = &forward_blocked<T, A>;
   t.backward_blocked = &backward_blocked<T>;
   return t;
 }

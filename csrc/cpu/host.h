@@ -63,6 +63,15 @@ enum class NchwDepthwiseSetting { kAuto, kPlanes, kBlocks, kOneDnnOnNarrowPlanes
 NchwDepthwiseSetting nchw_depthwise_setting_choice();
 // That setting in words, e.g. "planes".
 std::string nchw_depthwise_setting();
+// Whether an NCHW depthwise (the op, or the fused op's depthwise half) runs in channel blocks
+// (DepthwiseNchwKernels::forward_blocked) rather than on the plane kernels, by that setting and,
+// for auto, the plane size and dtype (depthwise_conv2d.cpp). The fused op's whole-plane bands only.
+bool nchw_in_blocks(const DepthwiseGeometry& g, at::ScalarType dtype);
+// Channels a block for `images` images: the most of 64, 48, 32, 16 (whole AVX-512 vectors of
+// floats; 64 channels are 4) that still gives each thread 4 (image, block) items to balance, in
+// blocks of even size. Each value is summed in the same order whatever the block (the NHWC
+// kernels' order per channel), so the thread count still does not change the bits.
+int64_t nchw_block_channels(int64_t C, int64_t images);
 
 // Depthwise weight [C*M, 1, kh, kw] -> channel-major [C*M, kh*kw] in the accumulation dtype (the
 // NCHW kernels' weights).

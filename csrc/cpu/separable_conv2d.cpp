@@ -209,7 +209,9 @@ struct NchwBands {
 // The depthwise half in NCHW for output rows [ho0, ho1) of images [n0, n1), into a [C*M, T] tile
 // (T pixels per row of the tile, T >= (n1 - n0) * (ho1 - ho0) * Wo; image n0 + j at column
 // j * (ho1 - ho0) * Wo): pre = dw(x) + bias, post = mid(pre) (post may be pre; untouched without a
-// mid activation). All threads, channels split between them.
+// mid activation). All threads: whole planes in channel blocks where the depthwise op would run
+// them so (nchw_in_blocks; w_taps given), (image, block) items split between threads; else the
+// plane kernels, channels split between threads.
 template <typename T>
 struct DepthwiseBandNchw {
   using acc_t = Acc<T>;
@@ -217,35 +219,58 @@ struct DepthwiseBandNchw {
   Activation mid;
   const DepthwiseNchwKernels<T>& k;
   const DepthwiseKernels<T>& elementwise;
-  const T* x;         // NCHW input
-  const acc_t* w;     // channel-major weights
-  const acc_t* bias;  // the depthwise bias, or nullptr
-  int64_t T_;         // tile row length
+  const T* x;           // NCHW input
+  const acc_t* w;       // channel-major weights
+  const acc_t* w_taps;  // tap-major weights (channel blocks), or nullptr
+  const acc_t* bias;    // the depthwise bias, or nullptr
+  int64_t T_;           // tile row length
 
+  // w_taps: tap_major(dw weight) where nchw_in_blocks, else undefined (see nchw_band_taps).
   DepthwiseBandNchw(const DepthwiseGeometry& g, Activation mid, const at::Tensor& x, const at::Tensor& w_cm,
-                    const at::Tensor& bias, int64_t tile)
+                    const at::Tensor& w_taps, const at::Tensor& bias, int64_t tile)
       : g(g),
         mid(mid),
         k(depthwise_nchw_kernels<T>()),
         elementwise(depthwise_kernels<T>()),
         x(x.const_data_ptr<T>()),
         w(w_cm.const_data_ptr<acc_t>()),
+        w_taps(w_taps.defined() ? w_taps.const_data_ptr<acc_t>() : nullptr),
         bias(bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr),
         T_(tile) {}
 
   void operator()(int64_t n0, int64_t n1, int64_t ho0, int64_t ho1, acc_t* pre, acc_t* post) const {
     const int64_t pixels = (ho1 - ho0) * g.Wo;
+    // Output channels of input channels [c0, c1), image n: the mid activation.
+    const auto activate = [&](int64_t n, int64_t c0, int64_t c1) {
+      if (mid == Activation::none) return;
+      const int64_t at = (n - n0) * pixels;
+      for (int64_t oc = c0 * g.M; oc < c1 * g.M; ++oc)
+        elementwise.activation(mid, pre + oc * T_ + at, post + oc * T_ + at, pixels);
+    };
+    if (w_taps != nullptr && ho0 == 0 && ho1 == g.Ho) {
+      const int64_t cb = nchw_block_channels(g.C, n1 - n0), blocks = (g.C + cb - 1) / cb;
+      at::parallel_for(0, (n1 - n0) * blocks, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t n = n0 + i / blocks, c0 = i % blocks * cb, c1 = std::min(g.C, c0 + cb);
+          k.forward_blocked_acc(g, x, w_taps, bias, pre + c0 * g.M * T_ + (n - n0) * pixels, T_, n, c0, c1);
+          activate(n, c0, c1);
+        }
+      });
+      return;
+    }
     at::parallel_for(0, g.C, grain((n1 - n0) * pixels * g.M * g.kh * g.kw), [&](int64_t c0, int64_t c1) {
       for (int64_t n = n0; n < n1; ++n) {
-        const int64_t at = (n - n0) * pixels;
-        k.forward_acc(g, x, w, bias, pre + c0 * g.M * T_ + at, T_, n, c0, c1, ho0, ho1);
-        if (mid != Activation::none)
-          for (int64_t oc = c0 * g.M; oc < c1 * g.M; ++oc)
-            elementwise.activation(mid, pre + oc * T_ + at, post + oc * T_ + at, pixels);
+        k.forward_acc(g, x, w, bias, pre + c0 * g.M * T_ + (n - n0) * pixels, T_, n, c0, c1, ho0, ho1);
+        activate(n, c0, c1);
       }
     });
   }
 };
+
+// The tap-major depthwise weight DepthwiseBandNchw takes where whole planes run in channel blocks.
+at::Tensor nchw_band_taps(const DepthwiseGeometry& g, const at::Tensor& input, const at::Tensor& dw_weight) {
+  return nchw_in_blocks(g, input.scalar_type()) ? tap_major(dw_weight) : at::Tensor();
+}
 
 // NCHW products on xsep's product (fused_products_on_xsep): out [M, N] (rows ldo apart) = a [M, K]
 // (packed once per call by pack_row_product_rows: the pointwise weight or its transpose) x b [K, N]
@@ -316,6 +341,7 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
   const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();
   const auto b = acc_bias(bias);
   const auto w_dw = channel_major(dw_weight);
+  const auto w_taps = nchw_band_taps(g, input, dw_weight);
   const auto b_dw = acc_bias(dw_bias);
   const NchwBands bands(g);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
@@ -332,7 +358,7 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
       // not (within one process too); one thread packed faster than two.
       const int64_t rows = thread_band_rows(g.N, g.Ho, bands.rows, at::get_num_threads());
       const int64_t per_image = (g.Ho + rows - 1) / rows, T = rows * g.Wo;
-      const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, T);
+      const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, w_taps, b_dw, T);
       const auto& kt = band.elementwise;
       const auto w_rows = packed_rows(kt, w_pw, O, g.OC, g.OC, 1);
       const acc_t* bias_ptr = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
@@ -360,7 +386,7 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
       return;
     }
     const int64_t T = bands.T;
-    const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, T);
+    const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, w_taps, b_dw, T);
     auto d_buf = at::empty({g.OC, T}, x.options().dtype(acc));
     auto* d_ptr = d_buf.mutable_data_ptr<acc_t>();
     const auto out_planes = out.view({g.N, O, plane});
@@ -520,6 +546,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
   const auto x = input.contiguous();
   const auto go = grad_output.contiguous();
   const auto w_dw = channel_major(dw_weight);
+  const auto w_taps = nchw_band_taps(g, input, dw_weight);
   const auto b_dw = acc_bias(dw_bias);
   const bool empty = g.N == 0 || plane == 0;
   const auto nchw = input.options().memory_format(at::MemoryFormat::Contiguous);
@@ -539,7 +566,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
     const auto w_pw_t = on_xsep ? at::Tensor() : w_t_copy ? w_pw.t().contiguous() : w_pw.t();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
-          const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, b_dw, bands.T);
+          const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, w_taps, b_dw, bands.T);
           // xsep's product: W_pw^T packed once as gD = W_pw^T gY's rows.
           const auto w_rows = on_xsep ? packed_rows(band.elementwise, w_pw, g.OC, O, 1, g.OC) : at::Tensor();
           const NchwGroupBackward<scalar_t> group{
