@@ -65,7 +65,8 @@ NchwDepthwiseSetting nchw_depthwise_setting_choice();
 std::string nchw_depthwise_setting();
 // Whether an NCHW depthwise (the op, or the fused op's depthwise half) runs in channel blocks
 // (DepthwiseNchwKernels::forward_blocked) rather than on the plane kernels, by that setting and,
-// for auto, the plane size and dtype (depthwise_conv2d.cpp). The fused op's whole-plane bands only.
+// for auto, the plane size and dtype (depthwise_conv2d.cpp); in the fused op, for bands of whole
+// planes only (separable_conv2d.cpp: DepthwiseBandNchw).
 bool nchw_in_blocks(const DepthwiseGeometry& g, at::ScalarType dtype);
 // Channels a block for `images` images: the most of 64, 48, 32, 16 (whole AVX-512 vectors of
 // floats; 64 channels are 4) that still gives each thread 4 (image, block) items to balance, in
