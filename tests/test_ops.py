@@ -810,12 +810,15 @@ def _subprocess_env() -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
 
 
-def _run_pytest(env: dict[str, str], select: str) -> subprocess.CompletedProcess:
-    """The reference tests and gradchecks that `select` picks, in a fresh process with `env` set."""
-    return subprocess.run(
+def _assert_suite_passes(env: dict[str, str], select: str) -> None:
+    """The reference tests and gradchecks that `select` picks, in a fresh process with `env` set:
+    they ran (none skipped) and passed."""
+    result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_functional.py",
          "tests/test_ops.py", "-k", select],
         cwd=_ROOT, env={**_subprocess_env(), **env}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
 _ISA_FLAGS = {"default": set(), "avx2": {"avx2", "fma", "f16c"},
@@ -844,11 +847,9 @@ def test_every_cpu_isa(isa):
     # xsep's weight-gradient and fused products and its NCHW plane kernels on every plane (compiled
     # per instruction set too) forced on, whatever this processor's default; the channel blocks
     # under each set: test_cpu_nchw_depthwise_in_blocks_everywhere.
-    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep", "XSEP_CPU_FUSED_GEMM": "xsep",
+    _assert_suite_passes({"XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep", "XSEP_CPU_FUSED_GEMM": "xsep",
                           "XSEP_CPU_NCHW_DEPTHWISE": "planes"},
                          "(native and matches_reference) or gradcheck or thread_count")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -859,11 +860,9 @@ def test_cpu_stream_stores(isa):
     # shapes never reach. XSEP_CPU_STREAM_STORES=always forces them: rerun the depthwise reference
     # sweep, gradchecks and thread-count test with it, under each instruction set that has them.
     _skip_unless_cpu_has(isa)
-    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_STREAM_STORES": "always"},
+    _assert_suite_passes({"XSEP_CPU_ISA": isa, "XSEP_CPU_STREAM_STORES": "always"},
                          "(depthwise and native and matches_reference) or unit_tiles or gradcheck_depthwise "
                          "or thread_count")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -875,11 +874,9 @@ def test_cpu_run_vectors():
     _skip_unless_cpu_has("avx512")
     active = torch.ops.xsep._build_info().split("cpu_run_vectors=")[1].split(";")[0]
     other = {"short rows": "every-row", "every row": "short-rows"}[active]
-    result = _run_pytest({"XSEP_CPU_ISA": "avx512", "XSEP_CPU_RUN_VECTORS": other},
+    _assert_suite_passes({"XSEP_CPU_ISA": "avx512", "XSEP_CPU_RUN_VECTORS": other},
                          "(depthwise and native and matches_reference) or unit_tiles or gradcheck_depthwise "
                          "or separable and native and matches_reference")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -888,10 +885,8 @@ def test_cpu_nchw_depthwise_on_planes_everywhere():
     # (csrc/cpu/depthwise_conv2d.cpp: nchw_depthwise_path), which covers many of this suite's small
     # NCHW cases. XSEP_CPU_NCHW_DEPTHWISE=planes keeps every one on the plane kernels: rerun the
     # depthwise reference sweeps, gradchecks and thread-count tests with it.
-    result = _run_pytest({"XSEP_CPU_NCHW_DEPTHWISE": "planes"},
+    _assert_suite_passes({"XSEP_CPU_NCHW_DEPTHWISE": "planes"},
                          "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -903,11 +898,9 @@ def test_cpu_nchw_depthwise_in_blocks_everywhere(isa):
     # fused op's whole-plane bands of the channel-block cases, under each instruction set this CPU
     # can run.
     _skip_unless_cpu_has(isa)
-    result = _run_pytest({"XSEP_CPU_ISA": isa, "XSEP_CPU_NCHW_DEPTHWISE": "blocks"},
+    _assert_suite_passes({"XSEP_CPU_ISA": isa, "XSEP_CPU_NCHW_DEPTHWISE": "blocks"},
                          "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count "
                          "or channel_blocks")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -915,11 +908,9 @@ def test_cpu_nchw_depthwise_on_onednn_for_every_narrow_plane():
     # No plane goes to oneDNN by default (channel blocks measured faster on narrow planes);
     # XSEP_CPU_NCHW_DEPTHWISE=narrow hands every narrow float32 plane to it, as the default did
     # until 2026-12-05: rerun the depthwise reference sweeps, gradchecks and thread-count tests with it.
-    result = _run_pytest({"XSEP_CPU_NCHW_DEPTHWISE": "narrow"},
+    _assert_suite_passes({"XSEP_CPU_NCHW_DEPTHWISE": "narrow"},
                          "(depthwise and native and matches_reference) or gradcheck_depthwise or thread_count "
                          "or narrow_nchw")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
 # (C, H, W, M, kernel, stride, padding): planes narrower than the `narrow` setting's bound for their kernel.
@@ -1047,10 +1038,8 @@ def test_every_cpu_gemm_library(variable, library):
         pytest.skip(f"{library} is the active library ({variable}), tested by the rest of the suite")
     if library == "onednn" and not torch.backends.mkldnn.is_available():
         pytest.skip("this torch was built without oneDNN")
-    result = _run_pytest({variable: library},
+    _assert_suite_passes({variable: library},
                          "((pointwise or separable) and ((native and matches_reference) or gradcheck)) or thread_count")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.parametrize("variable", list(_PRODUCT_LIBRARIES))
