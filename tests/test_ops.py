@@ -364,6 +364,24 @@ def test_short_fused_products_split_evenly_thread_count(shape, threads):
         assert rel_error(got, want) <= 1e-5
 
 
+def _fused_at_one_and(threads, inputs, geometry):
+    """The fused op's results (check_against_reference's, the same output gradient each time) for
+    `inputs` (input, depthwise weight, pointwise weight, bias, depthwise bias) at 1 thread and at
+    `threads`, each checked against the float64 reference."""
+    names = ["input", "depthwise_weight", "pointwise_weight", "bias", "depthwise_bias"]
+
+    def run():
+        torch.manual_seed(1)
+        return check_against_reference(lambda x, dw, pw, b, db: ops().separable_conv2d(x, dw, pw, b, *geometry, db),
+                                       lambda x, dw, pw, b, db: reference.separable_conv2d(x, dw, pw, b, *geometry, db),
+                                       inputs, names)
+
+    with intra_op_threads(1):
+        one = run()
+    with intra_op_threads(threads):
+        return one, run()
+
+
 # (N, C, H, O): the NCHW fused op on xsep's products, where each thread takes whole bands of output
 # rows in the forward (csrc/cpu/separable_conv2d.cpp: thread_band_rows) and whole images in the
 # backward where there are as many as threads: 1024 channels on a 33x33 plane are 3 bands of 11
@@ -390,24 +408,50 @@ def test_nchw_fused_bands_per_thread_thread_count(shape, threads, dtype):
     inputs = [t.to(dtype) for t in (torch.randn(n, c, h, h), torch.randn(c, 1, 3, 3), torch.randn(o, c, 1, 1),
                                     torch.randn(o), torch.randn(c))]
     geometry = ((1, 1), (1, 1, 1, 1), (1, 1), "none", "relu6")
-    names = ["input", "depthwise_weight", "pointwise_weight", "bias", "depthwise_bias"]
-
-    def run():
-        torch.manual_seed(1)  # the same output gradient at each thread count
-        return check_against_reference(lambda x, dw, pw, b, db: ops().separable_conv2d(x, dw, pw, b, *geometry, db),
-                                       lambda x, dw, pw, b, db: reference.separable_conv2d(x, dw, pw, b, *geometry, db),
-                                       inputs, names)
-
-    with intra_op_threads(1):
-        one = run()
-    with intra_op_threads(threads):
-        many = run()
+    one, many = _fused_at_one_and(threads, inputs, geometry)
     on_xsep = fused_products_on_xsep()
     for name in one:
         if on_xsep:
             assert torch.equal(many[name], one[name]), name
         else:  # the library's products may round differently
             assert rel_error(many[name].double(), one[name].double()) <= (1e-6 if dtype == torch.float32 else 1e-2), name
+
+
+# (N, C, H, W, kernel, stride, padding, input activation, mid activation, O): small NCHW planes
+# with a pointwise weight past 128K values, where the float32 fused op on oneDNN runs its halves
+# apart (csrc/cpu/separable_conv2d.cpp: nchw_halves_apart): 7x7 planes (a group of 3 images side by
+# side for the weight gradient), 10x9 at stride 2 with a 5x5 kernel (5x5 planes), 12x12 planes
+# (groups of 2 and 1 images), each activation.
+_NCHW_HALVES_APART = [(3, 384, 7, 7, 3, 1, 1, "relu", "none", 400), (4, 512, 10, 9, 5, 2, 2, "none", "relu6", 272),
+                      (3, 400, 12, 12, 3, 1, 1, "none", "relu", 384)]
+
+
+@pytest.mark.parametrize("case", _NCHW_HALVES_APART, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}x{c[3]}_to{c[9]}")
+def test_nchw_fused_halves_apart(case):
+    # Output and every gradient (bias, depthwise bias) against the float64 reference and at 1 and 3
+    # threads; and the path taken: torch's 1x1 convolution and its backward where float32 products
+    # run on oneDNN, none elsewhere (XSEP_CPU_GEMM=blas).
+    require_native()
+    n, c, h, w, k, stride, padding, act, mid, o = case
+    torch.manual_seed(0)
+    inputs = [torch.randn(n, c, h, w), torch.randn(c, 1, k, k), torch.randn(o, c, 1, 1) / c ** 0.5, torch.randn(o),
+              torch.randn(c)]
+    geometry = ((stride, stride), (padding,) * 4, (1, 1), act, mid)
+    one, many = _fused_at_one_and(3, inputs, geometry)
+    # The pointwise weight gradient is xsep's fixed-order product; the others follow the depthwise
+    # output's gradient, oneDNN's product there (as on the fused bands' library products before).
+    assert torch.equal(many["grad_pointwise_weight"], one["grad_pointwise_weight"])
+    for name in one:
+        assert rel_error(many[name].double(), one[name].double()) <= 1e-6, name
+    assert one["output"].is_contiguous()
+    x, dw, pw, b, db = (t.clone().requires_grad_() for t in inputs)
+    with torch.profiler.profile() as forward:
+        y = ops().separable_conv2d(x, dw, pw, b, *geometry, db)
+    with torch.profiler.profile() as backward:
+        y.backward(torch.randn_like(y))
+    apart = "cpu_gemm=onednn" in torch.ops.xsep._build_info()
+    assert ("aten::convolution" in {e.name for e in forward.events()}) == apart
+    assert ("aten::convolution_backward" in {e.name for e in backward.events()}) == apart
 
 
 # (N, C, H, W, M, kernel, stride, padding (top, bottom, left, right), dilation, input activation):

@@ -1,5 +1,5 @@
 // Fused depthwise-separable convolution on CPU, channels-last (NCHW inputs: see separable_forward_nchw
-// and separable_backward_nchw).
+// and separable_backward_nchw; small NCHW planes with a large pointwise weight: nchw_halves_apart).
 //
 // Forward, where xsep's own product runs the pointwise step (fused_gemm_library, gemm.h): each
 // thread takes blocks of output pixels, computes their depthwise result (plus the mid activation)
@@ -18,7 +18,10 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/convolution.h>
+#include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 
@@ -595,6 +598,119 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_nc
   return {grad_input, from_matrix(grad_dw, dw_weight), from_matrix(grad_pw, pw_weight), grad_bias};
 }
 
+// NCHW layers of small planes with a large pointwise weight, float32 on oneDNN: the two halves
+// apart. There the bands above hold image groups (planes under kMinGemmPixels / 2) whose products
+// run on the library (weights past kSmallBandWeightValues): each band's product is oneDNN's
+// convolution of one glued image, whose result, like the group's grad_output and depthwise-output
+// gradient, is copied between the band's layout and the planes, and the backward copies W_pw
+// transposed; at 14x14 728 -> 728 those copies were about a tenth of the forward+backward. Such a
+// layer's intermediate is small (14x14x728, batch 8: 4.6 MB, inside L3), so fusing saves little.
+// Apart: the depthwise op writes the intermediate in NCHW (its own path: channel blocks on small
+// planes), the mid activation in place, then torch's own 1x1 convolution over the batch (what
+// torch's NCHW path runs), no copy. The backward recomputes the intermediate, takes its gradient
+// from that convolution's backward, the pointwise weight gradient on addmm_tn_fixed_order (the
+// same bits at any thread count; the depthwise gradients follow oneDNN's, which may round otherwise
+// at another thread count, as the bands' library products did), then the depthwise op's backward.
+// Zen 4 EPYC, fp32, batch 8, 2 threads, `retain`, against torch's NCHW pair in the same process
+// (min of 6, two to three runs), forward / forward+backward, this path (the fused bands before it):
+// input relu, 14x14 728 -> 728 0.96-1.05x / 0.96-1.03x (0.87-0.94x / 0.83-0.94x), 7x7 1024 -> 1536
+// 1.00-1.17x / 1.03-1.09x (0.94-0.98x / 0.90-0.96x), 7x7 1536 -> 2048 0.90-1.04x / 0.92-1.01x
+// (0.91-0.98x / 0.80-0.86x); relu6 between the halves, 7x7 960 -> 160 0.98-0.99x / 0.89-0.92x
+// (0.90-1.01x / 0.66-0.79x), 960 -> 320 1.01-1.10x / 0.92-0.97x (0.86-1.00x / 0.66-0.78x). The layers
+// are GEMM-bound: torch's GEMM either way, so parity is the aim here.
+bool nchw_halves_apart(const SeparableGeometry& sg, at::ScalarType dtype) {
+  if (dtype != at::kFloat || !linear_uses_onednn(dtype) || sg.O * sg.dw.OC <= kSmallBandWeightValues) return false;
+  return image_groups(sg.dw.N, sg.dw.Ho * sg.dw.Wo).most() > 1;
+}
+
+// The arguments the depthwise op takes again in nchw_halves_apart.
+struct DepthwiseArgs {
+  at::IntArrayRef stride, padding, dilation;
+  std::string_view input_activation;
+};
+
+// The depthwise half apart (float32, NCHW): pre = dw(x) + bias, and post = mid(pre) (pre itself
+// without a mid activation).
+std::pair<at::Tensor, at::Tensor> depthwise_half_apart(const SeparableGeometry& sg, const at::Tensor& input,
+                                                       const at::Tensor& dw_weight,
+                                                       const std::optional<at::Tensor>& dw_bias, const DepthwiseArgs& a,
+                                                       bool keep_pre) {
+  const at::Tensor pre =
+      depthwise_conv2d_cpu(input, dw_weight, dw_bias, a.stride, a.padding, a.dilation, a.input_activation).contiguous();
+  if (sg.mid_activation == Activation::none) return {pre, pre};
+  const at::Tensor post = keep_pre ? at::empty_like(pre) : pre;
+  const auto& ew = depthwise_kernels<float>();
+  const int64_t planes = sg.dw.N * sg.dw.OC, P = sg.dw.Ho * sg.dw.Wo;
+  const float* in = pre.const_data_ptr<float>();
+  float* out = post.mutable_data_ptr<float>();
+  at::parallel_for(0, planes, grain(P), [&](int64_t i0, int64_t i1) {
+    ew.activation(sg.mid_activation, in + i0 * P, out + i0 * P, (i1 - i0) * P);
+  });
+  return {pre, post};
+}
+
+at::Tensor separable_forward_apart(const SeparableGeometry& sg, const at::Tensor& input, const at::Tensor& dw_weight,
+                                   const at::Tensor& pw_weight, const std::optional<at::Tensor>& bias,
+                                   const std::optional<at::Tensor>& dw_bias, const DepthwiseArgs& a) {
+  const at::Tensor mid = depthwise_half_apart(sg, input, dw_weight, dw_bias, a, false).second;
+  return at::convolution(mid, pw_weight, bias, {1, 1}, {0, 0}, {1, 1}, false, {0, 0}, 1).contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_apart(
+    const SeparableGeometry& sg, const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& dw_weight,
+    const at::Tensor& pw_weight, const std::optional<at::Tensor>& dw_bias, const DepthwiseArgs& a) {
+  const DepthwiseGeometry& g = sg.dw;
+  const int64_t O = sg.O, P = g.Ho * g.Wo;
+  const auto [pre, post] = depthwise_half_apart(sg, input, dw_weight, dw_bias, a, true);
+  const auto go = grad_output.contiguous();
+  auto grad_pw = at::zeros({O, g.OC}, go.options());
+  // Images side by side in groups (image_groups): each product's reduction at least kMinGemmPixels
+  // long, so that its partial sums, added into grad_pw block by block, are not a read and write of
+  // the whole weight gradient per image (7x7 1536 -> 2048: 12 MB per 49 pixels).
+  const ImageGroups groups = image_groups(g.N, P);
+  auto gy = at::empty({O, groups.most() * P}, go.options());
+  auto m = at::empty({g.OC, groups.most() * P}, go.options());
+  for (int64_t k = 0; k < groups.count; ++k) {
+    const int64_t n0 = groups.begin(k), images = groups.end(k) - n0, cols = images * P;
+    gy.narrow(1, 0, cols).view({O, images, P}).copy_(go.view({g.N, O, P}).narrow(0, n0, images).transpose(0, 1));
+    m.narrow(1, 0, cols).view({g.OC, images, P}).copy_(post.view({g.N, g.OC, P}).narrow(0, n0, images).transpose(0, 1));
+    addmm_tn_fixed_order(grad_pw, gy.narrow(1, 0, cols).t(), m.narrow(1, 0, cols).t());
+  }
+  const auto gd = std::get<0>(at::convolution_backward(go, post, pw_weight, std::nullopt, {1, 1}, {0, 0}, {1, 1}, false,
+                                                       {0, 0}, 1, {true, false, false}))
+                      .contiguous();
+  const int64_t planes = g.N * g.OC;
+  float* gd_ptr = gd.mutable_data_ptr<float>();
+  if (sg.mid_activation != Activation::none) {
+    const auto& ew = depthwise_kernels<float>();
+    const float* pre_ptr = pre.const_data_ptr<float>();
+    at::parallel_for(0, planes, grain(P), [&](int64_t i0, int64_t i1) {
+      ew.activation_grad(sg.mid_activation, pre_ptr + i0 * P, gd_ptr + i0 * P, (i1 - i0) * P);
+    });
+  }
+  at::Tensor grad_db = at::empty({0}, input.options());
+  if (dw_bias.has_value() && dw_bias->defined()) {
+    // Each plane summed in pixel order, the images in order: the same bits at any thread count.
+    grad_db = at::empty({g.OC}, go.options());
+    float* db = grad_db.mutable_data_ptr<float>();
+    at::parallel_for(0, g.OC, grain(g.N * P), [&](int64_t c0, int64_t c1) {
+      for (int64_t oc = c0; oc < c1; ++oc) {
+        float total = 0;
+        for (int64_t n = 0; n < g.N; ++n) {
+          const float* row = gd_ptr + (n * g.OC + oc) * P;
+          float sum = 0;
+          for (int64_t p = 0; p < P; ++p) sum += row[p];
+          total += sum;
+        }
+        db[oc] = total;
+      }
+    });
+  }
+  auto [grad_input, grad_dw] =
+      depthwise_conv2d_backward_cpu(gd, input, dw_weight, a.stride, a.padding, a.dilation, a.input_activation);
+  return {grad_input, grad_dw, from_matrix(grad_pw, pw_weight), grad_db};
+}
+
 }  // namespace
 
 at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
@@ -609,6 +725,9 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const DepthwiseGeometry& g = sg.dw;
   const Activation mid = sg.mid_activation;
   const int64_t O = sg.O;
+  if (runs_nchw(input) && nchw_halves_apart(sg, input.scalar_type()))
+    return separable_forward_apart(sg, input, dw_weight, pw_weight, bias, dw_bias,
+                                   {stride, padding, dilation, input_activation});
   if (runs_nchw(input)) return separable_forward_nchw(sg, input, dw_weight, pw_weight, bias, dw_bias);
   const int64_t P = g.N * g.Ho * g.Wo;
   if (P == 0) return in_format_of(empty_nhwc({g.N, O, g.Ho, g.Wo}, input), input);
@@ -680,6 +799,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const DepthwiseGeometry& g = sg.dw;
   const Activation mid = sg.mid_activation;
   const int64_t O = sg.O;
+  if (runs_nchw(input) && nchw_halves_apart(sg, input.scalar_type()))
+    return separable_backward_apart(sg, grad_output, input, dw_weight, pw_weight, dw_bias,
+                                    {stride, padding, dilation, input_activation});
   if (runs_nchw(input)) return separable_backward_nchw(sg, grad_output, input, dw_weight, pw_weight, dw_bias);
 
   const int64_t P = g.N * g.Ho * g.Wo;
