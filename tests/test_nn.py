@@ -287,6 +287,35 @@ def test_unavailable_backend_argument_raises():
         m(torch.randn(1, 3, 6, 6))
 
 
+@pytest.mark.parametrize("module", ["separable", "depthwise"])
+def test_inference_calls_take_the_kernel_directly(module, monkeypatch):
+    # Inference calls on the native backend skip the public function (XF.module_inference) and give
+    # its result to the bit; a call with gradients to record, 'same' padding or under autocast takes
+    # the public path, and so does one the op refuses: the public checks' message, not the op's.
+    require_native()
+    kwargs = {"padding": 1, "input_activation": "relu", "bias": True}
+    m = (xsep.SeparableConv2d(4, 6, 3, mid_activation="relu6", depthwise_bias=True, **kwargs) if module == "separable"
+         else xsep.DepthwiseConv2d(4, 3, depth_multiplier=2, **kwargs))
+    same = copy.deepcopy(m)
+    same.padding = "same"
+    x = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        expected = m(x)
+    public = getattr(XF, f"{module}_conv2d")
+    calls = []
+    monkeypatch.setattr(XF, f"{module}_conv2d", lambda *a, **k: calls.append(1) or public(*a, **k))
+    with torch.no_grad():
+        assert torch.equal(m(x), expected) and not calls
+        same(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            m(x)
+    assert len(calls) == 2
+    m(x).sum().backward()
+    assert len(calls) == 3
+    with torch.no_grad(), pytest.raises(ValueError, match=r"^(depthwise_)?weight must have shape .* C = 5"):
+        m(torch.randn(2, 5, 7, 7))
+
+
 def test_torch_compile_fullgraph():
     # torch.compile(fullgraph=True) (Inductor, CPU) traces the module without a graph break (the
     # op is opaque, its fake kernel gives shapes) and gives eager's outputs and gradients, also

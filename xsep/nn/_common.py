@@ -52,6 +52,16 @@ def conv_args(kernel_size, stride, padding, dilation):
     return kernel_size, stride, padding, dilation
 
 
+def op_padding(padding) -> tuple[int, int, int, int] | None:
+    """A module's `padding` as the ops take it (top, bottom, left, right), or None where only the
+    input tells ('same') or it is not in a form conv_args leaves (the public path then checks it)."""
+    if type(padding) is tuple and len(padding) == 2:
+        return (padding[0], padding[0], padding[1], padding[1])
+    if type(padding) is tuple and len(padding) == 4:
+        return padding
+    return None
+
+
 def conv_repr(module, first: str) -> str:
     """nn.Conv2d-style extra_repr: non-default arguments only."""
     s = first + f", kernel_size={module.kernel_size}, stride={module.stride}"

@@ -5,7 +5,7 @@ from torch import nn
 
 from xsep import backends
 from xsep import functional as XF
-from xsep.nn._common import NotScriptable, check_channels, conv_args, conv_init_, conv_repr
+from xsep.nn._common import NotScriptable, check_channels, conv_args, conv_init_, conv_repr, op_padding
 from xsep.ops.checks import activation_name
 from xsep.ops.schemas import INPUT_ACTIVATIONS
 
@@ -37,6 +37,12 @@ class DepthwiseConv2d(NotScriptable, nn.Module):
         conv_init_(self.weight, self.bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        padding = op_padding(self.padding)
+        if padding is not None:
+            out = XF.module_inference("depthwise_conv2d", self.backend, input, self.weight, self.bias, self.stride,
+                                      padding, self.dilation, self.input_activation)
+            if out is not None:
+                return out
         return XF.depthwise_conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
                                    self.input_activation, self.backend)
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from xsep import backends
 from xsep import functional as XF
-from xsep.nn._common import NotScriptable, check_channels, conv_args, conv_init_, conv_repr
+from xsep.nn._common import NotScriptable, check_channels, conv_args, conv_init_, conv_repr, op_padding
 from xsep.ops.checks import activation_name
 from xsep.ops.schemas import INPUT_ACTIVATIONS, MID_ACTIVATIONS
 
@@ -60,6 +60,13 @@ class SeparableConv2d(NotScriptable, nn.Module):
         conv_init_(self.pointwise.weight, self.pointwise.bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        padding = op_padding(self.padding)
+        if padding is not None:
+            out = XF.module_inference("separable_conv2d", self.backend, input, self.depthwise.weight,
+                                      self.pointwise.weight, self.pointwise.bias, self.stride, padding, self.dilation,
+                                      self.input_activation, self.mid_activation, self.depthwise.bias)
+            if out is not None:
+                return out
         return XF.separable_conv2d(input, self.depthwise.weight, self.pointwise.weight, self.pointwise.bias,
                                    self.stride, self.padding, self.dilation, self.input_activation,
                                    self.mid_activation, self.backend, self.depthwise.bias)

@@ -203,12 +203,12 @@ def apply(namespace: str, op: str, *args):
     Function as an opaque Python call that torch.jit.save cannot keep."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return getattr(getattr(torch.ops, namespace), op)(*args)
-    if not _records_derivatives(op, args):
+    if not records_derivatives(op, args):
         return _below_autograd(namespace, op, args)
     return function(namespace, op).apply(*full_args(op, args))
 
 
-def _records_derivatives(op: str, args) -> bool:
+def records_derivatives(op: str, args) -> bool:
     """Whether a call has anything for autograd to record: grad mode on with a tensor argument that
     requires grad, a forward-mode AD level open (dual tensors), or a torch.func transform active.
     Inference calls skip the Function (its apply binds the arguments to forward's signature and
@@ -235,7 +235,7 @@ def _autograd_kernel(namespace: str, op: str):
             # A Function applied inside the dispatcher cannot take part in torch.func's transforms.
             raise RuntimeError(f"{namespace}.{op} called directly under a torch.func transform: call it "
                                f"through xsep.functional.{op} (or the xsep modules) instead")
-        if not _records_derivatives(op, args):
+        if not records_derivatives(op, args):
             return _below_autograd(namespace, op, args)
         return fn.apply(*full_args(op, args))
     return kernel
