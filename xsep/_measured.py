@@ -39,8 +39,8 @@ TABLE = {
         (0.398, 0.443),  # AMD EPYC, default
         (2.019, 1.92),  # AMD EPYC (avx512), default
         (1.462, 1.542),  # AMD EPYC (avx512), retain
-        (2.108, 2.176),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.586, 1.594),  # AMD EPYC (avx512, family 25 model 17), retain
+        (2.219, 2.103),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.655, 1.626),  # AMD EPYC (avx512, family 25 model 17), retain
         (2.367, 2.024),  # AMD EPYC (avx512, family 26 model 2), default
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
@@ -83,8 +83,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
-        (1.445, 1.379),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.127, 1.054),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.475, 1.437),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.158, 1.072),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.728, 1.658),  # AMD EPYC (avx512, family 26 model 2), default
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
