@@ -77,8 +77,8 @@ def module_inference(op: str, backend: str | None, input: torch.Tensor, *args) -
     backend plumbing: about 70 function calls), which inside a model costs more than a small layer's
     kernel, the model's other layers having evicted the interpreter's data from the caches: a 7x7
     layer's call after the rest of a ConvNeXt block (convnext_atto, Zen 4, 2 threads, 1-pixel input:
-    the call alone) took 156-216 us through the public path, 85-109 us this way, 80-97 us for
-    nn.Conv2d; 36-45, 19-21 and 44-48 us when repeated at once."""
+    the call alone, min to median) took 156-216 us through the public path, 88-141 us this way, 80-97
+    us for nn.Conv2d; 36-45, 26-29 and 44-48 us when repeated at once."""
     if (type(input) is not torch.Tensor or records_derivatives(op, (input, *args)) or torch.compiler.is_compiling()
             or torch.jit.is_tracing() or checks.autocasting(input)
             or _select_backend(backend, input.device, op, _layout(input)) != "native"):
