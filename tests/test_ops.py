@@ -427,10 +427,11 @@ _NCHW_HALVES_APART = [(3, 384, 7, 7, 3, 1, 1, "relu", "none", 400), (4, 512, 10,
 
 
 @pytest.mark.parametrize("case", _NCHW_HALVES_APART, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}x{c[3]}_to{c[9]}")
-def test_nchw_fused_halves_apart(case):
+def test_native_nchw_fused_halves_apart_matches_reference(case):
     # Output and every gradient (bias, depthwise bias) against the float64 reference and at 1 and 3
     # threads; and the path taken: torch's 1x1 convolution and its backward where float32 products
-    # run on oneDNN, none elsewhere (XSEP_CPU_GEMM=blas).
+    # run on oneDNN, none elsewhere (XSEP_CPU_GEMM=blas). Named for test_every_cpu_isa's selection,
+    # which reruns it under each instruction set.
     require_native()
     n, c, h, w, k, stride, padding, act, mid, o = case
     torch.manual_seed(0)
