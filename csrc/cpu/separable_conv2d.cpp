@@ -442,6 +442,25 @@ void units_in_waves(int64_t count, std::vector<Slot>& slots, const Run& run, con
 // bias's gradient sums each gD plane in pixel order. Each group's three weight gradients are its
 // own sums, added to the totals group after group: a fixed order, whichever thread made them.
 // Buffers: a few bands and one group's gD per group in flight, whatever the batch.
+// The depthwise bias's gradient from the depthwise output's gradient, `images` images of
+// `channels` planes of P values laid [images, channels, P]: each plane summed in pixel order, the
+// images in order (the same bits at any thread count).
+template <typename A>
+void plane_sums_in_order(const A* planes, int64_t images, int64_t channels, int64_t P, A* out) {
+  at::parallel_for(0, channels, grain(images * P), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      A total = 0;
+      for (int64_t j = 0; j < images; ++j) {
+        const A* row = planes + (j * channels + c) * P;
+        A sum = 0;
+        for (int64_t p = 0; p < P; ++p) sum += row[p];
+        total += sum;
+      }
+      out[c] = total;
+    }
+  });
+}
+
 template <typename T>
 struct NchwGroupBackward {
   using acc_t = Acc<T>;
@@ -522,21 +541,7 @@ struct NchwGroupBackward {
     depthwise_grad_input_nchw<T, acc_t>(group, gd_ptr, w_dw.template const_data_ptr<acc_t>(), x_k,
                                         grad_input.template mutable_data_ptr<T>() + n0 * in_plane);
     s.grad_dw = depthwise_grad_weight_nchw<T, acc_t>(group, gd_ptr, x_k);
-    if (with_db) {
-      acc_t* db = s.grad_db.template mutable_data_ptr<acc_t>();
-      at::parallel_for(0, g.OC, grain(images * P), [&](int64_t c0, int64_t c1) {
-        for (int64_t oc = c0; oc < c1; ++oc) {
-          acc_t total = 0;
-          for (int64_t j = 0; j < images; ++j) {
-            const acc_t* row = gd_ptr + (j * g.OC + oc) * P;
-            acc_t sum = 0;
-            for (int64_t p = 0; p < P; ++p) sum += row[p];
-            total += sum;
-          }
-          db[oc] = total;
-        }
-      });
-    }
+    if (with_db) plane_sums_in_order(gd_ptr, images, g.OC, P, s.grad_db.template mutable_data_ptr<acc_t>());
   }
 };
 
@@ -690,22 +695,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_ap
   }
   at::Tensor grad_db = at::empty({0}, input.options());
   if (dw_bias.has_value() && dw_bias->defined()) {
-    // Each plane summed in pixel order, the images in order: the same bits at any thread count.
     grad_db = at::empty({g.OC}, go.options());
-    float* db = grad_db.mutable_data_ptr<float>();
-    at::parallel_for(0, g.OC, grain(g.N * P), [&](int64_t c0, int64_t c1) {
-      for (int64_t oc = c0; oc < c1; ++oc) {
-        float total = 0;
-        for (int64_t n = 0; n < g.N; ++n) {
-          const float* row = gd_ptr + (n * g.OC + oc) * P;
-          float sum = 0;
-          for (int64_t p = 0; p < P; ++p) sum += row[p];
-          total += sum;
-        }
-        db[oc] = total;
-      }
-    });
+    plane_sums_in_order(gd_ptr, g.N, g.OC, P, grad_db.mutable_data_ptr<float>());
   }
+
   auto [grad_input, grad_dw] =
       depthwise_conv2d_backward_cpu(gd, input, dw_weight, a.stride, a.padding, a.dilation, a.input_activation);
   return {grad_input, grad_dw, from_matrix(grad_pw, pw_weight), grad_db};
