@@ -531,6 +531,36 @@ def test_native_pointwise_grad_weight_matches_reference(shape, dtype, layout):
         assert torch.equal(results[0], results[1]), "depends on the thread count"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_native_pointwise_nchw_grad_weight_in_row_chunks_matches_reference(dtype):
+    # An NCHW weight gradient whose result outgrows L2 (520 x 600 values, past host.h's
+    # kTnChunkedOutBytes) over three k blocks (578 pixels, the images side by side; two could be
+    # added in either order with the same bits): on xsep's products each thread runs its rows in
+    # chunks through the blocks, which must add the blocks' sums in the order channels_last's
+    # kernel does (tn_product_impl.h): the same bits, at 1 and 3 threads (row ranges of other
+    # sizes, chunk tails), and the float64 reference to rounding. Named for test_every_cpu_isa's
+    # selection (the row product's tiles differ per instruction set).
+    require_native()
+    n, c, o, h, w = 2, 600, 520, 17, 17
+    x = torch.randn(n, c, h, w, dtype=dtype)
+    gy = torch.randn(n, o, h, w, dtype=dtype)
+    weight = torch.randn(o, c, 1, 1, dtype=dtype)
+    expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(o, c, 1, 1)
+    results = []
+    for threads in (1, 3):
+        with intra_op_threads(threads):
+            results.append(ops().pointwise_conv2d_grad_weight(gy, x, weight))
+    with intra_op_threads(2):
+        rows = ops().pointwise_conv2d_grad_weight(gy.to(memory_format=torch.channels_last),
+                                                  x.to(memory_format=torch.channels_last), weight)
+    for got in results:
+        assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14)
+    weight_gemm = ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0]
+    if weight_gemm == "xsep" and fused_products_on_xsep():
+        assert torch.equal(results[0], results[1]), "depends on the thread count"
+        assert torch.equal(results[0], rows), "another summation order than channels_last's"
+
+
 def test_native_separable_nchw_wide_weight_gradients_match_reference():
     # The fused NCHW backward's pointwise weight gradient on bands wide enough for the copy into rows
     # (see _WEIGHT_PRODUCT_SHAPES), and its other gradients, against the float64 reference.

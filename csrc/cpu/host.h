@@ -193,6 +193,12 @@ inline constexpr int64_t kTnRowGrain = 16;
 inline constexpr int64_t kTnCopyMinRatio = 128;
 // tn_product_impl.h's k block (kTnKBlock), for the host's row-product path of the same order.
 inline constexpr int64_t kTnKBlockPixels = 256;
+// addmm_tn_fixed_order's row-product path: out in chunks of rows above kTnChunkedOutBytes (an L2),
+// the rows of out a thread keeps in L2 while it runs them through the k blocks, and the most packed
+// b it holds for that (blocks at a time).
+inline constexpr int64_t kTnChunkedOutBytes = int64_t(1) << 20;
+inline constexpr int64_t kTnOutChunkBytes = int64_t(256) << 10;
+inline constexpr int64_t kTnPackedBBytes = int64_t(16) << 20;
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
 // out = a . b, plus `bias` (broadcast: a column [rows, 1] or a row [cols]) when defined, as one GEMM.
