@@ -561,6 +561,34 @@ def test_native_pointwise_nchw_grad_weight_in_row_chunks_matches_reference(dtype
         assert torch.equal(results[0], rows), "another summation order than channels_last's"
 
 
+# (N, C, O, H, W): NCHW weight gradients with few channels over reductions of 1024 pixels or more,
+# which xsep's products take as dot products of rows (host.h: kNtMinPixels; nt_product_impl.h):
+# one image's plane (1155 pixels), planes side by side (6 x 195), two and three k blocks (4270
+# pixels: float32 and float64 block lengths differ), rows and columns that fill no register tile.
+_DOT_PRODUCT_SHAPES = [(1, 37, 19, 33, 35), (6, 20, 13, 13, 15), (1, 9, 7, 70, 61), (2, 64, 128, 32, 33)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", _DOT_PRODUCT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_native_pointwise_nchw_grad_weight_dot_products_matches_reference(shape, dtype):
+    require_native()
+    n, c, o, h, w = shape
+    x = torch.randn(n, c, h, w, dtype=dtype)
+    gy = torch.randn(n, o, h, w, dtype=dtype)
+    weight = torch.randn(o, c, 1, 1, dtype=dtype)
+    expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(o, c, 1, 1)
+    results = []
+    for threads in (1, 3):
+        with intra_op_threads(threads):
+            results.append(ops().pointwise_conv2d_grad_weight(gy, x, weight))
+    for got in results:
+        assert got.dtype == dtype and got.shape == weight.shape
+        assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14)
+    weight_gemm = ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0]
+    if weight_gemm == "xsep" or dtype == torch.float32:
+        assert torch.equal(results[0], results[1]), "depends on the thread count"
+
+
 def test_native_separable_nchw_wide_weight_gradients_match_reference():
     # The fused NCHW backward's pointwise weight gradient on bands wide enough for the copy into rows
     # (see _WEIGHT_PRODUCT_SHAPES), and its other gradients, against the float64 reference.

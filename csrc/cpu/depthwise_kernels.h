@@ -64,6 +64,11 @@ struct DepthwiseKernels {
   // kTnWorkspace values for the caller's thread.
   void (*add_tn_product)(int64_t K, int64_t N, const acc_t* a, int64_t lda, const acc_t* b, int64_t ldb, acc_t* out,
                          int64_t ldo, int64_t m0, int64_t m1, acc_t* work);
+  // Rows [m0, m1) of out [M, N] (row stride ldo) += a b^T, a [M, K] and b [N, K] rows contiguous over
+  // k (row strides lda, ldb): the same product for pixel-contiguous operands, unpacked, in an order
+  // fixed by K alone (nt_product_impl.h).
+  void (*add_nt_product)(int64_t K, int64_t N, const acc_t* a, int64_t lda, const acc_t* b, int64_t ldb, acc_t* out,
+                         int64_t ldo, int64_t m0, int64_t m1);
   // The fused op's pointwise product (row_product_impl.h), one thread's rows: out[i][0, N) = bias (or
   // zero when nullptr) + sum_k a[i][k] w[.][k] for i < M, each element summed in k order; a [M, K],
   // rows lda apart; out rows ldo apart; work: row_product_work(M, K) values. w packed by

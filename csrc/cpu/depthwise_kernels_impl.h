@@ -1392,6 +1392,7 @@ void add_into(const A* src, A* dst, i64 n) {
   });
 }
 
+#include "cpu/nt_product_impl.h"
 #include "cpu/row_product_impl.h"
 #include "cpu/tn_product_impl.h"
 
@@ -1411,6 +1412,7 @@ DepthwiseKernels<T> make_table() {
   t.activation_grad = &activation_grad<A>;
   t.add_into = &add_into<A>;
   t.add_tn_product = &add_tn_product<A>;
+  t.add_nt_product = &add_nt_product<A>;
   t.pack_row_product_weight = &pack_row_product_weight<A>;
   t.row_product = &row_product<A>;
   t.pack_row_product_rows = &pack_row_product_rows<A>;

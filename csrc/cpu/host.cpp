@@ -128,16 +128,31 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
   if (a.scalar_type() == dtype && b.scalar_type() == dtype && out.stride(1) == 1 && tn_product_on_xsep(dtype) &&
       fused_products_on_xsep() && a.stride(0) == 1 && b.stride(0) == 1) {
     // Pixel-contiguous operands (NCHW planes: a = gY^T, b = X^T): out[m][n] += sum_k a^T[m][k]
-    // b^T[n][k] on xsep's row product, which packs them from their own rows (contiguous reads) in
-    // blocks of kTnKBlockPixels pixels, each block's sum from zero then added in block order: the
-    // order of tn_product_impl.h, the same bits whatever the thread count. The transposing copies it
-    // replaces cost 3.5 of the 11.7 ms of 19x19 728 -> 728's weight gradient (Zen 5, batch 8).
+    // b^T[n][k], with few channels over many pixels as dot products of rows (add_nt_product, its
+    // own fixed order), else on xsep's row product, which packs them from their own rows
+    // (contiguous reads) in blocks of kTnKBlockPixels pixels, each block's sum from zero then added
+    // in block order: the order of tn_product_impl.h. Either way the same bits whatever the thread
+    // count. The transposing copies the row product replaces cost 3.5 of the 11.7 ms of 19x19 728 ->
+    // 728's weight gradient (Zen 5, batch 8).
     AT_DISPATCH_FLOATING_TYPES(dtype, "addmm_tn_fixed_order", [&] {
       const auto& k = depthwise_kernels<scalar_t>();
       const int64_t K = a.size(0), sa = a.stride(1), sb = b.stride(1), ldo = out.stride(0);
       const scalar_t* ap = a.const_data_ptr<scalar_t>();
       const scalar_t* bp = b.const_data_ptr<scalar_t>();
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
+      if (K >= kNtMinPixels && M * N <= kNtMaxProductsPerValue * (M + N)) {
+        // Few channels over many pixels: each element a dot product of two rows, unpacked (packing
+        // both operands took longer than the product there). Zen 4 EPYC, fp32, batch 8, 2 threads,
+        // NCHW pointwise weight gradients, against the packed row product (one process,
+        // interleaved, min of 4): 147x147 64 -> 128 and 128 -> 128 1.7-1.9x, 74x74 128 -> 256 and
+        // 256 -> 256 1.4-1.5x, MobileNet's 56x56 144 -> 24 2.6x, 28x28 192 -> 32 2.2x, 14x14 576 ->
+        // 96 1.24x, 37x37 256 -> 728 0.99-1.05x; but 37x37 728 -> 728 0.91x, 10x10 728 -> 1024
+        // 0.86x, 7x7 960 -> 320 0.67x (short reductions: the lanes' sums cost more per block).
+        at::parallel_for(0, (M + kTnRowGrain - 1) / kTnRowGrain, 1, [&](int64_t t0, int64_t t1) {
+          k.add_nt_product(K, N, ap, sa, bp, sb, op, ldo, t0 * kTnRowGrain, std::min(M, t1 * kTnRowGrain));
+        });
+        return;
+      }
       // Two loop orders, the same sums in the same order (each block's sums added in block order):
       // every block through all of out, or, where out outgrows L2 (kTnChunkedOutBytes), each
       // thread's rows of out a chunk at a time (kTnOutChunkBytes, kept in L2) through every
