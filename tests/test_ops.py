@@ -531,6 +531,23 @@ def test_native_pointwise_grad_weight_matches_reference(shape, dtype, layout):
         assert torch.equal(results[0], results[1]), "depends on the thread count"
 
 
+def _nchw_grad_weight_at_1_and_3_threads(shape, dtype):
+    """(the NCHW pointwise weight gradient at 1 and at 3 threads, checked against the float64
+    reference; the operands, for more calls)."""
+    n, c, o, h, w = shape
+    x, gy = torch.randn(n, c, h, w, dtype=dtype), torch.randn(n, o, h, w, dtype=dtype)
+    weight = torch.randn(o, c, 1, 1, dtype=dtype)
+    expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(o, c, 1, 1)
+    results = []
+    for threads in (1, 3):
+        with intra_op_threads(threads):
+            results.append(ops().pointwise_conv2d_grad_weight(gy, x, weight))
+    for got in results:
+        assert got.dtype == dtype and got.shape == weight.shape
+        assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14)
+    return results, (gy, x, weight)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_native_pointwise_nchw_grad_weight_in_row_chunks_matches_reference(dtype):
     # An NCHW weight gradient whose result outgrows L2 (520 x 600 values, past host.h's
@@ -541,20 +558,10 @@ def test_native_pointwise_nchw_grad_weight_in_row_chunks_matches_reference(dtype
     # sizes, chunk tails), and the float64 reference to rounding. Named for test_every_cpu_isa's
     # selection (the row product's tiles differ per instruction set).
     require_native()
-    n, c, o, h, w = 2, 600, 520, 17, 17
-    x = torch.randn(n, c, h, w, dtype=dtype)
-    gy = torch.randn(n, o, h, w, dtype=dtype)
-    weight = torch.randn(o, c, 1, 1, dtype=dtype)
-    expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(o, c, 1, 1)
-    results = []
-    for threads in (1, 3):
-        with intra_op_threads(threads):
-            results.append(ops().pointwise_conv2d_grad_weight(gy, x, weight))
+    results, (gy, x, weight) = _nchw_grad_weight_at_1_and_3_threads((2, 600, 520, 17, 17), dtype)
     with intra_op_threads(2):
         rows = ops().pointwise_conv2d_grad_weight(gy.to(memory_format=torch.channels_last),
                                                   x.to(memory_format=torch.channels_last), weight)
-    for got in results:
-        assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14)
     weight_gemm = ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0]
     if weight_gemm == "xsep" and fused_products_on_xsep():
         assert torch.equal(results[0], results[1]), "depends on the thread count"
@@ -572,18 +579,7 @@ _DOT_PRODUCT_SHAPES = [(1, 37, 19, 33, 35), (6, 20, 13, 13, 15), (1, 9, 7, 70, 6
 @pytest.mark.parametrize("shape", _DOT_PRODUCT_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_native_pointwise_nchw_grad_weight_dot_products_matches_reference(shape, dtype):
     require_native()
-    n, c, o, h, w = shape
-    x = torch.randn(n, c, h, w, dtype=dtype)
-    gy = torch.randn(n, o, h, w, dtype=dtype)
-    weight = torch.randn(o, c, 1, 1, dtype=dtype)
-    expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(o, c, 1, 1)
-    results = []
-    for threads in (1, 3):
-        with intra_op_threads(threads):
-            results.append(ops().pointwise_conv2d_grad_weight(gy, x, weight))
-    for got in results:
-        assert got.dtype == dtype and got.shape == weight.shape
-        assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14)
+    results, _ = _nchw_grad_weight_at_1_and_3_threads(shape, dtype)
     weight_gemm = ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0]
     if weight_gemm == "xsep" or dtype == torch.float32:
         assert torch.equal(results[0], results[1]), "depends on the thread count"
