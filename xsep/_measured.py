@@ -61,8 +61,8 @@ TABLE = {
         (0.748, 0.766),  # AMD EPYC, default
         (0.987, 1.082),  # AMD EPYC (avx512), default
         (0.794, 0.845),  # AMD EPYC (avx512), retain
-        (0.982, 1.009),  # AMD EPYC (avx512, family 25 model 17), default
-        (0.986, 0.928),  # AMD EPYC (avx512, family 25 model 17), retain
+        (0.987, 1.061),  # AMD EPYC (avx512, family 25 model 17), default
+        (0.996, 0.978),  # AMD EPYC (avx512, family 25 model 17), retain
         (0.99, 1.057),  # AMD EPYC (avx512, family 26 model 2), default
         (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
@@ -83,8 +83,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
-        (1.475, 1.437),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.158, 1.072),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.622, 1.53),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.142, 1.106),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.728, 1.658),  # AMD EPYC (avx512, family 26 model 2), default
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
