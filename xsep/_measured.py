@@ -50,8 +50,8 @@ TABLE = {
         (1.032, 0.974),  # AMD EPYC, default
         (0.975, 0.987),  # AMD EPYC (avx512), default
         (0.996, 0.982),  # AMD EPYC (avx512), retain
-        (1.001, 1.004),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.013, 0.987),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.001, 0.994),  # AMD EPYC (avx512, family 25 model 17), default
+        (0.997, 0.976),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.006, 1.053),  # AMD EPYC (avx512, family 26 model 2), default
         (0.992, 1.028),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.01, 1.088),  # Intel(R) Xeon(R) Processor, default
@@ -61,8 +61,8 @@ TABLE = {
         (0.748, 0.766),  # AMD EPYC, default
         (0.987, 1.082),  # AMD EPYC (avx512), default
         (0.794, 0.845),  # AMD EPYC (avx512), retain
-        (0.987, 1.061),  # AMD EPYC (avx512, family 25 model 17), default
-        (0.996, 0.978),  # AMD EPYC (avx512, family 25 model 17), retain
+        (0.992, 1.071),  # AMD EPYC (avx512, family 25 model 17), default
+        (0.997, 1.003),  # AMD EPYC (avx512, family 25 model 17), retain
         (0.99, 1.057),  # AMD EPYC (avx512, family 26 model 2), default
         (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
