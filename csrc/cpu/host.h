@@ -197,13 +197,12 @@ inline constexpr int64_t kTnKBlockPixels = 256;
 // the rows of out a thread keeps in L2 while it runs them through the k blocks, and the most packed
 // b it holds for that (blocks at a time).
 inline constexpr int64_t kTnChunkedOutBytes = int64_t(1) << 20;
-// ... and unpacked (add_nt_product) over reductions of at least kNtMinPixels pixels where the
-// product has at most kNtMaxProductsPerValue multiply-adds per value packing would copy
-// (M N / (M + N)).
-inline constexpr int64_t kNtMinPixels = 1024;
-inline constexpr int64_t kNtMaxProductsPerValue = 256;
 inline constexpr int64_t kTnOutChunkBytes = int64_t(256) << 10;
 inline constexpr int64_t kTnPackedBBytes = int64_t(16) << 20;
+// Its unpacked path (add_nt_product): reductions of at least kNtMinPixels pixels where the product
+// has at most kNtMaxProductsPerValue multiply-adds per value packing would copy (M N / (M + N)).
+inline constexpr int64_t kNtMinPixels = 1024;
+inline constexpr int64_t kNtMaxProductsPerValue = 256;
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
 // out = a . b, plus `bias` (broadcast: a column [rows, 1] or a row [cols]) when defined, as one GEMM.
