@@ -431,17 +431,6 @@ void units_in_waves(int64_t count, std::vector<Slot>& slots, const Run& run, con
   }
 }
 
-// The backward in NCHW, image group after image group (one image per group unless the planes are
-// small, image_groups), each group's output rows in the forward's bands: the band's depthwise
-// output is recomputed (pre = dw(x) + bias, post = mid(pre)) and with the band of grad_output gY
-// [O, band] (the group's images side by side) gives the group's gY x post^T (addmm_tn_fixed_order,
-// band after band, from zero) and gD [C*M, band] = W_pw^T x gY (times mid'(pre)), written into the
-// group's gD planes [images, C*M, Ho*Wo] (through a band buffer when the group has several
-// images); then the depthwise kernels take the group's whole gD (their input gradient needs
-// neighbouring rows): grad_input of the group in place, and its weight gradient. The depthwise
-// bias's gradient sums each gD plane in pixel order. Each group's three weight gradients are its
-// own sums, added to the totals group after group: a fixed order, whichever thread made them.
-// Buffers: a few bands and one group's gD per group in flight, whatever the batch.
 // The depthwise bias's gradient from the depthwise output's gradient, `images` images of
 // `channels` planes of P values laid [images, channels, P]: each plane summed in pixel order, the
 // images in order (the same bits at any thread count).
@@ -461,6 +450,17 @@ void plane_sums_in_order(const A* planes, int64_t images, int64_t channels, int6
   });
 }
 
+// The backward in NCHW, image group after image group (one image per group unless the planes are
+// small, image_groups), each group's output rows in the forward's bands: the band's depthwise
+// output is recomputed (pre = dw(x) + bias, post = mid(pre)) and with the band of grad_output gY
+// [O, band] (the group's images side by side) gives the group's gY x post^T (addmm_tn_fixed_order,
+// band after band, from zero) and gD [C*M, band] = W_pw^T x gY (times mid'(pre)), written into the
+// group's gD planes [images, C*M, Ho*Wo] (through a band buffer when the group has several
+// images); then the depthwise kernels take the group's whole gD (their input gradient needs
+// neighbouring rows): grad_input of the group in place, and its weight gradient. The depthwise
+// bias's gradient sums each gD plane in pixel order. Each group's three weight gradients are its
+// own sums, added to the totals group after group: a fixed order, whichever thread made them.
+// Buffers: a few bands and one group's gD per group in flight, whatever the batch.
 template <typename T>
 struct NchwGroupBackward {
   using acc_t = Acc<T>;
@@ -698,7 +698,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_backward_ap
     grad_db = at::empty({g.OC}, go.options());
     plane_sums_in_order(gd_ptr, g.N, g.OC, P, grad_db.mutable_data_ptr<float>());
   }
-
   auto [grad_input, grad_dw] =
       depthwise_conv2d_backward_cpu(gd, input, dw_weight, a.stride, a.padding, a.dilation, a.input_activation);
   return {grad_input, grad_dw, from_matrix(grad_pw, pw_weight), grad_db};
