@@ -165,28 +165,16 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
       // 10x10 728 -> 1024 0.98-1.00x; where out fits L2, 147x147 128 -> 128 0.96x.
       const int64_t block_values = panel_values(k, kTnKBlockPixels, N);
       const int64_t blocks = (K + kTnKBlockPixels - 1) / kTnKBlockPixels;
-      const int64_t out_bytes = M * N * int64_t(sizeof(scalar_t));
-      if (blocks == 1 || out_bytes <= kTnChunkedOutBytes) {
-        // Block after block through all of out (each block's b panels in L2 for every row tile).
-        const std::unique_ptr<scalar_t[]> bpack(new scalar_t[block_values]);
-        const std::unique_ptr<scalar_t[]> apack(new scalar_t[row_product_work(M, kTnKBlockPixels)]);
-        for (int64_t k0 = 0; k0 < K; k0 += kTnKBlockPixels) {
-          const int64_t kc = std::min(kTnKBlockPixels, K - k0);
-          pack_panels(k, kc, N, bp + k0, sb, 1, bpack.get());
-          for_row_tiles(M, [&](int64_t m0, int64_t m1) {
-            scalar_t* tiles = apack.get() + m0 * kc;
-            k.pack_row_product_rows(m1 - m0, kc, ap + m0 * sa + k0, sa, 1, tiles);
-            k.row_product_packed(m1 - m0, kc, N, tiles, bpack.get(), nullptr, nullptr, op + m0 * ldo, ldo, true);
-          });
-        }
-        return;
-      }
-      // Each thread's rows a chunk at a time (kTnOutChunkBytes, kept in L2) through every k block.
+      const int64_t bytes = int64_t(sizeof(scalar_t)), R = kRowProductTileRows;
+      // Block order: one block's b at a time (in L2 for every row tile), each thread's rows in one
+      // chunk; chunked: blocks in groups, rows in chunks of kTnOutChunkBytes.
+      const bool chunked = blocks > 1 && M * N * bytes > kTnChunkedOutBytes;
       const int64_t group =
-          std::clamp<int64_t>(kTnPackedBBytes / (block_values * int64_t(sizeof(scalar_t))), 1, blocks);
-      const int64_t R = kRowProductTileRows;
-      const int64_t chunk_rows = std::max(R, kTnOutChunkBytes / (N * int64_t(sizeof(scalar_t))) / R * R);
+          chunked ? std::clamp<int64_t>(kTnPackedBBytes / (block_values * bytes), 1, blocks) : int64_t(1);
+      const int64_t chunk_rows = chunked ? std::max(R, kTnOutChunkBytes / (N * bytes) / R * R) : M;
       const std::unique_ptr<scalar_t[]> bpack(new scalar_t[group * block_values]);
+      // A thread's tiles of a start at m0 * kTnKBlockPixels, m0 a whole number of register tiles.
+      const std::unique_ptr<scalar_t[]> apack(new scalar_t[row_product_work(M, kTnKBlockPixels)]);
       for (int64_t b0 = 0; b0 < blocks; b0 += group) {
         const int64_t b1 = std::min(blocks, b0 + group);
         for (int64_t blk = b0; blk < b1; ++blk) {
@@ -194,13 +182,13 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
           pack_panels(k, kc, N, bp + k0, sb, 1, bpack.get() + (blk - b0) * block_values);
         }
         for_row_tiles(M, [&](int64_t m0, int64_t m1) {
-          const std::unique_ptr<scalar_t[]> tiles(new scalar_t[row_product_work(chunk_rows, kTnKBlockPixels)]);
+          scalar_t* tiles = apack.get() + m0 * kTnKBlockPixels;
           for (int64_t r0 = m0; r0 < m1; r0 += chunk_rows) {
             const int64_t rows = std::min(chunk_rows, m1 - r0);
             for (int64_t blk = b0; blk < b1; ++blk) {
               const int64_t k0 = blk * kTnKBlockPixels, kc = std::min(kTnKBlockPixels, K - k0);
-              k.pack_row_product_rows(rows, kc, ap + r0 * sa + k0, sa, 1, tiles.get());
-              k.row_product_packed(rows, kc, N, tiles.get(), bpack.get() + (blk - b0) * block_values, nullptr, nullptr,
+              k.pack_row_product_rows(rows, kc, ap + r0 * sa + k0, sa, 1, tiles);
+              k.row_product_packed(rows, kc, N, tiles, bpack.get() + (blk - b0) * block_values, nullptr, nullptr,
                                    op + r0 * ldo, ldo, true);
             }
           }
