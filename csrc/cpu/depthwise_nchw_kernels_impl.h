@@ -908,67 +908,8 @@ void grad_weight_nchw(const DepthwiseGeometry& s, const S* go, const T* x, Acc<T
 // multiply-adds. There a block of channels of one image is transposed into an NHWC buffer (a
 // few KB to ~100 KB: it stays in L1/L2), the NHWC kernels (depthwise_kernels_impl.h: channels in
 // the lanes, as oneDNN does) run on it as a one-image layer of those channels, and the result is
-// transposed back. Per output value the same sums in the same order as those kernels.
-
-// Swaps, in every 2H x 2H block of the tile rows a and b (H rows apart), the two H x H blocks off
-// its diagonal: a's upper-right with b's lower-left.
-template <int H, typename V>
-XSEP_INLINE void swap_off_diagonal(V& a, V& b) {
-  using Index = decltype(a < b);
-  constexpr int L = sizeof(V) / sizeof(a[0]);
-  Index lo, hi;
-#pragma GCC unroll 16
-  for (int l = 0; l < L; ++l) {
-    const int g = l / (2 * H) * (2 * H), q = l % (2 * H);
-    lo[l] = q < H ? g + q : L + g + q - H;
-    hi[l] = q < H ? g + H + q : L + g + q;
-  }
-  const V a2 = __builtin_shuffle(a, b, lo), b2 = __builtin_shuffle(a, b, hi);
-  a = a2;
-  b = b2;
-}
-
-// The L x L tile t (row i = t[i]) transposed in registers: one swap per bit of the index.
-template <int H, typename V>
-XSEP_INLINE void transpose_tile(V* t) {
-  if constexpr (H >= 1) {
-    constexpr int L = sizeof(V) / sizeof(t[0][0]);
-#pragma GCC unroll 16
-    for (int i = 0; i < L; ++i)
-      if ((i & H) == 0) swap_off_diagonal<H>(t[i], t[i + H]);
-    transpose_tile<H / 2>(t);
-  }
-}
-
-// dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: L x L tiles in registers (partial
-// tiles by masked loads and stores), or element by element for 16-bit types.
-template <typename T>
-void transpose(const T* src, i64 rows, i64 cols, i64 lds, T* dst, i64 ldd) {
-  if constexpr (std::is_same_v<T, Acc<T>>) {
-    constexpr int L = kLanes<T>;
-    for (i64 r0 = 0; r0 < rows; r0 += L) {
-      const int nr = int(min_(L, rows - r0));
-      for (i64 c0 = 0; c0 < cols; c0 += L) {
-        const int nc = int(min_(L, cols - c0));
-        Vec<T> t[L];
-#pragma GCC unroll 16
-        for (int i = 0; i < L; ++i) {
-          const T* p = src + (r0 + i) * lds + c0;
-          t[i] = i >= nr ? Vec<T>{} : nc == L ? load(p) : load_lanes(p, 0, nc);
-        }
-        transpose_tile<L / 2>(t);
-        for (int j = 0; j < nc; ++j) {
-          T* q = dst + (c0 + j) * ldd + r0;
-          if (nr == L) store(q, t[j]);
-          else store_lanes(q, t[j], 0, nr);
-        }
-      }
-    }
-  } else {
-    for (i64 r = 0; r < rows; ++r)
-      for (i64 c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
-  }
-}
+// transposed back (transpose, depthwise_kernels_impl.h). Per output value the same sums in the
+// same order as those kernels.
 
 // The geometry of input channels [c0, c1) of one image as an NHWC layer of their own.
 XSEP_INLINE DepthwiseGeometry block_geometry(const DepthwiseGeometry& s, i64 c0, i64 c1) {
