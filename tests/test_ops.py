@@ -588,6 +588,27 @@ def test_native_pointwise_nchw_grad_weight_dot_products_matches_reference(shape,
         assert torch.equal(results[0], results[1]), "depends on the thread count"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_native_pointwise_grad_weight_few_rows_thread_count(dtype):
+    # 16 output channels, channels_last (MobileNet's 112x112 32 -> 16): fewer rows of the weight
+    # gradient than two threads' minimum share (host.h kTnRowGrain), which one thread used to run
+    # alone; now each thread takes part of them (host.cpp tn_row_grain: 8 + 8, 6 + 5 + 5). Which
+    # thread sums an element must not change its bits; and the float64 reference's values.
+    require_native()
+    gy = torch.randn(2, 16, 23, 25, dtype=dtype).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 32, 23, 25, dtype=dtype).to(memory_format=torch.channels_last)
+    weight = torch.randn(16, 32, 1, 1, dtype=dtype)
+    expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(16, 32, 1, 1)
+    results = []
+    for threads in (1, 2, 3):
+        with intra_op_threads(threads):
+            results.append(ops().pointwise_conv2d_grad_weight(gy, x, weight))
+    for got in results:
+        assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14)
+    if ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0] == "xsep":
+        assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2]), "depends on the thread count"
+
+
 def test_native_separable_nchw_wide_weight_gradients_match_reference():
     # The fused NCHW backward's pointwise weight gradient on bands wide enough for the copy into rows
     # (see _WEIGHT_PRODUCT_SHAPES), and its other gradients, against the float64 reference.

@@ -121,6 +121,18 @@ std::string stream_stores_setting() {
   return "above " + std::to_string(threshold >> 20) + " MiB";
 }
 
+namespace {
+
+// Rows of out a thread takes at least: kTnRowGrain, or fewer where that would leave threads idle
+// (out of 16 rows, MobileNet's 112x112 32 -> 16, on one of two threads: 87 GFLOP/s against
+// oneDNN's 192, Zen 4, channels_last). Which thread sums an element never changes its order.
+int64_t tn_row_grain(int64_t M) {
+  const int64_t threads = at::get_num_threads();
+  return std::clamp<int64_t>((M + threads - 1) / threads, 1, kTnRowGrain);
+}
+
+}  // namespace
+
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   const auto dtype = out.scalar_type();
   const int64_t M = a.size(1), N = b.size(1);
@@ -146,10 +158,14 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
         // NCHW pointwise weight gradients, against the packed row product (one process,
         // interleaved, min of 4): 147x147 64 -> 128 and 128 -> 128 1.7-1.9x, 74x74 128 -> 256 and
         // 256 -> 256 1.4-1.5x, MobileNet's 56x56 144 -> 24 2.6x, 28x28 192 -> 32 2.2x, 14x14 576 ->
-        // 96 1.24x, 37x37 256 -> 728 0.99-1.05x; but 37x37 728 -> 728 0.91x, 10x10 728 -> 1024
-        // 0.86x, 7x7 960 -> 320 0.67x (short reductions: the lanes' sums cost more per block).
-        at::parallel_for(0, (M + kTnRowGrain - 1) / kTnRowGrain, 1, [&](int64_t t0, int64_t t1) {
-          k.add_nt_product(K, N, ap, sa, bp, sb, op, ldo, t0 * kTnRowGrain, std::min(M, t1 * kTnRowGrain));
+        // 96 1.24x; but 37x37 728 -> 728 0.91x, 10x10 728 -> 1024 0.86x, 7x7 960 -> 320 0.67x
+        // (short reductions: the lanes' sums cost more per block). Since the row product packs by
+        // transposes (row_product_impl.h), 37x37 256 -> 728 (M N / (M + N) = 189; 0.99-1.05x
+        // before) runs 0.87x of it (171 against 197 GFLOP/s), 74x74 256 -> 256 (128) 1.00x,
+        // 14x14 576 -> 96 (82) 1.11x: hence at most 128.
+        const int64_t grain = tn_row_grain(M);
+        at::parallel_for(0, (M + grain - 1) / grain, 1, [&](int64_t t0, int64_t t1) {
+          k.add_nt_product(K, N, ap, sa, bp, sb, op, ldo, t0 * grain, std::min(M, t1 * grain));
         });
         return;
       }
@@ -209,7 +225,7 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
       const scalar_t* bp = b_rows.const_data_ptr<scalar_t>();
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
       // Each thread its own rows of out, all of k: no element is split across threads.
-      at::parallel_for(0, out.size(0), kTnRowGrain, [&](int64_t m0, int64_t m1) {
+      at::parallel_for(0, out.size(0), tn_row_grain(M), [&](int64_t m0, int64_t m1) {
         const std::unique_ptr<scalar_t[]> work(new scalar_t[kTnWorkspace]);  // uninitialised: packed before use
         k.add_tn_product(K, N, ap, a_rows.stride(0), bp, b_rows.stride(0), op, out.stride(0), m0, m1, work.get());
       });

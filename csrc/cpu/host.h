@@ -174,7 +174,7 @@ void for_row_tiles(int64_t M, const F& fn) {
 // out += a^T b for a [K, M] and b [K, N] (weight gradients: K runs over pixels), with the same bits
 // whatever the number of threads. Where tn_product_on_xsep (gemm.h), xsep's own kernel
 // (tn_product_impl.h: each element one chain over k, each thread its own rows of out, at least
-// kTnRowGrain of them) on the operands as rows (unit column stride). Pixel-contiguous operands
+// kTnRowGrain of them where there are enough) on the operands as rows (unit column stride). Pixel-contiguous operands
 // (NCHW's planes), where xsep's row product runs (fused_products_on_xsep, gemm.h), go to it in the
 // same order, packed from their own rows. Elsewhere operands that are not rows
 // are copied into rows when the product is wide enough to pay
@@ -202,7 +202,7 @@ inline constexpr int64_t kTnPackedBBytes = int64_t(16) << 20;
 // Its unpacked path (add_nt_product): reductions of at least kNtMinPixels pixels where the product
 // has at most kNtMaxProductsPerValue multiply-adds per value packing would copy (M N / (M + N)).
 inline constexpr int64_t kNtMinPixels = 1024;
-inline constexpr int64_t kNtMaxProductsPerValue = 256;
+inline constexpr int64_t kNtMaxProductsPerValue = 128;
 at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 
 // out = a . b, plus `bias` (broadcast: a column [rows, 1] or a row [cols]) when defined, as one GEMM.
