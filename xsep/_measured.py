@@ -50,8 +50,8 @@ TABLE = {
         (1.032, 0.974),  # AMD EPYC, default
         (0.975, 0.987),  # AMD EPYC (avx512), default
         (0.996, 0.982),  # AMD EPYC (avx512), retain
-        (1.001, 0.994),  # AMD EPYC (avx512, family 25 model 17), default
-        (0.997, 0.976),  # AMD EPYC (avx512, family 25 model 17), retain
+        (0.995, 1.018),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.004, 1.0),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.006, 1.053),  # AMD EPYC (avx512, family 26 model 2), default
         (0.992, 1.028),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.01, 1.088),  # Intel(R) Xeon(R) Processor, default
@@ -61,8 +61,8 @@ TABLE = {
         (0.748, 0.766),  # AMD EPYC, default
         (0.987, 1.082),  # AMD EPYC (avx512), default
         (0.794, 0.845),  # AMD EPYC (avx512), retain
-        (0.992, 1.071),  # AMD EPYC (avx512, family 25 model 17), default
-        (0.997, 1.003),  # AMD EPYC (avx512, family 25 model 17), retain
+        (0.988, 1.088),  # AMD EPYC (avx512, family 25 model 17), default
+        (0.996, 1.001),  # AMD EPYC (avx512, family 25 model 17), retain
         (0.99, 1.057),  # AMD EPYC (avx512, family 26 model 2), default
         (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
@@ -72,8 +72,8 @@ TABLE = {
         (1.071, 1.077),  # AMD EPYC, default
         (1.052, 0.976),  # AMD EPYC (avx512), default
         (0.985, 0.952),  # AMD EPYC (avx512), retain
-        (1.12, 1.029),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.023, 1.022),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.121, 1.03),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.048, 1.044),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.119, 1.101),  # AMD EPYC (avx512, family 26 model 2), default
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
@@ -83,8 +83,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
-        (1.622, 1.53),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.142, 1.106),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.557, 1.602),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.145, 1.127),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.728, 1.658),  # AMD EPYC (avx512, family 26 model 2), default
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
