@@ -174,11 +174,11 @@ void for_row_tiles(int64_t M, const F& fn) {
 // out += a^T b for a [K, M] and b [K, N] (weight gradients: K runs over pixels), with the same bits
 // whatever the number of threads. Where tn_product_on_xsep (gemm.h), xsep's own kernel
 // (tn_product_impl.h: each element one chain over k, each thread its own rows of out, at least
-// kTnRowGrain of them where there are enough) on the operands as rows (unit column stride). Pixel-contiguous operands
-// (NCHW's planes), where xsep's row product runs (fused_products_on_xsep, gemm.h), go to it in the
-// same order, packed from their own rows. Elsewhere operands that are not rows
-// are copied into rows when the product is wide enough to pay
-// for the copies, M * N >= kTnCopyMinRatio * (M + N), or is float64 (MKL's float64 products on
+// kTnRowGrain of them where there are enough) on the operands as rows (unit column stride).
+// Pixel-contiguous operands (NCHW's planes), where xsep's row product runs (fused_products_on_xsep,
+// gemm.h), go to it in the same order, packed from their own rows. Elsewhere operands that are not
+// rows are copied into rows when the product is wide enough to pay for the copies, M * N >=
+// kTnCopyMinRatio * (M + N), or is float64 (MKL's float64 products on
 // the AMD EPYC split even fixed blocks across threads: other bits at 1 and 2 threads). On the AMD
 // EPYC Zen 5, 2 threads, MKL's blocks ran Xception's NCHW pointwise weight gradients at 160-185
 // GFLOP/s, this kernel on rows at about 400, and torch's transposing copy moved 11-18 GB/s: the
