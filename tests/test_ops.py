@@ -526,21 +526,26 @@ def test_native_pointwise_grad_weight_matches_reference(shape, dtype, layout):
         results.append(got)
     # On xsep's product the same bits at any thread count; BLAS (XSEP_CPU_WEIGHT_GEMM=blas) is held
     # to that in float32 only: MKL's float64 blocks gave other bits on the AMD EPYC (host.h).
-    weight_gemm = ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0]
-    if weight_gemm == "xsep" or dtype == torch.float32:
+    if _weight_gemm_library() == "xsep" or dtype == torch.float32:
         assert torch.equal(results[0], results[1]), "depends on the thread count"
 
 
-def _nchw_grad_weight_at_1_and_3_threads(shape, dtype):
-    """(the NCHW pointwise weight gradient at 1 and at 3 threads, checked against the float64
-    reference; the operands, for more calls)."""
+def _weight_gemm_library():
+    """What runs the weight gradients' products in this process: "xsep" or "blas" (XSEP_CPU_WEIGHT_GEMM)."""
+    return ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0]
+
+
+def _grad_weight_at_thread_counts(shape, dtype, threads=(1, 3), memory_format=torch.contiguous_format):
+    """(the pointwise weight gradient at each of `threads`, checked against the float64 reference;
+    the operands, for more calls). shape: (N, C, O, H, W)."""
     n, c, o, h, w = shape
-    x, gy = torch.randn(n, c, h, w, dtype=dtype), torch.randn(n, o, h, w, dtype=dtype)
+    x = torch.randn(n, c, h, w, dtype=dtype).to(memory_format=memory_format)
+    gy = torch.randn(n, o, h, w, dtype=dtype).to(memory_format=memory_format)
     weight = torch.randn(o, c, 1, 1, dtype=dtype)
     expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(o, c, 1, 1)
     results = []
-    for threads in (1, 3):
-        with intra_op_threads(threads):
+    for count in threads:
+        with intra_op_threads(count):
             results.append(ops().pointwise_conv2d_grad_weight(gy, x, weight))
     for got in results:
         assert got.dtype == dtype and got.shape == weight.shape
@@ -558,12 +563,11 @@ def test_native_pointwise_nchw_grad_weight_in_row_chunks_matches_reference(dtype
     # sizes, chunk tails), and the float64 reference to rounding. Named for test_every_cpu_isa's
     # selection (the row product's tiles differ per instruction set).
     require_native()
-    results, (gy, x, weight) = _nchw_grad_weight_at_1_and_3_threads((2, 600, 520, 17, 17), dtype)
+    results, (gy, x, weight) = _grad_weight_at_thread_counts((2, 600, 520, 17, 17), dtype)
     with intra_op_threads(2):
         rows = ops().pointwise_conv2d_grad_weight(gy.to(memory_format=torch.channels_last),
                                                   x.to(memory_format=torch.channels_last), weight)
-    weight_gemm = ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0]
-    if weight_gemm == "xsep" and fused_products_on_xsep():
+    if _weight_gemm_library() == "xsep" and fused_products_on_xsep():
         assert torch.equal(results[0], results[1]), "depends on the thread count"
         assert torch.equal(results[0], rows), "another summation order than channels_last's"
 
@@ -579,12 +583,11 @@ _DOT_PRODUCT_SHAPES = [(1, 37, 19, 33, 35), (6, 20, 13, 13, 15), (1, 9, 7, 70, 6
 @pytest.mark.parametrize("shape", _DOT_PRODUCT_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_native_pointwise_nchw_grad_weight_dot_products_matches_reference(shape, dtype):
     require_native()
-    results, _ = _nchw_grad_weight_at_1_and_3_threads(shape, dtype)
+    results, _ = _grad_weight_at_thread_counts(shape, dtype)
     # The same bits at 1 and 3 threads where xsep's products run them (the dot products need both
     # settings); elsewhere (BLAS, e.g. XSEP_CPU_WEIGHT_GEMM=blas: MKL splits these narrow products
     # at 3 threads) the reference check above only.
-    weight_gemm = ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0]
-    if weight_gemm == "xsep" and fused_products_on_xsep():
+    if _weight_gemm_library() == "xsep" and fused_products_on_xsep():
         assert torch.equal(results[0], results[1]), "depends on the thread count"
 
 
@@ -595,17 +598,9 @@ def test_native_pointwise_grad_weight_few_rows_thread_count(dtype):
     # alone; now each thread takes part of them (host.cpp tn_row_grain: 8 + 8, 6 + 5 + 5). Which
     # thread sums an element must not change its bits; and the float64 reference's values.
     require_native()
-    gy = torch.randn(2, 16, 23, 25, dtype=dtype).to(memory_format=torch.channels_last)
-    x = torch.randn(2, 32, 23, 25, dtype=dtype).to(memory_format=torch.channels_last)
-    weight = torch.randn(16, 32, 1, 1, dtype=dtype)
-    expected = torch.einsum("nohw,nchw->oc", gy.double(), x.double()).view(16, 32, 1, 1)
-    results = []
-    for threads in (1, 2, 3):
-        with intra_op_threads(threads):
-            results.append(ops().pointwise_conv2d_grad_weight(gy, x, weight))
-    for got in results:
-        assert rel_error(got, expected) <= (1e-6 if dtype == torch.float32 else 1e-14)
-    if ops()._build_info().split("cpu_weight_gemm=")[1].split(";")[0] == "xsep":
+    results, _ = _grad_weight_at_thread_counts((2, 32, 16, 23, 25), dtype, threads=(1, 2, 3),
+                                               memory_format=torch.channels_last)
+    if _weight_gemm_library() == "xsep":
         assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2]), "depends on the thread count"
 
 
