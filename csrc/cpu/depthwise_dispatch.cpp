@@ -58,15 +58,18 @@ Isa active_isa() {
   return isa;
 }
 
-// Two vectors on every row: on the AMD EPYC of family 26 (Zen 5), interleaved against the short-row
-// rule, fp32, batch 8, 2 threads, the forward ran 1.01-1.06x faster from 147x147x64 to 37x37x728
-// and 1.29x at 19x19x728, the input gradient 0.98-1.17x; on the family-25 one (Zen 4) 37x37x728 ran
-// 5-9% slower with them. Other CPUs were not measured that way and keep the short-row rule.
+// Two vectors on every row, except on AMD's family 25 (Zen 4, whose AVX-512 runs on 256-bit units):
+// on the AMD EPYC of family 26 (Zen 5), interleaved against the short-row rule, fp32, batch 8, 2
+// threads, the forward ran 1.01-1.06x faster from 147x147x64 to 37x37x728 and 1.29x at 19x19x728,
+// the input gradient 0.98-1.17x; on the 2-core Intel Xeon (AVX-512 and AMX, 2026-12-05; alternate
+// processes, min of 9) the forward 1.2-1.35x at 147x147 and 74x74x256, 1.1-1.17x at 74x74x128 and
+// 37x37x256, equal from 37x37x728 down, the backward 1.05-1.25x at 147x147 and 37x37x256; on the
+// family-25 one (Zen 4) 37x37x728 ran 5-9% slower with them.
 bool select_two_vector_runs() {
   const auto name = env_choice("XSEP_CPU_RUN_VECTORS", {"auto", "short-rows", "every-row"});
   if (name == "every-row") return true;
   if (name == "short-rows") return false;
-  return amd_family() >= 26;
+  return amd_family() != 25;
 }
 
 template <typename T>

@@ -95,8 +95,8 @@ template <typename T> const DepthwiseKernels<T>& depthwise_kernels();
 const char* kernel_isa();
 
 // Whether the AVX-512 build's channels-last depthwise runs take two vectors of channels on every
-// row, or only on rows of fewer than 2 * kRunP pixels (for_run_blocks): every row on CPUs measured
-// faster that way, AMD's Zen 5 (family 26) and later. Chosen once, with the tables;
+// row, or only on rows of fewer than 2 * kRunP pixels (for_run_blocks): every row except on AMD's
+// Zen 4 (family 25), where short rows only measured faster. Chosen once, with the tables;
 // XSEP_CPU_RUN_VECTORS=auto|short-rows|every-row overrides (tests, benchmarks).
 bool two_vector_runs();
 // That choice in words: "short rows" or "every row".

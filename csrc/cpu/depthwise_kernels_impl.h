@@ -607,7 +607,7 @@ XSEP_INLINE bool with_run_rows(i64 rows, F&& f) {
 
 // Runs take one vector of channels at a time, or two in the AVX-512 build on rows with fewer than
 // 2 * kRunP pixels in the run (Xception's 10x10 planes), or on every row where two_vector_runs()
-// (depthwise_kernels.h: AMD Zen 5): the pixels at the row's edges then have two independent chains
+// (depthwise_kernels.h: all but AMD Zen 4): the pixels at the row's edges then have two independent chains
 // of multiply-adds, and a run's setup serves twice the channels. On the AMD EPYC Zen 4, forward,
 // interleaved against one vector: 1.1-1.35x at 10x10x1024 and 10x10x1536 (input gradient
 // 1.15-1.4x); at 37x37x728 two vectors ran 5-9% slower, at 19x19x728 within noise. Calls

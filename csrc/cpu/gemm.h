@@ -19,7 +19,10 @@ namespace xsep::cpu {
 // "xsep" or "blas": what runs the weight gradients' products (addmm_tn_fixed_order, host.h) for
 // float32 and float64: xsep's own kernel (tn_product_impl.h) on AMD processors, where it ran
 // Xception's pointwise weight gradients 1.1-1.3x faster than MKL's products in fixed blocks (Zen 4,
-// fp32, batch 8), BLAS elsewhere (on Intel, MKL runs its AVX-512 code: not measured against it).
+// fp32, batch 8), BLAS elsewhere. On Intel MKL runs its AVX-512 code: on the 2-core Intel Xeon
+// (fp32, batch 8, 2026-12-05, alternate processes) it ran Xception's channels-last weight gradients
+// at 270-300 GFLOP/s from 37x37 down against this kernel's 215-250, even at 74x74, and behind it
+// only at 147x147 (140-180 against 165-195); the NCHW ones at 250-300 against 110-230.
 // XSEP_CPU_WEIGHT_GEMM=blas|xsep overrides it. Chosen once per process.
 const char* weight_gemm_library();
 // Whether addmm_tn_fixed_order runs on xsep's kernel for this dtype.
@@ -34,8 +37,10 @@ bool tn_product_on_xsep(at::ScalarType dtype);
 // oneDNN's AVX2 code, hence AVX-512 only.
 // oneDNN, AMD's library, writes each result into a new tensor (a copy per tile) and re-packs the
 // weight per call: on Zen 5 (fp32, batch 8, `retain`, interleaved) the forward ran 1.03-1.27x of
-// torch with xsep's product against 0.82-0.97x tile by tile through oneDNN. On Intel, BLAS writes in
-// place: not measured against it. XSEP_CPU_FUSED_GEMM=library|xsep overrides it.
+// torch with xsep's product against 0.82-0.97x tile by tile through oneDNN. On Intel, BLAS (MKL)
+// writes in place: on the 2-core Xeon (2026-12-05, `retain`, alternate processes) the fused op's
+// forward+backward ran 1.0-1.2x faster on it than on xsep's product in channels_last (equal at
+// 147x147 and 74x74), 1.0-1.35x in NCHW. XSEP_CPU_FUSED_GEMM=library|xsep overrides it.
 const char* fused_gemm_library();
 bool fused_products_on_xsep();
 
