@@ -52,13 +52,20 @@ int64_t last_level_cache_bytes() {
   return bytes;
 }
 
+// The most that an op's data may take and still be left to the caches: the last-level cache, at
+// most 32 MiB, the largest measured to keep a layer's data from one call to the next (the AMD
+// EPYC's). A virtual machine can report its host socket's whole L3, shared with the other guests:
+// 480 MiB on the 2-core Intel Xeon, where caching outputs of 44 to 177 MB then cost 1.3-1.8x (see
+// stream_output).
+constexpr int64_t kMaxCachedBytes = int64_t{32} << 20;
+
 // -1: always, 0: never, else the threshold in bytes. Read once per process.
 int64_t stream_threshold() {
   static const int64_t threshold = [] {
     const auto name = env_choice("XSEP_CPU_STREAM_STORES", {"auto", "always", "never"});
     if (name == "always") return int64_t{-1};
     if (name == "never") return int64_t{0};
-    return last_level_cache_bytes();
+    return std::min(last_level_cache_bytes(), kMaxCachedBytes);
   }();
   return threshold;
 }

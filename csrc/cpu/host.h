@@ -42,7 +42,10 @@ int amd_family();
 // gets to it and caching it costs a read of every line first. On the AMD EPYC (Zen 4, 32 MiB L3),
 // fp32, batch 8, the channels-last depthwise forward ran 1.18-1.27x faster with them at 147x147x64
 // and 74x74x128 (88 and 44 MB), and 1.5-1.7x slower at 10x10x1536 (10 MB, which stays in cache
-// from one call to the next); its input gradient 1.7-1.8x faster at those two shapes.
+// from one call to the next); its input gradient 1.7-1.8x faster at those two shapes. On the 2-core
+// Intel Xeon (2026-12-05, alternate processes, min of 9), at 147x147 and 74x74 the forward 1.3-1.8x
+// and the backward (both gradients) 1.35-1.6x faster; 37x37x728 (64 MB) within noise. The threshold is
+// the last-level cache, at most 32 MiB (host.cpp: kMaxCachedBytes).
 // XSEP_CPU_STREAM_STORES=auto|always|never overrides (tests, benchmarks).
 bool stream_output(int64_t bytes);
 // That rule in words: "above N MiB" (the last-level cache), "always" or "never".
