@@ -19,6 +19,8 @@ COLUMNS = (
     ('AMD EPYC (avx512, family 26 model 2)', 'retain'),
     ('Intel(R) Xeon(R) Processor', 'default'),
     ('Intel(R) Xeon(R) Processor', 'retain'),
+    ('Intel(R) Xeon(R) Processor (avx512, family 6 model 167)', 'default'),
+    ('Intel(R) Xeon(R) Processor (avx512, family 6 model 167)', 'retain'),
 )
 
 # (op, layout): per (CPU, allocator setting) of COLUMNS, (forward, forward+backward); None where that
@@ -34,6 +36,8 @@ TABLE = {
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
         (0.919, 1.007),  # Intel(R) Xeon(R) Processor, retain
+        (1.108, 1.273),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.182, 1.407),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('depthwise_conv2d', 'nchw'): (
         (0.398, 0.443),  # AMD EPYC, default
@@ -45,6 +49,8 @@ TABLE = {
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
         (1.215, 1.251),  # Intel(R) Xeon(R) Processor, retain
+        (1.72, 1.803),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.54, 1.58),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('pointwise_conv2d', 'channels_last'): (
         (1.032, 0.974),  # AMD EPYC, default
@@ -56,6 +62,8 @@ TABLE = {
         (0.992, 1.028),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.01, 1.088),  # Intel(R) Xeon(R) Processor, default
         (0.966, 1.065),  # Intel(R) Xeon(R) Processor, retain
+        (1.012, 1.078),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.016, 1.082),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('pointwise_conv2d', 'nchw'): (
         (0.748, 0.766),  # AMD EPYC, default
@@ -67,6 +75,8 @@ TABLE = {
         (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
         (1.258, 1.275),  # Intel(R) Xeon(R) Processor, retain
+        (1.337, 1.421),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.24, 1.231),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('separable_conv2d', 'channels_last'): (
         (1.071, 1.077),  # AMD EPYC, default
@@ -78,6 +88,8 @@ TABLE = {
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
         (1.058, 1.053),  # Intel(R) Xeon(R) Processor, retain
+        (1.091, 1.063),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.056, 1.06),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('separable_conv2d', 'nchw'): (
         (0.732, 0.808),  # AMD EPYC, default
@@ -89,6 +101,8 @@ TABLE = {
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
         (1.192, 1.232),  # Intel(R) Xeon(R) Processor, retain
+        (1.339, 1.389),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.168, 1.183),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
 }
 
