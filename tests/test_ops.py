@@ -498,6 +498,23 @@ def test_native_depthwise_backward_matches_reference(case, dtype, layout):
     assert torch.equal(got["grad_weight"], ops().depthwise_conv2d_grad_weight(go, x, wt, *geometry))
 
 
+# Channels-last float32 pointwise forwards on both sides of the input-channel counts that run as
+# oneDNN's 1x1 convolution (gemm.h: kBlasShortForwardK where products run on BLAS, kShortProductK
+# and kConvProductMinRows on oneDNN): (N, C, O, H).
+_POINTWISE_FORWARD_SHAPES = [(1, 128, 24, 9), (1, 129, 24, 9), (2, 300, 40, 33), (1, 257, 16, 5)]
+
+
+@pytest.mark.parametrize("shape", _POINTWISE_FORWARD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_native_pointwise_forward_channels_last_matches_reference(shape):
+    n, c, o, h = shape
+    x = torch.randn(n, c, h, h).to(memory_format=torch.channels_last)
+    weight, bias = torch.randn(o, c, 1, 1), torch.randn(o)
+    got = ops().pointwise_conv2d(x, weight, bias)
+    expected = torch.nn.functional.conv2d(x.double(), weight.double(), bias.double())
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert rel_error(got, expected) <= 1e-6
+
+
 # (N, C, O, H, W): pixels K = N*H*W below, at and across the weight product's blocks of 256; output
 # rows O in a register tile or several, with tails of every size across the threads' row ranges;
 # columns C below a vector, with a partial vector, and across blocks of 256 (csrc/cpu/tn_product_impl.h).

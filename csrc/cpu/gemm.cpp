@@ -106,6 +106,11 @@ bool product_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K) {
   return linear_uses_onednn(dtype) && (K <= kShortProductK || rows >= kConvProductMinRows);
 }
 
+bool forward_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K) {
+  if (linear_uses_onednn(dtype)) return product_on_onednn_conv(dtype, rows, K);
+  return dtype == at::kFloat && at::hasMKLDNN() && K <= kBlasShortForwardK;
+}
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   if (linear_uses_onednn(x.scalar_type())) {
     if (!w.is_mkldnn() && product_on_onednn_conv(x.scalar_type(), x.size(0), x.size(1)))

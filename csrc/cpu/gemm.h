@@ -65,6 +65,18 @@ inline constexpr int64_t kConvProductMinRows = 2048;
 // on oneDNN, with a short inner dimension (K <= kShortProductK) or at least kConvProductMinRows rows.
 bool product_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K);
 
+// The most input channels of a channels-last pointwise forward that runs as oneDNN's 1x1
+// convolution where the products otherwise run on BLAS (Intel). On the 2-core Intel Xeon (fp32,
+// batch 8, `retain`, 2026-12-05, two runs, interleaved with torch's) MKL ran the 147x147 64 -> 128
+// forward at 0.84-0.91x of torch's 1x1 convolution and 128 -> 128 at 0.94x, oneDNN's at 0.99-1.04x
+// and 0.98-1.01x; 74x74 128 -> 256 even; from 256 channels MKL as fast or faster (37x37 256 -> 728
+// 1.17x against 0.97-0.99x).
+inline constexpr int64_t kBlasShortForwardK = 128;
+// Whether the channels-last pointwise forward, `rows` pixels of K channels, runs as oneDNN's 1x1
+// convolution: as product_on_onednn_conv where products run on oneDNN; float32 with K <=
+// kBlasShortForwardK where they run on BLAS (and torch has oneDNN).
+bool forward_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K);
+
 // x [P, K] . w [N, K]^T (+ bias [N] when defined): the pointwise forward's product, and the input
 // gradient's with w = the weight transposed. On oneDNN, its 1x1 convolution of x viewed as one
 // channels-last [1, K, 1, P] image where product_on_onednn_conv, else its inner product; either

@@ -95,10 +95,10 @@ at::Tensor batched_left_product(const at::Tensor& m, const at::Tensor& b, const 
   return out;
 }
 
-// Float32 products on oneDNN's 1x1 convolution (product_on_onednn_conv, gemm.h) run as torch's own
+// Float32 forwards on oneDNN's 1x1 convolution (forward_on_onednn_conv, gemm.h) run as torch's own
 // call on the channels-last tensor itself, writing the output in place of a copy.
 bool pointwise_on_onednn_conv(const at::Tensor& t, int64_t K) {
-  return t.scalar_type() == at::kFloat && product_on_onednn_conv(at::kFloat, t.size(0) * t.size(2) * t.size(3), K);
+  return forward_on_onednn_conv(t.scalar_type(), t.size(0) * t.size(2) * t.size(3), K);
 }
 
 at::Tensor conv1x1(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
