@@ -608,6 +608,17 @@ def test_native_pointwise_nchw_grad_weight_dot_products_matches_reference(shape,
         assert torch.equal(results[0], results[1]), "depends on the thread count"
 
 
+def test_native_pointwise_grad_weight_long_channels_last_matches_reference():
+    # A float32 channels-last weight gradient over 16640 pixels, past gemm.h's kTnLongPixels: on
+    # xsep's kernel where the weight products otherwise run on BLAS with AVX-512 kernels (Intel),
+    # on whichever library runs them elsewhere; the float64 reference's values and, float32, the
+    # same bits at 1 and 3 threads (xsep's kernel by construction, BLAS in fixed blocks).
+    require_native()
+    results, _ = _grad_weight_at_thread_counts((1, 24, 20, 128, 130), torch.float32,
+                                               memory_format=torch.channels_last)
+    assert torch.equal(results[0], results[1]), "depends on the thread count"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_native_pointwise_grad_weight_few_rows_thread_count(dtype):
     # 16 output channels, channels_last (MobileNet's 112x112 32 -> 16): fewer rows of the weight

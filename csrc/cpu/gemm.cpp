@@ -42,13 +42,18 @@ bool use_onednn() {
   return onednn;
 }
 
-bool weight_products_on_xsep() {
-  static const bool xsep = [] {
-    if (const auto name = env_choice("XSEP_CPU_WEIGHT_GEMM", {"blas", "xsep"})) return name == "xsep";
-    return amd_processor();
+// Where the weight gradients' products run (weight_gemm_library, gemm.h).
+enum class WeightProducts { kBlas, kXsep, kLongOnXsep };
+WeightProducts weight_products() {
+  static const WeightProducts choice = [] {
+    if (const auto name = env_choice("XSEP_CPU_WEIGHT_GEMM", {"blas", "xsep"}))
+      return name == "xsep" ? WeightProducts::kXsep : WeightProducts::kBlas;
+    if (amd_processor()) return WeightProducts::kXsep;
+    return std::string_view(kernel_isa()) == "avx512" ? WeightProducts::kLongOnXsep : WeightProducts::kBlas;
   }();
-  return xsep;
+  return choice;
 }
+bool weight_products_on_xsep() { return weight_products() == WeightProducts::kXsep; }
 
 }  // namespace
 
@@ -94,12 +99,23 @@ const char* gemm_library() { return use_onednn() ? "onednn" : "blas"; }
 
 bool linear_uses_onednn(at::ScalarType dtype) { return dtype == at::kFloat && use_onednn(); }
 
-const char* weight_gemm_library() { return weight_products_on_xsep() ? "xsep" : "blas"; }
+const char* weight_gemm_library() {
+  switch (weight_products()) {
+    case WeightProducts::kXsep: return "xsep";
+    case WeightProducts::kLongOnXsep: return kLongOnXsepName;
+    default: return "blas";
+  }
+}
 
 const char* fused_gemm_library() { return fused_products_on_xsep() ? "xsep" : "library"; }
 
 bool tn_product_on_xsep(at::ScalarType dtype) {
   return (dtype == at::kFloat || dtype == at::kDouble) && weight_products_on_xsep();
+}
+
+bool tn_rows_product_on_xsep(at::ScalarType dtype, int64_t K) {
+  return tn_product_on_xsep(dtype) ||
+         (weight_products() == WeightProducts::kLongOnXsep && dtype == at::kFloat && K >= kTnLongPixels);
 }
 
 bool product_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K) {

@@ -16,17 +16,26 @@
 
 namespace xsep::cpu {
 
-// "xsep" or "blas": what runs the weight gradients' products (addmm_tn_fixed_order, host.h) for
-// float32 and float64: xsep's own kernel (tn_product_impl.h) on AMD processors, where it ran
-// Xception's pointwise weight gradients 1.1-1.3x faster than MKL's products in fixed blocks (Zen 4,
-// fp32, batch 8), BLAS elsewhere. On Intel MKL runs its AVX-512 code: on the 2-core Intel Xeon
-// (fp32, batch 8, 2026-12-05, alternate processes) it ran Xception's channels-last weight gradients
-// at 270-300 GFLOP/s from 37x37 down against this kernel's 215-250, even at 74x74, and behind it
-// only at 147x147 (140-180 against 165-195); the NCHW ones at 250-300 against 110-230.
-// XSEP_CPU_WEIGHT_GEMM=blas|xsep overrides it. Chosen once per process.
+// "xsep", "blas" or kLongOnXsepName: what runs the weight gradients' products
+// (addmm_tn_fixed_order, host.h) for float32 and float64: xsep's own kernel (tn_product_impl.h) on
+// AMD processors, where it ran Xception's pointwise weight gradients 1.1-1.3x faster than MKL's
+// products in fixed blocks (Zen 4, fp32, batch 8); elsewhere BLAS, except, where the kernels run
+// AVX-512, float32 products of row operands (channels-last) over at least kTnLongPixels pixels. On
+// Intel MKL runs its AVX-512 code: on the 2-core Intel Xeon (fp32, batch 8, 2026-12-05, alternate
+// processes) it ran channels-last weight gradients at 270-300 GFLOP/s on Xception's layers from
+// 37x37 down against this kernel's 215-250, MobileNet's 28x28 144 -> 32 and 14x14 384 -> 96 at
+// 0.9x of it, but over many pixels this kernel ran ahead: 147x147 64 -> 128 1.17-1.45x, 128 -> 128
+// 1.05-1.13x, 112x112 32 -> 16 1.45-1.5x and 16 -> 96 1.23x, 56x56 24 -> 144 1.25-1.3x, 74x74 and
+// 56x56 96 -> 24 even; the NCHW ones (pixel-contiguous operands) MKL at 250-300 against 110-230.
+// XSEP_CPU_WEIGHT_GEMM=blas|xsep overrides it (all products on one). Chosen once per process.
 const char* weight_gemm_library();
-// Whether addmm_tn_fixed_order runs on xsep's kernel for this dtype.
+inline constexpr const char* kLongOnXsepName = "blas (xsep from 16384 pixels)";
+inline constexpr int64_t kTnLongPixels = 16384;
+// Whether addmm_tn_fixed_order runs on xsep's kernel for this dtype (every product).
 bool tn_product_on_xsep(at::ScalarType dtype);
+// Whether it does for a product of row operands over K pixels: every product as tn_product_on_xsep,
+// or a long one where weight_gemm_library is kLongOnXsepName.
+bool tn_rows_product_on_xsep(at::ScalarType dtype, int64_t K);
 
 // "xsep" or "library": what runs the fused op's pointwise products (forward, and the backward's
 // gradient of the depthwise output), every dtype: xsep's own kernel (row_product_impl.h), on AMD

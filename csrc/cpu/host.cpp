@@ -220,8 +220,9 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
     });
     return out;
   }
-  if (a.scalar_type() == dtype && b.scalar_type() == dtype && out.stride(1) == 1 && tn_product_on_xsep(dtype) &&
-      (rows || dtype == at::kDouble || M * N >= kTnCopyMinRatio * (M + N))) {
+  if (a.scalar_type() == dtype && b.scalar_type() == dtype && out.stride(1) == 1 &&
+      ((tn_product_on_xsep(dtype) && (rows || dtype == at::kDouble || M * N >= kTnCopyMinRatio * (M + N))) ||
+       (rows && tn_rows_product_on_xsep(dtype, a.size(0))))) {
     // Operands that are not rows (NCHW: pixels contiguous) are copied into rows first.
     const auto a_rows = a.stride(1) == 1 ? a : a.contiguous();
     const auto b_rows = b.stride(1) == 1 ? b : b.contiguous();
