@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -102,7 +103,10 @@ bool linear_uses_onednn(at::ScalarType dtype) { return dtype == at::kFloat && us
 const char* weight_gemm_library() {
   switch (weight_products()) {
     case WeightProducts::kXsep: return "xsep";
-    case WeightProducts::kLongOnXsep: return kLongOnXsepName;
+    case WeightProducts::kLongOnXsep: {
+      static const std::string name = "blas (xsep from " + std::to_string(kTnLongPixels) + " pixels)";
+      return name.c_str();
+    }
     default: return "blas";
   }
 }

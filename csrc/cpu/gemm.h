@@ -16,7 +16,7 @@
 
 namespace xsep::cpu {
 
-// "xsep", "blas" or kLongOnXsepName: what runs the weight gradients' products
+// "xsep", "blas" or "blas (xsep from N pixels)": what runs the weight gradients' products
 // (addmm_tn_fixed_order, host.h) for float32 and float64: xsep's own kernel (tn_product_impl.h) on
 // AMD processors, where it ran Xception's pointwise weight gradients 1.1-1.3x faster than MKL's
 // products in fixed blocks (Zen 4, fp32, batch 8); elsewhere BLAS, except, where the kernels run
@@ -29,12 +29,11 @@ namespace xsep::cpu {
 // 56x56 96 -> 24 even; the NCHW ones (pixel-contiguous operands) MKL at 250-300 against 110-230.
 // XSEP_CPU_WEIGHT_GEMM=blas|xsep overrides it (all products on one). Chosen once per process.
 const char* weight_gemm_library();
-inline constexpr const char* kLongOnXsepName = "blas (xsep from 16384 pixels)";
 inline constexpr int64_t kTnLongPixels = 16384;
 // Whether addmm_tn_fixed_order runs on xsep's kernel for this dtype (every product).
 bool tn_product_on_xsep(at::ScalarType dtype);
-// Whether it does for a product of row operands over K pixels: every product as tn_product_on_xsep,
-// or a long one where weight_gemm_library is kLongOnXsepName.
+// Whether it does for a product of row operands over K pixels: as tn_product_on_xsep, and where
+// weight_gemm_library is "blas (xsep from N pixels)", float32 with K >= N = kTnLongPixels.
 bool tn_rows_product_on_xsep(at::ScalarType dtype, int64_t K);
 
 // "xsep" or "library": what runs the fused op's pointwise products (forward, and the backward's
