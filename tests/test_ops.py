@@ -515,6 +515,22 @@ def test_native_pointwise_forward_channels_last_matches_reference(shape):
     assert rel_error(got, expected) <= 1e-6
 
 
+@pytest.mark.parametrize("pixels", [16383, 16384], ids=lambda p: f"{p}px")
+def test_native_pointwise_grad_input_channels_last_matches_reference(pixels):
+    # Float32 channels-last input gradients on both sides of gemm.h's kBlasLongGradInputRows (oneDNN's
+    # backward-data primitive from 16384 pixels where products otherwise run on BLAS, Intel; oneDNN
+    # throughout where they run on it): the float64 reference's values, in channels_last.
+    require_native()
+    h, w = (43, 381) if pixels == 16383 else (128, 128)
+    gy = torch.randn(1, 24, h, w).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 40, h, w).to(memory_format=torch.channels_last)
+    weight = torch.randn(24, 40, 1, 1)
+    got = ops().pointwise_conv2d_grad_input(gy, x, weight)
+    expected = torch.nn.functional.conv_transpose2d(gy.double(), weight.double())
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert rel_error(got, expected) <= 1e-6
+
+
 # (N, C, O, H, W): pixels K = N*H*W below, at and across the weight product's blocks of 256; output
 # rows O in a register tile or several, with tails of every size across the threads' row ranges;
 # columns C below a vector, with a partial vector, and across blocks of 256 (csrc/cpu/tn_product_impl.h).

@@ -131,6 +131,10 @@ bool forward_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K) {
   return dtype == at::kFloat && at::hasMKLDNN() && K <= kBlasShortForwardK;
 }
 
+bool grad_input_on_onednn(at::ScalarType dtype, int64_t rows) {
+  return linear_uses_onednn(dtype) || (dtype == at::kFloat && at::hasMKLDNN() && rows >= kBlasLongGradInputRows);
+}
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   if (linear_uses_onednn(x.scalar_type())) {
     if (!w.is_mkldnn() && product_on_onednn_conv(x.scalar_type(), x.size(0), x.size(1)))

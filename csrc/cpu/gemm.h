@@ -85,6 +85,19 @@ inline constexpr int64_t kBlasShortForwardK = 128;
 // kBlasShortForwardK where they run on BLAS (and torch has oneDNN).
 bool forward_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K);
 
+// The fewest pixels of a channels-last input gradient that runs on oneDNN's backward-data
+// primitive (torch's own call) where the products otherwise run on BLAS (Intel). On the 2-core
+// Intel Xeon (fp32, batch 8, `retain`, 2026-12-05, interleaved, min of 5-7, two runs) oneDNN ran
+// Xception's 147x147 and 74x74 input gradients 1.05-1.16x faster than MKL, and MobileNet's 112x112
+// 16 -> 96 1.04-1.28x; from 37x37 down each led on some layers and trailed on others (37x37 256 ->
+// 728 oneDNN 1.11x, 728 -> 728 MKL 1.03x, 19x19 and 10x10 MKL 1.03-1.15x, MobileNet's 28x28 to
+// 7x7 0.9-1.2x either way). Products that long stream their operands from memory.
+inline constexpr int64_t kBlasLongGradInputRows = 16384;
+// Whether the channels-last pointwise input gradient of `rows` pixels runs on oneDNN: float32
+// wherever products run on oneDNN (linear_uses_onednn, every layout); float32 with rows >=
+// kBlasLongGradInputRows where they run on BLAS (and torch has oneDNN).
+bool grad_input_on_onednn(at::ScalarType dtype, int64_t rows);
+
 // x [P, K] . w [N, K]^T (+ bias [N] when defined): the pointwise forward's product, and the input
 // gradient's with w = the weight transposed. On oneDNN, its 1x1 convolution of x viewed as one
 // channels-last [1, K, 1, P] image where product_on_onednn_conv, else its inner product; either

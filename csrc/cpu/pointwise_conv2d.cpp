@@ -112,7 +112,7 @@ at::Tensor conv1x1(const at::Tensor& input, const at::Tensor& weight, const std:
 // process, interleaved, min of 4), NCHW 1.02-1.35x (10x10 1024 -> 1536 1.35x, 1536 -> 2048 1.18x,
 // 19x19 1.05x), channels_last 1.00-1.14x (10x10 1536 -> 2048). Its sums run over the output
 // channels with no split between threads: no weight gradient's fixed order to keep.
-at::Tensor grad_input_on_onednn(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight) {
+at::Tensor onednn_grad_input(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight) {
   const bool nchw = runs_nchw(input);
   const auto gi = std::get<0>(at::convolution_backward(nchw ? grad_output.contiguous() : nhwc(grad_output),
                                                        nchw ? input : nhwc(input), weight, std::nullopt, {1, 1}, {0, 0},
@@ -142,11 +142,13 @@ at::Tensor pointwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   check_pointwise_backward("xsep.pointwise_conv2d_grad_input", at::kCPU, grad_output, input, weight);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  if (linear_uses_onednn(input.scalar_type())) return grad_input_on_onednn(grad_output, input, weight);
+  if (linear_uses_onednn(input.scalar_type())) return onednn_grad_input(grad_output, input, weight);
   if (runs_nchw(input)) {
     // G_n = W^T x gY_n.
     return batched_left_product(weight_2d(weight).t(), planes(grad_output), at::Tensor(), input, input.size(1));
   }
+  if (grad_input_on_onednn(input.scalar_type(), input.size(0) * input.size(2) * input.size(3)))
+    return onednn_grad_input(grad_output, input, weight);
   return from_pixels(linear(pixels(grad_output), weight_2d(weight).t(), at::Tensor()), input, input.size(1));
 }
 
