@@ -624,14 +624,17 @@ def test_native_pointwise_nchw_grad_weight_dot_products_matches_reference(shape,
         assert torch.equal(results[0], results[1]), "depends on the thread count"
 
 
-def test_native_pointwise_grad_weight_long_channels_last_matches_reference():
+@pytest.mark.parametrize("shape", [(1, 24, 20, 128, 130), (1, 16, 96, 128, 130), (1, 80, 72, 128, 130)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_native_pointwise_grad_weight_long_channels_last_matches_reference(shape):
     # A float32 channels-last weight gradient over 16640 pixels, past gemm.h's kTnLongPixels: on
     # xsep's kernel where the weight products otherwise run on BLAS with AVX-512 kernels (Intel),
-    # on whichever library runs them elsewhere; the float64 reference's values and, float32, the
-    # same bits at 1 and 3 threads (xsep's kernel by construction, BLAS in fixed blocks).
+    # on whichever library runs them elsewhere; there, few channels in spans of pixels (host.h
+    # kTnSpanPixels: 8 whole spans and part of one), out as it is or with a and b swapped (16 -> 96);
+    # 80 -> 72, wider than kTnSpanNarrowSide, by rows. The float64 reference's values and, float32,
+    # the same bits at 1 and 3 threads (xsep's kernel by construction, BLAS in fixed blocks).
     require_native()
-    results, _ = _grad_weight_at_thread_counts((1, 24, 20, 128, 130), torch.float32,
-                                               memory_format=torch.channels_last)
+    results, _ = _grad_weight_at_thread_counts(shape, torch.float32, memory_format=torch.channels_last)
     assert torch.equal(results[0], results[1]), "depends on the thread count"
 
 

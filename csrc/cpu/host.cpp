@@ -232,6 +232,46 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
       const scalar_t* ap = a_rows.const_data_ptr<scalar_t>();
       const scalar_t* bp = b_rows.const_data_ptr<scalar_t>();
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
+      if (!tn_product_on_xsep(dtype) && std::min(M, N) <= kTnSpanNarrowSide && M * N <= kTnSpanMaxOutValues &&
+          K >= 2 * kTnSpanPixels) {
+        // The long products of few channels (gemm.h's route from kTnLongPixels pixels): spans, each
+        // its own sums from zero (tn_product_impl.h's order from the span's first pixel) into a
+        // partial of out, the partials then added to out in span order. The roles of a and b are
+        // swapped where N < M, so that the longer side runs along the register tile's vectors:
+        // every multiply-add keeps its value, and the sums their order.
+        const bool swap = N < M;
+        const int64_t spans = (K + kTnSpanPixels - 1) / kTnSpanPixels, values = M * N;
+        const std::unique_ptr<scalar_t[]> partials(new scalar_t[spans * values]);
+        at::parallel_for(0, spans, 1, [&](int64_t s0, int64_t s1) {
+          const std::unique_ptr<scalar_t[]> work(new scalar_t[kTnWorkspace]);
+          for (int64_t s = s0; s < s1; ++s) {
+            const int64_t k0 = s * kTnSpanPixels, kc = std::min(kTnSpanPixels, K - k0);
+            scalar_t* part = partials.get() + s * values;
+            std::fill(part, part + values, scalar_t(0));
+            const scalar_t *sa = ap + k0 * a_rows.stride(0), *sb = bp + k0 * b_rows.stride(0);
+            if (swap) {
+              k.add_tn_product(kc, M, sb, b_rows.stride(0), sa, a_rows.stride(0), part, M, 0, N, work.get());
+            } else {
+              k.add_tn_product(kc, N, sa, a_rows.stride(0), sb, b_rows.stride(0), part, N, 0, M, work.get());
+            }
+          }
+        });
+        const int64_t ldo = out.stride(0);
+        at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+          for (int64_t s = 0; s < spans; ++s) {
+            const scalar_t* part = partials.get() + s * values;
+            for (int64_t m = m0; m < m1; ++m) {
+              scalar_t* o = op + m * ldo;
+              if (swap) {
+                for (int64_t n = 0; n < N; ++n) o[n] += part[n * M + m];
+              } else {
+                for (int64_t n = 0; n < N; ++n) o[n] += part[m * N + n];
+              }
+            }
+          }
+        });
+        return;
+      }
       // Each thread its own rows of out, all of k: no element is split across threads.
       at::parallel_for(0, out.size(0), tn_row_grain(M), [&](int64_t m0, int64_t m1) {
         const std::unique_ptr<scalar_t[]> work(new scalar_t[kTnWorkspace]);  // uninitialised: packed before use

@@ -194,6 +194,23 @@ void for_row_tiles(int64_t M, const F& fn) {
 inline constexpr int64_t kBlasReductionRows = 512;
 inline constexpr int64_t kTnRowGrain = 16;
 inline constexpr int64_t kTnCopyMinRatio = 128;
+// Long products of few channels on xsep's kernel where weight products otherwise run on BLAS
+// (gemm.h tn_rows_product_on_xsep: Intel, from kTnLongPixels pixels), with a side of at most
+// kTnSpanNarrowSide channels and at most kTnSpanMaxOutValues values of out: the threads take spans
+// of kTnSpanPixels pixels instead of rows of out, each span summed into its own partial, the
+// partials added in span order (the same bits whatever the thread count), and the longer side of
+// out along the kernel's vectors. Split by rows, each thread read all of the other operand, and a
+// side of 16 or 24 channels filled half a register tile (32 columns). 2-core Intel Xeon, fp32,
+// batch 8, `retain`, 2026-12-05, alternate processes, two runs, against the row split: MobileNet's
+// 112x112 16 -> 96 67-101 -> 139-145 GFLOP/s (oneDNN's 185-217), 32 -> 16 123-129 -> 137-146,
+// 56x56 24 -> 96 128-141 -> 151-165, 96 -> 24 and 144 -> 24 even, 24 -> 144 145-149 -> 137-156;
+// Xception's 147x147 64 -> 128 135-152 -> 162-179 (oneDNN's 166-176), 128 -> 64 161-171 ->
+// 170-190; 74x74 64 -> 128 even. Spans of 8192 pixels ran 0-15% slower than 2048 (two threads
+// sharing 21.1 or 5.3 spans unevenly). Wider products keep the row split: in spans 147x147 128 ->
+// 128 ran 4-8% slower, 74x74 128 -> 128 12-15%, 256 -> 256 (spans of 8192) 15%.
+inline constexpr int64_t kTnSpanPixels = 2048;
+inline constexpr int64_t kTnSpanNarrowSide = 64;
+inline constexpr int64_t kTnSpanMaxOutValues = 128 * 128;
 // tn_product_impl.h's k block (kTnKBlock), for the host's row-product path of the same order.
 inline constexpr int64_t kTnKBlockPixels = 256;
 // addmm_tn_fixed_order's row-product path: out in chunks of rows above kTnChunkedOutBytes (an L2),
