@@ -22,6 +22,7 @@
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 
@@ -296,6 +297,11 @@ inline constexpr int64_t kSmallBandWeightValues = int64_t(1) << 17;  // 512 KB i
 bool xsep_band_products(const ImageGroups& groups, int64_t O, int64_t K) {
   return fused_products_on_xsep() && (groups.most() == 1 || O * K <= kSmallBandWeightValues);
 }
+// The NCHW forward's bands taken whole by threads on BLAS's products (see separable_forward_nchw):
+// where products run on BLAS (no oneDNN, not xsep's), one image a band.
+bool thread_bands_on_blas(const ImageGroups& groups, at::ScalarType acc) {
+  return groups.most() == 1 && !fused_products_on_xsep() && !linear_uses_onednn(acc);
+}
 template <typename T>
 void band_product(const DepthwiseKernels<T>& k, int64_t M, int64_t K, int64_t N, const Acc<T>* a_rows, const Acc<T>* b,
                   int64_t ldb, Acc<T>* panels, const Acc<T>* row_bias, Acc<T>* out, int64_t ldo) {
@@ -383,6 +389,42 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
             band_product(kt, O, g.OC, pixels, w_rows.const_data_ptr<acc_t>(), d.get(), T, panels.get(), bias_ptr,
                          y.get(), T);
             for (int64_t o = 0; o < O; ++o) kt.from_acc(y.get() + o * T, out_ptr + at + o * plane, pixels);
+          }
+        }
+      });
+      return;
+    }
+    if (thread_bands_on_blas(bands.groups, acc)) {
+      // BLAS's products, each thread its own bands (one image each), as above: the band's GEMM on
+      // the thread that made its depthwise output, BLAS running single-threaded inside the parallel
+      // region, writing its slice of the output in place. 2-core Intel Xeon (MKL), fp32, batch 8,
+      // 2026-12-05, forward against all threads on each band (alternate processes): default
+      // allocator 147x147 64 -> 128 50 -> 42 ms, 128 -> 128 74 -> 57, 74x74 128 -> 256 29 -> 25,
+      // 256 -> 256 51 -> 40; `retain` 74x74 1.05-1.1x, 19x19 728 -> 728 1.0-1.06x, 147x147 and
+      // 37x37 within noise (MKL's products of 64 channels into these planes ran at half its rate
+      // either way: 0.7-0.98x of torch there, where the depthwise and pointwise ops apart ran 1.7x).
+      const int64_t rows = thread_band_rows(g.N, g.Ho, bands.rows, at::get_num_threads());
+      const int64_t per_image = (g.Ho + rows - 1) / rows, T = rows * g.Wo;
+      const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, w_taps, b_dw, T);
+      const auto& kt = band.elementwise;
+      const auto b_col = b.defined() ? b.view({O, 1}) : b;
+      const auto acc_options = x.options().dtype(acc);
+      scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, g.N * per_image, 1, [&](int64_t i0, int64_t i1) {
+        auto d = at::empty({g.OC, T}, acc_options);
+        auto y = in_place ? at::Tensor() : at::empty({O, T}, acc_options);
+        acc_t* d_ptr = d.mutable_data_ptr<acc_t>();
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t n = i / per_image, ho0 = i % per_image * rows, ho1 = std::min(g.Ho, ho0 + rows);
+          const int64_t pixels = (ho1 - ho0) * g.Wo;
+          const int64_t at = n * O * plane + ho0 * g.Wo;  // the band's first output element
+          band(n, n + 1, ho0, ho1, d_ptr, d_ptr);         // in a parallel region: on this thread alone
+          auto yv =
+              in_place ? at::from_blob(out_ptr + at, {O, pixels}, {plane, 1}, acc_options) : y.narrow(1, 0, pixels);
+          mm_with_bias_out(yv, b_col, w_pw, d.narrow(1, 0, pixels));
+          if (!in_place) {
+            const acc_t* y_ptr = y.const_data_ptr<acc_t>();
+            for (int64_t o = 0; o < O; ++o) kt.from_acc(y_ptr + o * T, out_ptr + at + o * plane, pixels);
           }
         }
       });
