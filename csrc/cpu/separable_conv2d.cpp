@@ -7,8 +7,10 @@
 // (separable_forward_rows). Elsewhere the output pixels are cut into tiles; for each tile the
 // depthwise result is computed by all threads into a cache-sized float buffer, which goes into the
 // library's pointwise GEMM (itself multi-threaded). Tiles run one after another: calling BLAS from
-// inside a parallel region made the GEMM 40x slower here (nested thread pools), and a tile is large
-// enough to use every core. Either way the [N, C*M, Ho, Wo] intermediate never exists in memory.
+// inside a parallel region made the GEMM 40x slower here (nested thread pools; the first machine,
+// 2026-11-27), and a tile is large enough to use every core. (On the Intel Xeon with torch 2.14.1,
+// MKL called inside one ran single-threaded at full speed: the NCHW forward's bands on BLAS take
+// that way, separable_forward_nchw.) Either way the [N, C*M, Ho, Wo] intermediate never exists in memory.
 // Backward: tiles recompute the depthwise output, giving the pointwise weight gradient (each tile's
 // share its own sum, added tile after tile: a fixed order) and the gradient of the depthwise output
 // (xsep's product per thread, or the library's per tile), which then goes through the depthwise
