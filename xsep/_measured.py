@@ -36,8 +36,8 @@ TABLE = {
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
         (0.919, 1.007),  # Intel(R) Xeon(R) Processor, retain
-        (1.151, 1.175),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.221, 1.351),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.092, 1.165),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.197, 1.41),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('depthwise_conv2d', 'nchw'): (
         (0.398, 0.443),  # AMD EPYC, default
@@ -49,8 +49,8 @@ TABLE = {
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
         (1.215, 1.251),  # Intel(R) Xeon(R) Processor, retain
-        (1.802, 1.943),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.497, 1.527),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.89, 1.854),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.526, 1.678),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('pointwise_conv2d', 'channels_last'): (
         (1.032, 0.974),  # AMD EPYC, default
@@ -62,8 +62,8 @@ TABLE = {
         (0.992, 1.028),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.01, 1.088),  # Intel(R) Xeon(R) Processor, default
         (0.966, 1.065),  # Intel(R) Xeon(R) Processor, retain
-        (1.061, 1.084),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.028, 1.087),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.032, 1.095),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.033, 1.11),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('pointwise_conv2d', 'nchw'): (
         (0.748, 0.766),  # AMD EPYC, default
@@ -75,8 +75,8 @@ TABLE = {
         (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
         (1.258, 1.275),  # Intel(R) Xeon(R) Processor, retain
-        (1.401, 1.399),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.206, 1.203),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.388, 1.389),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.21, 1.212),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('separable_conv2d', 'channels_last'): (
         (1.071, 1.077),  # AMD EPYC, default
@@ -88,8 +88,8 @@ TABLE = {
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
         (1.058, 1.053),  # Intel(R) Xeon(R) Processor, retain
-        (1.137, 1.065),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.06, 1.062),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.112, 1.061),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.062, 1.051),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('separable_conv2d', 'nchw'): (
         (0.732, 0.808),  # AMD EPYC, default
@@ -101,8 +101,8 @@ TABLE = {
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
         (1.192, 1.232),  # Intel(R) Xeon(R) Processor, retain
-        (1.43, 1.382),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.132, 1.15),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.495, 1.496),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.241, 1.204),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
 }
 
