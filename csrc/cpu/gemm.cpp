@@ -131,8 +131,9 @@ bool forward_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K) {
   return dtype == at::kFloat && at::hasMKLDNN() && K <= kBlasShortForwardK;
 }
 
-bool grad_input_on_onednn(at::ScalarType dtype, int64_t rows) {
-  return linear_uses_onednn(dtype) || (dtype == at::kFloat && at::hasMKLDNN() && rows >= kBlasLongGradInputRows);
+bool grad_input_on_onednn(at::ScalarType dtype, bool nchw, int64_t rows) {
+  if (linear_uses_onednn(dtype)) return true;
+  return !nchw && dtype == at::kFloat && at::hasMKLDNN() && rows >= kBlasLongGradInputRows;
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {

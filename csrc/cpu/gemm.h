@@ -91,12 +91,13 @@ bool forward_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K);
 // Xception's 147x147 and 74x74 input gradients 1.05-1.16x faster than MKL, and MobileNet's 112x112
 // 16 -> 96 1.04-1.28x; from 37x37 down each led on some layers and trailed on others (37x37 256 ->
 // 728 oneDNN 1.11x, 728 -> 728 MKL 1.03x, 19x19 and 10x10 MKL 1.03-1.15x, MobileNet's 28x28 to
-// 7x7 0.9-1.2x either way). Products that long stream their operands from memory.
-inline constexpr int64_t kBlasLongGradInputRows = 16384;
-// Whether the channels-last pointwise input gradient of `rows` pixels runs on oneDNN: float32
-// wherever products run on oneDNN (linear_uses_onednn, every layout); float32 with rows >=
-// kBlasLongGradInputRows where they run on BLAS (and torch has oneDNN).
-bool grad_input_on_onednn(at::ScalarType dtype, int64_t rows);
+// 7x7 0.9-1.2x either way). Products that long stream their operands from memory: the long
+// products of the weight gradients' rule (kTnLongPixels).
+inline constexpr int64_t kBlasLongGradInputRows = kTnLongPixels;
+// Whether the pointwise input gradient of an input of `rows` pixels (NCHW or not) runs on oneDNN:
+// float32 wherever products run on oneDNN (linear_uses_onednn, every layout); float32
+// channels-last with rows >= kBlasLongGradInputRows where they run on BLAS (and torch has oneDNN).
+bool grad_input_on_onednn(at::ScalarType dtype, bool nchw, int64_t rows);
 
 // x [P, K] . w [N, K]^T (+ bias [N] when defined): the pointwise forward's product, and the input
 // gradient's with w = the weight transposed. On oneDNN, its 1x1 convolution of x viewed as one

@@ -142,13 +142,12 @@ at::Tensor pointwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   check_pointwise_backward("xsep.pointwise_conv2d_grad_input", at::kCPU, grad_output, input, weight);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  if (linear_uses_onednn(input.scalar_type())) return onednn_grad_input(grad_output, input, weight);
+  if (grad_input_on_onednn(input.scalar_type(), runs_nchw(input), input.size(0) * input.size(2) * input.size(3)))
+    return onednn_grad_input(grad_output, input, weight);
   if (runs_nchw(input)) {
     // G_n = W^T x gY_n.
     return batched_left_product(weight_2d(weight).t(), planes(grad_output), at::Tensor(), input, input.size(1));
   }
-  if (grad_input_on_onednn(input.scalar_type(), input.size(0) * input.size(2) * input.size(3)))
-    return onednn_grad_input(grad_output, input, weight);
   return from_pixels(linear(pixels(grad_output), weight_2d(weight).t(), at::Tensor()), input, input.size(1));
 }
 

@@ -360,45 +360,15 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
     // The GEMM writes into the output itself in float32/float64, else into a band buffer, copied
     // (and rounded) per band.
     const bool in_place = input.scalar_type() == acc;
-    if (xsep_band_products(bands.groups, O, g.OC)) {
+    const bool on_xsep = xsep_band_products(bands.groups, O, g.OC);
+    if (on_xsep || thread_bands_on_blas(bands.groups, acc)) {
       // Each thread takes whole bands (one image each): their depthwise output, its packed panels
       // and the product stay with the thread that made them. With all threads on every band (the
       // library's way, below) each band's depthwise output went from core to core twice (channels
       // split for the depthwise, columns for the packing): on the 2-vCPU Zen 4, 74x74 256 -> 256,
       // the depthwise and packing took 6.6 ms of 35 where the two vCPUs ran close, 20 of 49 where
       // not (within one process too); one thread packed faster than two.
-      const int64_t rows = thread_band_rows(g.N, g.Ho, bands.rows, at::get_num_threads());
-      const int64_t per_image = (g.Ho + rows - 1) / rows, T = rows * g.Wo;
-      const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, w_taps, b_dw, T);
-      const auto& kt = band.elementwise;
-      const auto w_rows = packed_rows(kt, w_pw, O, g.OC, g.OC, 1);
-      const acc_t* bias_ptr = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
-      scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
-      acc_t* out_acc = in_place ? out.mutable_data_ptr<acc_t>() : nullptr;
-      at::parallel_for(0, g.N * per_image, 1, [&](int64_t i0, int64_t i1) {
-        const std::unique_ptr<acc_t[]> d(new acc_t[g.OC * T]);  // uninitialised: written before read
-        const std::unique_ptr<acc_t[]> panels(new acc_t[panel_values(kt, g.OC, T)]);
-        const std::unique_ptr<acc_t[]> y(in_place ? nullptr : new acc_t[O * T]);
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t n = i / per_image, ho0 = i % per_image * rows, ho1 = std::min(g.Ho, ho0 + rows);
-          const int64_t pixels = (ho1 - ho0) * g.Wo;
-          const int64_t at = n * O * plane + ho0 * g.Wo;  // the band's first output element
-          band(n, n + 1, ho0, ho1, d.get(), d.get());     // in a parallel region: on this thread alone
-          if (in_place) {
-            band_product(kt, O, g.OC, pixels, w_rows.const_data_ptr<acc_t>(), d.get(), T, panels.get(), bias_ptr,
-                         out_acc + at, plane);
-          } else {
-            band_product(kt, O, g.OC, pixels, w_rows.const_data_ptr<acc_t>(), d.get(), T, panels.get(), bias_ptr,
-                         y.get(), T);
-            for (int64_t o = 0; o < O; ++o) kt.from_acc(y.get() + o * T, out_ptr + at + o * plane, pixels);
-          }
-        }
-      });
-      return;
-    }
-    if (thread_bands_on_blas(bands.groups, acc)) {
-      // BLAS's products, each thread its own bands (one image each), as above: the band's GEMM on
-      // the thread that made its depthwise output, BLAS running single-threaded inside the parallel
+      // On BLAS (thread_bands_on_blas) the band's GEMM runs single-threaded inside the parallel
       // region, writing its slice of the output in place. 2-core Intel Xeon (MKL), fp32, batch 8,
       // 2026-12-05, forward against all threads on each band (alternate processes): default
       // allocator 147x147 64 -> 128 50 -> 42 ms, 128 -> 128 74 -> 57, 74x74 128 -> 256 29 -> 25,
@@ -409,25 +379,32 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
       const int64_t per_image = (g.Ho + rows - 1) / rows, T = rows * g.Wo;
       const DepthwiseBandNchw<scalar_t> band(g, sg.mid_activation, x, w_dw, w_taps, b_dw, T);
       const auto& kt = band.elementwise;
+      const auto w_rows = on_xsep ? packed_rows(kt, w_pw, O, g.OC, g.OC, 1) : at::Tensor();
+      const acc_t* bias_ptr = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
       const auto b_col = b.defined() ? b.view({O, 1}) : b;
       const auto acc_options = x.options().dtype(acc);
       scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+      acc_t* out_acc = in_place ? out.mutable_data_ptr<acc_t>() : nullptr;
       at::parallel_for(0, g.N * per_image, 1, [&](int64_t i0, int64_t i1) {
-        auto d = at::empty({g.OC, T}, acc_options);
-        auto y = in_place ? at::Tensor() : at::empty({O, T}, acc_options);
-        acc_t* d_ptr = d.mutable_data_ptr<acc_t>();
+        const std::unique_ptr<acc_t[]> d(new acc_t[g.OC * T]);  // uninitialised: written before read
+        const std::unique_ptr<acc_t[]> panels(on_xsep ? new acc_t[panel_values(kt, g.OC, T)] : nullptr);
+        const std::unique_ptr<acc_t[]> y(in_place ? nullptr : new acc_t[O * T]);
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t n = i / per_image, ho0 = i % per_image * rows, ho1 = std::min(g.Ho, ho0 + rows);
           const int64_t pixels = (ho1 - ho0) * g.Wo;
           const int64_t at = n * O * plane + ho0 * g.Wo;  // the band's first output element
-          band(n, n + 1, ho0, ho1, d_ptr, d_ptr);         // in a parallel region: on this thread alone
-          auto yv =
-              in_place ? at::from_blob(out_ptr + at, {O, pixels}, {plane, 1}, acc_options) : y.narrow(1, 0, pixels);
-          mm_with_bias_out(yv, b_col, w_pw, d.narrow(1, 0, pixels));
-          if (!in_place) {
-            const acc_t* y_ptr = y.const_data_ptr<acc_t>();
-            for (int64_t o = 0; o < O; ++o) kt.from_acc(y_ptr + o * T, out_ptr + at + o * plane, pixels);
+          band(n, n + 1, ho0, ho1, d.get(), d.get());     // in a parallel region: on this thread alone
+          acc_t* dst = in_place ? out_acc + at : y.get();
+          const int64_t ld = in_place ? plane : T;
+          if (on_xsep) {
+            band_product(kt, O, g.OC, pixels, w_rows.const_data_ptr<acc_t>(), d.get(), T, panels.get(), bias_ptr, dst,
+                         ld);
+          } else {
+            auto dst_rows = at::from_blob(dst, {O, pixels}, {ld, 1}, acc_options);
+            mm_with_bias_out(dst_rows, b_col, w_pw, at::from_blob(d.get(), {g.OC, pixels}, {T, 1}, acc_options));
           }
+          if (!in_place)
+            for (int64_t o = 0; o < O; ++o) kt.from_acc(y.get() + o * T, out_ptr + at + o * plane, pixels);
         }
       });
       return;
