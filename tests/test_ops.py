@@ -716,6 +716,40 @@ def test_native_separable_row_blocks_match_reference(shape, layout, dtype):
             assert rel_error(a, b_) <= tolerance / 10, f"{name} depends on the thread count"
 
 
+# (C, O): the fused channels-last forward on both sides of each bound of gemm.h's rule for xsep's
+# product where the others run on the library (Intel, AVX-512: float32, at most 256 mid channels,
+# 64 to 256 output channels): in (64, 64), (256, 256); out (64, 63), (257, 256), (256, 257).
+_SHORT_FORWARD_BOUNDS = [(64, 64), (64, 63), (256, 256), (257, 256), (256, 257)]
+
+
+def _short_forward_on_xsep(c, o):
+    """Whether this process runs the float32 fused channels-last forward of c -> o on xsep's product."""
+    library = torch.ops.xsep._build_info().split("cpu_fused_gemm=")[1].split(";")[0]
+    return library == "xsep" or (library.startswith("library (xsep") and c <= 256 and 64 <= o <= 256)
+
+
+@pytest.mark.parametrize("channels", _SHORT_FORWARD_BOUNDS, ids=lambda s: "x".join(map(str, s)))
+def test_native_separable_short_forward_matches_reference(channels):
+    # The float32 fused forward (bias, depthwise bias, relu6 between the halves) on either side of
+    # the rule: the float64 reference's values; on xsep's product the same bits at 1 and 3 threads
+    # (each output element one chain over the channels, whatever the blocks).
+    require_native()
+    c, o = channels
+    x = torch.randn(2, c, 20, 19).to(memory_format=torch.channels_last)
+    dw, pw, b, dw_b = torch.randn(c, 1, 3, 3), torch.randn(o, c, 1, 1), torch.randn(o), torch.randn(c)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], "none", "relu6")
+    with intra_op_threads(1):
+        one = ops().separable_conv2d(x, dw, pw, b, *geometry, dw_b)
+    with intra_op_threads(3):
+        three = ops().separable_conv2d(x, dw, pw, b, *geometry, dw_b)
+    expected = reference.separable_conv2d(*(t.double() for t in (x, dw, pw, b)), *geometry, dw_b.double())
+    assert one.is_contiguous(memory_format=torch.channels_last)
+    assert rel_error(one, expected) <= 1e-6
+    assert rel_error(three, expected) <= 1e-6
+    if _short_forward_on_xsep(c, o):
+        assert torch.equal(one, three)
+
+
 # --------------------------------------------------------------------------------------------------
 # Empty batches
 

@@ -56,14 +56,25 @@ WeightProducts weight_products() {
 }
 bool weight_products_on_xsep() { return weight_products() == WeightProducts::kXsep; }
 
+// Where the fused op's pointwise products run (fused_gemm_library, gemm.h).
+enum class FusedProducts { kLibrary, kXsep, kShortForwardsOnXsep };
+FusedProducts fused_products() {
+  static const FusedProducts choice = [] {
+    if (const auto name = env_choice("XSEP_CPU_FUSED_GEMM", {"library", "xsep"}))
+      return name == "xsep" ? FusedProducts::kXsep : FusedProducts::kLibrary;
+    if (std::string_view(kernel_isa()) != "avx512") return FusedProducts::kLibrary;
+    return amd_processor() ? FusedProducts::kXsep : FusedProducts::kShortForwardsOnXsep;
+  }();
+  return choice;
+}
+
 }  // namespace
 
-bool fused_products_on_xsep() {
-  static const bool xsep = [] {
-    if (const auto name = env_choice("XSEP_CPU_FUSED_GEMM", {"library", "xsep"})) return name == "xsep";
-    return amd_processor() && std::string_view(kernel_isa()) == "avx512";
-  }();
-  return xsep;
+bool fused_products_on_xsep() { return fused_products() == FusedProducts::kXsep; }
+
+bool fused_forward_on_xsep(at::ScalarType dtype, int64_t K, int64_t N) {
+  return fused_products_on_xsep() || (fused_products() == FusedProducts::kShortForwardsOnXsep && dtype == at::kFloat &&
+                                      K <= kShortProductK && N >= kRowForwardMinColumns && N <= kRowForwardMaxColumns);
 }
 
 namespace {
@@ -111,7 +122,13 @@ const char* weight_gemm_library() {
   }
 }
 
-const char* fused_gemm_library() { return fused_products_on_xsep() ? "xsep" : "library"; }
+const char* fused_gemm_library() {
+  switch (fused_products()) {
+    case FusedProducts::kXsep: return "xsep";
+    case FusedProducts::kShortForwardsOnXsep: return "library (xsep for short channels-last forwards)";
+    default: return "library";
+  }
+}
 
 bool tn_product_on_xsep(at::ScalarType dtype) {
   return (dtype == at::kFloat || dtype == at::kDouble) && weight_products_on_xsep();

@@ -1,7 +1,7 @@
 // Fused depthwise-separable convolution on CPU, channels-last (NCHW inputs: see separable_forward_nchw
 // and separable_backward_nchw; small NCHW planes with a large pointwise weight: nchw_halves_apart).
 //
-// Forward, where xsep's own product runs the pointwise step (fused_gemm_library, gemm.h): each
+// Forward, where xsep's own product runs the pointwise step (fused_forward_on_xsep, gemm.h): each
 // thread takes blocks of output pixels, computes their depthwise result (plus the mid activation)
 // into a block buffer in L2 and multiplies it straight into the output's rows
 // (separable_forward_rows). Elsewhere the output pixels are cut into tiles; for each tile the
@@ -750,7 +750,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const auto w_dw = tap_major(dw_weight);
   const auto b = acc_bias(bias);
   const auto b_dw = acc_bias(dw_bias);
-  if (fused_products_on_xsep()) {
+  if (fused_forward_on_xsep(input.scalar_type(), g.OC, O)) {
     auto out = empty_nhwc({g.N, O, g.Ho, g.Wo}, input);
     const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
