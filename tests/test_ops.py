@@ -750,6 +750,35 @@ def test_native_separable_short_forward_matches_reference(channels):
         assert torch.equal(one, three)
 
 
+# (N, C, O, H, W): the float32 channels-last fused backward on both sides of gemm.h's
+# kBlasLongGradInputRows (16383 and 16384 pixels), where, on Intel, the depthwise output's gradient
+# comes from oneDNN's backward-data primitive over the whole tensor and the weight gradient's tiles
+# hold at least kTnLongPixels pixels; the last in two such tiles (33024 pixels of 72 channels).
+_LONG_FUSED_BACKWARDS = [(1, 24, 20, 43, 381), (1, 24, 20, 128, 128), (2, 72, 16, 128, 129)]
+
+
+@pytest.mark.parametrize("shape", _LONG_FUSED_BACKWARDS, ids=lambda s: "x".join(map(str, s)))
+def test_native_separable_long_backward_channels_last_matches_reference(shape):
+    # Gradients (relu6 between the halves, a depthwise bias) against the float64 reference. The
+    # depthwise half's values are exact in float32 (quarters times small integers, plus a bias of
+    # an integer and an eighth: never 0 or 6), so that among millions of them none falls on the
+    # other side of relu6's bounds in float32 than in float64 (a flipped mask would be an error of
+    # ~1e-3 that is no fault of the kernels).
+    require_native()
+    n, c, o, h, w = shape
+    x = (torch.randint(-4, 5, (n, c, h, w)) / 4).to(memory_format=torch.channels_last)
+    dw, dw_b = torch.randint(-2, 3, (c, 1, 3, 3)).float(), torch.randint(-3, 4, (c,)) + 0.125
+    pw = torch.randn(o, c, 1, 1)
+    g = torch.randn(n, o, h, w).to(memory_format=torch.channels_last)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], "none", "relu6")
+    got = ops().separable_conv2d_backward(g, x, dw, pw, *geometry, dw_b)
+    leaves = [t.double().requires_grad_() for t in (x, dw, pw, dw_b)]
+    reference.separable_conv2d(leaves[0], leaves[1], leaves[2], None, *geometry, leaves[3]).backward(g.double())
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    for name, value, leaf in zip(("input", "depthwise", "pointwise", "depthwise bias"), got, leaves):
+        assert rel_error(value, leaf.grad) <= 1e-5, name
+
+
 # --------------------------------------------------------------------------------------------------
 # Empty batches
 

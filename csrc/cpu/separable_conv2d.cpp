@@ -13,9 +13,10 @@
 // that way, separable_forward_nchw.) Either way the [N, C*M, Ho, Wo] intermediate never exists in memory.
 // Backward: tiles recompute the depthwise output, giving the pointwise weight gradient (each tile's
 // share its own sum, added tile after tile: a fixed order) and the gradient of the depthwise output
-// (xsep's product per thread, or the library's per tile), which then goes through the depthwise
-// backward kernels. On xsep's product a thread takes whole tiles where there are enough of them
-// (NCHW: whole images), so that a tile's data stays with the thread that made it.
+// (xsep's product per thread, or the library's per tile; on Intel's long float32 ones oneDNN's
+// backward-data primitive over the whole tensor, before the tiles), which then goes through the
+// depthwise backward kernels. On xsep's product a thread takes whole tiles where there are enough
+// of them (NCHW: whole images), so that a tile's data stays with the thread that made it.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -829,16 +830,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   // Tiles of 1M values for short products on xsep's: 147x147 64->128 and 128->128, 74x74 128->256
   // and 256->256 ran 1.01-1.13x faster than with 4M (Zen 5, fp32, batch 8, interleaved, both
   // allocator settings); 37x37 256->728 within noise.
-  const int64_t T = rows_on_xsep && g.OC <= kShortProductK
-                        ? tile_pixels(g.OC, std::max<int64_t>(P, 1), int64_t(1) << 20, 1024)
-                        : nhwc_tile_pixels(g.OC, std::max<int64_t>(P, 1), acc);
+  // The gradient of the depthwise output from oneDNN's backward-data primitive over the whole
+  // grad_output, before the tiles, where the pointwise op's input gradient takes it
+  // (grad_input_on_onednn: on Intel, float32 channels-last from kBlasLongGradInputRows pixels); the
+  // tiles then recompute the depthwise output for the weight gradient only, in tiles of at least
+  // kTnLongPixels pixels, so that each tile's product takes the long products' route (gemm.h). On
+  // the 2-core Xeon (fp32, batch 8, `retain`, 2026-12-06, alternate processes) the backward of
+  // 147x147 64 -> 128 had spent 14.5 ms on MKL's input gradients per tile (oneDNN's whole: 11) and
+  // 21 ms on the 15716-pixel tiles' weight gradients in MKL's fixed blocks (17 ms on the long
+  // route); over three rounds it went from 46-48 ms to 42, 128 -> 128 from 77-80 to 73, 74x74
+  // 128 -> 256 from 32-33 to 29-33, 256 -> 256 within noise (54-59 either way).
+  const bool grad_mid_on_onednn =
+      !rows_on_xsep && P > 0 && input.scalar_type() == at::kFloat && grad_input_on_onednn(at::kFloat, false, P);
+  int64_t T = rows_on_xsep && g.OC <= kShortProductK
+                  ? tile_pixels(g.OC, std::max<int64_t>(P, 1), int64_t(1) << 20, 1024)
+                  : nhwc_tile_pixels(g.OC, std::max<int64_t>(P, 1), acc);
+  if (grad_mid_on_onednn && P >= kTnLongPixels) {
+    const int64_t long_tiles = P / kTnLongPixels;  // each of at least kTnLongPixels pixels
+    T = std::max(T, (P + long_tiles - 1) / long_tiles);
+  }
   // Gradient with respect to the depthwise output (before the mid activation), [P, C*M]: with one
   // tile on the library's product, its own result (no copy).
-  const bool one_tile = !rows_on_xsep && P > 0 && T >= P;
-  auto grad_mid = one_tile ? at::Tensor() : at::empty({P, g.OC}, x.options().dtype(acc));
-  const auto w_pw_t = rows_on_xsep ? at::Tensor()
-                      : one_tile   ? w_pw.t()
-                                   : packed_linear_weight(w_pw.t(), T);  // [C*M, O]
+  const bool one_tile = !grad_mid_on_onednn && !rows_on_xsep && P > 0 && T >= P;
+  at::Tensor grad_mid;
+  if (grad_mid_on_onednn) {
+    // The [N, C*M, Ho, Wo] input the backward-data primitive takes the shape of (never written).
+    const auto mid_shape = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, x);
+    const auto gd = std::get<0>(at::convolution_backward(go, mid_shape, pw_weight, std::nullopt, {1, 1}, {0, 0}, {1, 1},
+                                                         false, {0, 0}, 1, {true, false, false}));
+    grad_mid = nhwc(gd).permute({0, 2, 3, 1}).reshape({P, g.OC});
+  } else if (!one_tile) {
+    grad_mid = at::empty({P, g.OC}, x.options().dtype(acc));
+  }
+  const auto w_pw_t = rows_on_xsep || grad_mid_on_onednn ? at::Tensor()
+                      : one_tile                         ? w_pw.t()
+                                                         : packed_linear_weight(w_pw.t(), T);  // [C*M, O]
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
     using acc_t = Acc<scalar_t>;
     constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
@@ -894,7 +920,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
       }
       if (one_tile) {
         grad_mid = linear(gy, w_pw_t, at::Tensor()).contiguous();
-      } else {
+      } else if (!grad_mid_on_onednn) {
         auto gm = grad_mid.narrow(0, p0, n);
         linear_out(gm, gy, w_pw_t, at::Tensor());
       }
