@@ -36,8 +36,8 @@ TABLE = {
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
         (0.919, 1.007),  # Intel(R) Xeon(R) Processor, retain
-        (1.092, 1.165),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.197, 1.41),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.144, 1.251),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.331, 1.387),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('depthwise_conv2d', 'nchw'): (
         (0.398, 0.443),  # AMD EPYC, default
@@ -49,8 +49,8 @@ TABLE = {
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
         (1.215, 1.251),  # Intel(R) Xeon(R) Processor, retain
-        (1.89, 1.854),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.526, 1.678),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.615, 1.878),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.499, 1.558),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('pointwise_conv2d', 'channels_last'): (
         (1.032, 0.974),  # AMD EPYC, default
@@ -62,8 +62,8 @@ TABLE = {
         (0.992, 1.028),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.01, 1.088),  # Intel(R) Xeon(R) Processor, default
         (0.966, 1.065),  # Intel(R) Xeon(R) Processor, retain
-        (1.032, 1.095),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.033, 1.11),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.031, 1.093),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.029, 1.089),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('pointwise_conv2d', 'nchw'): (
         (0.748, 0.766),  # AMD EPYC, default
@@ -75,8 +75,8 @@ TABLE = {
         (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
         (1.258, 1.275),  # Intel(R) Xeon(R) Processor, retain
-        (1.388, 1.389),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.21, 1.212),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.344, 1.35),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.232, 1.196),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('separable_conv2d', 'channels_last'): (
         (1.071, 1.077),  # AMD EPYC, default
@@ -88,8 +88,8 @@ TABLE = {
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
         (1.058, 1.053),  # Intel(R) Xeon(R) Processor, retain
-        (1.112, 1.061),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.062, 1.051),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.136, 1.079),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.066, 1.082),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('separable_conv2d', 'nchw'): (
         (0.732, 0.808),  # AMD EPYC, default
@@ -101,8 +101,8 @@ TABLE = {
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
         (1.192, 1.232),  # Intel(R) Xeon(R) Processor, retain
-        (1.495, 1.496),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.241, 1.204),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.402, 1.416),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.21, 1.179),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
 }
 
