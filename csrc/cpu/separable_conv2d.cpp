@@ -827,9 +827,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   const auto b_dw = acc_bias(dw_bias);
   auto grad_pw = at::zeros({O, g.OC}, x.options().dtype(acc));
   const bool rows_on_xsep = fused_products_on_xsep();
-  // Tiles of 1M values for short products on xsep's: 147x147 64->128 and 128->128, 74x74 128->256
-  // and 256->256 ran 1.01-1.13x faster than with 4M (Zen 5, fp32, batch 8, interleaved, both
-  // allocator settings); 37x37 256->728 within noise.
   // The gradient of the depthwise output from oneDNN's backward-data primitive over the whole
   // grad_output, before the tiles, where the pointwise op's input gradient takes it
   // (grad_input_on_onednn: on Intel, float32 channels-last from kBlasLongGradInputRows pixels); the
@@ -842,6 +839,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   // 128 -> 256 from 32-33 to 29-33, 256 -> 256 within noise (54-59 either way).
   const bool grad_mid_on_onednn =
       !rows_on_xsep && P > 0 && input.scalar_type() == at::kFloat && grad_input_on_onednn(at::kFloat, false, P);
+  // Tiles of 1M values for short products on xsep's: 147x147 64->128 and 128->128, 74x74 128->256
+  // and 256->256 ran 1.01-1.13x faster than with 4M (Zen 5, fp32, batch 8, interleaved, both
+  // allocator settings); 37x37 256->728 within noise.
   int64_t T = rows_on_xsep && g.OC <= kShortProductK
                   ? tile_pixels(g.OC, std::max<int64_t>(P, 1), int64_t(1) << 20, 1024)
                   : nhwc_tile_pixels(g.OC, std::max<int64_t>(P, 1), acc);
