@@ -4,6 +4,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/convolution.h>
+#include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/mm.h>
 #include <c10/util/Exception.h>
 
@@ -13,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/layout.h"
 #include "cpu/depthwise_kernels.h"
 #include "cpu/host.h"
 
@@ -151,6 +153,14 @@ bool forward_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K) {
 bool grad_input_on_onednn(at::ScalarType dtype, bool nchw, int64_t rows) {
   if (linear_uses_onednn(dtype)) return true;
   return !nchw && dtype == at::kFloat && at::hasMKLDNN() && rows >= kBlasLongGradInputRows;
+}
+
+at::Tensor onednn_grad_input(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight) {
+  const bool nchw = runs_nchw(input);
+  const auto gi = std::get<0>(at::convolution_backward(nchw ? grad_output.contiguous() : nhwc(grad_output),
+                                                       nchw ? input : nhwc(input), weight, std::nullopt, {1, 1}, {0, 0},
+                                                       {1, 1}, false, {0, 0}, 1, {true, false, false}));
+  return in_format_of(nchw ? gi.contiguous() : gi, input);
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {

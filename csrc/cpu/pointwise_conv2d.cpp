@@ -11,7 +11,6 @@
 #include <ATen/ops/baddbmm.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/convolution.h>
-#include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
@@ -103,21 +102,6 @@ bool pointwise_on_onednn_conv(const at::Tensor& t, int64_t K) {
 
 at::Tensor conv1x1(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   return at::convolution(input, weight, bias, {1, 1}, {0, 0}, {1, 1}, false, {0, 0}, 1);
-}
-
-// The input gradient on oneDNN: torch's own call, its backward-data primitive, in the input's
-// memory format. Before, xsep ran it as the forward 1x1 convolution of grad_output by W^T (a copy of
-// W^T each call, which oneDNN then reordered), or in channels-last below kConvProductMinRows rows
-// as its inner product: Zen 4 EPYC, fp32, batch 8, 2 threads, Xception's pointwise layers (one
-// process, interleaved, min of 4), NCHW 1.02-1.35x (10x10 1024 -> 1536 1.35x, 1536 -> 2048 1.18x,
-// 19x19 1.05x), channels_last 1.00-1.14x (10x10 1536 -> 2048). Its sums run over the output
-// channels with no split between threads: no weight gradient's fixed order to keep.
-at::Tensor onednn_grad_input(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight) {
-  const bool nchw = runs_nchw(input);
-  const auto gi = std::get<0>(at::convolution_backward(nchw ? grad_output.contiguous() : nhwc(grad_output),
-                                                       nchw ? input : nhwc(input), weight, std::nullopt, {1, 1}, {0, 0},
-                                                       {1, 1}, false, {0, 0}, 1, {true, false, false}));
-  return in_format_of(nchw ? gi.contiguous() : gi, input);
 }
 
 }  // namespace

@@ -856,9 +856,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   if (grad_mid_on_onednn) {
     // The [N, C*M, Ho, Wo] input the backward-data primitive takes the shape of (never written).
     const auto mid_shape = empty_nhwc({g.N, g.OC, g.Ho, g.Wo}, x);
-    const auto gd = std::get<0>(at::convolution_backward(go, mid_shape, pw_weight, std::nullopt, {1, 1}, {0, 0}, {1, 1},
-                                                         false, {0, 0}, 1, {true, false, false}));
-    grad_mid = nhwc(gd).permute({0, 2, 3, 1}).reshape({P, g.OC});
+    grad_mid = onednn_grad_input(go, mid_shape, pw_weight).permute({0, 2, 3, 1}).reshape({P, g.OC});
   } else if (!one_tile) {
     grad_mid = at::empty({P, g.OC}, x.options().dtype(acc));
   }
