@@ -71,13 +71,14 @@ struct DepthwiseKernels {
                          int64_t ldo, int64_t m0, int64_t m1);
   // The fused op's pointwise product (row_product_impl.h), one thread's rows: out[i][0, N) = bias (or
   // zero when nullptr) + sum_k a[i][k] w[.][k] for i < M, each element summed in k order; a [M, K],
-  // rows lda apart; out rows ldo apart; work: row_product_work(M, K) values. w packed by
+  // rows lda apart; out rows ldo apart; work: row_product_work(M, K) values; stream_out as in
+  // forward (float32 outputs whose rows are whole aligned vectors). w packed by
   // pack_row_product_weight: w [N, K] (element (n, k) at w[n * sn + k * sk]) into
   // ceil(N / row_product_width) panels of K * row_product_width values (zero past N), panel after
   // panel (panels can be packed separately).
   void (*pack_row_product_weight)(int64_t K, int64_t N, const acc_t* w, int64_t sn, int64_t sk, acc_t* packed);
   void (*row_product)(int64_t M, int64_t K, int64_t N, const acc_t* a, int64_t lda, const acc_t* packed,
-                      const acc_t* bias, acc_t* out, int64_t ldo, acc_t* work);
+                      const acc_t* bias, acc_t* out, int64_t ldo, acc_t* work, bool stream_out);
   int64_t row_product_width;
   // row_product in two steps, for an a used many times: a [M, K] (element (m, k) at a[m * sm + k *
   // sk]) packed into row_product_work(M, K) values, and the product from there, with a column bias

@@ -58,10 +58,11 @@ void pack_row_product_weight(i64 K, i64 N, const A* w, i64 sn, i64 sk, A* packed
 
 // MR rows of out (ldo apart), the n <= W columns of one panel: the bias (a column's, bias[j], or a
 // row's, row_bias[i], or zero) + a packed tile of a (ap[k * kRpRows + i] = a[i][k]) times the panel,
-// over all K; with `add`, that sum (from zero) added to out instead.
+// over all K; with `add`, that sum (from zero) added to out instead. With `stream` (float32 only,
+// no `add`, every vector of out aligned), whole vectors are written with non-temporal stores.
 template <int MR, typename A>
 XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* bias, const A* row_bias, A* out, i64 ldo,
-                                  int n, bool add) {
+                                  int n, bool add, bool stream) {
   constexpr int L = kLanes<A>, NV = kRpVectors, W = NV * L;
   using V = Vec<A>;
   V acc[MR][NV];
@@ -89,6 +90,14 @@ XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* b
     for (int v = 0; v < NV; ++v) {
       const int lanes = n - v * L;
       A* o = out + i * ldo + v * L;
+#if XSEP_VEC_BYTES >= 32
+      if constexpr (std::is_same_v<A, float>) {
+        if (stream && lanes >= L) {  // the caller checked: no `add`, aligned
+          store_stream(o, acc[i][v]);
+          continue;
+        }
+      }
+#endif
       if (lanes >= L) store(o, add ? load(o) + acc[i][v] : acc[i][v]);
       else if (lanes > 0) store_n(o, add ? load_n(o, lanes) + acc[i][v] : acc[i][v], lanes);
     }
@@ -98,10 +107,10 @@ XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* b
 // row_product_tile for `rows` < kRpRows rows (MR fixed at compile time).
 template <int MR, typename A>
 XSEP_INLINE void row_product_tail(int rows, i64 K, const A* ap, const A* panel, const A* bias, const A* row_bias,
-                                  A* out, i64 ldo, int n, bool add) {
+                                  A* out, i64 ldo, int n, bool add, bool stream) {
   if constexpr (MR > 0) {
-    if (rows == MR) return row_product_tile<MR>(K, ap, panel, bias, row_bias, out, ldo, n, add);
-    row_product_tail<MR - 1>(rows, K, ap, panel, bias, row_bias, out, ldo, n, add);
+    if (rows == MR) return row_product_tile<MR>(K, ap, panel, bias, row_bias, out, ldo, n, add, stream);
+    row_product_tail<MR - 1>(rows, K, ap, panel, bias, row_bias, out, ldo, n, add, stream);
   }
 }
 
@@ -127,10 +136,10 @@ void pack_row_product_rows(i64 M, i64 K, const A* a, i64 sm, i64 sk, A* ap) {
 // out[i][0, N) = the bias (bias[j] per column, or row_bias[i] per row, or zero) + sum_k a[i][k]
 // w[.][k] for i < M (out rows ldo apart), a packed by pack_row_product_rows, w by
 // pack_row_product_weight; with `add` (no bias), out[i][j] += that sum, summed from zero. One
-// thread: the host gives each its own rows.
+// thread: the host gives each its own rows. `stream` as in row_product_tile (the caller fences).
 template <typename A>
-void row_product_packed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const A* bias, const A* row_bias, A* out,
-                        i64 ldo, bool add) {
+void row_product_panels(i64 M, i64 K, i64 N, const A* ap, const A* packed, const A* bias, const A* row_bias, A* out,
+                        i64 ldo, bool add, bool stream) {
   constexpr int W = kRpVectors * kLanes<A>;
   for (i64 p = 0; p * W < N; ++p) {
     const A* panel = packed + p * K * W;
@@ -139,18 +148,37 @@ void row_product_packed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const
     i64 m = 0;
     for (; m + kRpRows <= M; m += kRpRows) {
       const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
-      row_product_tile<kRpRows>(K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n, add);
+      row_product_tile<kRpRows>(K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n, add, stream);
     }
     if (m < M) {
       const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
-      row_product_tail<kRpRows - 1>(int(M - m), K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n, add);
+      row_product_tail<kRpRows - 1>(int(M - m), K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n, add,
+                                    stream);
     }
   }
 }
 
-// The same with a [M, K] rows lda apart, packed first into work (row_product_work(M, K) values).
+// The table's row_product_packed: ordinary stores.
 template <typename A>
-void row_product(i64 M, i64 K, i64 N, const A* a, i64 lda, const A* packed, const A* bias, A* out, i64 ldo, A* work) {
+void row_product_packed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const A* bias, const A* row_bias, A* out,
+                        i64 ldo, bool add) {
+  row_product_panels(M, K, N, ap, packed, bias, row_bias, out, ldo, add, false);
+}
+
+// The same with a [M, K] rows lda apart, packed first into work (row_product_work(M, K) values);
+// with stream_out, float32 rows whose vectors are aligned (streamable) are written with
+// non-temporal stores (complete on return).
+template <typename A>
+void row_product(i64 M, i64 K, i64 N, const A* a, i64 lda, const A* packed, const A* bias, A* out, i64 ldo, A* work,
+                 bool stream_out) {
   pack_row_product_rows(M, K, a, lda, i64(1), work);
-  row_product_packed(M, K, N, work, packed, bias, static_cast<const A*>(nullptr), out, ldo, false);
+  bool stream = false;
+#if XSEP_VEC_BYTES >= 32
+  if constexpr (std::is_same_v<A, float>) stream = stream_out && streamable(out, ldo);
+#endif
+  row_product_panels(M, K, N, work, packed, bias, static_cast<const A*>(nullptr), out, ldo, false, stream);
+#if XSEP_VEC_BYTES >= 32
+  if (stream) _mm_sfence();  // weakly ordered: complete them before the output is read
+#endif
+  (void)stream_out;
 }

@@ -168,6 +168,9 @@ void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::T
   const int64_t block = blocks.longest();
   const acc_t* b = bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr;
   T* out_ptr = out.mutable_data_ptr<T>();
+  // An output past the caches goes straight to memory (host.h: stream_output): Xception's 147x147
+  // and 74x74 forwards 3-16% faster (2-core Intel Xeon, fp32, batch 8, 2026-12-06).
+  const bool stream = stream_output(g.N * g.H * g.W * g.C * int64_t(sizeof(T)) + out.nbytes());
   at::parallel_for(0, blocks.count, 1, [&](int64_t b0, int64_t b1) {
     constexpr bool out_is_acc = std::is_same_v<T, acc_t>;
     const std::unique_ptr<acc_t[]> d(new acc_t[block * C]);  // uninitialised: written before read
@@ -177,9 +180,9 @@ void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::T
       const int64_t p0 = blocks.begin(i), n = blocks.end(i) - p0;
       tile(p0, 0, n, d.get(), d.get());
       if constexpr (out_is_acc) {
-        k.row_product(n, C, O, d.get(), C, pk, b, out_ptr + p0 * O, O, work.get());
+        k.row_product(n, C, O, d.get(), C, pk, b, out_ptr + p0 * O, O, work.get(), stream);
       } else {
-        k.row_product(n, C, O, d.get(), C, pk, b, y.get(), O, work.get());
+        k.row_product(n, C, O, d.get(), C, pk, b, y.get(), O, work.get(), false);
         k.from_acc(y.get(), out_ptr + p0 * O, n * O);
       }
     }
@@ -910,7 +913,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
           for (int64_t i = b0; i < b1; ++i) {
             const int64_t q0 = blocks.begin(i), rows = blocks.end(i) - q0;
             acc_t* gm = gm_ptr + (p0 + q0) * g.OC;
-            k.row_product(rows, O, g.OC, gy_ptr + q0 * O, O, pk, nullptr, gm, g.OC, work.get());
+            k.row_product(rows, O, g.OC, gy_ptr + q0 * O, O, pk, nullptr, gm, g.OC, work.get(), false);
             if (mid != Activation::none) k.activation_grad(mid, d_ptr + q0 * g.OC, gm, rows * g.OC);
           }
         });
