@@ -531,6 +531,22 @@ def test_native_pointwise_grad_input_channels_last_matches_reference(pixels):
     assert rel_error(got, expected) <= 1e-6
 
 
+@pytest.mark.parametrize("plane", [(20, 20), (1, 401)], ids=lambda p: "x".join(map(str, p)))
+def test_native_pointwise_grad_input_nchw_matches_reference(plane):
+    # Float32 NCHW input gradients on both sides of gemm.h's kOneDnnNchwGradInputMaxPlane (oneDNN's
+    # backward-data primitive on planes of at most 400 pixels where products otherwise run on BLAS,
+    # Intel; one MKL product per image above; oneDNN throughout where products run on it): the
+    # float64 reference's values, contiguous.
+    require_native()
+    h, w = plane
+    gy, x = torch.randn(3, 24, h, w), torch.randn(3, 40, h, w)
+    weight = torch.randn(24, 40, 1, 1)
+    got = ops().pointwise_conv2d_grad_input(gy, x, weight)
+    expected = torch.nn.functional.conv_transpose2d(gy.double(), weight.double())
+    assert got.is_contiguous()
+    assert rel_error(got, expected) <= 1e-6
+
+
 # (N, C, O, H, W): pixels K = N*H*W below, at and across the weight product's blocks of 256; output
 # rows O in a register tile or several, with tails of every size across the threads' row ranges;
 # columns C below a vector, with a partial vector, and across blocks of 256 (csrc/cpu/tn_product_impl.h).

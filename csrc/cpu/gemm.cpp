@@ -150,9 +150,10 @@ bool forward_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K) {
   return dtype == at::kFloat && at::hasMKLDNN() && K <= kBlasShortForwardK;
 }
 
-bool grad_input_on_onednn(at::ScalarType dtype, bool nchw, int64_t rows) {
+bool grad_input_on_onednn(at::ScalarType dtype, bool nchw, int64_t images, int64_t plane) {
   if (linear_uses_onednn(dtype)) return true;
-  return !nchw && dtype == at::kFloat && at::hasMKLDNN() && rows >= kBlasLongGradInputRows;
+  if (dtype != at::kFloat || !at::hasMKLDNN()) return false;
+  return nchw ? plane <= kOneDnnNchwGradInputMaxPlane : images * plane >= kBlasLongGradInputRows;
 }
 
 at::Tensor onednn_grad_input(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight) {

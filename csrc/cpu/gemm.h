@@ -112,10 +112,20 @@ bool forward_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K);
 // 7x7 0.9-1.2x either way). Products that long stream their operands from memory: the long
 // products of the weight gradients' rule (kTnLongPixels).
 inline constexpr int64_t kBlasLongGradInputRows = kTnLongPixels;
-// Whether the pointwise input gradient of an input of `rows` pixels (NCHW or not) runs on oneDNN:
-// float32 wherever products run on oneDNN (linear_uses_onednn, every layout); float32
-// channels-last with rows >= kBlasLongGradInputRows where they run on BLAS (and torch has oneDNN).
-bool grad_input_on_onednn(at::ScalarType dtype, bool nchw, int64_t rows);
+// The most pixels a plane may hold for an NCHW input gradient to run on oneDNN where the products
+// otherwise run on BLAS (Intel): there xsep runs it as one MKL product per image (W^T gY_n), which
+// small planes make short. On the 2-core Intel Xeon (fp32, batch 8, `retain`, 2026-12-06,
+// XSEP_CPU_GEMM=blas against onednn, and builds with and without this rule, in alternating
+// processes, min of 6-20, two rounds each) oneDNN ran Xception's 19x19 728 -> 1024 and 10x10 1536 ->
+// 2048 input gradients 1.04-1.07x faster, 19x19 728 -> 728 and 10x10 1024 -> 1536 within noise
+// (0.95-1.03x), MobileNet's 14x14 1.03-1.25x and 7x7 0.98-1.07x; MKL led from 22x22 (128 -> 728
+// 1.07-1.18x; 28x28 32 -> 192 1.5x; 37x37 and larger 1.2-1.8x).
+inline constexpr int64_t kOneDnnNchwGradInputMaxPlane = 400;
+// Whether the pointwise input gradient of `images` planes of `plane` pixels (NCHW or not) runs on
+// oneDNN: float32 wherever products run on oneDNN (linear_uses_onednn, every layout); where they
+// run on BLAS (and torch has oneDNN), float32 channels-last with at least kBlasLongGradInputRows
+// pixels in all, and float32 NCHW with planes of at most kOneDnnNchwGradInputMaxPlane pixels.
+bool grad_input_on_onednn(at::ScalarType dtype, bool nchw, int64_t images, int64_t plane);
 // The pointwise input gradient on oneDNN: torch's own call, its backward-data primitive, in the
 // input's memory format (input gives only its shape and format: the fused op passes an unwritten
 // tensor). Before, xsep ran it as the forward 1x1 convolution of grad_output by W^T (a copy of

@@ -126,7 +126,7 @@ at::Tensor pointwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
   check_pointwise_backward("xsep.pointwise_conv2d_grad_input", at::kCPU, grad_output, input, weight);
   // The ATen calls below compute values, not graphs, even when the inputs require grad.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  if (grad_input_on_onednn(input.scalar_type(), runs_nchw(input), input.size(0) * input.size(2) * input.size(3)))
+  if (grad_input_on_onednn(input.scalar_type(), runs_nchw(input), input.size(0), input.size(2) * input.size(3)))
     return onednn_grad_input(grad_output, input, weight);
   if (runs_nchw(input)) {
     // G_n = W^T x gY_n.

@@ -840,8 +840,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   // 21 ms on the 15716-pixel tiles' weight gradients in MKL's fixed blocks (17 ms on the long
   // route); over three rounds it went from 46-48 ms to 42, 128 -> 128 from 77-80 to 73, 74x74
   // 128 -> 256 from 32-33 to 29-33, 256 -> 256 within noise (54-59 either way).
-  const bool grad_mid_on_onednn =
-      !rows_on_xsep && P > 0 && input.scalar_type() == at::kFloat && grad_input_on_onednn(at::kFloat, false, P);
+  const bool grad_mid_on_onednn = !rows_on_xsep && P > 0 && input.scalar_type() == at::kFloat &&
+                                  grad_input_on_onednn(at::kFloat, false, g.N, g.Ho * g.Wo);
   // Tiles of 1M values for short products on xsep's: 147x147 64->128 and 128->128, 74x74 128->256
   // and 256->256 ran 1.01-1.13x faster than with 4M (Zen 5, fp32, batch 8, interleaved, both
   // allocator settings); 37x37 256->728 within noise.
