@@ -216,7 +216,7 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
       const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
       scalar_t* yp = out.mutable_data_ptr<scalar_t>();
       const int64_t pixels = g.N * g.Ho * g.Wo;
-      const bool stream = stream_output(x.nbytes() + out.nbytes());
+      const bool stream = stream_output(x.nbytes() + out.nbytes(), out);
       at::parallel_for(0, pixels, grain(g.OC * g.kh * g.kw),
                        [&](int64_t p0, int64_t p1) { k.forward(g, xp, wp, bp, yp + p0 * g.OC, p0, p1, stream); });
     });
@@ -312,7 +312,7 @@ at::Tensor grad_input_in_nhwc(const DepthwiseGeometry& g, const at::Tensor& grad
         const scalar_t* xp = x.defined() ? x.const_data_ptr<scalar_t>() : nullptr;
         const acc_t* wp = w.const_data_ptr<acc_t>();
         scalar_t* gip = gi.mutable_data_ptr<scalar_t>();
-        const bool stream = stream_output(go.nbytes() + gi.nbytes() + (x.defined() ? x.nbytes() : 0));
+        const bool stream = stream_output(go.nbytes() + gi.nbytes() + (x.defined() ? x.nbytes() : 0), gi);
         at::parallel_for(0, g.N * g.H, grain(g.W * g.OC * g.kh * g.kw),
                          [&](int64_t r0, int64_t r1) { k.grad_input(g, gop, wp, xp, gip, r0, r1, stream); });
       });
@@ -332,7 +332,7 @@ std::tuple<at::Tensor, at::Tensor> backward_in_nhwc(const DepthwiseGeometry& g, 
     using acc_t = Acc<scalar_t>;
     scalar_t* gip = with_input && gi.numel() > 0 ? gi.mutable_data_ptr<scalar_t>() : nullptr;
     const acc_t* wp = gip != nullptr ? w.const_data_ptr<acc_t>() : nullptr;
-    const bool stream = gip != nullptr && stream_output(go.nbytes() + gi.nbytes() + x.nbytes());
+    const bool stream = gip != nullptr && stream_output(go.nbytes() + gi.nbytes() + x.nbytes(), gi);
     taps = depthwise_backward_taps(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), wp, gip, stream);
   });
   return {with_input ? in_format_of(gi, input) : at::Tensor(), from_tap_major(taps, weight)};

@@ -6,6 +6,7 @@
 #include <ATen/ops/mm.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -14,6 +15,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "cpu/depthwise_kernels.h"
 #include "cpu/gemm.h"
@@ -95,9 +98,27 @@ std::optional<std::string_view> env_choice(const char* variable, std::initialize
   TORCH_CHECK(false, variable, "='", name, "' is not one of ", choices);
 }
 
-bool stream_output(int64_t bytes) {
+namespace {
+
+// Whether t's memory has been touched before: the pages holding its middle and last bytes are
+// resident (mincore). A fresh block from glibc is mapped anew, its pages untouched except the
+// first (the block's header); memory it reuses has been written. Where the call fails: true.
+bool touched_before(const at::Tensor& t) {
+  if (t.nbytes() == 0) return true;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  for (const uintptr_t byte : {begin + t.nbytes() / 2, begin + t.nbytes() - 1}) {
+    unsigned char resident = 0;
+    if (mincore(reinterpret_cast<void*>(byte & ~(page - 1)), page, &resident) == 0 && (resident & 1) == 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool stream_output(int64_t bytes, const at::Tensor& out) {
   const int64_t threshold = stream_threshold();
-  return threshold < 0 || (threshold > 0 && bytes > threshold);
+  return threshold < 0 || (threshold > 0 && bytes > threshold && touched_before(out));
 }
 
 NchwDepthwiseSetting nchw_depthwise_setting_choice() {
@@ -125,7 +146,7 @@ std::string stream_stores_setting() {
   const int64_t threshold = stream_threshold();
   if (threshold < 0) return "always";
   if (threshold == 0) return "never";
-  return "above " + std::to_string(threshold >> 20) + " MiB";
+  return "above " + std::to_string(threshold >> 20) + " MiB, into memory touched before";
 }
 
 namespace {
@@ -324,7 +345,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGe
     const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
     const acc_t* w = w_taps.const_data_ptr<acc_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-    const bool stream = stream_output(grad_out_acc.nbytes() + grad_input.nbytes());
+    const bool stream = stream_output(grad_out_acc.nbytes() + grad_input.nbytes(), grad_input);
     grad_taps = depthwise_backward_taps<scalar_t, acc_t>(shape, go, x_ptr, w, gi, stream);
   });
   return {in_format_of(grad_input, input), from_tap_major(grad_taps, weight)};

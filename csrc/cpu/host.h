@@ -45,9 +45,14 @@ int amd_family();
 // from one call to the next); its input gradient 1.7-1.8x faster at those two shapes. On the 2-core
 // Intel Xeon (2026-12-05, alternate processes, min of 9), at 147x147 and 74x74 the forward 1.3-1.8x
 // and the backward (both gradients) 1.35-1.6x faster; 37x37x728 (64 MB) within noise. The threshold is
-// the last-level cache, at most 32 MiB (host.cpp: kMaxCachedBytes).
-// XSEP_CPU_STREAM_STORES=auto|always|never overrides (tests, benchmarks).
-bool stream_output(int64_t bytes);
+// the last-level cache, at most 32 MiB (host.cpp: kMaxCachedBytes). And only into memory touched
+// before (`out`'s pages resident, host.cpp: touched_before): a fresh allocation's pages (glibc maps
+// large blocks anew and unmaps them on free, the default) are zeroed through the caches on first
+// touch, and streaming over those cached lines costs a second write of each: with the default
+// allocator the forward at 147x147 and 74x74 ran 0.74-0.79x of torch streaming, 1.0-1.1x not (2-core
+// Xeon, 2026-12-06), the fused forward 12-25% slower.
+// XSEP_CPU_STREAM_STORES=auto|always|never overrides (tests, benchmarks; `always` whatever the memory).
+bool stream_output(int64_t bytes, const at::Tensor& out);
 // That rule in words: "above N MiB" (the last-level cache), "always" or "never".
 std::string stream_stores_setting();
 

@@ -168,9 +168,10 @@ void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::T
   const int64_t block = blocks.longest();
   const acc_t* b = bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr;
   T* out_ptr = out.mutable_data_ptr<T>();
-  // An output past the caches goes straight to memory (host.h: stream_output): Xception's 147x147
-  // and 74x74 forwards 3-16% faster (2-core Intel Xeon, fp32, batch 8, 2026-12-06).
-  const bool stream = stream_output(g.N * g.H * g.W * g.C * int64_t(sizeof(T)) + out.nbytes());
+  // An output past the caches, into memory touched before, goes straight to memory (host.h:
+  // stream_output): Xception's 147x147 and 74x74 forwards 3-16% faster (2-core Intel Xeon, fp32,
+  // batch 8, `retain`, 2026-12-06).
+  const bool stream = stream_output(g.N * g.H * g.W * g.C * int64_t(sizeof(T)) + out.nbytes(), out);
   at::parallel_for(0, blocks.count, 1, [&](int64_t b0, int64_t b1) {
     constexpr bool out_is_acc = std::is_same_v<T, acc_t>;
     const std::unique_ptr<acc_t[]> d(new acc_t[block * C]);  // uninitialised: written before read
