@@ -1099,9 +1099,10 @@ def test_every_cpu_isa(isa):
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", ["avx2", "avx512"])
 def test_cpu_stream_stores(isa):
-    # Outputs larger than the last-level cache are written with non-temporal stores (the
-    # channels-last depthwise forward and input gradient, and the fused forward on xsep's product:
-    # csrc/cpu/host.h: stream_output), which this suite's small shapes never reach.
+    # Outputs larger than the last-level cache, into memory touched before, are written with
+    # non-temporal stores (the channels-last depthwise forward and input gradient, and the fused
+    # forward on xsep's product: csrc/cpu/host.h: stream_output), which this suite's small shapes
+    # never reach.
     # XSEP_CPU_STREAM_STORES=always forces them: rerun the depthwise and fused reference sweeps,
     # gradchecks and thread-count test with it, under each instruction set that has them, with the
     # fused op's products on xsep's (XSEP_CPU_FUSED_GEMM=xsep: its forward on the row product).

@@ -53,7 +53,8 @@ int amd_family();
 // Xeon, 2026-12-06), the fused forward 12-25% slower.
 // XSEP_CPU_STREAM_STORES=auto|always|never overrides (tests, benchmarks; `always` whatever the memory).
 bool stream_output(int64_t bytes, const at::Tensor& out);
-// That rule in words: "above N MiB" (the last-level cache), "always" or "never".
+// That rule in words: "above N MiB, into memory touched before" (N: the last-level cache), "always" or
+// "never".
 std::string stream_stores_setting();
 
 // Whether an op runs on the NCHW kernels (depthwise_nchw_kernels.h): inputs whose memory format
