@@ -531,6 +531,22 @@ def test_native_pointwise_grad_input_channels_last_matches_reference(pixels):
     assert rel_error(got, expected) <= 1e-6
 
 
+def test_native_large_channels_last_outputs_match_reference():
+    # Outputs past the stream threshold (32 MiB read and written, csrc/cpu/host.h: stream_output),
+    # three calls each: fresh memory (written with ordinary stores) or memory touched before
+    # (non-temporal stores), whichever the allocator hands out; the depthwise forward and the fused
+    # forward, against float64 references.
+    require_native()
+    x = torch.randn(1, 64, 260, 260).to(memory_format=torch.channels_last)  # 17.3 MB
+    dw, pw = torch.randn(64, 1, 3, 3), torch.randn(64, 64, 1, 1)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1])
+    mid = torch.nn.functional.conv2d(x.double(), dw.double(), None, 1, 1, 1, 64)
+    expected = torch.nn.functional.conv2d(mid, pw.double())
+    for _ in range(3):
+        assert rel_error(ops().depthwise_conv2d(x, dw, None, *geometry, "none"), mid) <= 1e-6
+        assert rel_error(ops().separable_conv2d(x, dw, pw, None, *geometry, "none", "none"), expected) <= 1e-6
+
+
 @pytest.mark.parametrize("plane", [(20, 20), (1, 401)], ids=lambda p: "x".join(map(str, p)))
 def test_native_pointwise_grad_input_nchw_matches_reference(plane):
     # Float32 NCHW input gradients on both sides of gemm.h's kOneDnnNchwGradInputMaxPlane (oneDNN's
