@@ -60,11 +60,12 @@ bool fused_products_on_xsep();
 // of depthwise output from L2 straight into the output, ran ahead of MKL called tile by tile (why
 // MKL falls behind on these shapes was not profiled). On the 2-core Xeon (fp32, batch 8,
 // 2026-12-06, alternate processes, both allocator settings, two rounds) the forward ran faster on
-// xsep's product at 147x147 64 -> 128 (1.02-1.16x), 128 -> 128 (1.06-1.10x), 74x74 256 -> 256 (1.03-1.09x) and 128 ->
-// 256 (0.99-1.10x); slower on wider products, 37x37 256 -> 728 0.94-0.99x, 10x10 1024 -> 1536 0.84x, MobileNet's 7x7
-// 960 -> 160 0.87-0.90x, and on narrower ones, whose blocks of depthwise output, packed into the
-// kernel's row tiles, meet one 32-column panel: 112x112 32 -> 16 0.69-0.79x, 56x56 144 -> 24
-// 0.84-1.0x, 28x28 192 -> 32 0.82-0.93x. (14x14 384 -> 64 and 576 -> 96, longer, ran 0.96-1.06x.)
+// xsep's product at 147x147 64 -> 128 (1.02-1.16x), 128 -> 128 (1.06-1.10x), 74x74 256 -> 256
+// (1.03-1.09x) and 128 -> 256 (0.99-1.10x); slower on wider products, 37x37 256 -> 728
+// 0.94-0.99x, 10x10 1024 -> 1536 0.84x, MobileNet's 7x7 960 -> 160 0.87-0.90x, and on narrower
+// ones, whose blocks of depthwise output, packed into the kernel's row tiles, meet one 32-column
+// panel: 112x112 32 -> 16 0.69-0.79x, 56x56 144 -> 24 0.84-1.0x, 28x28 192 -> 32 0.82-0.93x.
+// (14x14 384 -> 64 and 576 -> 96, longer, ran 0.96-1.06x.)
 // The backward stays on the library: at 147x147 and 74x74 its time moved within noise on xsep's.
 inline constexpr int64_t kRowForwardMinColumns = 64;
 inline constexpr int64_t kRowForwardMaxColumns = 256;
