@@ -1143,6 +1143,21 @@ def test_cpu_run_vectors():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
+@pytest.mark.parametrize("runs, streams", [("always", "auto"), ("never", "auto"), ("never", "always")])
+def test_cpu_depthwise_runs(isa, runs, streams):
+    # Which channels-last depthwise rows take runs rather than unit tiles depends on the CPU and
+    # on the call (csrc/cpu/depthwise_kernels.h: depthwise_runs): the suite runs this CPU's choice.
+    # XSEP_CPU_DEPTHWISE_RUNS forces runs wherever they apply, or unit tiles everywhere (also with
+    # their non-temporal stores): rerun the depthwise and fused reference sweeps, unit-tile cases and
+    # gradchecks with each, under each instruction set that has runs.
+    _skip_unless_cpu_has(isa)
+    _assert_suite_passes({"XSEP_CPU_ISA": isa, "XSEP_CPU_DEPTHWISE_RUNS": runs, "XSEP_CPU_STREAM_STORES": streams},
+                         "((depthwise or separable) and native and matches_reference) or unit_tiles "
+                         "or gradcheck_depthwise or gradcheck_separable")
+
+
+@pytest.mark.slow
 def test_cpu_nchw_depthwise_on_planes_everywhere():
     # Small NCHW planes run the depthwise op in channel blocks through the NHWC kernels
     # (csrc/cpu/depthwise_conv2d.cpp: nchw_depthwise_path), which covers many of this suite's small
@@ -1265,6 +1280,7 @@ def test_native_nchw_channel_blocks_matches_reference(case, dtype):
 @pytest.mark.parametrize("variable, value, choices", [
     ("XSEP_CPU_STREAM_STORES", "sometimes", "'auto', 'always', 'never'"),
     ("XSEP_CPU_RUN_VECTORS", "two", "'auto', 'short-rows', 'every-row'"),
+    ("XSEP_CPU_DEPTHWISE_RUNS", "some", "'auto', 'always', 'never'"),
     ("XSEP_CPU_NCHW_DEPTHWISE", "xsep", "'auto', 'planes', 'blocks', 'narrow'"),
 ])
 def test_cpu_setting_bad_name(variable, value, choices):

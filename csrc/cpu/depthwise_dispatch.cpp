@@ -72,6 +72,13 @@ bool select_two_vector_runs() {
   return amd_family() != 25;
 }
 
+DepthwiseRuns select_depthwise_runs() {
+  const auto name = env_choice("XSEP_CPU_DEPTHWISE_RUNS", {"auto", "always", "never"});
+  if (name == "always") return DepthwiseRuns::kEverywhere;
+  if (name == "never") return DepthwiseRuns::kNowhere;
+  return amd_family() != 0 ? DepthwiseRuns::kEverywhere : DepthwiseRuns::kAvx512Rule;
+}
+
 template <typename T>
 DepthwiseKernels<T> make_table(Isa isa) {
   switch (isa) {
@@ -103,10 +110,25 @@ bool two_vector_runs() {
 
 const char* run_vectors_setting() { return two_vector_runs() ? "every row" : "short rows"; }
 
+DepthwiseRuns depthwise_runs() {
+  static const DepthwiseRuns runs = select_depthwise_runs();
+  return runs;
+}
+
+const char* depthwise_runs_setting() {
+  switch (depthwise_runs()) {
+    case DepthwiseRuns::kEverywhere: return "always";
+    case DepthwiseRuns::kNowhere: return "never";
+    case DepthwiseRuns::kAvx512Rule: break;
+  }
+  return "avx512 input gradients and streamed forwards";
+}
+
 template <typename T>
 const DepthwiseKernels<T>& depthwise_kernels() {
-  // two_vector_runs first: a bad XSEP_CPU_RUN_VECTORS raises here, not inside a kernel's threads.
-  static const DepthwiseKernels<T> table = (two_vector_runs(), make_table<T>(active_isa()));
+  // The settings first: a bad XSEP_CPU_RUN_VECTORS or XSEP_CPU_DEPTHWISE_RUNS raises here, not
+  // inside a kernel's threads.
+  static const DepthwiseKernels<T> table = (two_vector_runs(), depthwise_runs(), make_table<T>(active_isa()));
   return table;
 }
 

@@ -103,4 +103,21 @@ bool two_vector_runs();
 // That choice in words: "short rows" or "every row".
 const char* run_vectors_setting();
 
+// Which channels-last depthwise rows (3x3 taps, unit stride along W) the kernels take in runs, one
+// block of channels along a row segment at a time, rather than in unit tiles, all of a tile's
+// channels before the next tile (depthwise_kernels_impl.h: for_runs). kEverywhere on AMD (Zen 4 and
+// Zen 5, where runs measured faster); elsewhere kAvx512Rule: only the AVX-512 build's input
+// gradients, fused-op bands and forwards whose outputs stream (host.h stream_output). On the 2-core
+// Intel Xeon (fp32, batch 8, 2 threads, `retain`, 2026-12-06; alternate processes, median of 3-5,
+// ratios to torch's), unit tiles against runs: the forward through the caches 112x112x32 0.87 ->
+// 1.02x, 56x56x144 0.78 -> 0.99, 37x37x256 0.76 -> 0.99, 19x19x728 0.95 -> 1.07, 7x7x960 1.08 -> 1.39;
+// streamed, 147x147x128 1.43 -> 1.15; the input gradient 0.9-1.0x of runs' speed; the fused
+// forward's bands 147x147 128 -> 128 1.30 -> 1.22x. The AVX2 build's runs there ran 0.3-0.7x of
+// torch where its unit tiles ran 0.84-1.12x (forward) and 0.86-1.54x (backward).
+// Chosen once, with the tables; XSEP_CPU_DEPTHWISE_RUNS=auto|always|never overrides (tests, benchmarks).
+enum class DepthwiseRuns { kEverywhere, kNowhere, kAvx512Rule };
+DepthwiseRuns depthwise_runs();
+// That choice in words.
+const char* depthwise_runs_setting();
+
 }  // namespace xsep::cpu

@@ -428,6 +428,21 @@ XSEP_INLINE void store_tile(O* out, i64 out_ps, const Vec<A> (&acc)[P][NV], int 
   }
 }
 
+// Stores a tile's P pixels (ps apart), with non-temporal stores when Stream (whole, aligned
+// vectors only: see forward).
+template <bool Stream, int P, int NV, bool Partial, typename A, typename O>
+XSEP_INLINE void store_streamable_tile(O* out, i64 ps, const Vec<A> (&acc)[P][NV], int n) {
+  if constexpr (Stream && !Partial) {
+    constexpr int L = kLanes<A>;
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) store_stream(out + p * ps + v * L, acc[p][v]);
+  } else {
+    store_tile<P, NV, Partial, A>(out, ps, acc, n);
+  }
+}
+
 // P output pixels (out_ps apart) x NV vectors of channels: bias + sum over the walk.
 template <int P, int NV, bool Partial, bool Relu, typename S, typename O, typename A>
 inline void fwd_tile(const S* src, i64 src_ps, const A* w, const Walk& k, const A* bias, O* out, i64 out_ps, int n) {
@@ -538,13 +553,15 @@ XSEP_INLINE UnitTile unit_tile(i64 first, i64 cols, i64 pixels_left) {
 }
 
 // A forward unit tile; with Edge, an edge tile (see unit_tile): the same sums in the same order.
-template <int P, int NV, int KW, bool Partial, bool Relu, bool Edge, typename S, typename O, typename A>
+// Interior tiles store with non-temporal stores when Stream (see forward).
+template <int P, int NV, int KW, bool Partial, bool Relu, bool Edge, bool Stream, typename S, typename O, typename A>
 inline void fwd_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, int n,
                           const UnitTile& t) {
   Vec<A> acc[P][NV];
   init_with_bias<P, NV, Partial>(acc, bias, n);
   accumulate_unit<P, NV, KW, false, Partial, Relu, Edge>(acc, src, w, rows, src_di, w_di, C, n, t.c_lo, t.c_hi);
-  store_tile<P, NV, Partial, A>(out, C, acc, n, Edge ? t.np : P);
+  if constexpr (Edge) store_tile<P, NV, Partial, A>(out, C, acc, n, t.np);
+  else store_streamable_tile<Stream, P, NV, Partial, A>(out, C, acc, n);
 }
 
 // Whether runs suit rows whose pixels are C values of S apart. A run reads one block of channels
@@ -620,6 +637,17 @@ XSEP_INLINE void for_run_blocks(i64 C, i64 run_pixels, F&& f) {
   for_channel_blocks<A, 1, true>(C, f);
 }
 
+// Whether this build takes rows in runs (see depthwise_runs): plain_forward for the depthwise op's
+// own forward writing its output through the caches (not streamed, not a fused op's band).
+XSEP_INLINE bool runs_chosen(bool plain_forward) {
+  switch (depthwise_runs()) {
+    case DepthwiseRuns::kEverywhere: return true;
+    case DepthwiseRuns::kNowhere: return false;
+    case DepthwiseRuns::kAvx512Rule: break;
+  }
+  return XSEP_VEC_BYTES == 64 && !plain_forward;
+}
+
 // A row segment's runs: f(IntTag<R>{}, Block, c0, nc) for each block of channels (for_run_blocks),
 // R = rows, the tap-row count; false, calling nothing, for a count runs do not take (with_run_rows)
 // or rows of S whose pixels runs do not suit (runs_suit_pixel_stride).
@@ -646,21 +674,6 @@ XSEP_INLINE void for_run_tiles(i64 npix, F&& f) {
     q += 2;
   }
   if (q < npix) f(IntTag<1>{}, q);
-}
-
-// Stores a tile's P pixels (ps apart), with non-temporal stores when Stream (whole, aligned
-// vectors only: see forward).
-template <bool Stream, int P, int NV, bool Partial, typename A, typename O>
-XSEP_INLINE void store_run_tile(O* out, i64 ps, const Vec<A> (&acc)[P][NV], int n) {
-  if constexpr (Stream && !Partial) {
-    constexpr int L = kLanes<A>;
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p)
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) store_stream(out + p * ps + v * L, acc[p][v]);
-  } else {
-    store_tile<P, NV, Partial, A>(out, ps, acc, n);
-  }
 }
 
 // A run reads one vector of channels of every pixel of its rows, C apart: with a few hundred
@@ -712,7 +725,7 @@ inline void fwd_run(const S* xr, const A* w, i64 src_di, i64 w_di, i64 C, const 
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[p][v] = bv[v];
     run_accumulate<P, NV, KW, R, false, Partial, Relu>(acc, src + q * C, src_di, C, wv, n);
-    store_run_tile<Stream, P, NV, Partial, A>(o + q * C, C, acc, n);
+    store_streamable_tile<Stream, P, NV, Partial, A>(o + q * C, C, acc, n);
   });
   for (i64 q = b; q < wo1; ++q) edge(q);
 }
@@ -721,7 +734,7 @@ inline void fwd_run(const S* xr, const A* w, i64 src_di, i64 w_di, i64 C, const 
 // first tap row; out: output pixel q0), all in unit tiles of P pixels: those with a tap column in
 // the padding, or fewer than P pixels left, as edge tiles. Tiles start at q0, so a row's first tile
 // covers its left border, and a plane narrower than a tile is one edge tile.
-template <int KW, bool Relu, typename T, typename O, typename A>
+template <int KW, bool Relu, bool Stream, typename T, typename O, typename A>
 void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 q0,
                     i64 q1, i64 pad_left, i64 W) {
   constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
@@ -735,8 +748,8 @@ void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64
       constexpr bool Pa = decltype(blk)::partial;
       const A* b = bias ? bias + c0 : nullptr;
       if (t.interior)
-        fwd_tile_unit<P, NV, KW, Pa, Relu, false>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, t);
-      else fwd_tile_unit<P, NV, KW, Pa, Relu, true>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, t);
+        fwd_tile_unit<P, NV, KW, Pa, Relu, false, Stream>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, t);
+      else fwd_tile_unit<P, NV, KW, Pa, Relu, true, false>(src + c0, w + c0, rows, src_di, w_di, C, b, o + c0, nc, t);
     });
   }
 }
@@ -749,21 +762,22 @@ void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64
 // 15-20% slower).
 template <int KW, bool Relu, bool Stream, typename T, typename O, typename A>
 void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 wo0,
-                  i64 wo1, i64 pad_left, i64 W) {
+                  i64 wo1, i64 pad_left, i64 W, bool runs) {
   // The pixels with all their taps inside the row: from the first with none in the left padding
   // to the last with none in the right.
   const i64 a = clamp_(pad_left, wo0, wo1), b = clamp_(W + pad_left - (KW - 1), a, wo1);
   if constexpr (kHasRuns<KW>) {
-    if (a < b && for_runs<A, T>(
-                     rows, C, b - a,
-                     [&](auto r, auto blk, i64 c0, int nc) {
-                       fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
-                           xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + c0, nc, wo0, wo1, a, b,
-                           pad_left, W);
-                     }))
+    if (a < b && runs &&
+        for_runs<A, T>(
+            rows, C, b - a,
+            [&](auto r, auto blk, i64 c0, int nc) {
+              fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
+                  xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + c0, nc, wo0, wo1, a, b, pad_left,
+                  W);
+            }))
       return;
   }
-  fwd_unit_tiles<KW, Relu>(xr, w, rows, src_di, w_di, C, bias, out, wo0, wo1, pad_left, W);
+  fwd_unit_tiles<KW, Relu, Stream>(xr, w, rows, src_di, w_di, C, bias, out, wo0, wo1, pad_left, W);
 }
 
 // M == 1: output pixels [p0, p1), one output row segment at a time. At unit stride and dilation
@@ -772,7 +786,7 @@ void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C
 // Either way all the channels of a pixel (or tile) are done before the next: that reads NHWC
 // memory in order.
 template <bool Relu, bool Stream, typename T, typename O, typename A>
-void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
+void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1, bool runs) {
   const i64 C = s.C;
   // Output columns whose taps all lie inside the input.
   const i64 in_lo = clamp_((s.pad_left + s.sw - 1) / s.sw, 0, s.Wo);
@@ -801,7 +815,7 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
       const i64 rows = ti.count, src_di = s.dil_h * s.W * C, w_di = s.kw * C;
       with_unit_kw(s.kw, [&](auto kw) {
         fwd_row_unit<decltype(kw)::value, Relu, Stream>(xr, wt, rows, src_di, w_di, C, bias, o, wo0, wo1, s.pad_left,
-                                                        s.W);
+                                                        s.W, runs);
       });
       continue;
     }
@@ -860,11 +874,12 @@ void forward_general(const DepthwiseGeometry& s, const T* x, const A* w, const A
   }
 }
 
+// runs: whether rows take runs where they can (runs_chosen).
 template <bool Stream = false, typename T, typename O, typename A>
-void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1) {
+void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1, bool runs) {
   if (s.M == 1) {
-    if (s.relu_input) forward_m1<true, Stream>(s, x, w, bias, out, p0, p1);
-    else forward_m1<false, Stream>(s, x, w, bias, out, p0, p1);
+    if (s.relu_input) forward_m1<true, Stream>(s, x, w, bias, out, p0, p1, runs);
+    else forward_m1<false, Stream>(s, x, w, bias, out, p0, p1, runs);
   } else {
     if (s.relu_input) forward_general<true>(s, x, w, bias, out, p0, p1);
     else forward_general<false>(s, x, w, bias, out, p0, p1);
@@ -877,7 +892,7 @@ void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<
 #if XSEP_VEC_BYTES >= 32
   if constexpr (std::is_same_v<T, float>) {
     if (stream_out && streamable(out, s.OC)) {
-      forward_any<true>(s, x, w, bias, out, p0, p1);
+      forward_any<true>(s, x, w, bias, out, p0, p1, runs_chosen(false));
       _mm_sfence();  // the streamed stores are weakly ordered: complete them before the output is read
       return;
     }
@@ -885,13 +900,13 @@ void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<
 #else
   (void)stream_out;
 #endif
-  forward_any(s, x, w, bias, out, p0, p1);
+  forward_any(s, x, w, bias, out, p0, p1, runs_chosen(true));
 }
 
 template <typename T>
 void forward_acc(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, Acc<T>* out, i64 p0,
                  i64 p1) {
-  forward_any(s, x, w, bias, out, p0, p1);
+  forward_any(s, x, w, bias, out, p0, p1, runs_chosen(false));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -914,6 +929,17 @@ XSEP_INLINE void store_masked_tile(T* gi, i64 gi_ps, const T* x, const Vec<A> (&
   }
 }
 
+// Zeroes a tile's gradients (pixels ps apart) where x <= 0, unless x is null (an input relu's).
+template <int P, int NV, bool Partial, typename A, typename T>
+XSEP_INLINE void mask_tile(Vec<A> (&acc)[P][NV], const T* x, i64 ps, int n) {
+  constexpr int L = kLanes<A>;
+  if (x == nullptr) return;
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[p][v] = ld<Partial>(x + p * ps + v * L, n) > Vec<A>{} ? acc[p][v] : Vec<A>{};
+}
+
 // P input pixels (gi_ps apart) x NV vectors of channels: sum over the walk of go * w, zeroed
 // where x <= 0 unless x is null.
 template <int P, int NV, bool Partial, typename S, typename T, typename A>
@@ -926,18 +952,24 @@ inline void gi_tile(const S* go, i64 go_ps, const A* w, const Walk& k, const T* 
 // The unit tiles of the input gradient (see accumulate_unit): P input pixels, their gradient zeroed
 // where x <= 0 unless x is null. src: go's column read by the first pixel's last tap. With Edge, an
 // edge tile (see unit_tile): go columns outside [c_lo, c_hi) lie outside the output.
-template <int P, int NV, int KW, bool Partial, bool Edge, typename S, typename T, typename A>
+// Interior tiles store with non-temporal stores when Stream (see forward).
+template <int P, int NV, int KW, bool Partial, bool Edge, bool Stream, typename S, typename T, typename A>
 inline void gi_tile_unit(const S* src, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const T* x, T* gi, int n,
                          const UnitTile& t) {
   Vec<A> acc[P][NV] = {};
   accumulate_unit<P, NV, KW, true, Partial, false, Edge>(acc, src, w, rows, src_di, w_di, C, n, t.c_lo, t.c_hi);
-  store_masked_tile<P, NV, Partial, A>(gi, C, x, acc, n, Edge ? t.np : P);
+  if constexpr (Stream && !Edge && !Partial) {
+    mask_tile<P, NV, Partial, A>(acc, x, C, n);
+    store_streamable_tile<true, P, NV, Partial, A>(gi, C, acc, n);
+  } else {
+    store_masked_tile<P, NV, Partial, A>(gi, C, x, acc, n, Edge ? t.np : P);
+  }
 }
 
 // A whole input row of W columns at unit stride and dilation along W (gor: the go row of the first
 // tap row; x: the row's relu mask or null; gi: the row) in unit tiles of P pixels, those at the
 // row's edges as edge tiles. Input column q + p reads go column q + p + pad_left - j with tap column j.
-template <int KW, typename S, typename T, typename A>
+template <int KW, bool Stream, typename S, typename T, typename A>
 void gi_unit_tiles(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 W, i64 Wo,
                    i64 pad_left) {
   constexpr int P = kUnitP<KW>, NVmax = kUnitNV<KW>;
@@ -950,8 +982,8 @@ void gi_unit_tiles(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 
       constexpr bool Pa = decltype(blk)::partial;
       const T* xq = x ? x + q * C + c0 : nullptr;
       if (t.interior)
-        gi_tile_unit<P, NV, KW, Pa, false>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
-      else gi_tile_unit<P, NV, KW, Pa, true>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
+        gi_tile_unit<P, NV, KW, Pa, false, Stream>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
+      else gi_tile_unit<P, NV, KW, Pa, true, false>(src + c0, w + c0, rows, go_di, w_di, C, xq, gi + q * C + c0, nc, t);
     });
   }
 }
@@ -962,17 +994,10 @@ void gi_unit_tiles(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 
 template <int R, int NV, int KW, bool Partial, bool Stream, typename S, typename T, typename A>
 inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, int n, i64 a, i64 b, i64 W,
                    i64 Wo, i64 pad_left) {
-  constexpr int L = kLanes<A>;
   Vec<A> wv[R][KW][NV];
   load_run_weights<R, NV, KW, Partial>(wv, w, w_di, C, n);
   auto mask = [&](auto& acc, i64 q) __attribute__((always_inline)) {  // acc: pixels q, q + 1, ...
-    constexpr int P = sizeof(acc) / sizeof(acc[0]);
-    if (x == nullptr) return;
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p)
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v)
-        acc[p][v] = ld<Partial>(x + (q + p) * C + v * L, n) > Vec<A>{} ? acc[p][v] : Vec<A>{};
+    mask_tile<sizeof(acc) / sizeof(acc[0]), NV, Partial, A>(acc, x ? x + q * C : nullptr, C, n);
   };
   // As in fwd_run: the first tap row is the output-gradient row new to the caches (the input rows
   // go up, the tap rows' output rows down), and the relu mask's row is new (1.05-1.4x, and 1.15-1.3x
@@ -994,7 +1019,7 @@ inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T
     Vec<A> acc[P][NV] = {};
     run_accumulate<P, NV, KW, R, true, Partial, false>(acc, src + q * C, go_di, C, wv, n);
     mask(acc, a + q);
-    store_run_tile<Stream, P, NV, Partial, A>(gi + (a + q) * C, C, acc, n);
+    store_streamable_tile<Stream, P, NV, Partial, A>(gi + (a + q) * C, C, acc, n);
   });
   for (i64 q = b; q < W; ++q) edge(q);
 }
@@ -1008,15 +1033,16 @@ void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C,
                  i64 pad_left) {
   const i64 a = clamp_(KW - 1 - pad_left, 0, W), b = clamp_(Wo - pad_left, a, W);
   if constexpr (kHasRuns<KW>) {
-    if (a < b && for_runs<A, S>(
-                     rows, C, b - a,
-                     [&](auto r, auto blk, i64 c0, int nc) {
-                       gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
-                           gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo, pad_left);
-                     }))
+    if (a < b && runs_chosen(false) &&
+        for_runs<A, S>(
+            rows, C, b - a,
+            [&](auto r, auto blk, i64 c0, int nc) {
+              gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
+                  gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo, pad_left);
+            }))
       return;
   }
-  gi_unit_tiles<KW>(gor, w, rows, go_di, w_di, C, x, gi, W, Wo, pad_left);
+  gi_unit_tiles<KW, Stream>(gor, w, rows, go_di, w_di, C, x, gi, W, Wo, pad_left);
 }
 
 // M == 1: input rows [r0, r1). A correlation of go with the flipped kernel, restricted to the taps
