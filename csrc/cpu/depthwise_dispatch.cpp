@@ -121,7 +121,7 @@ const char* depthwise_runs_setting() {
     case DepthwiseRuns::kNowhere: return "never";
     case DepthwiseRuns::kAvx512Rule: break;
   }
-  return "avx512 input gradients and streamed forwards";
+  return "avx512 input gradients, fused bands and streamed forwards";
 }
 
 template <typename T>
