@@ -32,6 +32,7 @@ static std::string build_info() {
          ";cpu_stream_stores=" + xsep::cpu::stream_stores_setting() +
          ";cpu_run_vectors=" + xsep::cpu::run_vectors_setting() +
          ";cpu_depthwise_runs=" + xsep::cpu::depthwise_runs_setting() +
+         ";cpu_weight_packing=" + xsep::cpu::weight_packing_setting() +
          ";cpu_nchw_depthwise=" + xsep::cpu::nchw_depthwise_setting() + ";compiler=" +
 #if defined(__clang__)
          "clang " __clang_version__;

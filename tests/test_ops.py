@@ -1157,6 +1157,51 @@ def test_cpu_depthwise_runs(isa, runs, streams):
                          "or gradcheck_depthwise or gradcheck_separable")
 
 
+_WEIGHT_GRADIENT_BITS = """
+import sys, torch
+from xsep import _extension
+assert _extension.load(), _extension.load_error()
+torch.manual_seed(0)
+grads = []
+for n, h, c, o in [(2, 20, 32, 12), (1, 40, 64, 128), (3, 17, 96, 40), (1, 50, 128, 64), (1, 30, 24, 16)]:
+    x = torch.randn(n, c, h, h, dtype=torch.float64 if c == 96 else torch.float32).to(memory_format=torch.channels_last)
+    gy = torch.randn(n, o, h, h, dtype=x.dtype).to(memory_format=torch.channels_last)
+    grads.append(torch.ops.xsep.pointwise_conv2d_grad_weight(gy, x, torch.empty(o, c, 1, 1, dtype=x.dtype)))
+torch.save(grads, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])
+def test_cpu_weight_packing_gives_the_same_bits(isa, tmp_path):
+    # The weight gradients' product reads narrow operand rows in place or packs them into panels
+    # (csrc/cpu/tn_product_impl.h), by CPU; XSEP_CPU_WEIGHT_PACKING forces either. The same sums in
+    # the same order: the same bits, on xsep's own product (XSEP_CPU_WEIGHT_GEMM=xsep), channels-last
+    # inputs of 24 to 128 channels (in place where a whole number of panels), float32 and float64.
+    _skip_unless_cpu_has(isa)
+    grads = {}
+    for packing in ("pack", "in-place"):
+        out = tmp_path / f"{packing}.pt"
+        env = {**_subprocess_env(), "XSEP_CPU_ISA": isa, "XSEP_CPU_WEIGHT_GEMM": "xsep",
+               "XSEP_CPU_WEIGHT_PACKING": packing}
+        result = subprocess.run([sys.executable, "-c", _WEIGHT_GRADIENT_BITS, str(out)], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        grads[packing] = torch.load(out)
+    for packed, in_place in zip(grads["pack"], grads["in-place"], strict=True):
+        assert torch.isfinite(packed).all() and packed.abs().sum() > 0
+        assert torch.equal(packed, in_place)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("packing", ["pack", "in-place"])
+def test_cpu_weight_packing(packing):
+    # The pointwise and fused ops' reference sweeps, gradchecks and thread-count tests on xsep's own
+    # weight product with its narrow operand rows packed or read in place (see above).
+    _assert_suite_passes({"XSEP_CPU_WEIGHT_GEMM": "xsep", "XSEP_CPU_WEIGHT_PACKING": packing},
+                         "((pointwise or separable) and ((native and matches_reference) or gradcheck)) or thread_count")
+
+
 @pytest.mark.slow
 def test_cpu_nchw_depthwise_on_planes_everywhere():
     # Small NCHW planes run the depthwise op in channel blocks through the NHWC kernels
@@ -1281,6 +1326,7 @@ def test_native_nchw_channel_blocks_matches_reference(case, dtype):
     ("XSEP_CPU_STREAM_STORES", "sometimes", "'auto', 'always', 'never'"),
     ("XSEP_CPU_RUN_VECTORS", "two", "'auto', 'short-rows', 'every-row'"),
     ("XSEP_CPU_DEPTHWISE_RUNS", "some", "'auto', 'always', 'never'"),
+    ("XSEP_CPU_WEIGHT_PACKING", "both", "'auto', 'pack', 'in-place'"),
     ("XSEP_CPU_NCHW_DEPTHWISE", "xsep", "'auto', 'planes', 'blocks', 'narrow'"),
 ])
 def test_cpu_setting_bad_name(variable, value, choices):

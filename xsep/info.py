@@ -68,6 +68,7 @@ def main() -> int:
               f"non-temporal stores {build.get('cpu_stream_stores', '?')}, "
               f"two-vector runs on {build.get('cpu_run_vectors', '?')}, "
               f"depthwise runs {build.get('cpu_depthwise_runs', '?')}, "
+              f"weight-product packing {build.get('cpu_weight_packing', '?')}, "
               f"NCHW depthwise {build.get('cpu_nchw_depthwise', '?')}; "
               f"{build['compiler']}; {build['how']} at {build['path']}")
     else:

@@ -79,6 +79,13 @@ DepthwiseRuns select_depthwise_runs() {
   return amd_family() != 0 ? DepthwiseRuns::kEverywhere : DepthwiseRuns::kAvx512Rule;
 }
 
+bool select_tn_b_in_place() {
+  const auto name = env_choice("XSEP_CPU_WEIGHT_PACKING", {"auto", "pack", "in-place"});
+  if (name == "pack") return false;
+  if (name == "in-place") return true;
+  return amd_family() == 0;
+}
+
 template <typename T>
 DepthwiseKernels<T> make_table(Isa isa) {
   switch (isa) {
@@ -124,11 +131,19 @@ const char* depthwise_runs_setting() {
   return "avx512 input gradients, fused bands and streamed forwards";
 }
 
+bool tn_b_in_place() {
+  static const bool in_place = select_tn_b_in_place();
+  return in_place;
+}
+
+const char* weight_packing_setting() { return tn_b_in_place() ? "narrow rows in place" : "packed"; }
+
 template <typename T>
 const DepthwiseKernels<T>& depthwise_kernels() {
-  // The settings first: a bad XSEP_CPU_RUN_VECTORS or XSEP_CPU_DEPTHWISE_RUNS raises here, not
-  // inside a kernel's threads.
-  static const DepthwiseKernels<T> table = (two_vector_runs(), depthwise_runs(), make_table<T>(active_isa()));
+  // The settings first: a bad XSEP_CPU_RUN_VECTORS, XSEP_CPU_DEPTHWISE_RUNS or
+  // XSEP_CPU_WEIGHT_PACKING raises here, not inside a kernel's threads.
+  static const DepthwiseKernels<T> table =
+      (two_vector_runs(), depthwise_runs(), tn_b_in_place(), make_table<T>(active_isa()));
   return table;
 }
 

@@ -120,4 +120,12 @@ DepthwiseRuns depthwise_runs();
 // That choice in words.
 const char* depthwise_runs_setting();
 
+// Whether add_tn_product (the weight gradients' product) reads b's rows in place where they are at
+// most kTnInPlaceColumns values wide and whole panels (tn_product_impl.h), rather than packing them
+// into panels: on CPUs other than AMD, measured on the Intel Xeon only. Chosen once, with the
+// tables; XSEP_CPU_WEIGHT_PACKING=auto|pack|in-place overrides (tests, benchmarks).
+bool tn_b_in_place();
+// That choice in words.
+const char* weight_packing_setting();
+
 }  // namespace xsep::cpu

@@ -28,6 +28,16 @@
 // 74x74 1.12x, 37x37 and smaller 1.00-1.04x (oneDNN's: 205, 190, ~210, ~205); the AVX2 build on the
 // same machine 1.00-1.13x. A walk by columns of lines instead ran ~15% slower; prefetching a's
 // rows further ahead, or both ends of a tile's values, gained nothing once b's were prefetched.
+//
+// b in place: where tn_b_in_place (depthwise_kernels.h) and b's rows are at most kTnInPlaceColumns
+// values wide and whole panels, the tiles read b's rows where they lie (the same values in the same
+// order: the same bits), and the prefetch above brings the next block's rows for them instead of
+// for the packing. 2-core Intel Xeon, fp32, 2 threads, 2026-12-06, alternate processes, median of
+// 3, channels-last pointwise weight gradients, packed -> in place (GFLOP/s): 8x147x147 128 -> 128
+// 205 -> 220, 128 -> 64 186 -> 204, 64 -> 128 179 -> 197, 1x147x147 128 -> 128 270 -> 316, MobileNet's
+// 112x112 16 -> 96 163 -> 237 and 32 -> 16 172 -> 221; in cache (XSEP_CPU_WEIGHT_GEMM=xsep) 1x40x40
+// 128 -> 128 276 -> 316, 8x28x28 96 -> 64 209 -> 276; 74x74 128 -> 256 209 -> 217 (noise). Rows of
+// 256 values (74x74 256 -> 256) ran 2-5% slower in place: wider rows stay packed.
 
 #if XSEP_VEC_BYTES == 64
 constexpr int kTnRows = 12;
@@ -35,7 +45,7 @@ constexpr int kTnRows = 12;
 constexpr int kTnRows = 6;
 #endif
 constexpr int kTnVectors = 2;
-constexpr i64 kTnKBlock = 256, kTnNBlock = 256, kTnPrefetch = 16;
+constexpr i64 kTnKBlock = 256, kTnNBlock = 256, kTnPrefetch = 16, kTnInPlaceColumns = 128;
 static_assert(kTnKBlock * kTnNBlock <= kTnWorkspace, "tn_product's packing buffer");
 
 // The b values add_tn_product packs after the current block, rows ld apart of `cols` values each,
@@ -53,11 +63,11 @@ struct TnNextB {
   }
 };
 
-// out[i][0, n) (ldo apart, i < MR) += the sum over k < kc of ap[k * as + i] * bp[k * W + 0, n), W =
-// kTnVectors vectors: a packed b panel (see above), a's rows `as` apart; the first n <= W columns
-// are stored. Each k prefetches the next line of `next`.
+// out[i][0, n) (ldo apart, i < MR) += the sum over k < kc of ap[k * as + i] * bp[k * bs + 0, n), W =
+// kTnVectors vectors: a b panel (packed, bs = W, or b's rows in place, bs = ldb; see above), a's
+// rows `as` apart; the first n <= W columns are stored. Each k prefetches the next line of `next`.
 template <int MR, typename A>
-XSEP_INLINE void tn_tile(i64 kc, const A* ap, i64 as, const A* bp, A* out, i64 ldo, int n, TnNextB<A>& next) {
+XSEP_INLINE void tn_tile(i64 kc, const A* ap, i64 as, const A* bp, i64 bs, A* out, i64 ldo, int n, TnNextB<A>& next) {
   constexpr int L = kLanes<A>, NV = kTnVectors, W = NV * L;
   using V = Vec<A>;
   V acc[MR][NV] = {};
@@ -70,7 +80,7 @@ XSEP_INLINE void tn_tile(i64 kc, const A* ap, i64 as, const A* bp, A* out, i64 l
     nx.prefetch_line();
     V bv[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = load(bp + k * W + v * L);
+    for (int v = 0; v < NV; ++v) bv[v] = load(bp + k * bs + v * L);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const V av = splat<V>(ak[i]);
@@ -91,11 +101,20 @@ XSEP_INLINE void tn_tile(i64 kc, const A* ap, i64 as, const A* bp, A* out, i64 l
   next = nx;
 }
 
-// MR rows of out, all the packed panels of a column block of nc columns.
+// A column block's b panels: column c's panel at p + c * col_step, its rows bs apart (packed:
+// col_step = kc, bs = W; in place: col_step = 1, bs = ldb).
+template <typename A>
+struct TnPanels {
+  const A* p;
+  i64 col_step, bs;
+};
+
+// MR rows of out, all the panels of a column block of nc columns.
 template <int MR, typename A>
-XSEP_INLINE void tn_rows(i64 kc, const A* ap, i64 as, const A* bpack, A* out, i64 ldo, i64 nc, TnNextB<A>& next) {
+XSEP_INLINE void tn_rows(i64 kc, const A* ap, i64 as, const TnPanels<A>& b, A* out, i64 ldo, i64 nc, TnNextB<A>& next) {
   constexpr int W = kTnVectors * kLanes<A>;
-  for (i64 c = 0; c < nc; c += W) tn_tile<MR>(kc, ap, as, bpack + c * kc, out + c, ldo, int(min_(W, nc - c)), next);
+  for (i64 c = 0; c < nc; c += W)
+    tn_tile<MR>(kc, ap, as, b.p + c * b.col_step, b.bs, out + c, ldo, int(min_(W, nc - c)), next);
 }
 
 // b's rows [0, kc), columns [0, nc) packed into panels of W columns: panel p at bp + p * W * kc,
@@ -121,11 +140,11 @@ void tn_pack_b(i64 kc, i64 nc, const A* b, i64 ldb, A* bp) {
 
 // tn_rows for a row tile of `rows` < kTnRows rows (MR fixed at compile time).
 template <int MR, typename A>
-XSEP_INLINE void tn_rows_tail(int rows, i64 kc, const A* ap, i64 as, const A* bpack, A* out, i64 ldo, i64 nc,
+XSEP_INLINE void tn_rows_tail(int rows, i64 kc, const A* ap, i64 as, const TnPanels<A>& b, A* out, i64 ldo, i64 nc,
                               TnNextB<A>& next) {
   if constexpr (MR > 0) {
-    if (rows == MR) return tn_rows<MR>(kc, ap, as, bpack, out, ldo, nc, next);
-    tn_rows_tail<MR - 1>(rows, kc, ap, as, bpack, out, ldo, nc, next);
+    if (rows == MR) return tn_rows<MR>(kc, ap, as, b, out, ldo, nc, next);
+    tn_rows_tail<MR - 1>(rows, kc, ap, as, b, out, ldo, nc, next);
   }
 }
 
@@ -133,13 +152,17 @@ XSEP_INLINE void tn_rows_tail(int rows, i64 kc, const A* ap, i64 as, const A* bp
 // work: kTnWorkspace values of the caller's, for the packed blocks.
 template <typename A>
 void add_tn_product(i64 K, i64 N, const A* a, i64 lda, const A* b, i64 ldb, A* out, i64 ldo, i64 m0, i64 m1, A* work) {
+  constexpr int W = kTnVectors * kLanes<A>;
   A* bpack = work;
+  const bool in_place = tn_b_in_place() && N <= kTnInPlaceColumns && N % W == 0;
   for (i64 k0 = 0; k0 < K; k0 += kTnKBlock) {
     const i64 kc = min_(kTnKBlock, K - k0);
     for (i64 n0 = 0; n0 < N; n0 += kTnNBlock) {
       const i64 nc = min_(kTnNBlock, N - n0);
-      tn_pack_b(kc, nc, b + k0 * ldb + n0, ldb, bpack);
-      // What tn_pack_b reads next: this k block's next columns, else the next k block's first.
+      if (!in_place) tn_pack_b(kc, nc, b + k0 * ldb + n0, ldb, bpack);
+      const TnPanels<A> panels = in_place ? TnPanels<A>{b + k0 * ldb + n0, 1, ldb} : TnPanels<A>{bpack, kc, W};
+      // What tn_pack_b (or, in place, the tiles) reads next: this k block's next columns, else the
+      // next k block's first.
       TnNextB<A> next;
       next.ld = ldb;
       if (n0 + nc < N) {
@@ -151,8 +174,8 @@ void add_tn_product(i64 K, i64 N, const A* a, i64 lda, const A* b, i64 ldb, A* o
         const int rows = int(min_(kTnRows, m1 - m));
         const A* ap = a + k0 * lda + m;
         A* o = out + m * ldo + n0;
-        if (rows == kTnRows) tn_rows<kTnRows>(kc, ap, lda, bpack, o, ldo, nc, next);
-        else tn_rows_tail<kTnRows - 1>(rows, kc, ap, lda, bpack, o, ldo, nc, next);
+        if (rows == kTnRows) tn_rows<kTnRows>(kc, ap, lda, panels, o, ldo, nc, next);
+        else tn_rows_tail<kTnRows - 1>(rows, kc, ap, lda, panels, o, ldo, nc, next);
       }
     }
   }
