@@ -64,6 +64,8 @@ struct DepthwiseKernels {
   // kTnWorkspace values for the caller's thread.
   void (*add_tn_product)(int64_t K, int64_t N, const acc_t* a, int64_t lda, const acc_t* b, int64_t ldb, acc_t* out,
                          int64_t ldo, int64_t m0, int64_t m1, acc_t* work);
+  // Whether add_tn_product reads b's rows in place for a product N columns wide (tn_b_in_place).
+  bool (*tn_reads_b_in_place)(int64_t N);
   // Rows [m0, m1) of out [M, N] (row stride ldo) += a b^T, a [M, K] and b [N, K] rows contiguous over
   // k (row strides lda, ldb): the same product for pixel-contiguous operands, unpacked, in an order
   // fixed by K alone (nt_product_impl.h).

@@ -1502,6 +1502,7 @@ DepthwiseKernels<T> make_table() {
   t.activation_grad = &activation_grad<A>;
   t.add_into = &add_into<A>;
   t.add_tn_product = &add_tn_product<A>;
+  t.tn_reads_b_in_place = &tn_reads_b_in_place<A>;
   t.add_nt_product = &add_nt_product<A>;
   t.pack_row_product_weight = &pack_row_product_weight<A>;
   t.row_product = &row_product<A>;

@@ -117,7 +117,8 @@ const char* weight_gemm_library() {
   switch (weight_products()) {
     case WeightProducts::kXsep: return "xsep";
     case WeightProducts::kLongOnXsep: {
-      static const std::string name = "blas (xsep from " + std::to_string(kTnLongPixels) + " pixels)";
+      static const std::string name =
+          "blas (xsep from " + std::to_string(kTnLongPixels) + " pixels, or for narrow rows read in place)";
       return name.c_str();
     }
     default: return "blas";
@@ -136,9 +137,10 @@ bool tn_product_on_xsep(at::ScalarType dtype) {
   return (dtype == at::kFloat || dtype == at::kDouble) && weight_products_on_xsep();
 }
 
-bool tn_rows_product_on_xsep(at::ScalarType dtype, int64_t K) {
-  return tn_product_on_xsep(dtype) ||
-         (weight_products() == WeightProducts::kLongOnXsep && dtype == at::kFloat && K >= kTnLongPixels);
+bool tn_rows_product_on_xsep(at::ScalarType dtype, int64_t K, int64_t M, int64_t N) {
+  if (tn_product_on_xsep(dtype)) return true;
+  if (weight_products() != WeightProducts::kLongOnXsep || dtype != at::kFloat) return false;
+  return K >= kTnLongPixels || (M <= kTnShortInPlaceMaxRows && depthwise_kernels<float>().tn_reads_b_in_place(N));
 }
 
 bool product_on_onednn_conv(at::ScalarType dtype, int64_t rows, int64_t K) {

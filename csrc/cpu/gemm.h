@@ -32,9 +32,17 @@ const char* weight_gemm_library();
 inline constexpr int64_t kTnLongPixels = 16384;
 // Whether addmm_tn_fixed_order runs on xsep's kernel for this dtype (every product).
 bool tn_product_on_xsep(at::ScalarType dtype);
-// Whether it does for a product of row operands over K pixels: as tn_product_on_xsep, and where
-// weight_gemm_library is "blas (xsep from N pixels)", float32 with K >= N = kTnLongPixels.
-bool tn_rows_product_on_xsep(at::ScalarType dtype, int64_t K);
+// Whether it does for a product of row operands over K pixels into out [M, N]: as
+// tn_product_on_xsep, and where weight_gemm_library is "blas (xsep from N pixels)", float32 with K >=
+// kTnLongPixels, or at any K with b's rows read in place (tn_reads_b_in_place, depthwise_kernels.h)
+// and at most kTnShortInPlaceMaxRows rows of out. There xsep's kernel ran ahead of MKL's (2-core
+// Intel Xeon, fp32, batch 8, 2026-12-06, alternate processes, median of 2-3, GFLOP/s, MKL -> xsep):
+// MobileNet's 28x28 32 -> 192 156 -> 244, 14x14 64 -> 384 219 -> 295, 8x40x40 64 -> 128 214 -> 284,
+// 28x28 96 -> 64 204 -> 280, 2x74x74 128 -> 128 282 -> 323, 37x37 128 -> 384 273 -> 309, 128 -> 512
+// 272 -> 294; with more rows it fell behind (37x37 128 -> 704 to 1024: 150-204 against MKL's
+// 265-280), and with b packed too (28x28 192 -> 32 218 against 171, 37x37 728 -> 728 360 against 258).
+bool tn_rows_product_on_xsep(at::ScalarType dtype, int64_t K, int64_t M, int64_t N);
+inline constexpr int64_t kTnShortInPlaceMaxRows = 512;
 
 // "xsep" or "library": what runs the fused op's pointwise products (forward, and the backward's
 // gradient of the depthwise output), every dtype: xsep's own kernel (row_product_impl.h), on AMD

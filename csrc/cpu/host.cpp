@@ -243,7 +243,7 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
   }
   if (a.scalar_type() == dtype && b.scalar_type() == dtype && out.stride(1) == 1 &&
       ((tn_product_on_xsep(dtype) && (rows || dtype == at::kDouble || M * N >= kTnCopyMinRatio * (M + N))) ||
-       (rows && tn_rows_product_on_xsep(dtype, a.size(0))))) {
+       (rows && tn_rows_product_on_xsep(dtype, a.size(0), M, N)))) {
     // Operands that are not rows (NCHW: pixels contiguous) are copied into rows first.
     const auto a_rows = a.stride(1) == 1 ? a : a.contiguous();
     const auto b_rows = b.stride(1) == 1 ? b : b.contiguous();
@@ -254,7 +254,7 @@ at::Tensor& addmm_tn_fixed_order(at::Tensor& out, const at::Tensor& a, const at:
       const scalar_t* bp = b_rows.const_data_ptr<scalar_t>();
       scalar_t* op = out.mutable_data_ptr<scalar_t>();
       if (!tn_product_on_xsep(dtype) && std::min(M, N) <= kTnSpanNarrowSide && M * N <= kTnSpanMaxOutValues &&
-          K >= 2 * kTnSpanPixels) {
+          K >= std::max(2 * kTnSpanPixels, kTnLongPixels)) {
         // The long products of few channels (gemm.h's route from kTnLongPixels pixels): spans, each
         // its own sums from zero (tn_product_impl.h's order from the span's first pixel) into a
         // partial of out, the partials then added to out in span order. The roles of a and b are
