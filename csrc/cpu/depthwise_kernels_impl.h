@@ -755,11 +755,11 @@ void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64
 }
 
 // Output columns [wo0, wo1) of a row at unit stride and dilation along W (xr, out as in
-// fwd_unit_tiles): in a run (fwd_run) with 2 or 3 tap rows, a tap-column count that has runs and
-// some pixels with all their taps inside the row; otherwise in unit tiles. Runs prefetch (see
-// prefetch_ahead); unit tiles do not: they read the rows in order, which the hardware prefetchers
-// follow (on the AMD EPYC, Zen 4, prefetching the next tile's columns made the 147x147x64 forward
-// 15-20% slower).
+// fwd_unit_tiles): in a run (fwd_run) where runs (runs_chosen), with 2 or 3 tap rows, a tap-column
+// count that has runs and some pixels with all their taps inside the row; otherwise in unit tiles.
+// Runs prefetch (see prefetch_ahead); unit tiles do not: they read the rows in order, which the
+// hardware prefetchers follow (on the AMD EPYC, Zen 4, prefetching the next tile's columns made the
+// 147x147x64 forward 15-20% slower).
 template <int KW, bool Relu, bool Stream, typename T, typename O, typename A>
 void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 wo0,
                   i64 wo1, i64 pad_left, i64 W, bool runs) {
@@ -1025,9 +1025,9 @@ inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T
 }
 
 // A whole input row at unit stride and dilation along W (arguments as in gi_unit_tiles): in a run
-// (gi_run) with 2 or 3 tap rows, a tap-column count that has runs and some columns with all their
-// go columns inside the output; otherwise in unit tiles. Prefetch as in fwd_row_unit: in runs only
-// (in unit tiles it measured no faster here).
+// (gi_run) where runs_chosen, with 2 or 3 tap rows, a tap-column count that has runs and some
+// columns with all their go columns inside the output; otherwise in unit tiles. Prefetch as in
+// fwd_row_unit: in runs only (in unit tiles it measured no faster here).
 template <int KW, bool Stream, typename S, typename T, typename A>
 void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 W, i64 Wo,
                  i64 pad_left) {

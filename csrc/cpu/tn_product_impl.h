@@ -148,13 +148,14 @@ XSEP_INLINE void tn_rows_tail(int rows, i64 kc, const A* ap, i64 as, const TnPan
   }
 }
 
-// Rows [m0, m1) of out [M, N] (row stride ldo) += a^T b over k < K (see the top of this file);
-// work: kTnWorkspace values of the caller's, for the packed blocks.
+// Whether add_tn_product reads b's rows in place for a product N columns wide (see above).
 template <typename A>
 bool tn_reads_b_in_place(i64 N) {
   return tn_b_in_place() && N <= kTnInPlaceColumns && N % (kTnVectors * kLanes<A>) == 0;
 }
 
+// Rows [m0, m1) of out [M, N] (row stride ldo) += a^T b over k < K (see the top of this file);
+// work: kTnWorkspace values of the caller's, for the packed blocks.
 template <typename A>
 void add_tn_product(i64 K, i64 N, const A* a, i64 lda, const A* b, i64 ldb, A* out, i64 ldo, i64 m0, i64 m1, A* work) {
   constexpr int W = kTnVectors * kLanes<A>;
