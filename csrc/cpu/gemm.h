@@ -41,6 +41,8 @@ bool tn_product_on_xsep(at::ScalarType dtype);
 // 28x28 96 -> 64 204 -> 280, 2x74x74 128 -> 128 282 -> 323, 37x37 128 -> 384 273 -> 309, 128 -> 512
 // 272 -> 294; with more rows it fell behind (37x37 128 -> 704 to 1024: 150-204 against MKL's
 // 265-280), and with b packed too (28x28 192 -> 32 218 against 171, 37x37 728 -> 728 360 against 258).
+// Since the kernel prefetches a's next block (tn_product_impl.h) those longer products run about as
+// fast as MKL's (37x37 128 -> 728 283-300, 128 -> 1024 265-273 GFLOP/s): the limit stays.
 bool tn_rows_product_on_xsep(at::ScalarType dtype, int64_t K, int64_t M, int64_t N);
 inline constexpr int64_t kTnShortInPlaceMaxRows = 512;
 

@@ -22,7 +22,7 @@
 //
 // Prefetch: where the operands come from memory (channels-last weight gradients of large planes,
 // 88 MB each at 147x147x128), each k of a tile also prefetches the next cache line of the b values
-// packed next (TnNextB, walked in their order), so that the next packing reads from cache, not
+// packed next (TnNext, walked in their order), so that the next packing reads from cache, not
 // memory. Zen 4 EPYC, fp32, batch 8, 2 threads, Xception's channels-last pointwise weight gradients
 // (one process, interleaved, min of 6): 147x147 128 -> 128 160 -> 200 GFLOP/s, 64 -> 128 155 -> 195,
 // 74x74 1.12x, 37x37 and smaller 1.00-1.04x (oneDNN's: 205, 190, ~210, ~205); the AVX2 build on the
@@ -38,6 +38,17 @@
 // 112x112 16 -> 96 163 -> 237 and 32 -> 16 172 -> 221; in cache (XSEP_CPU_WEIGHT_GEMM=xsep) 1x40x40
 // 128 -> 128 276 -> 316, 8x28x28 96 -> 64 209 -> 276; 74x74 128 -> 256 209 -> 217 (noise). Rows of
 // 256 values (74x74 256 -> 256) ran 2-5% slower in place: wider rows stay packed.
+//
+// a's next block: the tiles read a 12-value strip of each of a's rows, rows M values apart, and
+// the first tile to reach a line takes it from memory. Each k of a tile also prefetches, into L2,
+// a line of the thread's a values of the next k block (TnNext::a). 2-core Intel Xeon, fp32, batch
+// 8, 2 threads, 2026-12-06, channels-last pointwise weight gradients on this kernel
+// (XSEP_CPU_WEIGHT_GEMM=xsep), alternate processes, without -> with (GFLOP/s): 37x37 128 -> 512
+// 290 -> 296, 128 -> 640 235 -> 300, 128 -> 728 145 -> 283, 128 -> 1024 175 -> 270, 256 -> 728
+// 241 -> 282, 19x19 728 -> 728 270 -> 290, 74x74 128 -> 256 224 -> 292-322, 147x147 128 -> 128
+// 220 -> 240-255, 64 -> 128 168 -> 220, 56x56 24 -> 144 157 -> 185; products of at most 1600
+// pixels, whose a stays in L2, 0.92-1.08x (median of 5). The fall without it past 512 rows (2 KiB
+// apart) fits the hardware stride prefetchers' reach. Into L1 instead: 0-10% slower.
 
 #if XSEP_VEC_BYTES == 64
 constexpr int kTnRows = 12;
@@ -48,18 +59,30 @@ constexpr int kTnVectors = 2;
 constexpr i64 kTnKBlock = 256, kTnNBlock = 256, kTnPrefetch = 16, kTnInPlaceColumns = 128;
 static_assert(kTnKBlock * kTnNBlock <= kTnWorkspace, "tn_product's packing buffer");
 
-// The b values add_tn_product packs after the current block, rows ld apart of `cols` values each,
-// walked in order, one cache line a k of each tile until none is left.
-template <typename A>
-struct TnNextB {
+// Lines add_tn_product reads after the current block, rows ld apart of `cols` values each, walked
+// in order, one cache line a k of each tile until none is left, into L1 (Locality 3) or L2 (2).
+template <typename A, int Locality>
+struct TnLines {
   static constexpr i64 kLine = 64 / i64(sizeof(A));
   const A* row = nullptr;
   i64 ld = 0, cols = 0, rows = 0, col = 0;
   XSEP_INLINE void prefetch_line() {
     if (rows == 0) return;
-    __builtin_prefetch(row + col);
+    __builtin_prefetch(row + col, 0, Locality);
     col += kLine;
     if (col >= cols) col = 0, row += ld, --rows;
+  }
+};
+
+// What the tiles prefetch: the b values packed (or read in place) next, and the thread's a values
+// of the next k block.
+template <typename A>
+struct TnNext {
+  TnLines<A, 3> b;
+  TnLines<A, 2> a;
+  XSEP_INLINE void prefetch_line() {
+    b.prefetch_line();
+    a.prefetch_line();
   }
 };
 
@@ -67,11 +90,11 @@ struct TnNextB {
 // kTnVectors vectors: a b panel (packed, bs = W, or b's rows in place, bs = ldb; see above), a's
 // rows `as` apart; the first n <= W columns are stored. Each k prefetches the next line of `next`.
 template <int MR, typename A>
-XSEP_INLINE void tn_tile(i64 kc, const A* ap, i64 as, const A* bp, i64 bs, A* out, i64 ldo, int n, TnNextB<A>& next) {
+XSEP_INLINE void tn_tile(i64 kc, const A* ap, i64 as, const A* bp, i64 bs, A* out, i64 ldo, int n, TnNext<A>& next) {
   constexpr int L = kLanes<A>, NV = kTnVectors, W = NV * L;
   using V = Vec<A>;
   V acc[MR][NV] = {};
-  TnNextB<A> nx = next;  // in registers for the loop
+  TnNext<A> nx = next;  // in registers for the loop
   for (i64 k = 0; k < kc; ++k) {
     const A* ak = ap + k * as;
     // a's rows, kTnPrefetch ahead: the tiles read them a row apart, from memory (2-5% on Xception's
@@ -111,7 +134,7 @@ struct TnPanels {
 
 // MR rows of out, all the panels of a column block of nc columns.
 template <int MR, typename A>
-XSEP_INLINE void tn_rows(i64 kc, const A* ap, i64 as, const TnPanels<A>& b, A* out, i64 ldo, i64 nc, TnNextB<A>& next) {
+XSEP_INLINE void tn_rows(i64 kc, const A* ap, i64 as, const TnPanels<A>& b, A* out, i64 ldo, i64 nc, TnNext<A>& next) {
   constexpr int W = kTnVectors * kLanes<A>;
   for (i64 c = 0; c < nc; c += W)
     tn_tile<MR>(kc, ap, as, b.p + c * b.col_step, b.bs, out + c, ldo, int(min_(W, nc - c)), next);
@@ -141,7 +164,7 @@ void tn_pack_b(i64 kc, i64 nc, const A* b, i64 ldb, A* bp) {
 // tn_rows for a row tile of `rows` < kTnRows rows (MR fixed at compile time).
 template <int MR, typename A>
 XSEP_INLINE void tn_rows_tail(int rows, i64 kc, const A* ap, i64 as, const TnPanels<A>& b, A* out, i64 ldo, i64 nc,
-                              TnNextB<A>& next) {
+                              TnNext<A>& next) {
   if constexpr (MR > 0) {
     if (rows == MR) return tn_rows<MR>(kc, ap, as, b, out, ldo, nc, next);
     tn_rows_tail<MR - 1>(rows, kc, ap, as, b, out, ldo, nc, next);
@@ -169,12 +192,16 @@ void add_tn_product(i64 K, i64 N, const A* a, i64 lda, const A* b, i64 ldb, A* o
       const TnPanels<A> panels = in_place ? TnPanels<A>{b + k0 * ldb + n0, 1, ldb} : TnPanels<A>{bpack, kc, W};
       // What tn_pack_b (or, in place, the tiles) reads next: this k block's next columns, else the
       // next k block's first.
-      TnNextB<A> next;
-      next.ld = ldb;
+      TnNext<A> next;
+      next.b.ld = ldb;
       if (n0 + nc < N) {
-        next.row = b + k0 * ldb + n0 + nc, next.rows = kc, next.cols = min_(kTnNBlock, N - n0 - nc);
+        next.b.row = b + k0 * ldb + n0 + nc, next.b.rows = kc, next.b.cols = min_(kTnNBlock, N - n0 - nc);
       } else if (k0 + kc < K) {
-        next.row = b + (k0 + kc) * ldb, next.rows = min_(kTnKBlock, K - k0 - kc), next.cols = min_(kTnNBlock, N);
+        next.b.row = b + (k0 + kc) * ldb, next.b.rows = min_(kTnKBlock, K - k0 - kc), next.b.cols = min_(kTnNBlock, N);
+      }
+      if (n0 == 0 && k0 + kc < K) {  // a's next block: once, during the first column block
+        next.a.ld = lda;
+        next.a.row = a + (k0 + kc) * lda + m0, next.a.rows = min_(kTnKBlock, K - k0 - kc), next.a.cols = m1 - m0;
       }
       for (i64 m = m0; m < m1; m += kTnRows) {
         const int rows = int(min_(kTnRows, m1 - m));
