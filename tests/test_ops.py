@@ -1157,6 +1157,21 @@ def test_cpu_depthwise_runs(isa, runs, streams):
                          "or gradcheck_depthwise or gradcheck_separable")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])
+def test_cpu_depthwise_runs_setting_names_the_build(isa):
+    # The build info's cpu_depthwise_runs says what the kernels of the active instruction set do:
+    # the automatic rule takes runs only in the AVX-512 build, or on every row on AMD.
+    _skip_unless_cpu_has(isa)
+    code = "from xsep import _extension; print(_extension.build_info()['cpu_depthwise_runs'])"
+    env = {**_subprocess_env(), "XSEP_CPU_ISA": isa, "XSEP_CPU_DEPTHWISE_RUNS": "auto"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    setting = out.stdout.strip().splitlines()[-1]
+    amd = "AuthenticAMD" in open("/proc/cpuinfo").read()
+    expected = "always" if amd else "avx512 input gradients, fused bands and streamed forwards" if isa == "avx512" else "never"
+    assert setting == expected
+
+
 _WEIGHT_GRADIENT_BITS = """
 import sys, torch
 from xsep import _extension

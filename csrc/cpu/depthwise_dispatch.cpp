@@ -128,7 +128,8 @@ const char* depthwise_runs_setting() {
     case DepthwiseRuns::kNowhere: return "never";
     case DepthwiseRuns::kAvx512Rule: break;
   }
-  return "avx512 input gradients, fused bands and streamed forwards";
+  // The rule takes runs in the AVX-512 build only (runs_chosen): the others' rows are all unit tiles.
+  return active_isa() == Isa::avx512 ? "avx512 input gradients, fused bands and streamed forwards" : "never";
 }
 
 bool tn_b_in_place() {
