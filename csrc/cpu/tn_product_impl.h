@@ -39,7 +39,7 @@
 // 128 -> 128 276 -> 316, 8x28x28 96 -> 64 209 -> 276; 74x74 128 -> 256 209 -> 217 (noise). Rows of
 // 256 values (74x74 256 -> 256) ran 2-5% slower in place: wider rows stay packed.
 //
-// a's next block: the tiles read a 12-value strip of each of a's rows, rows M values apart, and
+// a's next block: the tiles read a strip of kTnRows values of each of a's rows, rows M apart, and
 // the first tile to reach a line takes it from memory. Each k of a tile also prefetches, into L2,
 // a line of the thread's a values of the next k block (TnNext::a). 2-core Intel Xeon, fp32, batch
 // 8, 2 threads, 2026-12-06, channels-last pointwise weight gradients on this kernel
@@ -48,7 +48,9 @@
 // 241 -> 282, 19x19 728 -> 728 270 -> 290, 74x74 128 -> 256 224 -> 292-322, 147x147 128 -> 128
 // 220 -> 240-255, 64 -> 128 168 -> 220, 56x56 24 -> 144 157 -> 185; products of at most 1600
 // pixels, whose a stays in L2, 0.92-1.08x (median of 5). The fall without it past 512 rows (2 KiB
-// apart) fits the hardware stride prefetchers' reach. Into L1 instead: 0-10% slower.
+// apart) fits the hardware stride prefetchers' reach. Into L1 instead: 0-10% slower. The AVX2 build
+// (XSEP_CPU_ISA=avx2, same machine, median of 3): 37x37 128 -> 728 141 -> 180, 74x74 128 -> 256 160
+// -> 170, 19x19 728 -> 728 180 -> 185, 147x147 128 -> 128 and 10x10 1024 -> 1536 even.
 
 #if XSEP_VEC_BYTES == 64
 constexpr int kTnRows = 12;
