@@ -288,10 +288,11 @@ def test_unavailable_backend_argument_raises():
 
 
 @pytest.mark.parametrize("module", ["separable", "depthwise"])
-def test_inference_calls_take_the_kernel_directly(module, monkeypatch):
-    # Inference calls on the native backend skip the public function (XF.module_inference) and give
-    # its result to the bit; a call with gradients to record, 'same' padding or under autocast takes
-    # the public path, and so does one the op refuses: the public checks' message, not the op's.
+def test_module_calls_skip_the_public_function(module, monkeypatch):
+    # Calls on the native backend skip the public function (XF.module_call): inference calls take
+    # the kernel directly, training calls its autograd.Function, and both give the public path's
+    # results and gradients to the bit; 'same' padding, autocast, a torch.func transform and a call
+    # the op refuses take the public path (for the refusal: the public checks' message, not the op's).
     require_native()
     kwargs = {"padding": 1, "input_activation": "relu", "bias": True}
     m = (xsep.SeparableConv2d(4, 6, 3, mid_activation="relu6", depthwise_bias=True, **kwargs) if module == "separable"
@@ -299,21 +300,35 @@ def test_inference_calls_take_the_kernel_directly(module, monkeypatch):
     same = copy.deepcopy(m)
     same.padding = "same"
     x = torch.randn(2, 4, 7, 7)
-    with torch.no_grad():
-        expected = m(x)
     public = getattr(XF, f"{module}_conv2d")
+    if module == "separable":
+        args = (m.depthwise.weight, m.pointwise.weight, m.pointwise.bias, m.stride, m.padding, m.dilation,
+                m.input_activation, m.mid_activation, None, m.depthwise.bias)
+    else:
+        args = (m.weight, m.bias, m.stride, m.padding, m.dilation, m.input_activation)
+    xg = x.clone().requires_grad_()
+    expected = public(xg, *args)
+    grad = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, [xg, *m.parameters()], grad)
     calls = []
     monkeypatch.setattr(XF, f"{module}_conv2d", lambda *a, **k: calls.append(1) or public(*a, **k))
     with torch.no_grad():
         assert torch.equal(m(x), expected) and not calls
+    out = m(xg)
+    assert out.grad_fn is not None and not calls
+    assert torch.equal(out, expected)
+    for got, want in zip(torch.autograd.grad(out, [xg, *m.parameters()], grad), expected_grads):
+        assert torch.equal(got, want)
+    with torch.no_grad():
         same(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             m(x)
     assert len(calls) == 2
-    m(x).sum().backward()
+    torch.func.grad(lambda t: m(t).sum())(x)
     assert len(calls) == 3
-    with torch.no_grad(), pytest.raises(ValueError, match=r"^(depthwise_)?weight must have shape .* C = 5"):
-        m(torch.randn(2, 5, 7, 7))
+    for mode in (torch.no_grad(), torch.enable_grad()):
+        with mode, pytest.raises(ValueError, match=r"^(depthwise_)?weight must have shape .* C = 5"):
+            m(torch.randn(2, 5, 7, 7, requires_grad=True))
 
 
 def test_torch_compile_fullgraph():

@@ -18,7 +18,7 @@ import os
 import torch
 
 from xsep import backends
-from xsep.ops import checks
+from xsep.ops import autograd, checks
 from xsep.ops.autograd import join_args, records_derivatives, split_args
 from xsep.ops.checks import IntOrPair, Padding, normalize_padding, same_padding  # noqa: F401  (public)
 from xsep.ops.schemas import INPUT_ACTIVATIONS, MID_ACTIVATIONS
@@ -68,24 +68,33 @@ def _run(op: str, backend: str | None, input: torch.Tensor, *args):
     return getattr(impl, op)(input, *args)
 
 
-def module_inference(op: str, backend: str | None, input: torch.Tensor, *args) -> torch.Tensor | None:
+def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> torch.Tensor | None:
     """The xsep modules' shortcut for `op` with the arguments the module holds, normalised as the op
-    takes them: its native kernel, called straight below autograd, for an inference call (nothing
-    for autograd to record) of a plain tensor on the native backend, without autocast, torch.compile
-    or tracing. None elsewhere, and where the op refuses the arguments: the public function then
-    checks them and says why in its own terms. It skips the public path's Python (argument checks,
-    backend plumbing: about 70 function calls), which inside a model costs more than a small layer's
-    kernel, the model's other layers having evicted the interpreter's data from the caches: a 7x7
-    layer's call after the rest of a ConvNeXt block (convnext_atto, Zen 4, 2 threads, 1-pixel input:
-    the call alone, min to median) took 156-216 us through the public path, 88-141 us this way, 80-97
-    us for nn.Conv2d; 36-45, 26-29 and 44-48 us when repeated at once."""
-    if (type(input) is not torch.Tensor or records_derivatives(op, (input, *args)) or torch.compiler.is_compiling()
-            or torch.jit.is_tracing() or checks.autocasting(input)
+    takes them: on the native backend, for a plain tensor, without autocast, torch.compile, tracing,
+    forward-mode AD or a torch.func transform, the op's kernel called straight below autograd (an
+    inference call: nothing for autograd to record) or through its autograd.Function (a training
+    call: the public path's Function, same results and gradients). None elsewhere, and where the op
+    refuses the arguments: the public function then checks them and says why in its own terms. It
+    skips the public path's Python (argument checks, backend plumbing: about 70 function calls), which
+    inside a model costs more than a small layer's kernel, the model's other layers having evicted
+    the interpreter's data from the caches: a 7x7 layer's call after the rest of a ConvNeXt block
+    (convnext_atto, Zen 4, 2 threads, 1-pixel input: the call alone, min to median) took 156-216 us
+    through the public path, 88-141 us this way, 80-97 us for nn.Conv2d; 36-45, 26-29 and 44-48 us
+    when repeated at once. With gradients to record (2-core Intel Xeon, 2026-12-06, 8x384x14x14
+    channels-last 3x3, median of 300): 208-214 us through the public path, 135-150 this way, 145-151
+    for nn.Conv2d; timed inside mobilenet_v2's training step, xsep's 17 depthwise forwards took 16 ms
+    through the public path against torch's 11.5 ms."""
+    if (type(input) is not torch.Tensor or torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch._C._functorch.peek_interpreter_stack() is not None
+            or torch.autograd.forward_ad._current_level >= 0 or checks.autocasting(input)
             or _select_backend(backend, input.device, op, _layout(input)) != "native"):
         return None
+    args = (input, *args)
     try:
+        if records_derivatives(op, args):
+            return autograd.function("xsep", op).apply(*autograd.full_args(op, args))
         with torch._C._AutoDispatchBelowAutograd():
-            return getattr(torch.ops.xsep, op)(input, *args)
+            return getattr(torch.ops.xsep, op)(*args)
     except (RuntimeError, ValueError, TypeError, IndexError):
         return None
 

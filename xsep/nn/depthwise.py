@@ -39,7 +39,7 @@ class DepthwiseConv2d(NotScriptable, nn.Module):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         padding = op_padding(self.padding)
         if padding is not None:
-            out = XF.module_inference("depthwise_conv2d", self.backend, input, self.weight, self.bias, self.stride,
+            out = XF.module_call("depthwise_conv2d", self.backend, input, self.weight, self.bias, self.stride,
                                       padding, self.dilation, self.input_activation)
             if out is not None:
                 return out

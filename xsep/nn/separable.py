@@ -62,7 +62,7 @@ class SeparableConv2d(NotScriptable, nn.Module):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         padding = op_padding(self.padding)
         if padding is not None:
-            out = XF.module_inference("separable_conv2d", self.backend, input, self.depthwise.weight,
+            out = XF.module_call("separable_conv2d", self.backend, input, self.depthwise.weight,
                                       self.pointwise.weight, self.pointwise.bias, self.stride, padding, self.dilation,
                                       self.input_activation, self.mid_activation, self.depthwise.bias)
             if out is not None:
