@@ -310,6 +310,12 @@ def test_module_calls_skip_the_public_function(module, monkeypatch):
     expected = public(xg, *args)
     grad = torch.randn_like(expected)
     expected_grads = torch.autograd.grad(expected, [xg, *m.parameters()], grad)
+
+    def second_derivatives(f):  # of a gradient penalty (create_graph=True)
+        (gx,) = torch.autograd.grad(f(xg).square().sum(), xg, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), list(m.parameters()))
+
+    expected_second = second_derivatives(lambda t: public(t, *args))
     calls = []
     monkeypatch.setattr(XF, f"{module}_conv2d", lambda *a, **k: calls.append(1) or public(*a, **k))
     with torch.no_grad():
@@ -319,6 +325,9 @@ def test_module_calls_skip_the_public_function(module, monkeypatch):
     assert torch.equal(out, expected)
     for got, want in zip(torch.autograd.grad(out, [xg, *m.parameters()], grad), expected_grads):
         assert torch.equal(got, want)
+    for got, want in zip(second_derivatives(m), expected_second):
+        assert torch.equal(got, want)
+    assert not calls
     with torch.no_grad():
         same(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -175,10 +175,7 @@ def function(namespace: str, op: str) -> type[torch.autograd.Function]:
         ctx.save_for_backward(*tensors)
         ctx.save_for_forward(*tensors)
 
-    def backward(ctx, grad_output):
-        needs, _ = split_args(op, ctx.needs_input_grad)
-        grads = gradients(namespace, op, ctx.saved_tensors, ctx.rest, needs, grad_output)
-        return tuple(join_args(op, grads, [None] * len(ctx.rest)))
+    backward = _backward(namespace, op)
 
     def jvp(ctx, *tangents):
         return tangent(op, ctx.saved_tensors, ctx.rest, split_args(op, tangents)[0])
@@ -193,6 +190,32 @@ def function(namespace: str, op: str) -> type[torch.autograd.Function]:
         "backward": staticmethod(backward),
         "jvp": staticmethod(jvp),
     })
+
+
+def _backward(namespace: str, op: str):
+    """The backward of `op`'s autograd.Functions (ctx.rest: its non-tensor arguments)."""
+    def backward(ctx, grad_output):
+        needs, _ = split_args(op, ctx.needs_input_grad)
+        grads = gradients(namespace, op, ctx.saved_tensors, ctx.rest, needs, grad_output)
+        return tuple(join_args(op, grads, [None] * len(ctx.rest)))
+    return backward
+
+
+@functools.cache
+def plain_function(namespace: str, op: str) -> type[torch.autograd.Function]:
+    """`function`'s first and higher derivatives without its forward mode and torch.func support,
+    for calls with neither (xsep.functional.module_call): a Function whose forward takes ctx has no
+    setup_context, and Function.apply then calls it as it is, where with setup_context it first binds
+    each call's arguments to forward's signature (inspect; inside mobilenet_v2's training step, with
+    the interpreter's data out of the caches, tens of microseconds a call)."""
+    def forward(ctx, *args):
+        tensors, ctx.rest = split_args(op, args)
+        ctx.save_for_backward(*tensors)
+        return _below_autograd(namespace, op, args)
+
+    name = "".join(part.title() for part in f"{namespace}_{op}".split("_")) + "Plain"
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
+                                                   "backward": staticmethod(_backward(namespace, op))})
 
 
 def apply(namespace: str, op: str, *args):
