@@ -290,7 +290,7 @@ def test_unavailable_backend_argument_raises():
 @pytest.mark.parametrize("module", ["separable", "depthwise"])
 def test_module_calls_skip_the_public_function(module, monkeypatch):
     # Calls on the native backend skip the public function (XF.module_call): inference calls take
-    # the kernel directly, training calls its autograd.Function, and both give the public path's
+    # the kernel directly, training calls autograd.plain_function, and both give the public path's
     # results and gradients to the bit; 'same' padding, autocast, a torch.func transform and a call
     # the op refuses take the public path (for the refusal: the public checks' message, not the op's).
     require_native()

@@ -73,20 +73,20 @@ def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> tor
     takes them: on the native backend, for a plain tensor, without autocast, torch.compile, tracing,
     forward-mode AD or a torch.func transform, the op's kernel called straight below autograd (an
     inference call: nothing for autograd to record) or through autograd.plain_function (a training
-    call: the public path's forward and backward, same results and gradients). None elsewhere, and where the op
-    refuses the arguments: the public function then checks them and says why in its own terms. It
-    skips the public path's Python (argument checks, backend plumbing: about 70 function calls), which
-    inside a model costs more than a small layer's kernel, the model's other layers having evicted
-    the interpreter's data from the caches: a 7x7 layer's call after the rest of a ConvNeXt block
-    (convnext_atto, Zen 4, 2 threads, 1-pixel input: the call alone, min to median) took 156-216 us
-    through the public path, 88-141 us this way, 80-97 us for nn.Conv2d; 36-45, 26-29 and 44-48 us
-    when repeated at once. With gradients to record (2-core Intel Xeon, 2026-12-06, 8x384x14x14
-    channels-last 3x3, median of 300): 208-214 us through the public path, 135-150 this way, 145-151
-    for nn.Conv2d. Timed inside mobilenet_v2's channels-last training step (batch 8), its 17 depthwise
-    forwards took 16 ms through the public path, 14.1 this way, 11.6 for nn.Conv2d's, whose kernels
-    take 11.4 ms of that, xsep's 11.4-11.7: the rest is each call's Python, slow with the
-    interpreter's data out of the caches; the step ran 0.96-0.98x of torch's, now 0.99-1.0x (median
-    of 8, three alternations)."""
+    call: the public path's forward and backward, same results and gradients). None elsewhere, and
+    where the op refuses the arguments: the public function then checks them and says why in its own
+    terms. It skips the public path's Python (argument checks, backend plumbing: about 70 function
+    calls), which inside a model costs more than a small layer's kernel, the model's other layers
+    having evicted the interpreter's data from the caches: a 7x7 layer's call after the rest of a
+    ConvNeXt block (convnext_atto, Zen 4, 2 threads, 1-pixel input: the call alone, min to median)
+    took 156-216 us through the public path, 88-141 us this way, 80-97 us for nn.Conv2d; 36-45,
+    26-29 and 44-48 us when repeated at once. With gradients to record (2-core Intel Xeon,
+    2026-12-06, 8x384x14x14 channels-last 3x3, median of 300): 208-214 us through the public path,
+    135-150 this way, 145-151 for nn.Conv2d. Timed inside mobilenet_v2's channels-last training step
+    (batch 8), its 17 depthwise forwards took 16 ms through the public path, 14.1 this way, 11.6 for
+    nn.Conv2d's, whose kernels take 11.4 ms of that, xsep's 11.4-11.7: the rest is each call's
+    Python, slow with the interpreter's data out of the caches; the step ran 0.96-0.98x of torch's,
+    now 0.99-1.0x (median of 8, three alternations)."""
     if (type(input) is not torch.Tensor or torch.compiler.is_compiling() or torch.jit.is_tracing()
             or torch._C._functorch.peek_interpreter_stack() is not None
             or torch.autograd.forward_ad._current_level >= 0 or checks.autocasting(input)
