@@ -19,7 +19,7 @@ import torch
 
 from xsep import backends
 from xsep.ops import autograd, checks
-from xsep.ops.autograd import join_args, records_derivatives, split_args
+from xsep.ops.autograd import join_args, split_args
 from xsep.ops.checks import IntOrPair, Padding, normalize_padding, same_padding  # noqa: F401  (public)
 from xsep.ops.schemas import INPUT_ACTIVATIONS, MID_ACTIVATIONS
 
@@ -94,7 +94,7 @@ def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> tor
         return None
     args = (input, *args)
     try:
-        if records_derivatives(op, args):
+        if autograd.records_gradients(op, args):  # (forward mode and torch.func excluded above)
             return autograd.plain_function("xsep", op).apply(*autograd.full_args(op, args))
         with torch._C._AutoDispatchBelowAutograd():
             return getattr(torch.ops.xsep, op)(*args)

@@ -182,14 +182,18 @@ def function(namespace: str, op: str) -> type[torch.autograd.Function]:
 
     # Function.apply binds each call's arguments to forward's signature: computed once here, not per call.
     forward.__signature__ = inspect.signature(forward)
-    name = "".join(part.title() for part in f"{namespace}_{op}".split("_"))
-    return type(name, (torch.autograd.Function,), {
+    return type(_function_name(namespace, op), (torch.autograd.Function,), {
         "generate_vmap_rule": True,  # torch.vmap over forward, backward and jvp
         "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),
         "jvp": staticmethod(jvp),
     })
+
+
+def _function_name(namespace: str, op: str) -> str:
+    """XsepDepthwiseConv2D for ("xsep", "depthwise_conv2d"): the name autograd shows (grad_fn)."""
+    return "".join(part.title() for part in f"{namespace}_{op}".split("_"))
 
 
 def _backward(namespace: str, op: str):
@@ -213,9 +217,8 @@ def plain_function(namespace: str, op: str) -> type[torch.autograd.Function]:
         ctx.save_for_backward(*tensors)
         return _below_autograd(namespace, op, args)
 
-    name = "".join(part.title() for part in f"{namespace}_{op}".split("_")) + "Plain"
-    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
-                                                   "backward": staticmethod(_backward(namespace, op))})
+    return type(_function_name(namespace, op) + "Plain", (torch.autograd.Function,),
+                {"forward": staticmethod(forward), "backward": staticmethod(_backward(namespace, op))})
 
 
 def apply(namespace: str, op: str, *args):
@@ -238,6 +241,12 @@ def records_derivatives(op: str, args) -> bool:
     builds a context on every call: tens of microseconds, as much as a small layer's kernel)."""
     if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
         return True
+    return records_gradients(op, args)
+
+
+def records_gradients(op: str, args) -> bool:
+    """records_derivatives without its forward-mode and torch.func checks, for callers that made
+    them already (xsep.functional.module_call): grad mode on and a tensor argument requiring grad."""
     if not torch.is_grad_enabled():
         return False
     positions = TENSOR_POSITIONS[op]
