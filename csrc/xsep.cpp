@@ -11,6 +11,7 @@
 #include "cpu/depthwise_kernels.h"
 #include "cpu/gemm.h"
 #include "cpu/host.h"
+#include "module_calls.h"
 #include "xsep_contract.h"
 
 #ifndef XSEP_WITH_CUDA
@@ -44,9 +45,10 @@ static std::string build_info() {
 }
 
 extern "C" {
-// An empty Python module, so that `import xsep._C` loads the library; no Python bindings.
+// The Python module xsep._C: loading it loads the library; its functions are the modules'
+// inference calls (csrc/module_calls.cpp).
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, xsep::module_call_methods()};
   return PyModule_Create(&module_def);
 }
 }

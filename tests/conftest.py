@@ -126,9 +126,9 @@ def _fresh_automatic_choice():
     (the committed results, this CPU's name, the selection itself), so each test starts afresh."""
     from xsep import functional
 
-    functional._AUTOMATIC.clear()
+    functional.forget_automatic_choices()
     yield
-    functional._AUTOMATIC.clear()
+    functional.forget_automatic_choices()
 
 
 @pytest.fixture(autouse=True)

@@ -287,6 +287,14 @@ def test_unavailable_backend_argument_raises():
         m(torch.randn(1, 3, 6, 6))
 
 
+def public_call(module: str, m: nn.Module):
+    """(xsep.functional's function, its arguments but the input) for module m's call."""
+    if module == "separable":
+        return XF.separable_conv2d, (m.depthwise.weight, m.pointwise.weight, m.pointwise.bias, m.stride, m.padding,
+                                     m.dilation, m.input_activation, m.mid_activation, None, m.depthwise.bias)
+    return XF.depthwise_conv2d, (m.weight, m.bias, m.stride, m.padding, m.dilation, m.input_activation)
+
+
 @pytest.mark.parametrize("module", ["separable", "depthwise"])
 def test_module_calls_skip_the_public_function(module, monkeypatch):
     # Calls on the native backend skip the public function (XF.module_call): inference calls take
@@ -300,12 +308,7 @@ def test_module_calls_skip_the_public_function(module, monkeypatch):
     same = copy.deepcopy(m)
     same.padding = "same"
     x = torch.randn(2, 4, 7, 7)
-    public = getattr(XF, f"{module}_conv2d")
-    if module == "separable":
-        args = (m.depthwise.weight, m.pointwise.weight, m.pointwise.bias, m.stride, m.padding, m.dilation,
-                m.input_activation, m.mid_activation, None, m.depthwise.bias)
-    else:
-        args = (m.weight, m.bias, m.stride, m.padding, m.dilation, m.input_activation)
+    public, args = public_call(module, m)
     xg = x.clone().requires_grad_()
     expected = public(xg, *args)
     grad = torch.randn_like(expected)
@@ -338,6 +341,71 @@ def test_module_calls_skip_the_public_function(module, monkeypatch):
     for mode in (torch.no_grad(), torch.enable_grad()):
         with mode, pytest.raises(ValueError, match=r"^(depthwise_)?weight must have shape .* C = 5"):
             m(torch.randn(2, 5, 7, 7, requires_grad=True))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("module", ["separable", "depthwise"])
+def test_inference_calls_go_from_the_library_to_the_kernel(module, monkeypatch):
+    # Inference calls on the native backend go through xsep._C's function for the op
+    # (csrc/module_calls.cpp), in both layouts, to the public path's bits, and the profiler still
+    # sees the op; it declines (None, the module then takes the Python path: same results) under a
+    # dispatch mode, autocast, tracing, for a tensor subclass, with gradients to record, and where
+    # the automatic choice is not native.
+    require_native()
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from xsep import _extension
+
+    m = (xsep.SeparableConv2d(4, 6, 3, padding=1, input_activation="relu", mid_activation="relu6",
+                              depthwise_bias=True) if module == "separable"
+         else xsep.DepthwiseConv2d(4, 3, padding=(1, 2), stride=(1, 2), depth_multiplier=2, bias=True))
+    public, args = public_call(module, m)
+    native = _extension.module_call_function(f"{module}_conv2d")
+    assert native is not None
+    returned = []
+    monkeypatch.setattr(_extension, "module_call_function",
+                        lambda op: lambda *a: returned.append(native(*a)) or returned[-1])
+
+    class Passthrough(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    class Subclass(torch.Tensor):
+        pass
+
+    x = torch.randn(2, 4, 7, 9)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.contiguous(memory_format=layout)
+        with torch.no_grad():
+            expected = public(xl, *args)
+            returned.clear()
+            assert torch.equal(m(xl), expected)
+            assert len(returned) == 1 and torch.equal(returned[0], expected)
+            with torch.profiler.profile() as prof:
+                m(xl)
+            assert f"xsep::{module}_conv2d" in {e.name for e in prof.events()}
+    declined = {}
+    with torch.no_grad():
+        for name, context in (("dispatch mode", Passthrough()), ("autocast", torch.autocast("cpu", torch.bfloat16))):
+            returned.clear()
+            with context:
+                m(x)
+            declined[name] = returned[:]
+        returned.clear()
+        assert torch.equal(m(x.as_subclass(Subclass)), public(x, *args))
+        declined["subclass"] = returned[:]
+        returned.clear()
+        torch.jit.trace(m, x, check_trace=False)
+        declined["tracing"] = returned[:]
+        monkeypatch.setenv("XSEP_BACKEND", "torch")
+        returned.clear()
+        assert torch.allclose(m(x), public(x, *args), atol=1e-5)
+        declined["not native"] = returned[:]
+        monkeypatch.delenv("XSEP_BACKEND")
+    returned.clear()
+    assert torch.equal(m(x.clone().requires_grad_()), public(x, *args))
+    declined["gradients"] = returned[:]
+    assert declined == {name: [None] for name in declined}
 
 
 def test_torch_compile_fullgraph():

@@ -214,7 +214,10 @@ def cxx_flags(with_cuda: bool) -> list[str]:
 
 
 def link_flags() -> list[str]:
-    return ["-fopenmp"]  # the same libgomp torch itself loads
+    # -fopenmp: the same libgomp torch itself loads. torch_python: the module's functions
+    # (csrc/module_calls.cpp) read and return tensors as Python objects; setup.py's CppExtension
+    # links it anyway, the just-in-time build (a library, not a module, for torch) only when told.
+    return ["-fopenmp", "-ltorch_python"]
 
 
 def nvcc_flags() -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from xsep import _build
 
 _lock = threading.Lock()
-_state: dict = {"loaded": False, "error": None, "how": None, "path": None}
+_state: dict = {"loaded": False, "error": None, "how": None, "path": None, "module": None}
 
 
 def _prebuilt_path() -> str | None:
@@ -119,6 +119,7 @@ def load(jit: bool = True) -> bool:
                     raise
                 _state["how"] = "just-in-time"
             _state["path"] = path
+            _state["module"] = _python_module(path)
             from xsep import ops
 
             ops.register("xsep")
@@ -127,6 +128,26 @@ def load(jit: bool = True) -> bool:
             _state["error"] = f"{type(exc).__name__}: {exc}"
             _state["how"] = "failed"
         return _state["loaded"]
+
+
+def _python_module(path: str):
+    """The library as the Python module xsep._C (its functions: csrc/module_calls.cpp), whichever
+    way it was loaded; None where it is not one (the modules then take the public path)."""
+    import importlib.machinery
+    import importlib.util
+
+    try:
+        loader = importlib.machinery.ExtensionFileLoader("xsep._C", path)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader("xsep._C", loader))
+        loader.exec_module(module)
+        return module
+    except (ImportError, OSError):
+        return None
+
+
+def module_call_function(op: str):
+    """xsep._C's inference call for the forward op `op` (csrc/module_calls.cpp), or None."""
+    return getattr(_state["module"], op, None) if _state["loaded"] else None
 
 
 def load_error() -> str | None:

@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from xsep import backends
+from xsep import _extension, backends
 from xsep.ops import autograd, checks
 from xsep.ops.autograd import join_args, split_args
 from xsep.ops.checks import IntOrPair, Padding, normalize_padding, same_padding  # noqa: F401  (public)
@@ -70,26 +70,35 @@ def _run(op: str, backend: str | None, input: torch.Tensor, *args):
 
 def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> torch.Tensor | None:
     """The xsep modules' shortcut for `op` with the arguments the module holds, normalised as the op
-    takes them: on the native backend, for a plain tensor, without autocast, torch.compile, tracing,
-    forward-mode AD or a torch.func transform, the op's kernel called straight below autograd (an
-    inference call: nothing for autograd to record) or through autograd.plain_function (a training
-    call: the public path's forward and backward, same results and gradients). None elsewhere, and
-    where the op refuses the arguments: the public function then checks them and says why in its own
-    terms. It skips the public path's Python (argument checks, backend plumbing: about 70 function
-    calls), which inside a model costs more than a small layer's kernel, the model's other layers
-    having evicted the interpreter's data from the caches: a 7x7 layer's call after the rest of a
-    ConvNeXt block (convnext_atto, Zen 4, 2 threads, 1-pixel input: the call alone, min to median)
-    took 156-216 us through the public path, 88-141 us this way, 80-97 us for nn.Conv2d; 36-45,
-    26-29 and 44-48 us when repeated at once. With gradients to record (2-core Intel Xeon,
-    2026-12-06, 8x384x14x14 channels-last 3x3, median of 300): 208-214 us through the public path,
-    135-150 this way, 145-151 for nn.Conv2d. Timed inside mobilenet_v2's channels-last training step
-    (batch 8), its 17 depthwise forwards took 16 ms through the public path, 14.1 this way, 11.6 for
-    nn.Conv2d's, whose kernels take 11.4 ms of that, xsep's 11.4-11.7: the rest is each call's
-    Python, slow with the interpreter's data out of the caches; the step ran 0.96-0.98x of torch's,
-    now 0.99-1.0x (median of 8, three alternations)."""
-    if (type(input) is not torch.Tensor or torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or torch._C._functorch.peek_interpreter_stack() is not None
-            or torch.autograd.forward_ad._current_level >= 0 or checks.autocasting(input)
+    takes them (tuples of ints): on the native backend, for a plain tensor, without autocast,
+    torch.compile, tracing, forward-mode AD or a torch.func transform, an inference call (nothing for
+    autograd to record) goes from xsep._C's function for the op to its kernel (csrc/module_calls.cpp
+    checks the rest), a training call through autograd.plain_function (the public path's forward and
+    backward, same results and gradients). None elsewhere, and where the op refuses the arguments:
+    the public function then checks them and says why in its own terms. It skips the public path's
+    Python (argument checks, backend plumbing: about 70 function calls), which inside a model costs
+    more than a small layer's kernel, the model's other layers having evicted the interpreter's data
+    from the caches: a 7x7 layer's call after the rest of a ConvNeXt block (convnext_atto, Zen 4, 2
+    threads, 1-pixel input: the call alone, min to median) took 156-216 us through the public path,
+    88-141 us with this function's Python checks and torch.ops below autograd, 80-97 us for
+    nn.Conv2d; 36-45, 26-29 and 44-48 us when repeated at once. In convnext_atto's channels-last
+    inference (batch 8, 2-core Intel Xeon, 2026-12-06) those Python checks and torch.ops cost 90-120
+    us around each depthwise kernel, xsep._C's function 20-35. With gradients to record (8x384x14x14
+    channels-last 3x3, median of 300): 208-214 us through the public path, 135-150 this way, 145-151
+    for nn.Conv2d. Timed inside mobilenet_v2's channels-last training step (batch 8), its 17
+    depthwise forwards took 16 ms through the public path, 14.1 this way, 11.6 for nn.Conv2d's, whose
+    kernels take 11.4 ms of that, xsep's 11.4-11.7: the rest is each call's Python, slow with the
+    interpreter's data out of the caches; the step ran 0.96-0.98x of torch's, now 0.99-1.0x (median
+    of 8, three alternations)."""
+    if torch.compiler.is_compiling() or torch.autograd.forward_ad._current_level >= 0:
+        return None
+    native_call = _extension.module_call_function(op)
+    if native_call is not None:
+        out = native_call(_native_layouts(backend, input.device, op), input, *args)
+        if out is not None:
+            return out
+    if (type(input) is not torch.Tensor or torch.jit.is_tracing()
+            or torch._C._functorch.peek_interpreter_stack() is not None or checks.autocasting(input)
             or _select_backend(backend, input.device, op, _layout(input)) != "native"):
         return None
     args = (input, *args)
@@ -100,6 +109,34 @@ def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> tor
             return getattr(torch.ops.xsep, op)(*args)
     except (RuntimeError, ValueError, TypeError, IndexError):
         return None
+
+
+# module_call's layouts per (device, op) for backend=None, as the bit mask xsep._C's functions take.
+_NATIVE_LAYOUTS: dict[tuple[torch.device, str], int] = {}
+
+
+def forget_automatic_choices() -> None:
+    """Forgets the automatic choices made so far (_AUTOMATIC, _NATIVE_LAYOUTS), for tests that
+    change what they depend on."""
+    _AUTOMATIC.clear()
+    _NATIVE_LAYOUTS.clear()
+
+
+def _native_layouts(backend: str | None, device: torch.device, op: str) -> int:
+    """The layouts `op` runs on the native backend on `device` (bit 0: "nchw", 1: "channels_last"),
+    0 where choosing raises (the public path then says why)."""
+    cached = backend is None and not os.environ.get("XSEP_BACKEND")
+    if cached and (device, op) in _NATIVE_LAYOUTS:
+        return _NATIVE_LAYOUTS[(device, op)]
+    layouts = 0
+    for bit, layout in ((1, "nchw"), (2, "channels_last")):
+        try:
+            layouts |= bit if _select_backend(backend, device, op, layout) == "native" else 0
+        except (RuntimeError, ValueError):
+            pass
+    if cached:
+        _NATIVE_LAYOUTS[(device, op)] = layouts
+    return layouts
 
 
 def depthwise_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
