@@ -23,6 +23,7 @@ import inspect
 
 import torch
 
+from xsep import _extension
 from xsep.ops import reference
 from xsep.ops.schemas import FORWARD_OPS
 
@@ -205,6 +206,10 @@ def _backward(namespace: str, op: str):
     return backward
 
 
+# The layouts argument of xsep._C's functions for a call already on the native backend: both.
+_BOTH_LAYOUTS = 3
+
+
 @functools.cache
 def plain_function(namespace: str, op: str) -> type[torch.autograd.Function]:
     """`function`'s first and higher derivatives without its forward mode and torch.func support,
@@ -212,10 +217,12 @@ def plain_function(namespace: str, op: str) -> type[torch.autograd.Function]:
     setup_context, and Function.apply then calls it as it is, where with setup_context it first binds
     each call's arguments to forward's signature (inspect; inside mobilenet_v2's training step, with
     the interpreter's data out of the caches, tens of microseconds a call)."""
-    def forward(ctx, *args):
+    def forward(ctx, *args):  # (grad mode off: the library's function runs the kernel, see module_call)
         tensors, ctx.rest = split_args(op, args)
         ctx.save_for_backward(*tensors)
-        return _below_autograd(namespace, op, args)
+        native = _extension.module_call_function(op) if namespace == "xsep" else None
+        out = None if native is None else native(_BOTH_LAYOUTS, *args)
+        return _below_autograd(namespace, op, args) if out is None else out
 
     return type(_function_name(namespace, op) + "Plain", (torch.autograd.Function,),
                 {"forward": staticmethod(forward), "backward": staticmethod(_backward(namespace, op))})
