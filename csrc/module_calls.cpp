@@ -1,16 +1,18 @@
-// The xsep modules' inference calls, straight from Python to the op's kernel (xsep._C's functions,
-// used by xsep.functional.module_call). Inside a model, with the interpreter's data evicted by the
-// other layers, calling torch.ops.xsep.<op> below autograd cost 40-55 us a call before and after
-// the kernel, the Python checks in front of it 50-70 more: as much as a small layer's kernel
+// The xsep modules' calls, straight from Python to the op's kernel (xsep._C's functions, used by
+// xsep.functional.module_call). Inside a model, with the interpreter's data evicted by the other
+// layers, calling torch.ops.xsep.<op> below autograd cost 40-55 us a call before and after the
+// kernel, the Python checks in front of it 50-70 more: as much as a small layer's kernel
 // (convnext_atto, channels-last, batch 8, 2-core Intel Xeon, 2026-12-06; see module_call). Here the
-// arguments are read from Python directly and the op is called through the dispatcher's typed
-// handle below autograd (profilers still see it): 20-35 us in the same places.
+// arguments are read from Python directly, the checks made in C++, and the op called through the
+// dispatcher's typed handle below autograd (profilers still see it): 20-35 us in the same places.
 //
-// Each function returns None, and the caller takes the public path, wherever that path would do
-// something else: a tensor subclass, a torch function or dispatch mode, a torch.func transform
-// (their dispatch keys), tracing, autocast, gradients to record, a layout the automatic choice does
-// not give the native backend, or arguments the op refuses (the public path then says why).
-// Forward-mode AD and torch.compile are the caller's to exclude (Python state).
+// Each function returns the op's output (an inference call, or the autograd Function's forward,
+// grad mode off); False for a training call with nothing else in the way (the caller then applies
+// the Function); None, and the caller takes the public path, wherever that path would do something
+// else: a tensor subclass, a torch function or dispatch mode, a torch.func transform (their dispatch
+// keys), tracing, autocast, forward-mode AD, a layout the automatic choice does not give the native
+// backend, or arguments the op refuses (the public path then says why). torch.compile is the
+// caller's to exclude (Python state, which Dynamo reads while tracing).
 #include "module_calls.h"
 
 #include <ATen/PythonTorchFunctionTLS.h>
@@ -19,9 +21,11 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/forward_grad.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
+#include <cstdlib>
 #include <optional>
 #include <string_view>
 
@@ -75,22 +79,28 @@ bool read_str(PyObject* o, std::string_view* out) {
   return true;
 }
 
-// Whether the dispatcher would run the op's kernel as it is, with nothing to record: no mode or
-// transform (their keys in the thread's included set beyond the default ones), no tracer, no
-// autocast for the input's device, no tensor requiring grad under grad mode.
+// What a call may do: run the op's kernel below autograd (kRun), go through the autograd Function
+// that records it, the caller's (kRecord: tensors require grad under grad mode, nothing else in the
+// way), or neither (kDecline: XSEP_BACKEND set; a torch function or dispatch mode or a torch.func
+// transform, whose keys are in the thread's included set beyond the default ones; tracing; autocast
+// for the input's device; a forward-mode AD level, the only one torch allows, 0).
+enum class Verdict { kRun, kRecord, kDecline };
+
 // others: the other tensor arguments, nullptr for those absent.
-bool plain_inference_call(const at::Tensor& input, std::initializer_list<const at::Tensor*> others) {
+Verdict verdict(const at::Tensor& input, std::initializer_list<const at::Tensor*> others) {
+  if (const char* backend = std::getenv("XSEP_BACKEND"); backend != nullptr && *backend != '\0') {
+    return Verdict::kDecline;  // the Python path reads it (xsep.functional._native_layouts)
+  }
   if (at::impl::torch_function_mode_enabled() ||
       !(c10::impl::tls_local_dispatch_key_set().included_ - c10::default_included_set).empty() ||
-      torch::jit::tracer::isTracing() || at::autocast::is_autocast_enabled(input.device().type())) {
-    return false;
+      torch::jit::tracer::isTracing() || at::autocast::is_autocast_enabled(input.device().type()) ||
+      torch::autograd::ForwardADLevel::try_get_by_idx(0) != nullptr) {
+    return Verdict::kDecline;
   }
-  if (!at::GradMode::is_enabled()) return true;
-  if (input.requires_grad()) return false;
-  for (const auto* t : others) {
-    if (t != nullptr && t->requires_grad()) return false;
-  }
-  return true;
+  if (!at::GradMode::is_enabled()) return Verdict::kRun;
+  bool record = input.requires_grad();
+  for (const auto* t : others) record = record || (t != nullptr && t->requires_grad());
+  return record ? Verdict::kRecord : Verdict::kRun;
 }
 
 // Runs call() below autograd without the GIL; an undefined tensor where the op throws (a C++
@@ -114,6 +124,12 @@ PyObject* result(at::Tensor out) {
   return THPVariable_Wrap(std::move(out));
 }
 
+// The answer where the kernel does not run: False for kRecord, else None.
+PyObject* not_run(Verdict v) {
+  if (v == Verdict::kRecord) Py_RETURN_FALSE;
+  Py_RETURN_NONE;
+}
+
 // depthwise_conv2d(layouts, input, weight, bias, stride, padding, dilation, input_activation):
 // layouts is the bit mask of layout_bit's layouts the native backend is chosen for; stride,
 // padding (top, bottom, left, right) and dilation are tuples of ints.
@@ -128,9 +144,9 @@ PyObject* depthwise_conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   const at::Tensor& input = THPVariable_Unpack(args[1]);
   const at::Tensor& weight = THPVariable_Unpack(args[2]);
   const std::optional<at::Tensor> bias = optional_tensor(args[3]);
-  if (!(PyLong_AsLong(args[0]) & layout_bit(input)) || !plain_inference_call(input, {&weight, pointer(bias)})) {
-    Py_RETURN_NONE;
-  }
+  if (!(PyLong_AsLong(args[0]) & layout_bit(input))) Py_RETURN_NONE;
+  const Verdict v = verdict(input, {&weight, pointer(bias)});
+  if (v != Verdict::kRun) return not_run(v);
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("xsep::depthwise_conv2d", "").typed<DepthwiseConv2dFn>();
   return result(below_autograd([&] { return op.call(input, weight, bias, stride, padding, dilation, activation); }));
@@ -152,10 +168,9 @@ PyObject* separable_conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   const at::Tensor& pointwise_weight = THPVariable_Unpack(args[3]);
   const std::optional<at::Tensor> bias = optional_tensor(args[4]);
   const std::optional<at::Tensor> depthwise_bias = optional_tensor(args[10]);
-  if (!(PyLong_AsLong(args[0]) & layout_bit(input)) ||
-      !plain_inference_call(input, {&depthwise_weight, &pointwise_weight, pointer(bias), pointer(depthwise_bias)})) {
-    Py_RETURN_NONE;
-  }
+  if (!(PyLong_AsLong(args[0]) & layout_bit(input))) Py_RETURN_NONE;
+  const Verdict v = verdict(input, {&depthwise_weight, &pointwise_weight, pointer(bias), pointer(depthwise_bias)});
+  if (v != Verdict::kRun) return not_run(v);
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("xsep::separable_conv2d", "").typed<SeparableConv2dFn>();
   return result(below_autograd([&] {

@@ -349,8 +349,8 @@ def test_inference_calls_go_from_the_library_to_the_kernel(module, monkeypatch):
     # Inference calls on the native backend go through xsep._C's function for the op
     # (csrc/module_calls.cpp), in both layouts, to the public path's bits, and the profiler still
     # sees the op; it declines (None, the module then takes the Python path: same results) under a
-    # dispatch mode, autocast, tracing, for a tensor subclass, where the automatic choice is not
-    # native, and with gradients to record (then its training forward takes it).
+    # dispatch mode, autocast, tracing, forward-mode AD, for a tensor subclass and where the automatic
+    # choice is not native; training calls go through it too.
     require_native()
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -360,11 +360,10 @@ def test_inference_calls_go_from_the_library_to_the_kernel(module, monkeypatch):
                               depthwise_bias=True) if module == "separable"
          else xsep.DepthwiseConv2d(4, 3, padding=(1, 2), stride=(1, 2), depth_multiplier=2, bias=True))
     public, args = public_call(module, m)
-    native = _extension.module_call_function(f"{module}_conv2d")
-    assert native is not None
+    native = _extension.MODULE_CALLS[f"{module}_conv2d"]
     returned = []
-    monkeypatch.setattr(_extension, "module_call_function",
-                        lambda op: lambda *a: returned.append(native(*a)) or returned[-1])
+    monkeypatch.setitem(_extension.MODULE_CALLS, f"{module}_conv2d",
+                        lambda *a: returned.append(native(*a)) or returned[-1])
 
     class Passthrough(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -400,14 +399,23 @@ def test_inference_calls_go_from_the_library_to_the_kernel(module, monkeypatch):
         monkeypatch.setenv("XSEP_BACKEND", "torch")
         returned.clear()
         assert torch.allclose(m(x), public(x, *args), atol=1e-5)
-        declined["not native"] = returned[:]
+        declined["XSEP_BACKEND"] = returned[:]
         monkeypatch.delenv("XSEP_BACKEND")
+        m.backend = "torch"
+        returned.clear()
+        assert torch.allclose(m(x), public(x, *args), atol=1e-5)
+        declined["backend torch"] = returned[:]
+        m.backend = None
+        with torch.autograd.forward_ad.dual_level():
+            returned.clear()
+            assert torch.equal(m(x), public(x, *args))
+            declined["forward AD"] = returned[:]
+    assert declined == {name: [None] for name in declined}
+    # With gradients to record it answers False, and the autograd Function it then applies runs the
+    # kernel through it in its forward (grad mode off).
     returned.clear()
     assert torch.equal(m(x.clone().requires_grad_()), public(x, *args))
-    assert declined == {name: [None] for name in declined}
-    # With gradients to record it declines too; the autograd Function's forward (grad mode off)
-    # then runs the kernel through it.
-    assert len(returned) == 2 and returned[0] is None and returned[1] is not None
+    assert len(returned) == 2 and returned[0] is False and torch.equal(returned[1], public(x, *args))
 
 
 def test_torch_compile_fullgraph():

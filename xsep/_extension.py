@@ -19,7 +19,10 @@ import torch
 from xsep import _build
 
 _lock = threading.Lock()
-_state: dict = {"loaded": False, "error": None, "how": None, "path": None, "module": None}
+_state: dict = {"loaded": False, "error": None, "how": None, "path": None}
+# xsep._C's function per forward op, for the modules' calls (csrc/module_calls.cpp, used by
+# xsep.functional.module_call); empty until the library is loaded, or where it has none.
+MODULE_CALLS: dict = {}
 
 
 def _prebuilt_path() -> str | None:
@@ -119,7 +122,8 @@ def load(jit: bool = True) -> bool:
                     raise
                 _state["how"] = "just-in-time"
             _state["path"] = path
-            _state["module"] = _python_module(path)
+            module = _python_module(path)
+            MODULE_CALLS.update({op: getattr(module, op) for op in dir(module) if op.endswith("_conv2d")})
             from xsep import ops
 
             ops.register("xsep")
@@ -143,11 +147,6 @@ def _python_module(path: str):
         return module
     except (ImportError, OSError):
         return None
-
-
-def module_call_function(op: str):
-    """xsep._C's inference call for the forward op `op` (csrc/module_calls.cpp), or None."""
-    return getattr(_state["module"], op, None) if _state["loaded"] else None
 
 
 def load_error() -> str | None:

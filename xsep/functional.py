@@ -72,9 +72,10 @@ def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> tor
     """The xsep modules' shortcut for `op` with the arguments the module holds, normalised as the op
     takes them (tuples of ints): on the native backend, for a plain tensor, without autocast,
     torch.compile, tracing, forward-mode AD or a torch.func transform, an inference call (nothing for
-    autograd to record) goes from xsep._C's function for the op to its kernel (csrc/module_calls.cpp
-    checks the rest), a training call through autograd.plain_function (the public path's forward and
-    backward, same results and gradients). None elsewhere, and where the op refuses the arguments:
+    autograd to record) goes from xsep._C's function for the op to its kernel, a training call
+    through autograd.plain_function (the public path's forward and backward, same results and
+    gradients), that function having made the checks (csrc/module_calls.cpp; the same in Python
+    where it declines). None elsewhere, and where the op refuses the arguments:
     the public function then checks them and says why in its own terms. It skips the public path's
     Python (argument checks, backend plumbing: about 70 function calls), which inside a model costs
     more than a small layer's kernel, the model's other layers having evicted the interpreter's data
@@ -90,20 +91,21 @@ def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> tor
     kernels take 11.4 ms of that, xsep's 11.4-11.7: the rest is each call's Python, slow with the
     interpreter's data out of the caches; the step ran 0.96-0.98x of torch's, now 0.99-1.0x (median
     of 8, three alternations)."""
-    if torch.compiler.is_compiling() or torch.autograd.forward_ad._current_level >= 0:
+    if torch.compiler.is_compiling():
         return None
-    native_call = _extension.module_call_function(op)
-    if native_call is not None:
-        out = native_call(_native_layouts(backend, input.device, op), input, *args)
-        if out is not None:
-            return out
-    if (type(input) is not torch.Tensor or torch.jit.is_tracing()
-            or torch._C._functorch.peek_interpreter_stack() is not None or checks.autocasting(input)
-            or _select_backend(backend, input.device, op, _layout(input)) != "native"):
-        return None
+    native_call = _extension.MODULE_CALLS.get(op)
+    out = None if native_call is None else native_call(_native_layouts(backend, input.device, op), input, *args)
+    if out is None:  # the library's function declined (or is missing): the same checks here
+        if (torch.autograd.forward_ad._current_level >= 0 or type(input) is not torch.Tensor
+                or torch.jit.is_tracing() or torch._C._functorch.peek_interpreter_stack() is not None
+                or checks.autocasting(input)
+                or _select_backend(backend, input.device, op, _layout(input)) != "native"):
+            return None
+    elif out is not False:
+        return out
     args = (input, *args)
     try:
-        if autograd.records_gradients(op, args):  # (forward mode and torch.func excluded above)
+        if out is False or autograd.records_gradients(op, args):  # (forward mode, torch.func excluded above)
             return autograd.plain_function("xsep", op).apply(*autograd.full_args(op, args))
         with torch._C._AutoDispatchBelowAutograd():
             return getattr(torch.ops.xsep, op)(*args)
@@ -124,17 +126,19 @@ def forget_automatic_choices() -> None:
 
 def _native_layouts(backend: str | None, device: torch.device, op: str) -> int:
     """The layouts `op` runs on the native backend on `device` (bit 0: "nchw", 1: "channels_last"),
-    0 where choosing raises (the public path then says why)."""
-    cached = backend is None and not os.environ.get("XSEP_BACKEND")
-    if cached and (device, op) in _NATIVE_LAYOUTS:
-        return _NATIVE_LAYOUTS[(device, op)]
+    0 where choosing raises (the public path then says why). For backend=None, remembered once
+    XSEP_BACKEND is unset (xsep._C's functions decline while it is set: the Python path reads it)."""
+    if backend is None:
+        layouts = _NATIVE_LAYOUTS.get((device, op))
+        if layouts is not None:
+            return layouts
     layouts = 0
     for bit, layout in ((1, "nchw"), (2, "channels_last")):
         try:
             layouts |= bit if _select_backend(backend, device, op, layout) == "native" else 0
         except (RuntimeError, ValueError):
             pass
-    if cached:
+    if backend is None and not os.environ.get("XSEP_BACKEND"):
         _NATIVE_LAYOUTS[(device, op)] = layouts
     return layouts
 

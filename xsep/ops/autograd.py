@@ -220,7 +220,7 @@ def plain_function(namespace: str, op: str) -> type[torch.autograd.Function]:
     def forward(ctx, *args):  # (grad mode off: the library's function runs the kernel, see module_call)
         tensors, ctx.rest = split_args(op, args)
         ctx.save_for_backward(*tensors)
-        native = _extension.module_call_function(op) if namespace == "xsep" else None
+        native = _extension.MODULE_CALLS.get(op) if namespace == "xsep" else None
         out = None if native is None else native(_BOTH_LAYOUTS, *args)
         return _below_autograd(namespace, op, args) if out is None else out
 
