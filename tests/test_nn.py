@@ -345,12 +345,12 @@ def test_module_calls_skip_the_public_function(module, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize("module", ["separable", "depthwise"])
-def test_inference_calls_go_from_the_library_to_the_kernel(module, monkeypatch):
+def test_module_calls_go_from_the_library_to_the_kernel(module, monkeypatch):
     # Inference calls on the native backend go through xsep._C's function for the op
-    # (csrc/module_calls.cpp), in both layouts, to the public path's bits, and the profiler still
-    # sees the op; it declines (None, the module then takes the Python path: same results) under a
-    # dispatch mode, autocast, tracing, forward-mode AD, for a tensor subclass and where the automatic
-    # choice is not native; training calls go through it too.
+    # (csrc/module_calls.cpp), in both layouts, under no_grad and inference_mode, to the public
+    # path's bits, and the profiler still sees the op; it declines (None, the module then takes the
+    # Python path: same results) under a dispatch mode, autocast, tracing, forward-mode AD, for a
+    # tensor subclass and where the automatic choice is not native; training calls go through it too.
     require_native()
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -383,6 +383,9 @@ def test_inference_calls_go_from_the_library_to_the_kernel(module, monkeypatch):
             with torch.profiler.profile() as prof:
                 m(xl)
             assert f"xsep::{module}_conv2d" in {e.name for e in prof.events()}
+        with torch.inference_mode():
+            returned.clear()
+            assert torch.equal(m(xl), expected) and len(returned) == 1 and returned[0] is not None
     declined = {}
     with torch.no_grad():
         for name, context in (("dispatch mode", Passthrough()), ("autocast", torch.autocast("cpu", torch.bfloat16))):
