@@ -34,10 +34,20 @@
 namespace xsep {
 namespace {
 
-// Layouts as the automatic choice names them (xsep.functional._layout): bit 0 "nchw", bit 1
-// "channels_last".
+// Layouts as the automatic choice names them (xsep.functional._layout), as the bits of
+// xsep._extension.LAYOUT_BITS: 1 "nchw", 2 "channels_last".
 int layout_bit(const at::Tensor& x) {
   return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous() ? 2 : 1;
+}
+
+// Whether the mask `layouts` (a Python int) has the input's layout.
+bool layout_chosen(PyObject* layouts, const at::Tensor& input) {
+  const long mask = PyLong_AsLong(layouts);
+  if (mask == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return false;
+  }
+  return (mask & layout_bit(input)) != 0;
 }
 
 // A torch.Tensor or nn.Parameter (not a subclass, whose __torch_function__ may change the call).
@@ -144,7 +154,7 @@ PyObject* depthwise_conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   const at::Tensor& input = THPVariable_Unpack(args[1]);
   const at::Tensor& weight = THPVariable_Unpack(args[2]);
   const std::optional<at::Tensor> bias = optional_tensor(args[3]);
-  if (!(PyLong_AsLong(args[0]) & layout_bit(input))) Py_RETURN_NONE;
+  if (!layout_chosen(args[0], input)) Py_RETURN_NONE;
   const Verdict v = verdict(input, {&weight, pointer(bias)});
   if (v != Verdict::kRun) return not_run(v);
   static const auto op =
@@ -168,7 +178,7 @@ PyObject* separable_conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   const at::Tensor& pointwise_weight = THPVariable_Unpack(args[3]);
   const std::optional<at::Tensor> bias = optional_tensor(args[4]);
   const std::optional<at::Tensor> depthwise_bias = optional_tensor(args[10]);
-  if (!(PyLong_AsLong(args[0]) & layout_bit(input))) Py_RETURN_NONE;
+  if (!layout_chosen(args[0], input)) Py_RETURN_NONE;
   const Verdict v = verdict(input, {&depthwise_weight, &pointwise_weight, pointer(bias), pointer(depthwise_bias)});
   if (v != Verdict::kRun) return not_run(v);
   static const auto op =

@@ -45,8 +45,8 @@ static std::string build_info() {
 }
 
 extern "C" {
-// The Python module xsep._C: loading it loads the library; its functions are the modules'
-// inference calls (csrc/module_calls.cpp).
+// The Python module xsep._C: loading it loads the library; its functions are the modules' calls
+// (csrc/module_calls.cpp).
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, xsep::module_call_methods()};
   return PyModule_Create(&module_def);

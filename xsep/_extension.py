@@ -21,8 +21,10 @@ from xsep import _build
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "error": None, "how": None, "path": None}
 # xsep._C's function per forward op, for the modules' calls (csrc/module_calls.cpp, used by
-# xsep.functional.module_call); empty until the library is loaded, or where it has none.
+# xsep.functional.module_call); empty until the library is loaded, or where it has none. Their first
+# argument: the layouts the native backend is chosen for, a mask of LAYOUT_BITS.
 MODULE_CALLS: dict = {}
+LAYOUT_BITS = {"nchw": 1, "channels_last": 2}
 
 
 def _prebuilt_path() -> str | None:
@@ -123,7 +125,8 @@ def load(jit: bool = True) -> bool:
                 _state["how"] = "just-in-time"
             _state["path"] = path
             module = _python_module(path)
-            MODULE_CALLS.update({op: getattr(module, op) for op in dir(module) if op.endswith("_conv2d")})
+            if module is not None:
+                MODULE_CALLS.update({op: getattr(module, op) for op in dir(module) if op.endswith("_conv2d")})
             from xsep import ops
 
             ops.register("xsep")

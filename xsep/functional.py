@@ -75,26 +75,25 @@ def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> tor
     autograd to record) goes from xsep._C's function for the op to its kernel, a training call
     through autograd.plain_function (the public path's forward and backward, same results and
     gradients), that function having made the checks (csrc/module_calls.cpp; the same in Python
-    where it declines). None elsewhere, and where the op refuses the arguments:
-    the public function then checks them and says why in its own terms. It skips the public path's
-    Python (argument checks, backend plumbing: about 70 function calls), which inside a model costs
-    more than a small layer's kernel, the model's other layers having evicted the interpreter's data
-    from the caches: a 7x7 layer's call after the rest of a ConvNeXt block (convnext_atto, Zen 4, 2
-    threads, 1-pixel input: the call alone, min to median) took 156-216 us through the public path,
-    88-141 us with this function's Python checks and torch.ops below autograd, 80-97 us for
-    nn.Conv2d; 36-45, 26-29 and 44-48 us when repeated at once. In convnext_atto's channels-last
-    inference (batch 8, 2-core Intel Xeon, 2026-12-06) those Python checks and torch.ops cost 90-120
-    us around each depthwise kernel, xsep._C's function 20-35. With gradients to record (8x384x14x14
-    channels-last 3x3, median of 300): 208-214 us through the public path, 135-150 this way, 145-151
-    for nn.Conv2d. Timed inside mobilenet_v2's channels-last training step (batch 8), its 17
-    depthwise forwards took 16 ms through the public path, 14.1 this way, 11.6 for nn.Conv2d's, whose
-    kernels take 11.4 ms of that, xsep's 11.4-11.7: the rest is each call's Python, slow with the
-    interpreter's data out of the caches; the step ran 0.96-0.98x of torch's, now 0.99-1.0x (median
-    of 8, three alternations)."""
+    where it declines). None elsewhere, and where the op refuses the arguments: the public function
+    then checks them and says why in its own terms. It skips the public path's Python (argument
+    checks, backend plumbing: about 70 function calls), which inside a model costs more than a small
+    layer's kernel, the model's other layers having evicted the interpreter's data from the caches: a
+    7x7 layer's call after the rest of a ConvNeXt block (convnext_atto, Zen 4, 2 threads, 1-pixel
+    input: the call alone, min to median) took 156-216 us through the public path, 88-141 us with
+    this function's checks in Python and torch.ops below autograd, 80-97 us for nn.Conv2d; 36-45,
+    26-29 and 44-48 us when repeated at once. In convnext_atto's channels-last inference (batch 8,
+    2-core Intel Xeon, 2026-12-06) those checks and torch.ops cost 90-120 us around each depthwise
+    kernel, xsep._C's function 20-35. With gradients to record (8x384x14x14 channels-last 3x3, median
+    of 300): 208-214 us through the public path, 135-150 with the checks in Python, 145-151 for
+    nn.Conv2d. Inside mobilenet_v2's channels-last training step (batch 8) its 17 depthwise forwards
+    took 16 ms through the public path, 14.1 with the checks in Python, 11.6 for nn.Conv2d's, whose
+    kernels take 11.4 ms of that, xsep's 11.4-11.7; with the checks in C++ the module's call at
+    112x112x32 took 1415 us instead of 1594, at 7x7x960 210 instead of 266 (nn.Conv2d: 1310, 248)."""
     if torch.compiler.is_compiling():
         return None
     native_call = _extension.MODULE_CALLS.get(op)
-    out = None if native_call is None else native_call(_native_layouts(backend, input.device, op), input, *args)
+    out = None if native_call is None else native_call(_native_layouts(backend, input, op), input, *args)
     if out is None:  # the library's function declined (or is missing): the same checks here
         if (torch.autograd.forward_ad._current_level >= 0 or type(input) is not torch.Tensor
                 or torch.jit.is_tracing() or torch._C._functorch.peek_interpreter_stack() is not None
@@ -124,21 +123,30 @@ def forget_automatic_choices() -> None:
     _NATIVE_LAYOUTS.clear()
 
 
-def _native_layouts(backend: str | None, device: torch.device, op: str) -> int:
-    """The layouts `op` runs on the native backend on `device` (bit 0: "nchw", 1: "channels_last"),
-    0 where choosing raises (the public path then says why). For backend=None, remembered once
-    XSEP_BACKEND is unset (xsep._C's functions decline while it is set: the Python path reads it)."""
-    if backend is None:
-        layouts = _NATIVE_LAYOUTS.get((device, op))
-        if layouts is not None:
-            return layouts
-    layouts = 0
-    for bit, layout in ((1, "nchw"), (2, "channels_last")):
+def _native_layouts(backend: str | None, input: torch.Tensor, op: str) -> int:
+    """The layouts `op` runs on the native backend for inputs like `input`, as a mask of
+    _extension.LAYOUT_BITS, 0 where choosing raises (the public path then says why). For
+    backend=None, per device and remembered once XSEP_BACKEND is unset (xsep._C's functions decline
+    while it is set: the Python path reads it); a named backend, checked every call (backends), for
+    the input's own layout."""
+    if backend is not None:
+        layout = _layout(input)
         try:
-            layouts |= bit if _select_backend(backend, device, op, layout) == "native" else 0
+            native = _select_backend(backend, input.device, op, layout) == "native"
+        except (RuntimeError, ValueError):
+            native = False
+        return _extension.LAYOUT_BITS[layout] if native else 0
+    device = input.device
+    layouts = _NATIVE_LAYOUTS.get((device, op))
+    if layouts is not None:
+        return layouts
+    layouts = 0
+    for layout, bit in _extension.LAYOUT_BITS.items():
+        try:
+            layouts |= bit if _select_backend(None, device, op, layout) == "native" else 0
         except (RuntimeError, ValueError):
             pass
-    if backend is None and not os.environ.get("XSEP_BACKEND"):
+    if not os.environ.get("XSEP_BACKEND"):
         _NATIVE_LAYOUTS[(device, op)] = layouts
     return layouts
 

@@ -206,8 +206,8 @@ def _backward(namespace: str, op: str):
     return backward
 
 
-# The layouts argument of xsep._C's functions for a call already on the native backend: both.
-_BOTH_LAYOUTS = 3
+# The layouts argument of xsep._C's functions for a call already on the native backend: any.
+_ANY_LAYOUT = sum(_extension.LAYOUT_BITS.values())
 
 
 @functools.cache
@@ -221,7 +221,7 @@ def plain_function(namespace: str, op: str) -> type[torch.autograd.Function]:
         tensors, ctx.rest = split_args(op, args)
         ctx.save_for_backward(*tensors)
         native = _extension.MODULE_CALLS.get(op) if namespace == "xsep" else None
-        out = None if native is None else native(_BOTH_LAYOUTS, *args)
+        out = None if native is None else native(_ANY_LAYOUT, *args)
         return _below_autograd(namespace, op, args) if out is None else out
 
     return type(_function_name(namespace, op) + "Plain", (torch.autograd.Function,),
