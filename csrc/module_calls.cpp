@@ -143,7 +143,7 @@ PyObject* not_run(Verdict v) {
 // depthwise_conv2d(layouts, input, weight, bias, stride, padding, dilation, input_activation):
 // layouts is the bit mask of layout_bit's layouts the native backend is chosen for; stride,
 // padding (top, bottom, left, right) and dilation are tuples of ints.
-PyObject* depthwise_conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+PyObject* depthwise_conv2d(PyObject* const* args, Py_ssize_t nargs) {
   int64_t stride[2], padding[4], dilation[2];
   std::string_view activation;
   if (nargs != 8 || !PyLong_CheckExact(args[0]) || !plain_tensor(args[1]) || !plain_tensor(args[2]) ||
@@ -164,7 +164,7 @@ PyObject* depthwise_conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 
 // separable_conv2d(layouts, input, depthwise_weight, pointwise_weight, bias, stride, padding,
 // dilation, input_activation, mid_activation, depthwise_bias): as depthwise_conv2d.
-PyObject* separable_conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+PyObject* separable_conv2d(PyObject* const* args, Py_ssize_t nargs) {
   int64_t stride[2], padding[4], dilation[2];
   std::string_view input_activation, mid_activation;
   if (nargs != 11 || !PyLong_CheckExact(args[0]) || !plain_tensor(args[1]) || !plain_tensor(args[2]) ||
@@ -189,11 +189,23 @@ PyObject* separable_conv2d(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   }));
 }
 
+// A function of the module: `call`, None where it throws (from a check outside the kernel's call,
+// e.g. a device type autocast does not know), so that no C++ exception reaches the interpreter.
+template <PyObject* (*call)(PyObject* const*, Py_ssize_t)>
+PyObject* no_throw(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  try {
+    return call(args, nargs);
+  } catch (const std::exception&) {
+    PyErr_Clear();
+    Py_RETURN_NONE;
+  }
+}
+
 PyMethodDef methods[] = {
-    {"depthwise_conv2d", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(depthwise_conv2d)), METH_FASTCALL,
-     "The DepthwiseConv2d module's inference call, or None (csrc/module_calls.cpp)."},
-    {"separable_conv2d", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(separable_conv2d)), METH_FASTCALL,
-     "The SeparableConv2d module's inference call, or None (csrc/module_calls.cpp)."},
+    {"depthwise_conv2d", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(no_throw<depthwise_conv2d>)),
+     METH_FASTCALL, "The DepthwiseConv2d module's call, or False or None (csrc/module_calls.cpp)."},
+    {"separable_conv2d", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(no_throw<separable_conv2d>)),
+     METH_FASTCALL, "The SeparableConv2d module's call, or False or None (csrc/module_calls.cpp)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

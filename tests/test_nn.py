@@ -421,6 +421,26 @@ def test_module_calls_go_from_the_library_to_the_kernel(module, monkeypatch):
     assert len(returned) == 2 and returned[0] is False and torch.equal(returned[1], public(x, *args))
 
 
+def test_module_call_functions_decline_what_they_cannot_take():
+    # xsep._C's functions answer None (the module then takes the Python path) for arguments not in
+    # the form they read and where a check throws in C++ (autocast knows no meta device), rather
+    # than raising or letting the exception reach the interpreter.
+    require_native()
+    from xsep import _extension
+
+    f = _extension.MODULE_CALLS["depthwise_conv2d"]
+    x, w = torch.randn(2, 8, 5, 5), torch.randn(8, 1, 3, 3)
+    args = (None, (1, 1), (1, 1, 1, 1), (1, 1), "none")
+    with torch.no_grad():
+        assert f(3, x, w, *args) is not None
+        assert f(3, x.to("meta"), w.to("meta"), *args) is None
+        assert f(3, x, w, None, [1, 1], (1, 1, 1, 1), (1, 1), "none") is None  # a list, not a tuple
+        assert f(3, x, w, None, (1, 1), (1, 1), (1, 1), "none") is None  # padding of 2
+        assert f(2 ** 70, x, w, *args) is None  # a mask out of range
+        assert f(3, x, w) is None
+        assert f(3, x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), "gelu") is None  # the op refuses it
+
+
 def test_torch_compile_fullgraph():
     # torch.compile(fullgraph=True) (Inductor, CPU) traces the module without a graph break (the
     # op is opaque, its fake kernel gives shapes) and gives eager's outputs and gradients, also
