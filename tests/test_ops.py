@@ -1116,15 +1116,15 @@ def test_every_cpu_isa(isa):
 @pytest.mark.parametrize("isa", ["avx2", "avx512"])
 def test_cpu_stream_stores(isa):
     # Outputs larger than the last-level cache, into memory touched before, are written with
-    # non-temporal stores (the channels-last depthwise forward and input gradient, and the fused
-    # forward on xsep's product: csrc/cpu/host.h: stream_output), which this suite's small shapes
-    # never reach.
-    # XSEP_CPU_STREAM_STORES=always forces them: rerun the depthwise and fused reference sweeps,
-    # gradchecks and thread-count test with it, under each instruction set that has them, with the
-    # fused op's products on xsep's (XSEP_CPU_FUSED_GEMM=xsep: its forward on the row product).
+    # non-temporal stores (the channels-last depthwise forward and input gradient, the NCHW
+    # depthwise forward and unit-stride input gradient on the plane kernels, and the fused forward
+    # on xsep's product: csrc/cpu/host.h: stream_output), which this suite's small shapes never reach.
+    # XSEP_CPU_STREAM_STORES=always forces them: rerun the depthwise, NCHW and fused reference
+    # sweeps, gradchecks and thread-count test with it, under each instruction set that has them,
+    # with the fused op's products on xsep's (XSEP_CPU_FUSED_GEMM=xsep: its forward on the row product).
     _skip_unless_cpu_has(isa)
     _assert_suite_passes({"XSEP_CPU_ISA": isa, "XSEP_CPU_STREAM_STORES": "always", "XSEP_CPU_FUSED_GEMM": "xsep"},
-                         "((depthwise or separable) and native and matches_reference) or unit_tiles "
+                         "((depthwise or separable or nchw) and native and matches_reference) or unit_tiles "
                          "or gradcheck_depthwise or gradcheck_separable or thread_count")
 
 

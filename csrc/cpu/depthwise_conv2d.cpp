@@ -102,12 +102,13 @@ at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, 
       return;
     }
     const int64_t plane = g.Ho * g.Wo;
+    const bool stream = stream_output(x.nbytes() + out.nbytes(), out);
     // Input planes q = n * C + c (each with its M output planes), whole images of rows; one kernel
     // call per image's run of channels, so that its setup is paid once per run, not per plane.
     at::parallel_for(0, g.N * g.C, grain(plane * g.M * g.kh * g.kw), [&](int64_t q0, int64_t q1) {
       for (int64_t q = q0; q < q1;) {
         const int64_t n = q / g.C, c0 = q % g.C, c1 = std::min(g.C, c0 + (q1 - q));
-        k.forward(g, xp, wp, bp, yp + (n * g.OC + c0 * g.M) * plane, plane, n, c0, c1, 0, g.Ho);
+        k.forward(g, xp, wp, bp, yp + (n * g.OC + c0 * g.M) * plane, plane, n, c0, c1, 0, g.Ho, stream);
         q += c1 - c0;
       }
     });
@@ -127,7 +128,8 @@ at::Tensor grad_input_in_nchw(const DepthwiseGeometry& g, const at::Tensor& grad
       at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d_grad_input", [&] {
         depthwise_grad_input_nchw<scalar_t, scalar_t>(
             g, go.const_data_ptr<scalar_t>(), w.const_data_ptr<Acc<scalar_t>>(),
-            x.defined() ? x.const_data_ptr<scalar_t>() : nullptr, gi.mutable_data_ptr<scalar_t>());
+            x.defined() ? x.const_data_ptr<scalar_t>() : nullptr, gi.mutable_data_ptr<scalar_t>(),
+            stream_output(go.nbytes() + gi.nbytes() + (x.defined() ? x.nbytes() : 0), gi));
       });
   return gi;
 }
@@ -260,13 +262,13 @@ constexpr int64_t kNchwBackwardBlockBytes = int64_t{256} << 10;
 
 template <typename T>
 void nchw_backward_blocks(const DepthwiseGeometry& g, const T* go, const T* x, const Acc<T>* w, Acc<T>* gw, T* gi,
-                          int64_t block) {
+                          int64_t block, bool stream_gi) {
   const auto& k = depthwise_nchw_kernels<T>();
   at::parallel_for(0, (g.C + block - 1) / block, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t c0 = b * block, c1 = std::min(g.C, c0 + block);
       k.grad_weight(g, go, x, gw, c0, c1);
-      for (int64_t n = g.N - 1; n >= 0; --n) k.grad_input(g, go, w, x, gi, n * g.C + c0, n * g.C + c1);
+      for (int64_t n = g.N - 1; n >= 0; --n) k.grad_input(g, go, w, x, gi, n * g.C + c0, n * g.C + c1, stream_gi);
     }
   });
 }
@@ -288,7 +290,7 @@ std::tuple<at::Tensor, at::Tensor> backward_in_nchw(const DepthwiseGeometry& g, 
           using acc_t = Acc<scalar_t>;
           nchw_backward_blocks(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                w.const_data_ptr<acc_t>(), gw.mutable_data_ptr<acc_t>(), gi.mutable_data_ptr<scalar_t>(),
-                               block);
+                               block, stream_output(go.nbytes() + gi.nbytes() + x.nbytes(), gi));
         });
   } else if (gi.numel() > 0) {
     gi = grad_input_in_nchw(g, grad_output, input, weight);  // no output pixel: the kernels' own zeros

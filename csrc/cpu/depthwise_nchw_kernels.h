@@ -23,16 +23,21 @@ struct DepthwiseNchwKernels {
   // Output rows [ho0, ho1) of image n, output channels of input channels [c0, c1):
   // out[(oc - c0 * M) * out_plane + (ho - ho0) * Wo + wo] = bias[oc] + sum_taps act_in(x) * w.
   // The depthwise op writes its output planes (out_plane = Ho * Wo); the fused op a tile buffer.
+  // stream_out: write float outputs of the flat paths (strides up to 4) with non-temporal stores,
+  // the partial vectors at a contiguous run's ends with plain ones (stream_output, host.h); the call
+  // returns with them complete (sfence).
   void (*forward)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, T* out, int64_t out_plane,
-                  int64_t n, int64_t c0, int64_t c1, int64_t ho0, int64_t ho1);
+                  int64_t n, int64_t c0, int64_t c1, int64_t ho0, int64_t ho1, bool stream_out);
   void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, acc_t* out,
                       int64_t out_plane, int64_t n, int64_t c0, int64_t c1, int64_t ho0, int64_t ho1);
 
   // Input-gradient planes q in [q0, q1) (q = n * C + c, overwritten) from grad_output go [N, C*M, Ho, Wo]
-  // of type T or acc_t; x is read only when relu_input (gradient zeroed where x <= 0).
-  void (*grad_input)(const DepthwiseGeometry&, const T* go, const acc_t* w, const T* x, T* gi, int64_t q0, int64_t q1);
+  // of type T or acc_t; x is read only when relu_input (gradient zeroed where x <= 0). stream_out as
+  // in forward (the unit-stride path, M == 1).
+  void (*grad_input)(const DepthwiseGeometry&, const T* go, const acc_t* w, const T* x, T* gi, int64_t q0, int64_t q1,
+                     bool stream_out);
   void (*grad_input_acc)(const DepthwiseGeometry&, const acc_t* go, const acc_t* w, const T* x, T* gi, int64_t q0,
-                         int64_t q1);
+                         int64_t q1, bool stream_out);
 
   // gw[oc * kh * kw + tap] = sum over the batch of go * act_in(x), for the output channels of input
   // channels [c0, c1) (overwritten). Each value is summed by one call in an order fixed by the

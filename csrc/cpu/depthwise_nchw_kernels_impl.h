@@ -261,14 +261,79 @@ XSEP_INLINE void flat_run(const A* p, i64 count, i64 kh, i64 kw, At at, const A*
   }
 }
 
-template <int K, bool Mask, typename A, typename O, typename T, typename At>
+// The bytes a kernel reads next (the next plane's rows), brought into L2 a cache line per output
+// vector while flat_plane computes from its buffer: the copy that fills the next buffer then reads
+// from L2, and the memory reads overlap the arithmetic instead of following it. With this and
+// streamed outputs (below), 2-core Intel Xeon, fp32, batch 8, 2 threads, 3x3, `retain`, 2026-12-06,
+// Xception's six NCHW depthwise layers from 147x147x64 to 37x37x728, bench against torch, two rounds
+// of alternate processes: forward 1.69-1.73x -> 1.88-2.06x (147x147x64 58-64% -> 71-83% of the copy
+// floor), forward+backward 1.76-1.77x -> 2.05-2.13x; default allocator (nothing streams: fresh
+// memory), one round: 2.33x -> 2.90x and 2.21x -> 2.26x. Prefetching two planes ahead measured no
+// better. What is left is arithmetic: one thread on 147x147 planes in cache takes ~12 us a plane
+// (that VM runs ~1 512-bit FMA a cycle), and blocks of four output rows sharing their input loads
+// (half the loads) ran no faster.
+struct NextPlane {
+  const char* p = nullptr;
+  i64 bytes = 0;
+  XSEP_INLINE void prefetch_line() {
+    if (bytes <= 0) return;
+    __builtin_prefetch(p, 0, 2);
+    p += 64, bytes -= 64;
+  }
+  // Values [from, from + count) of type S.
+  template <typename S>
+  static NextPlane of(const S* from, i64 count) {
+    return {reinterpret_cast<const char*>(from), count * i64(sizeof(S))};
+  }
+};
+
+// Whether flat_plane can stream O values (store_stream: float, AVX2 and AVX-512 builds).
+template <typename O>
+inline constexpr bool kStreamsFlat = std::is_same_v<O, float> && XSEP_VEC_BYTES >= 32;
+
+#if XSEP_VEC_BYTES >= 32
+// dst[0, n) = src[0, n) (float; src in cache): the whole vector-aligned vectors of dst with
+// non-temporal stores, the partial vectors at either end with plain masked stores (their cache
+// lines may be shared with the values before and after, written by other calls or threads).
+XSEP_INLINE void stream_values(const float* src, i64 n, float* dst) {
+  constexpr int L = kLanes<float>;
+  const i64 misaligned = i64(reinterpret_cast<unsigned long>(dst) / sizeof(float) % L);
+  const i64 head = min_(n, (L - misaligned) % L);
+  if (head > 0) store_n(dst, load_n(src, int(head)), int(head));
+  i64 k = head;
+  for (; k + L <= n; k += L) store_stream(dst + k, load(src + k));
+  if (k < n) store_n(dst + k, load_n(src + k, int(n - k)), int(n - k));
+}
+#endif
+
+// With Stream (an output larger than the caches, host.h stream_output), flat_plane copies each
+// chunk's rows side by side into cbuf (chunk * width values, in L1) and writes the chunk, contiguous
+// in the plane, with stream_values: no read of the output's lines before they are written, and
+// no output evicting the input the next planes read.
+template <int K, bool Mask, bool Stream = false, typename A, typename O, typename T, typename At>
 void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At at, const A* w, A init, i64 chunk,
-                A* obuf, O* dst, const T* mask) {
+                A* obuf, O* dst, const T* mask, A* cbuf = nullptr, NextPlane next = {}) {
   constexpr int L = kLanes<A>;
+#if XSEP_VEC_BYTES >= 32
+  if constexpr (Stream && kStreamsFlat<O>) {
+    for (i64 h0 = 0; h0 < nout; h0 += chunk) {
+      const i64 h1 = min_(h0 + chunk, nout), n = (h1 - h0) * width;
+      flat_run<K>(src + h0 * len, (h1 - h0 - 1) * len + width, kh, kw, at, w, init, [&](i64 k, Vec<A> v) {
+        store(obuf + k, v);
+        next.prefetch_line();
+      });
+      for (i64 h = h0; h < h1; ++h)
+        store_plane_row<Mask>(obuf + (h - h0) * len, width, (h - h0) * width, n, cbuf, Mask ? mask + h0 * width : mask);
+      stream_values(cbuf, n, dst + h0 * width);
+    }
+    return;
+  }
+#endif
   if (kFlatRowsDirect && len >= kFlatRowsDirectLen) {
     i64 h = 0, col = 0;  // the next vector's flat position is row h, column col
     flat_run<K>(src, (nout - 1) * len + width, kh, kw, at, w, init, [&](i64, Vec<A> v) {
       put_flat_vector<Mask, A>(v, h, col, len, nout, width, dst, mask);
+      next.prefetch_line();
       for (col += L; col >= len; col -= len) ++h;
     });
     return;
@@ -277,13 +342,16 @@ void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At a
   for (i64 h0 = 0; h0 < nout; h0 += chunk) {
     const i64 h1 = min_(h0 + chunk, nout);
     const i64 count = (h1 - h0 - 1) * len + width;  // flat outputs up to the last row's last
-    flat_run<K>(src + h0 * len, count, kh, kw, at, w, init, [&](i64 k, Vec<A> v) { store(obuf + k, v); });
+    flat_run<K>(src + h0 * len, count, kh, kw, at, w, init, [&](i64 k, Vec<A> v) {
+      store(obuf + k, v);
+      next.prefetch_line();
+    });
     for (i64 h = h0; h < h1; ++h) store_plane_row<Mask>(obuf + (h - h0) * len, width, h * width, total, dst, mask);
   }
 }
 
 // Output rows [ho0, ho1) of image n, input channels [c0, c1), unit stride (see above).
-template <int K, bool Relu, typename T, typename O, typename A>
+template <int K, bool Relu, bool Stream, typename T, typename O, typename A>
 void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
                   i64 c0, i64 c1, i64 ho0, i64 ho1) {
   constexpr int L = kLanes<A>;
@@ -291,15 +359,20 @@ void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
   const i64 nout = ho1 - ho0, rows = nout + (s.kh - 1) * s.dil_h, rstep = s.dil_h * len;
   const i64 chunk = clamp_(2048 / len, 1, nout);
   const i64 obuf_n = round_up(chunk * len, L) + L;
-  A* buf = scratch<A>(rows * len + L + obuf_n);
+  A* buf = scratch<A>(rows * len + L + obuf_n + (Stream ? chunk * s.Wo : 0));
   A* obuf = buf + rows * len + L;
+  // The input rows the band reads, for the next plane's prefetch (planes are contiguous in NCHW:
+  // the next channel's, or the next image's first: a thread's run of planes goes on there).
+  const i64 r_lo = clamp_(ho0 - s.pad_top, 0, s.H), r_hi = clamp_(ho0 - s.pad_top + rows, r_lo, s.H);
   for (i64 c = c0; c < c1; ++c) {
+    const T* xp = x + (n * s.C + c) * s.H * s.W;
     // Output row ho0 reads padded rows from ho0 (its first tap row).
-    fill_flat<Relu>(x + (n * s.C + c) * s.H * s.W, s.H, s.W, s.pad_top, s.pad_left, len, ho0, rows, L, buf);
+    fill_flat<Relu>(xp, s.H, s.W, s.pad_top, s.pad_left, len, ho0, rows, L, buf);
+    const NextPlane next = NextPlane::of(xp + s.H * s.W + r_lo * s.W, (r_hi - r_lo) * s.W);
     for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc)
-      flat_plane<K, false>(buf, len, nout, s.Wo, s.kh, s.kw, GridTaps{rstep, s.dil_w}, w + oc * taps,
-                           bias != nullptr ? bias[oc] : A(0), chunk, obuf, out + (oc - c0 * s.M) * out_plane,
-                           static_cast<const T*>(nullptr));
+      flat_plane<K, false, Stream>(buf, len, nout, s.Wo, s.kh, s.kw, GridTaps{rstep, s.dil_w}, w + oc * taps,
+                                   bias != nullptr ? bias[oc] : A(0), chunk, obuf, out + (oc - c0 * s.M) * out_plane,
+                                   static_cast<const T*>(nullptr), obuf + obuf_n, oc == c * s.M ? next : NextPlane{});
   }
 }
 
@@ -409,7 +482,7 @@ XSEP_INLINE i64 phase_row_len(const DepthwiseGeometry& s, const PhasePlanes& g) 
 }
 
 // Output rows [ho0, ho1) of image n, input channels [c0, c1), stride > 1 (see above).
-template <int K, bool Relu, typename T, typename O, typename A>
+template <int K, bool Relu, bool Stream, typename T, typename O, typename A>
 void forward_phases(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
                     i64 c0, i64 c1, i64 ho0, i64 ho1) {
   constexpr int L = kLanes<A>;
@@ -417,7 +490,7 @@ void forward_phases(const DepthwiseGeometry& s, const T* x, const A* w, const A*
   const PhasePlanes g = phase_planes<A>(s, nout);
   const i64 chunk = clamp_(2048 / g.len, 1, nout), tmp_len = phase_row_len<A>(s, g);
   const i64 obuf_n = round_up(chunk * g.len, L) + L, buf_n = s.sh * s.sw * g.stride;
-  A* buf = scratch<A>(buf_n + L + tmp_len + L + obuf_n);
+  A* buf = scratch<A>(buf_n + L + tmp_len + L + obuf_n + (Stream ? chunk * s.Wo : 0));
   A* tmp = buf + buf_n + L;
   A* obuf = tmp + tmp_len + L;
   i64* offsets = scratch<i64>(taps);
@@ -425,9 +498,9 @@ void forward_phases(const DepthwiseGeometry& s, const T* x, const A* w, const A*
   for (i64 c = c0; c < c1; ++c) {
     fill_phases<Relu>(s, g, x + (n * s.C + c) * s.H * s.W, ho0, tmp, tmp_len, buf);
     for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc)
-      flat_plane<K, false>(buf, g.len, nout, s.Wo, s.kh, s.kw, TableTaps{offsets}, w + oc * taps,
-                           bias != nullptr ? bias[oc] : A(0), chunk, obuf, out + (oc - c0 * s.M) * out_plane,
-                           static_cast<const T*>(nullptr));
+      flat_plane<K, false, Stream>(buf, g.len, nout, s.Wo, s.kh, s.kw, TableTaps{offsets}, w + oc * taps,
+                                   bias != nullptr ? bias[oc] : A(0), chunk, obuf, out + (oc - c0 * s.M) * out_plane,
+                                   static_cast<const T*>(nullptr), obuf + obuf_n);
   }
 }
 
@@ -440,20 +513,22 @@ XSEP_INLINE void with_kernel_size(const DepthwiseGeometry& s, F&& f) {
   else f(IntTag<0>{});
 }
 
-// Output rows [ho0, ho1) of image n, input channels [c0, c1), all their M output channels.
-template <bool Relu, typename T, typename O, typename A>
+// Output rows [ho0, ho1) of image n, input channels [c0, c1), all their M output channels; with
+// Stream, the flat paths (strides up to 4) stream their output (flat_plane).
+template <bool Relu, bool Stream, typename T, typename O, typename A>
 void forward_rows(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
                   i64 c0, i64 c1, i64 ho0, i64 ho1) {
   constexpr int L = kLanes<A>;
   if (ho1 <= ho0 || s.Wo == 0) return;
   if (s.sh == 1 && s.sw == 1) {
-    with_kernel_size(
-        s, [&](auto k) { forward_flat<decltype(k)::value, Relu>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1); });
+    with_kernel_size(s, [&](auto k) {
+      forward_flat<decltype(k)::value, Relu, Stream>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+    });
     return;
   }
   if (use_phases(s)) {
     with_kernel_size(s, [&](auto k) {
-      forward_phases<decltype(k)::value, Relu>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+      forward_phases<decltype(k)::value, Relu, Stream>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
     });
     return;
   }
@@ -486,16 +561,26 @@ void forward_rows(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
   }
 }
 
-template <typename T, typename O, typename A>
+template <bool Stream = false, typename T, typename O, typename A>
 void forward_nchw_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
                       i64 c0, i64 c1, i64 ho0, i64 ho1) {
-  if (s.relu_input) forward_rows<true>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
-  else forward_rows<false>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+  if (s.relu_input) forward_rows<true, Stream>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+  else forward_rows<false, Stream>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
 }
 
 template <typename T>
 void forward_nchw(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 out_plane,
-                  i64 n, i64 c0, i64 c1, i64 ho0, i64 ho1) {
+                  i64 n, i64 c0, i64 c1, i64 ho0, i64 ho1, bool stream_out) {
+#if XSEP_VEC_BYTES >= 32
+  if constexpr (kStreamsFlat<T>) {
+    if (stream_out) {
+      forward_nchw_any<true>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+      _mm_sfence();  // the streamed stores are weakly ordered: complete them before the output is read
+      return;
+    }
+  }
+#endif
+  (void)stream_out;
   forward_nchw_any(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
 }
 
@@ -602,20 +687,23 @@ void grad_input_planes(const DepthwiseGeometry& s, const S* go, const A* w, cons
 // Unit stride and M == 1: the input gradient is a forward convolution of grad_output, padded by
 // (k - 1) * dil - pad above and to the left, with the kernel flipped; the flattened padded plane
 // then serves as in the forward (the taps walk the buffer backwards, in (i, j) order).
-template <int K, bool Mask, typename S, typename T, typename A>
+template <int K, bool Mask, bool Stream, typename S, typename T, typename A>
 void grad_input_flat(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
   constexpr int L = kLanes<A>;
   const i64 len = s.W + (s.kw - 1) * s.dil_w, rows = s.H + (s.kh - 1) * s.dil_h, taps = s.kh * s.kw;
   const i64 top = (s.kh - 1) * s.dil_h, left = (s.kw - 1) * s.dil_w;  // tap (0, 0)'s reach
   const i64 chunk = clamp_(2048 / len, 1, s.H);
-  A* buf = scratch<A>(rows * len + L + round_up(chunk * len, L) + L);
+  const i64 obuf_n = round_up(chunk * len, L) + L;
+  A* buf = scratch<A>(rows * len + L + obuf_n + (Stream ? chunk * s.W : 0));
   A* obuf = buf + rows * len + L;
   for (i64 q = q0; q < q1; ++q) {
     fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top - s.pad_top, left - s.pad_left, len, 0, rows, L, buf);
     const i64 pix = q * s.H * s.W;
-    flat_plane<K, Mask>(buf + top * len + left, len, s.H, s.W, s.kh, s.kw, GridTaps{-s.dil_h * len, -s.dil_w},
-                        w + q % s.C * taps, A(0), chunk, obuf, gi + pix,
-                        Mask ? x + pix : static_cast<const T*>(nullptr));
+    // The next plane's grad_output (see forward_flat); the input it masks with is read in order.
+    flat_plane<K, Mask, Stream>(buf + top * len + left, len, s.H, s.W, s.kh, s.kw, GridTaps{-s.dil_h * len, -s.dil_w},
+                                w + q % s.C * taps, A(0), chunk, obuf, gi + pix,
+                                Mask ? x + pix : static_cast<const T*>(nullptr), obuf + obuf_n,
+                                NextPlane::of(go + (q + 1) * s.Ho * s.Wo, s.Ho * s.Wo));
   }
 }
 
@@ -738,18 +826,37 @@ void grad_input_phases(const DepthwiseGeometry& s, const S* go, const A* w, cons
   }
 }
 
-template <bool Mask, typename S, typename T, typename A>
+// With Stream, the unit-stride path streams the gradient (flat_plane); the others write it through
+// the caches.
+template <bool Mask, bool Stream, typename S, typename T, typename A>
 void grad_input_any(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
   if (s.sh == 1 && s.sw == 1 && s.M == 1)
-    with_kernel_size(s, [&](auto k) { grad_input_flat<decltype(k)::value, Mask>(s, go, w, x, gi, q0, q1); });
+    with_kernel_size(s, [&](auto k) { grad_input_flat<decltype(k)::value, Mask, Stream>(s, go, w, x, gi, q0, q1); });
   else if (s.M == 1 && use_phases(s)) grad_input_phases<Mask>(s, go, w, x, gi, q0, q1);
   else grad_input_planes<Mask>(s, go, w, x, gi, q0, q1);
 }
 
+template <bool Stream, typename S, typename T>
+void grad_input_relu_or_not(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 q0,
+                            i64 q1) {
+  if (s.relu_input) grad_input_any<true, Stream>(s, go, w, x, gi, q0, q1);
+  else grad_input_any<false, Stream>(s, go, w, x, gi, q0, q1);
+}
+
 template <typename S, typename T>
-void grad_input_nchw(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 q0, i64 q1) {
-  if (s.relu_input) grad_input_any<true>(s, go, w, x, gi, q0, q1);
-  else grad_input_any<false>(s, go, w, x, gi, q0, q1);
+void grad_input_nchw(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 q0, i64 q1,
+                     bool stream_out) {
+#if XSEP_VEC_BYTES >= 32
+  if constexpr (kStreamsFlat<T>) {
+    if (stream_out) {
+      grad_input_relu_or_not<true>(s, go, w, x, gi, q0, q1);
+      _mm_sfence();  // see forward_nchw
+      return;
+    }
+  }
+#endif
+  (void)stream_out;
+  grad_input_relu_or_not<false>(s, go, w, x, gi, q0, q1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -50,7 +50,8 @@ int amd_family();
 // large blocks anew and unmaps them on free, the default) are zeroed through the caches on first
 // touch, and streaming over those cached lines costs a second write of each: with the default
 // allocator the forward at 147x147 and 74x74 ran 0.74-0.79x of torch streaming, 1.0-1.1x not (2-core
-// Xeon, 2026-12-06), the fused forward 12-25% slower.
+// Xeon, 2026-12-06), the fused forward 12-25% slower. The NCHW depthwise forward and unit-stride
+// input gradient on the plane kernels stream too (depthwise_nchw_kernels_impl.h: flat_plane).
 // XSEP_CPU_STREAM_STORES=auto|always|never overrides (tests, benchmarks; `always` whatever the memory).
 bool stream_output(int64_t bytes, const at::Tensor& out);
 // That rule in words: "above N MiB, into memory touched before" (N: the last-level cache), "always" or
@@ -272,13 +273,15 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGe
                                                                const at::Tensor& weight, const at::Tensor& w_taps);
 
 // The NCHW depthwise input gradient (overwrites gi, dense NCHW like x) from an NCHW grad_output
-// of type T or acc_t; `w` = channel_major(weight); x is read only for the input relu.
+// of type T or acc_t; `w` = channel_major(weight); x is read only for the input relu; stream_gi as
+// the kernels' stream_out.
 template <typename T, typename GT>
-void depthwise_grad_input_nchw(const DepthwiseGeometry& s, const GT* go, const Acc<T>* w, const T* x, T* gi) {
+void depthwise_grad_input_nchw(const DepthwiseGeometry& s, const GT* go, const Acc<T>* w, const T* x, T* gi,
+                               bool stream_gi) {
   const auto& k = depthwise_nchw_kernels<T>();
   at::parallel_for(0, s.N * s.C, grain(s.H * s.W * s.M * s.kh * s.kw), [&](int64_t q0, int64_t q1) {
-    if constexpr (std::is_same_v<GT, T>) k.grad_input(s, go, w, x, gi, q0, q1);
-    else k.grad_input_acc(s, go, w, x, gi, q0, q1);
+    if constexpr (std::is_same_v<GT, T>) k.grad_input(s, go, w, x, gi, q0, q1, stream_gi);
+    else k.grad_input_acc(s, go, w, x, gi, q0, q1, stream_gi);
   });
 }
 

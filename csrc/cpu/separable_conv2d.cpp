@@ -565,7 +565,7 @@ struct NchwGroupBackward {
     group.N = images;
     const T* x_k = x.template const_data_ptr<T>() + n0 * in_plane;
     depthwise_grad_input_nchw<T, acc_t>(group, gd_ptr, w_dw.template const_data_ptr<acc_t>(), x_k,
-                                        grad_input.template mutable_data_ptr<T>() + n0 * in_plane);
+                                        grad_input.template mutable_data_ptr<T>() + n0 * in_plane, false);
     s.grad_dw = depthwise_grad_weight_nchw<T, acc_t>(group, gd_ptr, x_k);
     if (with_db) plane_sums_in_order(gd_ptr, images, g.OC, P, s.grad_db.template mutable_data_ptr<acc_t>());
   }
