@@ -93,7 +93,9 @@ bool read_str(PyObject* o, std::string_view* out) {
 // that records it, the caller's (kRecord: tensors require grad under grad mode, nothing else in the
 // way), or neither (kDecline: XSEP_BACKEND set; a torch function or dispatch mode or a torch.func
 // transform, whose keys are in the thread's included set beyond the default ones; tracing; autocast
-// for the input's device; a forward-mode AD level, the only one torch allows, 0).
+// for the input's device; a forward-mode AD level, the only one torch allows, 0). The Python side
+// (xsep.functional.module_call) makes the same checks for the calls declined here: a new condition
+// goes in both.
 enum class Verdict { kRun, kRecord, kDecline };
 
 // others: the other tensor arguments, nullptr for those absent.

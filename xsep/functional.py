@@ -94,7 +94,7 @@ def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> tor
         return None
     native_call = _extension.MODULE_CALLS.get(op)
     out = None if native_call is None else native_call(_native_layouts(backend, input, op), input, *args)
-    if out is None:  # the library's function declined (or is missing): the same checks here
+    if out is None:  # the library's function declined (or is missing): its checks (module_calls.cpp: verdict) here
         if (torch.autograd.forward_ad._current_level >= 0 or type(input) is not torch.Tensor
                 or torch.jit.is_tracing() or torch._C._functorch.peek_interpreter_stack() is not None
                 or checks.autocasting(input)
@@ -106,8 +106,7 @@ def module_call(op: str, backend: str | None, input: torch.Tensor, *args) -> tor
     try:
         if out is False or autograd.records_gradients(op, args):  # (forward mode, torch.func excluded above)
             return autograd.plain_function("xsep", op).apply(*autograd.full_args(op, args))
-        with torch._C._AutoDispatchBelowAutograd():
-            return getattr(torch.ops.xsep, op)(*args)
+        return autograd._below_autograd("xsep", op, args)
     except (RuntimeError, ValueError, TypeError, IndexError):
         return None
 
