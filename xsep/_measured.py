@@ -36,8 +36,8 @@ TABLE = {
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
         (0.919, 1.007),  # Intel(R) Xeon(R) Processor, retain
-        (1.103, 1.195),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.223, 1.393),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.06, 1.251),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.205, 1.45),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('depthwise_conv2d', 'nchw'): (
         (0.398, 0.443),  # AMD EPYC, default
@@ -49,8 +49,8 @@ TABLE = {
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
         (1.215, 1.251),  # Intel(R) Xeon(R) Processor, retain
-        (1.855, 2.075),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.524, 1.621),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.999, 2.081),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.902, 1.835),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('pointwise_conv2d', 'channels_last'): (
         (1.032, 0.974),  # AMD EPYC, default
@@ -62,8 +62,8 @@ TABLE = {
         (0.992, 1.028),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.01, 1.088),  # Intel(R) Xeon(R) Processor, default
         (0.966, 1.065),  # Intel(R) Xeon(R) Processor, retain
-        (1.032, 1.131),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.036, 1.117),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.045, 1.116),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.035, 1.133),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('pointwise_conv2d', 'nchw'): (
         (0.748, 0.766),  # AMD EPYC, default
@@ -75,8 +75,8 @@ TABLE = {
         (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
         (1.258, 1.275),  # Intel(R) Xeon(R) Processor, retain
-        (1.345, 1.492),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.239, 1.231),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.351, 1.468),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.262, 1.24),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('separable_conv2d', 'channels_last'): (
         (1.071, 1.077),  # AMD EPYC, default
@@ -88,8 +88,8 @@ TABLE = {
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
         (1.058, 1.053),  # Intel(R) Xeon(R) Processor, retain
-        (1.132, 1.151),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.117, 1.14),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.182, 1.139),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.142, 1.125),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
     ('separable_conv2d', 'nchw'): (
         (0.732, 0.808),  # AMD EPYC, default
@@ -101,8 +101,8 @@ TABLE = {
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
         (1.192, 1.232),  # Intel(R) Xeon(R) Processor, retain
-        (1.615, 1.517),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
-        (1.229, 1.207),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
+        (1.527, 1.535),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), default
+        (1.294, 1.242),  # Intel(R) Xeon(R) Processor (avx512, family 6 model 167), retain
     ),
 }
 
