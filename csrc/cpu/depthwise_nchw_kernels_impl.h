@@ -362,7 +362,8 @@ void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
   A* buf = scratch<A>(rows * len + L + obuf_n + (Stream ? chunk * s.Wo : 0));
   A* obuf = buf + rows * len + L;
   // The input rows the band reads, for the next plane's prefetch (planes are contiguous in NCHW:
-  // the next channel's, or the next image's first: a thread's run of planes goes on there).
+  // the next channel's, or the next image's first: a thread's run of planes goes on there; past a
+  // fused op's band, a plane it may not read, which a prefetch does not mind).
   const i64 r_lo = clamp_(ho0 - s.pad_top, 0, s.H), r_hi = clamp_(ho0 - s.pad_top + rows, r_lo, s.H);
   for (i64 c = c0; c < c1; ++c) {
     const T* xp = x + (n * s.C + c) * s.H * s.W;
@@ -699,7 +700,10 @@ void grad_input_flat(const DepthwiseGeometry& s, const S* go, const A* w, const 
   for (i64 q = q0; q < q1; ++q) {
     fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top - s.pad_top, left - s.pad_left, len, 0, rows, L, buf);
     const i64 pix = q * s.H * s.W;
-    // The next plane's grad_output (see forward_flat); the input it masks with is read in order.
+    // The next plane's grad_output (see forward_flat), also past q1: the backward's channel blocks
+    // (depthwise_conv2d.cpp: nchw_backward_blocks) call this for one image's planes of a block, and
+    // the thread's next block reads those next. Prefetching only below q1 measured no faster (2-core
+    // Xeon, 2026-12-06, one run). The input it masks with is read in order.
     flat_plane<K, Mask, Stream>(buf + top * len + left, len, s.H, s.W, s.kh, s.kw, GridTaps{-s.dil_h * len, -s.dil_w},
                                 w + q % s.C * taps, A(0), chunk, obuf, gi + pix,
                                 Mask ? x + pix : static_cast<const T*>(nullptr), obuf + obuf_n,
