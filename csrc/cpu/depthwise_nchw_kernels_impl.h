@@ -291,6 +291,24 @@ struct NextPlane {
 template <typename O>
 inline constexpr bool kStreamsFlat = std::is_same_v<O, float> && XSEP_VEC_BYTES >= 32;
 
+// f(BoolTag<true>{}) where stream_out asks for streamed O values and this build streams them, then
+// an sfence (the streamed stores are weakly ordered: complete them before the output is read);
+// f(BoolTag<false>{}) elsewhere.
+template <typename O, typename F>
+XSEP_INLINE void streamed_or_not(bool stream_out, F&& f) {
+#if XSEP_VEC_BYTES >= 32
+  if constexpr (kStreamsFlat<O>) {
+    if (stream_out) {
+      f(BoolTag<true>{});
+      _mm_sfence();
+      return;
+    }
+  }
+#endif
+  (void)stream_out;
+  f(BoolTag<false>{});
+}
+
 #if XSEP_VEC_BYTES >= 32
 // dst[0, n) = src[0, n) (float; src in cache): the whole vector-aligned vectors of dst with
 // non-temporal stores, the partial vectors at either end with plain masked stores (their cache
@@ -572,17 +590,9 @@ void forward_nchw_any(const DepthwiseGeometry& s, const T* x, const A* w, const 
 template <typename T>
 void forward_nchw(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 out_plane,
                   i64 n, i64 c0, i64 c1, i64 ho0, i64 ho1, bool stream_out) {
-#if XSEP_VEC_BYTES >= 32
-  if constexpr (kStreamsFlat<T>) {
-    if (stream_out) {
-      forward_nchw_any<true>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
-      _mm_sfence();  // the streamed stores are weakly ordered: complete them before the output is read
-      return;
-    }
-  }
-#endif
-  (void)stream_out;
-  forward_nchw_any(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+  streamed_or_not<T>(stream_out, [&](auto stream) {
+    forward_nchw_any<decltype(stream)::value>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1);
+  });
 }
 
 template <typename T>
@@ -840,27 +850,14 @@ void grad_input_any(const DepthwiseGeometry& s, const S* go, const A* w, const T
   else grad_input_planes<Mask>(s, go, w, x, gi, q0, q1);
 }
 
-template <bool Stream, typename S, typename T>
-void grad_input_relu_or_not(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 q0,
-                            i64 q1) {
-  if (s.relu_input) grad_input_any<true, Stream>(s, go, w, x, gi, q0, q1);
-  else grad_input_any<false, Stream>(s, go, w, x, gi, q0, q1);
-}
-
 template <typename S, typename T>
 void grad_input_nchw(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const T* x, T* gi, i64 q0, i64 q1,
                      bool stream_out) {
-#if XSEP_VEC_BYTES >= 32
-  if constexpr (kStreamsFlat<T>) {
-    if (stream_out) {
-      grad_input_relu_or_not<true>(s, go, w, x, gi, q0, q1);
-      _mm_sfence();  // see forward_nchw
-      return;
-    }
-  }
-#endif
-  (void)stream_out;
-  grad_input_relu_or_not<false>(s, go, w, x, gi, q0, q1);
+  streamed_or_not<T>(stream_out, [&](auto stream) {
+    constexpr bool Stream = decltype(stream)::value;
+    if (s.relu_input) grad_input_any<true, Stream>(s, go, w, x, gi, q0, q1);
+    else grad_input_any<false, Stream>(s, go, w, x, gi, q0, q1);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
