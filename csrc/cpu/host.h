@@ -197,7 +197,8 @@ void for_row_tiles(int64_t M, const F& fn) {
 // BLAS, which splits a long reduction across its threads (the order of the sums then changes with
 // the thread count), so the rows are fed to it in fixed blocks of kBlasReductionRows, one after
 // another, each too short for BLAS to split (MKL, measured on Intel Xeon: bitwise equal at 1 and 2
-// threads for every Xception layer; 1.0-1.3x the time of one call).
+// threads for every Xception layer; 1.0-1.3x the time of one call). Not at 3 threads on the 2-core
+// AMD EPYC Zen 4, where MKL split them all the same (torch.mm's own bits and error changed too).
 inline constexpr int64_t kBlasReductionRows = 512;
 inline constexpr int64_t kTnRowGrain = 16;
 inline constexpr int64_t kTnCopyMinRatio = 128;
