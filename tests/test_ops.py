@@ -891,6 +891,8 @@ _FLAT_CASES = [
     (1, 2, 11, 74, 2, (5, 5), (2, 2, 2, 2), (1, 1), "none", "widened rows, 5x5, M = 2: 78 -> 80 values"),
     (1, 2, 12, 21, 1, (7, 7), (3, 3, 3, 3), (1, 1), "none", "widened rows, 7x7: 27 -> 32 values"),
     (1, 1, 7, 12, 1, (3, 3), (1, 1, 1, 1), (1, 1), "none", "widened rows narrower than a vector: 14 -> 16 values"),
+    (1, 2, 11, 60, 1, (5, 5), (2, 2, 2, 2), (1, 1), "relu", "aligned rows, 5x5: 64 values, none added"),
+    (2, 2, 9, 37, 1, (3, 3), (0, 2, 2, 1), (1, 1), "relu", "widened rows, asymmetric padding: 39 -> 48 values"),
 ]
 _DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 

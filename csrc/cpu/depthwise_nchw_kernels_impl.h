@@ -175,11 +175,26 @@ struct TableTaps {
 };
 // GridTaps at unit column step in a buffer whose rows start on cache lines (rows of a multiple of
 // the vector, AVX-512): a tap row's K vectors are lane shifts of two loads from a line's start
-// (flat_vectors), against K unaligned loads, most of them split across two lines.
+// (flat_vectors), against K unaligned loads, most of them split across two lines. Flipped: the
+// input gradient's taps, walking the buffer backwards (tap (i, j) at -i * rstep - j, outputs K - 1
+// values into their row, so that row i's loads start on a line at -i * rstep - (K - 1)).
+template <bool Flipped = false>
 struct AlignedRowTaps {
   i64 rstep;
-  XSEP_INLINE i64 operator()(i64 i, i64 j, i64) const { return i * rstep + j; }
+  XSEP_INLINE i64 operator()(i64 i, i64 j, i64) const { return Flipped ? -i * rstep - j : i * rstep + j; }
+  // Where tap row i's loads start, relative to the output's position, and tap column J's lane shift
+  // from there.
+  template <int K>
+  XSEP_INLINE i64 row(i64 i) const {
+    return Flipped ? -i * rstep - (K - 1) : i * rstep;
+  }
+  template <int K, int J>
+  static constexpr int kShift = Flipped ? K - 1 - J : J;
 };
+template <typename At>
+inline constexpr bool kIsAlignedRowTaps = false;
+template <bool Flipped>
+inline constexpr bool kIsAlignedRowTaps<AlignedRowTaps<Flipped>> = true;
 
 // Lanes J, J + 1, ..., J + L - 1 of the 2 * L values lo then hi (one valignd with AVX-512).
 template <int J, typename V>
@@ -191,13 +206,15 @@ XSEP_INLINE V lanes_from(V lo, V hi) {
   return __builtin_shuffle(lo, hi, index);
 }
 
-// acc[v] += sum over j < K of w[j] * the vector at q + v * L + j, q on a line's start.
-template <int K, int NV, int J = 0, typename V>
+// acc[v] += sum over j < K, in order, of w[j] * the vector at q + v * L + At's shift of j, q on a
+// line's start.
+template <typename At, int K, int NV, int J = 0, typename V>
 XSEP_INLINE void aligned_row_taps(const V (&x)[NV + 1], const V* wv, V* acc) {
   if constexpr (J < K) {
+    constexpr int shift = At::template kShift<K, J>;
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[v] += (J == 0 ? x[v] : lanes_from<J>(x[v], x[v + 1])) * wv[J];
-    aligned_row_taps<K, NV, J + 1>(x, wv, acc);
+    for (int v = 0; v < NV; ++v) acc[v] += (shift == 0 ? x[v] : lanes_from<shift>(x[v], x[v + 1])) * wv[J];
+    aligned_row_taps<At, K, NV, J + 1>(x, wv, acc);
   }
 }
 
@@ -209,16 +226,16 @@ XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, At at, const A* w, A b
   const i64 KH = K ? K : kh, KW = K ? K : kw;
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) acc[v] = splat<Vec<A>>(bias);
-  if constexpr (std::is_same_v<At, AlignedRowTaps>) {
+  if constexpr (kIsAlignedRowTaps<At>) {
     static_assert(K > 0 && K <= kLanes<A>, "AlignedRowTaps: a known kernel size");
 #pragma GCC unroll 7
     for (int i = 0; i < K; ++i) {
       Vec<A> x[NV + 1], wv[K];
 #pragma GCC unroll 8
-      for (int v = 0; v <= NV; ++v) x[v] = load(p + at(i, 0, K) + v * L);
+      for (int v = 0; v <= NV; ++v) x[v] = load(p + at.template row<K>(i) + v * L);
 #pragma GCC unroll 7
       for (int j = 0; j < K; ++j) wv[j] = splat<Vec<A>>(w[i * K + j]);
-      aligned_row_taps<K, NV>(x, wv, acc);
+      aligned_row_taps<At, K, NV>(x, wv, acc);
     }
     return;
   }
@@ -397,17 +414,23 @@ void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At a
     return;
   }
 #endif
-  if constexpr (std::is_same_v<At, AlignedRowTaps> && !Mask) {
+  if constexpr (kIsAlignedRowTaps<At>) {
     // Rows of a multiple of L: each vector lies in one row, and goes out in one store; the lanes past
     // a row's end land on the next row's first values, which that row's first vector overwrites
-    // after (masked on the band's last row, and where they would reach past the next row).
+    // after (masked on the band's last row, and where they would reach past the next row). With
+    // Mask, the mask's values at the same places (the next row's: inside the plane).
     const bool spill = len <= 2 * width;
     i64 h = 0, col = 0;  // the next vector's row and column
     flat_run<K>(src, (nout - 1) * len + width, kh, kw, at, w, init, [&](i64, Vec<A> v) {
       if (col < width) {
-        O* d = dst + h * width + col;
-        if (col + L <= width || (spill && h + 1 < nout)) store(d, v);
-        else st<true>(d, v, int(width - col));
+        const i64 at_out = h * width + col;
+        const auto put = [&](auto partial, int m) {
+          constexpr bool P = decltype(partial)::value;
+          if constexpr (Mask) v = ld<P>(mask + at_out, m) > Vec<A>{} ? v : Vec<A>{};
+          st<P>(dst + at_out, v, m);
+        };
+        if (col + L <= width || (spill && h + 1 < nout)) put(BoolTag<false>{}, L);
+        else put(BoolTag<true>{}, int(width - col));
       }
       next.prefetch_line();
       if ((col += L) == len) col = 0, ++h;
@@ -435,10 +458,34 @@ void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At a
   }
 }
 
-// Whether forward_flat may lay rows out for AlignedRowTaps: 64-byte vectors of float (AVX-512:
-// a lane shift across two vectors is one instruction) and a known kernel size.
+// The per-thread buffers of a unit-stride flat kernel, in one scratch: `rows` padded rows of len
+// values then 2 L more (a vector of zeros, fill_flat's tail, and one that AlignedRowTaps' last loads
+// reach into: lanes of outputs past the plane, dropped); obuf, `chunk` rows of len (flat_plane);
+// with Stream, cbuf, chunk rows of `width`.
+template <typename A>
+struct FlatBuffers {
+  A *padded, *obuf, *cbuf;
+  i64 chunk;
+  FlatBuffers(i64 rows, i64 len, i64 nout, i64 width, bool stream) : chunk(clamp_(2048 / len, 1, nout)) {
+    constexpr int L = kLanes<A>;
+    const i64 padded_n = rows * len + 2 * L, obuf_n = round_up(chunk * len, L) + L;
+    padded = scratch<A>(padded_n + obuf_n + (stream ? chunk * width : 0));
+    obuf = padded + padded_n;
+    cbuf = obuf + obuf_n;
+  }
+};
+
+// Whether a unit-stride flat kernel lays its rows out for AlignedRowTaps: 64-byte vectors of float
+// (AVX-512: a lane shift across two vectors is one instruction) and a known kernel size
+// (kAlignedRows), then unit dilation along W and rows widened to a multiple of the vector by at most
+// a quarter of their values (aligned_rows: Xception's 147x147, 74x74 and 37x37 planes; not 19x19 or
+// 10x10, which the blocks take anyway).
 template <int K, typename A>
 inline constexpr bool kAlignedRows = XSEP_VEC_BYTES == 64 && std::is_same_v<A, float> && K > 0;
+template <typename A>
+XSEP_INLINE bool aligned_rows(i64 len, i64 dil_w) {
+  return dil_w == 1 && 4 * round_up(len, kLanes<A>) <= 5 * len;
+}
 
 // Output rows [ho0, ho1) of image n, input channels [c0, c1), unit stride (see above). Rows of len
 // values; with Aligned, len a multiple of the vector and AlignedRowTaps.
@@ -448,14 +495,10 @@ void forward_flat_rows(const DepthwiseGeometry& s, const T* x, const A* w, const
   constexpr int L = kLanes<A>;
   const i64 taps = s.kh * s.kw;
   const i64 nout = ho1 - ho0, rows = nout + (s.kh - 1) * s.dil_h, rstep = s.dil_h * len;
-  const i64 chunk = clamp_(2048 / len, 1, nout);
-  const i64 obuf_n = round_up(chunk * len, L) + L;
-  // Past the rows: a vector of zeros (fill_flat), and one more that AlignedRowTaps' last loads reach
-  // into (lanes of outputs past the plane, dropped).
-  A* buf = scratch<A>(rows * len + 2 * L + obuf_n + (Stream ? chunk * s.Wo : 0));
-  A* obuf = buf + rows * len + 2 * L;
+  const FlatBuffers<A> b(rows, len, nout, s.Wo, Stream);
+  A* const buf = b.padded;
   const auto at = [&] {
-    if constexpr (Aligned) return AlignedRowTaps{rstep};
+    if constexpr (Aligned) return AlignedRowTaps<>{rstep};
     else return GridTaps{rstep, s.dil_w};
   }();
   // The input rows the band reads, for the next plane's prefetch (planes are contiguous in NCHW:
@@ -469,25 +512,24 @@ void forward_flat_rows(const DepthwiseGeometry& s, const T* x, const A* w, const
     const NextPlane next = NextPlane::of(xp + s.H * s.W + r_lo * s.W, (r_hi - r_lo) * s.W);
     for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc)
       flat_plane<K, false, Stream>(buf, len, nout, s.Wo, s.kh, s.kw, at, w + oc * taps,
-                                   bias != nullptr ? bias[oc] : A(0), chunk, obuf, out + (oc - c0 * s.M) * out_plane,
-                                   static_cast<const T*>(nullptr), obuf + obuf_n, oc == c * s.M ? next : NextPlane{});
+                                   bias != nullptr ? bias[oc] : A(0), b.chunk, b.obuf,
+                                   out + (oc - c0 * s.M) * out_plane, static_cast<const T*>(nullptr), b.cbuf,
+                                   oc == c * s.M ? next : NextPlane{});
   }
 }
 
-// forward_flat_rows, on rows widened to a multiple of the vector for AlignedRowTaps where that adds
-// at most a quarter to the columns computed (Xception's 147x147, 74x74 and 37x37 planes; not 19x19
-// or 10x10, which the blocks take anyway). AMD Zen 4, one thread, planes in cache, 3x3, 2026-12-06:
-// 147x147 12.2 -> 9.9 us a plane, 74x74 3.7 -> 3.0, 37x37 1.18 -> 1.10 (the taps alone, a plane:
-// 5.8 -> 4.1 us; the rest was put_flat_vector's bookkeeping on rows that vectors straddle).
+// forward_flat_rows, on rows widened to a multiple of the vector for AlignedRowTaps where
+// aligned_rows says so. AMD Zen 4, one thread, planes in cache, 3x3, 2026-12-06: 147x147 12.2 -> 9.9
+// us a plane, 74x74 3.7 -> 3.0, 37x37 1.18 -> 1.10 (the taps alone, a plane: 5.8 -> 4.1 us; the
+// rest was put_flat_vector's bookkeeping on rows that vectors straddle).
 template <int K, bool Relu, bool Stream, typename T, typename O, typename A>
 void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
                   i64 c0, i64 c1, i64 ho0, i64 ho1) {
   const i64 len = s.Wo + (s.kw - 1) * s.dil_w;
-  if constexpr (kAlignedRows<K, A>) {
-    const i64 wide = round_up(len, kLanes<A>);
-    if (s.dil_w == 1 && 4 * wide <= 5 * len)
-      return forward_flat_rows<K, Relu, Stream, true>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1, wide);
-  }
+  if constexpr (kAlignedRows<K, A>)
+    if (aligned_rows<A>(len, s.dil_w))
+      return forward_flat_rows<K, Relu, Stream, true>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1,
+                                                      round_up(len, kLanes<A>));
   forward_flat_rows<K, Relu, Stream, false>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1, len);
 }
 
@@ -793,28 +835,42 @@ void grad_input_planes(const DepthwiseGeometry& s, const S* go, const A* w, cons
 
 // Unit stride and M == 1: the input gradient is a forward convolution of grad_output, padded by
 // (k - 1) * dil - pad above and to the left, with the kernel flipped; the flattened padded plane
-// then serves as in the forward (the taps walk the buffer backwards, in (i, j) order).
-template <int K, bool Mask, bool Stream, typename S, typename T, typename A>
-void grad_input_flat(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
+// then serves as in the forward (the taps walk the buffer backwards, in (i, j) order). Rows of len
+// values; with Aligned, len a multiple of the vector and AlignedRowTaps<true>.
+template <int K, bool Mask, bool Stream, bool Aligned, typename S, typename T, typename A>
+void grad_input_flat_rows(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1,
+                          i64 len) {
   constexpr int L = kLanes<A>;
-  const i64 len = s.W + (s.kw - 1) * s.dil_w, rows = s.H + (s.kh - 1) * s.dil_h, taps = s.kh * s.kw;
+  const i64 rows = s.H + (s.kh - 1) * s.dil_h, taps = s.kh * s.kw;
   const i64 top = (s.kh - 1) * s.dil_h, left = (s.kw - 1) * s.dil_w;  // tap (0, 0)'s reach
-  const i64 chunk = clamp_(2048 / len, 1, s.H);
-  const i64 obuf_n = round_up(chunk * len, L) + L;
-  A* buf = scratch<A>(rows * len + L + obuf_n + (Stream ? chunk * s.W : 0));
-  A* obuf = buf + rows * len + L;
+  const FlatBuffers<A> b(rows, len, s.H, s.W, Stream);
+  const auto at = [&] {
+    if constexpr (Aligned) return AlignedRowTaps<true>{s.dil_h * len};
+    else return GridTaps{-s.dil_h * len, -s.dil_w};
+  }();
   for (i64 q = q0; q < q1; ++q) {
-    fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top - s.pad_top, left - s.pad_left, len, 0, rows, L, buf);
+    fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top - s.pad_top, left - s.pad_left, len, 0, rows, L, b.padded);
     const i64 pix = q * s.H * s.W;
     // The next plane's grad_output (see forward_flat), also past q1: the backward's channel blocks
     // (depthwise_conv2d.cpp: nchw_backward_blocks) call this for one image's planes of a block, and
     // the thread's next block reads those next. Prefetching only below q1 measured no faster (2-core
     // Xeon, 2026-12-06, one run). The input it masks with is read in order.
-    flat_plane<K, Mask, Stream>(buf + top * len + left, len, s.H, s.W, s.kh, s.kw, GridTaps{-s.dil_h * len, -s.dil_w},
-                                w + q % s.C * taps, A(0), chunk, obuf, gi + pix,
-                                Mask ? x + pix : static_cast<const T*>(nullptr), obuf + obuf_n,
+    flat_plane<K, Mask, Stream>(b.padded + top * len + left, len, s.H, s.W, s.kh, s.kw, at, w + q % s.C * taps, A(0),
+                                b.chunk, b.obuf, gi + pix, Mask ? x + pix : static_cast<const T*>(nullptr), b.cbuf,
                                 NextPlane::of(go + (q + 1) * s.Ho * s.Wo, s.Ho * s.Wo));
   }
+}
+
+// grad_input_flat_rows, on rows widened as the forward's (forward_flat). AMD Zen 4, one thread,
+// planes in cache, 3x3, 2026-12-06, three rounds of alternate processes: 147x147 10.9 -> 8.6 us a
+// plane (12.2 -> 9.4 with a relu input's mask), 74x74 3.0 -> 2.5 (3.3 -> 2.6), 37x37 0.88 -> 0.82.
+template <int K, bool Mask, bool Stream, typename S, typename T, typename A>
+void grad_input_flat(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
+  const i64 len = s.W + (s.kw - 1) * s.dil_w;
+  if constexpr (kAlignedRows<K, A>)
+    if (aligned_rows<A>(len, s.dil_w))
+      return grad_input_flat_rows<K, Mask, Stream, true>(s, go, w, x, gi, q0, q1, round_up(len, kLanes<A>));
+  grad_input_flat_rows<K, Mask, Stream, false>(s, go, w, x, gi, q0, q1, len);
 }
 
 // Strides up to 4, M == 1: the phase planes again, for the gradient. Input pixel
