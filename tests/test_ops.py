@@ -949,21 +949,22 @@ def test_nchw_strided_phases_native_matches_reference(case, dtype):
                             [x, weight, bias], ["input", "weight", "bias"])
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_nchw_weight_gradient_with_an_infinite_input(stride):
+@pytest.mark.parametrize("stride, width", [(1, 10), (2, 10), (1, 13)],
+                         ids=["unit stride", "stride 2", "rows widened to whole vectors: 15 -> 16 values"])
+def test_nchw_weight_gradient_with_an_infinite_input(stride, width):
     # An inf in the input's first column: the taps of the kernel's last column never read it, so their
     # weight gradient is finite; the flat path's dropped lanes would multiply it by a zero of
     # grad_output (NaN), and the channel is redone by the row path. The taps that read it: inf or NaN.
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 9, 10)
+    x = torch.randn(2, 3, 9, width)
     x[1, 2, 4, 0] = float("inf")
     weight = torch.randn(3, 1, 3, 3)
     geometry = ([stride, stride], [1, 1, 1, 1], [1, 1], "none")
-    ho, wo = (9 - 1) // stride + 1, (10 - 1) // stride + 1
+    ho, wo = (9 - 1) // stride + 1, (width - 1) // stride + 1
     go = torch.randn(2, 3, ho, wo)
     got = ops().depthwise_conv2d_grad_weight(go, x, weight, *geometry)
     xp = torch.nn.functional.pad(x.double(), (1, 1, 1, 1))
-    want = torch.stack([torch.stack([(go.double() * xp[:, :, i:i + 9:stride, j:j + 10:stride]).sum((0, 2, 3))
+    want = torch.stack([torch.stack([(go.double() * xp[:, :, i:i + 9:stride, j:j + width:stride]).sum((0, 2, 3))
                                      for j in range(3)], -1) for i in range(3)], -2).unsqueeze(1)
     assert torch.isfinite(got[:2]).all() and torch.isfinite(got[2, :, :, 2]).all()
     finite = torch.isfinite(want)
