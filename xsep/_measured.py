@@ -30,8 +30,8 @@ TABLE = {
         (1.07, 1.143),  # AMD EPYC, default
         (0.91, 0.971),  # AMD EPYC (avx512), default
         (1.11, 1.089),  # AMD EPYC (avx512), retain
-        (1.063, 1.163),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.159, 1.282),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.142, 1.097),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.142, 1.316),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.382, 0.976),  # AMD EPYC (avx512, family 26 model 2), default
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
@@ -43,8 +43,8 @@ TABLE = {
         (0.398, 0.443),  # AMD EPYC, default
         (2.019, 1.92),  # AMD EPYC (avx512), default
         (1.462, 1.542),  # AMD EPYC (avx512), retain
-        (2.166, 1.989),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.588, 1.669),  # AMD EPYC (avx512, family 25 model 17), retain
+        (2.17, 2.213),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.723, 1.676),  # AMD EPYC (avx512, family 25 model 17), retain
         (2.367, 2.024),  # AMD EPYC (avx512, family 26 model 2), default
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
@@ -56,8 +56,8 @@ TABLE = {
         (1.032, 0.974),  # AMD EPYC, default
         (0.975, 0.987),  # AMD EPYC (avx512), default
         (0.996, 0.982),  # AMD EPYC (avx512), retain
-        (1.005, 1.017),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.007, 1.009),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.014, 1.034),  # AMD EPYC (avx512, family 25 model 17), default
+        (0.979, 1.01),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.006, 1.053),  # AMD EPYC (avx512, family 26 model 2), default
         (0.992, 1.028),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.01, 1.088),  # Intel(R) Xeon(R) Processor, default
@@ -69,8 +69,8 @@ TABLE = {
         (0.748, 0.766),  # AMD EPYC, default
         (0.987, 1.082),  # AMD EPYC (avx512), default
         (0.794, 0.845),  # AMD EPYC (avx512), retain
-        (0.99, 1.067),  # AMD EPYC (avx512, family 25 model 17), default
-        (0.993, 1.006),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.004, 1.072),  # AMD EPYC (avx512, family 25 model 17), default
+        (0.989, 1.028),  # AMD EPYC (avx512, family 25 model 17), retain
         (0.99, 1.057),  # AMD EPYC (avx512, family 26 model 2), default
         (0.977, 0.951),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.489, 1.405),  # Intel(R) Xeon(R) Processor, default
@@ -82,8 +82,8 @@ TABLE = {
         (1.071, 1.077),  # AMD EPYC, default
         (1.052, 0.976),  # AMD EPYC (avx512), default
         (0.985, 0.952),  # AMD EPYC (avx512), retain
-        (1.149, 1.067),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.111, 1.038),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.093, 1.067),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.089, 1.074),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.119, 1.101),  # AMD EPYC (avx512, family 26 model 2), default
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
@@ -95,8 +95,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
-        (1.346, 1.473),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.176, 1.13),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.416, 1.453),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.198, 1.16),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.728, 1.658),  # AMD EPYC (avx512, family 26 model 2), default
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default
