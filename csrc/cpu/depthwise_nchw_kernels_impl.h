@@ -1068,19 +1068,8 @@ void grad_weight_channels(const DepthwiseGeometry& s, const S* go, const T* x, A
   }
 }
 
-// K x K kernels (K = 3, 5, 7) at unit stride, or at strides up to 4 through the phase planes
-// (Phased): the flattened padded planes again. Each image's input plane is filled as for the forward, its grad_output
-// plane into rows of the same len (zeros in the lanes past Wo), and every tap is a dot product of the two flat buffers,
-// the input shifted by the tap's offset: one grad_output vector serves all K * K taps, whose accumulators stay in
-// registers over the images. A dropped lane multiplies a zero of grad_output by an input value
-// (0 * inf would reach a tap that never reads that value: grad_weight_any redoes such channels by
-// the row path, which reads only its own pixels).
-// With Aligned (unit stride, rows widened as the forward's: aligned_rows), a tap row's K input
-// vectors are lane shifts of aligned loads (as AlignedRowTaps), two grad_output vectors at a time.
-// AMD Zen 4, one thread, planes in cache, 3x3, 2026-12-06, three rounds of alternate processes:
-// 147x147 12.1 -> 11.1 us a plane, 74x74 3.3 -> 3.1, 37x37 unchanged (1.0).
 // acc[j] += sum over v < NV, in order, of g[v] * the vector at q + v * L + j (j < K), q on a line's
-// start: tap row's products for NV grad_output vectors from NV + 1 aligned input loads.
+// start: a tap row's products for NV grad_output vectors from NV + 1 aligned input loads.
 template <int K, int NV, int J = 0, typename V>
 XSEP_INLINE void aligned_row_products(const V (&x)[NV + 1], const V (&g)[NV], V* acc) {
   if constexpr (J < K) {
@@ -1113,6 +1102,17 @@ XSEP_INLINE void aligned_tap_products(const A* gbuf, const A* xbuf, i64 nv, i64 
   if (k < nv * L) vectors(IntTag<1>{}, k);
 }
 
+// K x K kernels (K = 3, 5, 7) at unit stride, or at strides up to 4 through the phase planes
+// (Phased): the flattened padded planes again. Each image's input plane is filled as for the forward, its grad_output
+// plane into rows of the same len (zeros in the lanes past Wo), and every tap is a dot product of the two flat buffers,
+// the input shifted by the tap's offset: one grad_output vector serves all K * K taps, whose accumulators stay in
+// registers over the images. A dropped lane multiplies a zero of grad_output by an input value
+// (0 * inf would reach a tap that never reads that value: grad_weight_any redoes such channels by
+// the row path, which reads only its own pixels).
+// With Aligned (unit stride, rows widened as the forward's: aligned_rows), a tap row's K input
+// vectors are lane shifts of aligned loads (as AlignedRowTaps), two grad_output vectors at a time.
+// AMD Zen 4, one thread, planes in cache, 3x3, 2026-12-06, three rounds of alternate processes:
+// 147x147 12.1 -> 11.1 us a plane, 74x74 3.3 -> 3.1, 37x37 unchanged (1.0).
 template <int K, bool Phased, bool Relu, bool Aligned, typename S, typename T, typename A>
 void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 c0, i64 c1) {
   constexpr int L = kLanes<A>;
