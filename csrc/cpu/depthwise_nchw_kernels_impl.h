@@ -181,7 +181,6 @@ struct TableTaps {
 template <bool Flipped = false>
 struct AlignedRowTaps {
   i64 rstep;
-  XSEP_INLINE i64 operator()(i64 i, i64 j, i64) const { return Flipped ? -i * rstep - j : i * rstep + j; }
   // Where tap row i's loads start, relative to the output's position, and tap column J's lane shift
   // from there.
   template <int K>
@@ -238,16 +237,16 @@ XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, At at, const A* w, A b
       for (int j = 0; j < K; ++j) wv[j] = splat<Vec<A>>(w[i * K + j]);
       aligned_row_taps<At, K, NV>(x, wv, acc);
     }
-    return;
-  }
+  } else {
 #pragma GCC unroll 7
-  for (i64 i = 0; i < KH; ++i) {
+    for (i64 i = 0; i < KH; ++i) {
 #pragma GCC unroll 7
-    for (i64 j = 0; j < KW; ++j) {
-      const Vec<A> wv = splat<Vec<A>>(w[i * KW + j]);
-      const A* q = p + at(i, j, KW);
+      for (i64 j = 0; j < KW; ++j) {
+        const Vec<A> wv = splat<Vec<A>>(w[i * KW + j]);
+        const A* q = p + at(i, j, KW);
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[v] += load(q + v * L) * wv;
+        for (int v = 0; v < NV; ++v) acc[v] += load(q + v * L) * wv;
+      }
     }
   }
 }
@@ -487,6 +486,14 @@ template <typename A>
 XSEP_INLINE bool aligned_rows(i64 len, i64 dil_w) {
   return dil_w == 1 && 4 * round_up(len, kLanes<A>) <= 5 * len;
 }
+// f(BoolTag<true>{}, len rounded up to whole vectors) where a unit-stride kernel's rows of len
+// values are laid out for AlignedRowTaps (kAlignedRows, aligned_rows), else f(BoolTag<false>{}, len).
+template <int K, typename A, typename F>
+XSEP_INLINE void with_row_layout(i64 len, i64 dil_w, F&& f) {
+  if constexpr (kAlignedRows<K, A>)
+    if (aligned_rows<A>(len, dil_w)) return f(BoolTag<true>{}, round_up(len, kLanes<A>));
+  f(BoolTag<false>{}, len);
+}
 
 // Output rows [ho0, ho1) of image n, input channels [c0, c1), unit stride (see above). Rows of len
 // values; with Aligned, len a multiple of the vector and AlignedRowTaps.
@@ -526,12 +533,10 @@ void forward_flat_rows(const DepthwiseGeometry& s, const T* x, const A* w, const
 template <int K, bool Relu, bool Stream, typename T, typename O, typename A>
 void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 out_plane, i64 n,
                   i64 c0, i64 c1, i64 ho0, i64 ho1) {
-  const i64 len = s.Wo + (s.kw - 1) * s.dil_w;
-  if constexpr (kAlignedRows<K, A>)
-    if (aligned_rows<A>(len, s.dil_w))
-      return forward_flat_rows<K, Relu, Stream, true>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1,
-                                                      round_up(len, kLanes<A>));
-  forward_flat_rows<K, Relu, Stream, false>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1, len);
+  with_row_layout<K, A>(s.Wo + (s.kw - 1) * s.dil_w, s.dil_w, [&](auto aligned, i64 len) {
+    forward_flat_rows<K, Relu, Stream, decltype(aligned)::value>(s, x, w, bias, out, out_plane, n, c0, c1, ho0, ho1,
+                                                                 len);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -857,11 +862,9 @@ void grad_input_flat_rows(const DepthwiseGeometry& s, const S* go, const A* w, c
 // plane (12.2 -> 9.4 with a relu input's mask), 74x74 3.0 -> 2.5 (3.3 -> 2.6), 37x37 0.88 -> 0.82.
 template <int K, bool Mask, bool Stream, typename S, typename T, typename A>
 void grad_input_flat(const DepthwiseGeometry& s, const S* go, const A* w, const T* x, T* gi, i64 q0, i64 q1) {
-  const i64 len = s.W + (s.kw - 1) * s.dil_w;
-  if constexpr (kAlignedRows<K, A>)
-    if (aligned_rows<A>(len, s.dil_w))
-      return grad_input_flat_rows<K, Mask, Stream, true>(s, go, w, x, gi, q0, q1, round_up(len, kLanes<A>));
-  grad_input_flat_rows<K, Mask, Stream, false>(s, go, w, x, gi, q0, q1, len);
+  with_row_layout<K, A>(s.W + (s.kw - 1) * s.dil_w, s.dil_w, [&](auto aligned, i64 len) {
+    grad_input_flat_rows<K, Mask, Stream, decltype(aligned)::value>(s, go, w, x, gi, q0, q1, len);
+  });
 }
 
 // Strides up to 4, M == 1: the phase planes again, for the gradient. Input pixel
@@ -1177,10 +1180,10 @@ void grad_weight_any(const DepthwiseGeometry& s, const S* go, const T* x, A* gw,
       constexpr int K = decltype(k)::value;
       if constexpr (K > 0) {
         if (!unit) return grad_weight_flat<K, true, Relu, false>(s, go, x, gw, c0, c1);
-        if constexpr (kAlignedRows<K, A>)
-          if (aligned_rows<A>(s.Wo + (K - 1) * s.dil_w, s.dil_w))
-            return grad_weight_flat<K, false, Relu, true>(s, go, x, gw, c0, c1);
-        grad_weight_flat<K, false, Relu, false>(s, go, x, gw, c0, c1);
+        // grad_weight_flat widens its own rows (phase_planes' len) when Aligned.
+        with_row_layout<K, A>(s.Wo + (K - 1) * s.dil_w, s.dil_w, [&](auto aligned, i64) {
+          grad_weight_flat<K, false, Relu, decltype(aligned)::value>(s, go, x, gw, c0, c1);
+        });
       }
     });
   else return grad_weight_channels<Relu>(s, go, x, gw, c0, c1);
