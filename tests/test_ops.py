@@ -865,10 +865,10 @@ def test_output_memory_format_follows_input():
 # --------------------------------------------------------------------------------------------------
 # NCHW, unit stride: the flattened padded plane
 #
-# At stride 1 the NCHW kernels copy the plane with its padding into rows of len = Wo + (kw - 1) * dil_w
-# values (with AVX-512, float and 3x3, 5x5 or 7x7 taps at unit column step, widened to whole vectors
-# where that adds at most a quarter) and convolve the flattened buffer in full vectors; the lanes
-# between rows are dropped. These cases hit its edges. Named "native ... matches_reference" so that test_every_cpu_isa reruns them.
+# At stride 1 the NCHW kernels (forward, input and weight gradients) copy the plane with its padding
+# into rows of len = Wo + (kw - 1) * dil_w values (with AVX-512, float and 3x3, 5x5 or 7x7 taps at unit
+# column step, widened to whole vectors where that adds at most a quarter) and convolve the flattened
+# buffer in full vectors; the lanes between rows are dropped. These cases hit its edges. Named "native ... matches_reference" so that test_every_cpu_isa reruns them.
 
 # (N, C, H, W, M, (kh, kw), padding (top, bottom, left, right), dilation, input activation, why)
 _FLAT_CASES = [

@@ -206,15 +206,17 @@ XSEP_INLINE V lanes_of(V lo, V hi) {
   return __builtin_shuffle(lo, hi, index);
 }
 
-// acc[v] += sum over j < K, in order, of w[j] * the vector at q + v * L + At's shift of j, q on a
-// line's start.
-template <typename At, int K, int NV, int J = 0, typename V>
-XSEP_INLINE void aligned_row_taps(const V (&x)[NV + 1], const V* wv, V* acc) {
+// A tap row's shifted vectors from NV + 1 aligned loads x (from q, a line's start): f(IntTag<J>{}, v,
+// the vector at q + v * L + At's shift of tap J) for J < K, then v < NV, in that order; one shuffle
+// each. The forward and input gradient sum them into their outputs (flat_vectors), the weight
+// gradient into its taps (aligned_tap_products).
+template <typename At, int K, int NV, int J = 0, typename V, typename F>
+XSEP_INLINE void for_shifted_row(const V (&x)[NV + 1], F&& f) {
   if constexpr (J < K) {
     constexpr int shift = At::template kShift<K, J>;
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[v] += (shift == 0 ? x[v] : lanes_of<shift, 1>(x[v], x[v + 1])) * wv[J];
-    aligned_row_taps<At, K, NV, J + 1>(x, wv, acc);
+    for (int v = 0; v < NV; ++v) f(IntTag<J>{}, v, shift == 0 ? x[v] : lanes_of<shift, 1>(x[v], x[v + 1]));
+    for_shifted_row<At, K, NV, J + 1>(x, f);
   }
 }
 
@@ -235,7 +237,9 @@ XSEP_INLINE void flat_vectors(const A* p, i64 kh, i64 kw, At at, const A* w, A b
       for (int v = 0; v <= NV; ++v) x[v] = load(p + at.template row<K>(i) + v * L);
 #pragma GCC unroll 7
       for (int j = 0; j < K; ++j) wv[j] = splat<Vec<A>>(w[i * K + j]);
-      aligned_row_taps<At, K, NV>(x, wv, acc);
+      // acc[v] += the tap row's products, taps in order.
+      for_shifted_row<At, K, NV>(
+          x, [&](auto j, int v, Vec<A> xs) __attribute__((always_inline)) { acc[v] += xs * wv[decltype(j)::value]; });
     }
   } else {
 #pragma GCC unroll 7
@@ -458,17 +462,27 @@ void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At a
   }
 }
 
-// The per-thread buffers of a unit-stride flat kernel, in one scratch: `rows` padded rows of len
-// values then 2 L more (a vector of zeros, fill_flat's tail, and one that AlignedRowTaps' last loads
-// reach into: lanes of outputs past the plane, dropped); obuf, `chunk` rows of len (flat_plane);
-// with Stream, cbuf, chunk rows of `width`.
+// The values a unit-stride kernel's padded plane of `rows` rows of len takes: the rows, then 2 L
+// more: a vector of zeros (fill_flat's tail: the last flat vectors read up to L - 1 values past the
+// rows) and the one that AlignedRowTaps' last loads reach into (lanes of outputs past the plane,
+// dropped; the weight gradient zeroes it too, see grad_weight_flat).
+template <typename A>
+inline constexpr i64 kPlaneSlack = 2 * kLanes<A>;
+template <typename A>
+XSEP_INLINE i64 padded_plane_values(i64 rows, i64 len) {
+  return rows * len + kPlaneSlack<A>;
+}
+
+// The per-thread buffers of a unit-stride flat kernel, in one scratch: the padded plane
+// (padded_plane_values); obuf, `chunk` rows of len (flat_plane); with Stream, cbuf, chunk rows of
+// `width`.
 template <typename A>
 struct FlatBuffers {
   A *padded, *obuf, *cbuf;
   i64 chunk;
   FlatBuffers(i64 rows, i64 len, i64 nout, i64 width, bool stream) : chunk(clamp_(2048 / len, 1, nout)) {
     constexpr int L = kLanes<A>;
-    const i64 padded_n = rows * len + 2 * L, obuf_n = round_up(chunk * len, L) + L;
+    const i64 padded_n = padded_plane_values<A>(rows, len), obuf_n = round_up(chunk * len, L) + L;
     padded = scratch<A>(padded_n + obuf_n + (stream ? chunk * width : 0));
     obuf = padded + padded_n;
     cbuf = obuf + obuf_n;
@@ -1071,17 +1085,6 @@ void grad_weight_channels(const DepthwiseGeometry& s, const S* go, const T* x, A
   }
 }
 
-// acc[j] += sum over v < NV, in order, of g[v] * the vector at q + v * L + j (j < K), q on a line's
-// start: a tap row's products for NV grad_output vectors from NV + 1 aligned input loads.
-template <int K, int NV, int J = 0, typename V>
-XSEP_INLINE void aligned_row_products(const V (&x)[NV + 1], const V (&g)[NV], V* acc) {
-  if constexpr (J < K) {
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[J] += g[v] * (J == 0 ? x[v] : lanes_of<J, 1>(x[v], x[v + 1]));
-    aligned_row_products<K, NV, J + 1>(x, g, acc);
-  }
-}
-
 // acc[i * K + j] += sum over the nv flat vectors k of gbuf[k] * xbuf[k + i * rstep + j], lane by
 // lane in k's order (xbuf, gbuf and rstep in whole vectors: grad_weight_flat with Aligned).
 template <int K, typename A>
@@ -1097,7 +1100,10 @@ XSEP_INLINE void aligned_tap_products(const A* gbuf, const A* xbuf, i64 nv, i64 
       Vec<A> xv[NV + 1];
 #pragma GCC unroll 3
       for (int v = 0; v <= NV; ++v) xv[v] = load(xbuf + k + i * rstep + v * L);
-      aligned_row_products<K, NV>(xv, gv, acc + i * K);
+      // acc[i * K + j] += gv[v] * input tap (i, j) of output vector v, v in order.
+      for_shifted_row<AlignedRowTaps<>, K, NV>(xv, [&](auto j, int v, Vec<A> xs) __attribute__((always_inline)) {
+        acc[i * K + decltype(j)::value] += gv[v] * xs;
+      });
     }
   };
   i64 k = 0;
@@ -1126,9 +1132,10 @@ void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw
   if constexpr (Aligned) g.len = round_up(g.len, L);
   const i64 len = g.len, rstep = s.dil_h * len, cstep = s.dil_w;
   const i64 nv = ((s.Ho - 1) * len + s.Wo + L - 1) / L;  // vectors over the flat outputs
-  // Aligned: 2 L zeros past the rows, which the last aligned loads reach into.
-  const i64 tail = Aligned ? 2 * L : L;
-  const i64 xbuf_n = Phased ? s.sh * s.sw * g.stride : g.rows * len + tail;
+  // Aligned: zeros over all the slack past the rows, which the last aligned loads reach into (an
+  // uninitialised value there would send a finite channel down the NaN redo, grad_weight_any).
+  const i64 tail = Aligned ? kPlaneSlack<A> : L;
+  const i64 xbuf_n = Phased ? s.sh * s.sw * g.stride : padded_plane_values<A>(g.rows, len);
   const i64 tmp_len = Phased ? phase_row_len<A>(s, g) : 0;
   A* xbuf = scratch<A>(xbuf_n + s.Ho * len + L + tmp_len + L);
   A* gbuf = xbuf + xbuf_n;
