@@ -149,6 +149,39 @@ def test_older_files_render_as_before():
         "float32 matmul 0.15 TFLOP/s. Data: `r.json`.\n")
 
 
+def test_readme_keeps_the_newest_measurement_of_each_case():
+    # The README shows, per kind of device and allocator setting, each op row and each model comparison
+    # from the newest file that measured it; a file left with nothing is dropped, and other kinds of
+    # CPU or allocator settings keep their own newest rows.
+    def doc(family, allocator, ops=(), models=()):
+        summary = [{"backend": b, "op": "depthwise", "mode": m, "dtype": "float32", "layout": "nchw",
+                    "geomean_speedup": 1.0} for b in ("native", "torch") for m in ops]
+        rows = [{"model": name, "mode": "inference", "compiled": False, "dtype": "float32", "layout": "nchw",
+                 "batch": 8} for name in models]
+        return {"device": {"type": "cpu", "name": "Some CPU", "cpu_isa": "avx512", "cpu_family_model": family,
+                           "threads": 2}, "settings": {"batch": 8, "allocator": {"setting": allocator}},
+                "summary": summary, "models": rows}
+
+    pair = ("xsep m (converted)", "timm m")
+    docs = [("old", doc("family 1", "default", ("forward", "forward+backward"), pair)),
+            ("other cpu", doc("family 2", "default", ("forward",))),
+            ("retain", doc("family 1", "retain", ("forward",))),
+            ("newer forward", doc("family 1", "default", ("forward",))),
+            ("newest models", doc("family 1", "default", (), pair)),
+            ("other comparison", doc("family 1", "default", (), ("xsep xception", "timm m")))]
+    kept = {name: d for name, d in report.newest_rows(docs)}
+    assert list(kept) == ["old", "other cpu", "retain", "newer forward", "newest models", "other comparison"]
+    assert [(s["backend"], s["mode"]) for s in kept["old"]["summary"]] == [("native", "forward+backward"),
+                                                                         ("torch", "forward+backward")]
+    assert kept["old"]["models"] == []
+    assert [r["model"] for r in kept["newest models"]["models"]] == list(pair)
+    assert len(kept["other comparison"]["models"]) == 2
+    # Superseded whole: dropped.
+    docs.append(("rerun", doc("family 1", "default", ("forward", "forward+backward"))))
+    assert [name for name, _ in report.newest_rows(docs)] == ["other cpu", "retain", "newest models",
+                                                             "other comparison", "rerun"]
+
+
 def test_measured_module_keeps_native_cpu_speedups(tmp_path):
     # xsep/_measured.py (the CPU automatic choice's data) holds each CPU's native geometric means
     # per op and layout, (forward, forward+backward), the newest results file winning.

@@ -299,6 +299,52 @@ def _markdown_extras(doc: dict) -> str:
     return extras
 
 
+def _measured_on(doc: dict) -> tuple:
+    """What a results file's numbers depend on besides the code: the kind of device (report.cpu_kind for a
+    CPU, with its thread count) and, on a CPU, the host allocator setting ('default' where not recorded)."""
+    device = doc["device"]
+    if device["type"] != "cpu":
+        return device["type"], device["name"]
+    allocator = (doc.get("settings", {}).get("allocator") or {}).get("setting", "default")
+    kind = cpu_kind(device["name"], device.get("cpu_isa"), device.get("cpu_family_model"))
+    return "cpu", kind, device.get("threads"), allocator
+
+
+def _model_groups(doc: dict) -> dict[tuple, list[dict]]:
+    """A file's whole-model rows by comparison: the rows of one setting (mode, compiled, dtype, layout,
+    batch), keyed by that setting and the models compared (xsep's and its baselines, kept together)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in doc.get("models", []):
+        setting = tuple(r.get(k) for k in ("mode", "compiled", "dtype", "layout", "batch"))
+        groups.setdefault(setting, []).append(r)
+    return {(setting, frozenset(r["model"] for r in rows)): rows for setting, rows in groups.items()}
+
+
+def newest_rows(documents: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
+    """The documents (oldest first) reduced to what no later file measured again on the same kind of
+    device with the same allocator setting: op rows by (backend, op, mode, dtype, layout, batch), model
+    rows by comparison (_model_groups); files left with nothing are dropped. The README shows these, the
+    newest number for each case; benchmarks/results/README.md every file whole."""
+    seen: set[tuple] = set()
+    kept = []
+    for path, doc in reversed(documents):
+        where, batch = _measured_on(doc), doc.get("settings", {}).get("batch")
+        summary = []
+        for s in doc.get("summary", []):
+            key = (where, "op", s["backend"], s["op"], s["mode"], s["dtype"], s["layout"], batch)
+            if key not in seen:
+                summary.append(s)
+                seen.add(key)
+        models = []
+        for group, rows in _model_groups(doc).items():
+            if (where, "models", group) not in seen:
+                models += rows
+                seen.add((where, "models", group))
+        if any(s["backend"] != "torch" for s in summary) or models:
+            kept.append((path, dict(doc, summary=summary, models=models)))
+    return kept[::-1]
+
+
 def markdown(documents: list[tuple[Path, dict]], root: Path) -> str:
     """The README's performance tables: per results file, the geometric-mean speedup of each
     backend per op and mode, naming device, dtype, layout, batch and date, and the whole-model rows."""
