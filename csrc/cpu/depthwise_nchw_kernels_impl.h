@@ -462,10 +462,11 @@ void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At a
   }
 }
 
-// The values a unit-stride kernel's padded plane of `rows` rows of len takes: the rows, then 2 L
-// more: a vector of zeros (fill_flat's tail: the last flat vectors read up to L - 1 values past the
-// rows) and the one that AlignedRowTaps' last loads reach into (lanes of outputs past the plane,
-// dropped; the weight gradient zeroes it too, see grad_weight_flat).
+// The values a unit-stride kernel's padded plane of `rows` rows of len takes: the rows, then
+// kPlaneSlack zeros (fill_flat's tail): the last flat vectors read up to L - 1 values past the rows,
+// and AlignedRowTaps' last loads a vector further (lanes of outputs past the plane, dropped; zeros,
+// so that no uninitialised value reaches them: in the weight gradient a NaN there would send a
+// finite channel down grad_weight_any's redo).
 template <typename A>
 inline constexpr i64 kPlaneSlack = 2 * kLanes<A>;
 template <typename A>
@@ -530,7 +531,7 @@ void forward_flat_rows(const DepthwiseGeometry& s, const T* x, const A* w, const
   for (i64 c = c0; c < c1; ++c) {
     const T* xp = x + (n * s.C + c) * s.H * s.W;
     // Output row ho0 reads padded rows from ho0 (its first tap row).
-    fill_flat<Relu>(xp, s.H, s.W, s.pad_top, s.pad_left, len, ho0, rows, L, buf);
+    fill_flat<Relu>(xp, s.H, s.W, s.pad_top, s.pad_left, len, ho0, rows, kPlaneSlack<A>, buf);
     const NextPlane next = NextPlane::of(xp + s.H * s.W + r_lo * s.W, (r_hi - r_lo) * s.W);
     for (i64 oc = c * s.M; oc < (c + 1) * s.M; ++oc)
       flat_plane<K, false, Stream>(buf, len, nout, s.Wo, s.kh, s.kw, at, w + oc * taps,
@@ -859,7 +860,8 @@ void grad_input_flat_rows(const DepthwiseGeometry& s, const S* go, const A* w, c
     else return GridTaps{-s.dil_h * len, -s.dil_w};
   }();
   for (i64 q = q0; q < q1; ++q) {
-    fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top - s.pad_top, left - s.pad_left, len, 0, rows, L, b.padded);
+    fill_flat<false>(go + q * s.Ho * s.Wo, s.Ho, s.Wo, top - s.pad_top, left - s.pad_left, len, 0, rows, kPlaneSlack<A>,
+                     b.padded);
     const i64 pix = q * s.H * s.W;
     // The next plane's grad_output (see forward_flat), also past q1: the backward's channel blocks
     // (depthwise_conv2d.cpp: nchw_backward_blocks) call this for one image's planes of a block, and
@@ -1132,9 +1134,6 @@ void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw
   if constexpr (Aligned) g.len = round_up(g.len, L);
   const i64 len = g.len, rstep = s.dil_h * len, cstep = s.dil_w;
   const i64 nv = ((s.Ho - 1) * len + s.Wo + L - 1) / L;  // vectors over the flat outputs
-  // Aligned: zeros over all the slack past the rows, which the last aligned loads reach into (an
-  // uninitialised value there would send a finite channel down the NaN redo, grad_weight_any).
-  const i64 tail = Aligned ? kPlaneSlack<A> : L;
   const i64 xbuf_n = Phased ? s.sh * s.sw * g.stride : padded_plane_values<A>(g.rows, len);
   const i64 tmp_len = Phased ? phase_row_len<A>(s, g) : 0;
   A* xbuf = scratch<A>(xbuf_n + s.Ho * len + L + tmp_len + L);
@@ -1151,7 +1150,7 @@ void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw
         const T* xp = x + (n * s.C + c) * s.H * s.W;
         if (oc == c * s.M || s.N > 1) {  // the input plane, unless still in place (N = 1, M > 1)
           if constexpr (Phased) fill_phases<Relu>(s, g, xp, 0, tmp, tmp_len, xbuf);
-          else fill_flat<Relu>(xp, s.H, s.W, s.pad_top, s.pad_left, len, 0, g.rows, tail, xbuf);
+          else fill_flat<Relu>(xp, s.H, s.W, s.pad_top, s.pad_left, len, 0, g.rows, kPlaneSlack<A>, xbuf);
         }
         fill_flat<false>(go + (n * s.OC + oc) * s.Ho * s.Wo, s.Ho, s.Wo, 0, 0, len, 0, s.Ho, L, gbuf);
         if constexpr (Aligned) {
