@@ -79,9 +79,7 @@ def measured_module(docs) -> str:
     for _, doc in docs:  # oldest first per device, so the newest result wins
         if doc["device"]["type"] != "cpu":
             continue
-        device = doc["device"]
-        cpu = report.cpu_kind(device["name"], device.get("cpu_isa"), device.get("cpu_family_model"))
-        allocator = (doc.get("settings", {}).get("allocator") or {}).get("setting", "default")
+        _, cpu, _, allocator = report.measured_on(doc)
         per_column = speedups.setdefault((cpu, allocator), {})
         for s in doc.get("summary", []):
             if s["backend"] == "native" and s["geomean_speedup"] is not None:

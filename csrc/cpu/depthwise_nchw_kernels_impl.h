@@ -570,7 +570,8 @@ void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
 XSEP_INLINE bool use_phases(const DepthwiseGeometry& s) { return s.sh <= 4 && s.sw <= 4; }
 
 // The phase planes of one band: sh * sw planes of rows x len values, `stride` apart (the L values
-// after each plane are zeros: the last vectors of a plane read up to L - 1 values past it).
+// after each plane are zeros: the last vectors of a plane read up to L - 1 values past it). At unit
+// stride, one plane.
 struct PhasePlanes { i64 len, rows, stride; };
 
 template <typename A>
@@ -1120,21 +1121,21 @@ XSEP_INLINE void aligned_tap_products(const A* gbuf, const A* xbuf, i64 nv, i64 
 // registers over the images. A dropped lane multiplies a zero of grad_output by an input value
 // (0 * inf would reach a tap that never reads that value: grad_weight_any redoes such channels by
 // the row path, which reads only its own pixels).
-// With Aligned (unit stride, rows widened as the forward's: aligned_rows), a tap row's K input
-// vectors are lane shifts of aligned loads (as AlignedRowTaps), two grad_output vectors at a time.
+// g: the input's layout, phase_planes' (Phased), or at unit stride the padded plane's, rows as the
+// forward's (with_row_layout: widened with Aligned) and `stride` its padded_plane_values.
+// With Aligned, a tap row's K input vectors are lane shifts of aligned loads (as AlignedRowTaps),
+// two grad_output vectors at a time.
 // AMD Zen 4, one thread, planes in cache, 3x3, 2026-12-06, three rounds of alternate processes:
 // 147x147 12.1 -> 11.1 us a plane, 74x74 3.3 -> 3.1, 37x37 unchanged (1.0).
 template <int K, bool Phased, bool Relu, bool Aligned, typename S, typename T, typename A>
-void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 c0, i64 c1) {
+void grad_weight_flat(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 c0, i64 c1,
+                      const PhasePlanes& g) {
   constexpr int L = kLanes<A>;
   constexpr int taps = K * K;
   static_assert(!(Aligned && Phased), "aligned rows: unit stride");
-  // The input as one padded plane (unit stride) or its phase planes (Phased: stride > 1), rows of len.
-  PhasePlanes g = phase_planes<A>(s, s.Ho);
-  if constexpr (Aligned) g.len = round_up(g.len, L);
   const i64 len = g.len, rstep = s.dil_h * len, cstep = s.dil_w;
   const i64 nv = ((s.Ho - 1) * len + s.Wo + L - 1) / L;  // vectors over the flat outputs
-  const i64 xbuf_n = Phased ? s.sh * s.sw * g.stride : padded_plane_values<A>(g.rows, len);
+  const i64 xbuf_n = s.sh * s.sw * g.stride;
   const i64 tmp_len = Phased ? phase_row_len<A>(s, g) : 0;
   A* xbuf = scratch<A>(xbuf_n + s.Ho * len + L + tmp_len + L);
   A* gbuf = xbuf + xbuf_n;
@@ -1185,10 +1186,11 @@ void grad_weight_any(const DepthwiseGeometry& s, const S* go, const T* x, A* gw,
     with_kernel_size(s, [&](auto k) {
       constexpr int K = decltype(k)::value;
       if constexpr (K > 0) {
-        if (!unit) return grad_weight_flat<K, true, Relu, false>(s, go, x, gw, c0, c1);
-        // grad_weight_flat widens its own rows (phase_planes' len) when Aligned.
-        with_row_layout<K, A>(s.Wo + (K - 1) * s.dil_w, s.dil_w, [&](auto aligned, i64) {
-          grad_weight_flat<K, false, Relu, decltype(aligned)::value>(s, go, x, gw, c0, c1);
+        const PhasePlanes g = phase_planes<A>(s, s.Ho);
+        if (!unit) return grad_weight_flat<K, true, Relu, false>(s, go, x, gw, c0, c1, g);
+        with_row_layout<K, A>(g.len, s.dil_w, [&](auto aligned, i64 len) {
+          const PhasePlanes plane{len, g.rows, padded_plane_values<A>(g.rows, len)};
+          grad_weight_flat<K, false, Relu, decltype(aligned)::value>(s, go, x, gw, c0, c1, plane);
         });
       }
     });

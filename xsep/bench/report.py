@@ -299,9 +299,10 @@ def _markdown_extras(doc: dict) -> str:
     return extras
 
 
-def _measured_on(doc: dict) -> tuple:
+def measured_on(doc: dict) -> tuple:
     """What a results file's numbers depend on besides the code: the kind of device (report.cpu_kind for a
-    CPU, with its thread count) and, on a CPU, the host allocator setting ('default' where not recorded)."""
+    CPU, with its thread count) and, on a CPU, the host allocator setting ('default' where not recorded):
+    (type, name) for other devices, ('cpu', kind, threads, allocator) for a CPU."""
     device = doc["device"]
     if device["type"] != "cpu":
         return device["type"], device["name"]
@@ -328,7 +329,7 @@ def newest_rows(documents: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
     seen: set[tuple] = set()
     kept = []
     for path, doc in reversed(documents):
-        where, batch = _measured_on(doc), doc.get("settings", {}).get("batch")
+        where, batch = measured_on(doc), doc.get("settings", {}).get("batch")
         summary = []
         for s in doc.get("summary", []):
             key = (where, "op", s["backend"], s["op"], s["mode"], s["dtype"], s["layout"], batch)
