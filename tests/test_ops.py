@@ -980,8 +980,10 @@ def test_nchw_weight_gradient_with_an_infinite_input(stride, width):
 # a channel tail shorter than a vector (when C is at least one vector) is redone as the whole vector
 # ending at C. With three tap rows and 3 tap columns, the tiles whose taps all lie inside a row go in
 # runs (weights held in registers) and the rest in unit tiles; rows whose pixels are a multiple of
-# 4 KiB apart go wholly in unit tiles. These cases hit those edges; named "native ... matches_reference" so that
-# test_every_cpu_isa reruns them (the tiles and vectors differ per instruction set).
+# 4 KiB apart go wholly in unit tiles. At stride 2 along W (unit dilation, 3, 5 or 7 tap columns) the tiles
+# are strided: pixel p's tap j reads the tile's source column 2 p + j. These cases hit those edges; named
+# "native ... matches_reference" so that test_every_cpu_isa reruns them (the tiles and vectors differ per
+# instruction set).
 
 # (N, C, H, W, (kh, kw), stride, padding (top, bottom, left, right), dilation, input activation, why)
 _UNIT_CASES = [
@@ -1001,6 +1003,13 @@ _UNIT_CASES = [
     (1, 20, 7, 26, (5, 3), (1, 1), (2, 2, 1, 1), (1, 1), "relu", "5x3: runs on the rows with three tap rows"),
     (1, 1024, 4, 11, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), "relu",
      "pixels 4 KiB apart in float32 and float64 (unit tiles, not runs), 2 KiB in 16-bit types (runs)"),
+    (2, 41, 9, 37, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "none", "stride 2, 3x3: strided tiles, a rest, a channel tail"),
+    (1, 33, 8, 30, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), "relu", "stride 2, 5x5, an even row"),
+    (1, 17, 9, 40, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), "none", "stride 2, 7x7"),
+    (2, 16, 7, 11, (3, 3), (2, 2), (0, 1, 0, 1), (1, 1), "none", "stride 2, TF-same padding: none left, one right"),
+    (1, 20, 5, 5, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), "relu", "stride 2, 5x5 on a 5x5 plane: one edge tile a row"),
+    (1, 7, 6, 17, (3, 3), (1, 2), (1, 1, 1, 1), (1, 1), "relu", "stride 2 along W only, fewer channels than a vector"),
+    (1, 1024, 4, 11, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), "none", "stride 2, pixels 4 KiB apart"),
 ]
 
 
@@ -1018,16 +1027,18 @@ def test_channels_last_unit_tiles_native_matches_reference(case, dtype):
                             [x, weight, bias], ["input", "weight", "bias"])
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("kernel", [3, 5, 7])
-def test_channels_last_unit_tiles_split_mid_row_native_matches_reference(kernel):
+def test_channels_last_unit_tiles_split_mid_row_native_matches_reference(kernel, stride):
     # With 3 threads at::parallel_for splits the forward's 53 x 29 = 1537 pixels into tasks of
     # ceil(1537 / tasks) (grain: 32768 multiply-adds, so 1213 pixels at 3 channels x 3x3, 436 at 5x5,
     # 222 at 7x7): 2 tasks of 769 = 26 x 29 + 15 at 3x3, 3 of 513 = 17 x 29 + 20 at 5x5 and 7x7. Each
-    # later task starts mid-row, so its first tile does not start at the row's edge.
+    # later task starts mid-row, so its first tile does not start at the row's edge (at stride 2 too:
+    # a 105 x 57 input).
     torch.manual_seed(0)
-    x = away_from_zero(1, 3, 53, 29).float().contiguous(memory_format=torch.channels_last)
+    x = away_from_zero(1, 3, 52 * stride + 1, 28 * stride + 1).float().contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(3, 1, kernel, kernel), torch.randn(3)
-    geometry = ((1, 1), [kernel // 2] * 4, (1, 1), "none")
+    geometry = ((stride, stride), [kernel // 2] * 4, (1, 1), "none")
     with intra_op_threads(3):
         check_against_reference(lambda *t: ops().depthwise_conv2d(*t, *geometry),
                                 lambda *t: reference.depthwise_conv2d(*t, *geometry),
