@@ -570,8 +570,9 @@ void forward_flat(const DepthwiseGeometry& s, const T* x, const A* w, const A* b
 XSEP_INLINE bool use_phases(const DepthwiseGeometry& s) { return s.sh <= 4 && s.sw <= 4; }
 
 // The phase planes of one band: sh * sw planes of rows x len values, `stride` apart (the L values
-// after each plane are zeros: the last vectors of a plane read up to L - 1 values past it). At unit
-// stride, one plane.
+// after each plane are zeros: the last vectors of a plane read up to L - 1 values past it). The
+// unit-stride weight gradient describes its one padded plane with it too (grad_weight_any: `stride`
+// = padded_plane_values, kPlaneSlack zeros after the rows).
 struct PhasePlanes { i64 len, rows, stride; };
 
 template <typename A>
