@@ -30,7 +30,7 @@ static std::string build_info() {
   return std::string("cuda=") + (XSEP_WITH_CUDA ? "1" : "0") + ";cuda_archs=" + XSEP_CUDA_ARCHS_STR +
          ";cpu_isa=" + xsep::cpu::kernel_isa() + ";cpu_gemm=" + xsep::cpu::gemm_library() +
          ";cpu_weight_gemm=" + xsep::cpu::weight_gemm_library() + ";cpu_fused_gemm=" + xsep::cpu::fused_gemm_library() +
-         ";cpu_stream_stores=" + xsep::cpu::stream_stores_setting() +
+         ";cpu_stream_stores=" + xsep::cpu::stream_stores_setting() + ";cpu_prefetch=" + xsep::cpu::prefetch_setting() +
          ";cpu_run_vectors=" + xsep::cpu::run_vectors_setting() +
          ";cpu_depthwise_runs=" + xsep::cpu::depthwise_runs_setting() +
          ";cpu_weight_packing=" + xsep::cpu::weight_packing_setting() +

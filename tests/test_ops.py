@@ -1156,6 +1156,19 @@ def test_cpu_stream_stores(isa):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])
+def test_cpu_prefetch(isa):
+    # The channels-last depthwise weight gradient brings its next rows into L2 ahead where its
+    # operands exceed the last-level cache (csrc/cpu/host.h: prefetch_rows), which this suite's small
+    # shapes never reach. XSEP_CPU_PREFETCH=always forces it: rerun the depthwise and fused reference
+    # sweeps, gradchecks and thread-count test with it, under each instruction set.
+    _skip_unless_cpu_has(isa)
+    _assert_suite_passes({"XSEP_CPU_ISA": isa, "XSEP_CPU_PREFETCH": "always"},
+                         "((depthwise or separable) and native and matches_reference) "
+                         "or gradcheck_depthwise or gradcheck_separable or thread_count")
+
+
+@pytest.mark.slow
 def test_cpu_run_vectors():
     # The AVX-512 build's channels-last depthwise runs take two vectors of channels on short rows,
     # or on every row where that measured faster (csrc/cpu/depthwise_kernels.h: two_vector_runs);
@@ -1366,6 +1379,7 @@ def test_native_nchw_channel_blocks_matches_reference(case, dtype):
 
 @pytest.mark.parametrize("variable, value, choices", [
     ("XSEP_CPU_STREAM_STORES", "sometimes", "'auto', 'always', 'never'"),
+    ("XSEP_CPU_PREFETCH", "maybe", "'auto', 'always', 'never'"),
     ("XSEP_CPU_RUN_VECTORS", "two", "'auto', 'short-rows', 'every-row'"),
     ("XSEP_CPU_DEPTHWISE_RUNS", "some", "'auto', 'always', 'never'"),
     ("XSEP_CPU_WEIGHT_PACKING", "both", "'auto', 'pack', 'in-place'"),
@@ -1374,7 +1388,8 @@ def test_native_nchw_channel_blocks_matches_reference(case, dtype):
 def test_cpu_setting_bad_name(variable, value, choices):
     result = subprocess.run([sys.executable, "-c", "import torch, xsep.functional as F; "
                              "x = torch.randn(1, 2, 3, 3).to(memory_format=torch.channels_last); "
-                             "F.depthwise_conv2d(x, torch.randn(2, 1, 3, 3), padding=1, backend='native'); "
+                             "w = torch.randn(2, 1, 3, 3, requires_grad=True); "
+                             "F.depthwise_conv2d(x, w, padding=1, backend='native').sum().backward(); "
                              "F.depthwise_conv2d(x.contiguous(), torch.randn(2, 1, 3, 3), padding=1, backend='native')"],
                             env={**_subprocess_env(), variable: value}, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0

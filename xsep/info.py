@@ -66,6 +66,7 @@ def main() -> int:
               f"weight products {build.get('cpu_weight_gemm', '?')}, "
               f"fused products {build.get('cpu_fused_gemm', '?')}, "
               f"non-temporal stores {build.get('cpu_stream_stores', '?')}, "
+              f"prefetching next rows {build.get('cpu_prefetch', '?')}, "
               f"two-vector runs on {build.get('cpu_run_vectors', '?')}, "
               f"depthwise runs {build.get('cpu_depthwise_runs', '?')}, "
               f"weight-product packing {build.get('cpu_weight_packing', '?')}, "

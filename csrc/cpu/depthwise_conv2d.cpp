@@ -334,8 +334,10 @@ std::tuple<at::Tensor, at::Tensor> backward_in_nhwc(const DepthwiseGeometry& g, 
     using acc_t = Acc<scalar_t>;
     scalar_t* gip = with_input && gi.numel() > 0 ? gi.mutable_data_ptr<scalar_t>() : nullptr;
     const acc_t* wp = gip != nullptr ? w.const_data_ptr<acc_t>() : nullptr;
-    const bool stream = gip != nullptr && stream_output(go.nbytes() + gi.nbytes() + x.nbytes(), gi);
-    taps = depthwise_backward_taps(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), wp, gip, stream);
+    const int64_t bytes = go.nbytes() + x.nbytes() + (gip != nullptr ? gi.nbytes() : 0);
+    const bool stream = gip != nullptr && stream_output(bytes, gi);
+    taps = depthwise_backward_taps(g, go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), wp, gip, stream,
+                                   prefetch_rows(bytes));
   });
   return {with_input ? in_format_of(gi, input) : at::Tensor(), from_tap_major(taps, weight)};
 }

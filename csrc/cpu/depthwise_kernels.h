@@ -46,9 +46,13 @@ struct DepthwiseKernels {
   void (*grad_input_acc)(const DepthwiseGeometry&, const acc_t* go, const acc_t* w, const T* x, T* gi, int64_t r0,
                          int64_t r1, bool stream_out);
 
-  // gw[(i * kw + j) * OC + oc] += sum over output rows r in [r0, r1) of go * act_in(x).
-  void (*grad_weight)(const DepthwiseGeometry&, const T* go, const T* x, acc_t* gw, int64_t r0, int64_t r1);
-  void (*grad_weight_acc)(const DepthwiseGeometry&, const acc_t* go, const T* x, acc_t* gw, int64_t r0, int64_t r1);
+  // gw[(i * kw + j) * OC + oc] += sum over output rows r in [r0, r1) of go * act_in(x). prefetch:
+  // bring each next output row's go and newest input row into L2 while a row computes (operands
+  // larger than the caches: prefetch_rows, host.h); the same results either way.
+  void (*grad_weight)(const DepthwiseGeometry&, const T* go, const T* x, acc_t* gw, int64_t r0, int64_t r1,
+                      bool prefetch);
+  void (*grad_weight_acc)(const DepthwiseGeometry&, const acc_t* go, const T* x, acc_t* gw, int64_t r0, int64_t r1,
+                          bool prefetch);
 
   // Elementwise helpers on contiguous runs of n values.
   void (*to_acc)(const T* src, acc_t* dst, int64_t n);

@@ -1214,6 +1214,33 @@ void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const 
 // ---------------------------------------------------------------------------------------------
 // Gradient of the weights
 
+// Bytes a kernel reads next, brought into L2 a cache line at a time while it computes on what it
+// has: the memory reads overlap the arithmetic instead of following it.
+struct NextPlane {
+  const char* p = nullptr;
+  i64 bytes = 0;
+  XSEP_INLINE void prefetch_line() {
+    if (bytes <= 0) return;
+    __builtin_prefetch(p, 0, 2);
+    p += 64, bytes -= 64;
+  }
+  // Values [from, from + count) of type S.
+  template <typename S>
+  static NextPlane of(const S* from, i64 count) {
+    return {reinterpret_cast<const char*>(from), count * i64(sizeof(S))};
+  }
+};
+
+// Two such ranges in even shares: per[k] lines of plane[k] a step.
+struct NextRows {
+  NextPlane plane[2];
+  i64 per[2] = {0, 0};
+  XSEP_INLINE void step() {
+    for (int k = 0; k < 2; ++k)
+      for (i64 l = 0; l < per[k]; ++l) plane[k].prefetch_line();
+  }
+};
+
 // Pixels per group of gw_tile's unit-stride loop: U x kNV go vectors, J x kNV sums and an input
 // vector within the register file (32 vector registers with AVX-512, 16 otherwise).
 constexpr int kGwUnroll = XSEP_VEC_BYTES == 64 ? 4 : 2;
@@ -1221,7 +1248,8 @@ constexpr int kGwUnroll = XSEP_VEC_BYTES == 64 ? 4 : 2;
 // For J consecutive tap columns and NV vectors of channels:
 // gw[j * gw_dj + c] += sum_{p < npix} go[p * go_ps + c] * act(x[p * x_ps + j * x_dj + c]).
 template <int J, int NV, bool Partial, bool Relu, typename S, typename T, typename A>
-inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 npix, A* gw, i64 gw_dj, int n) {
+inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 npix, A* gw, i64 gw_dj, int n,
+                    NextRows* next) {
   constexpr int L = kLanes<A>;
   Vec<A> acc[J][NV] = {};
   i64 p = 0;
@@ -1233,6 +1261,7 @@ inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 
     for (; p + U <= npix; p += U) {
       __builtin_prefetch(go + (p + 4 + U) * go_ps);
       __builtin_prefetch(x + (p + 4 + U + J - 1) * x_ps);
+      if (next != nullptr) next->step();
       Vec<A> g[U][NV];
 #pragma GCC unroll 8
       for (int q = 0; q < U; ++q)
@@ -1282,7 +1311,8 @@ inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 
 // One tap row, nj tap columns (x_dj apart in x, C apart in gw), npix pixels, all C channels;
 // columns go three at a time.
 template <bool Relu, typename S, typename T, typename A>
-void gw_columns(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 nj, i64 npix, A* gw, i64 C) {
+void gw_columns(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 nj, i64 npix, A* gw, i64 C,
+                NextRows* next = nullptr) {
   for_channel_blocks<A, kNV>(C, [&](auto blk, i64 c0, int nc) {
     constexpr int NV = decltype(blk)::NV;
     constexpr bool Pa = decltype(blk)::partial;
@@ -1290,9 +1320,9 @@ void gw_columns(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 nj, 
       const T* xj = x + j * x_dj + c0;
       A* gj = gw + j * C + c0;
       const S* g = go + c0;
-      if (nj - j >= 3) gw_tile<3, NV, Pa, Relu>(g, go_ps, xj, x_ps, x_dj, npix, gj, C, nc);
-      else if (nj - j == 2) gw_tile<2, NV, Pa, Relu>(g, go_ps, xj, x_ps, x_dj, npix, gj, C, nc);
-      else gw_tile<1, NV, Pa, Relu>(g, go_ps, xj, x_ps, x_dj, npix, gj, C, nc);
+      if (nj - j >= 3) gw_tile<3, NV, Pa, Relu>(g, go_ps, xj, x_ps, x_dj, npix, gj, C, nc, next);
+      else if (nj - j == 2) gw_tile<2, NV, Pa, Relu>(g, go_ps, xj, x_ps, x_dj, npix, gj, C, nc, next);
+      else gw_tile<1, NV, Pa, Relu>(g, go_ps, xj, x_ps, x_dj, npix, gj, C, nc, next);
     }
   });
 }
@@ -1300,14 +1330,27 @@ void gw_columns(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 nj, 
 // M == 1: output rows [r0, r1); per tap row, the interior columns (all tap columns inside the
 // input) run as one stretch of pixels, the border columns one by one.
 template <bool Relu, typename S, typename T, typename A>
-void grad_weight_m1(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 r0, i64 r1) {
+void grad_weight_m1(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, i64 r0, i64 r1, bool prefetch) {
   const i64 C = s.C;
   const i64 in_lo = clamp_((s.pad_left + s.sw - 1) / s.sw, 0, s.Wo);
   const i64 in_hi = clamp_(floor_div(s.W - 1 + s.pad_left - (s.kw - 1) * s.dil_w, s.sw) + 1, in_lo, s.Wo);
+  constexpr i64 kBlock = kNV * kLanes<A>;
+  // gw_tile's unit-stride groups of one output row: tap rows x channel blocks x column groups x groups.
+  const i64 groups_per_tap_row = (C + kBlock - 1) / kBlock * ((s.kw + 2) / 3) * ((in_hi - in_lo) / kGwUnroll);
   for (i64 r = r0; r < r1; ++r) {
     const i64 n = r / s.Ho, ho = r % s.Ho;
     const S* gor = go + r * s.Wo * C;
     const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
+    // The next output row's go and its last tap row's x (the rows the next row reads first from
+    // memory), a share at each group of this row's pixels.
+    NextRows next;
+    if (prefetch && s.sw == 1 && s.dil_w == 1 && r + 1 < s.N * s.Ho && groups_per_tap_row > 0 && ti.count > 0) {
+      const i64 n1 = (r + 1) / s.Ho, h1 = (r + 1) % s.Ho * s.sh - s.pad_top + (s.kh - 1) * s.dil_h;
+      const i64 steps = groups_per_tap_row * ti.count;
+      next.plane[0] = NextPlane::of(go + (r + 1) * s.Wo * C, s.Wo * C);
+      if (h1 >= 0 && h1 < s.H) next.plane[1] = NextPlane::of(x + (n1 * s.H + h1) * s.W * C, s.W * C);
+      for (int k = 0; k < 2; ++k) next.per[k] = ((next.plane[k].bytes + 63) / 64 + steps - 1) / steps;
+    }
     for (i64 i = ti.first; i < ti.first + ti.count; ++i) {
       const T* xr = x + (n * s.H + ho * s.sh - s.pad_top + i * s.dil_h) * s.W * C;
       A* gwr = gw + i * s.kw * C;
@@ -1320,7 +1363,7 @@ void grad_weight_m1(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, 
       for (i64 wo = 0; wo < in_lo; ++wo) border(wo);
       if (in_lo < in_hi)
         gw_columns<Relu>(gor + in_lo * C, C, xr + (in_lo * s.sw - s.pad_left) * C, s.sw * C, s.dil_w * C, s.kw,
-                         in_hi - in_lo, gwr, C);
+                         in_hi - in_lo, gwr, C, &next);
       for (i64 wo = in_hi; wo < s.Wo; ++wo) border(wo);
     }
   }
@@ -1354,10 +1397,10 @@ void grad_weight_general(const DepthwiseGeometry& s, const S* go, const T* x, A*
 }
 
 template <typename S, typename T>
-void grad_weight(const DepthwiseGeometry& s, const S* go, const T* x, Acc<T>* gw, i64 r0, i64 r1) {
+void grad_weight(const DepthwiseGeometry& s, const S* go, const T* x, Acc<T>* gw, i64 r0, i64 r1, bool prefetch) {
   if (s.M == 1) {
-    if (s.relu_input) grad_weight_m1<true>(s, go, x, gw, r0, r1);
-    else grad_weight_m1<false>(s, go, x, gw, r0, r1);
+    if (s.relu_input) grad_weight_m1<true>(s, go, x, gw, r0, r1, prefetch);
+    else grad_weight_m1<false>(s, go, x, gw, r0, r1, prefetch);
   } else {
     if (s.relu_input) grad_weight_general<true>(s, go, x, gw, r0, r1);
     else grad_weight_general<false>(s, go, x, gw, r0, r1);

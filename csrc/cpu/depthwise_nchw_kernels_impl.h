@@ -342,21 +342,7 @@ XSEP_INLINE void flat_run(const A* p, i64 count, i64 kh, i64 kw, At at, const A*
 // memory), one round: 2.33x -> 2.90x and 2.21x -> 2.26x. Prefetching two planes ahead measured no
 // better. What is left is arithmetic: one thread on 147x147 planes in cache takes ~12 us a plane
 // (that VM runs ~1 512-bit FMA a cycle), and blocks of four output rows sharing their input loads
-// (half the loads) ran no faster.
-struct NextPlane {
-  const char* p = nullptr;
-  i64 bytes = 0;
-  XSEP_INLINE void prefetch_line() {
-    if (bytes <= 0) return;
-    __builtin_prefetch(p, 0, 2);
-    p += 64, bytes -= 64;
-  }
-  // Values [from, from + count) of type S.
-  template <typename S>
-  static NextPlane of(const S* from, i64 count) {
-    return {reinterpret_cast<const char*>(from), count * i64(sizeof(S))};
-  }
-};
+// (half the loads) ran no faster. (NextPlane: depthwise_kernels_impl.h.)
 
 // Whether flat_plane can stream O values (store_stream: float, AVX2 and AVX-512 builds).
 template <typename O>
@@ -1329,7 +1315,7 @@ void backward_blocked(const DepthwiseGeometry& s, const T* go, const T* x, const
   if (need_x) transpose(x + (n * s.C + c0) * s.H * s.W, b.C, s.H * s.W, s.H * s.W, xb, b.C);
   if (gw_taps != nullptr) {
     for (i64 k = 0; k < taps * b.OC; ++k) gwb[k] = A(0);
-    grad_weight<T, T>(b, gob, xb, gwb, 0, b.Ho);
+    grad_weight<T, T>(b, gob, xb, gwb, 0, b.Ho, /*prefetch=*/false);  // a block in cache
     for (i64 t = 0; t < taps; ++t)
       for (i64 oc = 0; oc < b.OC; ++oc) gw_taps[t * s.OC + c0 * s.M + oc] = gwb[t * b.OC + oc];
   }

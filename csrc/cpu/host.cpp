@@ -62,15 +62,29 @@ int64_t last_level_cache_bytes() {
 // stream_output).
 constexpr int64_t kMaxCachedBytes = int64_t{32} << 20;
 
-// -1: always, 0: never, else the threshold in bytes. Read once per process.
+// -1: always, 0: never, else the threshold in bytes (the cache), as `variable` (auto|always|never) says.
+int64_t cache_threshold(const char* variable) {
+  const auto name = env_choice(variable, {"auto", "always", "never"});
+  if (name == "always") return int64_t{-1};
+  if (name == "never") return int64_t{0};
+  return std::min(last_level_cache_bytes(), kMaxCachedBytes);
+}
+
+// Each read once per process.
 int64_t stream_threshold() {
-  static const int64_t threshold = [] {
-    const auto name = env_choice("XSEP_CPU_STREAM_STORES", {"auto", "always", "never"});
-    if (name == "always") return int64_t{-1};
-    if (name == "never") return int64_t{0};
-    return std::min(last_level_cache_bytes(), kMaxCachedBytes);
-  }();
+  static const int64_t threshold = cache_threshold("XSEP_CPU_STREAM_STORES");
   return threshold;
+}
+int64_t prefetch_threshold() {
+  static const int64_t threshold = cache_threshold("XSEP_CPU_PREFETCH");
+  return threshold;
+}
+
+// A threshold in words: "always", "never" or "above N MiB" + tail.
+std::string threshold_words(int64_t threshold, const std::string& tail) {
+  if (threshold < 0) return "always";
+  if (threshold == 0) return "never";
+  return "above " + std::to_string(threshold >> 20) + " MiB" + tail;
 }
 
 }  // namespace
@@ -142,12 +156,14 @@ std::string nchw_depthwise_setting() {
   }
 }
 
-std::string stream_stores_setting() {
-  const int64_t threshold = stream_threshold();
-  if (threshold < 0) return "always";
-  if (threshold == 0) return "never";
-  return "above " + std::to_string(threshold >> 20) + " MiB, into memory touched before";
+std::string stream_stores_setting() { return threshold_words(stream_threshold(), ", into memory touched before"); }
+
+bool prefetch_rows(int64_t bytes) {
+  const int64_t threshold = prefetch_threshold();
+  return threshold < 0 || (threshold > 0 && bytes > threshold);
 }
+
+std::string prefetch_setting() { return threshold_words(prefetch_threshold(), ""); }
 
 namespace {
 
@@ -346,7 +362,8 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGe
     const acc_t* w = w_taps.const_data_ptr<acc_t>();
     scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
     const bool stream = stream_output(grad_out_acc.nbytes() + grad_input.nbytes(), grad_input);
-    grad_taps = depthwise_backward_taps<scalar_t, acc_t>(shape, go, x_ptr, w, gi, stream);
+    const bool prefetch = prefetch_rows(grad_out_acc.nbytes() + x.nbytes() + grad_input.nbytes());
+    grad_taps = depthwise_backward_taps<scalar_t, acc_t>(shape, go, x_ptr, w, gi, stream, prefetch);
   });
   return {in_format_of(grad_input, input), from_tap_major(grad_taps, weight)};
 }

@@ -58,6 +58,23 @@ bool stream_output(int64_t bytes, const at::Tensor& out);
 // "never".
 std::string stream_stores_setting();
 
+// Whether a kernel whose operands take `bytes` brings the rows it reads next into L2 while it
+// computes on the present ones (the channels-last depthwise weight gradient: each next output row's
+// grad_output and newest input row, in even shares over the present row's pixels): when they exceed
+// the last-level cache, as for stream_output. Without it each row began by waiting on memory: the
+// hardware's prefetchers follow a row's pixels C values apart only a few lines ahead. Zen 4 EPYC,
+// fp32, batch 8, 2 threads, 3x3, `retain`, 2026-12-07, one process switching it call by call (median
+// of 21, two runs): the weight gradient alone 1.47-1.71x at 147x147x64, 1.24-1.93x 147x147x128,
+// 1.28-1.32x 74x74x256, 1.70x 37x37x728, 5x5 56x56x144 1.18-1.28x; both gradients (one pass)
+// 1.08-1.32x; 19x19x728 and smaller, whose data stays in cache, 0.93-0.95x (not prefetched). In
+// alternate processes (three each, XSEP_CPU_PREFETCH=never, then auto), both gradients 147x147x64
+// 6.3-6.8 -> 5.2-5.7 ms, 147x147x128 13.2-13.9 -> 8.5-10.0, 74x74x256 7.1-7.7 -> 5.0-5.3, 37x37x728
+// 6.9-7.1 -> 5.3-5.5; the fused op's forward+backward 1-3% faster (its products dominate).
+// XSEP_CPU_PREFETCH=auto|always|never overrides (tests, benchmarks).
+bool prefetch_rows(int64_t bytes);
+// That rule in words: "above N MiB", "always" or "never".
+std::string prefetch_setting();
+
 // Whether an op runs on the NCHW kernels (depthwise_nchw_kernels.h): inputs whose memory format
 // is NCHW (contiguous_format), read in place; channels-last inputs take the NHWC kernels. Other
 // strides (slices, transposes) are made dense in the format they are closest to, which is also the
@@ -90,21 +107,22 @@ inline at::Tensor channel_major(const at::Tensor& weight) {
   return weight.reshape({weight.size(0), -1}).to(acc_dtype(weight.scalar_type())).contiguous();
 }
 
-// Depthwise backward from grad_output `go` (NHWC, type T or acc_t) and the channels-last input
-// `x`: returns the weight gradient, tap-major [kh*kw, C*M] in acc_t, and, when `gi` is not null,
-// writes the input gradient there (NHWC; `w` = tap_major(weight); stream_gi as the kernels'
-// stream_out). The output rows are cut into chunks whose size depends only on the shape; each
-// chunk's weight gradient sums into its own buffer, and the buffers are added in chunk order, so
-// the result is the same bit for bit whatever the number of threads. With `gi`, each chunk also
-// computes the input gradient of the input rows its output rows start (input_row_start), right
-// after reading those rows of go for the weight gradient: go crosses memory once, not twice (the
-// input gradient's halo rows are the neighbouring chunks', read just before or after). Zen 4 EPYC,
-// fp32, batch 8, 2 threads, 3x3, 2026-12-04, against the two gradients' separate passes (in one
-// process, interleaved, min of 11, two runs): 1.15-1.25x from 147x147x64 to 74x74x256, 1.40-1.45x
-// at 37x37x256, 1.00-1.08x on 37x37x728, 19x19x728 and 10x10x1536.
+// Depthwise backward from grad_output `go` (NHWC, type T or acc_t) and the channels-last input `x`:
+// returns the weight gradient, tap-major [kh*kw, C*M] in acc_t, and, when `gi` is not null, writes
+// the input gradient there (NHWC; `w` = tap_major(weight); stream_gi as the kernels' stream_out;
+// prefetch as grad_weight's, prefetch_rows). The output rows are cut into chunks whose size depends
+// only on the shape; each chunk's weight gradient sums into its own buffer, and the buffers are
+// added in chunk order, so the result is the same bit for bit whatever the number of threads. With
+// `gi`, each chunk also computes the input gradient of the input rows its output rows start
+// (input_row_start), right after reading those rows of go for the weight gradient: go crosses
+// memory once, not twice (the input gradient's halo rows are the neighbouring chunks', read just
+// before or after). Zen 4 EPYC, fp32, batch 8, 2 threads, 3x3, 2026-12-04, against the two
+// gradients' separate passes (in one process, interleaved, min of 11, two runs): 1.15-1.25x from
+// 147x147x64 to 74x74x256, 1.40-1.45x at 37x37x256, 1.00-1.08x on 37x37x728, 19x19x728 and
+// 10x10x1536.
 template <typename T, typename GT>
 at::Tensor depthwise_backward_taps(const DepthwiseGeometry& s, const GT* go, const T* x, const Acc<T>* w, T* gi,
-                                   bool stream_gi) {
+                                   bool stream_gi, bool prefetch) {
   using acc_t = Acc<T>;
   static_assert(std::is_same_v<GT, T> || std::is_same_v<GT, acc_t>);
   const auto& k = depthwise_kernels<T>();
@@ -135,9 +153,9 @@ at::Tensor depthwise_backward_taps(const DepthwiseGeometry& s, const GT* go, con
       std::fill(buf, buf + size, acc_t(0));
       const int64_t r0 = c * chunk_rows, r1 = std::min(rows, (c + 1) * chunk_rows);
       if constexpr (std::is_same_v<GT, T>) {
-        k.grad_weight(s, go, x, buf, r0, r1);
+        k.grad_weight(s, go, x, buf, r0, r1, prefetch);
       } else {
-        k.grad_weight_acc(s, go, x, buf, r0, r1);
+        k.grad_weight_acc(s, go, x, buf, r0, r1, prefetch);
       }
       const int64_t i0 = input_row_start(r0), i1 = input_row_start(r1);
       if (gi == nullptr || i0 == i1) continue;

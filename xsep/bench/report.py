@@ -2,12 +2,12 @@
 results file (`<out>/<device>/<date>.json`, schema below) and a PNG chart of per-layer speedups.
 
 JSON schema "xsep-bench/1": {"schema", "date", "device": {"type", "name", "slug", ...ceilings, and for a CPU
-"cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_fused_gemm", "cpu_stream_stores", "cpu_run_vectors",
-"cpu_depthwise_runs", "cpu_weight_packing" and "cpu_nchw_depthwise" (the instruction set of xsep's kernels, the
-library of its products, what runs its weight gradients' products and its channels-last fused op's, when it writes
-outputs past the caches, on which rows its channels-last depthwise runs take two vectors of channels, which of
-those rows take runs rather than unit tiles, whether its weight product packs narrow operand rows, what runs its
-NCHW depthwise on small planes) and
+"cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_fused_gemm", "cpu_stream_stores", "cpu_prefetch",
+"cpu_run_vectors", "cpu_depthwise_runs", "cpu_weight_packing" and "cpu_nchw_depthwise" (the instruction set of xsep's
+kernels, the library of its products, what runs its weight gradients' products and its channels-last fused op's,
+when it writes outputs past the caches, when its depthwise weight gradient prefetches its next rows, on which rows
+its channels-last depthwise runs take two vectors of channels, which of those rows take runs rather than unit tiles,
+whether its weight product packs narrow operand rows, what runs its NCHW depthwise on small planes) and
 "cpu_family_model" ('family 26 model 2', cpu_family_model)},
 "versions", "settings", "layers": [row, ...] (see layers.bench_case), "models": [row, ...],
 "summary": [{"op", "mode", "backend", "dtype", "layout", "geomean_speedup", "network_speedup", "layers"}]}.
@@ -79,8 +79,8 @@ def cpu_build() -> dict:
     from xsep import _extension
 
     info = _extension.build_info()
-    keys = ("cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_fused_gemm", "cpu_stream_stores", "cpu_run_vectors",
-            "cpu_depthwise_runs", "cpu_weight_packing", "cpu_nchw_depthwise")
+    keys = ("cpu_isa", "cpu_gemm", "cpu_weight_gemm", "cpu_fused_gemm", "cpu_stream_stores", "cpu_prefetch",
+            "cpu_run_vectors", "cpu_depthwise_runs", "cpu_weight_packing", "cpu_nchw_depthwise")
     return {key: info[key] for key in keys if key in info}
 
 
