@@ -219,8 +219,10 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
       scalar_t* yp = out.mutable_data_ptr<scalar_t>();
       const int64_t pixels = g.N * g.Ho * g.Wo;
       const bool stream = stream_output(x.nbytes() + out.nbytes(), out);
-      at::parallel_for(0, pixels, grain(g.OC * g.kh * g.kw),
-                       [&](int64_t p0, int64_t p1) { k.forward(g, xp, wp, bp, yp + p0 * g.OC, p0, p1, stream); });
+      const bool prefetch = prefetch_rows(x.nbytes() + out.nbytes());
+      at::parallel_for(0, pixels, grain(g.OC * g.kh * g.kw), [&](int64_t p0, int64_t p1) {
+        k.forward(g, xp, wp, bp, yp + p0 * g.OC, p0, p1, stream, prefetch);
+      });
     });
   }
   return in_format_of(out, input);

@@ -32,9 +32,10 @@ struct DepthwiseKernels {
 
   // out[p - p0][oc] = sum_taps act_in(x) * w (+ bias[oc] when bias != nullptr), p in [p0, p1).
   // stream_out: write float outputs with non-temporal stores where every pixel's vectors are
-  // aligned (stream_output, host.h); the call returns with them complete (sfence).
+  // aligned (stream_output, host.h); the call returns with them complete (sfence). prefetch: rows
+  // taken in runs bring the next output row's newest input row into L2 (prefetch_rows, host.h).
   void (*forward)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, T* out, int64_t p0,
-                  int64_t p1, bool stream_out);
+                  int64_t p1, bool stream_out, bool prefetch);
   // Same, written in acc_t: the fused kernel's tile buffer.
   void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, acc_t* out, int64_t p0,
                       int64_t p1);

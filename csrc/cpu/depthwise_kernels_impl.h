@@ -683,6 +683,33 @@ XSEP_INLINE void for_run_tiles(i64 npix, F&& f) {
   if (q < npix) f(IntTag<1>{}, q);
 }
 
+// Bytes a kernel reads next, brought into L2 a cache line at a time while it computes on what it
+// has: the memory reads overlap the arithmetic instead of following it.
+struct NextPlane {
+  const char* p = nullptr;
+  i64 bytes = 0;
+  XSEP_INLINE void prefetch_line() {
+    if (bytes <= 0) return;
+    __builtin_prefetch(p, 0, 2);
+    p += 64, bytes -= 64;
+  }
+  // Values [from, from + count) of type S.
+  template <typename S>
+  static NextPlane of(const S* from, i64 count) {
+    return {reinterpret_cast<const char*>(from), count * i64(sizeof(S))};
+  }
+};
+
+// Two such ranges in even shares: per[k] lines of plane[k] a step.
+struct NextRows {
+  NextPlane plane[2];
+  i64 per[2] = {0, 0};
+  XSEP_INLINE void step() {
+    for (int k = 0; k < 2; ++k)
+      for (i64 l = 0; l < per[k]; ++l) plane[k].prefetch_line();
+  }
+};
+
 // A run reads one vector of channels of every pixel of its rows, C apart: with a few hundred
 // channels or more, no two in the same page, where the hardware prefetchers do not follow
 // (AMD EPYC, Zen 4). So a run prefetches, into L2, the pixels of its tap row that is new to the
@@ -704,7 +731,7 @@ XSEP_INLINE void prefetch_ahead(const S* row, i64 c0, i64 c1, i64 C) {
 // out: output pixel wo0), those in [a, b) with all their taps inside the row.
 template <int R, int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename A>
 inline void fwd_run(const S* xr, const A* w, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, int n, i64 wo0,
-                    i64 wo1, i64 a, i64 b, i64 pad_left, i64 W) {
+                    i64 wo1, i64 a, i64 b, i64 pad_left, i64 W, NextRows* next) {
   constexpr int L = kLanes<A>;
   Vec<A> wv[R][KW][NV], bv[NV];
   load_run_weights<R, NV, KW, Partial>(wv, w, w_di, C, n);
@@ -731,6 +758,7 @@ inline void fwd_run(const S* xr, const A* w, i64 src_di, i64 w_di, i64 C, const 
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[p][v] = bv[v];
+    if (next != nullptr) next->step();
     run_accumulate<P, NV, KW, R, false, Partial, Relu>(acc, src + q * C, src_di, C, wv, n);
     store_streamable_tile<Stream, P, NV, Partial, A>(o + q * C, C, acc, n);
   });
@@ -771,7 +799,7 @@ void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64
 // 147x147x64 forward 15-20% slower).
 template <int KW, bool Relu, bool Stream, typename T, typename O, typename A>
 void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 wo0,
-                  i64 wo1, i64 pad_left, i64 W, bool runs) {
+                  i64 wo1, i64 pad_left, i64 W, bool runs, NextRows* next = nullptr) {
   // The pixels with all their taps inside the row: from the first with none in the left padding
   // to the last with none in the right.
   const i64 a = clamp_(pad_left, wo0, wo1), b = clamp_(W + pad_left - (KW - 1), a, wo1);
@@ -782,12 +810,21 @@ void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C
             [&](auto r, auto blk, i64 c0, int nc) {
               fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
                   xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + c0, nc, wo0, wo1, a, b, pad_left,
-                  W);
+                  W, next);
             }))
       return;
   }
   fwd_unit_tiles<KW, Relu, Stream>(xr, w, rows, src_di, w_di, C, bias, out, wo0, wo1, pad_left, W);
 }
+
+// The widest pixel (C values) for which the forward's runs bring the next output row's newest input
+// row into L2 while a row computes (where the host asks: prefetch_rows, host.h). Zen 4 EPYC, fp32,
+// batch 8, 2 threads, `retain`, 3x3, one process switching it call by call (median of 20, two
+// runs): 147x147x64 1.19-1.22x, 147x147x128 1.25-1.30x, 74x74x256 1.19-1.34x, 74x74x128 1.04-1.08x,
+// but 37x37x728 0.90x (rows of many channels, where prefetch_ahead, the same pixel's lines 8
+// vectors on, already brings the new row in time; the next row's lines with it or instead of it
+// cost). The AVX2 build on that machine: within 2% either way (its forward there is arithmetic-bound).
+constexpr i64 kNextRowPixelBytes = 1024;
 
 // M == 1: output pixels [p0, p1), one output row segment at a time. At unit dilation along W with 3,
 // 5 or 7 tap columns: at unit stride in unit tiles and runs of tiles (fwd_row_unit), at stride 2 in
@@ -802,7 +839,8 @@ void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C
 // Either way all the channels of a pixel (or tile) are done before the next: that reads NHWC
 // memory in order.
 template <bool Relu, bool Stream, typename T, typename O, typename A>
-void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1, bool runs) {
+void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1, bool runs,
+                bool prefetch) {
   const i64 C = s.C;
   // Output columns whose taps all lie inside the input.
   const i64 in_lo = clamp_((s.pad_left + s.sw - 1) / s.sw, 0, s.Wo);
@@ -811,6 +849,15 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
     const i64 r = p / s.Wo, wo0 = p % s.Wo, wo1 = min_(s.Wo, wo0 + (p1 - p));
     const i64 n = r / s.Ho, ho = r % s.Ho;
     const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
+    // Runs bring the next output row's newest input row into L2, a share at each tile (NextPlane),
+    // where its pixels are at most kNextRowPixelBytes.
+    NextRows next;
+    if (prefetch && s.sw == 1 && C * i64(sizeof(T)) <= kNextRowPixelBytes && r + 1 < s.N * s.Ho) {
+      const i64 n1 = (r + 1) / s.Ho, h1 = (r + 1) % s.Ho * s.sh - s.pad_top + (s.kh - 1) * s.dil_h;
+      const i64 steps = (C + kLanes<A> - 1) / kLanes<A> * ((wo1 - wo0 + kRunP - 1) / kRunP);
+      if (h1 >= 0 && h1 < s.H) next.plane[0] = NextPlane::of(x + (n1 * s.H + h1) * s.W * C, s.W * C);
+      next.per[0] = ((next.plane[0].bytes + 63) / 64 + steps - 1) / steps;
+    }
     // The input row of the first valid tap row.
     const T* xr = x + (n * s.H + (ti.count ? ho * s.sh - s.pad_top + ti.first * s.dil_h : 0)) * s.W * C;
     O* o = out + (p - p0) * C;  // output pixel wo0
@@ -832,7 +879,8 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
       with_unit_kw(s.kw, [&](auto kw) {
         constexpr int KW = decltype(kw)::value;
         if (s.sw == 1)
-          fwd_row_unit<KW, Relu, Stream>(xr, wt, rows, src_di, w_di, C, bias, o, wo0, wo1, s.pad_left, s.W, runs);
+          fwd_row_unit<KW, Relu, Stream>(xr, wt, rows, src_di, w_di, C, bias, o, wo0, wo1, s.pad_left, s.W, runs,
+                                         &next);
         else fwd_unit_tiles<KW, Relu, Stream, 2>(xr, wt, rows, src_di, w_di, C, bias, o, wo0, wo1, s.pad_left, s.W);
       });
       continue;
@@ -894,10 +942,11 @@ void forward_general(const DepthwiseGeometry& s, const T* x, const A* w, const A
 
 // runs: whether rows take runs where they can (runs_chosen).
 template <bool Stream = false, typename T, typename O, typename A>
-void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1, bool runs) {
+void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bias, O* out, i64 p0, i64 p1, bool runs,
+                 bool prefetch = false) {
   if (s.M == 1) {
-    if (s.relu_input) forward_m1<true, Stream>(s, x, w, bias, out, p0, p1, runs);
-    else forward_m1<false, Stream>(s, x, w, bias, out, p0, p1, runs);
+    if (s.relu_input) forward_m1<true, Stream>(s, x, w, bias, out, p0, p1, runs, prefetch);
+    else forward_m1<false, Stream>(s, x, w, bias, out, p0, p1, runs, prefetch);
   } else {
     if (s.relu_input) forward_general<true>(s, x, w, bias, out, p0, p1);
     else forward_general<false>(s, x, w, bias, out, p0, p1);
@@ -906,11 +955,11 @@ void forward_any(const DepthwiseGeometry& s, const T* x, const A* w, const A* bi
 
 template <typename T>
 void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, T* out, i64 p0, i64 p1,
-             bool stream_out) {
+             bool stream_out, bool prefetch) {
 #if XSEP_VEC_BYTES >= 32
   if constexpr (std::is_same_v<T, float>) {
     if (stream_out && streamable(out, s.OC)) {
-      forward_any<true>(s, x, w, bias, out, p0, p1, runs_chosen(false));
+      forward_any<true>(s, x, w, bias, out, p0, p1, runs_chosen(false), prefetch);
       _mm_sfence();  // the streamed stores are weakly ordered: complete them before the output is read
       return;
     }
@@ -918,7 +967,7 @@ void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<
 #else
   (void)stream_out;
 #endif
-  forward_any(s, x, w, bias, out, p0, p1, runs_chosen(true));
+  forward_any(s, x, w, bias, out, p0, p1, runs_chosen(true), prefetch);
 }
 
 template <typename T>
@@ -1213,33 +1262,6 @@ void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const 
 
 // ---------------------------------------------------------------------------------------------
 // Gradient of the weights
-
-// Bytes a kernel reads next, brought into L2 a cache line at a time while it computes on what it
-// has: the memory reads overlap the arithmetic instead of following it.
-struct NextPlane {
-  const char* p = nullptr;
-  i64 bytes = 0;
-  XSEP_INLINE void prefetch_line() {
-    if (bytes <= 0) return;
-    __builtin_prefetch(p, 0, 2);
-    p += 64, bytes -= 64;
-  }
-  // Values [from, from + count) of type S.
-  template <typename S>
-  static NextPlane of(const S* from, i64 count) {
-    return {reinterpret_cast<const char*>(from), count * i64(sizeof(S))};
-  }
-};
-
-// Two such ranges in even shares: per[k] lines of plane[k] a step.
-struct NextRows {
-  NextPlane plane[2];
-  i64 per[2] = {0, 0};
-  XSEP_INLINE void step() {
-    for (int k = 0; k < 2; ++k)
-      for (i64 l = 0; l < per[k]; ++l) plane[k].prefetch_line();
-  }
-};
 
 // Pixels per group of gw_tile's unit-stride loop: U x kNV go vectors, J x kNV sums and an input
 // vector within the register file (32 vector registers with AVX-512, 16 otherwise).

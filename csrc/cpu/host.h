@@ -60,16 +60,18 @@ std::string stream_stores_setting();
 
 // Whether a kernel whose operands take `bytes` brings the rows it reads next into L2 while it
 // computes on the present ones (the channels-last depthwise weight gradient: each next output row's
-// grad_output and newest input row, in even shares over the present row's pixels): when they exceed
-// the last-level cache, as for stream_output. Without it each row began by waiting on memory: the
-// hardware's prefetchers follow a row's pixels C values apart only a few lines ahead. Zen 4 EPYC,
-// fp32, batch 8, 2 threads, 3x3, `retain`, 2026-12-07, one process switching it call by call (median
-// of 21, two runs): the weight gradient alone 1.47-1.71x at 147x147x64, 1.24-1.93x 147x147x128,
-// 1.28-1.32x 74x74x256, 1.70x 37x37x728, 5x5 56x56x144 1.18-1.28x; both gradients (one pass)
-// 1.08-1.32x; 19x19x728 and smaller, whose data stays in cache, 0.93-0.95x (not prefetched). In
-// alternate processes (three each, XSEP_CPU_PREFETCH=never, then auto), both gradients 147x147x64
-// 6.3-6.8 -> 5.2-5.7 ms, 147x147x128 13.2-13.9 -> 8.5-10.0, 74x74x256 7.1-7.7 -> 5.0-5.3, 37x37x728
-// 6.9-7.1 -> 5.3-5.5; the fused op's forward+backward 1-3% faster (its products dominate).
+// grad_output and newest input row, in even shares over the present row's pixels; the forward's
+// runs: the newest input row, on pixels of at most 1 KB, depthwise_kernels_impl.h:
+// kNextRowPixelBytes): when they exceed the last-level cache, as for stream_output. Without it each
+// row began by waiting on memory: the hardware's prefetchers follow a row's pixels C values apart
+// only a few lines ahead. Zen 4 EPYC, fp32, batch 8, 2 threads, 3x3, `retain`, 2026-12-07, one
+// process switching it call by call (median of 21, two runs): the weight gradient alone 1.47-1.71x
+// at 147x147x64, 1.24-1.93x 147x147x128, 1.28-1.32x 74x74x256, 1.70x 37x37x728, 5x5 56x56x144
+// 1.18-1.28x; both gradients (one pass) 1.08-1.32x; 19x19x728 and smaller, whose data stays in
+// cache, 0.93-0.95x (not prefetched). In alternate processes (three each, XSEP_CPU_PREFETCH=never,
+// then auto), both gradients 147x147x64 6.3-6.8 -> 5.2-5.7 ms, 147x147x128 13.2-13.9 -> 8.5-10.0,
+// 74x74x256 7.1-7.7 -> 5.0-5.3, 37x37x728 6.9-7.1 -> 5.3-5.5; the fused op's forward+backward 1-3%
+// faster (its products dominate).
 // XSEP_CPU_PREFETCH=auto|always|never overrides (tests, benchmarks).
 bool prefetch_rows(int64_t bytes);
 // That rule in words: "above N MiB", "always" or "never".
