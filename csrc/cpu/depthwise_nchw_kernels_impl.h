@@ -332,18 +332,6 @@ XSEP_INLINE void flat_run(const A* p, i64 count, i64 kh, i64 kw, At at, const A*
   }
 }
 
-// The bytes a kernel reads next (the next plane's rows), brought into L2 a cache line per output
-// vector while flat_plane computes from its buffer: the copy that fills the next buffer then reads
-// from L2, and the memory reads overlap the arithmetic instead of following it. With this and
-// streamed outputs (below), 2-core Intel Xeon, fp32, batch 8, 2 threads, 3x3, `retain`, 2026-12-06,
-// Xception's six NCHW depthwise layers from 147x147x64 to 37x37x728, bench against torch, two rounds
-// of alternate processes: forward 1.69-1.73x -> 1.88-2.06x (147x147x64 58-64% -> 71-83% of the copy
-// floor), forward+backward 1.76-1.77x -> 2.05-2.13x; default allocator (nothing streams: fresh
-// memory), one round: 2.33x -> 2.90x and 2.21x -> 2.26x. Prefetching two planes ahead measured no
-// better. What is left is arithmetic: one thread on 147x147 planes in cache takes ~12 us a plane
-// (that VM runs ~1 512-bit FMA a cycle), and blocks of four output rows sharing their input loads
-// (half the loads) ran no faster. (NextPlane: depthwise_kernels_impl.h.)
-
 // Whether flat_plane can stream O values (store_stream: float, AVX2 and AVX-512 builds).
 template <typename O>
 inline constexpr bool kStreamsFlat = std::is_same_v<O, float> && XSEP_VEC_BYTES >= 32;
@@ -385,6 +373,18 @@ XSEP_INLINE void stream_values(const float* src, i64 n, float* dst) {
 // chunk's rows side by side into cbuf (chunk * width values, in L1) and writes the chunk, contiguous
 // in the plane, with stream_values: no read of the output's lines before they are written, and
 // no output evicting the input the next planes read.
+// `next` (NextPlane, depthwise_kernels_impl.h): the bytes the caller reads next (the next plane's
+// rows), brought into L2 a cache line per output vector while flat_plane computes from its buffer:
+// the copy that fills the next buffer then reads from L2, and the memory reads overlap the
+// arithmetic instead of following it. With this and streamed outputs (above), 2-core Intel Xeon,
+// fp32, batch 8, 2 threads, 3x3, `retain`, 2026-12-06, Xception's six NCHW depthwise layers from
+// 147x147x64 to 37x37x728, bench against torch, two rounds of alternate processes: forward
+// 1.69-1.73x -> 1.88-2.06x (147x147x64 58-64% -> 71-83% of the copy floor), forward+backward
+// 1.76-1.77x -> 2.05-2.13x; default allocator (nothing streams: fresh memory), one round: 2.33x ->
+// 2.90x and 2.21x -> 2.26x. Prefetching two planes ahead measured no better. What is left is
+// arithmetic: one thread on 147x147 planes in cache takes ~12 us a plane (that VM runs ~1 512-bit
+// FMA a cycle), and blocks of four output rows sharing their input loads (half the loads) ran no
+// faster.
 template <int K, bool Mask, bool Stream = false, typename A, typename O, typename T, typename At>
 void flat_plane(const A* src, i64 len, i64 nout, i64 width, i64 kh, i64 kw, At at, const A* w, A init, i64 chunk,
                 A* obuf, O* dst, const T* mask, A* cbuf = nullptr, NextPlane next = {}) {
