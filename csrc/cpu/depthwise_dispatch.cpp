@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 #include "cpu/depthwise_kernels.h"
@@ -76,6 +77,7 @@ DepthwiseRuns select_depthwise_runs() {
   const auto name = env_choice("XSEP_CPU_DEPTHWISE_RUNS", {"auto", "always", "never"});
   if (name == "always") return DepthwiseRuns::kEverywhere;
   if (name == "never") return DepthwiseRuns::kNowhere;
+  if (amd_family() == 25) return DepthwiseRuns::kLongRows;
   return amd_family() != 0 ? DepthwiseRuns::kEverywhere : DepthwiseRuns::kAvx512Rule;
 }
 
@@ -126,6 +128,11 @@ const char* depthwise_runs_setting() {
   switch (depthwise_runs()) {
     case DepthwiseRuns::kEverywhere: return "always";
     case DepthwiseRuns::kNowhere: return "never";
+    case DepthwiseRuns::kLongRows: {
+      static const std::string words = "always, except forwards through the caches on rows under " +
+                                       std::to_string(kMinForwardRunPixels) + " pixels";
+      return words.c_str();
+    }
     case DepthwiseRuns::kAvx512Rule: break;
   }
   // The rule takes runs in the AVX-512 build only (runs_chosen): the others' rows are all unit tiles.

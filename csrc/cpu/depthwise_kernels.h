@@ -112,8 +112,9 @@ const char* run_vectors_setting();
 
 // Which channels-last depthwise rows (3x3 taps, unit stride along W) the kernels take in runs, one
 // block of channels along a row segment at a time, rather than in unit tiles, all of a tile's
-// channels before the next tile (depthwise_kernels_impl.h: for_runs). kEverywhere on AMD (Zen 4 and
-// Zen 5, where runs measured faster); elsewhere kAvx512Rule: only the AVX-512 build's input
+// channels before the next tile (depthwise_kernels_impl.h: for_runs). kEverywhere on AMD's Zen 5
+// (and AMD's other families; runs measured faster on Zen 5 and Zen 4); kLongRows on Zen 4 (below);
+// elsewhere kAvx512Rule: only the AVX-512 build's input
 // gradients, fused-op bands and forwards whose outputs stream (host.h stream_output). On the 2-core
 // Intel Xeon (fp32, batch 8, 2 threads, `retain`, 2026-12-06; alternate processes, median of 3-5,
 // ratios to torch's), unit tiles against runs: the forward through the caches 112x112x32 0.87 ->
@@ -121,8 +122,20 @@ const char* run_vectors_setting();
 // streamed, 147x147x128 1.43 -> 1.15; the input gradient 0.9-1.0x of runs' speed; the fused
 // forward's bands 147x147 128 -> 128 1.30 -> 1.22x. The AVX2 build's runs there ran 0.3-0.7x of
 // torch where its unit tiles ran 0.84-1.12x (forward) and 0.86-1.54x (backward).
+// On AMD's Zen 4 (family 25) kLongRows: everywhere except the depthwise op's forward through the
+// caches (not streamed) on rows of fewer than kMinForwardRunPixels output pixels, which take unit
+// tiles. There (fp32, batch 8, 2 threads, `retain`, 2026-12-07; alternate processes, median of 40,
+// two to three rounds, ratios to torch's), runs against unit tiles: 19x19x728 0.78-0.94x ->
+// 0.98-1.13x, 19x19x256 0.96-1.01x -> 1.13-1.20x, 28x28x576 0.85-1.01x -> 1.00-1.03x, 28x28x240
+// 0.97-0.99x -> 1.04-1.05x, 28x28x192 1.01-1.06x -> 1.02-1.12x, 7x7x960 1.14-1.27x -> 1.24-1.39x,
+// 10x10 and 14x14 within noise either way; on rows of 37 pixels and more runs were faster
+// (37x37x256 1.03-1.08x against 0.93-1.01x, 56x56x144 1.05-1.07x against 0.94-0.97x; streamed or
+// not). The NCHW op's small planes, whose channel blocks run these forwards, took the same time or
+// less with the rule (19x19x728 1.46-1.50 -> 1.31-1.50 ms, 28x28x576 2.30-2.33 -> 2.04-2.20,
+// 28x28x192 0.54-0.70 -> 0.42-0.52).
 // Chosen once, with the tables; XSEP_CPU_DEPTHWISE_RUNS=auto|always|never overrides (tests, benchmarks).
-enum class DepthwiseRuns { kEverywhere, kNowhere, kAvx512Rule };
+enum class DepthwiseRuns { kEverywhere, kNowhere, kAvx512Rule, kLongRows };
+inline constexpr int64_t kMinForwardRunPixels = 32;
 DepthwiseRuns depthwise_runs();
 // That choice in words.
 const char* depthwise_runs_setting();

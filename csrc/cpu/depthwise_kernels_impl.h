@@ -645,11 +645,13 @@ XSEP_INLINE void for_run_blocks(i64 C, i64 run_pixels, F&& f) {
 }
 
 // Whether this build takes rows in runs (see depthwise_runs): plain_forward for the depthwise op's
-// own forward writing its output through the caches (not streamed, not a fused op's band).
-XSEP_INLINE bool runs_chosen(bool plain_forward) {
+// own forward writing its output through the caches (not streamed, not a fused op's band), whose
+// rows are row_pixels output pixels long.
+XSEP_INLINE bool runs_chosen(bool plain_forward, i64 row_pixels = 0) {
   switch (depthwise_runs()) {
     case DepthwiseRuns::kEverywhere: return true;
     case DepthwiseRuns::kNowhere: return false;
+    case DepthwiseRuns::kLongRows: return !plain_forward || row_pixels >= kMinForwardRunPixels;
     case DepthwiseRuns::kAvx512Rule: break;
   }
   return XSEP_VEC_BYTES == 64 && !plain_forward;
@@ -967,7 +969,7 @@ void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<
 #else
   (void)stream_out;
 #endif
-  forward_any(s, x, w, bias, out, p0, p1, runs_chosen(true), prefetch);
+  forward_any(s, x, w, bias, out, p0, p1, runs_chosen(true, s.Wo), prefetch);
 }
 
 template <typename T>
