@@ -30,8 +30,8 @@ TABLE = {
         (1.07, 1.143),  # AMD EPYC, default
         (0.91, 0.971),  # AMD EPYC (avx512), default
         (1.11, 1.089),  # AMD EPYC (avx512), retain
-        (1.095, 1.275),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.31, 1.474),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.15, 1.298),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.378, 1.509),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.382, 0.976),  # AMD EPYC (avx512, family 26 model 2), default
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
@@ -43,8 +43,8 @@ TABLE = {
         (0.398, 0.443),  # AMD EPYC, default
         (2.019, 1.92),  # AMD EPYC (avx512), default
         (1.462, 1.542),  # AMD EPYC (avx512), retain
-        (2.076, 2.15),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.772, 1.837),  # AMD EPYC (avx512, family 25 model 17), retain
+        (2.022, 2.251),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.797, 1.92),  # AMD EPYC (avx512, family 25 model 17), retain
         (2.367, 2.024),  # AMD EPYC (avx512, family 26 model 2), default
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
