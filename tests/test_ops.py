@@ -1159,10 +1159,11 @@ def test_cpu_stream_stores(isa):
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])
 def test_cpu_prefetch(isa):
-    # The channels-last depthwise weight gradient brings its next rows into L2 ahead where its
-    # operands exceed the last-level cache (csrc/cpu/host.h: prefetch_rows), which this suite's small
-    # shapes never reach. XSEP_CPU_PREFETCH=always forces it: rerun the depthwise and fused reference
-    # sweeps, gradchecks and thread-count test with it, under each instruction set.
+    # The channels-last depthwise forward runs and weight gradient bring their next rows into L2
+    # ahead where the op's operands exceed the last-level cache (csrc/cpu/host.h: prefetch_rows),
+    # which this suite's small shapes never reach. XSEP_CPU_PREFETCH=always forces it: rerun the
+    # depthwise and fused reference sweeps, gradchecks and thread-count test with it, under each
+    # instruction set.
     _skip_unless_cpu_has(isa)
     _assert_suite_passes({"XSEP_CPU_ISA": isa, "XSEP_CPU_PREFETCH": "always"},
                          "((depthwise or separable) and native and matches_reference) "

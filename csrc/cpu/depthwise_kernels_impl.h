@@ -706,6 +706,10 @@ struct NextPlane {
 struct NextRows {
   NextPlane plane[2];
   i64 per[2] = {0, 0};
+  // Shares such that `steps` steps bring in every line of both planes.
+  void spread_over(i64 steps) {
+    for (int k = 0; k < 2; ++k) per[k] = ((plane[k].bytes + 63) / 64 + steps - 1) / steps;
+  }
   XSEP_INLINE void step() {
     for (int k = 0; k < 2; ++k)
       for (i64 l = 0; l < per[k]; ++l) plane[k].prefetch_line();
@@ -858,7 +862,7 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
       const i64 n1 = (r + 1) / s.Ho, h1 = (r + 1) % s.Ho * s.sh - s.pad_top + (s.kh - 1) * s.dil_h;
       const i64 steps = (C + kLanes<A> - 1) / kLanes<A> * ((wo1 - wo0 + kRunP - 1) / kRunP);
       if (h1 >= 0 && h1 < s.H) next.plane[0] = NextPlane::of(x + (n1 * s.H + h1) * s.W * C, s.W * C);
-      next.per[0] = ((next.plane[0].bytes + 63) / 64 + steps - 1) / steps;
+      next.spread_over(steps);
     }
     // The input row of the first valid tap row.
     const T* xr = x + (n * s.H + (ti.count ? ho * s.sh - s.pad_top + ti.first * s.dil_h : 0)) * s.W * C;
@@ -1373,7 +1377,7 @@ void grad_weight_m1(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, 
       const i64 steps = groups_per_tap_row * ti.count;
       next.plane[0] = NextPlane::of(go + (r + 1) * s.Wo * C, s.Wo * C);
       if (h1 >= 0 && h1 < s.H) next.plane[1] = NextPlane::of(x + (n1 * s.H + h1) * s.W * C, s.W * C);
-      for (int k = 0; k < 2; ++k) next.per[k] = ((next.plane[k].bytes + 63) / 64 + steps - 1) / steps;
+      next.spread_over(steps);
     }
     for (i64 i = ti.first; i < ti.first + ti.count; ++i) {
       const T* xr = x + (n * s.H + ho * s.sh - s.pad_top + i * s.dil_h) * s.W * C;

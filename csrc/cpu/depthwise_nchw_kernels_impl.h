@@ -1255,7 +1255,7 @@ XSEP_INLINE void block_weights(const DepthwiseGeometry& s, const DepthwiseGeomet
 }
 
 // transpose (depthwise_kernels_impl.h), a vector's worth of src rows at a time, bringing the lines
-// of each of next's ranges into L2 in even shares between them. backward_blocked writes a block's input
+// of both of next's ranges into L2 in even shares (NextRows). backward_blocked writes a block's input
 // gradient back this way while the next block's grad_output and input are read in: its planes come
 // from L3 or memory, and without the prefetch each block began by waiting on its first loads. Zen 4
 // EPYC, fp32, batch 8, 2 threads, `retain`, depthwise forward+backward, one process switching the
@@ -1263,16 +1263,13 @@ XSEP_INLINE void block_weights(const DepthwiseGeometry& s, const DepthwiseGeomet
 // 1.03-1.09x, 10x10x1536 1.10-1.15x, 14x14x576 1.04-1.10x, 28x28x192 0.98-1.03x, 5x5 kernels at
 // 14x14x480 0.99-1.06x and 7x7x960 1.01-1.02x. The forward, the same way (the next block's input
 // while its output goes back), ran within the noise of those runs (0.88-1.12x for the same code).
-template <int N, typename T>
-void transpose_prefetching(const T* src, i64 rows, i64 cols, i64 lds, T* dst, i64 ldd, NextPlane (&next)[N]) {
+template <typename T>
+void transpose_prefetching(const T* src, i64 rows, i64 cols, i64 lds, T* dst, i64 ldd, NextRows next) {
   constexpr i64 L = kLanes<Acc<T>>;
-  const i64 steps = (rows + L - 1) / L;
-  i64 per[N];  // lines of next[k] per step
-  for (int k = 0; k < N; ++k) per[k] = ((next[k].bytes + 63) / 64 + steps - 1) / steps;
+  next.spread_over((rows + L - 1) / L);
   for (i64 r0 = 0; r0 < rows; r0 += L) {
     transpose(src + r0 * lds, min_(L, rows - r0), cols, lds, dst + r0, ldd);
-    for (int k = 0; k < N; ++k)
-      for (i64 l = 0; l < per[k]; ++l) next[k].prefetch_line();
+    next.step();
   }
 }
 
@@ -1325,8 +1322,9 @@ void backward_blocked(const DepthwiseGeometry& s, const T* go, const T* x, const
     // The next block's grad_output and input: the next channels' planes, or the next image's first
     // (the host walks (image, block) items in order; past a thread's last item, planes it does not
     // read, which a prefetch does not mind).
-    NextPlane next[2] = {NextPlane::of(go + (n * s.OC + c1 * s.M) * s.Ho * s.Wo, b.OC * s.Ho * s.Wo),
-                         need_x ? NextPlane::of(x + (n * s.C + c1) * s.H * s.W, b.C * s.H * s.W) : NextPlane{}};
+    NextRows next;
+    next.plane[0] = NextPlane::of(go + (n * s.OC + c1 * s.M) * s.Ho * s.Wo, b.OC * s.Ho * s.Wo);
+    if (need_x) next.plane[1] = NextPlane::of(x + (n * s.C + c1) * s.H * s.W, b.C * s.H * s.W);
     transpose_prefetching(gib, b.H * b.W, b.C, b.C, gi + (n * s.C + c0) * s.H * s.W, s.H * s.W, next);
   }
 }
