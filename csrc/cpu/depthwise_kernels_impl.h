@@ -667,6 +667,33 @@ XSEP_INLINE bool for_runs(i64 rows, i64 C, i64 run_pixels, F&& f) {
       rows, [&](auto r) { for_run_blocks<A>(C, run_pixels, [&](auto blk, i64 c0, int nc) { f(r, blk, c0, nc); }); });
 }
 
+// A run stores one vector of channels of each pixel along the row, the row's next vector a sweep
+// later. Where that vector is narrower than a cache line (AVX2: 32 bytes) and the stores are
+// non-temporal, each line is written in halves a whole row apart, and the write-combining buffers
+// send the halves to memory apart. There runs take the row in segments of kStreamRunSegment pixels,
+// every block of channels of a segment before the next: a line's halves then follow within 8
+// pixels. Zen 4 EPYC, AVX2 build (XSEP_CPU_ISA=avx2), fp32, batch 8, 2 threads, `retain`, alternate
+// processes: the forward 147x147x64 8.3-8.5 -> 4.5-4.7 ms, 147x147x128 16.2-16.4 -> 8.1-8.9,
+// 74x74x256 7.8-8.1 -> 4.3-4.4, 37x37x728 5.7-5.8 -> 2.4-2.6 (through the caches, not streamed:
+// 4.9-5.4, 9.5-10.4, 4.8-4.9, 2.7-3.3); in one process, segments of 12 or 16 pixels ran as slowly as
+// whole rows, those of 4 faster than whole rows but 1.1-1.3x slower than 8.
+template <bool Stream>
+constexpr i64 kStreamRunSegment = Stream && XSEP_VEC_BYTES < 64 ? 8 : 0;  // 0: whole rows
+
+// The pixels [p0, p1) of a row segment by segment (kStreamRunSegment<Stream>, or the whole range
+// at once): f(s0, s1) for each, while it returns true; whether they all did.
+template <bool Stream, typename F>
+XSEP_INLINE bool for_run_segments(i64 p0, i64 p1, F&& f) {
+  constexpr i64 seg = kStreamRunSegment<Stream>;
+  if constexpr (seg == 0) {
+    return f(p0, p1);
+  } else {
+    for (i64 s0 = p0; s0 < p1; s0 += seg)
+      if (!f(s0, min_(p1, s0 + seg))) return false;
+    return true;
+  }
+}
+
 // A run of npix pixels in tiles: f(IntTag<Pmax>{}, q) for q = 0, Pmax, ..., then tiles of 4, 2
 // and 1 pixel for the rest. Pmax: kRunP / NV (the accumulators of NV vectors of channels).
 template <int Pmax = kRunP, typename F>
@@ -798,8 +825,9 @@ void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64
 }
 
 // Output columns [wo0, wo1) of a row at unit stride and dilation along W (xr, out as in
-// fwd_unit_tiles): in a run (fwd_run) where runs (runs_chosen), with 2 or 3 tap rows, a tap-column
-// count that has runs and some pixels with all their taps inside the row; otherwise in unit tiles.
+// fwd_unit_tiles): in a run (fwd_run; streamed from an AVX2 build in segments, for_run_segments)
+// where runs (runs_chosen), with 2 or 3 tap rows, a tap-column count that has runs and some pixels
+// with all their taps inside the row; otherwise in unit tiles.
 // Runs prefetch (see prefetch_ahead); unit tiles do not: they read the rows in order, which the
 // hardware prefetchers follow (on the AMD EPYC, Zen 4, prefetching the next tile's columns made the
 // 147x147x64 forward 15-20% slower).
@@ -811,12 +839,15 @@ void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C
   const i64 a = clamp_(pad_left, wo0, wo1), b = clamp_(W + pad_left - (KW - 1), a, wo1);
   if constexpr (kHasRuns<KW>) {
     if (a < b && runs &&
-        for_runs<A, T>(
-            rows, C, b - a,
-            [&](auto r, auto blk, i64 c0, int nc) {
-              fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
-                  xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + c0, nc, wo0, wo1, a, b, pad_left,
-                  W, next);
+        for_run_segments<Stream>(
+            wo0, wo1,
+            [&](i64 s0, i64 s1) {
+              const i64 sa = clamp_(a, s0, s1), sb = clamp_(b, sa, s1);
+              return for_runs<A, T>(rows, C, b - a, [&](auto r, auto blk, i64 c0, int nc) {
+                fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
+                    xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + (s0 - wo0) * C + c0, nc, s0, s1,
+                    sa, sb, pad_left, W, next);
+              });
             }))
       return;
   }
@@ -1061,12 +1092,12 @@ void gi_unit_tiles(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 
   }
 }
 
-// The input gradient's run: a whole input row (gor: the go row of the first tap row; x: the row's
-// relu mask or null; gi: the row), the columns in [a, b) with all their go columns inside the
-// output; zeroed where x <= 0 unless x is null.
+// The input gradient's run: columns [q0, q1) of an input row (gor: the go row of the first tap
+// row; x: the row's relu mask or null; gi: the row), those in [a, b) with all their go columns
+// inside the output; zeroed where x <= 0 unless x is null.
 template <int R, int NV, int KW, bool Partial, bool Stream, typename S, typename T, typename A>
-inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, int n, i64 a, i64 b, i64 W,
-                   i64 Wo, i64 pad_left) {
+inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, int n, i64 q0, i64 q1,
+                   i64 a, i64 b, i64 Wo, i64 pad_left) {
   Vec<A> wv[R][KW][NV];
   load_run_weights<R, NV, KW, Partial>(wv, w, w_di, C, n);
   auto mask = [&](auto& acc, i64 q) __attribute__((always_inline)) {  // acc: pixels q, q + 1, ...
@@ -1075,8 +1106,8 @@ inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T
   // As in fwd_run: the first tap row is the output-gradient row new to the caches (the input rows
   // go up, the tap rows' output rows down), and the relu mask's row is new (1.05-1.4x, and 1.15-1.3x
   // more with a mask).
-  prefetch_ahead<NV>(gor, 0, Wo, C);
-  if (x != nullptr) prefetch_ahead<NV>(x, 0, W, C);
+  prefetch_ahead<NV>(gor, clamp_(q0 + pad_left - (KW - 1), 0, Wo), clamp_(q1 + pad_left, 0, Wo), C);
+  if (x != nullptr) prefetch_ahead<NV>(x, q0, q1, C);
   auto edge = [&](i64 q) {                   // one pixel with go columns outside the output
     const i64 g0 = q + pad_left - (KW - 1);  // the go column of its last tap
     const UnitTile t = unit_tile<1, KW>(g0, Wo, 1);
@@ -1085,7 +1116,7 @@ inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T
     mask(acc, q);
     store_tile<1, NV, Partial, A>(gi + q * C, C, acc, n);
   };
-  for (i64 q = 0; q < a; ++q) edge(q);
+  for (i64 q = q0; q < a; ++q) edge(q);
   const S* src = gor + (a + pad_left - (KW - 1)) * C;
   for_run_tiles<kRunP / NV>(b - a, [&](auto tile, i64 q) __attribute__((always_inline)) {
     constexpr int P = decltype(tile)::value;
@@ -1094,12 +1125,13 @@ inline void gi_run(const S* gor, const A* w, i64 go_di, i64 w_di, i64 C, const T
     mask(acc, a + q);
     store_streamable_tile<Stream, P, NV, Partial, A>(gi + (a + q) * C, C, acc, n);
   });
-  for (i64 q = b; q < W; ++q) edge(q);
+  for (i64 q = b; q < q1; ++q) edge(q);
 }
 
 // A whole input row at unit stride and dilation along W (arguments as in gi_unit_tiles): in a run
-// (gi_run) where runs_chosen, with 2 or 3 tap rows, a tap-column count that has runs and some
-// columns with all their go columns inside the output; otherwise in unit tiles. Prefetch as in
+// (gi_run; streamed from an AVX2 build in segments, for_run_segments) where runs_chosen, with 2 or
+// 3 tap rows, a tap-column count that has runs and some columns with all their go columns inside
+// the output; otherwise in unit tiles. Prefetch as in
 // fwd_row_unit: in runs only (in unit tiles it measured no faster here).
 template <int KW, bool Stream, typename S, typename T, typename A>
 void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C, const T* x, T* gi, i64 W, i64 Wo,
@@ -1107,11 +1139,14 @@ void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C,
   const i64 a = clamp_(KW - 1 - pad_left, 0, W), b = clamp_(Wo - pad_left, a, W);
   if constexpr (kHasRuns<KW>) {
     if (a < b && runs_chosen(false) &&
-        for_runs<A, S>(
-            rows, C, b - a,
-            [&](auto r, auto blk, i64 c0, int nc) {
-              gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
-                  gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, a, b, W, Wo, pad_left);
+        for_run_segments<Stream>(
+            0, W,
+            [&](i64 s0, i64 s1) {
+              const i64 sa = clamp_(a, s0, s1), sb = clamp_(b, sa, s1);
+              return for_runs<A, S>(rows, C, b - a, [&](auto r, auto blk, i64 c0, int nc) {
+                gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
+                    gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, s0, s1, sa, sb, Wo, pad_left);
+              });
             }))
       return;
   }
