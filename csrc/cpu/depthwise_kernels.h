@@ -121,7 +121,9 @@ const char* run_vectors_setting();
 // 1.02x, 56x56x144 0.78 -> 0.99, 37x37x256 0.76 -> 0.99, 19x19x728 0.95 -> 1.07, 7x7x960 1.08 -> 1.39;
 // streamed, 147x147x128 1.43 -> 1.15; the input gradient 0.9-1.0x of runs' speed; the fused
 // forward's bands 147x147 128 -> 128 1.30 -> 1.22x. The AVX2 build's runs there ran 0.3-0.7x of
-// torch where its unit tiles ran 0.84-1.12x (forward) and 0.86-1.54x (backward).
+// torch where its unit tiles ran 0.84-1.12x (forward) and 0.86-1.54x (backward), measured before
+// streamed runs took their rows in segments (kStreamRunSegment, depthwise_kernels_impl.h: on the
+// Zen 4 that made the AVX2 build's streamed forwards 1.7-2.3x faster); not measured there since.
 // On AMD's Zen 4 (family 25) kLongRows: everywhere except the depthwise op's forward through the
 // caches (not streamed) on rows of fewer than kMinForwardRunPixels output pixels, which take unit
 // tiles. There (fp32, batch 8, 2 threads, `retain`, 2026-12-07; alternate processes, median of 40,

@@ -238,23 +238,22 @@ XSEP_INLINE void store_stream(float* p, VF v) {
   _mm256_stream_ps(p, bit_cast<__m256>(v));
 #endif
 }
-// Whether every pixel's vectors of an NHWC float array with C channels are aligned for
-// store_stream: the array is, and a pixel is a whole number of vectors.
+// Whether every pixel of an NHWC float array with C channels starts at a multiple of Granule bytes
+// (the array does, and a pixel is a whole number of granules): whole vectors for store_stream
+// (row_product), 32-byte halves of an AVX-512 vector for store_stream_pixel.
+// The depthwise kernels' stores (store_streamable_tile) stream pixels of 32-byte halves (728
+// channels: 45.5 vectors; every other pixel starts half a line in), a vector at a 32-byte boundary
+// as its two halves. Zen 4 EPYC, fp32, batch 8, 2 threads, `retain`, 3x3 at 37x37x728, six rounds
+// of alternate processes streamed / through the caches (what it ran before), median of 30, ratios
+// to torch: the forward 0.84-1.32x (median 1.18x) against 0.88-0.98x (0.96x), one round slower,
+// when torch and the rest ran slow too; the input gradient 2.2-2.4 against 3.3-3.5 ms in two of
+// three rounds, 5.3 against 3.7 in the third.
+template <int Granule = XSEP_VEC_BYTES>
 XSEP_INLINE bool streamable(const float* p, i64 C) {
-  return (C * sizeof(float)) % XSEP_VEC_BYTES == 0 && reinterpret_cast<unsigned long>(p) % XSEP_VEC_BYTES == 0;
+  return (C * sizeof(float)) % Granule == 0 && reinterpret_cast<unsigned long>(p) % Granule == 0;
 }
-// The depthwise kernels' stores (store_streamable_tile) also stream pixels that are a whole number
-// of 32-byte halves of an AVX-512 vector (728 channels: 45.5 vectors; every other pixel starts half
-// a line in), a vector at a 32-byte boundary as its two halves: whether every pixel of such an
-// array is aligned for that. Zen 4 EPYC, fp32, batch 8, 2 threads, `retain`, 3x3 at 37x37x728,
-// six rounds of alternate processes streamed / through the caches (what it ran before), median of
-// 30, ratios to torch: the forward 0.84-1.32x (median 1.18x) against 0.88-0.98x (0.96x), one round
-// slower, when torch and the rest ran slow too; the input gradient 2.2-2.4 against 3.3-3.5 ms in
-// two of three rounds, 5.3 against 3.7 in the third.
-XSEP_INLINE bool streamable_pixels(const float* p, i64 C) {
-  return (C * sizeof(float)) % 32 == 0 && reinterpret_cast<unsigned long>(p) % 32 == 0;
-}
-// store_stream to a 32-byte aligned address (see streamable_pixels).
+inline constexpr int kPixelGranule = 32;
+// store_stream to a 32-byte aligned address (see streamable<kPixelGranule>).
 XSEP_INLINE void store_stream_pixel(float* p, VF v) {
 #if XSEP_VEC_BYTES == 64
   if (reinterpret_cast<unsigned long>(p) % 64 != 0) {
@@ -700,7 +699,7 @@ XSEP_INLINE bool for_runs(i64 rows, i64 C, i64 run_pixels, F&& f) {
 // 74x74x256 7.8-8.1 -> 4.3-4.4, 37x37x728 5.7-5.8 -> 2.4-2.6 (through the caches, not streamed:
 // 4.9-5.4, 9.5-10.4, 4.8-4.9, 2.7-3.3); in one process, segments of 12 or 16 pixels ran as slowly as
 // whole rows, those of 4 faster than whole rows but 1.1-1.3x slower than 8.
-// The AVX-512 build's runs over pixels of 32-byte halves (streamable_pixels), whose vectors at odd
+// The AVX-512 build's runs over pixels of 32-byte halves (streamable<kPixelGranule>), whose vectors at odd
 // pixels are two such halves, take segments the same way.
 constexpr i64 kStreamRunSegment = 8;
 template <bool Stream>
@@ -708,13 +707,18 @@ XSEP_INLINE bool stream_run_segments(i64 C) {
   return Stream && (XSEP_VEC_BYTES < 64 || (C * 4) % XSEP_VEC_BYTES != 0);
 }
 
-// The pixels [p0, p1) of a row of C channels, segment by segment where stream_run_segments (else
-// the whole range at once): f(s0, s1) for each, while it returns true; whether they all did.
+// The pixels [p0, p1) of a row of C channels, those in [a, b) a run's interior, segment by segment
+// where stream_run_segments (else the whole range at once): f(s0, s1, sa, sb) for each, [sa, sb)
+// the part of [a, b) in [s0, s1), while it returns true; whether they all did.
 template <bool Stream, typename F>
-XSEP_INLINE bool for_run_segments(i64 p0, i64 p1, i64 C, F&& f) {
-  if (!stream_run_segments<Stream>(C)) return f(p0, p1);
+XSEP_INLINE bool for_run_segments(i64 p0, i64 p1, i64 a, i64 b, i64 C, F&& f) {
+  auto segment = [&](i64 s0, i64 s1) {
+    const i64 sa = clamp_(a, s0, s1);
+    return f(s0, s1, sa, clamp_(b, sa, s1));
+  };
+  if (!stream_run_segments<Stream>(C)) return segment(p0, p1);
   for (i64 s0 = p0; s0 < p1; s0 += kStreamRunSegment)
-    if (!f(s0, min_(p1, s0 + kStreamRunSegment))) return false;
+    if (!segment(s0, min_(p1, s0 + kStreamRunSegment))) return false;
   return true;
 }
 
@@ -754,7 +758,7 @@ struct NextPlane {
 };
 
 // Two such ranges in even shares: per[k] lines of plane[k] a step.
-struct NextRows {
+struct NextRanges {
   NextPlane plane[2];
   i64 per[2] = {0, 0};
   // Shares such that `steps` steps bring in every line of both planes.
@@ -788,7 +792,7 @@ XSEP_INLINE void prefetch_ahead(const S* row, i64 c0, i64 c1, i64 C) {
 // out: output pixel wo0), those in [a, b) with all their taps inside the row.
 template <int R, int NV, int KW, bool Partial, bool Relu, bool Stream, typename S, typename O, typename A>
 inline void fwd_run(const S* xr, const A* w, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, int n, i64 wo0,
-                    i64 wo1, i64 a, i64 b, i64 pad_left, i64 W, NextRows* next) {
+                    i64 wo1, i64 a, i64 b, i64 pad_left, i64 W, NextRanges* next) {
   constexpr int L = kLanes<A>;
   Vec<A> wv[R][KW][NV], bv[NV];
   load_run_weights<R, NV, KW, Partial>(wv, w, w_di, C, n);
@@ -857,16 +861,15 @@ void fwd_unit_tiles(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64
 // 147x147x64 forward 15-20% slower).
 template <int KW, bool Relu, bool Stream, typename T, typename O, typename A>
 void fwd_row_unit(const T* xr, const A* w, i64 rows, i64 src_di, i64 w_di, i64 C, const A* bias, O* out, i64 wo0,
-                  i64 wo1, i64 pad_left, i64 W, bool runs, NextRows* next = nullptr) {
+                  i64 wo1, i64 pad_left, i64 W, bool runs, NextRanges* next = nullptr) {
   // The pixels with all their taps inside the row: from the first with none in the left padding
   // to the last with none in the right.
   const i64 a = clamp_(pad_left, wo0, wo1), b = clamp_(W + pad_left - (KW - 1), a, wo1);
   if constexpr (kHasRuns<KW>) {
     if (a < b && runs &&
         for_run_segments<Stream>(
-            wo0, wo1, C,
-            [&](i64 s0, i64 s1) {
-              const i64 sa = clamp_(a, s0, s1), sb = clamp_(b, sa, s1);
+            wo0, wo1, a, b, C,
+            [&](i64 s0, i64 s1, i64 sa, i64 sb) {
               return for_runs<A, T>(rows, C, b - a, [&](auto r, auto blk, i64 c0, int nc) {
                 fwd_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Relu, Stream>(
                     xr + c0, w + c0, src_di, w_di, C, bias ? bias + c0 : nullptr, out + (s0 - wo0) * C + c0, nc, s0, s1,
@@ -912,7 +915,7 @@ void forward_m1(const DepthwiseGeometry& s, const T* x, const A* w, const A* bia
     const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
     // Runs bring the next output row's newest input row into L2, a share at each tile (NextPlane),
     // where its pixels are at most kNextRowPixelBytes.
-    NextRows next;
+    NextRanges next;
     if (prefetch && s.sw == 1 && C * i64(sizeof(T)) <= kNextRowPixelBytes && r + 1 < s.N * s.Ho) {
       const i64 n1 = (r + 1) / s.Ho, h1 = (r + 1) % s.Ho * s.sh - s.pad_top + (s.kh - 1) * s.dil_h;
       const i64 steps = (C + kLanes<A> - 1) / kLanes<A> * ((wo1 - wo0 + kRunP - 1) / kRunP);
@@ -1019,7 +1022,7 @@ void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<
              bool stream_out, bool prefetch) {
 #if XSEP_VEC_BYTES >= 32
   if constexpr (std::is_same_v<T, float>) {
-    if (stream_out && streamable_pixels(out, s.OC)) {
+    if (stream_out && streamable<kPixelGranule>(out, s.OC)) {
       forward_any<true>(s, x, w, bias, out, p0, p1, runs_chosen(false), prefetch);
       _mm_sfence();  // the streamed stores are weakly ordered: complete them before the output is read
       return;
@@ -1164,9 +1167,8 @@ void gi_row_unit(const S* gor, const A* w, i64 rows, i64 go_di, i64 w_di, i64 C,
   if constexpr (kHasRuns<KW>) {
     if (a < b && runs_chosen(false) &&
         for_run_segments<Stream>(
-            0, W, C,
-            [&](i64 s0, i64 s1) {
-              const i64 sa = clamp_(a, s0, s1), sb = clamp_(b, sa, s1);
+            0, W, a, b, C,
+            [&](i64 s0, i64 s1, i64 sa, i64 sb) {
               return for_runs<A, S>(rows, C, b - a, [&](auto r, auto blk, i64 c0, int nc) {
                 gi_run<decltype(r)::value, decltype(blk)::NV, KW, decltype(blk)::partial, Stream>(
                     gor + c0, w + c0, go_di, w_di, C, x ? x + c0 : nullptr, gi + c0, nc, s0, s1, sa, sb, Wo, pad_left);
@@ -1311,7 +1313,7 @@ void grad_input(const DepthwiseGeometry& s, const S* go, const Acc<T>* w, const 
   if (s.M == 1) {
 #if XSEP_VEC_BYTES >= 32
     if constexpr (std::is_same_v<T, float>) {
-      if (stream_out && streamable_pixels(gi, s.C)) {
+      if (stream_out && streamable<kPixelGranule>(gi, s.C)) {
         grad_input_m1<true>(s, go, w, x, gi, r0, r1);
         _mm_sfence();  // see forward
         return;
@@ -1336,7 +1338,7 @@ constexpr int kGwUnroll = XSEP_VEC_BYTES == 64 ? 4 : 2;
 // gw[j * gw_dj + c] += sum_{p < npix} go[p * go_ps + c] * act(x[p * x_ps + j * x_dj + c]).
 template <int J, int NV, bool Partial, bool Relu, typename S, typename T, typename A>
 inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 npix, A* gw, i64 gw_dj, int n,
-                    NextRows* next) {
+                    NextRanges* next) {
   constexpr int L = kLanes<A>;
   Vec<A> acc[J][NV] = {};
   i64 p = 0;
@@ -1399,7 +1401,7 @@ inline void gw_tile(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 
 // columns go three at a time.
 template <bool Relu, typename S, typename T, typename A>
 void gw_columns(const S* go, i64 go_ps, const T* x, i64 x_ps, i64 x_dj, i64 nj, i64 npix, A* gw, i64 C,
-                NextRows* next = nullptr) {
+                NextRanges* next = nullptr) {
   for_channel_blocks<A, kNV>(C, [&](auto blk, i64 c0, int nc) {
     constexpr int NV = decltype(blk)::NV;
     constexpr bool Pa = decltype(blk)::partial;
@@ -1430,7 +1432,7 @@ void grad_weight_m1(const DepthwiseGeometry& s, const S* go, const T* x, A* gw, 
     const Taps ti = fwd_taps(ho * s.sh - s.pad_top, s.kh, s.dil_h, s.H);
     // The next output row's go and its last tap row's x (the rows the next row reads first from
     // memory), a share at each group of this row's pixels.
-    NextRows next;
+    NextRanges next;
     if (prefetch && s.sw == 1 && s.dil_w == 1 && r + 1 < s.N * s.Ho && groups_per_tap_row > 0 && ti.count > 0) {
       const i64 n1 = (r + 1) / s.Ho, h1 = (r + 1) % s.Ho * s.sh - s.pad_top + (s.kh - 1) * s.dil_h;
       const i64 steps = groups_per_tap_row * ti.count;

@@ -1255,7 +1255,7 @@ XSEP_INLINE void block_weights(const DepthwiseGeometry& s, const DepthwiseGeomet
 }
 
 // transpose (depthwise_kernels_impl.h), a vector's worth of src rows at a time, bringing the lines
-// of both of next's ranges into L2 in even shares (NextRows). backward_blocked writes a block's input
+// of both of next's ranges into L2 in even shares (NextRanges). backward_blocked writes a block's input
 // gradient back this way while the next block's grad_output and input are read in: its planes come
 // from L3 or memory, and without the prefetch each block began by waiting on its first loads. Zen 4
 // EPYC, fp32, batch 8, 2 threads, `retain`, depthwise forward+backward, one process switching the
@@ -1264,7 +1264,7 @@ XSEP_INLINE void block_weights(const DepthwiseGeometry& s, const DepthwiseGeomet
 // 14x14x480 0.99-1.06x and 7x7x960 1.01-1.02x. The forward, the same way (the next block's input
 // while its output goes back), ran within the noise of those runs (0.88-1.12x for the same code).
 template <typename T>
-void transpose_prefetching(const T* src, i64 rows, i64 cols, i64 lds, T* dst, i64 ldd, NextRows next) {
+void transpose_prefetching(const T* src, i64 rows, i64 cols, i64 lds, T* dst, i64 ldd, NextRanges next) {
   constexpr i64 L = kLanes<Acc<T>>;
   next.spread_over((rows + L - 1) / L);
   for (i64 r0 = 0; r0 < rows; r0 += L) {
@@ -1322,7 +1322,7 @@ void backward_blocked(const DepthwiseGeometry& s, const T* go, const T* x, const
     // The next block's grad_output and input: the next channels' planes, or the next image's first
     // (the host walks (image, block) items in order; past a thread's last item, planes it does not
     // read, which a prefetch does not mind).
-    NextRows next;
+    NextRanges next;
     next.plane[0] = NextPlane::of(go + (n * s.OC + c1 * s.M) * s.Ho * s.Wo, b.OC * s.Ho * s.Wo);
     if (need_x) next.plane[1] = NextPlane::of(x + (n * s.C + c1) * s.H * s.W, b.C * s.H * s.W);
     transpose_prefetching(gib, b.H * b.W, b.C, b.C, gi + (n * s.C + c0) * s.H * s.W, s.H * s.W, next);
