@@ -709,10 +709,12 @@ def test_native_separable_nchw_wide_weight_gradients_match_reference():
 # Channels-last shapes for xsep's fused products (csrc/cpu/separable_conv2d.cpp: row blocks of about
 # 32K values of the product's left operand, register tiles of up to 12 rows, panels of up to 32
 # columns): the forward over several blocks and a partial last one (300 and 1024 channels), the
-# backward's over several blocks (1100 outputs), the backward in two tiles (70x70, 256 channels),
-# partial panels (37, 65, 1100 and 3 outputs; 16 channels) and partial register tiles: (n, c, o, h, w).
+# backward's over several blocks (1100 outputs), the backward in several tiles (70x70, 256 channels),
+# partial panels (37, 65, 1100 and 3 outputs; 16 channels) and partial register tiles. The left
+# operand's rows are read in place unless their stride is a multiple of 2 KB (row_product_impl.h):
+# packed in the forward of 1024 channels and the backward of 512 outputs: (n, c, o, h, w).
 _ROW_BLOCK_SHAPES = [(2, 300, 37, 9, 7), (1, 1024, 65, 5, 7), (1, 16, 1100, 5, 7), (1, 256, 8, 70, 70),
-                     (3, 24, 3, 11, 13)]
+                     (3, 24, 3, 11, 13), (1, 8, 512, 5, 7)]
 # NCHW shapes whose bands (one image each: planes of at least 256 pixels) go through xsep's product:
 # two bands of a 30x30 plane with 512 channels (partial register tiles of 37 output rows), one band of
 # 17x16 with 13 outputs and 24 channels (a partial panel of 272 pixels).

@@ -17,7 +17,14 @@
 // multiplied by each panel in turn, so a panel (K x W values) is read from L2 by every row tile of
 // the block. Packing a: read in place, the MR rows of a tile lie lda apart, 4 KB apart in float32
 // with 1024 channels, and share cache sets: 10x10 1024->1536 ran 10% slower than with half the
-// block (Zen 5, fp32, batch 8), a cost packing does not have.
+// block (Zen 5, fp32, batch 8), a cost packing does not have. Rows whose stride is not a multiple
+// of kRpPackedRowBytes are read in place instead (row_product_rows_in_place): packing a tile
+// costs a pass over it for only N / W panels of products, a large share where the output is
+// narrow. Zen 4 EPYC, fp32, batch 8, 2 threads, `retain`, one process switching it call by call
+// (medians of 10, ratios in place / packed): the fused forward 147x147 64->128 1.06-1.08x, 128->128
+// 1.08x, 74x74 128->256 1.04x, MobileNet's 112x112 32->16 1.19x, 56x56 144->24 1.16x, 96->24 1.22x,
+// 28x28 192->32 1.24x, 14x14 576->96 1.11x; 37x37 256->728 and 728->728, 19x19 728->1024 and
+// 10x10 1536->2048 0.99-1.03x. The same bits: each output's chain is unchanged.
 
 #if XSEP_VEC_BYTES == 64
 constexpr int kRpRows = 12;  // 24 accumulators of the 32 AVX-512 registers
@@ -57,12 +64,13 @@ void pack_row_product_weight(i64 K, i64 N, const A* w, i64 sn, i64 sk, A* packed
 }
 
 // MR rows of out (ldo apart), the n <= W columns of one panel: the bias (a column's, bias[j], or a
-// row's, row_bias[i], or zero) + a packed tile of a (ap[k * kRpRows + i] = a[i][k]) times the panel,
-// over all K; with `add`, that sum (from zero) added to out instead. With `stream` (float32 only,
-// no `add`, every vector of out aligned), whole vectors are written with non-temporal stores.
-template <int MR, typename A>
-XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* bias, const A* row_bias, A* out, i64 ldo,
-                                  int n, bool add, bool stream) {
+// row's, row_bias[i], or zero) + a packed tile of a (ap[k * kRpRows + i] = a[i][k]; InPlace, a's
+// own rows lda apart, ap[i * lda + k]) times the panel, over all K; with `add`, that sum (from
+// zero) added to out instead. With `stream` (float32 only, no `add`, every vector of out aligned),
+// whole vectors are written with non-temporal stores.
+template <int MR, bool InPlace, typename A>
+XSEP_INLINE void row_product_tile(i64 K, const A* ap, i64 lda, const A* panel, const A* bias, const A* row_bias, A* out,
+                                  i64 ldo, int n, bool add, bool stream) {
   constexpr int L = kLanes<A>, NV = kRpVectors, W = NV * L;
   using V = Vec<A>;
   V acc[MR][NV];
@@ -79,7 +87,7 @@ XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* b
     for (int v = 0; v < NV; ++v) bv[v] = load(panel + k * W + v * L);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const V av = splat<V>(ap[k * kRpRows + i]);
+      const V av = splat<V>(InPlace ? ap[i * lda + k] : ap[k * kRpRows + i]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] += av * bv[v];
     }
@@ -105,12 +113,12 @@ XSEP_INLINE void row_product_tile(i64 K, const A* ap, const A* panel, const A* b
 }
 
 // row_product_tile for `rows` < kRpRows rows (MR fixed at compile time).
-template <int MR, typename A>
-XSEP_INLINE void row_product_tail(int rows, i64 K, const A* ap, const A* panel, const A* bias, const A* row_bias,
-                                  A* out, i64 ldo, int n, bool add, bool stream) {
+template <int MR, bool InPlace, typename A>
+XSEP_INLINE void row_product_tail(int rows, i64 K, const A* ap, i64 lda, const A* panel, const A* bias,
+                                  const A* row_bias, A* out, i64 ldo, int n, bool add, bool stream) {
   if constexpr (MR > 0) {
-    if (rows == MR) return row_product_tile<MR>(K, ap, panel, bias, row_bias, out, ldo, n, add, stream);
-    row_product_tail<MR - 1>(rows, K, ap, panel, bias, row_bias, out, ldo, n, add, stream);
+    if (rows == MR) return row_product_tile<MR, InPlace>(K, ap, lda, panel, bias, row_bias, out, ldo, n, add, stream);
+    row_product_tail<MR - 1, InPlace>(rows, K, ap, lda, panel, bias, row_bias, out, ldo, n, add, stream);
   }
 }
 
@@ -137,10 +145,12 @@ void pack_row_product_rows(i64 M, i64 K, const A* a, i64 sm, i64 sk, A* ap) {
 // w[.][k] for i < M (out rows ldo apart), a packed by pack_row_product_rows, w by
 // pack_row_product_weight; with `add` (no bias), out[i][j] += that sum, summed from zero. One
 // thread: the host gives each its own rows. `stream` as in row_product_tile (the caller fences).
-template <typename A>
+template <bool InPlace = false, typename A>
 void row_product_panels(i64 M, i64 K, i64 N, const A* ap, const A* packed, const A* bias, const A* row_bias, A* out,
-                        i64 ldo, bool add, bool stream) {
+                        i64 ldo, bool add, bool stream, i64 lda = 0) {
   constexpr int W = kRpVectors * kLanes<A>;
+  // A tile's rows: packed, kRpRows * K values on; in place, kRpRows rows of a.
+  const i64 tile_step = InPlace ? lda : K;
   for (i64 p = 0; p * W < N; ++p) {
     const A* panel = packed + p * K * W;
     const A* b = bias == nullptr ? nullptr : bias + p * W;
@@ -148,12 +158,13 @@ void row_product_panels(i64 M, i64 K, i64 N, const A* ap, const A* packed, const
     i64 m = 0;
     for (; m + kRpRows <= M; m += kRpRows) {
       const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
-      row_product_tile<kRpRows>(K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n, add, stream);
+      row_product_tile<kRpRows, InPlace>(K, ap + m * tile_step, lda, panel, b, rb, out + m * ldo + p * W, ldo, n, add,
+                                         stream);
     }
     if (m < M) {
       const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
-      row_product_tail<kRpRows - 1>(int(M - m), K, ap + m * K, panel, b, rb, out + m * ldo + p * W, ldo, n, add,
-                                    stream);
+      row_product_tail<kRpRows - 1, InPlace>(int(M - m), K, ap + m * tile_step, lda, panel, b, rb,
+                                             out + m * ldo + p * W, ldo, n, add, stream);
     }
   }
 }
@@ -165,18 +176,32 @@ void row_product_packed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const
   row_product_panels(M, K, N, ap, packed, bias, row_bias, out, ldo, add, false);
 }
 
-// The same with a [M, K] rows lda apart, packed first into work (row_product_work(M, K) values);
+// Rows of a lda values apart that row_product reads in place: a stride that is not a multiple of
+// 2 KB (at most two positions in the L1's 4 KB span of sets for a tile's rows; 1024 channels in
+// float32 put them all in one).
+inline constexpr i64 kRpPackedRowBytes = 2048;
+template <typename A>
+XSEP_INLINE bool row_product_rows_in_place(i64 lda) {
+  return (lda * i64(sizeof(A))) % kRpPackedRowBytes != 0;
+}
+
+// The same with a [M, K] rows lda apart, read in place (row_product_rows_in_place) or packed first
+// into work (row_product_work(M, K) values);
 // with stream_out, float32 rows whose vectors are aligned (streamable) are written with
 // non-temporal stores (complete on return).
 template <typename A>
 void row_product(i64 M, i64 K, i64 N, const A* a, i64 lda, const A* packed, const A* bias, A* out, i64 ldo, A* work,
                  bool stream_out) {
-  pack_row_product_rows(M, K, a, lda, i64(1), work);
   bool stream = false;
 #if XSEP_VEC_BYTES >= 32
   if constexpr (std::is_same_v<A, float>) stream = stream_out && streamable(out, ldo);
 #endif
-  row_product_panels(M, K, N, work, packed, bias, static_cast<const A*>(nullptr), out, ldo, false, stream);
+  if (row_product_rows_in_place<A>(lda)) {
+    row_product_panels<true>(M, K, N, a, packed, bias, static_cast<const A*>(nullptr), out, ldo, false, stream, lda);
+  } else {
+    pack_row_product_rows(M, K, a, lda, i64(1), work);
+    row_product_panels(M, K, N, work, packed, bias, static_cast<const A*>(nullptr), out, ldo, false, stream);
+  }
 #if XSEP_VEC_BYTES >= 32
   if (stream) _mm_sfence();  // weakly ordered: complete them before the output is read
 #endif
