@@ -23,6 +23,14 @@ inline constexpr int64_t kRowProductTileRows = 12;
 inline constexpr int64_t row_product_work(int64_t M, int64_t K) {
   return (M + kRowProductTileRows - 1) / kRowProductTileRows * kRowProductTileRows * K;
 }
+// Whether row_product packs a's rows (lda values of value_bytes apart) into that scratch memory:
+// where the stride is a multiple of 2 KB, which would put a register tile's rows in at most two
+// positions of the L1's 4 KB span of sets (1024 channels in float32: all in one). Elsewhere it reads
+// them in place and takes no scratch memory (row_product_impl.h).
+inline constexpr int64_t kRowProductPackedRowBytes = 2048;
+inline constexpr bool row_product_packs(int64_t lda, int64_t value_bytes) {
+  return (lda * value_bytes) % kRowProductPackedRowBytes == 0;
+}
 
 // Weights are passed tap-major, already converted to acc_t: w[(i * kw + j) * OC + oc].
 // Pixel p means (n * Ho + ho) * Wo + wo; output row r means n * Ho + ho; input row r means n * H + h.
@@ -78,8 +86,9 @@ struct DepthwiseKernels {
                          int64_t ldo, int64_t m0, int64_t m1);
   // The fused op's pointwise product (row_product_impl.h), one thread's rows: out[i][0, N) = bias (or
   // zero when nullptr) + sum_k a[i][k] w[.][k] for i < M, each element summed in k order; a [M, K],
-  // rows lda apart; out rows ldo apart; work: row_product_work(M, K) values; stream_out as in
-  // forward (float32 outputs whose rows are whole aligned vectors). w packed by
+  // rows lda apart; out rows ldo apart; work: row_product_work(M, K) values where row_product_packs
+  // (else unused: may be null); stream_out as in forward (float32 outputs whose rows are whole
+  // aligned vectors). w packed by
   // pack_row_product_weight: w [N, K] (element (n, k) at w[n * sn + k * sk]) into
   // ceil(N / row_product_width) panels of K * row_product_width values (zero past N), panel after
   // panel (panels can be packed separately).

@@ -699,8 +699,8 @@ XSEP_INLINE bool for_runs(i64 rows, i64 C, i64 run_pixels, F&& f) {
 // 74x74x256 7.8-8.1 -> 4.3-4.4, 37x37x728 5.7-5.8 -> 2.4-2.6 (through the caches, not streamed:
 // 4.9-5.4, 9.5-10.4, 4.8-4.9, 2.7-3.3); in one process, segments of 12 or 16 pixels ran as slowly as
 // whole rows, those of 4 faster than whole rows but 1.1-1.3x slower than 8.
-// The AVX-512 build's runs over pixels of 32-byte halves (streamable<kPixelGranule>), whose vectors at odd
-// pixels are two such halves, take segments the same way.
+// The AVX-512 build's runs over pixels of 32-byte halves (streamable<kPixelGranule>), whose
+// vectors at odd pixels are two such halves, take segments the same way.
 constexpr i64 kStreamRunSegment = 8;
 template <bool Stream>
 XSEP_INLINE bool stream_run_segments(i64 C) {

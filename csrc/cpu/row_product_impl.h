@@ -18,7 +18,7 @@
 // the block. Packing a: read in place, the MR rows of a tile lie lda apart, 4 KB apart in float32
 // with 1024 channels, and share cache sets: 10x10 1024->1536 ran 10% slower than with half the
 // block (Zen 5, fp32, batch 8), a cost packing does not have. Rows whose stride is not a multiple
-// of kRpPackedRowBytes are read in place instead (row_product_rows_in_place): packing a tile
+// of 2 KB are read in place instead (row_product_packs, depthwise_kernels.h): packing a tile
 // costs a pass over it for only N / W panels of products, a large share where the output is
 // narrow. Zen 4 EPYC, fp32, batch 8, 2 threads, `retain`, one process switching it call by call
 // (medians of 10, ratios in place / packed): the fused forward 147x147 64->128 1.06-1.08x, 128->128
@@ -176,17 +176,8 @@ void row_product_packed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const
   row_product_panels(M, K, N, ap, packed, bias, row_bias, out, ldo, add, false);
 }
 
-// Rows of a lda values apart that row_product reads in place: a stride that is not a multiple of
-// 2 KB (at most two positions in the L1's 4 KB span of sets for a tile's rows; 1024 channels in
-// float32 put them all in one).
-inline constexpr i64 kRpPackedRowBytes = 2048;
-template <typename A>
-XSEP_INLINE bool row_product_rows_in_place(i64 lda) {
-  return (lda * i64(sizeof(A))) % kRpPackedRowBytes != 0;
-}
-
-// The same with a [M, K] rows lda apart, read in place (row_product_rows_in_place) or packed first
-// into work (row_product_work(M, K) values);
+// The same with a [M, K] rows lda apart, packed first into work (row_product_work(M, K) values)
+// where row_product_packs, else read in place;
 // with stream_out, float32 rows whose vectors are aligned (streamable) are written with
 // non-temporal stores (complete on return).
 template <typename A>
@@ -196,11 +187,11 @@ void row_product(i64 M, i64 K, i64 N, const A* a, i64 lda, const A* packed, cons
 #if XSEP_VEC_BYTES >= 32
   if constexpr (std::is_same_v<A, float>) stream = stream_out && streamable(out, ldo);
 #endif
-  if (row_product_rows_in_place<A>(lda)) {
-    row_product_panels<true>(M, K, N, a, packed, bias, static_cast<const A*>(nullptr), out, ldo, false, stream, lda);
-  } else {
+  if (::xsep::cpu::row_product_packs(lda, i64(sizeof(A)))) {
     pack_row_product_rows(M, K, a, lda, i64(1), work);
     row_product_panels(M, K, N, work, packed, bias, static_cast<const A*>(nullptr), out, ldo, false, stream);
+  } else {
+    row_product_panels<true>(M, K, N, a, packed, bias, static_cast<const A*>(nullptr), out, ldo, false, stream, lda);
   }
 #if XSEP_VEC_BYTES >= 32
   if (stream) _mm_sfence();  // weakly ordered: complete them before the output is read

@@ -178,7 +178,8 @@ void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::T
   at::parallel_for(0, blocks.count, 1, [&](int64_t b0, int64_t b1) {
     constexpr bool out_is_acc = std::is_same_v<T, acc_t>;
     const std::unique_ptr<acc_t[]> d(new acc_t[block * C]);  // uninitialised: written before read
-    const std::unique_ptr<acc_t[]> work(new acc_t[row_product_work(block, C)]);
+    const std::unique_ptr<acc_t[]> work(row_product_packs(C, sizeof(acc_t)) ? new acc_t[row_product_work(block, C)]
+                                                                            : nullptr);
     const std::unique_ptr<acc_t[]> y(out_is_acc ? nullptr : new acc_t[block * O]);
     for (int64_t i = b0; i < b1; ++i) {
       const int64_t p0 = blocks.begin(i), n = blocks.end(i) - p0;
@@ -921,7 +922,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
         acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
         const RowBlocks blocks(n, O);
         at::parallel_for(0, blocks.count, 1, [&](int64_t b0, int64_t b1) {
-          const std::unique_ptr<acc_t[]> work(new acc_t[row_product_work(blocks.longest(), O)]);
+          const std::unique_ptr<acc_t[]> work(
+              row_product_packs(O, sizeof(acc_t)) ? new acc_t[row_product_work(blocks.longest(), O)] : nullptr);
           for (int64_t i = b0; i < b1; ++i) {
             const int64_t q0 = blocks.begin(i), rows = blocks.end(i) - q0;
             acc_t* gm = gm_ptr + (p0 + q0) * g.OC;
