@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -30,6 +31,12 @@ inline constexpr int64_t row_product_work(int64_t M, int64_t K) {
 inline constexpr int64_t kRowProductPackedRowBytes = 2048;
 inline constexpr bool row_product_packs(int64_t lda, int64_t value_bytes) {
   return (lda * value_bytes) % kRowProductPackedRowBytes == 0;
+}
+// row_product's scratch memory for up to M rows of K values of type A, lda apart: null where it
+// reads them in place.
+template <typename A>
+std::unique_ptr<A[]> row_product_workspace(int64_t M, int64_t K, int64_t lda) {
+  return std::unique_ptr<A[]>(row_product_packs(lda, int64_t(sizeof(A))) ? new A[row_product_work(M, K)] : nullptr);
 }
 
 // Weights are passed tap-major, already converted to acc_t: w[(i * kw + j) * OC + oc].
@@ -86,8 +93,8 @@ struct DepthwiseKernels {
                          int64_t ldo, int64_t m0, int64_t m1);
   // The fused op's pointwise product (row_product_impl.h), one thread's rows: out[i][0, N) = bias (or
   // zero when nullptr) + sum_k a[i][k] w[.][k] for i < M, each element summed in k order; a [M, K],
-  // rows lda apart; out rows ldo apart; work: row_product_work(M, K) values where row_product_packs
-  // (else unused: may be null); stream_out as in forward (float32 outputs whose rows are whole
+  // rows lda apart; out rows ldo apart; work: row_product_workspace(M, K, lda) (null where the rows
+  // are read in place); stream_out as in forward (float32 outputs whose rows are whole
   // aligned vectors). w packed by
   // pack_row_product_weight: w [N, K] (element (n, k) at w[n * sn + k * sk]) into
   // ceil(N / row_product_width) panels of K * row_product_width values (zero past N), panel after

@@ -78,9 +78,6 @@ int64_t nhwc_forward_tile_pixels(int64_t mid_channels, int64_t out_channels, int
   if (!linear_uses_onednn(acc) || mid_channels > kShortProductK) return nhwc_tile_pixels(mid_channels, pixels, acc);
   return tile_pixels(mid_channels + out_channels, pixels, int64_t(1) << 20, 1024);
 }
-// The channels-last backward's tiles on xsep's products with short products (see
-// separable_conv2d_backward_cpu): 256K values of depthwise output (1 MB in float32, an L2).
-inline constexpr int64_t kShortBackwardTileValues = int64_t(1) << 18;
 
 // The depthwise half of the fused op for output pixels [p0 + q0, p0 + q1) of a tile starting at p0,
 // in acc_t, rows q0.. of the tile buffers: pre = dw(x) + bias, post = mid(pre) (post may be pre;
@@ -178,8 +175,7 @@ void separable_forward_rows(const DepthwiseTile<T>& tile, int64_t O, const at::T
   at::parallel_for(0, blocks.count, 1, [&](int64_t b0, int64_t b1) {
     constexpr bool out_is_acc = std::is_same_v<T, acc_t>;
     const std::unique_ptr<acc_t[]> d(new acc_t[block * C]);  // uninitialised: written before read
-    const std::unique_ptr<acc_t[]> work(row_product_packs(C, sizeof(acc_t)) ? new acc_t[row_product_work(block, C)]
-                                                                            : nullptr);
+    const std::unique_ptr<acc_t[]> work = row_product_workspace<acc_t>(block, C, C);
     const std::unique_ptr<acc_t[]> y(out_is_acc ? nullptr : new acc_t[block * O]);
     for (int64_t i = b0; i < b1; ++i) {
       const int64_t p0 = blocks.begin(i), n = blocks.end(i) - p0;
@@ -849,7 +845,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   // 128 -> 256 from 32-33 to 29-33, 256 -> 256 within noise (54-59 either way).
   const bool grad_mid_on_onednn = !rows_on_xsep && P > 0 && input.scalar_type() == at::kFloat &&
                                   grad_input_on_onednn(at::kFloat, false, g.N, g.Ho * g.Wo);
-  // Tiles of kShortBackwardTileValues for short products on xsep's (at least 1024 pixels), a
+  // Tiles of 256K values of depthwise output for short products on xsep's (at least 1024 pixels), a
   // tile's grad_output rows then still in the caches for the second product that reads them. 1M
   // values had run 147x147 64->128 and 128->128, 74x74 128->256 and 256->256 1.01-1.13x faster
   // than 4M (Zen 5, fp32, batch 8, interleaved, both allocator settings; 37x37 256->728 within
@@ -858,6 +854,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   // 147x147 64->128 1.16x, 128->128 1.05-1.10x, 74x74 128->256 1.01-1.07x, 256->256 1.04-1.05x,
   // 37x37 256->728 1.02x, MobileNet's 112x112 32->16 1.17x, 56x56 144->24 1.05x, 96->24 1.11x, 28x28
   // 192->32 1.05x; 128K and 64K no faster than 256K.
+  constexpr int64_t kShortBackwardTileValues = int64_t(1) << 18;  // 1 MB of float32: an L2
   int64_t T = rows_on_xsep && g.OC <= kShortProductK
                   ? tile_pixels(g.OC, std::max<int64_t>(P, 1), kShortBackwardTileValues, 1024)
                   : nhwc_tile_pixels(g.OC, std::max<int64_t>(P, 1), acc);
@@ -922,8 +919,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
         acc_t* gm_ptr = grad_mid.mutable_data_ptr<acc_t>();
         const RowBlocks blocks(n, O);
         at::parallel_for(0, blocks.count, 1, [&](int64_t b0, int64_t b1) {
-          const std::unique_ptr<acc_t[]> work(
-              row_product_packs(O, sizeof(acc_t)) ? new acc_t[row_product_work(blocks.longest(), O)] : nullptr);
+          const std::unique_ptr<acc_t[]> work = row_product_workspace<acc_t>(blocks.longest(), O, O);
           for (int64_t i = b0; i < b1; ++i) {
             const int64_t q0 = blocks.begin(i), rows = blocks.end(i) - q0;
             acc_t* gm = gm_ptr + (p0 + q0) * g.OC;
