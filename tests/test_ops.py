@@ -1161,9 +1161,9 @@ def test_cpu_stream_stores(isa):
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "default"])
 def test_cpu_prefetch(isa):
-    # The channels-last depthwise forward runs and weight gradient bring their next rows into L2
-    # ahead where the op's operands exceed the last-level cache (csrc/cpu/host.h: prefetch_rows),
-    # which this suite's small shapes never reach. XSEP_CPU_PREFETCH=always forces it: rerun the
+    # The channels-last depthwise forward runs (the op's and the fused op's tiles) and weight
+    # gradient bring their next rows into L2 ahead where the op's operands exceed the last-level
+    # cache (csrc/cpu/host.h: prefetch_rows), which this suite's small shapes never reach. XSEP_CPU_PREFETCH=always forces it: rerun the
     # depthwise and fused reference sweeps, gradchecks and thread-count test with it, under each
     # instruction set.
     _skip_unless_cpu_has(isa)

@@ -53,7 +53,7 @@ struct DepthwiseKernels {
                   int64_t p1, bool stream_out, bool prefetch);
   // Same, written in acc_t: the fused kernel's tile buffer.
   void (*forward_acc)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, acc_t* out, int64_t p0,
-                      int64_t p1);
+                      int64_t p1, bool prefetch);
 
   // gi[n, h, :, :] for input rows r in [r0, r1) (overwrites); x is read only when relu_input
   // (gradient masked where x <= 0). go is [N, Ho, Wo, OC] of type T or acc_t. stream_out as in forward.

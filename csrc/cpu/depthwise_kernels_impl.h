@@ -1036,8 +1036,8 @@ void forward(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<
 
 template <typename T>
 void forward_acc(const DepthwiseGeometry& s, const T* x, const Acc<T>* w, const Acc<T>* bias, Acc<T>* out, i64 p0,
-                 i64 p1) {
-  forward_any(s, x, w, bias, out, p0, p1, runs_chosen(false));
+                 i64 p1, bool prefetch) {
+  forward_any(s, x, w, bias, out, p0, p1, runs_chosen(false), prefetch);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1288,7 +1288,7 @@ void forward_blocked(const DepthwiseGeometry& s, const T* x, const Acc<T>* w_tap
   block_weights(s, b, w_taps, c0, wb);
   const A* bb = bias != nullptr ? bias + c0 * s.M : nullptr;
   if constexpr (std::is_same_v<O, T>) forward<T>(b, xb, wb, bb, yb, 0, b.Ho * b.Wo, false, false);
-  else forward_acc<T>(b, xb, wb, bb, yb, 0, b.Ho * b.Wo);
+  else forward_acc<T>(b, xb, wb, bb, yb, 0, b.Ho * b.Wo, false);
   transpose(yb, b.Ho * b.Wo, b.OC, b.OC, out, out_plane);
 }
 

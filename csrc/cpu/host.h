@@ -71,7 +71,10 @@ std::string stream_stores_setting();
 // cache, 0.93-0.95x (not prefetched). In alternate processes (three each, XSEP_CPU_PREFETCH=never,
 // then auto), both gradients 147x147x64 6.3-6.8 -> 5.2-5.7 ms, 147x147x128 13.2-13.9 -> 8.5-10.0,
 // 74x74x256 7.1-7.7 -> 5.0-5.3, 37x37x728 6.9-7.1 -> 5.3-5.5; the fused op's forward+backward 1-3%
-// faster (its products dominate).
+// faster (its products dominate). The fused op's depthwise tiles (its forward, and the backward's
+// recompute) by its input and output / grad_output; Zen 4 EPYC, fp32, batch 8, 2 threads, `retain`,
+// 2026-12-07, six pairs of alternate processes, medians: 147x147 128->128 forward 1.04x, backward
+// 1.03x; 74x74 256->256 1.045x / 1.03x; 147x147 64->128 1.00-1.02x.
 // XSEP_CPU_PREFETCH=auto|always|never overrides (tests, benchmarks).
 bool prefetch_rows(int64_t bytes);
 // That rule in words: "above N MiB", "always" or "never".

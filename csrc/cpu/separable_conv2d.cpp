@@ -92,19 +92,21 @@ struct DepthwiseTile {
   const acc_t* w;     // tap-major weights
   const acc_t* bias;  // the depthwise bias, or nullptr
   int64_t grain;      // pixels per parallel task
+  bool prefetch;      // forward_acc's: where the op's operands exceed the caches (prefetch_rows)
 
   DepthwiseTile(const DepthwiseGeometry& g, Activation mid, const at::Tensor& x, const at::Tensor& w_taps,
-                const at::Tensor& bias)
+                const at::Tensor& bias, bool prefetch)
       : g(g),
         mid(mid),
         k(depthwise_kernels<T>()),
         x(x.const_data_ptr<T>()),
         w(w_taps.const_data_ptr<acc_t>()),
         bias(bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr),
-        grain(xsep::cpu::grain(g.OC * g.kh * g.kw)) {}
+        grain(xsep::cpu::grain(g.OC * g.kh * g.kw)),
+        prefetch(prefetch) {}
 
   void operator()(int64_t p0, int64_t q0, int64_t q1, acc_t* pre, acc_t* post) const {
-    k.forward_acc(g, x, w, bias, pre + q0 * g.OC, p0 + q0, p0 + q1);
+    k.forward_acc(g, x, w, bias, pre + q0 * g.OC, p0 + q0, p0 + q1, prefetch);
     if (mid != Activation::none) k.activation(mid, pre + q0 * g.OC, post + q0 * g.OC, (q1 - q0) * g.OC);
   }
 };
@@ -757,11 +759,13 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   const auto w_dw = tap_major(dw_weight);
   const auto b = acc_bias(bias);
   const auto b_dw = acc_bias(dw_bias);
+  // The depthwise tiles prefetch their next input rows where input and output exceed the caches.
+  const bool prefetch = prefetch_rows(x.nbytes() + P * O * x.element_size());
   if (fused_forward_on_xsep(input.scalar_type(), g.OC, O)) {
     auto out = empty_nhwc({g.N, O, g.Ho, g.Wo}, input);
     const auto w_pw = pw_weight.reshape({O, g.OC}).to(acc).contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
-      separable_forward_rows(DepthwiseTile<scalar_t>(g, mid, x, w_dw, b_dw), O, w_pw, b, out);
+      separable_forward_rows(DepthwiseTile<scalar_t>(g, mid, x, w_dw, b_dw, prefetch), O, w_pw, b, out);
     });
     return in_format_of(out, input);
   }
@@ -773,7 +777,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   // One tile in float32/float64: the product's own result is the output's rows (no copy).
   if (T >= P && input.scalar_type() == acc) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "separable_conv2d_cpu", [&] {
-      const DepthwiseTile<scalar_t> tile(g, mid, x, w_dw, b_dw);
+      const DepthwiseTile<scalar_t> tile(g, mid, x, w_dw, b_dw, prefetch);
       at::parallel_for(0, P, tile.grain, [&](int64_t q0, int64_t q1) {
         tile(0, q0, q1, d_buf.mutable_data_ptr<scalar_t>(), d_buf.mutable_data_ptr<scalar_t>());
       });
@@ -786,7 +790,7 @@ at::Tensor separable_conv2d_cpu(const at::Tensor& input, const at::Tensor& dw_we
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_cpu", [&] {
     using acc_t = Acc<scalar_t>;
     constexpr bool out_is_acc = std::is_same_v<scalar_t, acc_t>;
-    const DepthwiseTile<scalar_t> tile(g, mid, x, w_dw, b_dw);
+    const DepthwiseTile<scalar_t> tile(g, mid, x, w_dw, b_dw, prefetch);
     acc_t* d_ptr = d_buf.mutable_data_ptr<acc_t>();
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
     const auto out_rows = out.permute({0, 2, 3, 1}).view({P, O});
@@ -879,7 +883,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> separable_conv2d_back
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "separable_conv2d_backward_cpu", [&] {
     using acc_t = Acc<scalar_t>;
     constexpr bool go_is_acc = std::is_same_v<scalar_t, acc_t>;
-    const DepthwiseTile<scalar_t> tile(g, mid, x, w_dw, b_dw);
+    const DepthwiseTile<scalar_t> tile(g, mid, x, w_dw, b_dw, prefetch_rows(x.nbytes() + go.nbytes()));
     const auto& k = tile.k;
     const scalar_t* go_ptr = go.const_data_ptr<scalar_t>();
     const auto go_rows = go.permute({0, 2, 3, 1}).view({P, O});
