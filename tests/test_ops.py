@@ -728,13 +728,38 @@ def test_native_separable_row_blocks_match_reference(shape, layout, dtype):
     # The fused op, forward and backward, on shapes that exercise its products' blocks, tiles and
     # panels, against the float64 reference; on xsep's products the same bits at 1 and 2 threads (on
     # the library's, oneDNN's products may round differently by thread count: there to rounding).
+    _check_fused_against_reference(shape, layout, dtype, 3, ([1, 1], [1, 1, 1, 1], [1, 1]))
+
+
+# (kernel, stride, padding, dilation): the channels-last backward in several tiles (csrc/cpu/
+# separable_conv2d.cpp: 256K values of depthwise output, 1024 pixels of 256 channels; 3600 pixels
+# here, with the strides' extra images: two waves of a tile a thread on two threads) on geometries
+# other than the 3x3 above: more padding, dilation, strides, asymmetric padding, 5x5 and 7x7.
+_TILED_BACKWARD_GEOMETRIES = [(5, [1, 1], [2, 2, 2, 2], [1, 1]), (3, [1, 1], [2, 2, 2, 2], [2, 2]),
+                              (3, [2, 2], [1, 1, 1, 1], [1, 1]), (3, [1, 2], [0, 2, 1, 0], [1, 1]),
+                              (7, [1, 1], [3, 3, 3, 3], [1, 1])]
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation", _TILED_BACKWARD_GEOMETRIES)
+def test_native_separable_tiled_backward_matches_reference(kernel, stride, padding, dilation):
+    images = 4 if stride == [2, 2] else 2 if stride != [1, 1] else 1
+    _check_fused_against_reference((images, 256, 16, 60, 60), "channels_last", torch.float32, kernel,
+                                   (stride, padding, dilation))
+
+
+def _check_fused_against_reference(shape, layout, dtype, kernel, geometry):
+    """The fused op (bias, depthwise bias, relu6 between the halves) forward and backward against the
+    float64 reference; on xsep's products the same bits at 1 and 2 threads."""
     n, c, o, h, w = shape
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     x = torch.randn(n, c, h, w, dtype=torch.float64).to(memory_format=fmt)
-    dw, pw = torch.randn(c, 1, 3, 3, dtype=torch.float64), torch.randn(o, c, 1, 1, dtype=torch.float64)
+    dw = torch.randn(c, 1, kernel, kernel, dtype=torch.float64)
+    pw = torch.randn(o, c, 1, 1, dtype=torch.float64)
     b, dw_b = torch.randn(o, dtype=torch.float64), torch.randn(c, dtype=torch.float64)
-    g = torch.randn(n, o, h, w, dtype=torch.float64).to(memory_format=fmt)
-    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], "none", "relu6")
+    geometry = (*geometry, "none", "relu6")
+    leaves = [t.clone().requires_grad_() for t in (x, dw, pw, dw_b)]
+    expected = reference.separable_conv2d(leaves[0], leaves[1], leaves[2], b, *geometry, leaves[3])
+    g = torch.randn(expected.shape, dtype=torch.float64).to(memory_format=fmt)
 
     def run():
         args = [t.to(dtype) for t in (x, dw, pw)]
@@ -743,8 +768,6 @@ def test_native_separable_row_blocks_match_reference(shape, layout, dtype):
         return (out, *grads)
 
     one, two = at_one_and_two_threads(run)
-    leaves = [t.clone().requires_grad_() for t in (x, dw, pw, dw_b)]
-    expected = reference.separable_conv2d(leaves[0], leaves[1], leaves[2], b, *geometry, leaves[3])
     expected.backward(g)
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     names = ("output", "input", "depthwise", "pointwise", "depthwise bias")
