@@ -717,8 +717,10 @@ _ROW_BLOCK_SHAPES = [(2, 300, 37, 9, 7), (1, 1024, 65, 5, 7), (1, 16, 1100, 5, 7
                      (3, 24, 3, 11, 13), (1, 8, 512, 5, 7)]
 # NCHW shapes whose bands (one image each: planes of at least 256 pixels) go through xsep's product:
 # two bands of a 30x30 plane with 512 channels (partial register tiles of 37 output rows), one band of
-# 17x16 with 13 outputs and 24 channels (a partial panel of 272 pixels).
-_NCHW_BAND_SHAPES = [(2, 512, 37, 30, 30), (2, 24, 13, 17, 16)]
+# 17x16 with 13 outputs and 24 channels (a partial panel of 272 pixels), and an odd plane (23x21, 29
+# outputs) that puts the output's rows at every alignment, which the forward's streamed stores
+# shift into whole cache lines (row_product_impl.h: row_product_streamed; test_cpu_stream_stores).
+_NCHW_BAND_SHAPES = [(2, 512, 37, 30, 30), (2, 24, 13, 17, 16), (2, 40, 29, 23, 21)]
 
 
 @pytest.mark.parametrize("shape, layout", [(s, "channels_last") for s in _ROW_BLOCK_SHAPES] +
@@ -1171,14 +1173,15 @@ def test_cpu_stream_stores(isa):
     # Outputs larger than the last-level cache, into memory touched before, are written with
     # non-temporal stores (the channels-last depthwise forward and input gradient, the NCHW
     # depthwise forward and unit-stride input gradient on the plane kernels, and the fused forward
-    # on xsep's product: csrc/cpu/host.h: stream_output), which this suite's small shapes never reach.
+    # on xsep's product, channels-last and NCHW: csrc/cpu/host.h: stream_output), which this suite's
+    # small shapes never reach.
     # XSEP_CPU_STREAM_STORES=always forces them: rerun the depthwise, NCHW and fused reference
     # sweeps, gradchecks and thread-count test with it, under each instruction set that has them,
     # with the fused op's products on xsep's (XSEP_CPU_FUSED_GEMM=xsep: its forward on the row product).
     _skip_unless_cpu_has(isa)
     _assert_suite_passes({"XSEP_CPU_ISA": isa, "XSEP_CPU_STREAM_STORES": "always", "XSEP_CPU_FUSED_GEMM": "xsep"},
                          "((depthwise or separable or nchw) and native and matches_reference) or unit_tiles "
-                         "or gradcheck_depthwise or gradcheck_separable or thread_count")
+                         "or row_blocks_match or gradcheck_depthwise or gradcheck_separable or thread_count")
 
 
 @pytest.mark.slow

@@ -1658,6 +1658,7 @@ DepthwiseKernels<T> make_table() {
   t.row_product = &row_product<A>;
   t.pack_row_product_rows = &pack_row_product_rows<A>;
   t.row_product_packed = &row_product_packed<A>;
+  t.row_product_streamed = &row_product_streamed<A>;
   t.row_product_width = kRpVectors * kLanes<A>;
   return t;
 }
