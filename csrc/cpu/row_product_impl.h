@@ -235,7 +235,7 @@ XSEP_INLINE void row_product_streamed_tail(int rows, i64 K, const float* ap, con
 // over all rows (128 B a row at a time, row_product_packed's order), Zen 4, fp32, batch 8,
 // `retain`, 74x74 128 -> 256 1.03-1.04x, 147x147 64 -> 128 within noise. The shift in registers is
 // what pays: lines assembled in the stage instead (unaligned stores, then aligned loads that
-// straddle them) ran 0.94-0.97x of plain stores there.
+// straddle them) ran 0.90-0.96x of plain stores there.
 inline constexpr i64 kRpStreamChunkBytes = 256 * 1024;
 template <typename A>
 void row_product_streamed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const A* row_bias, A* out, i64 ldo,

@@ -315,9 +315,9 @@ bool thread_bands_on_blas(const ImageGroups& groups, at::ScalarType acc) {
 // the products go out with non-temporal stores (row_product_streamed), where plain ones read each
 // output line from memory first. Zen 4 EPYC, fp32, batch 8, 2 threads, `retain`, 2026-12-07,
 // alternate processes (medians of 9-13 calls, two or three pairs): the forward at 147x147 64 -> 128
-// 1.10x, 128 -> 128 1.07x, 74x74 128 -> 256 1.08x, 256 -> 256 1.025x, 37x37 1.00-1.03x. Computing
-// the products into a 128 KB buffer whose rows were then streamed (no shift) gained 1.03x: the
-// copy ran at memory speed after the products instead of beside them.
+// 1.09-1.18x, 128 -> 128 1.05-1.09x, 74x74 128 -> 256 1.05-1.10x, 256 -> 256 1.02-1.03x, 37x37
+// 1.00-1.035x. Computing the products into a 128 KB buffer whose rows were then streamed (no
+// shift) gained 1.02-1.06x: the copy ran at memory speed after the products instead of beside them.
 template <typename T>
 void band_product(const DepthwiseKernels<T>& k, int64_t M, int64_t K, int64_t N, const Acc<T>* a_rows, const Acc<T>* b,
                   int64_t ldb, Acc<T>* panels, const Acc<T>* row_bias, Acc<T>* out, int64_t ldo,
