@@ -208,7 +208,7 @@ XSEP_INLINE void row_product_streamed_tile(i64 K, const float* ap, const float* 
 #pragma GCC unroll 3
     for (int l = 0; l < 3; ++l) {
       const int lo = first && l == 0 ? r : 0, hi = int(min_(i64(L), i64(valid - l * L)));
-      if (lo == 0 && hi == L) _mm512_stream_ps(at + l * L, line[l]);
+      if (lo == 0 && hi == L) store_stream(at + l * L, bit_cast<VF>(line[l]));
       else if (hi > lo && (l == 0 || last))
         _mm512_mask_storeu_ps(at + l * L, __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1)), line[l]);
     }
