@@ -112,12 +112,12 @@ struct DepthwiseKernels {
   void (*pack_row_product_rows)(int64_t M, int64_t K, const acc_t* a, int64_t sm, int64_t sk, acc_t* packed_rows);
   void (*row_product_packed)(int64_t M, int64_t K, int64_t N, const acc_t* packed_rows, const acc_t* packed,
                              const acc_t* bias, const acc_t* row_bias, acc_t* out, int64_t ldo, bool add);
-  // row_product_packed with a row bias (or none) into rows at any alignment (NCHW planes): float32
-  // on AVX-512 with non-temporal stores on every whole cache line of out, complete on return, each
-  // row's last vector of a panel kept in `stage` (kRowProductStageValues per row, the calling
-  // thread's) for the next; other types and builds plain stores.
+  // row_product_packed with a row bias (or none) into rows at any alignment (NCHW planes), with
+  // non-temporal stores on every whole cache line of out, complete on return, each row's last
+  // vector of a panel kept in `stage` (kRowProductStageValues per row, the calling thread's) for
+  // the next. float32 on AVX-512 only: nullptr in the other tables (use row_product_packed).
   void (*row_product_streamed)(int64_t M, int64_t K, int64_t N, const acc_t* packed_rows, const acc_t* packed,
-                               const acc_t* row_bias, acc_t* out, int64_t ldo, acc_t* stage);
+                               const acc_t* row_bias, acc_t* out, int64_t ldo, acc_t* stage) = nullptr;
 };
 
 // The table for the best instruction set this CPU supports (AVX-512, AVX2+FMA, or baseline x86-64),

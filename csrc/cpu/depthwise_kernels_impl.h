@@ -1658,7 +1658,9 @@ DepthwiseKernels<T> make_table() {
   t.row_product = &row_product<A>;
   t.pack_row_product_rows = &pack_row_product_rows<A>;
   t.row_product_packed = &row_product_packed<A>;
-  t.row_product_streamed = &row_product_streamed<A>;
+#if XSEP_VEC_BYTES == 64
+  if constexpr (std::is_same_v<A, float>) t.row_product_streamed = &row_product_streamed;
+#endif
   t.row_product_width = kRpVectors * kLanes<A>;
   return t;
 }

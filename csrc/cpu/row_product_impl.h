@@ -121,14 +121,22 @@ XSEP_INLINE void row_product_tile(i64 K, const A* ap, i64 lda, const A* panel, c
   }
 }
 
-// row_product_tile for `rows` < kRpRows rows (MR fixed at compile time).
-template <int MR, bool InPlace, typename A>
-XSEP_INLINE void row_product_tail(int rows, i64 K, const A* ap, i64 lda, const A* panel, const A* bias,
-                                  const A* row_bias, A* out, i64 ldo, int n, bool add, bool stream) {
+// f(IntTag<rows>{}) for a row count 0 < rows <= MR known only at run time.
+template <int MR, typename F>
+XSEP_INLINE void with_tile_rows(int rows, F&& f) {
   if constexpr (MR > 0) {
-    if (rows == MR) return row_product_tile<MR, InPlace>(K, ap, lda, panel, bias, row_bias, out, ldo, n, add, stream);
-    row_product_tail<MR - 1, InPlace>(rows, K, ap, lda, panel, bias, row_bias, out, ldo, n, add, stream);
+    if (rows == MR) return f(IntTag<MR>{});
+    with_tile_rows<MR - 1>(rows, f);
   }
+}
+
+// Rows [0, M) in register tiles: f(IntTag<kRpRows>{}, m) for each whole tile, then
+// f(IntTag<M - m>{}, m) for the rows left.
+template <typename F>
+XSEP_INLINE void for_tile_rows(i64 M, F&& f) {
+  i64 m = 0;
+  for (; m + kRpRows <= M; m += kRpRows) f(IntTag<kRpRows>{}, m);
+  if (m < M) with_tile_rows<kRpRows - 1>(int(M - m), [&](auto rows) __attribute__((always_inline)) { f(rows, m); });
 }
 
 // a [M, K] (element (m, k) at a[m * sm + k * sk]) packed into tiles of kRpRows rows, k-major:
@@ -164,17 +172,12 @@ void row_product_panels(i64 M, i64 K, i64 N, const A* ap, const A* packed, const
     const A* panel = packed + p * K * W;
     const A* b = bias == nullptr ? nullptr : bias + p * W;
     const int n = int(min_(W, N - p * W));
-    i64 m = 0;
-    for (; m + kRpRows <= M; m += kRpRows) {
+    for_tile_rows(M, [&](auto rows, i64 m) __attribute__((always_inline)) {
+      constexpr int MR = decltype(rows)::value;
       const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
-      row_product_tile<kRpRows, InPlace>(K, ap + m * tile_step, lda, panel, b, rb, out + m * ldo + p * W, ldo, n, add,
-                                         stream);
-    }
-    if (m < M) {
-      const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
-      row_product_tail<kRpRows - 1, InPlace>(int(M - m), K, ap + m * tile_step, lda, panel, b, rb,
-                                             out + m * ldo + p * W, ldo, n, add, stream);
-    }
+      row_product_tile<MR, InPlace>(K, ap + m * tile_step, lda, panel, b, rb, out + m * ldo + p * W, ldo, n, add,
+                                    stream);
+    });
   }
 }
 
@@ -215,59 +218,36 @@ XSEP_INLINE void row_product_streamed_tile(i64 K, const float* ap, const float* 
     if (!last) _mm512_storeu_ps(s, v1);  // the next panel's prev
   }
 }
-// row_product_streamed_tile for `rows` < kRpRows rows.
-template <int MR>
-XSEP_INLINE void row_product_streamed_tail(int rows, i64 K, const float* ap, const float* panel, const float* row_bias,
-                                           float* out, i64 ldo, i64 col, int n, bool first, bool last, float* stage) {
-  if constexpr (MR > 0) {
-    if (rows == MR) return row_product_streamed_tile<MR>(K, ap, panel, row_bias, out, ldo, col, n, first, last, stage);
-    row_product_streamed_tail<MR - 1>(rows, K, ap, panel, row_bias, out, ldo, col, n, first, last, stage);
-  }
-}
-#endif
 
 // out[i][0, N) = row_bias[i] (or zero) + the packed rows times the panels, as row_product_packed,
-// into rows at any alignment (the NCHW forward's planes): float32 on AVX-512 with non-temporal
-// stores on every whole cache line (row_product_streamed_tile; `stage`: kRowProductStageValues
-// values a row, one thread's), complete on return; other types and builds plain stores. Panels in
-// chunks of about kRpStreamChunkBytes (4 to 16 panels, in L2), each row tile taking a chunk's
-// panels in turn, so that a row's stores run along it 0.5-2 KB at a time: against panel after panel
-// over all rows (128 B a row at a time, row_product_packed's order), Zen 4, fp32, batch 8,
-// `retain`, 74x74 128 -> 256 1.03-1.04x, 147x147 64 -> 128 within noise. The shift in registers is
-// what pays: lines assembled in the stage instead (unaligned stores, then aligned loads that
-// straddle them) ran 0.90-0.96x of plain stores there.
+// into rows at any alignment (the NCHW forward's planes), with non-temporal stores on every whole
+// cache line (row_product_streamed_tile; `stage`: kRowProductStageValues values a row, one
+// thread's), complete on return. Panels in chunks of about kRpStreamChunkBytes (4 to 16 panels, in
+// L2), each row tile taking a chunk's panels in turn, so that a row's stores run along it 0.5-2 KB
+// at a time: against panel after panel over all rows (128 B a row at a time, row_product_packed's
+// order), Zen 4, fp32, batch 8, `retain`, 74x74 128 -> 256 1.03-1.04x, 147x147 64 -> 128 within
+// noise. The shift in registers is what pays: lines assembled in the stage instead (unaligned
+// stores, then aligned loads that straddle them) ran 0.90-0.96x of plain stores there.
 inline constexpr i64 kRpStreamChunkBytes = 256 * 1024;
-template <typename A>
-void row_product_streamed(i64 M, i64 K, i64 N, const A* ap, const A* packed, const A* row_bias, A* out, i64 ldo,
-                          A* stage) {
-#if XSEP_VEC_BYTES == 64
-  if constexpr (std::is_same_v<A, float>) {
-    constexpr int W = kRpVectors * kLanes<A>;
-    const i64 panels = (N + W - 1) / W, chunk = clamp_(kRpStreamChunkBytes / (K * W * i64(sizeof(A))), i64(4), i64(16));
-    for (i64 p0 = 0; p0 < panels; p0 += chunk) {
-      const i64 p1 = min_(panels, p0 + chunk);
-      for (i64 m = 0; m < M; m += kRpRows) {
-        const A* rb = row_bias == nullptr ? nullptr : row_bias + m;
-        for (i64 p = p0; p < p1; ++p) {
-          const A* panel = packed + p * K * W;
-          const int n = int(min_(W, N - p * W));
-          const bool first = p == 0, last = p + 1 == panels;
-          if (m + kRpRows <= M)
-            row_product_streamed_tile<kRpRows>(K, ap + m * K, panel, rb, out + m * ldo, ldo, p * W, n, first, last,
-                                               stage + m * ::xsep::cpu::kRowProductStageValues);
-          else
-            row_product_streamed_tail<kRpRows - 1>(int(M - m), K, ap + m * K, panel, rb, out + m * ldo, ldo, p * W, n,
-                                                   first, last, stage + m * ::xsep::cpu::kRowProductStageValues);
-        }
-      }
-    }
-    _mm_sfence();  // weakly ordered: complete them before the output is read
-    return;
+inline void row_product_streamed(i64 M, i64 K, i64 N, const float* ap, const float* packed, const float* row_bias,
+                                 float* out, i64 ldo, float* stage) {
+  constexpr int W = kRpVectors * kLanes<float>;
+  const i64 panels = (N + W - 1) / W;
+  const i64 chunk = clamp_(kRpStreamChunkBytes / (K * W * i64(sizeof(float))), i64(4), i64(16));
+  for (i64 p0 = 0; p0 < panels; p0 += chunk) {
+    const i64 p1 = min_(panels, p0 + chunk);
+    for_tile_rows(M, [&](auto rows, i64 m) __attribute__((always_inline)) {
+      constexpr int MR = decltype(rows)::value;
+      const float* rb = row_bias == nullptr ? nullptr : row_bias + m;
+      for (i64 p = p0; p < p1; ++p)
+        row_product_streamed_tile<MR>(K, ap + m * K, packed + p * K * W, rb, out + m * ldo, ldo, p * W,
+                                      int(min_(W, N - p * W)), p == 0, p + 1 == panels,
+                                      stage + m * ::xsep::cpu::kRowProductStageValues);
+    });
   }
-#endif
-  (void)stage;
-  row_product_panels(M, K, N, ap, packed, static_cast<const A*>(nullptr), row_bias, out, ldo, false, false);
+  _mm_sfence();  // weakly ordered: complete them before the output is read
 }
+#endif
 
 // The table's row_product_packed: ordinary stores.
 template <typename A>

@@ -311,13 +311,14 @@ bool xsep_band_products(const ImageGroups& groups, int64_t O, int64_t K) {
 bool thread_bands_on_blas(const ImageGroups& groups, at::ScalarType acc) {
   return groups.most() == 1 && !fused_products_on_xsep() && !linear_uses_onednn(acc);
 }
-// With `stage` (kRowProductStageValues values a row of out; the NCHW forward where stream_output),
-// the products go out with non-temporal stores (row_product_streamed), where plain ones read each
-// output line from memory first. Zen 4 EPYC, fp32, batch 8, 2 threads, `retain`, 2026-12-07,
-// alternate processes (medians of 9-13 calls, two or three pairs): the forward at 147x147 64 -> 128
-// 1.09-1.18x, 128 -> 128 1.05-1.09x, 74x74 128 -> 256 1.05-1.10x, 256 -> 256 1.02-1.03x, 37x37
-// 1.00-1.035x. Computing the products into a 128 KB buffer whose rows were then streamed (no
-// shift) gained 1.02-1.06x: the copy ran at memory speed after the products instead of beside them.
+// With `stage` (kRowProductStageValues values a row of out; the NCHW forward where stream_output
+// and the table streams: float32 on AVX-512), the products go out with non-temporal stores
+// (row_product_streamed), where plain ones read each output line from memory first. Zen 4 EPYC,
+// fp32, batch 8, 2 threads, `retain`, 2026-12-07, alternate processes (medians of 9-13 calls, two
+// or three pairs): the forward at 147x147 64 -> 128 1.09-1.18x, 128 -> 128 1.05-1.09x, 74x74 128
+// -> 256 1.05-1.10x, 256 -> 256 1.02-1.03x, 37x37 1.00-1.035x. Computing the products into a 128
+// KB buffer whose rows were then streamed (no shift) gained 1.02-1.06x: the copy ran at memory
+// speed after the products instead of beside them.
 template <typename T>
 void band_product(const DepthwiseKernels<T>& k, int64_t M, int64_t K, int64_t N, const Acc<T>* a_rows, const Acc<T>* b,
                   int64_t ldb, Acc<T>* panels, const Acc<T>* row_bias, Acc<T>* out, int64_t ldo,
@@ -403,7 +404,8 @@ at::Tensor separable_forward_nchw(const SeparableGeometry& sg, const at::Tensor&
       const auto acc_options = x.options().dtype(acc);
       scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
       acc_t* out_acc = in_place ? out.mutable_data_ptr<acc_t>() : nullptr;
-      const bool stream = on_xsep && in_place && stream_output(x.nbytes() + out.nbytes(), out);
+      const bool stream =
+          on_xsep && in_place && kt.row_product_streamed != nullptr && stream_output(x.nbytes() + out.nbytes(), out);
       at::parallel_for(0, g.N * per_image, 1, [&](int64_t i0, int64_t i1) {
         const std::unique_ptr<acc_t[]> d(new acc_t[g.OC * T]);  // uninitialised: written before read
         const std::unique_ptr<acc_t[]> panels(on_xsep ? new acc_t[panel_values(kt, g.OC, T)] : nullptr);
