@@ -51,8 +51,8 @@ WeightProducts weight_products() {
   static const WeightProducts choice = [] {
     if (const auto name = env_choice("XSEP_CPU_WEIGHT_GEMM", {"blas", "xsep"}))
       return name == "xsep" ? WeightProducts::kXsep : WeightProducts::kBlas;
-    if (amd_processor()) return WeightProducts::kXsep;
-    return std::string_view(kernel_isa()) == "avx512" ? WeightProducts::kLongOnXsep : WeightProducts::kBlas;
+    if (std::string_view(kernel_isa()) != "avx512") return WeightProducts::kBlas;
+    return amd_processor() ? WeightProducts::kXsep : WeightProducts::kLongOnXsep;
   }();
   return choice;
 }

@@ -18,9 +18,15 @@ namespace xsep::cpu {
 
 // "xsep", "blas" or "blas (xsep from N pixels)": what runs the weight gradients' products
 // (addmm_tn_fixed_order, host.h) for float32 and float64: xsep's own kernel (tn_product_impl.h) on
-// AMD processors, where it ran Xception's pointwise weight gradients 1.1-1.3x faster than MKL's
-// products in fixed blocks (Zen 4, fp32, batch 8); elsewhere BLAS, except, where the kernels run
-// AVX-512, float32 products of row operands (channels-last) over at least kTnLongPixels pixels. On
+// AMD processors with AVX-512 kernels, where it ran Xception's pointwise weight gradients 1.1-1.3x
+// faster than MKL's products in fixed blocks (Zen 4, fp32, batch 8); elsewhere BLAS, except, on
+// Intel with AVX-512 kernels, float32 products of row operands (channels-last) over at least
+// kTnLongPixels pixels. With AVX2 kernels BLAS everywhere: on the 2-core Zen 4 restricted to AVX2
+// (XSEP_CPU_ISA=avx2, ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=
+// AVX2: an AVX2 machine's code on this one's cores; fp32, batch 8, `retain`, 2026-12-07) xsep's
+// AVX2 kernel left the pointwise op's forward+backward at 0.84x of torch in NCHW (0.65-0.80x from
+// 74x74 256 -> 256 down) and 0.94x channels-last, MKL's at 1.00x and 0.98x; the fused op's 0.90x
+// -> 1.01x and 0.96x -> 1.03x (geometric means over Xception's layers, one run each). On
 // Intel MKL runs its AVX-512 code: on the 2-core Intel Xeon (fp32, batch 8, 2026-12-05, alternate
 // processes) it ran channels-last weight gradients at 270-300 GFLOP/s on Xception's layers from
 // 37x37 down against this kernel's 215-250, MobileNet's 28x28 144 -> 32 and 14x14 384 -> 96 at
