@@ -64,8 +64,9 @@ FusedProducts fused_products() {
   static const FusedProducts choice = [] {
     if (const auto name = env_choice("XSEP_CPU_FUSED_GEMM", {"library", "xsep"}))
       return name == "xsep" ? FusedProducts::kXsep : FusedProducts::kLibrary;
-    if (std::string_view(kernel_isa()) != "avx512") return FusedProducts::kLibrary;
-    return amd_processor() ? FusedProducts::kXsep : FusedProducts::kShortForwardsOnXsep;
+    const std::string_view isa = kernel_isa();
+    if (amd_processor() && (isa == "avx512" || isa == "avx2")) return FusedProducts::kXsep;
+    return isa == "avx512" ? FusedProducts::kShortForwardsOnXsep : FusedProducts::kLibrary;
   }();
   return choice;
 }

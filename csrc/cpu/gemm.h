@@ -54,11 +54,14 @@ inline constexpr int64_t kTnShortInPlaceMaxRows = 512;
 
 // "xsep" or "library": what runs the fused op's pointwise products (forward, and the backward's
 // gradient of the depthwise output), every dtype: xsep's own kernel (row_product_impl.h), on AMD
-// processors whose kernels run AVX-512 (channels_last: the depthwise output of each thread's block
-// of pixels multiplied from L2 straight into the output; NCHW: each band of one image,
-// separable_conv2d.cpp); elsewhere the library of linear() (gemm_library) and left_product_out,
-// tile by tile. Its AVX2 build (6 x 16 register tiles) is tested but was never timed against
-// oneDNN's AVX2 code, hence AVX-512 only.
+// processors whose kernels run AVX-512 or AVX2 (channels_last: the depthwise output of each
+// thread's block of pixels multiplied from L2 straight into the output; NCHW: each band of one
+// image, separable_conv2d.cpp); elsewhere the library of linear() (gemm_library) and
+// left_product_out, tile by tile. Its AVX2 build (6 x 16 register tiles), on the 2-core Zen 4 held
+// to AVX2 code in every library (see weight_gemm_library; `retain`, 2026-12-07, three runs against
+// two, geometric means over Xception's layers, forward / forward+backward): NCHW 1.08-1.10x /
+// 0.99-1.06x of torch against 0.80-0.87x / 0.85-0.92x tile by tile through oneDNN's AVX2 code,
+// channels_last 1.14-1.17x / 1.03-1.13x against 0.98-1.02x / 1.01-1.02x.
 // oneDNN, AMD's library, writes each result into a new tensor (a copy per tile) and re-packs the
 // weight per call: on Zen 5 (fp32, batch 8, `retain`, interleaved) the forward ran 1.03-1.27x of
 // torch with xsep's product against 0.82-0.97x tile by tile through oneDNN. On Intel, BLAS (MKL)
