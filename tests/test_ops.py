@@ -1414,6 +1414,46 @@ def test_native_nchw_channel_blocks_matches_reference(case, dtype):
     assert got["output"].is_contiguous()
 
 
+# (N, C, H, W, activation, O): float32 NCHW 3x3 layers at unit stride with padding 1 whose planes
+# are 10 to 56 wide and hold at least 100 values, which the AVX-512 build runs on the shifted-rows
+# kernel (csrc/cpu/depthwise_nchw_kernels_impl.h: forward_shifted; depthwise_conv2d.cpp:
+# nchw_shifted): the depthwise op's forward (O None; the activation on its input) and the fused op's
+# depthwise half (the activation between the halves), which its backward runs again. Their edges:
+# the smallest plane it takes (10x10, and 4 rows of 25), the widest (56), rows of a vector plus a few
+# values (19, 17) and odd ones (13x11, 37), a plane that ends a vector early, channels not a multiple
+# of 16, several images side by side in a band (the fused op's 10x10 and 11x13 planes). Other
+# builds run the same cases on their own paths.
+_SHIFTED_CASES = [
+    (2, 5, 10, 10, "none", None), (1, 3, 4, 25, "relu", None), (3, 7, 19, 19, "relu", None),
+    (1, 2, 56, 56, "none", None), (2, 3, 13, 11, "none", None), (1, 4, 17, 37, "relu", None),
+    (3, 6, 10, 10, "relu6", 8), (2, 5, 19, 19, "none", 12), (2, 3, 11, 13, "relu", 7), (1, 18, 37, 29, "relu6", 16),
+]
+
+
+@pytest.mark.parametrize("case", _SHIFTED_CASES, ids=lambda c: ("separable" if c[5] else "depthwise")
+                         + f"_{c[0]}x{c[1]}x{c[2]}x{c[3]}_{c[4]}")
+def test_native_nchw_shifted_rows_match_reference(case):
+    # The NCHW output and every gradient against the float64 reference.
+    require_native()
+    n, c, h, w, act, o = case
+    torch.manual_seed(0)
+    inputs = [away_from_zero(n, c, h, w).float(), torch.randn(c, 1, 3, 3)]
+    if o is None:  # depthwise_conv2d(x, weight, bias, *geometry)
+        op, geometry, names = "depthwise_conv2d", ((1, 1), (1, 1, 1, 1), (1, 1), act), ["input", "weight", "bias"]
+        inputs.append(torch.randn(c))
+    else:  # separable_conv2d(x, dw, pw, bias, *geometry, dw_bias)
+        op, geometry = "separable_conv2d", ((1, 1), (1, 1, 1, 1), (1, 1), "none", act)
+        names = ["input", "depthwise_weight", "pointwise_weight", "bias", "depthwise_bias"]
+        inputs += [torch.randn(o, c, 1, 1), torch.randn(o), torch.randn(c)]
+
+    def call(fn, *args):
+        return fn(*args, *geometry) if o is None else fn(*args[:4], *geometry, args[4])
+
+    got = check_against_reference(lambda *args: call(getattr(ops(), op), *args),
+                                  lambda *args: call(getattr(reference, op), *args), inputs, names)
+    assert got["output"].is_contiguous()
+
+
 @pytest.mark.parametrize("variable, value, choices", [
     ("XSEP_CPU_STREAM_STORES", "sometimes", "'auto', 'always', 'never'"),
     ("XSEP_CPU_PREFETCH", "maybe", "'auto', 'always', 'never'"),

@@ -61,6 +61,31 @@ bool nchw_in_blocks(const DepthwiseGeometry& g, at::ScalarType dtype) {
   }
 }
 
+// Shifted rows (DepthwiseNchwKernels::forward_shifted, AVX-512 float32) for the forward of 3x3
+// layers at unit stride with padding 1 (the output the input's size), depth multiplier 1, planes
+// 10 to 56 wide of at least 100 values, with the automatic setting: each plane read in place, no
+// padded copy and no transposes (the channel blocks' transposes took about three quarters of
+// 19x19x728's forward). Their backward stays where it was. Zen 4 EPYC, fp32, batch 8, 2 threads,
+// `retain`, 2026-12-08, alternate processes against channel blocks / plane kernels (min of 38-58
+// calls, three to five pairs, ms): 19x19x728 0.43-0.71 against 0.81-2.07, 37x37x728 1.72-2.73
+// against 3.33-4.32, 37x37x256 0.53-1.02 against 0.78-1.30, 56x56x144 0.68-1.18 against 0.81-1.42,
+// 28x28x192 0.25-0.46 against 0.33-0.54, 14x14x576 0.22-0.36 against 0.27-0.47, 10x10x1024
+// 0.24-0.39 against 0.28-0.43, 10x10x1536 0.34-0.65 against 0.40-0.81 (most pairs its way: this VM's
+// noise). Hence the bounds: 7x7x960 ran 0.16 against 0.15 (four vectors for 49 values, the window
+// set up a plane), 64x64x32 0.24-0.43 against 0.21-0.31 (rows of whole vectors: the plane kernels'
+// aligned path), and 5x5 and 7x7 kernels 1.5-4x slower than the channel blocks (EfficientNet's
+// 14x14x480 and 28x28x240, ConvNeXt's 56x56x40 to 7x7x320: a lane shift and a masked multiply-add
+// per tap, against the blocks' register tiles). The fused op's NCHW bands of whole planes run it
+// too (forward, and the backward's recomputation): 19x19 728 -> 728 forward 16.0-17.0 against
+// 16.6-19.0 ms, forward+backward 51-54 against 54-58.
+bool nchw_shifted(const DepthwiseGeometry& g, at::ScalarType dtype) {
+  const bool same = g.M == 1 && g.sh == 1 && g.sw == 1 && g.dil_h == 1 && g.dil_w == 1 && g.kh == 3 && g.kw == 3 &&
+                    g.pad_top == 1 && g.pad_left == 1 && g.Ho == g.H && g.Wo == g.W;
+  return nchw_depthwise_setting_choice() == NchwDepthwiseSetting::kAuto && dtype == at::kFloat && same &&
+         g.W <= kShiftedMaxWidth && g.H * g.W >= kShiftedMinPixels && g.N * g.C > 0 &&
+         depthwise_nchw_kernels<float>().forward_shifted != nullptr;
+}
+
 int64_t nchw_block_channels(int64_t C, int64_t images) {
   const int64_t wanted = 4 * at::get_num_threads();
   int64_t even = C;
@@ -74,6 +99,25 @@ int64_t nchw_block_channels(int64_t C, int64_t images) {
 
 namespace {
 
+// The planes of an NCHW forward where nchw_shifted (float32: T is its own acc_t), a kernel call per
+// image's run of them.
+template <typename T>
+void forward_shifted_planes(const DepthwiseGeometry& g, const DepthwiseNchwKernels<T>& k, const T* x, const Acc<T>* w,
+                            const Acc<T>* bias, T* out) {
+  if constexpr (std::is_same_v<T, Acc<T>>) {
+    const int64_t plane = g.H * g.W;
+    at::parallel_for(0, g.N * g.C, grain(plane * g.kh * g.kw), [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1;) {
+        const int64_t n = q / g.C, c0 = q % g.C, c1 = std::min(g.C, c0 + (q1 - q));
+        k.forward_shifted(g, x, w, bias, out + (n * g.C + c0) * plane, plane, n, c0, c1);
+        q += c1 - c0;
+      }
+    });
+  } else {
+    TORCH_INTERNAL_ASSERT(false, "forward_shifted takes float32 only");
+  }
+}
+
 // The NCHW paths (runs_nchw): the kernels read and write dense NCHW tensors in place. The forward
 // on the plane kernels, or in channel blocks (see nchw_depthwise_path).
 at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, const at::Tensor& weight,
@@ -81,7 +125,8 @@ at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, 
   at::Tensor out = at::empty({g.N, g.OC, g.Ho, g.Wo}, input.options());
   if (out.numel() == 0) return out;
   const at::Tensor x = input.contiguous();
-  const at::Tensor w = in_blocks ? tap_major(weight) : channel_major(weight);
+  const bool shifted = nchw_shifted(g, input.scalar_type());
+  const at::Tensor w = in_blocks && !shifted ? tap_major(weight) : channel_major(weight);
   const at::Tensor b = acc_bias(bias);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "xsep.depthwise_conv2d", [&] {
     using acc_t = Acc<scalar_t>;
@@ -90,6 +135,7 @@ at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, 
     const acc_t* wp = w.const_data_ptr<acc_t>();
     const acc_t* bp = b.defined() ? b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+    if (shifted) return forward_shifted_planes(g, k, xp, wp, bp, yp);
     if (in_blocks) {
       const int64_t cb = nchw_block_channels(g.C, g.N), blocks = (g.C + cb - 1) / cb;
       at::parallel_for(0, g.N * blocks, 1, [&](int64_t i0, int64_t i1) {

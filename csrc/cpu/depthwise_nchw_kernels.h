@@ -59,6 +59,16 @@ struct DepthwiseNchwKernels {
                               int64_t out_plane, int64_t n, int64_t c0, int64_t c1);
   void (*backward_blocked)(const DepthwiseGeometry&, const T* go, const T* x, const acc_t* w_taps, T* gi,
                            acc_t* gw_taps, int64_t n, int64_t c0, int64_t c1);
+  // Float32 planes at unit stride and dilation whose output is the input's size (3 x 3, padded 1 on
+  // each side; depth multiplier 1), whole planes: image n, channels [c0, c1),
+  // plane c - c0 at out + (c - c0) * out_plane (the depthwise op: its output's planes, the fused op:
+  // a tile buffer); the channel-major weights w. Read in place, no padded copy: each tap row's
+  // shifted vectors come from the plane's own rows (masked loads, then lane shifts), the lanes
+  // whose taps fall outside the plane masked out (nchw_shifted, depthwise_conv2d.cpp, says where it
+  // runs). AVX-512 only (its masked loads and per-lane masked multiply-adds): nullptr in the other
+  // tables and types.
+  void (*forward_shifted)(const DepthwiseGeometry&, const T* x, const acc_t* w, const acc_t* bias, acc_t* out,
+                          int64_t out_plane, int64_t n, int64_t c0, int64_t c1) = nullptr;
 };
 
 // The table for the instruction set depthwise_kernels<T>() uses (the same choice, XSEP_CPU_ISA included).

@@ -1329,6 +1329,107 @@ void backward_blocked(const DepthwiseGeometry& s, const T* go, const T* x, const
   }
 }
 
+#if XSEP_VEC_BYTES == 64
+// ---------------------------------------------------------------------------------------------
+// Shifted rows: float32 planes at unit stride whose output is the input's size (3 x 3, padded 1 on
+// each side), computed in place from the plane's own values, no padded copy (see forward_shifted
+// in depthwise_nchw_kernels.h). Written for K x K with K / 2 padding; only K = 3 is instantiated.
+
+// The lanes of [s, s + 16) inside [0, n), as a mask.
+XSEP_INLINE __mmask16 lanes_inside(i64 s, i64 n) {
+  const i64 lo = clamp_(-s, 0, 16), hi = clamp_(n - s, lo, 16);
+  return __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+// The vector D values on (-16 < D < 16) from the start of cur, of the consecutive vectors prev,
+// cur, next.
+template <int D>
+XSEP_INLINE __m512 shifted_by(__m512 prev, __m512 cur, __m512 next) {
+  if constexpr (D == 0) return cur;
+  else if constexpr (D < 0)
+    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 16 + D));
+  else return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(cur), D));
+}
+
+// acc += one tap row's products, taps j = J.. in order: tap j reads the row's values j - K / 2 on,
+// its lanes whose column that takes outside the row (cols[j] clear) left out.
+template <int K, int J = 0>
+XSEP_INLINE void shifted_tap_row(__m512& acc, const __m512 (&win)[3], const float* w, const __mmask16* cols) {
+  if constexpr (J < K) {
+    constexpr int D = J - K / 2;
+    const __m512 xs = shifted_by<D>(win[0], win[1], win[2]);
+    if constexpr (D == 0) acc = _mm512_fmadd_ps(xs, _mm512_set1_ps(w[J]), acc);
+    else acc = _mm512_mask3_fmadd_ps(xs, _mm512_set1_ps(w[J]), acc, cols[J]);
+    shifted_tap_row<K, J + 1>(acc, win, w, cols);
+  }
+}
+
+// One plane of n = H * W values (rows W long) into out: bias + the taps in (i, j) order, each output
+// vector at flat position p reading, for tap row i, the vectors at p + (i - K / 2) * W - 16, + 0 and
+// + 16 (kept in a window that slides a vector a step: one load a tap row), lanes outside the plane
+// loaded as zeros (the rows above and below, never read), those whose tap column falls off their
+// row masked out of that tap (cols[v * K + j], see forward_shifted).
+template <int K, bool Relu>
+void shifted_plane(const float* x, i64 n, i64 W, const float* w, float bias, float* out, const __mmask16* cols) {
+  constexpr int R = K / 2;
+  float wk[K * K];  // a copy: out may not alias it, so the broadcasts need not be reloaded after stores
+  for (int t = 0; t < K * K; ++t) wk[t] = w[t];
+  auto load = [&](i64 at) __attribute__((always_inline)) {
+    const __m512 v = _mm512_maskz_loadu_ps(lanes_inside(at, n), x + at);
+    return Relu ? bit_cast<__m512>(relu(bit_cast<VF>(v))) : v;
+  };
+  __m512 win[K][3];
+#pragma GCC unroll 7
+  for (int i = 0; i < K; ++i)
+#pragma GCC unroll 3
+    for (int u = 0; u < 3; ++u) win[i][u] = load((i - R) * W + 16 * (u - 1));
+  const i64 nv = (n + 15) / 16;
+  for (i64 v = 0; v < nv; ++v) {
+    __m512 acc = _mm512_set1_ps(bias);
+#pragma GCC unroll 7
+    for (int i = 0; i < K; ++i) shifted_tap_row<K>(acc, win[i], wk + i * K, cols + v * K);
+    const i64 p = v * 16;
+    if (p + 16 <= n) _mm512_storeu_ps(out + p, acc);
+    else _mm512_mask_storeu_ps(out + p, lanes_inside(0, n - p), acc);
+#pragma GCC unroll 7
+    for (int i = 0; i < K; ++i) {
+      win[i][0] = win[i][1];
+      win[i][1] = win[i][2];
+      win[i][2] = load(p + 32 + (i - R) * W);
+    }
+  }
+}
+
+// The table's forward_shifted: the planes of image n, channels [c0, c1), plane c - c0 at out +
+// (c - c0) * out_plane.
+void forward_shifted(const DepthwiseGeometry& s, const float* x, const float* w, const float* bias, float* out,
+                     i64 out_plane, i64 n, i64 c0, i64 c1) {
+  constexpr int K = 3, R = K / 2;
+  const i64 plane = s.H * s.W, nv = (plane + 15) / 16;
+  // cols[v * K + j]: the lanes of output vector v whose column c has c + j - R inside [0, W).
+  // Each lane's column stepped along (16 on, wrapped), no division a lane.
+  __mmask16* cols = scratch<__mmask16>(nv * K);
+  i64 col[16];
+  for (int l = 0; l < 16; ++l) col[l] = l % s.W;
+  for (i64 v = 0; v < nv; ++v) {
+    for (i64 j = 0; j < K; ++j) {
+      unsigned m = 0;
+      for (int l = 0; l < 16; ++l) m |= unsigned(col[l] + j - R >= 0 && col[l] + j - R < s.W) << l;
+      cols[v * K + j] = __mmask16(m);
+    }
+    for (int l = 0; l < 16; ++l)
+      for (col[l] += 16; col[l] >= s.W;) col[l] -= s.W;
+  }
+  for (i64 c = c0; c < c1; ++c) {
+    const float* xc = x + (n * s.C + c) * plane;
+    const float b = bias != nullptr ? bias[c] : 0.0f;
+    float* oc = out + (c - c0) * out_plane;
+    if (s.relu_input) shifted_plane<K, true>(xc, plane, s.W, w + c * K * K, b, oc, cols);
+    else shifted_plane<K, false>(xc, plane, s.W, w + c * K * K, b, oc, cols);
+  }
+}
+#endif
+
 template <typename T>
 DepthwiseNchwKernels<T> make_nchw_table() {
   using A = Acc<T>;
@@ -1342,6 +1443,9 @@ DepthwiseNchwKernels<T> make_nchw_table() {
   t.forward_blocked = &forward_blocked<T, T>;
   t.forward_blocked_acc = &forward_blocked<T, A>;
   t.backward_blocked = &backward_blocked<T>;
+#if XSEP_VEC_BYTES == 64
+  if constexpr (std::is_same_v<T, float>) t.forward_shifted = &forward_shifted;
+#endif
   return t;
 }
 

@@ -100,6 +100,12 @@ std::string nchw_depthwise_setting();
 // for auto, the plane size and dtype (depthwise_conv2d.cpp); in the fused op, for bands of whole
 // planes only (separable_conv2d.cpp: DepthwiseBandNchw).
 bool nchw_in_blocks(const DepthwiseGeometry& g, at::ScalarType dtype);
+// Whether an NCHW depthwise forward (the op's, or the fused op's depthwise half on bands of whole
+// planes) runs on DepthwiseNchwKernels::forward_shifted, ahead of blocks or the plane kernels: the
+// automatic setting, a table that has it, its geometry, and planes up to kShiftedMaxWidth wide.
+inline constexpr int64_t kShiftedMaxWidth = 56;
+inline constexpr int64_t kShiftedMinPixels = 100;
+bool nchw_shifted(const DepthwiseGeometry& g, at::ScalarType dtype);
 // Channels a block for `images` images: the most of 64, 48, 32, 16 (whole AVX-512 vectors of
 // floats; 64 channels are 4) that still gives each thread 4 (image, block) items to balance, in
 // blocks of even size. Each value is summed in the same order whatever the block (the NHWC

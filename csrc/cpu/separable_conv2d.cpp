@@ -237,6 +237,7 @@ struct DepthwiseBandNchw {
   const acc_t* w_taps;  // tap-major weights (channel blocks), or nullptr
   const acc_t* bias;    // the depthwise bias, or nullptr
   int64_t T_;           // tile row length
+  bool shifted;         // whole planes on forward_shifted (nchw_shifted)
 
   // w_taps: tap_major(dw weight) where nchw_in_blocks, else undefined (see nchw_band_taps).
   DepthwiseBandNchw(const DepthwiseGeometry& g, Activation mid, const at::Tensor& x, const at::Tensor& w_cm,
@@ -249,7 +250,8 @@ struct DepthwiseBandNchw {
         w(w_cm.const_data_ptr<acc_t>()),
         w_taps(w_taps.defined() ? w_taps.const_data_ptr<acc_t>() : nullptr),
         bias(bias.defined() ? bias.const_data_ptr<acc_t>() : nullptr),
-        T_(tile) {}
+        T_(tile),
+        shifted(nchw_shifted(g, x.scalar_type())) {}
 
   void operator()(int64_t n0, int64_t n1, int64_t ho0, int64_t ho1, acc_t* pre, acc_t* post) const {
     const int64_t pixels = (ho1 - ho0) * g.Wo;
@@ -260,6 +262,17 @@ struct DepthwiseBandNchw {
       for (int64_t oc = c0 * g.M; oc < c1 * g.M; ++oc)
         elementwise.activation(mid, pre + oc * T_ + at, post + oc * T_ + at, pixels);
     };
+    if (shifted && ho0 == 0 && ho1 == g.Ho) {
+      at::parallel_for(0, (n1 - n0) * g.C, grain(pixels * g.kh * g.kw), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1;) {
+          const int64_t n = n0 + i / g.C, c0 = i % g.C, c1 = std::min(g.C, c0 + (i1 - i));
+          k.forward_shifted(g, x, w, bias, pre + c0 * T_ + (n - n0) * pixels, T_, n, c0, c1);
+          activate(n, c0, c1);
+          i += c1 - c0;
+        }
+      });
+      return;
+    }
     if (w_taps != nullptr && ho0 == 0 && ho1 == g.Ho) {
       const int64_t cb = nchw_block_channels(g.C, n1 - n0), blocks = (g.C + cb - 1) / cb;
       at::parallel_for(0, (n1 - n0) * blocks, 1, [&](int64_t i0, int64_t i1) {
@@ -282,7 +295,8 @@ struct DepthwiseBandNchw {
 
 // The tap-major depthwise weight DepthwiseBandNchw takes where whole planes run in channel blocks.
 at::Tensor nchw_band_taps(const DepthwiseGeometry& g, const at::Tensor& input, const at::Tensor& dw_weight) {
-  return nchw_in_blocks(g, input.scalar_type()) ? tap_major(dw_weight) : at::Tensor();
+  const auto dtype = input.scalar_type();
+  return nchw_in_blocks(g, dtype) && !nchw_shifted(g, dtype) ? tap_major(dw_weight) : at::Tensor();
 }
 
 // NCHW products on xsep's product (fused_products_on_xsep): out [M, N] (rows ldo apart) = a [M, K]
