@@ -30,8 +30,8 @@ TABLE = {
         (1.07, 1.143),  # AMD EPYC, default
         (0.91, 0.971),  # AMD EPYC (avx512), default
         (1.11, 1.089),  # AMD EPYC (avx512), retain
-        (1.076, 1.245),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.311, 1.482),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.267, 1.277),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.311, 1.433),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.382, 0.976),  # AMD EPYC (avx512, family 26 model 2), default
         (1.088, 1.181),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.075, 0.966),  # Intel(R) Xeon(R) Processor, default
@@ -43,8 +43,8 @@ TABLE = {
         (0.398, 0.443),  # AMD EPYC, default
         (2.019, 1.92),  # AMD EPYC (avx512), default
         (1.462, 1.542),  # AMD EPYC (avx512), retain
-        (3.183, 2.726),  # AMD EPYC (avx512, family 25 model 17), default
-        (2.583, 2.262),  # AMD EPYC (avx512, family 25 model 17), retain
+        (3.058, 2.599),  # AMD EPYC (avx512, family 25 model 17), default
+        (2.333, 2.229),  # AMD EPYC (avx512, family 25 model 17), retain
         (2.367, 2.024),  # AMD EPYC (avx512, family 26 model 2), default
         (1.842, 1.689),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.552, 1.585),  # Intel(R) Xeon(R) Processor, default
@@ -82,8 +82,8 @@ TABLE = {
         (1.071, 1.077),  # AMD EPYC, default
         (1.052, 0.976),  # AMD EPYC (avx512), default
         (0.985, 0.952),  # AMD EPYC (avx512), retain
-        (1.118, 1.086),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.126, 1.121),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.128, 1.09),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.104, 1.086),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.119, 1.101),  # AMD EPYC (avx512, family 26 model 2), default
         (1.035, 1.048),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.117, 1.08),  # Intel(R) Xeon(R) Processor, default
@@ -95,8 +95,8 @@ TABLE = {
         (0.732, 0.808),  # AMD EPYC, default
         (1.266, 1.32),  # AMD EPYC (avx512), default
         (0.845, 0.948),  # AMD EPYC (avx512), retain
-        (1.493, 1.488),  # AMD EPYC (avx512, family 25 model 17), default
-        (1.229, 1.151),  # AMD EPYC (avx512, family 25 model 17), retain
+        (1.539, 1.56),  # AMD EPYC (avx512, family 25 model 17), default
+        (1.266, 1.198),  # AMD EPYC (avx512, family 25 model 17), retain
         (1.728, 1.658),  # AMD EPYC (avx512, family 26 model 2), default
         (1.319, 1.188),  # AMD EPYC (avx512, family 26 model 2), retain
         (1.349, 1.447),  # Intel(R) Xeon(R) Processor, default

@@ -65,7 +65,9 @@ bool nchw_in_blocks(const DepthwiseGeometry& g, at::ScalarType dtype) {
 // layers at unit stride with padding 1 (the output the input's size), depth multiplier 1, planes
 // 10 to 56 wide of at least 100 values, with the automatic setting: each plane read in place, no
 // padded copy and no transposes (the channel blocks' transposes took about three quarters of
-// 19x19x728's forward). Their backward stays where it was. Zen 4 EPYC, fp32, batch 8, 2 threads,
+// 19x19x728's forward); without an input relu, their input gradient too (the forward of
+// grad_output with the kernel turned half a turn: depthwise_grad_input_nchw), the weight gradient
+// staying where it ran. Zen 4 EPYC, fp32, batch 8, 2 threads,
 // `retain`, 2026-12-08, alternate processes against channel blocks / plane kernels (min of 38-58
 // calls, three to five pairs, ms): 19x19x728 0.43-0.71 against 0.81-2.07, 37x37x728 1.72-2.73
 // against 3.33-4.32, 37x37x256 0.53-1.02 against 0.78-1.30, 56x56x144 0.68-1.18 against 0.81-1.42,
@@ -77,7 +79,11 @@ bool nchw_in_blocks(const DepthwiseGeometry& g, at::ScalarType dtype) {
 // 14x14x480 and 28x28x240, ConvNeXt's 56x56x40 to 7x7x320: a lane shift and a masked multiply-add
 // per tap, against the blocks' register tiles). The fused op's NCHW bands of whole planes run it
 // too (forward, and the backward's recomputation): 19x19 728 -> 728 forward 16.0-17.0 against
-// 16.6-19.0 ms, forward+backward 51-54 against 54-58.
+// 16.6-19.0 ms, forward+backward 51-54 against 54-58. The depthwise op's backward (input and weight
+// gradients; three pairs, min of 28 calls, ms): 19x19x728 1.25-1.48 against 1.80-1.92, 10x10x1024
+// 0.66-1.16 against 0.76-0.79, 37x37x728 6.5-7.4 against 8.0, 37x37x256 2.06-2.23 against
+// 2.61-2.77, 28x28x192 0.65-0.68 against 1.13-1.80, 14x14x576 0.62-0.68 against 0.72-1.36,
+// 56x56x144 2.43-2.95 against 2.72-3.08; the fused op's backward within noise (its products).
 bool nchw_shifted(const DepthwiseGeometry& g, at::ScalarType dtype) {
   const bool same = g.M == 1 && g.sh == 1 && g.sw == 1 && g.dil_h == 1 && g.dil_w == 1 && g.kh == 3 && g.kw == 3 &&
                     g.pad_top == 1 && g.pad_left == 1 && g.Ho == g.H && g.Wo == g.W;
@@ -194,6 +200,12 @@ NchwPath nchw_depthwise_path(const DepthwiseGeometry& g, const at::Tensor& input
     return narrow ? NchwPath::kOneDnn : NchwPath::kPlanes;
   }
   return nchw_in_blocks(g, input.scalar_type()) ? NchwPath::kBlocks : NchwPath::kPlanes;
+}
+
+// Whether the NCHW input gradient runs on the shifted-rows kernel (depthwise_grad_input_nchw, host.h):
+// where the forward does, without an input relu (its mask is not applied there).
+bool shifted_grad_input(const DepthwiseGeometry& g, const at::Tensor& input) {
+  return !g.relu_input && nchw_shifted(g, input.scalar_type());
 }
 
 // (grad_input when with_input, else undefined; grad_weight when with_weight, else undefined). Each
@@ -399,7 +411,7 @@ at::Tensor depthwise_conv2d_grad_input_cpu(const at::Tensor& grad_output, const 
                                                        weight, stride, padding, dilation, input_activation);
   if (runs_nchw(input)) {
     const NchwPath path = nchw_depthwise_path(g, input, padding);
-    if (path == NchwPath::kBlocks) {
+    if (path == NchwPath::kBlocks && !shifted_grad_input(g, input)) {
       return std::get<0>(backward_in_nchw_blocks(g, grad_output, input, weight, true, false));
     }
     if (path == NchwPath::kOneDnn) {
@@ -432,6 +444,14 @@ std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_cpu(const at::Tenso
                                                        weight, stride, padding, dilation, input_activation);
   if (runs_nchw(input)) {
     const NchwPath path = nchw_depthwise_path(g, input, padding);
+    if (path != NchwPath::kOneDnn && shifted_grad_input(g, input)) {
+      // The input gradient on the shifted rows, the weight gradient where it ran (the same bits as
+      // the ops that make each alone).
+      return {grad_input_in_nchw(g, grad_output, input, weight),
+              path == NchwPath::kBlocks
+                  ? std::get<1>(backward_in_nchw_blocks(g, grad_output, input, weight, false, true))
+                  : grad_weight_in_nchw(g, grad_output, input, weight)};
+    }
     if (path == NchwPath::kBlocks) return backward_in_nchw_blocks(g, grad_output, input, weight, true, true);
     if (path == NchwPath::kPlanes) return backward_in_nchw(g, grad_output, input, weight);
     return {grad_input_on_onednn(g, grad_output, input, weight, stride, padding, dilation),

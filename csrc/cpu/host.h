@@ -13,6 +13,7 @@
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "common/geometry.h"
 #include "common/layout.h"
@@ -309,6 +310,25 @@ template <typename T, typename GT>
 void depthwise_grad_input_nchw(const DepthwiseGeometry& s, const GT* go, const Acc<T>* w, const T* x, T* gi,
                                bool stream_gi) {
   const auto& k = depthwise_nchw_kernels<T>();
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<GT, float>) {
+    if (!s.relu_input && nchw_shifted(s, at::kFloat)) {
+      // At unit stride with the output the input's size, the input gradient is the forward of
+      // grad_output with each 3x3 kernel turned half a turn (its nine taps reversed): on the
+      // shifted-rows kernel where the forward runs there (nchw_shifted; no relu mask to apply).
+      std::vector<float> flipped(s.C * 9);
+      for (int64_t c = 0; c < s.C; ++c)
+        for (int64_t t = 0; t < 9; ++t) flipped[c * 9 + t] = w[c * 9 + 8 - t];
+      const int64_t plane = s.H * s.W;
+      at::parallel_for(0, s.N * s.C, grain(plane * 9), [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1;) {
+          const int64_t n = q / s.C, c0 = q % s.C, c1 = std::min(s.C, c0 + (q1 - q));
+          k.forward_shifted(s, go, flipped.data(), nullptr, gi + q * plane, plane, n, c0, c1);
+          q += c1 - c0;
+        }
+      });
+      return;
+    }
+  }
   at::parallel_for(0, s.N * s.C, grain(s.H * s.W * s.M * s.kh * s.kw), [&](int64_t q0, int64_t q1) {
     if constexpr (std::is_same_v<GT, T>) k.grad_input(s, go, w, x, gi, q0, q1, stream_gi);
     else k.grad_input_acc(s, go, w, x, gi, q0, q1, stream_gi);
