@@ -1420,12 +1420,14 @@ def test_native_nchw_channel_blocks_matches_reference(case, dtype):
 # nchw_shifted): the depthwise op's forward (O None; the activation on its input) and the fused op's
 # depthwise half (the activation between the halves), which its backward runs again. Their edges:
 # the smallest plane it takes (10x10, and 4 rows of 25), the widest (56), rows of a vector plus a few
-# values (19, 17) and odd ones (13x11, 37), a plane that ends a vector early, channels not a multiple
-# of 16, several images side by side in a band (the fused op's 10x10 and 11x13 planes). Other
-# builds run the same cases on their own paths.
+# values (19, 17) and odd ones (13x11, 37), a plane that ends a vector early, tall planes one and two
+# values wide (every lane's left and right taps off the row), channels not a multiple of 16, several
+# images side by side in a band (the fused op's 10x10, 11x13 and 100x1 planes). Other builds run the
+# same cases on their own paths.
 _SHIFTED_CASES = [
     (2, 5, 10, 10, "none", None), (1, 3, 4, 25, "relu", None), (3, 7, 19, 19, "relu", None),
     (1, 2, 56, 56, "none", None), (2, 3, 13, 11, "none", None), (1, 4, 17, 37, "relu", None),
+    (2, 2, 120, 1, "none", None), (1, 3, 60, 2, "none", None), (2, 4, 100, 1, "none", 6),
     (3, 6, 10, 10, "relu6", 8), (2, 5, 19, 19, "none", 12), (2, 3, 11, 13, "relu", 7), (1, 18, 37, 29, "relu6", 16),
 ]
 
