@@ -112,12 +112,8 @@ void forward_shifted_planes(const DepthwiseGeometry& g, const DepthwiseNchwKerne
                             const Acc<T>* bias, T* out) {
   if constexpr (std::is_same_v<T, Acc<T>>) {
     const int64_t plane = g.H * g.W;
-    at::parallel_for(0, g.N * g.C, grain(plane * g.kh * g.kw), [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1;) {
-        const int64_t n = q / g.C, c0 = q % g.C, c1 = std::min(g.C, c0 + (q1 - q));
-        k.forward_shifted(g, x, w, bias, out + (n * g.C + c0) * plane, plane, n, c0, c1);
-        q += c1 - c0;
-      }
+    for_plane_runs(g.N, g.C, grain(plane * g.kh * g.kw), [&](int64_t n, int64_t c0, int64_t c1) {
+      k.forward_shifted(g, x, w, bias, out + (n * g.C + c0) * plane, plane, n, c0, c1);
     });
   } else {
     TORCH_INTERNAL_ASSERT(false, "forward_shifted takes float32 only");
@@ -155,14 +151,9 @@ at::Tensor forward_in_nchw(const DepthwiseGeometry& g, const at::Tensor& input, 
     }
     const int64_t plane = g.Ho * g.Wo;
     const bool stream = stream_output(x.nbytes() + out.nbytes(), out);
-    // Input planes q = n * C + c (each with its M output planes), whole images of rows; one kernel
-    // call per image's run of channels, so that its setup is paid once per run, not per plane.
-    at::parallel_for(0, g.N * g.C, grain(plane * g.M * g.kh * g.kw), [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1;) {
-        const int64_t n = q / g.C, c0 = q % g.C, c1 = std::min(g.C, c0 + (q1 - q));
-        k.forward(g, xp, wp, bp, yp + (n * g.OC + c0 * g.M) * plane, plane, n, c0, c1, 0, g.Ho, stream);
-        q += c1 - c0;
-      }
+    // Input planes q = n * C + c (each with its M output planes), whole images of rows.
+    for_plane_runs(g.N, g.C, grain(plane * g.M * g.kh * g.kw), [&](int64_t n, int64_t c0, int64_t c1) {
+      k.forward(g, xp, wp, bp, yp + (n * g.OC + c0 * g.M) * plane, plane, n, c0, c1, 0, g.Ho, stream);
     });
   });
   return out;

@@ -303,6 +303,19 @@ std::tuple<at::Tensor, at::Tensor> depthwise_backward_from_acc(const DepthwiseGe
                                                                const at::Tensor& x, const at::Tensor& grad_out_acc,
                                                                const at::Tensor& weight, const at::Tensor& w_taps);
 
+// fn(n, c0, c1) for the planes q = n * C + c of `images` images of C channels, split between
+// threads in runs of one image's channels (one kernel call a run: its setup paid once a run).
+template <typename F>
+void for_plane_runs(int64_t images, int64_t C, int64_t grain_size, const F& fn) {
+  at::parallel_for(0, images * C, grain_size, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1;) {
+      const int64_t n = q / C, c0 = q % C, c1 = std::min(C, c0 + (q1 - q));
+      fn(n, c0, c1);
+      q += c1 - c0;
+    }
+  });
+}
+
 // The NCHW depthwise input gradient (overwrites gi, dense NCHW like x) from an NCHW grad_output
 // of type T or acc_t; `w` = channel_major(weight); x is read only for the input relu; stream_gi as
 // the kernels' stream_out.
@@ -319,12 +332,8 @@ void depthwise_grad_input_nchw(const DepthwiseGeometry& s, const GT* go, const A
       for (int64_t c = 0; c < s.C; ++c)
         for (int64_t t = 0; t < 9; ++t) flipped[c * 9 + t] = w[c * 9 + 8 - t];
       const int64_t plane = s.H * s.W;
-      at::parallel_for(0, s.N * s.C, grain(plane * 9), [&](int64_t q0, int64_t q1) {
-        for (int64_t q = q0; q < q1;) {
-          const int64_t n = q / s.C, c0 = q % s.C, c1 = std::min(s.C, c0 + (q1 - q));
-          k.forward_shifted(s, go, flipped.data(), nullptr, gi + q * plane, plane, n, c0, c1);
-          q += c1 - c0;
-        }
+      for_plane_runs(s.N, s.C, grain(plane * 9), [&](int64_t n, int64_t c0, int64_t c1) {
+        k.forward_shifted(s, go, flipped.data(), nullptr, gi + (n * s.C + c0) * plane, plane, n, c0, c1);
       });
       return;
     }

@@ -263,13 +263,9 @@ struct DepthwiseBandNchw {
         elementwise.activation(mid, pre + oc * T_ + at, post + oc * T_ + at, pixels);
     };
     if (shifted && ho0 == 0 && ho1 == g.Ho) {
-      at::parallel_for(0, (n1 - n0) * g.C, grain(pixels * g.kh * g.kw), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1;) {
-          const int64_t n = n0 + i / g.C, c0 = i % g.C, c1 = std::min(g.C, c0 + (i1 - i));
-          k.forward_shifted(g, x, w, bias, pre + c0 * T_ + (n - n0) * pixels, T_, n, c0, c1);
-          activate(n, c0, c1);
-          i += c1 - c0;
-        }
+      for_plane_runs(n1 - n0, g.C, grain(pixels * g.kh * g.kw), [&](int64_t j, int64_t c0, int64_t c1) {
+        k.forward_shifted(g, x, w, bias, pre + c0 * T_ + j * pixels, T_, n0 + j, c0, c1);
+        activate(n0 + j, c0, c1);
       });
       return;
     }
